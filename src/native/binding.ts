@@ -1,0 +1,209 @@
+/**
+ * The whole surface of the native addon (native/, built by cmake-js into
+ * build/Release/netoken_native.node). This module only declares and loads it;
+ * friendlier wrappers live in src/native/bpf.ts. Nothing else imports the addon.
+ *
+ * Every failing libbpf or syscall call throws a NativeError (see errors.ts):
+ * an Error with `code` (e.g. 'EPERM'), `errno` (positive number) and `syscall`
+ * (the libbpf function or syscall that failed, e.g. 'bpf_tc_attach').
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export type Direction = 'ingress' | 'egress';
+
+export interface ProgramInfo {
+  name: string;
+  /** enum bpf_prog_type */
+  type: number;
+  id: number;
+  /** 8-byte program tag as hex */
+  tag: string;
+}
+
+export interface MapInfo {
+  name: string;
+  /** enum bpf_map_type */
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+export interface LinkInfo {
+  id: number;
+  progId: number;
+  /** enum bpf_link_type */
+  type: number;
+  /** for TCX links; 0 otherwise */
+  ifindex: number;
+  /** enum bpf_attach_type (45 = BPF_TCX_INGRESS, 46 = BPF_TCX_EGRESS) */
+  attachType: number;
+}
+
+export interface TestRunOptions {
+  /** packet bytes, starting with the Ethernet header */
+  data: Buffer;
+  /** default 1 */
+  repeat?: number;
+  /** optional struct __sk_buff / xdp_md passed as ctx_in (and read back as ctxOut) */
+  ctxIn?: Buffer;
+  /** room for the output packet; default data.length + 256 */
+  dataSizeOut?: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  /** output packet */
+  data: Buffer;
+  /** average ns per run, as the kernel reports it */
+  duration: number;
+  /** ctx_out when ctxIn was given */
+  ctxOut: Buffer | null;
+}
+
+export interface CreateMapOptions {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags?: number;
+  name?: string;
+}
+
+export interface TcFilterSpec {
+  ifindex: number;
+  direction: Direction;
+  handle: number;
+  priority: number;
+}
+
+export interface OpenOptions {
+  /** maps declared with LIBBPF_PIN_BY_NAME are pinned under (and reused from) this bpffs directory */
+  pinRoot?: string;
+}
+
+/** A handle owning one BPF map fd. close() is idempotent; the fd is also closed when garbage-collected. */
+export interface NativeMap {
+  readonly fd: number;
+  readonly info: MapInfo;
+  lookup(key: Buffer): Buffer | null;
+  /** flags: BPF_ANY (0), BPF_NOEXIST (1), BPF_EXIST (2) */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  /** false when the key was absent */
+  delete(key: Buffer): boolean;
+  /** every key, by bpf_map_get_next_key */
+  keys(): Buffer[];
+  pin(path: string): void;
+  close(): void;
+}
+
+/** A handle owning one BPF program fd. */
+export interface NativeProgram {
+  readonly fd: number;
+  readonly info: ProgramInfo;
+  pin(path: string): void;
+  testRun(opts: TestRunOptions): TestRunResult;
+  close(): void;
+}
+
+/** A handle owning one bpf_link fd (closing it does not detach a pinned link). */
+export interface NativeLink {
+  readonly fd: number;
+  info(): LinkInfo;
+  /** atomically replace the program behind the link (bpf_link_update) */
+  update(prog: NativeProgram): void;
+  pin(path: string): void;
+  /** BPF_LINK_DETACH: the hook goes away even if pinned */
+  detach(): void;
+  close(): void;
+}
+
+/** An opened and loaded BPF ELF object. */
+export interface NativeObject {
+  readonly path: string;
+  programNames(): string[];
+  mapNames(): string[];
+  /** a new handle (dup'd fd) on the named program; lives on after the object is closed */
+  program(name: string): NativeProgram;
+  map(name: string): NativeMap;
+  close(): void;
+}
+
+export interface XdpQueryResult {
+  /** 0 none, 1 drv, 2 skb (generic), 3 hw, 4 multi (XDP_ATTACHED_*) */
+  attachMode: number;
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+}
+
+export interface NativeBinding {
+  libbpfVersion(): string;
+  numPossibleCpus(): number;
+
+  openObject(path: string, opts?: OpenOptions): NativeObject;
+  mapFromPin(path: string): NativeMap;
+  mapFromId(id: number): NativeMap;
+  createMap(opts: CreateMapOptions): NativeMap;
+  programFromPin(path: string): NativeProgram;
+  programFromId(id: number): NativeProgram;
+  linkFromPin(path: string): NativeLink;
+  linkFromId(id: number): NativeLink;
+
+  /** TCX link (kernel 6.6+): bpf_link_create(prog, ifindex, BPF_TCX_INGRESS/EGRESS) */
+  createTcxLink(prog: NativeProgram, ifindex: number, direction: Direction): NativeLink;
+  /** program ids attached by TCX at (ifindex, direction), in run order (BPF_PROG_QUERY) */
+  tcxQuery(ifindex: number, direction: Direction): number[];
+
+  /** create the clsact qdisc; created=false when it existed already (EEXIST) */
+  tcHookCreate(ifindex: number): { created: boolean };
+  /** remove the clsact qdisc (and every filter on it): only call for one we created */
+  tcHookDestroy(ifindex: number): void;
+  tcAttach(spec: TcFilterSpec & { progFd: number; replace: boolean }): { progId: number };
+  /** ENOENT when no such filter */
+  tcDetach(spec: TcFilterSpec): void;
+  /** program id of the filter at (handle, priority), or null when there is none */
+  tcQuery(spec: TcFilterSpec): number | null;
+
+  /** flags: XDP_FLAGS_* (SKB_MODE 2, DRV_MODE 4, UPDATE_IF_NOEXIST 1, REPLACE 16) */
+  xdpAttach(ifindex: number, progFd: number, flags: number): void;
+  xdpDetach(ifindex: number, flags: number): void;
+  xdpQuery(ifindex: number): XdpQueryResult;
+
+  /** statfs magic check for BPF_FS_MAGIC */
+  isBpffs(path: string): boolean;
+  /** mount -t bpf bpf PATH (creates PATH if missing) */
+  mountBpffs(path: string): void;
+}
+
+const addonPath = fileURLToPath(new URL('../../../build/Release/netoken_native.node', import.meta.url));
+
+let cached: NativeBinding | undefined;
+
+/** Load the addon once; a missing build says how to make it. */
+export function binding(): NativeBinding {
+  if (cached) return cached;
+  if (!existsSync(addonPath)) {
+    throw new Error(
+      `native addon not built (${path.relative(process.cwd(), addonPath)} missing): run \`npm run build\` ` +
+        '(needs libbpf-dev libelf-dev zlib1g-dev cmake g++; see scripts/install-deps.sh)',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    cached = require(addonPath) as NativeBinding;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/libbpf\.so/.test(msg)) {
+      throw new Error(`native addon cannot load libbpf (${msg}): apt-get install libbpf1`);
+    }
+    throw err;
+  }
+  return cached;
+}
