@@ -1,0 +1,189 @@
+/**
+ * Desired node state: a pure function from the policies that apply to this node,
+ * their keys and the host's interfaces to the BPF state the data path must hold
+ * (hooks, trie entries, policy slots) and to per-policy outcomes for status.
+ *
+ * Overlapping destinations: the longest prefix wins (the trie decides per packet);
+ * for the very same prefix on the same interface, the policy whose name sorts first
+ * wins and the other records a DestinationConflict warning.
+ */
+import { parseCidr } from '../lib/cidr.js';
+import {
+  BindBit, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeLpmKey, encodePolicy,
+} from '../lib/abi.js';
+import { type TokenKeys, type TokenPolicy, selectorMatches } from '../lib/types.js';
+import { type HostInterface, selectInterfaces } from './interfaces.js';
+
+export type Direction = 'egress' | 'ingress';
+
+export interface PolicyProblem {
+  reason: string;
+  message: string;
+}
+
+export interface PolicyOutcome {
+  name: string;
+  generation: number;
+  /** this node is selected by spec.nodeSelector */
+  selected: boolean;
+  /** slot in nt_policies, 0 when not applied */
+  id: number;
+  /** interfaces the policy's hooks are (to be) on */
+  interfaces: string[];
+  errors: PolicyProblem[];
+  warnings: PolicyProblem[];
+}
+
+export interface DesiredHook {
+  ifindex: number;
+  name: string;
+  direction: Direction;
+  policies: string[];
+}
+
+export interface DesiredState {
+  /** slot id -> encoded struct nt_policy */
+  policySlots: Map<number, Buffer>;
+  /** hex(key) -> [key, value] for nt_egress4 / nt_egress6 */
+  egress4: Map<string, [Buffer, Buffer]>;
+  egress6: Map<string, [Buffer, Buffer]>;
+  /** `${ifindex}/${direction}` -> hook */
+  hooks: Map<string, DesiredHook>;
+  outcomes: PolicyOutcome[];
+  /** policy name -> slot id (stable across reconciles; reused on restart) */
+  ids: Map<string, number>;
+}
+
+export interface DesiredInput {
+  policies: readonly TokenPolicy[];
+  /** key material per policy name, or the reason it could not be read */
+  keys: ReadonlyMap<string, TokenKeys | Error>;
+  nodeLabels: Readonly<Record<string, string>>;
+  interfaces: readonly HostInterface[];
+  /** slot ids assigned before (kept for policies that still exist) */
+  previousIds: ReadonlyMap<string, number>;
+}
+
+function bindMask(fields: readonly string[]): number {
+  let m = 0;
+  for (const f of fields) m |= BindBit[f as keyof typeof BindBit];
+  return m;
+}
+
+function assignIds(names: readonly string[], previous: ReadonlyMap<string, number>): Map<string, number> {
+  const ids = new Map<string, number>();
+  const used = new Set<number>();
+  for (const n of names) {
+    const id = previous.get(n);
+    if (id !== undefined && id > 0 && id < NT_MAX_POLICIES && !used.has(id)) {
+      ids.set(n, id);
+      used.add(id);
+    }
+  }
+  let next = 1;
+  for (const n of names) {
+    if (ids.has(n)) continue;
+    while (used.has(next)) next++;
+    if (next >= NT_MAX_POLICIES) break;
+    ids.set(n, next);
+    used.add(next);
+  }
+  return ids;
+}
+
+export function computeDesired(input: DesiredInput): DesiredState {
+  const sorted = [...input.policies].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const state: DesiredState = {
+    policySlots: new Map(),
+    egress4: new Map(),
+    egress6: new Map(),
+    hooks: new Map(),
+    outcomes: [],
+    ids: new Map(),
+  };
+  const applicable = sorted.filter((p) => selectorMatches(p.spec.nodeSelector, input.nodeLabels));
+  const ids = assignIds(applicable.map((p) => p.metadata.name), input.previousIds);
+  /** hex key -> winning policy name, to report conflicts */
+  const owner = new Map<string, string>();
+
+  for (const p of sorted) {
+    const name = p.metadata.name;
+    const out: PolicyOutcome = {
+      name, generation: p.metadata.generation ?? 0, selected: false, id: 0, interfaces: [], errors: [], warnings: [],
+    };
+    state.outcomes.push(out);
+    if (!selectorMatches(p.spec.nodeSelector, input.nodeLabels)) continue;
+    out.selected = true;
+    const id = ids.get(name);
+    if (id === undefined) {
+      out.errors.push({ reason: 'TooManyPolicies', message: `at most ${NT_MAX_POLICIES - 1} policies can apply to one node` });
+      continue;
+    }
+    const keys = input.keys.get(name);
+    if (!keys || keys instanceof Error) {
+      out.errors.push({ reason: 'SecretUnavailable', message: keys?.message ?? `Secret "${p.spec.token.secretRef.name}" not found` });
+      continue;
+    }
+    const sel = selectInterfaces(p.spec.interfaces, input.interfaces);
+    out.errors.push(...sel.errors);
+    if (!p.spec.egress) {
+      // Verification is applied by the verifier; nothing to mark.
+      continue;
+    }
+    out.id = id;
+    state.ids.set(name, id);
+    const slot: Parameters<typeof encodePolicy>[0] = {
+      mode: p.spec.token.mode === 'Static' ? TokenModeCode.Static : TokenModeCode.Keyed,
+      kind: p.spec.option.kind,
+      exid: p.spec.option.experimentId,
+      epochSeconds: p.spec.token.epochSeconds ?? 0,
+      bind: bindMask(p.spec.token.bind),
+      current: keys.current,
+    };
+    if (keys.previous) slot.previous = keys.previous;
+    state.policySlots.set(id, encodePolicy(slot));
+
+    // Merge destinations of the same prefix within one policy (union of ports; empty = all).
+    const perPrefix = new Map<string, { cidr: ReturnType<typeof parseCidr>; ports: Set<number> | null }>();
+    const dests = p.spec.egress.destinations.length
+      ? p.spec.egress.destinations
+      : [{ cidr: '0.0.0.0/0', ports: [] }, { cidr: '::/0', ports: [] }];
+    for (const d of dests) {
+      const cidr = parseCidr(d.cidr);
+      const cur = perPrefix.get(cidr.text);
+      if (!cur) perPrefix.set(cidr.text, { cidr, ports: d.ports.length ? new Set(d.ports) : null });
+      else if (cur.ports && d.ports.length) d.ports.forEach((x) => cur.ports?.add(x));
+      else cur.ports = null;
+    }
+    for (const { cidr, ports } of perPrefix.values()) {
+      const list = ports ? [...ports].sort((a, b) => a - b) : [];
+      if (list.length > NT_MAX_PORTS) {
+        out.errors.push({ reason: 'TooManyPorts', message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}` });
+        continue;
+      }
+      for (const i of sel.selected) {
+        const key = encodeLpmKey(i.ifindex, cidr);
+        const hex = key.toString('hex');
+        const map = cidr.family === 4 ? state.egress4 : state.egress6;
+        const prev = owner.get(hex);
+        if (prev !== undefined) {
+          out.warnings.push({
+            reason: 'DestinationConflict',
+            message: `${cidr.text} on ${i.name} is also claimed by policy "${prev}", which wins (names sort first)`,
+          });
+          continue;
+        }
+        owner.set(hex, name);
+        map.set(hex, [key, encodeEgressRule(id, list)]);
+      }
+    }
+    for (const i of sel.selected) {
+      const hk = `${i.ifindex}/egress`;
+      const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction: 'egress' as const, policies: [] };
+      hook.policies.push(name);
+      state.hooks.set(hk, hook);
+      out.interfaces.push(i.name);
+    }
+  }
+  return state;
+}

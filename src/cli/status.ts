@@ -1,0 +1,119 @@
+/**
+ * `netoken status`: what the agent applied (its status file) with live counters read
+ * from the pinned counter map, as a table or JSON. Shows no key material.
+ */
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { COUNTERS, decodeStatKey, sumPerCpu } from '../lib/abi.js';
+import { binding } from '../native/binding.js';
+import type { AgentStatus } from '../agent/agent.js';
+import type { CommonConfig } from './config.js';
+
+export interface LiveCounter {
+  policy: string;
+  interface: string;
+  counter: string;
+  value: string;
+}
+
+export interface StatusReport {
+  agent: AgentStatus | null;
+  counters: LiveCounter[];
+  /** pinned hooks that are live in the kernel right now */
+  liveHooks: { pin: string; linkId: number; progId: number; ifindex: number }[];
+}
+
+export function collectStatus(cfg: CommonConfig): StatusReport {
+  const file = path.join(cfg.runDir, 'status.json');
+  const agent = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as AgentStatus) : null;
+  const report: StatusReport = { agent, counters: [], liveHooks: [] };
+  const b = binding();
+  const byId = new Map((agent?.policies ?? []).filter((p) => p.id).map((p) => [p.id, p.name]));
+  const ifName = new Map((agent?.hooks ?? []).map((h) => [h.ifindex, h.name]));
+  const statsPin = path.join(cfg.stateDir, 'maps', 'nt_stats');
+  if (existsSync(statsPin)) {
+    const stats = b.mapFromPin(statsPin);
+    try {
+      for (const key of stats.keys()) {
+        const v = stats.lookup(key);
+        if (!v) continue;
+        const k = decodeStatKey(key);
+        report.counters.push({
+          policy: k.policyId === 0 ? '-' : (byId.get(k.policyId) ?? `#${k.policyId}`),
+          interface: ifName.get(k.ifindex) ?? `if${k.ifindex}`,
+          counter: COUNTERS[k.counter] ?? `counter_${k.counter}`,
+          value: sumPerCpu(v).toString(),
+        });
+      }
+    } finally {
+      stats.close();
+    }
+  }
+  report.counters.sort((a, b2) => a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter));
+  const linksDir = path.join(cfg.stateDir, 'links');
+  if (existsSync(linksDir)) {
+    for (const f of readdirSafe(linksDir)) {
+      try {
+        const l = b.linkFromPin(path.join(linksDir, f));
+        const i = l.info();
+        report.liveHooks.push({ pin: f, linkId: i.id, progId: i.progId, ifindex: i.ifindex });
+        l.close();
+      } catch {
+        // a pin that cannot be opened is shown as missing by its absence
+      }
+    }
+  }
+  return report;
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+export function formatStatus(r: StatusReport): string {
+  let out = '';
+  if (!r.agent) {
+    out += 'no agent status found (is `netoken agent` running, with the same --run-dir?)\n';
+  } else {
+    const a = r.agent;
+    out += `agent: ${a.ready ? 'ready' : 'NOT READY'}   program id ${a.programId}   updated ${a.updatedAt}   reconciles ${a.reconciles}\n\n`;
+    out += 'HOOKS\n';
+    const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'POLICIES']];
+    for (const h of a.hooks) {
+      const live = h.mode === 'tcx' ? (r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO') : '-';
+      hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, h.policies.join(',')]);
+    }
+    for (const e of a.hookErrors) hookRows.push([e.name, String(e.ifindex), e.direction, 'FAILED', '-', '-', '-', e.message]);
+    out += table(hookRows) + '\n';
+    out += 'POLICIES\n';
+    const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'PROBLEMS']];
+    for (const p of a.policies) {
+      const problems = [...p.errors, ...p.warnings].map((e) => `${e.reason}: ${e.message}`).join('; ');
+      polRows.push([p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-', p.counters.marked ?? '0', problems || '-']);
+    }
+    out += table(polRows);
+    if (a.documentErrors.length) {
+      out += '\nREJECTED INPUT\n';
+      for (const e of a.documentErrors) out += `${e.where}: ${e.message}\n`;
+    }
+  }
+  out += '\nCOUNTERS\n';
+  if (r.counters.length === 0) out += '(none yet)\n';
+  else out += table([['POLICY', 'INTERFACE', 'COUNTER', 'VALUE'], ...r.counters.map((c) => [c.policy, c.interface, c.counter, c.value])]);
+  return out;
+}
+
+export function printStatus(cfg: CommonConfig, output: 'table' | 'json'): number {
+  const r = collectStatus(cfg);
+  process.stdout.write(output === 'json' ? JSON.stringify(r, null, 2) + '\n' : formatStatus(r));
+  return r.agent ? 0 : 1;
+}

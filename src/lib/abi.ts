@@ -1,0 +1,139 @@
+/**
+ * Byte encodings of the map keys and values declared in bpf/abi.h. Keep the two in
+ * step: abi.test.ts checks these sizes against the BTF of the built object.
+ * BPF maps use the host's byte order for integers (x86-64 and arm64: little-endian),
+ * except fields the header marks as big-endian or as wire bytes.
+ */
+import type { Cidr } from './cidr.js';
+
+export const NT_OPT_LEN = 12;
+export const NT_MAX_PORTS = 16;
+export const NT_MAX_POLICIES = 1024;
+
+export enum TokenModeCode {
+  None = 0,
+  Static = 1,
+  Keyed = 2,
+}
+
+export enum BindBit {
+  SourceAddress = 1 << 0,
+  DestinationAddress = 1 << 1,
+  SourcePort = 1 << 2,
+  DestinationPort = 1 << 3,
+  Sequence = 1 << 4,
+}
+
+export const PF_HAS_PREVIOUS = 1;
+
+/** enum nt_counter, in order. The names are what `netoken status` and metrics show. */
+export const COUNTERS = [
+  'marked',
+  'skipped_no_policy',
+  'skipped_payload',
+  'skipped_no_room',
+  'skipped_eol',
+  'skipped_malformed',
+  'skipped_present',
+  'skipped_gso',
+  'skipped_encapsulated',
+  'skipped_mtu',
+  'skipped_ipv6_ext_header',
+  'skipped_fragment',
+  'error_grow',
+  'error_write_dropped',
+  'verify_valid',
+  'verify_missing',
+  'verify_invalid',
+  'verify_malformed',
+  'verify_dropped',
+  'verify_exempt',
+  'verify_replay',
+] as const;
+export type CounterName = (typeof COUNTERS)[number];
+
+export const LPM4_KEY_SIZE = 12;
+export const LPM6_KEY_SIZE = 24;
+export const EGRESS_RULE_SIZE = 40;
+export const POLICY_SIZE = 64;
+export const STAT_KEY_SIZE = 12;
+
+/** struct nt_lpm4_key / nt_lpm6_key: the interface, then the destination prefix. */
+export function encodeLpmKey(ifindex: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
+  const key = Buffer.alloc(8 + cidr.addr.length);
+  key.writeUInt32LE(32 + cidr.prefixLen, 0);
+  key.writeUInt32BE(ifindex, 4);
+  cidr.addr.copy(key, 8);
+  return key;
+}
+
+export function decodeLpmKey(key: Buffer): { ifindex: number; addr: Buffer; prefixLen: number } {
+  return { prefixLen: key.readUInt32LE(0) - 32, ifindex: key.readUInt32BE(4), addr: key.subarray(8) };
+}
+
+/** struct nt_egress_rule: empty ports = every port. */
+export function encodeEgressRule(policyId: number, ports: readonly number[]): Buffer {
+  if (ports.length > NT_MAX_PORTS) throw new RangeError(`at most ${NT_MAX_PORTS} ports per destination, got ${ports.length}`);
+  const v = Buffer.alloc(EGRESS_RULE_SIZE);
+  v.writeUInt32LE(policyId, 0);
+  v.writeUInt16LE(ports.length, 4);
+  ports.forEach((p, i) => v.writeUInt16LE(p, 8 + 2 * i));
+  return v;
+}
+
+export function decodeEgressRule(v: Buffer): { policyId: number; ports: number[] } {
+  const n = v.readUInt16LE(4);
+  const ports: number[] = [];
+  for (let i = 0; i < n && i < NT_MAX_PORTS; i++) ports.push(v.readUInt16LE(8 + 2 * i));
+  return { policyId: v.readUInt32LE(0), ports };
+}
+
+export interface PolicySlot {
+  mode: TokenModeCode;
+  kind: number;
+  exid: number;
+  epochSeconds: number;
+  bind: number;
+  /** Static: 8-byte tokens; Keyed: 16-byte SipHash keys */
+  current: Buffer;
+  previous?: Buffer;
+}
+
+/** struct nt_policy */
+export function encodePolicy(p: PolicySlot): Buffer {
+  const v = Buffer.alloc(POLICY_SIZE);
+  v.writeUInt8(p.mode, 0);
+  v.writeUInt8(p.kind, 1);
+  v.writeUInt16LE(p.exid, 2);
+  v.writeUInt32LE(p.previous ? PF_HAS_PREVIOUS : 0, 4);
+  v.writeUInt32LE(p.epochSeconds, 8);
+  v.writeUInt32LE(p.bind, 12);
+  if (p.mode === TokenModeCode.Static) {
+    p.current.copy(v, 16, 0, 8);
+    p.previous?.copy(v, 24, 0, 8);
+  } else if (p.mode === TokenModeCode.Keyed) {
+    p.current.copy(v, 32, 0, 16);
+    p.previous?.copy(v, 48, 0, 16);
+  }
+  return v;
+}
+
+/** struct nt_stat_key */
+export function encodeStatKey(ifindex: number, policyId: number, counter: number): Buffer {
+  const k = Buffer.alloc(STAT_KEY_SIZE);
+  k.writeUInt32LE(ifindex, 0);
+  k.writeUInt32LE(policyId, 4);
+  k.writeUInt32LE(counter, 8);
+  return k;
+}
+
+export function decodeStatKey(k: Buffer): { ifindex: number; policyId: number; counter: number } {
+  return { ifindex: k.readUInt32LE(0), policyId: k.readUInt32LE(4), counter: k.readUInt32LE(8) };
+}
+
+/** Sum a per-CPU u64 value (ncpus slots of 8 bytes). */
+export function sumPerCpu(value: Buffer): bigint {
+  let total = 0n;
+  for (let off = 0; off + 8 <= value.length; off += 8) total += value.readBigUInt64LE(off);
+  return total;
+}

@@ -1,0 +1,101 @@
+/**
+ * The TokenPolicy API (netoken.io/v1alpha1) as the agent and operator see it,
+ * after validation and defaulting (see policy.ts). Field docs live in crds/.
+ */
+
+export const API_GROUP = 'netoken.io';
+export const API_VERSION = 'v1alpha1';
+export const API = `${API_GROUP}/${API_VERSION}`;
+
+export type TokenMode = 'Static' | 'Keyed';
+export type IngressAction = 'Monitor' | 'Enforce';
+export type BindField = 'SourceAddress' | 'DestinationAddress' | 'SourcePort' | 'DestinationPort' | 'Sequence';
+export const BIND_FIELDS: readonly BindField[] = ['SourceAddress', 'DestinationAddress', 'SourcePort', 'DestinationPort', 'Sequence'];
+
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  values?: string[];
+}
+
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: LabelSelectorRequirement[];
+}
+
+export interface Destination {
+  cidr: string;
+  /** empty = every port */
+  ports: number[];
+}
+
+export interface TokenPolicySpec {
+  nodeSelector: LabelSelector;
+  interfaces: { names: string[]; patterns: string[] };
+  token: {
+    mode: TokenMode;
+    secretRef: { name: string };
+    epochSeconds?: number;
+    bind: BindField[];
+    rotation?: { period: string };
+  };
+  option: { kind: number; experimentId: number };
+  egress?: { destinations: Destination[] };
+  ingress?: { action: IngressAction; ports: number[]; exemptSources: string[]; replayLimit?: number };
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  generation?: number;
+  uid?: string;
+  resourceVersion?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  deletionTimestamp?: string;
+  finalizers?: string[];
+}
+
+export interface TokenPolicy {
+  apiVersion: typeof API;
+  kind: 'TokenPolicy';
+  metadata: ObjectMeta;
+  spec: TokenPolicySpec;
+}
+
+/** Key material of one policy, decoded from its Secret. Never log it. */
+export interface TokenKeys {
+  current: Buffer;
+  previous?: Buffer;
+}
+
+/** The length the key Secret's values must have for a mode. */
+export function keyLength(mode: TokenMode): number {
+  return mode === 'Static' ? 8 : 16;
+}
+
+/** Does a label set satisfy a metav1.LabelSelector? An empty selector selects everything. */
+export function selectorMatches(sel: LabelSelector, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) {
+    if (labels[k] !== v) return false;
+  }
+  for (const req of sel.matchExpressions ?? []) {
+    const has = Object.prototype.hasOwnProperty.call(labels, req.key);
+    const val = labels[req.key];
+    switch (req.operator) {
+      case 'In':
+        if (!has || !(req.values ?? []).includes(val as string)) return false;
+        break;
+      case 'NotIn':
+        if (has && (req.values ?? []).includes(val as string)) return false;
+        break;
+      case 'Exists':
+        if (!has) return false;
+        break;
+      case 'DoesNotExist':
+        if (has) return false;
+        break;
+    }
+  }
+  return true;
+}
