@@ -98,7 +98,8 @@ export function formatStatus(r: StatusReport): string {
     const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'PROBLEMS']];
     for (const p of a.policies) {
       const problems = [...p.errors, ...p.warnings].map((e) => `${e.reason}: ${e.message}`).join('; ');
-      polRows.push([p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-', p.counters.marked ?? '0', problems || '-']);
+      const marked = r.counters.filter((c) => c.policy === p.name && c.counter === 'marked').reduce((n, c) => n + BigInt(c.value), 0n);
+      polRows.push([p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-', marked.toString(), problems || '-']);
     }
     out += table(polRows);
     if (a.documentErrors.length) {
