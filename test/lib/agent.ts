@@ -1,0 +1,163 @@
+/**
+ * Runs the real `netoken` CLI (agent, status, detach) inside a test network namespace,
+ * with its own bpffs state directory and run directory, and reads the kernel's view of
+ * the hooks from inside that namespace.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AgentStatus } from '../../src/agent/agent.js';
+import type { StatusReport } from '../../src/cli/status.js';
+import { CommandError, run, spawnIn, waitForExit } from './netns.js';
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const BIN = path.join(ROOT, 'bin/netoken.js');
+const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
+
+export const TOKEN = Buffer.from('4e546f6b656e2121', 'hex');
+
+/** A policy file: one TokenPolicy per entry plus its Secret (8-byte static token). */
+export function policyYaml(policies: { name: string; spec: string; token?: Buffer }[]): string {
+  return policies
+    .map((p) => `apiVersion: netoken.io/v1alpha1
+kind: TokenPolicy
+metadata: {name: ${p.name}}
+spec:
+  token: {mode: Static, secretRef: {name: ${p.name}-token}}
+${p.spec.replace(/^/gm, '  ')}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ${p.name}-token}
+type: Opaque
+data: {current: ${(p.token ?? TOKEN).toString('base64')}}
+`)
+    .join('---\n');
+}
+
+export interface AgentRun {
+  ns: string;
+  dir: string;
+  stateDir: string;
+  runDir: string;
+  policyFile: string;
+  child: ChildProcess | null;
+  log(): string;
+  writePolicy(yaml: string): void;
+  start(extra?: string[]): Promise<void>;
+  /** SIGTERM (graceful) or SIGKILL */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  status(): AgentStatus | null;
+  /** Resolves with the first status for which pred holds (polling the status file). */
+  waitStatus(pred: (s: AgentStatus) => boolean, timeoutMs?: number, what?: string): Promise<AgentStatus>;
+  cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  statusReport(): Promise<StatusReport>;
+  /** `netoken detach` and removal of the temp dir */
+  cleanup(): Promise<void>;
+}
+
+export function agentIn(ns: string, label: string): AgentRun {
+  const dir = mkdtempSync(path.join(tmpdir(), `nttest-agent-${label}-`));
+  const stateDir = `/sys/fs/bpf/nttest-${process.pid}-${label}-${Math.random().toString(36).slice(2, 7)}`;
+  const runDir = path.join(dir, 'run');
+  const policyFile = path.join(dir, 'policy.yaml');
+  let logText = '';
+  const a: AgentRun = {
+    ns, dir, stateDir, runDir, policyFile, child: null,
+    log: () => logText,
+    writePolicy(yaml) {
+      writeFileSync(policyFile, yaml, { mode: 0o600 });
+    },
+    async start(extra = []) {
+      const child = spawnIn(ns, process.execPath, [
+        BIN, 'agent', '--policy-file', policyFile, '--state-dir', stateDir, '--run-dir', runDir,
+        '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...extra,
+      ]);
+      child.stderr?.setEncoding('utf8');
+      child.stderr?.on('data', (d: string) => (logText += d));
+      child.stdout?.setEncoding('utf8');
+      child.stdout?.on('data', (d: string) => (logText += d));
+      a.child = child;
+    },
+    async stop(signal = 'SIGTERM') {
+      const c = a.child;
+      if (!c) return;
+      c.kill(signal);
+      if (!(await waitForExit(c, 10_000))) throw new Error(`agent did not exit after ${signal}\n${logText}`);
+      a.child = null;
+    },
+    status() {
+      const f = path.join(runDir, 'status.json');
+      if (!existsSync(f)) return null;
+      try {
+        return JSON.parse(readFileSync(f, 'utf8')) as AgentStatus;
+      } catch {
+        return null;
+      }
+    },
+    async waitStatus(pred, timeoutMs = 15_000, what = 'agent status') {
+      const end = Date.now() + timeoutMs;
+      let last: AgentStatus | null = null;
+      while (Date.now() < end) {
+        if (a.child && a.child.exitCode !== null) throw new Error(`agent exited with ${a.child.exitCode}\n${logText}`);
+        last = a.status();
+        if (last && pred(last)) return last;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`timed out waiting for ${what}; last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}`);
+    },
+    async cli(args) {
+      try {
+        const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, BIN, ...args, '--state-dir', stateDir, '--run-dir', runDir]);
+        return { code: 0, stdout: r.stdout, stderr: r.stderr };
+      } catch (err) {
+        if (!(err instanceof CommandError)) throw err;
+        return { code: err.exitCode ?? -1, stdout: err.stdout, stderr: err.stderr };
+      }
+    },
+    async statusReport() {
+      const r = await a.cli(['status', '-o', 'json']);
+      return JSON.parse(r.stdout) as StatusReport;
+    },
+    async cleanup() {
+      if (a.child) await a.stop('SIGKILL');
+      await a.cli(['detach', '--log-level', 'error']);
+      rmSync(stateDir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return a;
+}
+
+/** Sum of one counter over a status report (optionally for one policy). */
+export function counter(r: StatusReport, name: string, policy?: string): number {
+  return r.counters.filter((c) => c.counter === name && (policy === undefined || c.policy === policy)).reduce((n, c) => n + Number(c.value), 0);
+}
+
+export interface KernelHooks {
+  /** TCX program ids at the interface's egress, in run order */
+  tcx: number[];
+  /** our clsact filter's program id (handle 0x4e54, the given priority), or null */
+  tc: number | null;
+  /** is there a clsact qdisc at all */
+  clsact: boolean;
+}
+
+/** What the kernel has attached at `dev`'s egress, read from inside `ns`. */
+export async function kernelHooks(ns: string, dev: string, priority = 1): Promise<KernelHooks> {
+  const script = `
+    const { binding } = await import(${JSON.stringify(BINDING)});
+    const b = binding();
+    const ifindex = Number(process.argv[1]);
+    const tcx = b.tcxQuery(ifindex, 'egress');
+    const tc = b.tcQuery({ ifindex, direction: 'egress', handle: 0x4e54, priority: ${priority} });
+    console.log(JSON.stringify({ tcx, tc }));
+  `;
+  const idx = await run('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/ifindex`]);
+  const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '--input-type=module', '-e', script, idx.stdout.trim()]);
+  const q = await run('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'show', 'dev', dev]);
+  const parsed = JSON.parse(r.stdout) as { tcx: number[]; tc: number | null };
+  return { ...parsed, clsact: /clsact/.test(q.stdout) };
+}
