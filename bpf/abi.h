@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * netoken ABI: the map keys, map values and counter indices shared by the BPF
- * programs (bpf/*.bpf.c), the native addon (native/) and, by hand-kept mirror,
+ * programs (bpf/<prog>.bpf.c), the native addon (native/) and, by hand-kept mirror,
  * the TypeScript encoder (src/lib/abi.ts). Change all three together; the
  * layout tests in src/lib/abi.test.ts compare sizes against the BTF of the
  * built object.

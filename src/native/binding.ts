@@ -5,7 +5,10 @@
  *
  * Every failing libbpf or syscall call throws a NativeError (see errors.ts):
  * an Error with `code` (e.g. 'EPERM'), `errno` (positive number) and `syscall`
- * (the libbpf function or syscall that failed, e.g. 'bpf_tc_attach').
+ * (the libbpf function or syscall that failed, e.g. 'bpf_tc_attach'); a failed
+ * object load also carries `log`, the tail of libbpf's (and the verifier's) log.
+ * Bad arguments (wrong type, a key of the wrong size) throw TypeError/RangeError.
+ * Calls on a closed handle throw a NativeError with code 'EBADF'.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -15,6 +18,7 @@ import path from 'node:path';
 export type Direction = 'ingress' | 'egress';
 
 export interface ProgramInfo {
+  /** as the kernel stores it: at most 15 characters */
   name: string;
   /** enum bpf_prog_type */
   type: number;
@@ -24,6 +28,7 @@ export interface ProgramInfo {
 }
 
 export interface MapInfo {
+  /** as the kernel stores it: at most 15 characters */
   name: string;
   /** enum bpf_map_type */
   type: number;
@@ -41,7 +46,7 @@ export interface LinkInfo {
   type: number;
   /** for TCX links; 0 otherwise */
   ifindex: number;
-  /** enum bpf_attach_type (45 = BPF_TCX_INGRESS, 46 = BPF_TCX_EGRESS) */
+  /** enum bpf_attach_type (46 = BPF_TCX_INGRESS, 47 = BPF_TCX_EGRESS) */
   attachType: number;
 }
 
@@ -57,8 +62,9 @@ export interface TestRunOptions {
 }
 
 export interface TestRunResult {
+  /** the program's return value as a signed 32-bit number (TC_ACT_UNSPEC = -1) */
   retval: number;
-  /** output packet */
+  /** output packet, exactly as long as the kernel reports (ENOSPC if dataSizeOut is too small) */
   data: Buffer;
   /** average ns per run, as the kernel reports it */
   duration: number;
@@ -83,12 +89,21 @@ export interface TcFilterSpec {
 }
 
 export interface OpenOptions {
-  /** maps declared with LIBBPF_PIN_BY_NAME are pinned under (and reused from) this bpffs directory */
+  /**
+   * maps declared with LIBBPF_PIN_BY_NAME are pinned under (and reused from) this bpffs
+   * directory; without it libbpf uses /sys/fs/bpf. A pinned map whose type, sizes or
+   * flags differ from the object's declaration makes the load fail with EINVAL.
+   */
   pinRoot?: string;
 }
 
-/** A handle owning one BPF map fd. close() is idempotent; the fd is also closed when garbage-collected. */
+/**
+ * A handle owning one BPF map fd. close() is idempotent; the fd is also closed when garbage-collected.
+ * Keys are keySize bytes; values are valueSize bytes, except for per-CPU maps (PERCPU_HASH,
+ * PERCPU_ARRAY, LRU_PERCPU_HASH) where they are numPossibleCpus() slots of valueSize rounded up to 8.
+ */
 export interface NativeMap {
+  /** -1 once closed */
   readonly fd: number;
   readonly info: MapInfo;
   lookup(key: Buffer): Buffer | null;
@@ -96,7 +111,7 @@ export interface NativeMap {
   update(key: Buffer, value: Buffer, flags?: number): void;
   /** false when the key was absent */
   delete(key: Buffer): boolean;
-  /** every key, by bpf_map_get_next_key */
+  /** every key, by bpf_map_get_next_key (at most maxEntries of them) */
   keys(): Buffer[];
   pin(path: string): void;
   close(): void;
@@ -104,6 +119,7 @@ export interface NativeMap {
 
 /** A handle owning one BPF program fd. */
 export interface NativeProgram {
+  /** -1 once closed */
   readonly fd: number;
   readonly info: ProgramInfo;
   pin(path: string): void;
@@ -111,8 +127,9 @@ export interface NativeProgram {
   close(): void;
 }
 
-/** A handle owning one bpf_link fd (closing it does not detach a pinned link). */
+/** A handle owning one bpf_link fd (closing it does not detach a pinned link; closing the last fd of an unpinned one does). */
 export interface NativeLink {
+  /** -1 once closed */
   readonly fd: number;
   info(): LinkInfo;
   /** atomically replace the program behind the link (bpf_link_update) */
@@ -166,19 +183,20 @@ export interface NativeBinding {
   /** remove the clsact qdisc (and every filter on it): only call for one we created */
   tcHookDestroy(ifindex: number): void;
   tcAttach(spec: TcFilterSpec & { progFd: number; replace: boolean }): { progId: number };
-  /** ENOENT when no such filter */
+  /** ENOENT when no such filter (also when there is no clsact qdisc at all) */
   tcDetach(spec: TcFilterSpec): void;
-  /** program id of the filter at (handle, priority), or null when there is none */
+  /** program id of the filter at (handle, priority), or null when there is none (or no clsact qdisc) */
   tcQuery(spec: TcFilterSpec): number | null;
 
   /** flags: XDP_FLAGS_* (SKB_MODE 2, DRV_MODE 4, UPDATE_IF_NOEXIST 1, REPLACE 16) */
   xdpAttach(ifindex: number, progFd: number, flags: number): void;
   xdpDetach(ifindex: number, flags: number): void;
+  /** ENODEV when the interface does not exist */
   xdpQuery(ifindex: number): XdpQueryResult;
 
-  /** statfs magic check for BPF_FS_MAGIC */
+  /** statfs magic check for BPF_FS_MAGIC; false for a path that does not exist */
   isBpffs(path: string): boolean;
-  /** mount -t bpf bpf PATH (creates PATH if missing) */
+  /** mount -t bpf bpf PATH with mode=0700 (creates PATH if missing); mounts again if one is there */
   mountBpffs(path: string): void;
 }
 
