@@ -1,0 +1,59 @@
+/**
+ * Shared setup for the native addon's tests: the BPF fixtures in bpf/test and a
+ * private pin directory on bpffs. Used only by src/native/*.test.ts.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { binding } from './binding.js';
+
+/** Repository root (this file runs from dist/src/native/). */
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+
+let fixturesBuilt = false;
+
+/**
+ * Path of a compiled bpf/test/<name>.bpf.c. The first call runs `make -C bpf/test`
+ * (a no-op when up to date), so the tests never run against stale objects.
+ */
+export function fixture(name: 'progs' | 'pinned' | 'rejected'): string {
+  if (!fixturesBuilt) {
+    execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf/test')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    fixturesBuilt = true;
+  }
+  return path.join(repoRoot, 'build/bpf/test', `${name}.bpf.o`);
+}
+
+/** A unique name for this run: netns, interface or pin directory names include it. */
+export function runTag(): string {
+  return `${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * A fresh directory on bpffs under /sys/fs/bpf (mounted if it is not yet),
+ * removed with everything pinned in it by the returned cleanup.
+ */
+export function makePinDir(): { dir: string; cleanup: () => void } {
+  const b = binding();
+  const root = '/sys/fs/bpf';
+  if (!b.isBpffs(root)) b.mountBpffs(root);
+  const dir = path.join(root, `netoken-test-${runTag()}`);
+  mkdirSync(dir, { mode: 0o700 });
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A little-endian u32 as a 4-byte Buffer (map keys in the fixtures). */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+/** A little-endian u64 as an 8-byte Buffer. */
+export function u64(n: bigint | number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
