@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Appending an option after the existing TCP options of a payload-less SYN,
+ * with the IP length and both checksums kept right.
+ *
+ * The packet grows at its tail (bpf_skb_change_tail): for a SYN without data
+ * the tail is the end of the option area, so nothing has to move and
+ * csum_start of a CHECKSUM_PARTIAL skb stays valid. The TCP checksum is then
+ * updated three times through bpf_l4_csum_replace:
+ *   1. the 12 new bytes (a diff from bpf_csum_diff),
+ *   2. the data-offset word,
+ *   3. the TCP length in the pseudo-header (BPF_F_PSEUDO_HDR).
+ * For a CHECKSUM_PARTIAL skb the check field holds only the pseudo-header
+ * sum: the kernel ignores 1 and 2 and applies 3 to it, and the device sums
+ * the segment, new bytes included. For a fully checksummed skb all three
+ * apply. Either way the result is correct.
+ */
+#ifndef NT_LIB_INSERT_H
+#define NT_LIB_INSERT_H
+
+#include "common.h"
+#include "ipv4.h"
+#include "ipv6.h"
+#include "tcp.h"
+
+enum nt_insert_result {
+	NT_INS_OK = 0,
+	NT_INS_ENCAP, /* skb->encapsulation: the kernel refuses to grow it; unchanged */
+	NT_INS_GROW,  /* growing failed otherwise; unchanged */
+	NT_INS_WRITE, /* a write failed after growing: the packet must not leave */
+};
+
+/* Where the SYN's headers are and what its length fields hold. */
+struct nt_syn_layout {
+	__u32 l3_off;
+	__u32 l4_off;
+	__u32 ip_len;     /* IPv4 tot_len or IPv6 payload_len, host order */
+	__u32 tcp_len;    /* TCP header length = doff * 4 (no payload) */
+	__u16 doff_word;  /* 16-bit word at TCP byte 12, as in the packet */
+	__u8 family;      /* 4 or 6 */
+	__u8 _pad;
+};
+
+/**
+ * nt_tcp_append_option() - grow @skb by NT_OPT_LEN and write @opt as the last TCP option.
+ * The caller has checked that the SYN carries no data, that the lengths agree
+ * with skb->len and that the option space has room. Returns enum nt_insert_result.
+ */
+static __always_inline int nt_tcp_append_option(struct __sk_buff *skb,
+						const struct nt_syn_layout *l,
+						const __u8 opt[NT_OPT_LEN])
+{
+	__u32 csum_off = l->l4_off + NT_TCP_CHECK_OFF;
+	__u32 opt_off = l->l4_off + l->tcp_len;
+	__u16 new_doff_word;
+	__be16 old_word, new_word;
+	__s64 diff;
+	long err;
+
+	err = bpf_skb_change_tail(skb, skb->len + NT_OPT_LEN, 0);
+	if (err == -NT_ENOTSUPP)
+		return NT_INS_ENCAP;
+	if (err)
+		return NT_INS_GROW;
+
+	/* From here on the packet has changed: every failure drops it. */
+	if (bpf_skb_store_bytes(skb, opt_off, opt, NT_OPT_LEN, 0))
+		return NT_INS_WRITE;
+	diff = bpf_csum_diff(NULL, 0, (__be32 *)opt, NT_OPT_LEN, 0);
+	if (diff < 0)
+		return NT_INS_WRITE;
+	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, 0))
+		return NT_INS_WRITE;
+
+	/* Data offset counts 32-bit words: 12 bytes add 3. */
+	old_word = l->doff_word;
+	new_doff_word = bpf_ntohs(old_word) + ((NT_OPT_LEN / 4) << 12);
+	new_word = bpf_htons(new_doff_word);
+	if (bpf_skb_store_bytes(skb, l->l4_off + NT_TCP_DOFF_WORD_OFF, &new_word, sizeof(new_word), 0))
+		return NT_INS_WRITE;
+	if (bpf_l4_csum_replace(skb, csum_off, old_word, new_word, sizeof(new_word)))
+		return NT_INS_WRITE;
+
+	if (l->family == 4) {
+		__be16 old_len = bpf_htons(l->ip_len);
+		__be16 new_len = bpf_htons(l->ip_len + NT_OPT_LEN);
+		__be16 old_tcp = bpf_htons(l->tcp_len);
+		__be16 new_tcp = bpf_htons(l->tcp_len + NT_OPT_LEN);
+
+		/* The IPv4 pseudo-header carries the TCP length as 16 bits. */
+		if (bpf_l4_csum_replace(skb, csum_off, old_tcp, new_tcp,
+					BPF_F_PSEUDO_HDR | sizeof(new_tcp)))
+			return NT_INS_WRITE;
+		if (bpf_skb_store_bytes(skb, l->l3_off + NT_IPV4_TOT_LEN_OFF, &new_len,
+					sizeof(new_len), 0))
+			return NT_INS_WRITE;
+		if (bpf_l3_csum_replace(skb, l->l3_off + NT_IPV4_CHECK_OFF, old_len, new_len,
+					sizeof(new_len)))
+			return NT_INS_WRITE;
+	} else {
+		__be16 new_len = bpf_htons(l->ip_len + NT_OPT_LEN);
+		/* The IPv6 pseudo-header carries the upper-layer length as 32 bits. */
+		__be32 old_tcp = bpf_htonl(l->tcp_len);
+		__be32 new_tcp = bpf_htonl(l->tcp_len + NT_OPT_LEN);
+
+		if (bpf_l4_csum_replace(skb, csum_off, old_tcp, new_tcp,
+					BPF_F_PSEUDO_HDR | sizeof(new_tcp)))
+			return NT_INS_WRITE;
+		if (bpf_skb_store_bytes(skb, l->l3_off + NT_IPV6_PAYLOAD_LEN_OFF, &new_len,
+					sizeof(new_len), 0))
+			return NT_INS_WRITE;
+	}
+	return NT_INS_OK;
+}
+
+#endif /* NT_LIB_INSERT_H */

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The maps of the egress marker. All are pinned by name so that the agent,
+ * the ingress verifier and a restarted agent share one instance of each under
+ * the object's pin root. Layouts: abi.h.
+ */
+#ifndef NT_LIB_MAPS_H
+#define NT_LIB_MAPS_H
+
+#include "common.h"
+
+/* IPv4 destinations per interface: (ifindex, prefix) -> rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NT_MAX_PREFIXES);
+	__type(key, struct nt_lpm4_key);
+	__type(value, struct nt_egress_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nt_egress4 SEC(".maps");
+
+/* IPv6 destinations per interface: (ifindex, prefix) -> rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NT_MAX_PREFIXES);
+	__type(key, struct nt_lpm6_key);
+	__type(value, struct nt_egress_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nt_egress6 SEC(".maps");
+
+/* Policy slots by id; slot 0 stays NT_MODE_NONE. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NT_MAX_POLICIES);
+	__type(key, __u32);
+	__type(value, struct nt_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nt_policies SEC(".maps");
+
+/* Per-CPU counters: (ifindex, policy id, enum nt_counter) -> packets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NT_MAX_STATS);
+	__type(key, struct nt_stat_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nt_stats SEC(".maps");
+
+#endif /* NT_LIB_MAPS_H */
