@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Builds the binaries the system tests run (kube-apiserver, kubectl, etcd, helm) from the Go
+# module proxy, at the versions pinned in versions.env, into a cache directory outside the
+# repository. A binary already in the cache that reports the right version is reused.
+#
+# Usage: bash test/k8s/build-tools.sh [--print-env] [kubernetes] [etcd] [helm]
+#   no component names: all of them.
+#   --print-env: after building, print KEY=path lines for the binaries (nothing else on stdout).
+# Environment:
+#   NETOKEN_TOOLS_DIR          cache root; it defaults to $HOME/.cache/netoken-tools
+#   NETOKEN_TOOLS_HEARTBEAT    seconds between progress lines during a build; it defaults to 30
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+tools_dir="${NETOKEN_TOOLS_DIR:-$HOME/.cache/netoken-tools}"
+heartbeat="${NETOKEN_TOOLS_HEARTBEAT:-30}"
+print_env=0
+components=()
+for arg in "$@"; do
+  case "$arg" in
+    --print-env) print_env=1 ;;
+    kubernetes|etcd|helm) components+=("$arg") ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "build-tools: unknown argument '$arg' (want kubernetes, etcd, helm or --print-env)" >&2; exit 2 ;;
+  esac
+done
+[ ${#components[@]} -gt 0 ] || components=(kubernetes etcd helm)
+
+# Progress goes to stderr so that --print-env output stays machine-readable.
+say() { printf 'build-tools: %s\n' "$*" >&2; }
+die() { printf 'build-tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "go is not on PATH; install go 1.24 or newer (https://go.dev/dl/)"
+
+# Never fetch another toolchain behind the user's back, always resolve modules from the proxy,
+# and keep the build cache shared between components.
+export GOTOOLCHAIN=local
+export GOFLAGS="-mod=mod -buildvcs=false"
+export CGO_ENABLED=0
+
+mkdir -p "$tools_dir/src" "$tools_dir/logs"
+# One build at a time per cache directory: two test runs starting together must not race.
+exec 9>"$tools_dir/.lock"
+if ! flock -n 9; then
+  say "another build holds $tools_dir/.lock; waiting for it"
+  flock 9
+fi
+
+k8s_dir="$tools_dir/kubernetes-$KUBERNETES_VERSION"
+etcd_dir="$tools_dir/etcd-$ETCD_VERSION"
+helm_dir="$tools_dir/helm-$HELM_VERSION"
+
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# Path of the go.mod that the proxy serves for module@version (downloads it if needed).
+proxy_gomod() {
+  local json
+  json="$(go mod download -json "$1@$2" 2>&1)" || die "cannot fetch $1@$2 from the module proxy ($(go env GOPROXY)): $json"
+  printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
+}
+
+# Runs `go build` for one component in its wrapper module, with a progress line every
+# $heartbeat seconds, and installs the binaries into $out_dir only when all of them built.
+#   run_build <label> <module dir> <out dir> <ldflags> <package>...
+run_build() {
+  local label="$1" mod_dir="$2" out_dir="$3" ldflags="$4"
+  shift 4
+  local log="$tools_dir/logs/$(basename "$out_dir").log"
+  local stage="$out_dir.partial"
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  local start=$SECONDS
+  say "building $label: go build ${*} (log: $log)"
+  (cd "$mod_dir" && exec go build -v -trimpath -ldflags "$ldflags" -o "$stage/" "$@") >"$log" 2>&1 &
+  local pid=$!
+  trap 'kill "$pid" 2>/dev/null; rm -rf "$stage"; exit 130' INT TERM
+  while kill -0 "$pid" 2>/dev/null; do
+    local i=0
+    while [ $i -lt "$heartbeat" ] && kill -0 "$pid" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+    if kill -0 "$pid" 2>/dev/null; then
+      local dl pk
+      dl=$(grep -c '^go: downloading' "$log" || true)
+      pk=$(grep -vc '^go: ' "$log" || true)
+      say "  $label: $(fmt_secs $((SECONDS - start))) elapsed, $dl modules downloaded, $pk packages compiled"
+    fi
+  done
+  local rc=0
+  wait "$pid" || rc=$?
+  trap - INT TERM
+  if [ $rc -ne 0 ]; then
+    {
+      say "FAILED building $label after $(fmt_secs $((SECONDS - start))) (go exit code $rc)."
+      # -v lists each package as it compiles; the errors are the other lines.
+      local errs
+      errs="$(grep -Ev '^([A-Za-z0-9._~/+-]+|go: downloading .*)$' "$log" | tail -n 40 || true)"
+      [ -n "$errs" ] || errs="$(tail -n 40 "$log")"
+      say "last lines of the go output (full log: $log):"
+      printf '%s\n' "$errs" | sed 's/^/    /'
+    } >&2
+    rm -rf "$stage"
+    exit 1
+  fi
+  mkdir -p "$out_dir"
+  local bin
+  for bin in "$stage"/*; do mv -f "$bin" "$out_dir/"; done
+  rmdir "$stage"
+  say "built $label in $(fmt_secs $((SECONDS - start)))"
+}
+
+# True when "$1" runs and its output (of the remaining args) contains "$2".
+reports_version() {
+  local bin="$1" want="$2"
+  shift 2
+  [ -x "$bin" ] || return 1
+  local out
+  out="$("$bin" "$@" 2>&1)" || return 1
+  case "$out" in *"$want"*) return 0 ;; *) return 1 ;; esac
+}
+
+build_kubernetes() {
+  local v="$KUBERNETES_VERSION"
+  if reports_version "$k8s_dir/kube-apiserver" "Kubernetes $v" --version &&
+     reports_version "$k8s_dir/kubectl" "Client Version: $v" version --client; then
+    say "kube-apiserver and kubectl $v: reusing $k8s_dir"
+    return
+  fi
+  local staging_v="v0.${v#v1.}"
+  local mod_dir="$tools_dir/src/kubernetes-$v"
+  mkdir -p "$mod_dir"
+  say "kube-apiserver and kubectl $v: preparing the wrapper module in $mod_dir"
+  local upstream
+  upstream="$(proxy_gomod k8s.io/kubernetes "$v")"
+  [ -f "$upstream" ] || die "no go.mod for k8s.io/kubernetes@$v from the module proxy"
+  # k8s.io/kubernetes points every staging module at ./staging/src; a module that depends on it
+  # must point each of them at the published copy of the same release instead.
+  local staging
+  staging="$(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/src/k8s\.io/.*#\1#p' "$upstream")"
+  [ -n "$staging" ] || die "found no staging modules in the go.mod of k8s.io/kubernetes@$v"
+  {
+    echo "// Generated by test/k8s/build-tools.sh: builds kube-apiserver and kubectl $v."
+    echo "module netoken.test/kubernetes-tools"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p; s/^godebug \(.*\)$/godebug \1/p' "$upstream"
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    echo "replace ("
+    local m
+    for m in $staging; do echo "	$m => $m $staging_v"; done
+    echo ")"
+  } >"$mod_dir/go.mod"
+  say "  pinned $(echo "$staging" | wc -l) staging modules to $staging_v"
+  local x="" pkg
+  # The version the binaries report (kubectl version, /version); normally stamped by hack/lib/version.sh.
+  local major="${v#v}"; major="${major%%.*}"
+  local minor="${v#v*.}"; minor="${minor%%.*}"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x="$x -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  run_build "kube-apiserver+kubectl $v" "$mod_dir" "$k8s_dir" "-s -w$x" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  reports_version "$k8s_dir/kube-apiserver" "Kubernetes $v" --version ||
+    die "the kube-apiserver just built does not report $v: $("$k8s_dir/kube-apiserver" --version 2>&1 | head -n 3)"
+}
+
+build_etcd() {
+  local v="$ETCD_VERSION"
+  if reports_version "$etcd_dir/etcd" "etcd Version: ${v#v}" --version; then
+    say "etcd $v: reusing $etcd_dir"
+    return
+  fi
+  local mod_dir="$tools_dir/src/etcd-$v"
+  mkdir -p "$mod_dir"
+  say "etcd $v: preparing the wrapper module in $mod_dir"
+  local upstream
+  upstream="$(proxy_gomod go.etcd.io/etcd/server/v3 "$v")"
+  [ -f "$upstream" ] || die "no go.mod for go.etcd.io/etcd/server/v3@$v from the module proxy"
+  # `go install go.etcd.io/etcd/v3@...` is refused (its go.mod has replace directives), so
+  # the wrapper has the same one-line main as etcd's root module.
+  {
+    echo "// Generated by test/k8s/build-tools.sh: builds etcd $v."
+    echo "module netoken.test/etcd-tools"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p' "$upstream"
+    echo
+    echo "require go.etcd.io/etcd/server/v3 $v"
+  } >"$mod_dir/go.mod"
+  mkdir -p "$mod_dir/etcd"
+  cat >"$mod_dir/etcd/main.go" <<'GO'
+// Generated by test/k8s/build-tools.sh: the same entry point as etcd's own main package.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	etcdmain.Main(os.Args)
+}
+GO
+  run_build "etcd $v" "$mod_dir" "$etcd_dir" "-s -w" ./etcd
+  reports_version "$etcd_dir/etcd" "etcd Version: ${v#v}" --version ||
+    die "the etcd just built does not report $v: $("$etcd_dir/etcd" --version 2>&1 | head -n 3)"
+}
+
+build_helm() {
+  local v="$HELM_VERSION"
+  if reports_version "$helm_dir/helm" "$v" version --template '{{.Version}}'; then
+    say "helm $v: reusing $helm_dir"
+    return
+  fi
+  local mod_dir="$tools_dir/src/helm-$v"
+  mkdir -p "$mod_dir"
+  say "helm $v: preparing the wrapper module in $mod_dir"
+  local upstream
+  upstream="$(proxy_gomod helm.sh/helm/v3 "$v")"
+  [ -f "$upstream" ] || die "no go.mod for helm.sh/helm/v3@$v from the module proxy"
+  {
+    echo "// Generated by test/k8s/build-tools.sh: builds helm $v."
+    echo "module netoken.test/helm-tools"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p' "$upstream"
+    echo
+    echo "require helm.sh/helm/v3 $v"
+  } >"$mod_dir/go.mod"
+  run_build "helm $v" "$mod_dir" "$helm_dir" \
+    "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    helm.sh/helm/v3/cmd/helm
+  reports_version "$helm_dir/helm" "$v" version --template '{{.Version}}' ||
+    die "the helm just built does not report $v: $("$helm_dir/helm" version 2>&1 | head -n 3)"
+}
+
+total_start=$SECONDS
+say "Go $(go env GOVERSION), cache $tools_dir, components: ${components[*]}"
+for c in "${components[@]}"; do
+  c_start=$SECONDS
+  "build_$c"
+  say "$c done in $(fmt_secs $((SECONDS - c_start)))"
+done
+say "all done in $(fmt_secs $((SECONDS - total_start)))"
+
+if [ $print_env -eq 1 ]; then
+  for c in "${components[@]}"; do
+    case "$c" in
+      kubernetes)
+        echo "NETOKEN_KUBE_APISERVER=$k8s_dir/kube-apiserver"
+        echo "NETOKEN_KUBECTL=$k8s_dir/kubectl" ;;
+      etcd) echo "NETOKEN_ETCD=$etcd_dir/etcd" ;;
+      helm) echo "NETOKEN_HELM=$helm_dir/helm" ;;
+    esac
+  done
+fi
