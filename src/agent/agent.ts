@@ -39,12 +39,20 @@ export interface AgentOptions {
   interfacePollMs: number;
   /** injectable for tests */
   listInterfaces?: () => Promise<HostInterface[]>;
+  /** called after every reconcile and counter refresh (cluster mode writes TokenNodeState) */
+  onStatus?: (s: AgentStatus) => void | Promise<void>;
+  /** how often counters are re-read into the status without a reconcile (default 10 s) */
+  counterRefreshMs?: number;
+  /** reconcile durations and outcomes, for metrics */
+  onReconcile?: (seconds: number, ok: boolean) => void;
 }
 
 export class Agent {
   private running: Promise<void> | null = null;
   private dirty = false;
   private timer: NodeJS.Timeout | null = null;
+  private counterTimer: NodeJS.Timeout | null = null;
+  private lastOk = false;
   private ifSignature = '';
   private reconciles = 0;
   private status: AgentStatus | null = null;
@@ -60,12 +68,33 @@ export class Agent {
     await this.opts.source.start(() => this.trigger('policy source changed'));
     await this.reconcile('start');
     this.timer = setInterval(() => void this.pollInterfaces(), this.opts.interfacePollMs);
+    this.counterTimer = setInterval(() => this.refreshCounters(), this.opts.counterRefreshMs ?? 10_000);
+  }
+
+  /** Applied since the last change: the source has synced, nothing is pending, the last reconcile worked. */
+  isReady(): boolean {
+    const synced = this.opts.source.isSynced?.() ?? true;
+    return synced && this.lastOk && !this.running && !this.dirty;
+  }
+
+  /** Re-read the counters into the status (no reconcile). */
+  refreshCounters(): void {
+    if (!this.status || this.stopped) return;
+    try {
+      const counters = this.opts.datapath.counters();
+      this.status = { ...this.status, policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, counters) })) };
+      this.writeStatus();
+      void this.opts.onStatus?.(this.status);
+    } catch (err) {
+      this.opts.log.warn('reading counters failed', { error: (err as Error).message });
+    }
   }
 
   /** Stop watching; hooks and maps stay pinned and keep marking. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.counterTimer) clearInterval(this.counterTimer);
     this.opts.source.stop();
     await this.running;
   }
@@ -111,6 +140,11 @@ export class Agent {
   private async reconcileOnce(why: string): Promise<void> {
     const t0 = performance.now();
     const { log, datapath, source } = this.opts;
+    if (source.isSynced && !source.isSynced()) {
+      // Never act on an empty view: pinned hooks keep the last good state until the source has listed.
+      log.info('waiting for the policy source before touching the data path', { why });
+      return;
+    }
     try {
       const interfaces = await this.list();
       this.ifSignature = signature(interfaces);
@@ -150,8 +184,13 @@ export class Agent {
         lastReconcileMs: Math.round(ms * 10) / 10,
       };
       this.writeStatus();
+      this.lastOk = true;
+      this.opts.onReconcile?.(ms / 1000, true);
+      void this.opts.onStatus?.(this.status);
       log.debug('reconciled', { why, ms: this.status.lastReconcileMs, writes: result.mapWrites, deletes: result.mapDeletes });
     } catch (err) {
+      this.lastOk = false;
+      this.opts.onReconcile?.((performance.now() - t0) / 1000, false);
       log.error('reconcile failed', { why, error: (err as Error).message });
     }
   }

@@ -23,5 +23,7 @@ export interface PolicySource {
   /** Load once and start watching; onChange is called (without arguments) after every change. */
   start(onChange: () => void): Promise<void>;
   snapshot(): Snapshot;
+  /** false until the source has read its input once; the agent leaves the kernel alone until then */
+  isSynced?(): boolean;
   stop(): void;
 }

@@ -18,8 +18,21 @@ export interface CommonConfig {
   logFormat: LogFormat | undefined;
 }
 
+export interface ClusterConfig {
+  /** empty: in-cluster config (or ~/.kube/config outside a pod) */
+  kubeconfig: string | undefined;
+  nodeName: string;
+  namespace: string;
+  /** TokenNodeState counters are written at most this often */
+  counterIntervalMs: number;
+}
+
 export interface AgentConfig extends CommonConfig {
-  policyFile: string;
+  /** standalone mode when set; cluster mode otherwise */
+  policyFile: string | undefined;
+  cluster: ClusterConfig | undefined;
+  /** "host:port" for /metrics /healthz /readyz; empty = off */
+  metricsAddress: string;
   attach: AttachPreference;
   tcPriority: number;
   interfacePollMs: number;
@@ -46,9 +59,23 @@ export function commonConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env
 
 export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const common = commonConfig(o, env);
-  if (typeof o.policyFile !== 'string' || o.policyFile === '') {
-    throw new UsageError('--policy-file is required: standalone mode reads TokenPolicy and Secret documents from a YAML file');
+  const policyFile = typeof o.policyFile === 'string' && o.policyFile !== '' ? path.resolve(o.policyFile) : undefined;
+  let cluster: ClusterConfig | undefined;
+  if (!policyFile) {
+    const nodeName = String(o.nodeName ?? env.NODE_NAME ?? '');
+    if (!nodeName) {
+      throw new UsageError('cluster mode needs the node name: --node-name or NODE_NAME (from the downward API); for standalone mode give --policy-file');
+    }
+    const every = parseDuration(String(o.counterInterval ?? '60s'));
+    if (every === null || every < 1) throw new UsageError(`--counter-interval must be a duration of at least 1s, got "${String(o.counterInterval)}"`);
+    cluster = {
+      kubeconfig: typeof o.kubeconfig === 'string' ? path.resolve(o.kubeconfig) : undefined,
+      nodeName,
+      namespace: String(o.namespace ?? env.POD_NAMESPACE ?? 'netoken-system'),
+      counterIntervalMs: Math.round(every * 1000),
+    };
   }
+  const metricsAddress = String(o.metricsAddress ?? (cluster ? ':9090' : ''));
   const attach = String(o.attach ?? 'auto');
   if (attach !== 'auto' && attach !== 'tcx' && attach !== 'tc') throw new UsageError(`--attach must be auto, tcx or tc, got "${attach}"`);
   const prio = Number(o.tcPriority ?? 1);
@@ -63,7 +90,9 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
   }
   return {
     ...common,
-    policyFile: path.resolve(o.policyFile),
+    policyFile,
+    cluster,
+    metricsAddress,
     attach,
     tcPriority: prio,
     interfacePollMs: Math.round(poll * 1000),

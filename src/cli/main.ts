@@ -3,7 +3,13 @@
  */
 import { hostname } from 'node:os';
 import { Command, CommanderError } from 'commander';
-import { Agent } from '../agent/agent.js';
+import { Agent, type AgentStatus } from '../agent/agent.js';
+import { KubeSource } from '../agent/kube-source.js';
+import { agentMetrics } from '../agent/metrics.js';
+import { NodeStateWriter } from '../agent/node-state.js';
+import type { PolicySource } from '../agent/source.js';
+import { serveEndpoints } from '../lib/http.js';
+import { loadKubeConfig } from '../lib/kube.js';
 import { Datapath, defaultObjectPath, detachAll } from '../agent/datapath.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
@@ -21,7 +27,6 @@ function common(cmd: Command): Command {
 async function runAgent(o: RawOptions): Promise<number> {
   const cfg = agentConfig(o);
   const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
-  const labels = { 'kubernetes.io/hostname': hostname(), ...cfg.nodeLabels };
   const datapath = Datapath.open({
     stateDir: cfg.stateDir,
     runDir: cfg.runDir,
@@ -30,9 +35,43 @@ async function runAgent(o: RawOptions): Promise<number> {
     tcPriority: cfg.tcPriority,
     log,
   });
-  const source = new FileSource(cfg.policyFile, labels, log);
-  const agent = new Agent({ source, datapath, log, runDir: cfg.runDir, interfacePollMs: cfg.interfacePollMs });
-  log.info('agent starting', { mode: 'standalone', policyFile: cfg.policyFile, stateDir: cfg.stateDir, programId: datapath.programId });
+  const holder: { agent?: Agent } = {};
+  const metrics = agentMetrics(datapath, () => holder.agent);
+  let source: PolicySource;
+  let onStatus: ((s: AgentStatus) => Promise<void>) | undefined;
+  if (cfg.cluster) {
+    const c = cfg.cluster;
+    const kc = loadKubeConfig(c.kubeconfig);
+    const kube = new KubeSource({ kc, nodeName: c.nodeName, namespace: c.namespace, log, onWatchRestart: (w) => metrics.watchRestarted(w) });
+    const writer = new NodeStateWriter({ kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs });
+    source = kube;
+    onStatus = async (s) => {
+      await writer.maybeWrite(s, kube.nodeObject());
+    };
+    log.info('agent starting', { mode: 'cluster', node: c.nodeName, namespace: c.namespace, stateDir: cfg.stateDir, programId: datapath.programId });
+  } else {
+    const labels = { 'kubernetes.io/hostname': hostname(), ...cfg.nodeLabels };
+    source = new FileSource(cfg.policyFile as string, labels, log);
+    log.info('agent starting', { mode: 'standalone', policyFile: cfg.policyFile, stateDir: cfg.stateDir, programId: datapath.programId });
+  }
+  const agent = new Agent({
+    source, datapath, log, runDir: cfg.runDir, interfacePollMs: cfg.interfacePollMs,
+    onReconcile: (sec, ok) => metrics.reconciled(sec, ok),
+    ...(onStatus ? { onStatus } : {}),
+  });
+  holder.agent = agent;
+  const started = agent;
+  const server = cfg.metricsAddress
+    ? await serveEndpoints({
+      address: cfg.metricsAddress,
+      registry: metrics.registry,
+      healthz: () => ({ ok: true, detail: 'agent running' }),
+      readyz: () => (started.isReady()
+        ? { ok: true, detail: 'policies applied' }
+        : { ok: false, detail: 'policies not yet applied since the last change' }),
+    })
+    : undefined;
+  if (server) log.info('serving /metrics /healthz /readyz', { address: cfg.metricsAddress });
   await agent.start();
   log.info('agent running', { ready: agent.lastStatus()?.ready ?? false });
   await new Promise<void>((resolve) => {
@@ -44,6 +83,7 @@ async function runAgent(o: RawOptions): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   await agent.stop();
+  server?.close();
   datapath.close();
   return 0;
 }
@@ -55,8 +95,13 @@ export async function run(argv: string[]): Promise<number> {
     .showHelpAfterError();
   let code = 0;
 
-  common(program.command('agent').description('run the node agent (standalone: --policy-file)'))
-    .option('--policy-file <file>', 'multi-document YAML with TokenPolicy and Secret objects')
+  common(program.command('agent').description('run the node agent: standalone with --policy-file, else in a cluster'))
+    .option('--policy-file <file>', 'standalone: multi-document YAML with TokenPolicy and Secret objects')
+    .option('--kubeconfig <file>', 'cluster: kubeconfig (default: in-cluster config)')
+    .option('--node-name <name>', 'cluster: this node (default $NODE_NAME)')
+    .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
+    .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 60s)')
+    .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here (default :9090 in a cluster, off standalone)')
     .option('--attach <mode>', 'auto (TCX, else clsact), tcx or tc (default auto)')
     .option('--tc-priority <n>', 'priority of our clsact filter (default 1)')
     .option('--interface-poll <duration>', 'how often to look for interface changes (default 2s)')

@@ -47,6 +47,8 @@ export interface AgentRun {
   log(): string;
   writePolicy(yaml: string): void;
   start(extra?: string[]): Promise<void>;
+  /** cluster mode: no policy file, the API server through kubeconfig */
+  startCluster(kubeconfig: string, nodeName: string, namespace: string, extra?: string[]): Promise<void>;
   /** SIGTERM (graceful) or SIGKILL */
   stop(signal?: NodeJS.Signals): Promise<void>;
   status(): AgentStatus | null;
@@ -64,6 +66,17 @@ export function agentIn(ns: string, label: string): AgentRun {
   const runDir = path.join(dir, 'run');
   const policyFile = path.join(dir, 'policy.yaml');
   let logText = '';
+  const spawnAgent = (args: string[]): void => {
+    const child = spawnIn(ns, process.execPath, [
+      BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
+      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args,
+    ]);
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (d: string) => (logText += d));
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (d: string) => (logText += d));
+    a.child = child;
+  };
   const a: AgentRun = {
     ns, dir, stateDir, runDir, policyFile, child: null,
     log: () => logText,
@@ -71,15 +84,10 @@ export function agentIn(ns: string, label: string): AgentRun {
       writeFileSync(policyFile, yaml, { mode: 0o600 });
     },
     async start(extra = []) {
-      const child = spawnIn(ns, process.execPath, [
-        BIN, 'agent', '--policy-file', policyFile, '--state-dir', stateDir, '--run-dir', runDir,
-        '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...extra,
-      ]);
-      child.stderr?.setEncoding('utf8');
-      child.stderr?.on('data', (d: string) => (logText += d));
-      child.stdout?.setEncoding('utf8');
-      child.stdout?.on('data', (d: string) => (logText += d));
-      a.child = child;
+      spawnAgent(['--policy-file', policyFile, ...extra]);
+    },
+    async startCluster(kubeconfig, nodeName, namespace, extra = []) {
+      spawnAgent(['--kubeconfig', kubeconfig, '--node-name', nodeName, '--namespace', namespace, '--counter-interval', '1s', ...extra]);
     },
     async stop(signal = 'SIGTERM') {
       const c = a.child;

@@ -1,0 +1,28 @@
+/**
+ * Kubernetes conditions, set through one helper: a condition is found by type (never
+ * by position) and lastTransitionTime moves only when status changes.
+ */
+export type ConditionStatus = 'True' | 'False' | 'Unknown';
+
+export interface Condition {
+  type: string;
+  status: ConditionStatus;
+  observedGeneration?: number;
+  lastTransitionTime: string;
+  reason: string;
+  message: string;
+}
+
+/** Returns a new list with `next` set; keeps lastTransitionTime when the status did not change. */
+export function setCondition(list: readonly Condition[], next: Omit<Condition, 'lastTransitionTime'>, now = new Date()): Condition[] {
+  const prev = list.find((c) => c.type === next.type);
+  const cond: Condition = {
+    ...next,
+    lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z'),
+  };
+  return [...list.filter((c) => c.type !== next.type), cond].sort((a, b) => a.type.localeCompare(b.type));
+}
+
+export function findCondition(list: readonly Condition[] | undefined, type: string): Condition | undefined {
+  return (list ?? []).find((c) => c.type === type);
+}
