@@ -91,6 +91,11 @@ export interface StartOptions {
   readyTimeoutMs?: number;
 }
 
+export interface ServiceAccountTokenOptions {
+  /** Bind the token to this Pod (name and uid), as the kubelet does for a pod's own token. */
+  boundPod?: { name: string; uid: string };
+}
+
 /** A failed kubectl (or other) command; the message holds the command, exit code and stderr. */
 export class CommandError extends Error {
   constructor(
@@ -485,12 +490,19 @@ export class TestCluster {
   /**
    * A token for ServiceAccount namespace/name from the TokenRequest API (the account must
    * exist). It is a secret: do not log it.
+   *
+   * With opts.boundPod the token is bound to that Pod (in the same namespace, running as this
+   * account), as the kubelet's projected tokens are: it is valid only while the Pod exists, and
+   * when the Pod has spec.nodeName and that Node exists, the API server adds the node to the
+   * user's extra ('authentication.kubernetes.io/node-name', Kubernetes 1.30+).
    */
-  async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600): Promise<string> {
+  async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600, opts: ServiceAccountTokenOptions = {}): Promise<string> {
+    const spec: Record<string, unknown> = { expirationSeconds };
+    if (opts.boundPod) spec.boundObjectRef = { apiVersion: 'v1', kind: 'Pod', name: opts.boundPod.name, uid: opts.boundPod.uid };
     const body = JSON.stringify({
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenRequest',
-      spec: { expirationSeconds },
+      spec,
     });
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/serviceaccounts/${encodeURIComponent(name)}/token`;
     const r = await this.kubectl(['create', '--raw', path, '-f', '-'], { input: body });
@@ -506,8 +518,8 @@ export class TestCluster {
    * Path of a kubeconfig that authenticates as ServiceAccount namespace/name with a token from
    * the TokenRequest API: a process given it has exactly the permissions RBAC grants that account.
    */
-  async serviceAccountKubeconfig(namespace: string, name: string, expirationSeconds = 3600): Promise<string> {
-    const token = await this.serviceAccountToken(namespace, name, expirationSeconds);
+  async serviceAccountKubeconfig(namespace: string, name: string, expirationSeconds = 3600, opts: ServiceAccountTokenOptions = {}): Promise<string> {
+    const token = await this.serviceAccountToken(namespace, name, expirationSeconds, opts);
     const path = join(this.dir, `sa-${namespace}-${name}-${++this.saCounter}.kubeconfig`);
     this.writeKubeconfig(path, `system:serviceaccount:${namespace}:${name}`, { token });
     return path;

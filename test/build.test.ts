@@ -1,0 +1,135 @@
+/**
+ * The build works from a clean checkout, the way the container image builds it: the files git
+ * would commit (nothing it ignores: no node_modules, build/ or dist/) are copied to a fresh
+ * directory, scripts/install-deps.sh and scripts/build.sh run there, and the outputs exist.
+ * Then the image's runtime stage is assembled from the Dockerfile's own COPY lines, after
+ * `npm prune --omit=dev` as in the Dockerfile, and the CLI and the native addon start from it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { repoRoot } from './k8s/cluster.js';
+
+interface Result {
+  code: number;
+  out: string;
+}
+
+function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 180_000): Promise<Result> {
+  return new Promise((res) => {
+    execFile(cmd, args, { cwd, env, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      res({ code, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
+/** The files of the working tree that git tracks or would track (not ignored, not deleted). */
+function checkoutFiles(): string[] {
+  const out = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repoRoot, encoding: 'utf8' });
+  return [...new Set(out.split('\0').filter((f) => f !== ''))].filter((f) => existsSync(join(repoRoot, f)) && !lstatSync(join(repoRoot, f)).isDirectory());
+}
+
+/** Dockerfile instructions, continuation lines joined, comments dropped, grouped by stage name. */
+function dockerfileStages(text: string): Map<string, string[]> {
+  const stages = new Map<string, string[]>();
+  let current: string[] = [];
+  const logical = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  for (const line of logical) {
+    const from = /^FROM\s+\S+(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (from) {
+      current = [];
+      stages.set(from[1] ?? `stage${stages.size}`, current);
+      continue;
+    }
+    current.push(line.replace(/\s+/g, ' '));
+  }
+  return stages;
+}
+
+describe('build from a clean checkout, as the image builds it', () => {
+  let dir: string;
+  let app: string;
+  const env = { ...process.env, npm_config_nodedir: '/usr', npm_config_prefer_offline: 'true' };
+  const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
+  const stages = dockerfileStages(dockerfile);
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'netoken-checkout-'));
+    app = mkdtempSync(join(tmpdir(), 'netoken-image-'));
+    for (const f of checkoutFiles()) {
+      mkdirSync(dirname(join(dir, f)), { recursive: true });
+      cpSync(join(repoRoot, f), join(dir, f));
+    }
+  });
+
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (app) rmSync(app, { recursive: true, force: true });
+  });
+
+  test('the Dockerfile builds with the project scripts, unchanged', () => {
+    const build = stages.get('build');
+    assert.ok(build, `the Dockerfile has a stage named build; stages: ${[...stages.keys()].join(', ')}`);
+    const runs = build.filter((l) => l.startsWith('RUN ')).map((l) => l.slice(4));
+    assert.ok(runs.includes('bash scripts/install-deps.sh'), `the build stage runs scripts/install-deps.sh; RUN lines: ${runs.join(' | ')}`);
+    assert.ok(runs.includes('bash scripts/build.sh'), 'the build stage runs scripts/build.sh');
+    const runtime = stages.get('runtime');
+    assert.ok(runtime, 'the Dockerfile has a runtime stage');
+    assert.ok(runtime.includes('ENTRYPOINT ["node", "/app/bin/netoken.js"]'), 'the entry point is the netoken CLI');
+    assert.ok(runtime.some((l) => /apt-get install .*\blibbpf1\b.*\blibelf1\b.*\bzlib1g\b.*\biproute2\b/.test(l)), 'runtime libraries: libbpf1 libelf1 zlib1g iproute2');
+  });
+
+  test('.dockerignore leaves out everything .gitignore does, so the build context is a clean checkout', () => {
+    const patterns = (f: string): string[] => readFileSync(join(repoRoot, f), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+    const docker = new Set(patterns('.dockerignore'));
+    const missing = patterns('.gitignore').filter((p) => !docker.has(p) && !docker.has(`**/${p}`));
+    assert.deepEqual(missing, [], '.gitignore patterns missing from .dockerignore');
+    assert.ok(docker.has('.git/') || docker.has('.git'), '.git stays out of the image context');
+  });
+
+  test('scripts/install-deps.sh and scripts/build.sh succeed on the clean checkout', { timeout: 240_000 }, async () => {
+    assert.ok(!existsSync(join(dir, 'node_modules')) && !existsSync(join(dir, 'build')) && !existsSync(join(dir, 'dist')), 'the checkout starts without build outputs');
+    const deps = await run('bash', ['scripts/install-deps.sh'], dir, env);
+    assert.equal(deps.code, 0, `install-deps.sh failed:\n${deps.out.slice(-4000)}`);
+    const build = await run('bash', ['scripts/build.sh'], dir, env);
+    assert.equal(build.code, 0, `build.sh failed:\n${build.out.slice(-4000)}`);
+    for (const f of ['build/bpf/marker.bpf.o', 'build/Release/netoken_native.node', 'dist/src/cli/main.js']) {
+      assert.ok(existsSync(join(dir, f)), `${f} was built`);
+    }
+  });
+
+  test("the runtime stage's files exist after npm prune --omit=dev, and the CLI and addon start from them", { timeout: 120_000 }, async () => {
+    assert.ok(existsSync(join(dir, 'dist/src/cli/main.js')), 'the build ran (previous test)');
+    const prune = await run('npm', ['prune', '--omit=dev', '--no-audit', '--no-fund'], dir, env);
+    assert.equal(prune.code, 0, `npm prune failed:\n${prune.out.slice(-3000)}`);
+    const copies = (stages.get('runtime') ?? [])
+      .filter((l) => l.startsWith('COPY --from=build '))
+      .map((l) => l.split(' ').slice(2))
+      .filter(([src]) => src?.startsWith('/src/'));
+    assert.ok(copies.length >= 5, `the runtime stage copies the build outputs; found ${copies.length} COPY lines`);
+    for (const [src, dest] of copies) {
+      const from = join(dir, (src as string).slice('/src/'.length));
+      assert.ok(existsSync(from), `COPY --from=build ${src}: exists in the built checkout`);
+      // WORKDIR /app: "./x" and "./x/" are relative to it; a trailing "/" means "into".
+      const to = join(app, (dest as string).replace(/^\.\/?/, ''), (dest as string).endsWith('/') && !lstatSync(from).isDirectory() ? (src as string).split('/').pop() as string : '');
+      mkdirSync(dirname(to), { recursive: true });
+      cpSync(from, to, { recursive: true });
+    }
+    assert.ok(!existsSync(join(app, 'node_modules/typescript')), 'dev dependencies are not in the image');
+    assert.ok(existsSync(join(app, 'build/bpf/marker.bpf.o')), 'the BPF object is in the image');
+
+    const help = await run(process.execPath, [join(app, 'bin/netoken.js'), 'agent', '--help'], app);
+    assert.equal(help.code, 0, `netoken agent --help from the image layout:\n${help.out}`);
+    assert.match(help.out, /--policy-file/);
+    const addon = await run(process.execPath, ['--input-type=module', '-e',
+      `const m = await import(${JSON.stringify(pathToFileURL(join(app, 'dist/src/native/binding.js')).href)}); ` +
+      `process.stdout.write(typeof m.binding().isBpffs('/sys/fs/bpf'))`], app);
+    assert.equal(addon.code, 0, `the native addon loads from the image layout:\n${addon.out}`);
+    assert.equal(addon.out.trim(), 'boolean');
+  });
+});
