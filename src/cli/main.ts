@@ -14,6 +14,7 @@ import { Datapath, defaultObjectPath, detachAll } from '../agent/datapath.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
 import { UsageError, agentConfig, commonConfig, type RawOptions } from './config.js';
+import { operatorFlags, parseOperatorOptions, runOperator } from './operator.js';
 import { printStatus } from './status.js';
 
 function common(cmd: Command): Command {
@@ -109,6 +110,11 @@ export async function run(argv: string[]): Promise<number> {
     .option('--bpf-object <file>', 'marker BPF object (default build/bpf/marker.bpf.o)')
     .action(async (o: RawOptions) => {
       code = await runAgent(o);
+    });
+
+  operatorFlags(program.command('operator').description('run the cluster operator: key Secrets and rotation, policy status, finalizers'))
+    .action(async (o: RawOptions) => {
+      code = await runOperator(parseOperatorOptions(o));
     });
 
   common(program.command('status').description('show hooks, policies and counters on this host'))

@@ -1,0 +1,496 @@
+/**
+ * The operator: list+watch caches of TokenPolicies, TokenNodeStates, Nodes and the key Secrets
+ * in the operator's namespace; a change in any of them enqueues the policy keys it can affect;
+ * a per-key queue reconciles them, only while this process holds the leader Lease and only
+ * once every cache has listed (a half-filled cache would make a deleted policy look released
+ * or a present Secret look missing).
+ *
+ * Reconcile of "policy/<name>": finalizer, validation of what the CRD schema cannot check,
+ * the key Secret (generate, rotate, check), then the status rolled up from the nodes, written
+ * only when it changed. Reconcile of "nodestate/<name>": delete the report of a Node that is gone.
+ */
+import {
+  ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
+  type V1Node, type V1Secret, setHeaderOptions,
+} from '@kubernetes/client-node';
+import { Watched, describeError } from '../lib/kube.js';
+import type { Logger } from '../lib/log.js';
+import { PolicyError, validatePolicy } from '../lib/policy.js';
+import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy } from '../lib/types.js';
+import { apiErrorText, secretError } from './errors.js';
+import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
+import type { Probe } from '../lib/http.js';
+import { Heartbeat } from './health.js';
+import { LeaderElector } from './leader.js';
+import type { OperatorMetrics } from './metrics.js';
+import { collectNodeState, orphanedNodeStates } from './nodes.js';
+import { KeyedQueue, type ReconcileResult } from './queue.js';
+import { type SecretLike, planSecret } from './secrets.js';
+import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, stableJson } from './status.js';
+
+export interface OperatorOptions {
+  kc: KubeConfig;
+  /** where the key Secrets and the Lease live */
+  namespace: string;
+  log: Logger;
+  metrics: OperatorMetrics;
+  leaderElect: boolean;
+  identity: string;
+  leaseName: string;
+  finalizerTimeoutMs: number;
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+  /** every policy is reconciled again this often even without changes; it defaults to 10 minutes */
+  resyncMs?: number;
+  /** called once when leadership is lost; the process should exit */
+  onLostLeadership: (why: string) => void;
+}
+
+/** A reconcile that takes longer than this makes /healthz fail. */
+const STUCK_RECONCILE_MS = 5 * 60_000;
+/** How long a status write of ours counts as not yet visible in the cache. */
+const RECENT_WRITE_MS = 5000;
+/** Longest delay asked of the queue; later due times are re-checked then. */
+const MAX_REQUEUE_MS = 60 * 60_000;
+
+interface RawPolicy extends KubernetesObject {
+  metadata?: KubernetesObject['metadata'] & { generation?: number; deletionTimestamp?: Date | string };
+  spec?: { nodeSelector?: LabelSelector; token?: { mode?: string; secretRef?: { name?: string } } };
+  status?: unknown;
+}
+
+type RawNodeState = KubernetesObject & NodeStateLike;
+
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+function nameOf(o: KubernetesObject): string {
+  return o.metadata?.name ?? '';
+}
+
+function secretNameOf(p: RawPolicy): string | undefined {
+  return p.spec?.token?.secretRef?.name;
+}
+
+function modeOf(p: RawPolicy): string {
+  return p.spec?.token?.mode ?? 'Static';
+}
+
+export class Operator {
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly policies: Watched<RawPolicy>;
+  private readonly nodeStates: Watched<RawNodeState>;
+  private readonly nodes: Watched<V1Node>;
+  private readonly secrets: Watched<V1Secret>;
+  private readonly queue: KeyedQueue;
+  private readonly elector: LeaderElector | undefined;
+  private readonly heartbeat = new Heartbeat();
+  private leading = false;
+  private stopping = false;
+  private diffTimer: NodeJS.Timeout | null = null;
+  private resyncTimer: NodeJS.Timeout | null = null;
+  // What the last change pass saw, to tell which objects changed since.
+  private seenPolicies = new Map<string, { rv: string; secret: string }>();
+  private seenSecrets = new Map<string, string>();
+  private seenNodes = new Map<string, string>();
+  private seenStates = new Map<string, { rv: string; policies: string[] }>();
+  /** per policy: the status last written, and when */
+  private readonly lastWrites = new Map<string, { json: string; at: number }>();
+
+  constructor(private readonly o: OperatorOptions) {
+    this.custom = o.kc.makeApiClient(CustomObjectsApi);
+    this.core = o.kc.makeApiClient(CoreV1Api);
+    const changed = (): void => this.scheduleDiff();
+    const common = { kc: o.kc, log: o.log, onChange: changed };
+    const restarted = (what: string) => () => o.metrics.watchRestarts.labels(what).inc();
+    const listCustom = (plural: string) => () =>
+      this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural }) as Promise<KubernetesListObject<KubernetesObject>>;
+    this.policies = new Watched<RawPolicy>({
+      ...common, what: 'tokenpolicies', path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
+      list: listCustom('tokenpolicies') as () => Promise<KubernetesListObject<RawPolicy>>, onRestart: restarted('tokenpolicies'),
+    });
+    this.nodeStates = new Watched<RawNodeState>({
+      ...common, what: 'tokennodestates', path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
+      list: listCustom('tokennodestates') as () => Promise<KubernetesListObject<RawNodeState>>, onRestart: restarted('tokennodestates'),
+    });
+    this.nodes = new Watched<V1Node>({
+      ...common, what: 'nodes', path: '/api/v1/nodes', list: () => this.core.listNode(), onRestart: restarted('nodes'),
+    });
+    this.secrets = new Watched<V1Secret>({
+      ...common, what: 'secrets', path: `/api/v1/namespaces/${o.namespace}/secrets`,
+      list: () => this.core.listNamespacedSecret({ namespace: o.namespace }), onRestart: restarted('secrets'),
+    });
+    this.queue = new KeyedQueue({
+      reconcile: (key) => this.reconcile(key),
+      log: o.log,
+      onDone: (key, seconds, error) => o.metrics.observeReconcile(key, seconds, error !== undefined),
+    });
+    o.metrics.setSources({ queueDepth: () => this.queue.depth, leader: () => (this.leading ? 1 : 0) });
+    if (o.leaderElect) {
+      this.elector = new LeaderElector({
+        kc: o.kc,
+        namespace: o.namespace,
+        name: o.leaseName,
+        identity: o.identity,
+        log: o.log,
+        leaseDurationMs: o.leaseDurationMs,
+        renewDeadlineMs: o.renewDeadlineMs,
+        retryPeriodMs: o.retryPeriodMs,
+        onStartedLeading: () => this.setLeading(true),
+        onStoppedLeading: (why) => {
+          this.setLeading(false);
+          o.onLostLeadership(why);
+        },
+      });
+    }
+  }
+
+  /** Starts the caches and the election (or, without election, reconciling at once). */
+  async start(): Promise<void> {
+    this.o.log.info('operator starting', {
+      namespace: this.o.namespace, identity: this.o.identity, leaderElect: this.o.leaderElect, finalizerTimeoutMs: this.o.finalizerTimeoutMs,
+    });
+    await Promise.all([this.policies.start(), this.nodeStates.start(), this.nodes.start(), this.secrets.start()]);
+    if (this.elector) this.elector.start();
+    else this.setLeading(true);
+    this.resyncTimer = setInterval(() => this.enqueueAll(), this.o.resyncMs ?? 600_000);
+    this.resyncTimer.unref();
+  }
+
+  /** Stops reconciling, waits (up to 10 s) for reconciles under way, hands back the Lease. */
+  async stop(opts: { releaseLease?: boolean } = {}): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.leading = false;
+    this.queue.pause();
+    if (this.diffTimer) clearTimeout(this.diffTimer);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await Promise.race([this.queue.close(), new Promise((res) => setTimeout(res, 10_000).unref())]);
+    if (opts.releaseLease ?? true) await this.elector?.stop();
+    await Promise.all([this.policies.stop(), this.nodeStates.stop(), this.nodes.stop(), this.secrets.stop()]);
+    this.heartbeat.stop();
+  }
+
+  /** All four caches have listed at least once. */
+  get synced(): boolean {
+    return this.unsynced().length === 0;
+  }
+
+  private unsynced(): string[] {
+    const caches: [string, { synced: boolean }][] = [
+      ['tokenpolicies', this.policies], ['tokennodestates', this.nodeStates], ['nodes', this.nodes], ['secrets', this.secrets],
+    ];
+    return caches.filter(([, c]) => !c.synced).map(([n]) => n);
+  }
+
+  /** /readyz: the caches have listed, so this process reconciles (leader) or can take over at once (standby). */
+  ready(): Probe {
+    if (this.stopping) return { ok: false, detail: 'shutting down' };
+    const missing = this.unsynced();
+    if (missing.length) return { ok: false, detail: `waiting for the first list of ${missing.join(', ')}` };
+    return { ok: true, detail: this.leading ? 'caches synced; leader, reconciling' : 'caches synced; standby' };
+  }
+
+  /** /healthz: the event loop turns and no reconcile is stuck. */
+  healthy(): Probe {
+    const beat = this.heartbeat.check();
+    if (!beat.ok) return beat;
+    const since = this.queue.oldestRunningSince();
+    if (since !== undefined && Date.now() - since > STUCK_RECONCILE_MS) {
+      return { ok: false, detail: `a reconcile has been running for ${Math.round((Date.now() - since) / 1000)} s` };
+    }
+    return { ok: true, detail: 'event loop alive; no reconcile stuck' };
+  }
+
+  private setLeading(on: boolean): void {
+    this.leading = on;
+    if (!on) {
+      this.queue.pause();
+      return;
+    }
+    this.maybeResume();
+  }
+
+  /** Reconciling starts when both hold: leadership and synced caches. */
+  private maybeResume(): void {
+    if (!this.leading || this.stopping || !this.queue.paused || !this.synced) return;
+    this.o.log.info('caches synced and leading; reconciling every policy', { identity: this.o.identity });
+    this.enqueueAll();
+    this.queue.resume();
+  }
+
+  private enqueueAll(): void {
+    for (const p of this.policies.list()) this.queue.enqueue(`policy/${nameOf(p)}`);
+    const nodeNames = new Set(this.nodes.list().map(nameOf));
+    for (const n of orphanedNodeStates(this.nodeStates.list(), nodeNames)) this.queue.enqueue(`nodestate/${n}`);
+  }
+
+  /** Watch events come in bursts; look at what changed once per burst. */
+  private scheduleDiff(): void {
+    if (this.diffTimer || this.stopping) return;
+    this.diffTimer = setTimeout(() => {
+      this.diffTimer = null;
+      this.diff();
+      this.maybeResume();
+    }, 20);
+  }
+
+  /** Enqueues the keys of the objects that changed since the last pass, and the policies they affect. */
+  private diff(): void {
+    const policies = this.policies.list();
+    const keys = new Set<string>();
+    // Policies sharing a Secret see each other (a mode conflict), so a change in one touches all.
+    const changedSecrets = new Set<string>();
+    const nextPolicies = new Map<string, { rv: string; secret: string }>();
+    for (const p of policies) {
+      const rv = p.metadata?.resourceVersion ?? '';
+      const secret = secretNameOf(p) ?? '';
+      nextPolicies.set(nameOf(p), { rv, secret });
+      const prev = this.seenPolicies.get(nameOf(p));
+      if (prev?.rv === rv) continue;
+      keys.add(`policy/${nameOf(p)}`);
+      changedSecrets.add(secret);
+      if (prev) changedSecrets.add(prev.secret);
+    }
+    for (const [n, prev] of this.seenPolicies) if (!nextPolicies.has(n)) changedSecrets.add(prev.secret);
+    this.seenPolicies = nextPolicies;
+
+    const nextSecrets = new Map<string, string>();
+    for (const s of this.secrets.list()) {
+      const rv = s.metadata?.resourceVersion ?? '';
+      nextSecrets.set(nameOf(s), rv);
+      if (this.seenSecrets.get(nameOf(s)) !== rv) changedSecrets.add(nameOf(s));
+    }
+    for (const n of this.seenSecrets.keys()) if (!nextSecrets.has(n)) changedSecrets.add(n);
+    this.seenSecrets = nextSecrets;
+    if (changedSecrets.size) {
+      for (const p of policies) if (changedSecrets.has(secretNameOf(p) ?? '')) keys.add(`policy/${nameOf(p)}`);
+    }
+
+    // Node labels decide selection: a node joining, leaving or relabelled touches every policy.
+    let nodesChanged = false;
+    const nextNodes = new Map<string, string>();
+    for (const n of this.nodes.list()) {
+      const labels = stableJson(n.metadata?.labels ?? {});
+      nextNodes.set(nameOf(n), labels);
+      if (this.seenNodes.get(nameOf(n)) !== labels) nodesChanged = true;
+    }
+    for (const n of this.seenNodes.keys()) if (!nextNodes.has(n)) nodesChanged = true;
+    this.seenNodes = nextNodes;
+    if (nodesChanged) for (const p of policies) keys.add(`policy/${nameOf(p)}`);
+
+    const nextStates = new Map<string, { rv: string; policies: string[] }>();
+    for (const s of this.nodeStates.list()) {
+      const rv = s.metadata?.resourceVersion ?? '';
+      const listed = (s.status?.policies ?? []).map((p) => p.name);
+      nextStates.set(nameOf(s), { rv, policies: listed });
+      const prev = this.seenStates.get(nameOf(s));
+      if (prev?.rv === rv) continue;
+      for (const p of [...listed, ...(prev?.policies ?? [])]) keys.add(`policy/${p}`);
+      if (!nextNodes.has(nameOf(s))) keys.add(`nodestate/${nameOf(s)}`);
+    }
+    for (const [n, prev] of this.seenStates) {
+      if (nextStates.has(n)) continue;
+      for (const p of prev.policies) keys.add(`policy/${p}`);
+    }
+    this.seenStates = nextStates;
+    if (nodesChanged) for (const n of orphanedNodeStates(this.nodeStates.list(), new Set(nextNodes.keys()))) keys.add(`nodestate/${n}`);
+
+    for (const k of keys) this.queue.enqueue(k);
+  }
+
+  private async reconcile(key: string): Promise<ReconcileResult | void> {
+    const slash = key.indexOf('/');
+    const kind = key.slice(0, slash);
+    const name = key.slice(slash + 1);
+    try {
+      if (kind === 'policy') return await this.reconcilePolicy(name);
+      if (kind === 'nodestate') return await this.reconcileNodeState(name);
+    } catch (err) {
+      throw err instanceof ApiException ? new Error(apiErrorText(err)) : err;
+    }
+  }
+
+  private async reconcileNodeState(name: string): Promise<void> {
+    const state = this.nodeStates.list().find((s) => nameOf(s) === name);
+    if (!state) return;
+    if (this.nodes.list().some((n) => nameOf(n) === name)) return;
+    const log = this.o.log.child({ node: name });
+    const r = await collectNodeState(this.core, this.custom, name, state.metadata?.uid);
+    if (r === 'deleted') log.info('TokenNodeState of a deleted Node removed');
+    else log.debug('TokenNodeState kept', { result: r });
+  }
+
+  private async reconcilePolicy(name: string): Promise<ReconcileResult | void> {
+    const raw = this.policies.list().find((p) => nameOf(p) === name);
+    if (!raw) {
+      this.lastWrites.delete(name);
+      return; // gone: nothing left to do
+    }
+    const log = this.o.log.child({ policy: name });
+    const meta = raw.metadata ?? {};
+    const generation = meta.generation ?? 0;
+    if (meta.deletionTimestamp) return this.finalize(raw, log);
+
+    if (!hasFinalizer(meta)) {
+      await this.patchPolicy(name, { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } });
+      log.info('finalizer added', { finalizer: FINALIZER });
+    }
+
+    let policy: TokenPolicy | undefined;
+    let problem: PolicyProblem | undefined;
+    try {
+      policy = validatePolicy(raw, `TokenPolicy "${name}"`);
+    } catch (err) {
+      const message = err instanceof PolicyError ? err.fields.map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ') : describeError(err);
+      problem = { reason: 'InvalidPolicy', message, degraded: true };
+    }
+
+    let requeueAt: number | undefined;
+    if (policy) {
+      const r = await this.ensureSecret(policy, log);
+      problem = r.problem;
+      requeueAt = r.nextRotationAt;
+    }
+
+    const status = aggregateStatus({
+      name,
+      generation,
+      selector: policy?.spec.nodeSelector ?? raw.spec?.nodeSelector ?? {},
+      nodes: this.nodes.list(),
+      nodeStates: this.nodeStates.list(),
+      problem,
+      previous: currentStatus(raw.status).conditions,
+    });
+    await this.writeStatus(name, raw, status, log);
+    if (requeueAt === undefined) return;
+    return { requeueAfterMs: Math.min(Math.max(0, requeueAt - Date.now()) + 100, MAX_REQUEUE_MS) };
+  }
+
+  /** Generates, rotates or checks the key Secret; returns what is wrong with it, if anything. */
+  private async ensureSecret(policy: TokenPolicy, log: Logger): Promise<{ problem?: PolicyProblem; nextRotationAt?: number }> {
+    const secretName = policy.spec.token.secretRef.name;
+    const slog = log.child({ secret: `${this.o.namespace}/${secretName}` });
+    // One Secret holds keys of one length: policies of both modes cannot share it.
+    const other = this.policies.list().find((p) =>
+      nameOf(p) !== policy.metadata.name && !p.metadata?.deletionTimestamp && secretNameOf(p) === secretName && modeOf(p) !== policy.spec.token.mode);
+    if (other) {
+      return {
+        problem: {
+          reason: 'SecretConflict',
+          message: `Secret "${secretName}" is also the key of TokenPolicy "${nameOf(other)}", whose token mode is ${modeOf(other)}, not ${policy.spec.token.mode}; give each mode its own Secret`,
+          degraded: true,
+        },
+      };
+    }
+    const secret = this.secrets.list().find((s) => nameOf(s) === secretName) as SecretLike | undefined;
+    const plan = planSecret({ policy, namespace: this.o.namespace, secret, now: Date.now() });
+    switch (plan.action) {
+      case 'none':
+        return { nextRotationAt: plan.nextRotationAt };
+      case 'invalid':
+        // Logged with the status change it causes (once, not on every reconcile).
+        return { problem: { reason: 'SecretInvalid', message: plan.message, degraded: true } };
+      case 'create':
+        try {
+          await this.core.createNamespacedSecret({ namespace: this.o.namespace, body: plan.secret });
+        } catch (err) {
+          // Made meanwhile (by another policy sharing it): the watch brings it, and we look again.
+          if (err instanceof ApiException && err.code === 409) return { nextRotationAt: Date.now() + 1000 };
+          throw secretError('creating', secretName, err);
+        }
+        this.o.metrics.secretsCreated.inc();
+        slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes: policy.spec.token.mode === 'Static' ? 8 : 16 });
+        return { nextRotationAt: plan.nextRotationAt };
+      case 'patch':
+        try {
+          await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
+        } catch (err) {
+          throw secretError(plan.why === 'rotation' ? 'rotating' : 'regenerating', secretName, err);
+        }
+        if (plan.why === 'rotation') {
+          this.o.metrics.keyRotations.inc();
+          slog.info('key rotated; the previous key stays valid as previous', { period: policy.spec.token.rotation?.period });
+        } else {
+          slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode });
+        }
+        return { nextRotationAt: plan.nextRotationAt };
+    }
+  }
+
+  private async finalize(raw: RawPolicy, log: Logger): Promise<ReconcileResult | void> {
+    const meta = raw.metadata ?? {};
+    if (!hasFinalizer(meta)) return;
+    const name = nameOf(raw);
+    const d = releaseDecision({
+      policy: name,
+      deletionTimestamp: meta.deletionTimestamp ?? new Date(),
+      nodeStates: this.nodeStates.list(),
+      nodeNames: new Set(this.nodes.list().map(nameOf)),
+      timeoutMs: this.o.finalizerTimeoutMs,
+      now: Date.now(),
+    });
+    if (d.release) {
+      try {
+        await this.patchPolicy(name, { metadata: { finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: meta.resourceVersion } });
+      } catch (err) {
+        if (err instanceof ApiException && err.code === 404) return;
+        throw err;
+      }
+      log.info('finalizer removed: no node holds the policy any more', { givenUp: d.givenUp.map((g) => `${g.node}: ${g.why}`) });
+      return;
+    }
+    const status = aggregateStatus({
+      name,
+      generation: meta.generation ?? 0,
+      selector: raw.spec?.nodeSelector ?? {},
+      nodes: this.nodes.list(),
+      nodeStates: this.nodeStates.list(),
+      problem: {
+        reason: 'Terminating',
+        message: `waiting for ${d.waitingOn.length} node(s) to remove the policy: ${d.waitingOn.slice(0, 10).join(', ')}`,
+        degraded: false,
+      },
+      previous: currentStatus(raw.status).conditions,
+    });
+    await this.writeStatus(name, raw, status, log);
+    log.debug('deletion waits for nodes', { waitingOn: d.waitingOn });
+    return d.recheckAfterMs === undefined ? undefined : { requeueAfterMs: Math.min(d.recheckAfterMs, MAX_REQUEUE_MS) };
+  }
+
+  private async patchPolicy(name: string, body: object): Promise<void> {
+    await this.custom.patchClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body }, mergePatch);
+  }
+
+  private async writeStatus(name: string, raw: RawPolicy, status: ReturnType<typeof aggregateStatus>, log: Logger): Promise<void> {
+    const before = currentStatus(raw.status);
+    const json = stableJson(status);
+    if (stableJson(before) === json) return;
+    // The cache may not show our last write yet: do not repeat the same write while it catches up.
+    // After a few seconds a difference is real (someone else wrote the status) and is corrected.
+    const last = this.lastWrites.get(name);
+    if (last && last.json === json && Date.now() - last.at < RECENT_WRITE_MS) return;
+    try {
+      await this.custom.patchClusterCustomObjectStatus(
+        { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body: { status } },
+        mergePatch,
+      );
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return; // deleted meanwhile
+      throw err;
+    }
+    this.lastWrites.set(name, { json, at: Date.now() });
+    const ready = status.conditions.find((c) => c.type === 'Ready');
+    const wasReady = before.conditions?.find((c) => c.type === 'Ready');
+    const fields = {
+      ready: ready?.status, reason: ready?.reason, selected: status.nodes.selected, nodesReady: status.nodes.ready, failed: status.nodes.failed,
+      ...(ready?.status === 'True' ? {} : { detail: ready?.message }),
+    };
+    if (ready?.status !== wasReady?.status || ready?.reason !== wasReady?.reason) {
+      if (status.conditions.some((c) => c.type === 'Degraded' && c.status === 'True')) log.warn('status changed: degraded', fields);
+      else log.info('status changed', fields);
+    }
+    else log.debug('status updated', fields);
+  }
+}

@@ -1,0 +1,135 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { silentLogger } from '../lib/log.js';
+import { KeyedQueue, type ReconcileFn } from './queue.js';
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((res) => setTimeout(res, ms));
+}
+
+/** A reconcile that records start/end of each run and waits `ms` (or what `gate` says). */
+function recorder(ms = 5): { log: string[]; fn: ReconcileFn; running: () => number; maxParallelPerKey: Map<string, number> } {
+  const log: string[] = [];
+  const active = new Map<string, number>();
+  const maxParallelPerKey = new Map<string, number>();
+  let running = 0;
+  const fn: ReconcileFn = async (key) => {
+    running++;
+    active.set(key, (active.get(key) ?? 0) + 1);
+    maxParallelPerKey.set(key, Math.max(maxParallelPerKey.get(key) ?? 0, active.get(key) ?? 0));
+    log.push(`start ${key}`);
+    await sleep(ms);
+    log.push(`end ${key}`);
+    active.set(key, (active.get(key) ?? 1) - 1);
+    running--;
+  };
+  return { log, fn, running: () => running, maxParallelPerKey };
+}
+
+test('keys run first in, first out, and a waiting key enqueued again runs once', async () => {
+  const r = recorder(1);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1 });
+  for (const k of ['a', 'b', 'a', 'c', 'b', 'a']) q.enqueue(k);
+  q.resume();
+  await q.idle();
+  const starts = r.log.filter((l) => l.startsWith('start')).map((l) => l.slice(6));
+  assert.deepEqual(starts, ['a', 'b', 'c'], `run order: got ${starts.join(',')}, want a,b,c`);
+});
+
+test('one reconcile at a time per key; a key enqueued while running runs once more afterwards', async () => {
+  const r = recorder(20);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 4 });
+  q.resume();
+  q.enqueue('a');
+  await sleep(5);
+  // a is running now: these three coalesce into one more run after it
+  q.enqueue('a');
+  q.enqueue('a');
+  q.enqueue('a');
+  q.enqueue('b');
+  await q.idle();
+  const runsOfA = r.log.filter((l) => l === 'start a').length;
+  assert.equal(runsOfA, 2, `runs of a: got ${runsOfA}, want 2 (the running one and one coalesced rerun)`);
+  assert.equal(r.maxParallelPerKey.get('a'), 1, 'a never ran twice at once');
+  const aRuns = r.log.filter((l) => l.endsWith(' a'));
+  assert.deepEqual(aRuns, ['start a', 'end a', 'start a', 'end a'], 'the rerun starts after the first run ended');
+});
+
+test('different keys run in parallel up to the concurrency limit', async () => {
+  let running = 0;
+  let peak = 0;
+  const q = new KeyedQueue({
+    reconcile: async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await sleep(20);
+      running--;
+    },
+    log: silentLogger(),
+    concurrency: 3,
+  });
+  for (let i = 0; i < 10; i++) q.enqueue(`k${i}`);
+  q.resume();
+  await q.idle();
+  assert.equal(peak, 3, `peak parallel reconciles: got ${peak}, want 3`);
+});
+
+test('a paused queue runs nothing but keeps the keys for when it resumes', async () => {
+  const r = recorder(1);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger() });
+  q.enqueue('a');
+  q.enqueue('b');
+  await sleep(20);
+  assert.equal(r.log.length, 0, `nothing runs while paused, got ${r.log.join(', ')}`);
+  assert.equal(q.depth, 2);
+  q.resume();
+  await q.idle();
+  assert.equal(r.log.filter((l) => l.startsWith('start')).length, 2);
+});
+
+test('a failing key is retried with a growing backoff; success resets it', async () => {
+  const times: number[] = [];
+  let calls = 0;
+  const done: boolean[] = [];
+  const q = new KeyedQueue({
+    reconcile: async () => {
+      times.push(Date.now());
+      calls++;
+      if (calls < 3) throw new Error('not yet');
+    },
+    log: silentLogger(),
+    baseBackoffMs: 30,
+    onDone: (_k, _s, err) => done.push(err === undefined),
+  });
+  q.resume();
+  q.enqueue('x');
+  const deadline = Date.now() + 2000;
+  while (calls < 3 && Date.now() < deadline) await sleep(5);
+  assert.equal(calls, 3, 'two failures, then a success');
+  assert.deepEqual(done, [false, false, true]);
+  const gap1 = (times[1] ?? 0) - (times[0] ?? 0);
+  const gap2 = (times[2] ?? 0) - (times[1] ?? 0);
+  assert.ok(gap1 >= 25, `first retry after ~30 ms, got ${gap1}`);
+  assert.ok(gap2 >= 55, `second retry after ~60 ms, got ${gap2}`);
+});
+
+test('requeueAfterMs runs the key again later; the earliest request wins', async () => {
+  const runs: number[] = [];
+  const start = Date.now();
+  const q = new KeyedQueue({
+    reconcile: async () => {
+      runs.push(Date.now() - start);
+      return runs.length === 1 ? { requeueAfterMs: 60 } : undefined;
+    },
+    log: silentLogger(),
+  });
+  q.resume();
+  q.enqueue('x');
+  q.enqueueAfter('y', 10_000);
+  q.enqueueAfter('y', 30);
+  const deadline = Date.now() + 2000;
+  while (runs.length < 3 && Date.now() < deadline) await sleep(5);
+  assert.equal(runs.length, 3, `x twice and y once, got ${runs.length} runs`);
+  assert.ok((runs[2] ?? 0) >= 55, `x's second run came after its requeue delay, at ${runs[2]} ms`);
+  await q.close();
+});

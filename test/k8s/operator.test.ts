@@ -1,0 +1,537 @@
+/**
+ * System tests of `netoken operator` against a real API server: the real CLI process, running
+ * as a ServiceAccount with exactly the permissions in test/k8s/operator-rbac.yaml. Nodes and
+ * TokenNodeStates are written by hand here (the agent's part), and the tests check what a user
+ * sees: the key Secret, its rotation, the policy status and printer columns, the finalizer,
+ * the clean-up of reports of deleted Nodes, and leader election with a killed leader.
+ *
+ * NETOKEN_CLI overrides the CLI entry point (it defaults to bin/netoken.js).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFileSync, createWriteStream, readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { TestCluster, repoRoot } from './cluster.js';
+
+const NS = 'netoken-system';
+const cli = process.env.NETOKEN_CLI || join(repoRoot, 'bin/netoken.js');
+const FINALIZER_TIMEOUT_S = 15;
+
+interface Cond {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+  observedGeneration?: number;
+}
+
+interface PolicyJson {
+  metadata: { name: string; generation: number; finalizers?: string[]; deletionTimestamp?: string };
+  status?: {
+    observedGeneration?: number;
+    conditions?: Cond[];
+    nodes?: { selected: number; ready: number; failed: number };
+    failedNodes?: { node: string; reason: string; message?: string }[];
+  };
+}
+
+interface SecretJson {
+  metadata: { name: string; resourceVersion: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  type: string;
+  data?: Record<string, string>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((res) => setTimeout(res, ms));
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((res) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: 2000 }, (r) => {
+      let body = '';
+      r.setEncoding('utf8');
+      r.on('data', (d: string) => (body += d));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (e) => res({ status: 0, body: e.message }));
+    req.end();
+  });
+}
+
+/** A running `netoken operator` with its output kept in memory and in a file. */
+class OperatorProcess {
+  output = '';
+  readonly exited: Promise<void>;
+
+  private constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly logFile: string,
+  ) {
+    this.exited = new Promise((res) => {
+      if (child.exitCode !== null || child.signalCode !== null) res();
+      else child.once('exit', () => res());
+    });
+  }
+
+  static async start(cluster: TestCluster, kubeconfig: string, name: string): Promise<OperatorProcess> {
+    const port = await freePort();
+    const args = [
+      cli, 'operator', `--kubeconfig=${kubeconfig}`, `--namespace=${NS}`, `--metrics-address=127.0.0.1:${port}`,
+      `--finalizer-timeout=${FINALIZER_TIMEOUT_S}s`, '--log-format=json', '--log-level=debug',
+    ];
+    // Own process group, listed for the cluster's watchdog: if this test process is killed, the
+    // operator goes with the API server instead of retrying against nothing for ever.
+    const child = spawn(process.execPath, args, { cwd: repoRoot, env: { ...process.env, POD_NAME: name, KUBECONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (child.pid !== undefined) appendFileSync(join(cluster.dir, 'pgids'), `${child.pid}\n`);
+    const logFile = join(cluster.dir, `${name}.log`);
+    const p = new OperatorProcess(name, child, port, logFile);
+    const file = createWriteStream(logFile);
+    for (const s of [child.stdout, child.stderr]) {
+      s?.setEncoding('utf8');
+      s?.on('data', (d: string) => {
+        p.output += d;
+        file.write(d);
+      });
+    }
+    void p.exited.then(() => file.end());
+    return p;
+  }
+
+  tail(n = 25): string {
+    return this.output.trimEnd().split('\n').slice(-n).join('\n');
+  }
+
+  get(path: string): Promise<{ status: number; body: string }> {
+    return httpGet(this.port, path);
+  }
+
+  /** The value of a metric line (name with labels, exactly as printed), or undefined. */
+  async metric(series: string): Promise<number | undefined> {
+    const { body } = await this.get('/metrics');
+    for (const line of body.split('\n')) {
+      if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
+    }
+    return undefined;
+  }
+
+  kill(sig: NodeJS.Signals): void {
+    if (this.child.pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    try {
+      process.kill(-this.child.pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.kill('SIGTERM');
+    const done = await Promise.race([this.exited.then(() => true), sleep(15_000).then(() => false)]);
+    if (!done) {
+      this.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+/** Polls `check` until it returns a value (not undefined) or throws no more; fails after `ms` with the last reason. */
+async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>, logs?: () => string): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last = 'no attempt';
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+      last = 'not yet';
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms (last: ${last})${logs ? `\noperator log:\n${logs()}` : ''}`);
+    await sleep(250);
+  }
+}
+
+function cond(p: PolicyJson | undefined, type: string): Cond | undefined {
+  return p?.status?.conditions?.find((c) => c.type === type);
+}
+
+function policyYaml(name: string, token: string, selector = '{}'): string {
+  return `apiVersion: netoken.io/v1alpha1
+kind: TokenPolicy
+metadata: {name: ${name}}
+spec:
+  nodeSelector: ${selector}
+  token: ${token}
+  egress: {}
+`;
+}
+
+describe('netoken operator on a real API server', () => {
+  let cluster: TestCluster;
+  let saKubeconfig: string;
+  let opA: OperatorProcess;
+  let opB: OperatorProcess | undefined;
+  let opC: OperatorProcess | undefined;
+  const all = (): OperatorProcess[] => [opA, opB, opC].filter((p): p is OperatorProcess => p !== undefined);
+  const logs = (): string => all().map((p) => `--- ${p.name} ---\n${p.tail()}`).join('\n');
+
+  const getPolicy = async (name: string): Promise<PolicyJson | undefined> => {
+    const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'json']);
+    if (r.code !== 0) {
+      if (/NotFound/.test(r.stderr)) return undefined;
+      throw new Error(r.stderr);
+    }
+    return JSON.parse(r.stdout) as PolicyJson;
+  };
+  const getSecret = async (name: string): Promise<SecretJson | undefined> => {
+    const r = await cluster.kubectl(['get', 'secret', '-n', NS, name, '-o', 'json']);
+    if (r.code !== 0) {
+      if (/NotFound/.test(r.stderr)) return undefined;
+      throw new Error(r.stderr);
+    }
+    return JSON.parse(r.stdout) as SecretJson;
+  };
+  const leaseHolder = async (): Promise<string | undefined> => {
+    const r = await cluster.kubectl(['get', 'lease', '-n', NS, 'netoken-operator', '-o', 'jsonpath={.spec.holderIdentity}']);
+    return r.code === 0 ? r.stdout.trim() : undefined;
+  };
+  /** Writes a hand-made TokenNodeState for `node` listing `policies` (as the agent would). */
+  const writeNodeState = async (node: string, policies: unknown[]): Promise<void> => {
+    await cluster.apply(`apiVersion: netoken.io/v1alpha1\nkind: TokenNodeState\nmetadata: {name: ${node}}\n`);
+    const status = { status: { agent: { version: '0.1.0', kernelRelease: '6.18.0', tcx: true }, policies } };
+    await cluster.kubectlOk(['patch', 'tokennodestate', node, '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]);
+  };
+  const applied = (name: string, generation: number, errors: { reason: string; message: string }[] = []): unknown => ({
+    name,
+    generation,
+    interfaces: [{ name: 'eth0', ifindex: 2, direction: 'Egress', attachMode: 'tcx', programId: 7, state: errors.length ? 'Failed' : 'Attached' }],
+    counters: { marked: 3 },
+    errors,
+  });
+
+  before(async () => {
+    cluster = await TestCluster.start();
+    await cluster.kubectlOk(['create', 'namespace', NS]);
+    await cluster.apply(readFileSync(join(repoRoot, 'test/k8s/operator-rbac.yaml'), 'utf8'));
+    await cluster.apply(['n1:edge', 'n2:edge', 'n3:db'].map((s) => {
+      const [name, role] = s.split(':');
+      return `apiVersion: v1\nkind: Node\nmetadata: {name: ${name}, labels: {role: ${role}}}\n`;
+    }).join('---\n'));
+    saKubeconfig = await cluster.serviceAccountKubeconfig(NS, 'netoken-operator');
+    opA = await OperatorProcess.start(cluster, saKubeconfig, 'op-a');
+    await eventually('op-a ready and leading', 30_000, async () => {
+      const r = await opA.get('/readyz');
+      return r.status === 200 && /leader/.test(r.body) && (await leaseHolder()) === 'op-a' ? true : undefined;
+    }, logs);
+  });
+
+  after(async () => {
+    for (const p of all()) await p.stop();
+    await cluster?.stop();
+  });
+
+  test('serves /healthz, /readyz and /metrics, and holds the Lease', async () => {
+    const h = await opA.get('/healthz');
+    assert.equal(h.status, 200, `/healthz: ${h.body}`);
+    const r = await opA.get('/readyz');
+    assert.equal(r.status, 200, `/readyz: ${r.body}`);
+    assert.match(r.body, /caches synced; leader/);
+    const m = await opA.get('/metrics');
+    for (const want of ['netoken_reconcile_duration_seconds', 'netoken_reconcile_errors_total{kind="policy"}', 'netoken_watch_restarts_total{resource="nodes"}', 'netoken_operator_leader 1']) {
+      assert.ok(m.body.includes(want), `/metrics lacks ${want}`);
+    }
+    assert.equal(await leaseHolder(), 'op-a');
+    assert.equal((await opA.get('/nope')).status, 404);
+  });
+
+  test('generates a missing key Secret: 8 random bytes for Static, 16 for Keyed; adds the finalizer', async () => {
+    await cluster.apply(policyYaml('gen-static', '{secretRef: {name: gen-static-key}}'));
+    await cluster.apply(policyYaml('gen-keyed', '{mode: Keyed, epochSeconds: 60, secretRef: {name: gen-keyed-key}}'));
+    for (const [secret, len] of [['gen-static-key', 8], ['gen-keyed-key', 16]] as const) {
+      const s = await eventually(`Secret ${secret} generated`, 20_000, () => getSecret(secret), logs);
+      const key = Buffer.from(s.data?.current ?? '', 'base64');
+      assert.equal(key.length, len, `${secret} current: got ${key.length} bytes, want ${len}`);
+      assert.notDeepEqual(key, Buffer.alloc(len), 'the key is not all zero');
+      assert.equal(s.type, 'Opaque');
+      assert.equal(s.data?.previous, undefined, 'no previous key before a rotation');
+      assert.equal(s.metadata.labels?.['app.kubernetes.io/managed-by'], 'netoken-operator');
+      assert.match(s.metadata.annotations?.['netoken.io/rotated-at'] ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    }
+    const p = await eventually('finalizer on gen-static', 10_000, async () => {
+      const got = await getPolicy('gen-static');
+      return got?.metadata.finalizers?.includes('netoken.io/cleanup') ? got : undefined;
+    }, logs);
+    assert.deepEqual(p.metadata.finalizers, ['netoken.io/cleanup']);
+    const ok = await opA.metric('netoken_reconcile_duration_seconds_count{kind="policy",result="success"}');
+    assert.ok((ok ?? 0) > 0, `reconciles counted in /metrics: got ${ok}`);
+  });
+
+  test("a user's Secret with a wrong-length key: Degraded SecretInvalid, the Secret untouched; fixed: Degraded clears", async () => {
+    const short = Buffer.from('12345').toString('base64');
+    await cluster.apply(`apiVersion: v1\nkind: Secret\nmetadata: {name: user-key, namespace: ${NS}}\ntype: Opaque\ndata: {current: ${short}}\n`);
+    const before = await getSecret('user-key');
+    await cluster.apply(policyYaml('user-pol', '{secretRef: {name: user-key}}', '{matchLabels: {role: edge}}'));
+    const p = await eventually('Degraded SecretInvalid', 20_000, async () => {
+      const got = await getPolicy('user-pol');
+      return cond(got, 'Degraded')?.reason === 'SecretInvalid' ? got : undefined;
+    }, logs);
+    const degraded = cond(p, 'Degraded');
+    assert.equal(degraded?.status, 'True');
+    assert.match(degraded?.message ?? '', /Secret "user-key".*current holds 5 bytes; a Static token needs exactly 8/);
+    assert.ok(!JSON.stringify(p.status).includes(short), 'status does not show the key');
+    assert.equal(cond(p, 'Ready')?.status, 'False');
+    assert.equal(cond(p, 'Ready')?.reason, 'SecretInvalid');
+    await sleep(1000);
+    assert.equal((await getSecret('user-key'))?.metadata.resourceVersion, before?.metadata.resourceVersion, "the operator did not write the user's Secret");
+
+    const good = Buffer.from('8bytes!!').toString('base64');
+    await cluster.apply(`apiVersion: v1\nkind: Secret\nmetadata: {name: user-key, namespace: ${NS}}\ntype: Opaque\ndata: {current: ${good}}\n`);
+    const fixed = await eventually('Degraded cleared', 20_000, async () => {
+      const got = await getPolicy('user-pol');
+      return cond(got, 'Degraded')?.status === 'False' ? got : undefined;
+    }, logs);
+    assert.equal(cond(fixed, 'Ready')?.reason, 'NodesPending', 'nodes have not reported yet');
+    const s = await getSecret('user-key');
+    assert.deepEqual(s?.data, { current: good }, "the user's key is kept as written (no rotation asked for)");
+    assert.equal(s?.metadata.labels?.['app.kubernetes.io/managed-by'], undefined);
+  });
+
+  test('switching a policy between Static and Keyed regenerates the key the operator made', async () => {
+    const before = await eventually('gen-keyed-key exists', 10_000, () => getSecret('gen-keyed-key'), logs);
+    assert.equal(Buffer.from(before.data?.current ?? '', 'base64').length, 16);
+    await cluster.apply(policyYaml('gen-keyed', '{mode: Static, secretRef: {name: gen-keyed-key}}'));
+    const after = await eventually('gen-keyed-key regenerated with 8 bytes', 20_000, async () => {
+      const s = await getSecret('gen-keyed-key');
+      return Buffer.from(s?.data?.current ?? '', 'base64').length === 8 ? s : undefined;
+    }, logs);
+    assert.equal(after.data?.previous, undefined, 'a 16-byte previous key would be useless to a Static verifier');
+  });
+
+  test('what the CRD schema cannot check is reported: two token modes sharing one Secret', async () => {
+    // gen-static's Secret holds an 8-byte key; a Keyed policy cannot share it.
+    await cluster.apply(policyYaml('shares-key', '{mode: Keyed, epochSeconds: 60, secretRef: {name: gen-static-key}}'));
+    const shared = await eventually('shares-key SecretConflict', 20_000, async () => {
+      const got = await getPolicy('shares-key');
+      return cond(got, 'Degraded')?.reason === 'SecretConflict' ? got : undefined;
+    }, logs);
+    assert.match(cond(shared, 'Degraded')?.message ?? '', /Secret "gen-static-key" is also the key of TokenPolicy "gen-static", whose token mode is Static/);
+    assert.equal(Buffer.from((await getSecret('gen-static-key'))?.data?.current ?? '', 'base64').length, 8, 'the shared Secret is left as it was');
+    assert.equal(cond(shared, 'Ready')?.status, 'False');
+    assert.equal(cond(await getPolicy('gen-static'), 'Degraded')?.reason, 'SecretConflict', 'the other policy says so too');
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'shares-key', '--wait=false']);
+    await eventually('gen-static no longer in conflict', 20_000, async () => {
+      const got = await getPolicy('gen-static');
+      return cond(got, 'Degraded')?.status === 'False' ? got : undefined;
+    }, logs);
+  });
+
+  test('rotation: when rotation.period has passed since rotated-at, previous := current and current := a new key', async () => {
+    await cluster.apply(policyYaml('rot', '{mode: Keyed, epochSeconds: 30, secretRef: {name: rot-key}, rotation: {period: 1m}}'));
+    const first = await eventually('Secret rot-key generated', 20_000, () => getSecret('rot-key'), logs);
+    const k1 = first.data?.current ?? '';
+    assert.equal(Buffer.from(k1, 'base64').length, 16);
+    // A key made an hour ago is 59 minutes overdue for a 1m period.
+    const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    await cluster.kubectlOk(['annotate', 'secret', '-n', NS, 'rot-key', `netoken.io/rotated-at=${hourAgo}`, '--overwrite']);
+    const rotated = await eventually('rot-key rotated', 20_000, async () => {
+      const s = await getSecret('rot-key');
+      return s?.data?.current !== k1 && s?.data?.previous !== undefined ? s : undefined;
+    }, logs);
+    assert.equal(rotated.data?.previous, k1, 'the old key is kept as previous');
+    assert.equal(Buffer.from(rotated.data?.current ?? '', 'base64').length, 16, 'the new key has the Keyed length');
+    const stamp = Date.parse(rotated.metadata.annotations?.['netoken.io/rotated-at'] ?? '');
+    assert.ok(Math.abs(Date.now() - stamp) < 60_000, `rotated-at is now, got ${rotated.metadata.annotations?.['netoken.io/rotated-at']}`);
+    await sleep(2000);
+    assert.equal((await getSecret('rot-key'))?.data?.previous, k1, 'rotated once, not again');
+    assert.equal(await opA.metric('netoken_key_rotations_total'), 1);
+  });
+
+  test('status rolls up the nodes: one failing → Ready False / Degraded True naming it; fixed → Ready True', async () => {
+    await cluster.apply(policyYaml('web', '{secretRef: {name: web-key}}', '{matchLabels: {role: edge}}'));
+    const pending = await eventually('web NodesPending', 20_000, async () => {
+      const got = await getPolicy('web');
+      return cond(got, 'Ready')?.reason === 'NodesPending' ? got : undefined;
+    }, logs);
+    assert.deepEqual(pending.status?.nodes, { selected: 2, ready: 0, failed: 0 }, 'n1 and n2 are selected, n3 (role=db) is not');
+    const gen = pending.metadata.generation;
+
+    await writeNodeState('n1', [applied('web', gen)]);
+    await writeNodeState('n2', [applied('web', gen, [{ reason: 'InterfaceNotFound', message: 'eth0: no such interface on n2' }])]);
+    const failing = await eventually('web NodesFailing', 20_000, async () => {
+      const got = await getPolicy('web');
+      return cond(got, 'Ready')?.reason === 'NodesFailing' && got?.status?.nodes?.ready === 1 ? got : undefined;
+    }, logs);
+    assert.deepEqual(failing.status?.nodes, { selected: 2, ready: 1, failed: 1 });
+    assert.equal(cond(failing, 'Ready')?.status, 'False');
+    assert.equal(cond(failing, 'Degraded')?.status, 'True');
+    assert.equal(cond(failing, 'Degraded')?.reason, 'NodesFailing');
+    assert.match(cond(failing, 'Degraded')?.message ?? '', /n2 \(InterfaceNotFound\)/);
+    assert.deepEqual(failing.status?.failedNodes, [{ node: 'n2', reason: 'InterfaceNotFound', message: 'eth0: no such interface on n2' }]);
+    assert.equal(failing.status?.observedGeneration, gen);
+    assert.equal(cond(failing, 'Ready')?.observedGeneration, gen);
+
+    await writeNodeState('n2', [applied('web', gen)]);
+    const ready = await eventually('web Ready', 20_000, async () => {
+      const got = await getPolicy('web');
+      return cond(got, 'Ready')?.status === 'True' ? got : undefined;
+    }, logs);
+    assert.equal(cond(ready, 'Ready')?.reason, 'AllNodesReady');
+    assert.equal(cond(ready, 'Degraded')?.status, 'False');
+    assert.deepEqual(ready.status?.nodes, { selected: 2, ready: 2, failed: 0 });
+    assert.deepEqual(ready.status?.failedNodes, []);
+    const table = await cluster.kubectlOk(['get', 'tokenpolicy', 'web']);
+    assert.match(table, /web\s+Static\s+True\s+2\s+2\s/, `kubectl get shows Ready True, 2 of 2 nodes:\n${table}`);
+
+    await cluster.apply(policyYaml('nowhere', '{secretRef: {name: web-key}}', '{matchLabels: {role: none}}'));
+    const none = await eventually('nowhere NoNodesSelected', 20_000, async () => {
+      const got = await getPolicy('nowhere');
+      return cond(got, 'Ready')?.reason === 'NoNodesSelected' ? got : undefined;
+    }, logs);
+    assert.deepEqual(none.status?.nodes, { selected: 0, ready: 0, failed: 0 });
+  });
+
+  test('a deleted policy is held while a node lists it, and goes once no node does', async () => {
+    // web is listed by n1 and n2 (previous test).
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'web', '--wait=false']);
+    const held = await eventually('web Terminating', 10_000, async () => {
+      const got = await getPolicy('web');
+      return cond(got, 'Ready')?.reason === 'Terminating' ? got : undefined;
+    }, logs);
+    assert.ok(held.metadata.deletionTimestamp, 'deletion has begun');
+    assert.match(cond(held, 'Ready')?.message ?? '', /waiting for 2 node\(s\) to remove the policy: n1, n2/);
+    await sleep(3000);
+    assert.ok(await getPolicy('web'), 'still there 3 s later: n1 and n2 list it');
+
+    await writeNodeState('n1', []);
+    await sleep(1500);
+    assert.match(cond(await getPolicy('web'), 'Ready')?.message ?? '', /waiting for 1 node\(s\) to remove the policy: n2/);
+    await writeNodeState('n2', []);
+    await eventually('web gone', 10_000, async () => ((await getPolicy('web')) === undefined ? true : undefined), logs);
+  });
+
+  test(`a node that stopped reporting holds a deleted policy only for --finalizer-timeout (${FINALIZER_TIMEOUT_S}s)`, async () => {
+    await cluster.apply(policyYaml('stale', '{secretRef: {name: stale-key}}', '{matchLabels: {role: db}}'));
+    const p = await eventually('stale has the finalizer', 20_000, async () => {
+      const got = await getPolicy('stale');
+      return got?.metadata.finalizers?.includes('netoken.io/cleanup') ? got : undefined;
+    }, logs);
+    await writeNodeState('n3', [applied('stale', p.metadata.generation)]);
+    await sleep(1500); // n3's last write is now clearly before the deletion
+    const t0 = Date.now();
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'stale', '--wait=false']);
+    await sleep(5000);
+    assert.ok(await getPolicy('stale'), 'held 5 s after the deletion');
+    await eventually('stale gone after the timeout', (FINALIZER_TIMEOUT_S + 10) * 1000, async () => ((await getPolicy('stale')) === undefined ? true : undefined), logs);
+    const took = (Date.now() - t0) / 1000;
+    assert.ok(took >= FINALIZER_TIMEOUT_S - 1, `released after ${took.toFixed(1)} s, not before the timeout`);
+    assert.match(opA.output, /"policy":"stale"/, 'log lines carry the policy');
+  });
+
+  test('the TokenNodeState of a deleted Node is removed', async () => {
+    await cluster.apply('apiVersion: v1\nkind: Node\nmetadata: {name: n4, labels: {role: edge}}\n');
+    await writeNodeState('n4', []);
+    // No status: the operator may delete it before a status write could land.
+    await cluster.apply('apiVersion: netoken.io/v1alpha1\nkind: TokenNodeState\nmetadata: {name: ghost}\n');
+    await eventually('ghost (no Node at all) removed', 15_000, async () => {
+      const r = await cluster.kubectl(['get', 'tokennodestate', 'ghost']);
+      return /NotFound/.test(r.stderr) ? true : undefined;
+    }, logs);
+    await sleep(1000);
+    assert.equal((await cluster.kubectl(['get', 'tokennodestate', 'n4'])).code, 0, 'n4 is kept while its Node exists');
+    await cluster.kubectlOk(['delete', 'node', 'n4']);
+    await eventually('n4 removed with its Node', 15_000, async () => {
+      const r = await cluster.kubectl(['get', 'tokennodestate', 'n4']);
+      return /NotFound/.test(r.stderr) ? true : undefined;
+    }, logs);
+    assert.equal((await cluster.kubectl(['get', 'tokennodestate', 'n1'])).code, 0, "other nodes' reports stay");
+  });
+
+  test('leader election: a second operator stands by; kill -9 the leader and it takes over and reconciles', async () => {
+    opB = await OperatorProcess.start(cluster, saKubeconfig, 'op-b');
+    await eventually('op-b ready as a standby', 30_000, async () => {
+      const r = await opB?.get('/readyz');
+      return r?.status === 200 && /standby/.test(r.body) ? true : undefined;
+    }, logs);
+    assert.equal(await leaseHolder(), 'op-a', 'op-a keeps the Lease');
+    await cluster.apply(policyYaml('while-a', '{secretRef: {name: while-a-key}}'));
+    await eventually('op-a makes while-a-key', 15_000, () => getSecret('while-a-key'), logs);
+    await sleep(1000);
+    assert.equal(await opB.metric('netoken_operator_leader'), 0);
+    const bRuns = await opB.metric('netoken_reconcile_duration_seconds_count{kind="policy",result="success"}');
+    assert.equal(bRuns ?? 0, 0, 'the standby reconciled nothing');
+
+    const killedAt = Date.now();
+    opA.kill('SIGKILL');
+    await opA.exited;
+    await eventually('op-b holds the Lease', 30_000, async () => ((await leaseHolder()) === 'op-b' ? true : undefined), logs);
+    const took = (Date.now() - killedAt) / 1000;
+    assert.ok(took <= 22, `takeover took ${took.toFixed(1)} s, want about 15-19 s (lease 15 s + retry 2 s)`);
+    await cluster.apply(policyYaml('after-takeover', '{secretRef: {name: after-takeover-key}}'));
+    const s = await eventually('op-b makes after-takeover-key', 15_000, () => getSecret('after-takeover-key'), logs);
+    assert.equal(Buffer.from(s.data?.current ?? '', 'base64').length, 8);
+    assert.equal(await opB.metric('netoken_operator_leader'), 1);
+    assert.match(opB.output, /acquired the leader Lease/);
+  });
+
+  test('SIGTERM hands the Lease to a standby at once; a leader that sees the Lease taken exits', async () => {
+    assert.ok(opB, 'op-b leads (previous test)');
+    opC = await OperatorProcess.start(cluster, saKubeconfig, 'op-c');
+    await eventually('op-c ready as a standby', 30_000, async () => {
+      const r = await opC?.get('/readyz');
+      return r?.status === 200 && /standby/.test(r.body) ? true : undefined;
+    }, logs);
+    const stoppedAt = Date.now();
+    opB.kill('SIGTERM');
+    await opB.exited;
+    assert.equal(opB.child.exitCode, 0, `op-b exit code after SIGTERM: got ${opB.child.exitCode}, want 0`);
+    assert.match(opB.output, /released the leader Lease/);
+    await eventually('op-c holds the Lease', 10_000, async () => ((await leaseHolder()) === 'op-c' ? true : undefined), logs);
+    const took = (Date.now() - stoppedAt) / 1000;
+    assert.ok(took < 6, `a released Lease is taken at the standby's next try (about 2 s), took ${took.toFixed(1)} s`);
+
+    // Someone else now holds the Lease: op-c must stop reconciling, and exits like controller-runtime does.
+    await cluster.kubectlOk(['patch', 'lease', '-n', NS, 'netoken-operator', '--type=merge', '-p', JSON.stringify({ spec: { holderIdentity: 'intruder' } })]);
+    const c = opC;
+    await eventually('op-c exits', 10_000, async () => (c.child.exitCode !== null ? true : undefined), logs);
+    assert.equal(c.child.exitCode, 1, 'losing the Lease is an error exit, so the pod restarts as a standby');
+    assert.match(c.output, /lost the leader Lease; stopping.*the Lease is now held by intruder/);
+  });
+
+  test('no key ever appears in the operators\' logs or in any policy status; no request was forbidden', async () => {
+    const secrets = await cluster.getJson<{ items: SecretJson[] }>(['secrets', '-n', NS]);
+    const keys: string[] = [];
+    for (const s of secrets.items) {
+      for (const v of Object.values(s.data ?? {})) {
+        const raw = Buffer.from(v, 'base64');
+        keys.push(v, raw.toString('hex'), raw.toString('base64url'));
+      }
+    }
+    assert.ok(keys.length >= 3 * 6, `keys collected: ${keys.length / 3}`);
+    const statuses = JSON.stringify((await cluster.getJson<{ items: PolicyJson[] }>(['tokenpolicies'])).items.map((p) => p.status));
+    for (const [who, text] of [...all().map((p) => [p.name, p.output] as const), ['policy status', statuses] as const]) {
+      assert.ok(text.length > 0, `${who} has output`);
+      for (const k of keys) assert.ok(!text.includes(k), `${who} contains a key (${k.length} characters)`);
+    }
+    for (const [who, text] of all().map((p) => [p.name, p.output] as const)) {
+      const forbidden = text.split('\n').filter((l) => /forbidden|HTTP 403|\(403\)/i.test(l));
+      assert.deepEqual(forbidden, [], `${who}: the RBAC in operator-rbac.yaml is enough`);
+    }
+  });
+});
