@@ -1,7 +1,8 @@
 /**
  * The agent in cluster mode against a real kube-apiserver: a network namespace stands for
- * the node, reaching the API server through a loopback bridge. kubectl apply a policy →
- * the node marks real handshakes and reports in its TokenNodeState.
+ * the node, reaching the API server through a loopback bridge, with the Helm chart's RBAC
+ * and nothing more. kubectl apply a policy → the node marks real handshakes and reports in
+ * its TokenNodeState.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { startCapture } from '../lib/capture.js';
 import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
+import { agentKubeconfig, installChartRbac } from './chart.js';
 import { TestCluster } from './cluster.js';
 
 const NS = 'netoken-system';
@@ -89,8 +91,11 @@ metadata: {name: web-token, namespace: ${NS}}
 type: Opaque
 data: {current: ${KEY.toString('base64')}}
 `);
+    // The agent runs with exactly the chart's RBAC and admission policy, as a Pod-bound token on its node.
+    await installChartRbac(cluster, NS);
+    const kubeconfig = await agentKubeconfig(cluster, NODE, NS);
     agent = agentIn(topo.client.ns, 'k8s');
-    await agent.startCluster(cluster.kubeconfig, NODE, NS);
+    await agent.startCluster(kubeconfig, NODE, NS);
   });
 
   after(async () => {
