@@ -1,6 +1,6 @@
 /**
  * System tests of `netoken operator` against a real API server: the real CLI process, running
- * as a ServiceAccount with exactly the permissions in test/k8s/operator-rbac.yaml. Nodes and
+ * as the chart's ServiceAccount with exactly the chart's RBAC. Nodes and
  * TokenNodeStates are written by hand here (the agent's part), and the tests check what a user
  * sees: the key Secret, its rotation, the policy status and printer columns, the finalizer,
  * the clean-up of reports of deleted Nodes, and leader election with a killed leader.
@@ -10,10 +10,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFileSync, createWriteStream, readFileSync } from 'node:fs';
+import { appendFileSync, createWriteStream } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { installChartRbac, operatorKubeconfig } from './chart.js';
 import { TestCluster, repoRoot } from './cluster.js';
 
 const NS = 'netoken-system';
@@ -229,12 +230,12 @@ describe('netoken operator on a real API server', () => {
   before(async () => {
     cluster = await TestCluster.start();
     await cluster.kubectlOk(['create', 'namespace', NS]);
-    await cluster.apply(readFileSync(join(repoRoot, 'test/k8s/operator-rbac.yaml'), 'utf8'));
+    await installChartRbac(cluster, NS);
     await cluster.apply(['n1:edge', 'n2:edge', 'n3:db'].map((s) => {
       const [name, role] = s.split(':');
       return `apiVersion: v1\nkind: Node\nmetadata: {name: ${name}, labels: {role: ${role}}}\n`;
     }).join('---\n'));
-    saKubeconfig = await cluster.serviceAccountKubeconfig(NS, 'netoken-operator');
+    saKubeconfig = await operatorKubeconfig(cluster, NS);
     opA = await OperatorProcess.start(cluster, saKubeconfig, 'op-a');
     await eventually('op-a ready and leading', 30_000, async () => {
       const r = await opA.get('/readyz');
@@ -531,7 +532,7 @@ describe('netoken operator on a real API server', () => {
     }
     for (const [who, text] of all().map((p) => [p.name, p.output] as const)) {
       const forbidden = text.split('\n').filter((l) => /forbidden|HTTP 403|\(403\)/i.test(l));
-      assert.deepEqual(forbidden, [], `${who}: the RBAC in operator-rbac.yaml is enough`);
+      assert.deepEqual(forbidden, [], `${who}: the chart's RBAC is enough`);
     }
   });
 });
