@@ -30,6 +30,9 @@
 #define NT_MAX_POLICIES     1024 /* policy slots; slot 0 means "no policy" */
 #define NT_MAX_PREFIXES     131072
 #define NT_MAX_STATS        16384
+#define NT_MAX_PORT_RULES   65536  /* (ifindex, port) entries of nt_ingress_ports */
+#define NT_MAX_EXEMPT       65536  /* prefixes in each of nt_exempt4 / nt_exempt6 */
+#define NT_MAX_REPLAY       65536  /* flows remembered by the replay limit (LRU) */
 
 /*
  * Egress destination tries. The interface is part of the key so that one
@@ -92,6 +95,103 @@ struct nt_policy {
 	__u8 key_previous[16];
 };
 
+/*
+ * Keyed tokens (NT_MODE_KEYED): value = SipHash-2-4(key, msg), where msg is
+ * always NT_KEYED_MSG_LEN bytes, every integer in network byte order:
+ *
+ *   bytes  0..15  source address       IPv6 as is; IPv4 as ::ffff:a.b.c.d
+ *   bytes 16..31  destination address  same
+ *   bytes 32..33  source port
+ *   bytes 34..35  destination port
+ *   bytes 36..39  the SYN's sequence number
+ *   bytes 40..47  epoch = floor(unix seconds / epoch_seconds), 64-bit
+ *
+ * A field the policy does not bind (nt_policy.bind) is all zero bytes; the
+ * fixed layout keeps every store at a constant offset and makes an IPv4 flow
+ * unable to collide with an IPv6 one. The key is k0 = key[0..7], k1 =
+ * key[8..15], both little-endian (the reference implementation's byte key);
+ * the 8 value bytes on the wire are the 64-bit result in little-endian order
+ * (the reference implementation's out[8]). src/lib/siphash.ts builds the same.
+ */
+#define NT_KEYED_MSG_LEN    48
+#define NT_KEYED_FLOW_LEN   40   /* bytes before the epoch */
+
+/*
+ * Wall clock for keyed epochs (array nt_clock, one entry). BPF has no
+ * CLOCK_REALTIME. From Linux 6.1 it has CLOCK_TAI (bpf_ktime_get_tai_ns),
+ * which follows clock steps exactly as REALTIME does and differs from it by
+ * whole seconds (the TAI-UTC offset: 0 when nothing set it, 37 s with NTP's
+ * leap file); the agent measures that offset once and it stays right until a
+ * leap second. Older kernels use CLOCK_BOOTTIME plus an offset the agent
+ * measures again every minute (a clock step is followed only then). The
+ * program picks at load time whether the kernel has the TAI helper:
+ *   unix ns = bpf_ktime_get_tai_ns() - tai_offset_ns        (6.1+)
+ *   unix ns = bpf_ktime_get_boot_ns() + boot_offset_ns      (older)
+ */
+struct nt_clock {
+	__s64 tai_offset_ns;   /* CLOCK_TAI - CLOCK_REALTIME, whole seconds */
+	__s64 boot_offset_ns;  /* CLOCK_REALTIME - CLOCK_BOOTTIME */
+	__u32 flags;           /* NT_CLOCK_VALID once the agent has written it */
+	__u32 _pad;
+};
+#define NT_CLOCK_VALID 1
+
+/*
+ * Ingress: the local ports a policy protects on an interface (hash
+ * nt_ingress_ports). Port 0 means every port; an exact port wins over it.
+ */
+struct nt_port_key {
+	__u32 ifindex;
+	__u16 port;  /* host byte order; 0 = every port */
+	__u16 _pad;
+};
+
+enum nt_ingress_action {
+	NT_ACTION_MONITOR = 0, /* count only */
+	NT_ACTION_ENFORCE = 1, /* also drop SYNs that are not valid (unless exempt) */
+};
+
+struct nt_ingress_rule {
+	__u32 policy_id;     /* index into nt_policies, never 0 */
+	__u32 action;        /* enum nt_ingress_action */
+	__u32 replay_limit;  /* valid SYNs accepted per (flow, seq) per second; 0 = no limit */
+	__u32 _pad;
+};
+
+/*
+ * Exempt sources per policy (LPM tries nt_exempt4 / nt_exempt6):
+ * prefixlen = 32 (policy id) + source prefix length; the id is big-endian so
+ * the trie matches it first. Value: unused (1).
+ */
+struct nt_src4_key {
+	__u32 prefixlen;
+	__u32 policy_id_be;
+	__u8 addr[4];
+};
+
+struct nt_src6_key {
+	__u32 prefixlen;
+	__u32 policy_id_be;
+	__u8 addr[16];
+};
+
+/* Replay limit (LRU hash nt_replay): valid SYNs seen per flow and sequence number. */
+struct nt_replay_key {
+	__u32 policy_id;
+	__u8 family;      /* 4 or 6 */
+	__u8 _pad[3];
+	__u8 saddr[16];   /* IPv4: first 4 bytes, rest zero */
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+};
+
+struct nt_replay_val {
+	__u64 window_start_ns; /* bpf_ktime_get_ns() when the current one-second window began */
+	__u64 count;           /* valid SYNs in the window (atomic: CPUs share the entry) */
+};
+
 /* Per-CPU counters (PERCPU_HASH nt_stats): one u64 per (ifindex, policy, counter). */
 struct nt_stat_key {
 	__u32 ifindex;
@@ -115,14 +215,21 @@ enum nt_counter {
 	NT_C_SKIP_FRAGMENT,      /* IPv4 fragment */
 	NT_C_ERR_GROW,           /* bpf_skb_change_tail failed for another reason (packet unchanged) */
 	NT_C_ERR_WRITE,          /* a write failed after growing: packet dropped rather than sent malformed */
-	/* ingress verifier (reserved for the verifier) */
-	NT_C_V_VALID,
-	NT_C_V_MISSING,
-	NT_C_V_INVALID,
-	NT_C_V_MALFORMED,
-	NT_C_V_DROPPED,
-	NT_C_V_EXEMPT,
-	NT_C_V_REPLAY,
+	/*
+	 * ingress verifier: every SYN to a protected port counts exactly one of
+	 * VALID, MISSING, INVALID, MALFORMED, REPLAY; those that are not VALID
+	 * also count DROPPED (Enforce) or EXEMPT (their source is exempt, any
+	 * action). Monitor drops nothing and counts no DROPPED.
+	 */
+	NT_C_V_VALID,            /* our option with a value the policy accepts */
+	NT_C_V_MISSING,          /* no option of our kind + ExID */
+	NT_C_V_INVALID,          /* our option, wrong length or value (wrong key, other flow, old epoch) */
+	NT_C_V_MALFORMED,        /* bad data offset, truncated or malformed option list */
+	NT_C_V_DROPPED,          /* dropped by Enforce */
+	NT_C_V_EXEMPT,           /* not valid, passed because the source is exempt */
+	NT_C_V_REPLAY,           /* valid, but the same flow and sequence number over the replay limit */
+	/* egress marker, added later */
+	NT_C_SKIP_NO_CLOCK,      /* keyed policy, but the agent has not written nt_clock yet */
 	NT_C__MAX,
 };
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Includes and small definitions every netoken BPF program needs. Plain uapi
- * headers only: nothing here needs CO-RE, so the objects load on any kernel
- * with the helpers they call (5.15+), without a vmlinux.h.
+ * headers, no vmlinux.h. The one CO-RE relocation (keyed.h: does the kernel
+ * have bpf_ktime_get_tai_ns?) needs the kernel's BTF; with it the marker loads
+ * from 5.15 on, the verifier (bpf_xdp_load_bytes) from 5.18 on.
  */
 #ifndef NT_LIB_COMMON_H
 #define NT_LIB_COMMON_H

@@ -4,6 +4,7 @@
 #define NT_LIB_ETH_H
 
 #include "common.h"
+#include "ctx.h"
 
 /*
  * Tags we look through: one 802.1Q or 802.1ad tag, or an 802.1ad outer tag
@@ -35,7 +36,7 @@ static __always_inline int nt_eth_is_vlan(__be16 proto)
 /**
  * nt_eth_parse_direct() - find the L3 protocol and offset with direct packet access.
  * Returns 0 with *@proto and *@l3_off set, or -1 when the headers are not
- * all in the linear area (the caller falls back to nt_eth_parse_skb()).
+ * all in the linear area (the caller falls back to nt_eth_parse_load()).
  */
 static __always_inline int nt_eth_parse_direct(void *data, void *data_end,
 					       __be16 *proto, __u32 *l3_off)
@@ -64,23 +65,23 @@ static __always_inline int nt_eth_parse_direct(void *data, void *data_end,
 }
 
 /**
- * nt_eth_parse_skb() - as nt_eth_parse_direct(), reading with bpf_skb_load_bytes()
- * so that it also works when the headers are not in the linear area.
+ * nt_eth_parse_load() - as nt_eth_parse_direct(), reading with nt_load() so
+ * that it also works when the headers are not in the linear area.
  * Returns 0, or -1 when the packet is too short.
  */
-static __always_inline int nt_eth_parse_skb(struct __sk_buff *skb, __be16 *proto, __u32 *l3_off)
+static __always_inline int nt_eth_parse_load(void *ctx, const int xdp, __be16 *proto, __u32 *l3_off)
 {
 	struct nt_vlan_hdr vh;
 	__u32 off = sizeof(struct nt_eth_hdr);
 	__be16 p;
 
-	if (bpf_skb_load_bytes(skb, offsetof(struct nt_eth_hdr, proto), &p, sizeof(p)))
+	if (nt_load(ctx, xdp, offsetof(struct nt_eth_hdr, proto), &p, sizeof(p)))
 		return -1;
 #pragma unroll
 	for (int i = 0; i < NT_VLAN_MAX_DEPTH; i++) {
 		if (!nt_eth_is_vlan(p))
 			break;
-		if (bpf_skb_load_bytes(skb, off, &vh, sizeof(vh)))
+		if (nt_load(ctx, xdp, off, &vh, sizeof(vh)))
 			return -1;
 		p = vh.encap_proto;
 		off += sizeof(vh);

@@ -22,23 +22,13 @@
 #include "ipv4.h"
 #include "ipv6.h"
 #include "tcp.h"
+#include "syn.h"
 
 enum nt_insert_result {
 	NT_INS_OK = 0,
 	NT_INS_ENCAP, /* skb->encapsulation: the kernel refuses to grow it; unchanged */
 	NT_INS_GROW,  /* growing failed otherwise; unchanged */
 	NT_INS_WRITE, /* a write failed after growing: the packet must not leave */
-};
-
-/* Where the SYN's headers are and what its length fields hold. */
-struct nt_syn_layout {
-	__u32 l3_off;
-	__u32 l4_off;
-	__u32 ip_len;     /* IPv4 tot_len or IPv6 payload_len, host order */
-	__u32 tcp_len;    /* TCP header length = doff * 4 (no payload) */
-	__u16 doff_word;  /* 16-bit word at TCP byte 12, as in the packet */
-	__u8 family;      /* 4 or 6 */
-	__u8 _pad;
 };
 
 /**

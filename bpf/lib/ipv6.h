@@ -5,6 +5,7 @@
 
 #include <linux/ipv6.h>
 #include "common.h"
+#include "ctx.h"
 
 #define NT_IPV6_PAYLOAD_LEN_OFF offsetof(struct ipv6hdr, payload_len)
 
@@ -54,7 +55,7 @@ enum nt_ipv6_walk {
  * Returns enum nt_ipv6_walk. ESP hides everything after it; every other
  * extension header has a length field (RFC 6564 format, AH in 4-byte units).
  */
-static __always_inline int nt_ipv6_walk_ext(struct __sk_buff *skb, __u32 l3_off,
+static __always_inline int nt_ipv6_walk_ext(void *ctx, const int xdp, __u32 l3_off,
 					    __u8 *nexthdr, __u32 *hlen)
 {
 	__u32 off = sizeof(struct ipv6hdr);
@@ -69,7 +70,7 @@ static __always_inline int nt_ipv6_walk_ext(struct __sk_buff *skb, __u32 l3_off,
 			break;
 		if (nh == NT_IPV6_NEXTHDR_ESP)
 			return NT_IPV6_NO_L4;
-		if (bpf_skb_load_bytes(skb, l3_off + off, h, sizeof(h)))
+		if (nt_load(ctx, xdp, l3_off + off, h, sizeof(h)))
 			return NT_IPV6_OPAQUE;
 		if (nh == NT_IPV6_NEXTHDR_FRAGMENT) {
 			/* Only the first fragment (offset 0) holds the upper-layer header. */

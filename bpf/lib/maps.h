@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The maps of the egress marker. All are pinned by name so that the agent,
- * the ingress verifier and a restarted agent share one instance of each under
- * the object's pin root. Layouts: abi.h.
+ * The maps of the egress marker, of which the ingress verifier shares
+ * nt_policies, nt_stats and nt_clock. All are pinned by name so that the
+ * agent, both programs and a restarted agent share one instance of each under
+ * the objects' pin root. Layouts: abi.h.
  */
 #ifndef NT_LIB_MAPS_H
 #define NT_LIB_MAPS_H
@@ -46,5 +47,14 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nt_stats SEC(".maps");
+
+/* The wall clock for keyed epochs: written by the agent, one entry (key 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nt_clock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nt_clock SEC(".maps");
 
 #endif /* NT_LIB_MAPS_H */

@@ -85,4 +85,52 @@ static __always_inline __u32 nt_tcp_opts_check(const __u8 *opts, __u32 optlen,
 	return NT_C_MARKED;
 }
 
+enum nt_opt_find {
+	NT_OPT_ABSENT = 0, /* no option of our kind + ExID before the end (or an EOL) */
+	NT_OPT_FOUND,      /* *@at, *@len: where ours starts and its length byte */
+	NT_OPT_BAD,        /* a length below 2 or past the area, before ours was found */
+};
+
+/**
+ * nt_tcp_opts_find() - where is our option (kind @kind, ExID @exid) in a SYN?
+ * @opts, @optlen as for nt_tcp_opts_check(). The first option of our kind
+ * whose first two data bytes are our ExID counts, whatever its length: the
+ * caller decides whether the length is right. An EOL ends the list, as it
+ * does for the receiving stack.
+ */
+static __always_inline int nt_tcp_opts_find(const __u8 *opts, __u32 optlen, __u8 kind, __u16 exid,
+					    __u32 *at, __u8 *len)
+{
+	__u32 next = 0;
+
+	/* Verifier workaround: constant indices, as in nt_tcp_opts_check(). */
+#pragma clang loop unroll(full)
+	for (__u32 idx = 0; idx < NT_TCP_MAX_OPT_LEN; idx++) {
+		__u8 k, l;
+
+		if (idx >= optlen || idx != next)
+			continue;
+		k = opts[idx];
+		if (k == NT_TCPOPT_EOL)
+			return NT_OPT_ABSENT;
+		if (k == NT_TCPOPT_NOP) {
+			next = idx + 1;
+			continue;
+		}
+		if (idx + 1 >= optlen)
+			return NT_OPT_BAD;
+		l = opts[idx + 1];
+		if (l < 2 || idx + l > optlen)
+			return NT_OPT_BAD;
+		if (k == kind && l >= 4 && opts[idx + 2] == (__u8)(exid >> 8) &&
+		    opts[idx + 3] == (__u8)exid) {
+			*at = idx;
+			*len = l;
+			return NT_OPT_FOUND;
+		}
+		next = idx + l;
+	}
+	return NT_OPT_ABSENT;
+}
+
 #endif /* NT_LIB_TCP_H */

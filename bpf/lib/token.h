@@ -1,44 +1,45 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The 8-byte token value and the 12-byte option that carries it. */
+/* The 8-byte token value the marker puts on a SYN, and the 12-byte option that carries it. */
 #ifndef NT_LIB_TOKEN_H
 #define NT_LIB_TOKEN_H
 
 #include "common.h"
+#include "keyed.h"
 
-/* The SYN fields a keyed token can be bound to (enum nt_bind), in wire order. */
-struct nt_flow {
-	__u8 saddr[16]; /* IPv4: first 4 bytes */
-	__u8 daddr[16];
-	__be16 sport;
-	__be16 dport;
-	__be32 seq;
-	__u8 family;    /* 4 or 6 */
-	__u8 _pad[3];
+enum nt_token_result {
+	NT_TOKEN_OK = 0,
+	NT_TOKEN_NO_MODE,  /* the slot's mode cannot produce a value */
+	NT_TOKEN_NO_CLOCK, /* keyed, but no wall clock yet */
 };
 
 /**
- * nt_token_value() - the 8 value bytes of the option for this SYN.
- * Returns 0 with @value filled in wire order, or -1 when the policy's mode
- * cannot produce a value (the SYN then passes unmarked).
+ * nt_token_value() - the 8 value bytes of the option for this SYN, in wire order.
+ * Static: the policy's token. Keyed: SipHash-2-4 with the current key over
+ * the bound fields of @flow and the current epoch (abi.h).
+ * Returns enum nt_token_result; on anything but NT_TOKEN_OK the SYN passes unmarked.
  */
 static __always_inline int nt_token_value(const struct nt_policy *policy,
 					  const struct nt_flow *flow,
 					  __u8 value[NT_OPT_VALUE_LEN])
 {
-	(void)flow;
+	struct nt_keyed_flow msg;
+	struct nt_sip prefix;
+	__u64 epoch, h;
+
 	switch (policy->mode) {
 	case NT_MODE_STATIC:
 		__builtin_memcpy(value, policy->token, NT_OPT_VALUE_LEN);
-		return 0;
+		return NT_TOKEN_OK;
 	case NT_MODE_KEYED:
-		/*
-		 * Slot for keyed tokens: SipHash-2-4(policy->key, the fields of
-		 * @flow selected by policy->bind || epoch), epoch = now /
-		 * policy->epoch_seconds. Not implemented yet: keyed SYNs pass.
-		 */
-		return -1;
+		if (nt_keyed_epoch(policy->epoch_seconds, &epoch))
+			return NT_TOKEN_NO_CLOCK;
+		nt_keyed_flow_bytes(&msg, flow, policy->bind);
+		nt_keyed_prefix(&prefix, policy->key, &msg);
+		h = nt_cpu_le64(nt_keyed_value(&prefix, epoch));
+		__builtin_memcpy(value, &h, NT_OPT_VALUE_LEN);
+		return NT_TOKEN_OK;
 	default:
-		return -1;
+		return NT_TOKEN_NO_MODE;
 	}
 }
 

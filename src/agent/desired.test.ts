@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeEgressRule, decodeLpmKey } from '../lib/abi.js';
+import { IngressActionCode, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey } from '../lib/abi.js';
 import { validatePolicy } from '../lib/policy.js';
 import type { TokenKeys } from '../lib/types.js';
 import { computeDesired } from './desired.js';
@@ -70,4 +70,62 @@ test('a policy whose Secret is missing applies nothing and says why', () => {
   assert.equal(d.hooks.size, 0);
   assert.equal(d.egress4.size, 0);
   assert.equal(d.outcomes[0]!.errors[0]!.reason, 'SecretUnavailable');
+});
+
+test('ingress: protected ports per interface, exemptions per policy, the verifier hook, and a slot for an ingress-only policy', () => {
+  const p = policy('guard', {
+    interfaces: { names: ['eth0', 'eth1'] },
+    ingress: { action: 'Enforce', ports: [443, 80], exemptSources: ['10.0.0.0/8', '2001:db8::/32'] },
+  });
+  const d = computeDesired({ policies: [p], keys: new Map([['guard', key(1)]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  const id = d.ids.get('guard');
+  assert.equal(id, 1, 'an ingress-only policy gets a slot: the verifier reads its token there');
+  assert.equal(d.outcomes[0]!.id, 1);
+  assert.ok(d.policySlots.has(1));
+  assert.deepEqual([...d.hooks.keys()].sort(), ['2/ingress', '3/ingress']);
+  const ports = [...d.ingressPorts.values()].map(([k, v]) => ({ ...decodePortKey(k), ...decodeIngressRule(v) }));
+  assert.deepEqual(ports.sort((a, b) => a.ifindex - b.ifindex || a.port - b.port), [
+    { ifindex: 2, port: 80, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 2, port: 443, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 3, port: 80, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 3, port: 443, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+  ]);
+  assert.deepEqual([...d.exempt4.values()].map(([k]) => decodeSrcKey(k)), [{ policyId: 1, prefixLen: 8, addr: Buffer.from([10, 0, 0, 0]) }]);
+  assert.equal(d.exempt6.size, 1);
+  assert.deepEqual(d.outcomes[0]!.interfaces, ['eth0', 'eth1']);
+});
+
+test('ingress: no ports means every port (0); Monitor and the replay limit reach the rule; egress and ingress share one slot', () => {
+  const p = validatePolicy({
+    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'both' },
+    spec: {
+      token: { mode: 'Keyed', secretRef: { name: 'k' }, epochSeconds: 60 },
+      egress: {},
+      ingress: { replayLimit: 3 },
+    },
+  });
+  const d = computeDesired({ policies: [p], keys: new Map([['both', { current: Buffer.alloc(16, 1) }]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
+  const [[k, v]] = [...d.ingressPorts.values()] as [[Buffer, Buffer]];
+  assert.deepEqual(decodePortKey(k), { ifindex: 2, port: 0 });
+  assert.deepEqual(decodeIngressRule(v), { policyId: 1, action: IngressActionCode.Monitor, replayLimit: 3 });
+  assert.equal(d.policySlots.size, 1);
+  assert.deepEqual(d.outcomes[0]!.interfaces, ['eth0'], 'an interface is listed once for both directions');
+});
+
+test('ingress: the same port on the same interface in two policies: the name that sorts first wins, the other is warned', () => {
+  const a = policy('alpha', { ingress: { ports: [443] } });
+  const b = policy('beta', { ingress: { ports: [443, 8443] } });
+  const d = computeDesired({ policies: [b, a], keys: new Map([['alpha', key(1)], ['beta', key(2)]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  const owner = (port: number): number | undefined => {
+    for (const [k, v] of d.ingressPorts.values()) if (decodePortKey(k).port === port) return decodeIngressRule(v).policyId;
+    return undefined;
+  };
+  assert.equal(owner(443), d.ids.get('alpha'));
+  assert.equal(owner(8443), d.ids.get('beta'));
+  const w = d.outcomes.find((o) => o.name === 'beta')!.warnings;
+  assert.equal(w.length, 1);
+  assert.equal(w[0]!.reason, 'PortConflict');
+  assert.match(w[0]!.message, /port 443 on eth0 is also protected by policy "alpha"/);
+  assert.deepEqual(d.hooks.get('2/ingress')?.policies, ['alpha', 'beta']);
 });

@@ -5,11 +5,15 @@
  *
  * Overlapping destinations: the longest prefix wins (the trie decides per packet);
  * for the very same prefix on the same interface, the policy whose name sorts first
- * wins and the other records a DestinationConflict warning.
+ * wins and the other records a DestinationConflict warning. Ingress is the same with
+ * protected ports: an exact port wins over "every port" (the verifier looks it up
+ * first); for the same port on the same interface the name that sorts first wins and
+ * the other records a PortConflict warning.
  */
 import { parseCidr } from '../lib/cidr.js';
 import {
-  BindBit, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeLpmKey, encodePolicy,
+  BindBit, IngressActionCode, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
+  encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
 import { type TokenKeys, type TokenPolicy, selectorMatches } from '../lib/types.js';
 import { type HostInterface, selectInterfaces } from './interfaces.js';
@@ -47,6 +51,11 @@ export interface DesiredState {
   /** hex(key) -> [key, value] for nt_egress4 / nt_egress6 */
   egress4: Map<string, [Buffer, Buffer]>;
   egress6: Map<string, [Buffer, Buffer]>;
+  /** hex(key) -> [key, value] for nt_ingress_ports: (ifindex, port or 0) -> (policy, action, replay limit) */
+  ingressPorts: Map<string, [Buffer, Buffer]>;
+  /** hex(key) -> [key, value] for nt_exempt4 / nt_exempt6: (policy, source prefix) */
+  exempt4: Map<string, [Buffer, Buffer]>;
+  exempt6: Map<string, [Buffer, Buffer]>;
   /** `${ifindex}/${direction}` -> hook */
   hooks: Map<string, DesiredHook>;
   outcomes: PolicyOutcome[];
@@ -97,6 +106,9 @@ export function computeDesired(input: DesiredInput): DesiredState {
     policySlots: new Map(),
     egress4: new Map(),
     egress6: new Map(),
+    ingressPorts: new Map(),
+    exempt4: new Map(),
+    exempt6: new Map(),
     hooks: new Map(),
     outcomes: [],
     ids: new Map(),
@@ -105,6 +117,14 @@ export function computeDesired(input: DesiredInput): DesiredState {
   const ids = assignIds(applicable.map((p) => p.metadata.name), input.previousIds);
   /** hex key -> winning policy name, to report conflicts */
   const owner = new Map<string, string>();
+  const portOwner = new Map<string, string>();
+  const addHook = (i: HostInterface, direction: Direction, name: string, out: PolicyOutcome): void => {
+    const hk = `${i.ifindex}/${direction}`;
+    const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction, policies: [] };
+    hook.policies.push(name);
+    state.hooks.set(hk, hook);
+    if (!out.interfaces.includes(i.name)) out.interfaces.push(i.name);
+  };
 
   for (const p of sorted) {
     const name = p.metadata.name;
@@ -126,10 +146,6 @@ export function computeDesired(input: DesiredInput): DesiredState {
     }
     const sel = selectInterfaces(p.spec.interfaces, input.interfaces);
     out.errors.push(...sel.errors);
-    if (!p.spec.egress) {
-      // Verification is applied by the verifier; nothing to mark.
-      continue;
-    }
     out.id = id;
     state.ids.set(name, id);
     const slot: Parameters<typeof encodePolicy>[0] = {
@@ -142,11 +158,16 @@ export function computeDesired(input: DesiredInput): DesiredState {
     };
     if (keys.previous) slot.previous = keys.previous;
     state.policySlots.set(id, encodePolicy(slot));
+    if (p.spec.egress) addEgress(p.spec.egress, id, name, out, sel.selected);
+    if (p.spec.ingress) addIngress(p.spec.ingress, id, name, out, sel.selected);
+  }
+  return state;
 
+  function addEgress(egress: NonNullable<TokenPolicy['spec']['egress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
     // Merge destinations of the same prefix within one policy (union of ports; empty = all).
     const perPrefix = new Map<string, { cidr: ReturnType<typeof parseCidr>; ports: Set<number> | null }>();
-    const dests = p.spec.egress.destinations.length
-      ? p.spec.egress.destinations
+    const dests = egress.destinations.length
+      ? egress.destinations
       : [{ cidr: '0.0.0.0/0', ports: [] }, { cidr: '::/0', ports: [] }];
     for (const d of dests) {
       const cidr = parseCidr(d.cidr);
@@ -161,7 +182,7 @@ export function computeDesired(input: DesiredInput): DesiredState {
         out.errors.push({ reason: 'TooManyPorts', message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}` });
         continue;
       }
-      for (const i of sel.selected) {
+      for (const i of selected) {
         const key = encodeLpmKey(i.ifindex, cidr);
         const hex = key.toString('hex');
         const map = cidr.family === 4 ? state.egress4 : state.egress6;
@@ -177,13 +198,35 @@ export function computeDesired(input: DesiredInput): DesiredState {
         map.set(hex, [key, encodeEgressRule(id, list)]);
       }
     }
-    for (const i of sel.selected) {
-      const hk = `${i.ifindex}/egress`;
-      const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction: 'egress' as const, policies: [] };
-      hook.policies.push(name);
-      state.hooks.set(hk, hook);
-      out.interfaces.push(i.name);
+    for (const i of selected) addHook(i, 'egress', name, out);
+  }
+
+  function addIngress(ingress: NonNullable<TokenPolicy['spec']['ingress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
+    const action = ingress.action === 'Enforce' ? IngressActionCode.Enforce : IngressActionCode.Monitor;
+    const rule = encodeIngressRule(id, action, ingress.replayLimit ?? 0);
+    // Exemptions first in the maps' write order (datapath.ts): never enforce before they are in place.
+    for (const text of ingress.exemptSources) {
+      const cidr = parseCidr(text);
+      const key = encodeSrcKey(id, cidr);
+      (cidr.family === 4 ? state.exempt4 : state.exempt6).set(key.toString('hex'), [key, encodeExemptValue()]);
+    }
+    const ports = ingress.ports.length ? ingress.ports : [0];
+    for (const i of selected) {
+      for (const port of ports) {
+        const key = encodePortKey(i.ifindex, port);
+        const hex = key.toString('hex');
+        const prev = portOwner.get(hex);
+        if (prev !== undefined) {
+          out.warnings.push({
+            reason: 'PortConflict',
+            message: `${port === 0 ? 'every port' : `port ${port}`} on ${i.name} is also protected by policy "${prev}", which wins (names sort first)`,
+          });
+          continue;
+        }
+        portOwner.set(hex, name);
+        state.ingressPorts.set(hex, [key, rule]);
+      }
+      addHook(i, 'ingress', name, out);
     }
   }
-  return state;
 }

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { parseDuration } from '../lib/policy.js';
 import type { LogFormat } from '../lib/log.js';
-import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, type AttachPreference } from '../agent/datapath.js';
+import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, type AttachPreference, type IngressAttachPreference } from '../agent/datapath.js';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -34,6 +34,8 @@ export interface AgentConfig extends CommonConfig {
   /** "host:port" for /metrics /healthz /readyz; empty = off */
   metricsAddress: string;
   attach: AttachPreference;
+  /** where the verifier goes: XDP (native, else generic) with tc as the fallback, or one of them */
+  ingressAttach: IngressAttachPreference;
   tcPriority: number;
   interfacePollMs: number;
   nodeLabels: Record<string, string>;
@@ -78,6 +80,10 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
   const metricsAddress = String(o.metricsAddress ?? (cluster ? ':9090' : ''));
   const attach = String(o.attach ?? 'auto');
   if (attach !== 'auto' && attach !== 'tcx' && attach !== 'tc') throw new UsageError(`--attach must be auto, tcx or tc, got "${attach}"`);
+  const ingressAttach = String(o.ingressAttach ?? 'auto');
+  if (!['auto', 'xdp-native', 'xdp-generic', 'tc'].includes(ingressAttach)) {
+    throw new UsageError(`--ingress-attach must be auto, xdp-native, xdp-generic or tc, got "${ingressAttach}"`);
+  }
   const prio = Number(o.tcPriority ?? 1);
   if (!Number.isInteger(prio) || prio < 1 || prio > 0xffff) throw new UsageError(`--tc-priority must be 1..65535, got "${String(o.tcPriority)}"`);
   const poll = parseDuration(String(o.interfacePoll ?? '2s'));
@@ -94,6 +100,7 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
     cluster,
     metricsAddress,
     attach,
+    ingressAttach: ingressAttach as IngressAttachPreference,
     tcPriority: prio,
     interfacePollMs: Math.round(poll * 1000),
     nodeLabels,

@@ -1,7 +1,9 @@
 /**
- * `netoken demo` (npm run demo): two network namespaces joined by a veth pair with
- * transmit checksum offload off, the agent on the client side with an embedded policy,
- * real TCP connections, and the SYNs as the server received them, decoded.
+ * `netoken demo` (npm run demo): three network namespaces (a client, an intruder, a server)
+ * joined by veth pairs with transmit checksum offload off; the agent marks on the client and
+ * verifies on the server (XDP, Enforce), each with an embedded policy; real TCP connections,
+ * and the SYNs as the server received them, decoded. The intruder connects without a token
+ * and then with the client's token copied onto its own SYNs; neither gets through.
  * Everything it makes is removed at the end, also on Ctrl-C.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -12,7 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js';
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 
-const TOKEN = Buffer.from('NToken!!', 'ascii');
+/** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
+const KEY = Buffer.from('netoken-demo-key', 'ascii');
+const EPOCH_SECONDS = 60;
 const KIND = 253;
 const EXID = 0x4e54;
 const MARKED_PORT = 8080;
@@ -28,25 +32,58 @@ function say(line = ''): void {
   process.stdout.write(line + '\n');
 }
 
-function embeddedPolicy(iface: string): string {
-  return `# the demo's embedded policy: mark SYNs to the server on port ${MARKED_PORT} (IPv4) and every port (IPv6)
+function markerPolicy(iface: string): string {
+  return `# the client's policy: mark SYNs to the server on port ${MARKED_PORT} (IPv4) and every port (IPv6)
 apiVersion: netoken.io/v1alpha1
 kind: TokenPolicy
 metadata: {name: demo}
 spec:
   interfaces: {names: [${iface}]}
-  token: {mode: Static, secretRef: {name: demo-token}}
+  token: {mode: Keyed, secretRef: {name: demo-key}, epochSeconds: ${EPOCH_SECONDS}}
   option: {kind: ${KIND}, experimentId: 0x${EXID.toString(16)}}
   egress:
     destinations:
       - {cidr: 198.51.100.0/24, ports: [${MARKED_PORT}]}
       - {cidr: "2001:db8:100::/64"}
 ---
-apiVersion: v1
+${keySecret('demo-key', KEY)}`;
+}
+
+function verifierPolicy(ifaces: string[]): string {
+  return `# the server's policy: on port ${MARKED_PORT}, drop SYNs without a valid token
+apiVersion: netoken.io/v1alpha1
+kind: TokenPolicy
+metadata: {name: guard}
+spec:
+  interfaces: {names: [${ifaces.join(', ')}]}
+  token: {mode: Keyed, secretRef: {name: demo-key}, epochSeconds: ${EPOCH_SECONDS}}
+  option: {kind: ${KIND}, experimentId: 0x${EXID.toString(16)}}
+  ingress: {action: Enforce, ports: [${MARKED_PORT}]}
+---
+${keySecret('demo-key', KEY)}`;
+}
+
+/** The intruder's attempt: put a token copied from someone else's SYN on its own SYNs. */
+function replayPolicy(iface: string, stolen: Buffer): string {
+  return `# the intruder's policy: copy the client's token value onto every SYN to port ${MARKED_PORT}
+apiVersion: netoken.io/v1alpha1
+kind: TokenPolicy
+metadata: {name: copycat}
+spec:
+  interfaces: {names: [${iface}]}
+  token: {mode: Static, secretRef: {name: stolen}}
+  option: {kind: ${KIND}, experimentId: 0x${EXID.toString(16)}}
+  egress: {destinations: [{cidr: 203.0.113.0/24, ports: [${MARKED_PORT}]}]}
+---
+${keySecret('stolen', stolen)}`;
+}
+
+function keySecret(name: string, value: Buffer): string {
+  return `apiVersion: v1
 kind: Secret
-metadata: {name: demo-token}
+metadata: {name: ${name}}
 type: Opaque
-data: {current: ${TOKEN.toString('base64')}}
+data: {current: ${value.toString('base64')}}
 `;
 }
 
@@ -62,9 +99,9 @@ for (const [host, port] of addrs) {
 
 const CLIENT = `
 const net = require('node:net');
-const [host, port] = JSON.parse(process.argv[1]);
+const [host, port, timeout] = JSON.parse(process.argv[1]);
 const t0 = process.hrtime.bigint();
-const s = net.connect({ host, port, timeout: 3000 });
+const s = net.connect({ host, port, timeout });
 s.once('connect', () => { s.destroy(); console.log(JSON.stringify({ ok: true, ms: Number(process.hrtime.bigint() - t0) / 1e6, localPort: s.localPort })); });
 s.once('timeout', () => { s.destroy(); console.log(JSON.stringify({ ok: false, error: 'timeout' })); });
 s.once('error', (e) => console.log(JSON.stringify({ ok: false, error: e.code })));
@@ -87,11 +124,17 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
   const id = `${process.pid % 100000}`;
   const nsC = `ntdemo-${id}-client`;
   const nsS = `ntdemo-${id}-server`;
+  const nsI = `ntdemo-${id}-intruder`;
   const vC = `ntdc${id}`;
   const vS = `ntds${id}`;
+  const vI = `ntdi${id}`;
+  const vSI = `ntdj${id}`;
   const dir = mkdtempSync(path.join(tmpdir(), 'netoken-demo-'));
-  const stateDir = `/sys/fs/bpf/netoken-demo-${id}`;
-  const runDir = path.join(dir, 'run');
+  const agents = {
+    client: { ns: nsC, stateDir: `/sys/fs/bpf/netoken-demo-${id}-client`, runDir: path.join(dir, 'run-client') },
+    server: { ns: nsS, stateDir: `/sys/fs/bpf/netoken-demo-${id}-server`, runDir: path.join(dir, 'run-server') },
+    intruder: { ns: nsI, stateDir: `/sys/fs/bpf/netoken-demo-${id}-intruder`, runDir: path.join(dir, 'run-intruder') },
+  };
   const children: ChildProcess[] = [];
   let cleaned = false;
 
@@ -100,22 +143,24 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     cleaned = true;
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     if (opts.keep) {
-      say(`\nleft in place (--keep): namespaces ${nsC} ${nsS}, pins ${stateDir}, files ${dir}`);
+      say(`\nleft in place (--keep): namespaces ${nsC} ${nsS} ${nsI}, pins ${Object.values(agents).map((a) => a.stateDir).join(' ')}, files ${dir}`);
       return;
     }
-    try {
-      sh('nsenter', [`--net=/var/run/netns/${nsC}`, '--', process.execPath, bin, 'detach', '--state-dir', stateDir, '--run-dir', runDir, '--log-level', 'error']);
-    } catch {
-      // the namespaces going away removes the hooks with their interfaces anyway
+    for (const a of Object.values(agents)) {
+      try {
+        sh('nsenter', [`--net=/var/run/netns/${a.ns}`, '--', process.execPath, bin, 'detach', '--state-dir', a.stateDir, '--run-dir', a.runDir, '--log-level', 'error']);
+      } catch {
+        // the namespaces going away removes the hooks with their interfaces anyway
+      }
     }
-    for (const ns of [nsC, nsS]) {
+    for (const ns of [nsC, nsS, nsI]) {
       try {
         sh('ip', ['netns', 'del', ns]);
       } catch {
         // already gone
       }
     }
-    rmSync(stateDir, { recursive: true, force: true });
+    for (const a of Object.values(agents)) rmSync(a.stateDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   };
   const onSignal = (): void => {
@@ -131,41 +176,55 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     children.push(c);
     return c;
   };
+  const startAgent = async (who: keyof typeof agents, policy: string): Promise<void> => {
+    const a = agents[who];
+    const policyFile = path.join(dir, `${who}-policy.yaml`);
+    writeFileSync(policyFile, policy, { mode: 0o600 });
+    say(`\n${who} policy (${policyFile}):`);
+    for (const l of policy.split('\n').filter((x) => x && !x.startsWith('#'))) say(`  ${l}`);
+    const log: string[] = [];
+    const agent = spawnIn(a.ns, [process.execPath, bin, 'agent', '--policy-file', policyFile, '--state-dir', a.stateDir, '--run-dir', a.runDir, '--log-format', 'text']);
+    agent.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
+    const statusFile = path.join(a.runDir, 'status.json');
+    await waitFor(`the ${who} agent to attach`, 20000, () => {
+      if (agent.exitCode !== null) throw new Error(`the ${who} agent exited (${agent.exitCode}):\n${log.join('')}`);
+      if (!existsSync(statusFile)) return false;
+      const st = JSON.parse(readFileSync(statusFile, 'utf8')) as { hooks: unknown[] };
+      return st.hooks.length > 0;
+    });
+    say(`starting the agent in the ${who} namespace`);
+    for (const l of log.join('').split('\n').filter((x) => /attached|applied/.test(x))) say(`  ${l.replace(/^\S+\s+/, '')}`);
+  };
+  const connectFrom = (ns: string, host: string, port: number, timeoutMs: number): { ok: boolean; ms?: number; error?: string } =>
+    JSON.parse(sh('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '-e', CLIENT, JSON.stringify([host, port, timeoutMs])])) as { ok: boolean; ms?: number; error?: string };
+  const target = (host: string, port: number): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
   try {
-    say('netoken demo: two network namespaces joined by a veth pair, transmit checksum offload off');
-    sh('ip', ['netns', 'add', nsC]);
-    sh('ip', ['netns', 'add', nsS]);
+    say('netoken demo: a client, an intruder and a server in network namespaces, veth pairs, transmit checksum offload off');
+    for (const ns of [nsC, nsS, nsI]) sh('ip', ['netns', 'add', ns]);
     sh('ip', ['link', 'add', vC, 'netns', nsC, 'type', 'veth', 'peer', 'name', vS, 'netns', nsS]);
-    for (const [ns, dev, v4, v6] of [[nsC, vC, '198.51.100.1/24', '2001:db8:100::1/64'], [nsS, vS, '198.51.100.2/24', '2001:db8:100::2/64']] as const) {
+    sh('ip', ['link', 'add', vI, 'netns', nsI, 'type', 'veth', 'peer', 'name', vSI, 'netns', nsS]);
+    const ends: [string, string, string, string | null][] = [
+      [nsC, vC, '198.51.100.1/24', '2001:db8:100::1/64'],
+      [nsS, vS, '198.51.100.2/24', '2001:db8:100::2/64'],
+      [nsI, vI, '203.0.113.1/24', null],
+      [nsS, vSI, '203.0.113.2/24', null],
+    ];
+    for (const [ns, dev, v4, v6] of ends) {
       inNs(ns, 'ip', ['link', 'set', 'lo', 'up']);
       // No duplicate-address detection: a fresh link-local address would delay the first IPv6 SYN.
       inNs(ns, 'sysctl', ['-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
       inNs(ns, 'ip', ['addr', 'add', v4, 'dev', dev]);
-      inNs(ns, 'ip', ['-6', 'addr', 'add', v6, 'dev', dev, 'nodad']);
+      if (v6) inNs(ns, 'ip', ['-6', 'addr', 'add', v6, 'dev', dev, 'nodad']);
       inNs(ns, 'ip', ['link', 'set', dev, 'up']);
       inNs(ns, 'ethtool', ['-K', dev, 'tx', 'off']);
     }
-    say(`  client ${nsC}: ${vC} 198.51.100.1, 2001:db8:100::1`);
-    say(`  server ${nsS}: ${vS} 198.51.100.2, 2001:db8:100::2`);
+    say(`  client   ${nsC}: ${vC} 198.51.100.1, 2001:db8:100::1`);
+    say(`  server   ${nsS}: ${vS} 198.51.100.2, 2001:db8:100::2; ${vSI} 203.0.113.2`);
+    say(`  intruder ${nsI}: ${vI} 203.0.113.1`);
 
-    const policyFile = path.join(dir, 'policy.yaml');
-    writeFileSync(policyFile, embeddedPolicy(vC), { mode: 0o600 });
-    say(`\nembedded policy (${policyFile}):`);
-    for (const l of embeddedPolicy(vC).split('\n').filter((x) => x && !x.startsWith('#'))) say(`  ${l}`);
-
-    say('\nstarting the agent in the client namespace');
-    const agentLog: string[] = [];
-    const agent = spawnIn(nsC, [process.execPath, bin, 'agent', '--policy-file', policyFile, '--state-dir', stateDir, '--run-dir', runDir, '--log-format', 'text']);
-    agent.stderr?.on('data', (d: Buffer) => agentLog.push(d.toString()));
-    const statusFile = path.join(runDir, 'status.json');
-    await waitFor('the agent to attach', 20000, () => {
-      if (agent.exitCode !== null) throw new Error(`the agent exited (${agent.exitCode}):\n${agentLog.join('')}`);
-      if (!existsSync(statusFile)) return false;
-      const s = JSON.parse(readFileSync(statusFile, 'utf8')) as { hooks: unknown[] };
-      return s.hooks.length > 0;
-    });
-    for (const l of agentLog.join('').split('\n').filter((x) => /attached|applied/.test(x))) say(`  ${l.replace(/^\S+\s+/, '')}`);
+    await startAgent('server', verifierPolicy([vS, vSI]));
+    await startAgent('client', markerPolicy(vC));
 
     const pcapFile = path.join(dir, 'server.pcap');
     const dump = spawnIn(nsS, ['tcpdump', '-i', vS, '-U', '-n', '--immediate-mode', '-w', pcapFile, 'tcp']);
@@ -173,29 +232,35 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     dump.stderr?.on('data', (d: Buffer) => (dumpErr += d.toString()));
     await waitFor('tcpdump to listen', 10000, () => /listening on/.test(dumpErr));
 
-    const listen: [string, number][] = [['198.51.100.2', MARKED_PORT], ['198.51.100.2', UNMARKED_PORT], ['2001:db8:100::2', MARKED_PORT]];
+    const listen: [string, number][] = [
+      ['198.51.100.2', MARKED_PORT], ['198.51.100.2', UNMARKED_PORT], ['2001:db8:100::2', MARKED_PORT],
+      ['203.0.113.2', MARKED_PORT], ['203.0.113.2', UNMARKED_PORT],
+    ];
     const server = spawnIn(nsS, [process.execPath, '-e', SERVER, JSON.stringify(listen)]);
     let serverOut = '';
     server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
     await waitFor('the server to listen', 10000, () => serverOut.includes('ready'));
 
-    say('\nconnecting from the client');
-    const results: { target: string; ok: boolean; localPort?: number; error?: string }[] = [];
-    for (const [host, port] of listen) {
-      const out = sh('nsenter', [`--net=/var/run/netns/${nsC}`, '--', process.execPath, '-e', CLIENT, JSON.stringify([host, port])]);
-      const r = JSON.parse(out) as { ok: boolean; ms?: number; localPort?: number; error?: string };
-      const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-      results.push({ target, ...r });
-      say(`  ${target.padEnd(24)} ${r.ok ? `connected in ${r.ms?.toFixed(1)} ms` : `FAILED (${r.error})`}`);
-    }
+    const results: { who: string; target: string; ok: boolean; want: boolean }[] = [];
+    const attempt = (who: string, ns: string, host: string, port: number, want: boolean): void => {
+      const r = connectFrom(ns, host, port, want ? 3000 : 1500);
+      const t = target(host, port);
+      results.push({ who, target: t, ok: r.ok, want });
+      const verdict = r.ok ? `connected in ${r.ms?.toFixed(1)} ms` : `no connection (${r.error})`;
+      say(`  ${who.padEnd(9)} -> ${t.padEnd(24)} ${verdict}${r.ok === want ? '' : '   <-- UNEXPECTED'}`);
+    };
+
+    say('\nthe client connects (its SYNs to the server carry a keyed token)');
+    for (const [host, port] of listen.slice(0, 3)) attempt('client', nsC, host, port, true);
     await new Promise((r) => setTimeout(r, 300));
     dump.kill('SIGINT');
     await new Promise((r) => dump.once('exit', r));
 
-    say('\nSYNs as the server received them');
+    say('\nSYNs as the server received them (after the verifier passed them)');
     const cap = parsePcap(readFileSync(pcapFile));
     let marked = 0;
     let bad = 0;
+    let stolen: Buffer | null = null;
     for (const pkt of cap.packets) {
       const p = parseFrame(toEthernet(cap.linkType, pkt.data));
       if (!p.tcp || !(p.tcp.flags & TCP_SYN) || p.tcp.flags & TCP_ACK) continue;
@@ -209,21 +274,35 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
       const value = findTokenOption(p, KIND, EXID);
       if (value) {
         marked++;
-        say(`    netoken: kind ${KIND}, length 12, ExID 0x${EXID.toString(16)}, value ${value.toString('hex')} ("${value.toString('latin1')}")`);
+        if (p.family === 4 && !stolen) stolen = value;
+        say(`    netoken: kind ${KIND}, length 12, ExID 0x${EXID.toString(16)}, value ${value.toString('hex')} (SipHash-2-4 of this SYN's addresses, ports, sequence number and epoch)`);
       } else {
-        say('    netoken: no token (not covered by the policy)');
+        say('    netoken: no token (not covered by the policy; the port is not protected)');
       }
     }
 
-    say('\nnetoken status (client namespace)');
-    const status = sh('nsenter', [`--net=/var/run/netns/${nsC}`, '--', process.execPath, bin, 'status', '--state-dir', stateDir, '--run-dir', runDir]);
+    say('\nthe intruder connects without a token');
+    attempt('intruder', nsI, '203.0.113.2', MARKED_PORT, false);
+    attempt('intruder', nsI, '203.0.113.2', UNMARKED_PORT, true);
+    if (stolen) {
+      say(`\nthe intruder copies the client's token (${stolen.toString('hex')}) onto its own SYNs`);
+      await startAgent('intruder', replayPolicy(vI, stolen));
+      attempt('intruder', nsI, '203.0.113.2', MARKED_PORT, false);
+    } else {
+      say('\nno token captured to copy: the replay scene is skipped');
+    }
+
+    say('\nnetoken status (server namespace)');
+    const a = agents.server;
+    const status = sh('nsenter', [`--net=/var/run/netns/${nsS}`, '--', process.execPath, bin, 'status', '--state-dir', a.stateDir, '--run-dir', a.runDir]);
     for (const l of status.split('\n')) say(`  ${l}`);
 
-    const allOk = results.every((r) => r.ok);
-    say(allOk && bad === 0 && marked === 2
-      ? 'result: 3 handshakes completed, 2 SYNs carried the token, every checksum verified on the wire'
-      : `result: UNEXPECTED (connections ok: ${allOk}, marked SYNs: ${marked}/2, bad checksums: ${bad})`);
-    return allOk && bad === 0 && marked === 2 ? 0 : 1;
+    const asExpected = results.every((r) => r.ok === r.want);
+    const good = asExpected && bad === 0 && marked === 2 && stolen !== null;
+    say(good
+      ? 'result: the client\'s 3 handshakes completed with 2 verified tokens, every checksum verified on the wire; the intruder got through only to the unprotected port'
+      : `result: UNEXPECTED (connections as expected: ${asExpected}, marked SYNs: ${marked}/2, bad checksums: ${bad}, token to copy: ${stolen ? 'yes' : 'no'})`);
+    return good ? 0 : 1;
   } catch (err) {
     process.stderr.write(`netoken demo: ${(err as Error).message}\n`);
     return 1;

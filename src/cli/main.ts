@@ -33,6 +33,7 @@ async function runAgent(o: RawOptions): Promise<number> {
     runDir: cfg.runDir,
     objectPath: cfg.objectPath ?? defaultObjectPath(),
     attach: cfg.attach,
+    ingressAttach: cfg.ingressAttach,
     tcPriority: cfg.tcPriority,
     log,
   });
@@ -103,7 +104,8 @@ export async function run(argv: string[]): Promise<number> {
     .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
     .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 60s)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here (default :9090 in a cluster, off standalone)')
-    .option('--attach <mode>', 'auto (TCX, else clsact), tcx or tc (default auto)')
+    .option('--attach <mode>', 'marker hook: auto (TCX, else clsact), tcx or tc (default auto)')
+    .option('--ingress-attach <mode>', 'verifier hook: auto (XDP native, else generic, else tc), xdp-native, xdp-generic or tc (default auto)')
     .option('--tc-priority <n>', 'priority of our clsact filter (default 1)')
     .option('--interface-poll <duration>', 'how often to look for interface changes (default 2s)')
     .option('--node-label <key=value>', 'label of this node for spec.nodeSelector (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -130,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
       const cfg = commonConfig(o);
       const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
       const r = detachAll(cfg.stateDir, cfg.runDir, 1, log);
-      process.stdout.write(`detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s); removed ${r.pins} pin(s)\n`);
+      process.stdout.write(`detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s), ${r.xdp} XDP program(s); removed ${r.pins} pin(s)\n`);
     });
 
   program.command('demo').description('two network namespaces, the agent, real connections, decoded tokens')

@@ -21,12 +21,14 @@ export interface StatusReport {
   counters: LiveCounter[];
   /** pinned hooks that are live in the kernel right now */
   liveHooks: { pin: string; linkId: number; progId: number; ifindex: number }[];
+  /** XDP programs on the interfaces where the agent reported an XDP hook, as the kernel has them now */
+  liveXdp: { ifindex: number; progId: number }[];
 }
 
 export function collectStatus(cfg: CommonConfig): StatusReport {
   const file = path.join(cfg.runDir, 'status.json');
   const agent = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as AgentStatus) : null;
-  const report: StatusReport = { agent, counters: [], liveHooks: [] };
+  const report: StatusReport = { agent, counters: [], liveHooks: [], liveXdp: [] };
   const b = binding();
   const byId = new Map((agent?.policies ?? []).filter((p) => p.id).map((p) => [p.id, p.name]));
   const ifName = new Map((agent?.hooks ?? []).map((h) => [h.ifindex, h.name]));
@@ -63,6 +65,14 @@ export function collectStatus(cfg: CommonConfig): StatusReport {
       }
     }
   }
+  for (const h of agent?.hooks ?? []) {
+    if (h.mode !== 'xdp-native' && h.mode !== 'xdp-generic') continue;
+    try {
+      report.liveXdp.push({ ifindex: h.ifindex, progId: b.xdpQuery(h.ifindex).progId });
+    } catch {
+      // the interface is gone: shown as not live
+    }
+  }
   return report;
 }
 
@@ -89,17 +99,24 @@ export function formatStatus(r: StatusReport): string {
     out += 'HOOKS\n';
     const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'POLICIES']];
     for (const h of a.hooks) {
-      const live = h.mode === 'tcx' ? (r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO') : '-';
+      let live = '-';
+      if (h.mode === 'tcx') live = r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO';
+      else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic') live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
       hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, h.policies.join(',')]);
     }
     for (const e of a.hookErrors) hookRows.push([e.name, String(e.ifindex), e.direction, 'FAILED', '-', '-', '-', e.message]);
     out += table(hookRows) + '\n';
     out += 'POLICIES\n';
-    const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'PROBLEMS']];
+    const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS']];
+    const sum = (policy: string, counter: string): string =>
+      r.counters.filter((c) => c.policy === policy && c.counter === counter).reduce((n, c) => n + BigInt(c.value), 0n).toString();
     for (const p of a.policies) {
       const problems = [...p.errors, ...p.warnings].map((e) => `${e.reason}: ${e.message}`).join('; ');
-      const marked = r.counters.filter((c) => c.policy === p.name && c.counter === 'marked').reduce((n, c) => n + BigInt(c.value), 0n);
-      polRows.push([p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-', marked.toString(), problems || '-']);
+      polRows.push([
+        p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-',
+        sum(p.name, 'marked'), sum(p.name, 'verify_valid'), sum(p.name, 'verify_missing'), sum(p.name, 'verify_invalid'), sum(p.name, 'verify_dropped'),
+        problems || '-',
+      ]);
     }
     out += table(polRows);
     if (a.documentErrors.length) {

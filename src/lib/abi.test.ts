@@ -3,26 +3,47 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
-  COUNTERS, EGRESS_RULE_SIZE, LPM4_KEY_SIZE, LPM6_KEY_SIZE, POLICY_SIZE, STAT_KEY_SIZE, TokenModeCode,
-  decodeEgressRule, decodeLpmKey, encodeEgressRule, encodeLpmKey, encodePolicy,
+  CLOCK_SIZE, COUNTERS, EGRESS_RULE_SIZE, INGRESS_RULE_SIZE, IngressActionCode, LPM4_KEY_SIZE, LPM6_KEY_SIZE, POLICY_SIZE,
+  PORT_KEY_SIZE, REPLAY_KEY_SIZE, REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, STAT_KEY_SIZE, TokenModeCode,
+  decodeClock, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeEgressRule,
+  encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
 
 const object = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
+const verifierObject = fileURLToPath(new URL('../../../build/bpf/verifier.bpf.o', import.meta.url));
+
+function btfSizes(file: string): (name: string) => number {
+  const btf = execFileSync('bpftool', ['btf', 'dump', 'file', file], { encoding: 'utf8' });
+  return (name) => {
+    const m = new RegExp(`STRUCT '${name}' size=(\\d+)`).exec(btf);
+    assert.ok(m, `struct ${name} not in the BTF of ${file}`);
+    return Number(m[1]);
+  };
+}
 const header = fileURLToPath(new URL('../../../bpf/abi.h', import.meta.url));
 
 test('struct sizes agree with the BTF of the built marker object', () => {
-  const btf = execFileSync('bpftool', ['btf', 'dump', 'file', object], { encoding: 'utf8' });
-  const size = (name: string): number => {
-    const m = new RegExp(`STRUCT '${name}' size=(\\d+)`).exec(btf);
-    assert.ok(m, `struct ${name} not in the BTF of ${object}`);
-    return Number(m[1]);
-  };
+  const size = btfSizes(object);
   assert.equal(size('nt_lpm4_key'), LPM4_KEY_SIZE);
   assert.equal(size('nt_lpm6_key'), LPM6_KEY_SIZE);
   assert.equal(size('nt_egress_rule'), EGRESS_RULE_SIZE);
   assert.equal(size('nt_policy'), POLICY_SIZE);
   assert.equal(size('nt_stat_key'), STAT_KEY_SIZE);
+  assert.equal(size('nt_clock'), CLOCK_SIZE);
+});
+
+test('struct sizes agree with the BTF of the built verifier object', () => {
+  const size = btfSizes(verifierObject);
+  assert.equal(size('nt_policy'), POLICY_SIZE);
+  assert.equal(size('nt_stat_key'), STAT_KEY_SIZE);
+  assert.equal(size('nt_clock'), CLOCK_SIZE);
+  assert.equal(size('nt_port_key'), PORT_KEY_SIZE);
+  assert.equal(size('nt_ingress_rule'), INGRESS_RULE_SIZE);
+  assert.equal(size('nt_src4_key'), SRC4_KEY_SIZE);
+  assert.equal(size('nt_src6_key'), SRC6_KEY_SIZE);
+  assert.equal(size('nt_replay_key'), REPLAY_KEY_SIZE);
+  assert.equal(size('nt_replay_val'), REPLAY_VAL_SIZE);
 });
 
 test('counter names follow enum nt_counter in abi.h', () => {
@@ -31,6 +52,10 @@ test('counter names follow enum nt_counter in abi.h', () => {
   assert.equal(names.length, COUNTERS.length, `abi.h has ${names.length} counters, abi.ts ${COUNTERS.length}`);
   assert.equal(names[0], 'NT_C_MARKED');
   assert.equal(COUNTERS[0], 'marked');
+  const at = (c: string): number => names.indexOf(c);
+  assert.equal(COUNTERS[at('NT_C_V_VALID')], 'verify_valid');
+  assert.equal(COUNTERS[at('NT_C_V_REPLAY')], 'verify_replay');
+  assert.equal(COUNTERS[at('NT_C_SKIP_NO_CLOCK')], 'skipped_no_clock');
 });
 
 test('encodings round-trip and put fields where the header says', () => {
@@ -43,4 +68,17 @@ test('encodings round-trip and put fields where the header says', () => {
   assert.equal(p.length, POLICY_SIZE);
   assert.equal(p.subarray(0, 4).toString('hex'), '01fd544e');
   assert.equal(p.subarray(16, 24).toString('hex'), '0102030405060708');
+});
+
+test('ingress encodings put fields where the header says', () => {
+  assert.equal(encodePortKey(7, 443).toString('hex'), '07000000' + 'bb01' + '0000');
+  assert.deepEqual(decodePortKey(encodePortKey(7, 0)), { ifindex: 7, port: 0 });
+  assert.equal(encodeIngressRule(3, IngressActionCode.Enforce, 5).toString('hex'), '03000000' + '01000000' + '05000000' + '00000000');
+  assert.deepEqual(decodeIngressRule(encodeIngressRule(9, IngressActionCode.Monitor)), { policyId: 9, action: IngressActionCode.Monitor, replayLimit: 0 });
+  const k4 = encodeSrcKey(3, parseCidr('10.0.0.0/8'));
+  assert.equal(k4.toString('hex'), '28000000' + '00000003' + '0a000000');
+  assert.deepEqual(decodeSrcKey(encodeSrcKey(2, parseCidr('2001:db8::/32'))), { policyId: 2, prefixLen: 32, addr: parseCidr('2001:db8::/32').addr });
+  const clock = encodeClock(-37_000_000_000n, 1_700_000_000_123_456_789n);
+  assert.equal(clock.length, CLOCK_SIZE);
+  assert.deepEqual(decodeClock(clock), { taiOffsetNs: -37_000_000_000n, bootOffsetNs: 1_700_000_000_123_456_789n, valid: true });
 });

@@ -49,6 +49,7 @@ export const COUNTERS = [
   'verify_dropped',
   'verify_exempt',
   'verify_replay',
+  'skipped_no_clock',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
@@ -57,6 +58,21 @@ export const LPM6_KEY_SIZE = 24;
 export const EGRESS_RULE_SIZE = 40;
 export const POLICY_SIZE = 64;
 export const STAT_KEY_SIZE = 12;
+export const CLOCK_SIZE = 24;
+export const PORT_KEY_SIZE = 8;
+export const INGRESS_RULE_SIZE = 16;
+export const SRC4_KEY_SIZE = 12;
+export const SRC6_KEY_SIZE = 24;
+export const REPLAY_KEY_SIZE = 48;
+export const REPLAY_VAL_SIZE = 16;
+
+export const CLOCK_VALID = 1;
+
+/** enum nt_ingress_action */
+export enum IngressActionCode {
+  Monitor = 0,
+  Enforce = 1,
+}
 
 /** struct nt_lpm4_key / nt_lpm6_key: the interface, then the destination prefix. */
 export function encodeLpmKey(ifindex: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
@@ -115,6 +131,67 @@ export function encodePolicy(p: PolicySlot): Buffer {
     p.current.copy(v, 32, 0, 16);
     p.previous?.copy(v, 48, 0, 16);
   }
+  return v;
+}
+
+/**
+ * struct nt_clock: unix ns = bpf_ktime_get_tai_ns() - taiOffsetNs on kernels with CLOCK_TAI
+ * (6.1+), else bpf_ktime_get_boot_ns() + bootOffsetNs.
+ */
+export function encodeClock(taiOffsetNs: bigint, bootOffsetNs = 0n): Buffer {
+  const v = Buffer.alloc(CLOCK_SIZE);
+  v.writeBigInt64LE(taiOffsetNs, 0);
+  v.writeBigInt64LE(bootOffsetNs, 8);
+  v.writeUInt32LE(CLOCK_VALID, 16);
+  return v;
+}
+
+export function decodeClock(v: Buffer): { taiOffsetNs: bigint; bootOffsetNs: bigint; valid: boolean } {
+  return { taiOffsetNs: v.readBigInt64LE(0), bootOffsetNs: v.readBigInt64LE(8), valid: (v.readUInt32LE(16) & CLOCK_VALID) !== 0 };
+}
+
+/** struct nt_port_key: port 0 = every port. */
+export function encodePortKey(ifindex: number, port: number): Buffer {
+  const k = Buffer.alloc(PORT_KEY_SIZE);
+  k.writeUInt32LE(ifindex, 0);
+  k.writeUInt16LE(port, 4);
+  return k;
+}
+
+export function decodePortKey(k: Buffer): { ifindex: number; port: number } {
+  return { ifindex: k.readUInt32LE(0), port: k.readUInt16LE(4) };
+}
+
+/** struct nt_ingress_rule: replayLimit 0 = no limit. */
+export function encodeIngressRule(policyId: number, action: IngressActionCode, replayLimit = 0): Buffer {
+  const v = Buffer.alloc(INGRESS_RULE_SIZE);
+  v.writeUInt32LE(policyId, 0);
+  v.writeUInt32LE(action, 4);
+  v.writeUInt32LE(replayLimit, 8);
+  return v;
+}
+
+export function decodeIngressRule(v: Buffer): { policyId: number; action: IngressActionCode; replayLimit: number } {
+  return { policyId: v.readUInt32LE(0), action: v.readUInt32LE(4) as IngressActionCode, replayLimit: v.readUInt32LE(8) };
+}
+
+/** struct nt_src4_key / nt_src6_key: the policy, then the source prefix. */
+export function encodeSrcKey(policyId: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
+  const key = Buffer.alloc(8 + cidr.addr.length);
+  key.writeUInt32LE(32 + cidr.prefixLen, 0);
+  key.writeUInt32BE(policyId, 4);
+  cidr.addr.copy(key, 8);
+  return key;
+}
+
+export function decodeSrcKey(key: Buffer): { policyId: number; addr: Buffer; prefixLen: number } {
+  return { prefixLen: key.readUInt32LE(0) - 32, policyId: key.readUInt32BE(4), addr: key.subarray(8) };
+}
+
+/** Value of the exempt tries (unused by the program, but an LPM trie needs one). */
+export function encodeExemptValue(): Buffer {
+  const v = Buffer.alloc(4);
+  v.writeUInt32LE(1);
   return v;
 }
 

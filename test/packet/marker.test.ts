@@ -11,7 +11,9 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
-import { COUNTERS, encodeEgressRule, encodeLpmKey, encodePolicy, encodeStatKey, decodeStatKey, sumPerCpu, TokenModeCode } from '../../src/lib/abi.js';
+import { BindBit, COUNTERS, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, encodeStatKey, decodeStatKey, sumPerCpu, TokenModeCode } from '../../src/lib/abi.js';
+import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
+import { measureClock } from '../../src/agent/datapath.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import {
   buildFrame,
@@ -86,6 +88,9 @@ interface PolicyOpts {
   kind?: number;
   exid?: number;
   token?: Buffer;
+  previous?: Buffer;
+  bind?: number;
+  epochSeconds?: number;
 }
 
 /** One loaded marker object with private pinned maps. */
@@ -93,7 +98,7 @@ class Marker {
   readonly pinDir: string;
   readonly obj: NativeObject;
   readonly prog: NativeProgram;
-  private readonly maps: Record<'nt_egress4' | 'nt_egress6' | 'nt_policies' | 'nt_stats', NativeMap>;
+  private readonly maps: Record<'nt_egress4' | 'nt_egress6' | 'nt_policies' | 'nt_stats' | 'nt_clock', NativeMap>;
 
   constructor(readonly objectPath = MARKER_OBJ, readonly program = 'nt_mark_egress') {
     this.pinDir = makePinDir();
@@ -105,6 +110,7 @@ class Marker {
         nt_egress6: this.obj.map('nt_egress6'),
         nt_policies: this.obj.map('nt_policies'),
         nt_stats: this.obj.map('nt_stats'),
+        nt_clock: this.obj.map('nt_clock'),
       };
     } catch (err) {
       rmSync(this.pinDir, { recursive: true, force: true });
@@ -128,11 +134,24 @@ class Marker {
         mode,
         kind: o.kind ?? KIND,
         exid: o.exid ?? EXID,
-        epochSeconds: mode === TokenModeCode.Keyed ? 60 : 0,
-        bind: 0,
+        epochSeconds: o.epochSeconds ?? (mode === TokenModeCode.Keyed ? 60 : 0),
+        bind: o.bind ?? (mode === TokenModeCode.Keyed ? BIND_ALL : 0),
         current: o.token ?? (mode === TokenModeCode.Keyed ? Buffer.alloc(16, 7) : TOKEN),
+        ...(o.previous ? { previous: o.previous } : {}),
       }),
     );
+    return this;
+  }
+
+  /** Write the wall clock as the agent does, measured with the marker object's probe. */
+  clock(): this {
+    const probe = this.obj.program('nt_clock_probe');
+    try {
+      const r = measureClock(probe);
+      this.maps.nt_clock.update(Buffer.alloc(4), encodeClock(r.taiOffsetNs, r.bootOffsetNs));
+    } finally {
+      probe.close();
+    }
     return this;
   }
 
@@ -362,13 +381,61 @@ test('rules are per interface: a rule for ifindex 7 does not mark on ifindex 1',
   });
 });
 
-test('a rule pointing at an empty policy slot, and a keyed policy (not implemented yet), do not mark', () => {
+test('a rule pointing at an empty policy slot does not mark; a keyed policy before the agent wrote the clock neither', () => {
   withMarker(new Marker().rule(LO, '203.0.113.0/24', 8), (m) => {
     assertSkips(m, buildFrame(v4), 'skipped_no_policy', { policyId: 0 });
   });
   withMarker(new Marker().policy(POLICY, { mode: TokenModeCode.Keyed }).rule(LO, '0.0.0.0/0'), (m) => {
-    assertSkips(m, buildFrame(v4), 'skipped_no_policy');
+    assertSkips(m, buildFrame(v4), 'skipped_no_clock');
   });
+  // A keyed slot without an epoch length cannot have an epoch either.
+  withMarker(new Marker().clock().policy(POLICY, { mode: TokenModeCode.Keyed, epochSeconds: 0 }).rule(LO, '0.0.0.0/0'), (m) => {
+    assertSkips(m, buildFrame(v4), 'skipped_no_clock');
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Keyed tokens
+
+const KEYED_KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
+
+function flowOf(spec: FrameSpec): { src: string; dst: string; sport: number; dport: number; seq: number } {
+  return { src: spec.src!, dst: spec.dst!, sport: spec.tcp!.sport, dport: spec.tcp!.dport, seq: spec.tcp!.seq ?? 0 };
+}
+
+/** Assert `spec` is marked with the keyed value the TypeScript implementation computes (retrying across an epoch boundary). */
+function assertMarksKeyed(m: Marker, spec: FrameSpec, bind: number, epochSeconds: number, key = KEYED_KEY): void {
+  for (let i = 0; ; i++) {
+    const e = epochAt(Date.now(), epochSeconds);
+    try {
+      assertMarks(m, spec, { opt: tokenOption(KIND, EXID, keyedToken(key, flowOf(spec), bind, e)) });
+      return;
+    } catch (err) {
+      if (i >= 2 || epochAt(Date.now(), epochSeconds) === e) throw err;
+    }
+  }
+}
+
+test('keyed: the value is SipHash-2-4 of the SYN\'s flow and epoch, as src/lib/siphash.ts computes it (IPv4, IPv6, VLAN)', () => {
+  withMarker(new Marker().clock().policy(POLICY, { mode: TokenModeCode.Keyed, token: KEYED_KEY, epochSeconds: 30 }).rule(LO, '0.0.0.0/0').rule(LO, '::/0'), (m) => {
+    assertMarksKeyed(m, v4, BIND_ALL, 30);
+    assertMarksKeyed(m, withOpts(v4, LINUX_SYN_OPTIONS), BIND_ALL, 30);
+    assertMarksKeyed(m, v6, BIND_ALL, 30);
+    assertMarksKeyed(m, { ...withOpts(v6, LINUX_SYN_OPTIONS), vlan: 42 }, BIND_ALL, 30);
+    // Every field changes the value.
+    assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, sport: 40001 } }, BIND_ALL, 30);
+    assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, seq: 0 } }, BIND_ALL, 30);
+  });
+});
+
+test('keyed: only the bound fields go into the value; the previous key is never used to mark', () => {
+  for (const bind of [BindBit.SourceAddress, BindBit.DestinationPort | BindBit.Sequence, BindBit.SourceAddress | BindBit.DestinationAddress, 0]) {
+    const m = new Marker().clock().policy(POLICY, { mode: TokenModeCode.Keyed, token: KEYED_KEY, bind, previous: Buffer.alloc(16, 0xee), epochSeconds: 86400 });
+    withMarker(m.rule(LO, '0.0.0.0/0').rule(LO, '::/0'), () => {
+      assertMarksKeyed(m, v4, bind, 86400);
+      assertMarksKeyed(m, v6, bind, 86400);
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The ingress verifier: for opening SYNs to a port a policy protects on this
+ * interface, find our option and check its value; count the verdict and, under
+ * Enforce, drop what is not valid unless the source is exempt. Shared by the
+ * XDP and the tc entry points of verifier.bpf.c. Nothing here writes to the packet.
+ *
+ * Cost: every packet that is not a SYN leaves nt_classify() on direct packet
+ * access; a SYN to an unprotected port after one or two hash lookups.
+ */
+#ifndef NT_LIB_VERIFY_H
+#define NT_LIB_VERIFY_H
+
+#include "common.h"
+#include "maps.h"
+#include "ingress_maps.h"
+#include "counters.h"
+#include "syn.h"
+#include "keyed.h"
+
+enum nt_verdict {
+	NT_V_PASS = 0,
+	NT_V_DROP,
+};
+
+/** nt_ingress_rule() - the rule protecting @dport on @ifindex (exact port first, then "every port"), or NULL. */
+static __always_inline struct nt_ingress_rule *nt_ingress_rule(__u32 ifindex, __be16 dport)
+{
+	struct nt_port_key key = {
+		.ifindex = ifindex,
+		.port = bpf_ntohs(dport),
+	};
+	struct nt_ingress_rule *rule;
+
+	rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	if (rule)
+		return rule;
+	key.port = 0;
+	return bpf_map_lookup_elem(&nt_ingress_ports, &key);
+}
+
+/** nt_static_ok() - is @got (the 8 value bytes as they are in memory) the token, or the previous one? */
+static __always_inline int nt_static_ok(const struct nt_policy *policy, __u64 got)
+{
+	__u64 want;
+
+	__builtin_memcpy(&want, policy->token, sizeof(want));
+	if (got == want)
+		return 1;
+	if (!(policy->flags & NT_PF_HAS_PREVIOUS))
+		return 0;
+	__builtin_memcpy(&want, policy->token_previous, sizeof(want));
+	return got == want;
+}
+
+/**
+ * nt_keyed_ok() - is @got the keyed value of @flow for the current or the
+ * previous epoch, with the current or the previous key? False without a clock.
+ */
+static __always_inline int nt_keyed_ok(const struct nt_policy *policy, const struct nt_flow *flow,
+				       __u64 got)
+{
+	struct nt_keyed_flow msg;
+	struct nt_sip prefix;
+	__u64 epoch;
+
+	if (nt_keyed_epoch(policy->epoch_seconds, &epoch))
+		return 0;
+	nt_keyed_flow_bytes(&msg, flow, policy->bind);
+	nt_keyed_prefix(&prefix, policy->key, &msg);
+	if (nt_keyed_value(&prefix, epoch) == got || nt_keyed_value(&prefix, epoch - 1) == got)
+		return 1;
+	if (!(policy->flags & NT_PF_HAS_PREVIOUS))
+		return 0;
+	nt_keyed_prefix(&prefix, policy->key_previous, &msg);
+	return nt_keyed_value(&prefix, epoch) == got || nt_keyed_value(&prefix, epoch - 1) == got;
+}
+
+/**
+ * nt_syn_verdict() - look at the option area of SYN @s.
+ * Returns NT_C_V_VALID, NT_C_V_MISSING, NT_C_V_INVALID or NT_C_V_MALFORMED.
+ */
+static __always_inline __u32 nt_syn_verdict(void *ctx, const int xdp, const struct nt_syn *s,
+					    const struct nt_policy *policy)
+{
+	__u8 opts[NT_TCP_OPT_BUF] = {};
+	__u32 optlen, at = 0;
+	__u8 len = 0;
+	__u64 mem;
+
+	if (s->layout.tcp_len < sizeof(struct tcphdr))
+		return NT_C_V_MALFORMED;
+	/* 0..40; the mask bounds the read for the verifier (see nt_syn_check()). */
+	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
+	if (optlen > 0 &&
+	    nt_load(ctx, xdp, s->layout.l4_off + sizeof(struct tcphdr), opts, optlen))
+		return NT_C_V_MALFORMED;
+	switch (nt_tcp_opts_find(opts, optlen, policy->opt_kind, policy->exid, &at, &len)) {
+	case NT_OPT_FOUND:
+		break;
+	case NT_OPT_ABSENT:
+		return NT_C_V_MISSING;
+	default:
+		return NT_C_V_MALFORMED;
+	}
+	if (len != NT_OPT_LEN)
+		return NT_C_V_INVALID;
+	/* The walk put the whole option inside the bytes just read: this load cannot fail. */
+	if (nt_load(ctx, xdp, s->layout.l4_off + sizeof(struct tcphdr) + at + 4, &mem, sizeof(mem)))
+		return NT_C_V_MALFORMED;
+	switch (policy->mode) {
+	case NT_MODE_STATIC:
+		return nt_static_ok(policy, mem) ? NT_C_V_VALID : NT_C_V_INVALID;
+	case NT_MODE_KEYED:
+		return nt_keyed_ok(policy, &s->flow, nt_cpu_le64(mem)) ? NT_C_V_VALID : NT_C_V_INVALID;
+	default:
+		return NT_C_V_INVALID;
+	}
+}
+
+/**
+ * nt_replay_over() - count a valid SYN against the replay limit of @rule.
+ * Returns true when the same (policy, flow, sequence number) has already been
+ * accepted replay_limit times in the current one-second window. Racing CPUs
+ * may refuse one more than needed, never accept more than the limit (except
+ * at a window reset, which is not atomic).
+ */
+static __always_inline int nt_replay_over(const struct nt_ingress_rule *rule, __u32 policy_id,
+					  const struct nt_flow *f)
+{
+	struct nt_replay_key key = {};
+	struct nt_replay_val init, *v;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 limit = rule->replay_limit;
+
+	key.policy_id = policy_id;
+	key.family = f->family;
+	__builtin_memcpy(key.saddr, f->saddr, 16);
+	__builtin_memcpy(key.daddr, f->daddr, 16);
+	key.sport = f->sport;
+	key.dport = f->dport;
+	key.seq = f->seq;
+
+	v = bpf_map_lookup_elem(&nt_replay, &key);
+	if (!v) {
+		init.window_start_ns = now;
+		init.count = 1;
+		if (bpf_map_update_elem(&nt_replay, &key, &init, BPF_NOEXIST) == 0)
+			return limit < 1;
+		/* Another CPU inserted it first: count against its entry. */
+		v = bpf_map_lookup_elem(&nt_replay, &key);
+		if (!v)
+			return 0;
+	}
+	if (now - v->window_start_ns >= NT_NSEC_PER_SEC) {
+		v->window_start_ns = now;
+		v->count = 1;
+		return limit < 1;
+	}
+	__sync_fetch_and_add(&v->count, 1);
+	return *(volatile __u64 *)&v->count > limit;
+}
+
+/** nt_exempt() - is the source of @f in the policy's exemptSources? */
+static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
+{
+	if (f->family == 4) {
+		struct nt_src4_key key = {
+			.prefixlen = 32 + 32,
+			.policy_id_be = bpf_htonl(policy_id),
+		};
+
+		__builtin_memcpy(key.addr, f->saddr, 4);
+		return bpf_map_lookup_elem(&nt_exempt4, &key) != NULL;
+	} else {
+		struct nt_src6_key key = {
+			.prefixlen = 32 + 128,
+			.policy_id_be = bpf_htonl(policy_id),
+		};
+
+		__builtin_memcpy(key.addr, f->saddr, 16);
+		return bpf_map_lookup_elem(&nt_exempt6, &key) != NULL;
+	}
+}
+
+/** nt_verify_syn() - slow path for a possible SYN. Returns enum nt_verdict. */
+static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex)
+{
+	struct nt_syn s = {};
+	struct nt_ingress_rule *rule;
+	struct nt_policy *policy;
+	__u32 policy_id, verdict;
+
+	switch (nt_parse_syn(ctx, xdp, &s)) {
+	case NT_PARSE_SYN:
+		break;
+	case NT_PARSE_IPV6_OPAQUE:
+		/* Cannot see the TCP header, so not the port either: counted, never dropped. */
+		nt_count(ifindex, 0, NT_C_V_MALFORMED);
+		return NT_V_PASS;
+	default:
+		return NT_V_PASS;
+	}
+
+	rule = nt_ingress_rule(ifindex, s.flow.dport);
+	if (!rule)
+		return NT_V_PASS;
+	policy_id = rule->policy_id;
+	policy = bpf_map_lookup_elem(&nt_policies, &policy_id);
+	if (!policy || policy->mode == NT_MODE_NONE)
+		return NT_V_PASS;
+
+	verdict = nt_syn_verdict(ctx, xdp, &s, policy);
+	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
+		verdict = NT_C_V_REPLAY;
+	nt_count(ifindex, policy_id, verdict);
+	if (verdict == NT_C_V_VALID)
+		return NT_V_PASS;
+	if (nt_exempt(policy_id, &s.flow)) {
+		nt_count(ifindex, policy_id, NT_C_V_EXEMPT);
+		return NT_V_PASS;
+	}
+	if (rule->action != NT_ACTION_ENFORCE)
+		return NT_V_PASS;
+	nt_count(ifindex, policy_id, NT_C_V_DROPPED);
+	return NT_V_DROP;
+}
+
+/**
+ * nt_verify() - the verifier for one received packet.
+ * @data, @data_end: the linear area, for the fast path. Returns enum nt_verdict.
+ */
+static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex,
+				     void *data, void *data_end)
+{
+	__be16 dport = 0;
+
+	if (nt_classify(data, data_end, &dport) == NT_CLASS_PASS)
+		return NT_V_PASS;
+	/* A SYN seen whole, to a port nothing protects here. */
+	if (dport && !nt_ingress_rule(ifindex, dport))
+		return NT_V_PASS;
+	return nt_verify_syn(ctx, xdp, ifindex);
+}
+
+#endif /* NT_LIB_VERIFY_H */

@@ -1,0 +1,431 @@
+/**
+ * The ingress verifier (bpf/verifier.bpf.c) driven with BPF_PROG_TEST_RUN on crafted
+ * frames, through both entry points (XDP and tc): verdicts and exact counter deltas for
+ * static and keyed tokens, every way a SYN can fail, exemptions, Monitor vs Enforce, the
+ * replay limit, and the marker's output fed to the verifier.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
+import {
+  BindBit, COUNTERS, IngressActionCode, TokenModeCode, decodeStatKey, encodeClock, encodeEgressRule, encodeExemptValue,
+  encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumPerCpu,
+} from '../../src/lib/abi.js';
+import { parseCidr } from '../../src/lib/cidr.js';
+import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
+import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
+import { measureClock } from '../../src/agent/datapath.js';
+
+const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+const VERIFIER_OBJ = path.join(repoRoot, 'build/bpf/verifier.bpf.o');
+const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
+
+const XDP_DROP = 1;
+const XDP_PASS = 2;
+const TC_ACT_UNSPEC = -1;
+const TC_ACT_SHOT = 2;
+/** test_run's device without a ctx: the loopback device of the caller's namespace. */
+const LO = 1;
+
+const KIND = 253;
+const EXID = 0x4e54;
+const TOKEN = Buffer.from('a1b2c3d4e5f60718', 'hex');
+const TOKEN_OLD = Buffer.from('0102030405060708', 'hex');
+const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
+const KEY_OLD = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
+/** Long epochs: a test run never straddles two, and checkEpoch() retries if one does. */
+const EPOCH_SECONDS = 3600;
+const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
+
+execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+
+type Counter = (typeof COUNTERS)[number];
+type Verdict = 'pass' | 'drop';
+type Entry = 'xdp' | 'tc';
+
+interface PolicyOpts {
+  mode?: TokenModeCode;
+  token?: Buffer;
+  previous?: Buffer;
+  bind?: number;
+  kind?: number;
+  exid?: number;
+  epochSeconds?: number;
+}
+
+const open: Verifier[] = [];
+after(() => {
+  for (const v of open.splice(0)) v.close();
+});
+
+/** A loaded verifier and marker with private pinned maps (shared by both, as under the agent). */
+class Verifier {
+  readonly pinDir: string;
+  readonly obj: NativeObject;
+  readonly progs: Record<Entry, NativeProgram>;
+  readonly maps: Record<'policies' | 'stats' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
+  private readonly marker: { obj: NativeObject; prog: NativeProgram };
+
+  constructor(opts: { clock?: boolean } = {}) {
+    const b = binding();
+    if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
+    this.pinDir = `/sys/fs/bpf/netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`;
+    mkdirSync(this.pinDir, { mode: 0o700 });
+    open.push(this);
+    this.obj = b.openObject(VERIFIER_OBJ, { pinRoot: this.pinDir });
+    this.progs = { xdp: this.obj.program('nt_verify_xdp'), tc: this.obj.program('nt_verify_tc') };
+    const marker = b.openObject(MARKER_OBJ, { pinRoot: this.pinDir });
+    this.marker = { obj: marker, prog: marker.program('nt_mark_egress') };
+    this.maps = {
+      policies: this.obj.map('nt_policies'),
+      stats: this.obj.map('nt_stats'),
+      clock: this.obj.map('nt_clock'),
+      ports: this.obj.map('nt_ingress_ports'),
+      exempt4: this.obj.map('nt_exempt4'),
+      exempt6: this.obj.map('nt_exempt6'),
+      replay: this.obj.map('nt_replay'),
+    };
+    if (opts.clock ?? true) {
+      const probe = marker.program('nt_clock_probe');
+      const r = measureClock(probe);
+      probe.close();
+      this.maps.clock.update(Buffer.alloc(4), encodeClock(r.taiOffsetNs, r.bootOffsetNs));
+    }
+  }
+
+  policy(id: number, o: PolicyOpts = {}): this {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(id);
+    const mode = o.mode ?? TokenModeCode.Static;
+    const keyed = mode === TokenModeCode.Keyed;
+    this.maps.policies.update(key, encodePolicy({
+      mode,
+      kind: o.kind ?? KIND,
+      exid: o.exid ?? EXID,
+      epochSeconds: o.epochSeconds ?? (keyed ? EPOCH_SECONDS : 0),
+      bind: o.bind ?? (keyed ? BIND_ALL : 0),
+      current: o.token ?? (keyed ? KEY : TOKEN),
+      ...(o.previous ? { previous: o.previous } : {}),
+    }));
+    return this;
+  }
+
+  protect(port: number, policyId: number, action = IngressActionCode.Enforce, replayLimit = 0, ifindex = LO): this {
+    this.maps.ports.update(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, replayLimit));
+    return this;
+  }
+
+  exempt(policyId: number, cidr: string): this {
+    const c = parseCidr(cidr);
+    this.maps[c.family === 4 ? 'exempt4' : 'exempt6'].update(encodeSrcKey(policyId, c), encodeExemptValue());
+    return this;
+  }
+
+  /** The marker on the same pins, marking every destination on loopback with `policyId`. */
+  markWith(policyId: number): NativeProgram {
+    const e4 = this.marker.obj.map('nt_egress4');
+    const e6 = this.marker.obj.map('nt_egress6');
+    e4.update(encodeLpmKey(LO, parseCidr('0.0.0.0/0')), encodeEgressRule(policyId, []));
+    e6.update(encodeLpmKey(LO, parseCidr('::/0')), encodeEgressRule(policyId, []));
+    e4.close();
+    e6.close();
+    return this.marker.prog;
+  }
+
+  counters(): Map<string, bigint> {
+    const out = new Map<string, bigint>();
+    for (const k of this.maps.stats.keys()) {
+      const { ifindex, policyId, counter } = decodeStatKey(k);
+      const v = this.maps.stats.lookup(k);
+      out.set(`${ifindex}/${policyId}/${COUNTERS[counter] ?? `counter${counter}`}`, v ? sumPerCpu(v) : 0n);
+    }
+    return out;
+  }
+
+  /** Run `frame` through one entry point: its verdict, and the counters it changed. */
+  run(entry: Entry, frame: Buffer): { verdict: Verdict; changed: Record<string, number> } {
+    const before = this.counters();
+    const r = this.progs[entry].testRun({ data: frame });
+    const after = this.counters();
+    const changed: Record<string, number> = {};
+    for (const [k, v] of after) {
+      const n = Number(v - (before.get(k) ?? 0n));
+      if (n !== 0) changed[k] = n;
+    }
+    const pass = entry === 'xdp' ? XDP_PASS : TC_ACT_UNSPEC;
+    const drop = entry === 'xdp' ? XDP_DROP : TC_ACT_SHOT;
+    assert.ok(r.retval === pass || r.retval === drop, `${entry}: return value ${r.retval} is neither pass (${pass}) nor drop (${drop})`);
+    assert.ok(r.data.equals(frame), `${entry}: the verifier changed the packet`);
+    return { verdict: r.retval === pass ? 'pass' : 'drop', changed };
+  }
+
+  close(): void {
+    for (const m of Object.values(this.maps)) m.close();
+    for (const p of Object.values(this.progs)) p.close();
+    this.obj.close();
+    this.marker.prog.close();
+    this.marker.obj.close();
+    rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Assert both entry points give `want` and count exactly `counters` (names under
+ * policy `policyId` on loopback; a name may carry its own "ifindex/policy/" prefix).
+ */
+function expect(v: Verifier, frame: Buffer, want: Verdict, counters: Counter[], policyId = 1, what = ''): void {
+  const wantCounts: Record<string, number> = {};
+  for (const c of counters) {
+    const k = `${LO}/${policyId}/${c}`;
+    wantCounts[k] = (wantCounts[k] ?? 0) + 1;
+  }
+  for (const entry of ['xdp', 'tc'] as const) {
+    const got = v.run(entry, frame);
+    assert.equal(got.verdict, want, `${entry}${what ? ` (${what})` : ''}: verdict`);
+    assert.deepEqual(got.changed, wantCounts, `${entry}${what ? ` (${what})` : ''}: counters`);
+  }
+}
+
+const v4: FrameSpec = { src: '192.0.2.10', dst: '203.0.113.7', tcp: { sport: 40000, dport: 443, seq: 0x01020304, flags: TCP_SYN, options: LINUX_SYN_OPTIONS } };
+const v6: FrameSpec = { src: '2001:db8::10', dst: '2001:db8:1::7', tcp: { sport: 40001, dport: 443, seq: 0xfeedf00d, flags: TCP_SYN, options: LINUX_SYN_OPTIONS } };
+
+/** `spec` with `extra` appended to its TCP options. */
+function withOption(spec: FrameSpec, extra: Buffer): Buffer {
+  return buildFrame({ ...spec, tcp: { ...spec.tcp!, options: Buffer.concat([spec.tcp!.options ?? Buffer.alloc(0), extra]) } });
+}
+
+function flowOf(spec: FrameSpec): { src: string; dst: string; sport: number; dport: number; seq: number } {
+  return { src: spec.src!, dst: spec.dst!, sport: spec.tcp!.sport, dport: spec.tcp!.dport, seq: spec.tcp!.seq ?? 0 };
+}
+
+/** A keyed SYN for `spec` with the value for `epoch` under `key`. */
+function keyedSyn(spec: FrameSpec, key: Buffer, epoch: bigint, bind = BIND_ALL): Buffer {
+  return withOption(spec, tokenOption(KIND, EXID, keyedToken(key, flowOf(spec), bind, epoch)));
+}
+
+/** Run `fn` with the current epoch; again if an epoch boundary passed meanwhile. */
+function checkEpoch(fn: (epoch: bigint) => void): void {
+  for (let i = 0; i < 3; i++) {
+    const e = epochAt(Date.now(), EPOCH_SECONDS);
+    try {
+      fn(e);
+      return;
+    } catch (err) {
+      if (epochAt(Date.now(), EPOCH_SECONDS) === e) throw err;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// What is not verified
+
+test('non-SYN traffic, SYN-ACKs and SYNs to unprotected ports pass uncounted', () => {
+  const v = new Verifier().policy(1).protect(443, 1);
+  const frames = [
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, flags: TCP_ACK } }),
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, flags: TCP_SYN | TCP_ACK } }),
+    buildFrame({ ...v6, tcp: { ...v6.tcp!, flags: TCP_RST } }),
+    buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', protocol: IPPROTO_UDP, payload: Buffer.alloc(20) }),
+    buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28, 1) }),
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 80 } }),
+    buildFrame({ ...v6, tcp: { ...v6.tcp!, dport: 8443 } }),
+    buildFrame({ ...v4, vlan: 7, tcp: { ...v4.tcp!, dport: 22 } }),
+  ];
+  for (const f of frames) expect(v, f, 'pass', []);
+});
+
+test('a rule pointing at an empty policy slot verifies nothing', () => {
+  const v = new Verifier().protect(443, 5);
+  expect(v, buildFrame(v4), 'pass', []);
+});
+
+test('rules are per interface: a port protected on ifindex 7 is not protected on loopback', () => {
+  const v = new Verifier().policy(1).protect(443, 1, IngressActionCode.Enforce, 0, 7);
+  expect(v, buildFrame(v4), 'pass', []);
+});
+
+// ---------------------------------------------------------------------------------------
+// Static tokens
+
+test('static: the token and the previous token are valid; anything else is invalid, missing or malformed', () => {
+  const v = new Verifier().policy(1, { previous: TOKEN_OLD }).protect(443, 1);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'current token');
+  expect(v, withOption(v6, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'IPv6');
+  expect(v, withOption({ ...v4, vlan: [{ id: 5, tpid: 0x88a8 }, { id: 9 }] }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'QinQ');
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'pass', ['verify_valid'], 1, 'previous token');
+  expect(v, withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8, 0x55))), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'wrong token');
+  expect(v, buildFrame(v4), 'drop', ['verify_missing', 'verify_dropped'], 1, 'no option');
+  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, options: Buffer.alloc(0) } }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'no options at all');
+  expect(v, withOption(v4, tokenOption(KIND, 0x1234, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 1, 'another ExID');
+  expect(v, withOption(v4, tokenOption(254, EXID, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 1, 'another kind');
+  // Our option after an EOL does not count: the stack stops reading there too.
+  expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, options: Buffer.from('020405b400000000', 'hex') } }, tokenOption(KIND, EXID, TOKEN)), 'drop',
+    ['verify_missing', 'verify_dropped'], 1, 'after EOL');
+  // Our kind and ExID with the wrong length: ours, but not a value we accept.
+  expect(v, withOption(v4, Buffer.from([KIND, 10, 0x4e, 0x54, 1, 2, 3, 4, 5, 6, 1, 1])), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'length 10');
+  expect(v, withOption(v4, Buffer.from('0101fd01', 'hex')), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'option length 1');
+  expect(v, withOption(v4, Buffer.from('020005b4', 'hex')), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'option length 0');
+  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 4 } }), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'doff 4');
+  // doff says 15 words, the frame ends after the 20 option bytes: truncated.
+  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 15 } }), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'doff past the end');
+});
+
+test('static: without a previous token, the old one is invalid', () => {
+  const v = new Verifier().policy(1).protect(443, 1);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'drop', ['verify_invalid', 'verify_dropped']);
+});
+
+test('the policy\'s own kind and ExID are what the verifier looks for', () => {
+  const v = new Verifier().policy(2, { kind: 254, exid: 0xbeef }).protect(443, 2);
+  expect(v, withOption(v4, tokenOption(254, 0xbeef, TOKEN)), 'pass', ['verify_valid'], 2);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 2);
+});
+
+// ---------------------------------------------------------------------------------------
+// Keyed tokens
+
+test('keyed: current and previous epoch, current and previous key are valid; older epochs, the next epoch and other keys are not', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, previous: KEY_OLD }).protect(443, 1);
+  checkEpoch((e) => {
+    expect(v, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'current key, current epoch');
+    expect(v, keyedSyn(v6, KEY, e), 'pass', ['verify_valid'], 1, 'IPv6');
+    expect(v, keyedSyn(v4, KEY, e - 1n), 'pass', ['verify_valid'], 1, 'previous epoch');
+    expect(v, keyedSyn(v4, KEY_OLD, e), 'pass', ['verify_valid'], 1, 'previous key');
+    expect(v, keyedSyn(v4, KEY_OLD, e - 1n), 'pass', ['verify_valid'], 1, 'previous key, previous epoch');
+    expect(v, keyedSyn(v4, KEY, e - 2n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'two epochs ago');
+    expect(v, keyedSyn(v4, KEY, e + 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'next epoch');
+    expect(v, keyedSyn(v4, randomBytes(16), e), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'another key');
+    expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'a static-looking value');
+  });
+});
+
+test('keyed: a token is bound to its flow: another port, address or sequence number fails', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1);
+  checkEpoch((e) => {
+    const stolen = tokenOption(KIND, EXID, keyedToken(KEY, flowOf(v4), BIND_ALL, e));
+    expect(v, withOption(v4, stolen), 'pass', ['verify_valid'], 1, 'the original');
+    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, sport: 40002 } }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new source port');
+    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, seq: 0x01020305 } }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new sequence number');
+    expect(v, withOption({ ...v4, src: '192.0.2.11' }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new source address');
+  });
+});
+
+test('keyed: with fewer bound fields, a rewritten port and sequence number still verify', () => {
+  const bind = BindBit.SourceAddress | BindBit.DestinationAddress | BindBit.DestinationPort;
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, bind }).protect(443, 1);
+  checkEpoch((e) => {
+    const opt = tokenOption(KIND, EXID, keyedToken(KEY, flowOf(v4), bind, e));
+    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, sport: 1234, seq: 99 } }, opt), 'pass', ['verify_valid'], 1, 'NAT-rewritten port and sequence');
+    expect(v, withOption({ ...v4, src: '192.0.2.99' }, opt), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'the address is still bound');
+  });
+});
+
+test('keyed: without the previous-key flag the old key fails; without a clock nothing keyed is valid', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1);
+  checkEpoch((e) => {
+    expect(v, keyedSyn(v4, KEY_OLD, e), 'drop', ['verify_invalid', 'verify_dropped']);
+  });
+  const noClock = new Verifier({ clock: false }).policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1);
+  checkEpoch((e) => {
+    expect(noClock, keyedSyn(v4, KEY, e), 'drop', ['verify_invalid', 'verify_dropped']);
+  });
+});
+
+test('the marker\'s output verifies: keyed and static, IPv4 and IPv6 (marker and verifier share the maps)', () => {
+  for (const mode of [TokenModeCode.Keyed, TokenModeCode.Static]) {
+    const v = new Verifier().policy(1, { mode, previous: mode === TokenModeCode.Keyed ? KEY_OLD : TOKEN_OLD }).protect(443, 1);
+    const marker = v.markWith(1);
+    for (const spec of [v4, v6]) {
+      const r = marker.testRun({ data: buildFrame(spec) });
+      assert.equal(r.retval, TC_ACT_UNSPEC);
+      const p = parseFrame(r.data);
+      assert.ok(findTokenOption(p, KIND, EXID), 'the marker marked the SYN');
+      expect(v, r.data, 'pass', ['verify_valid'], 1, `${mode === TokenModeCode.Keyed ? 'keyed' : 'static'} IPv${p.family}`);
+      if (mode === TokenModeCode.Keyed) {
+        const e = epochAt(Date.now(), EPOCH_SECONDS);
+        const want = [e, e - 1n].map((x) => keyedToken(KEY, flowOf(spec), BIND_ALL, x).toString('hex'));
+        assert.ok(want.includes(findTokenOption(p, KIND, EXID)!.toString('hex')), 'the marker used the current key (not the previous one)');
+      }
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Actions, exemptions, ports
+
+test('Monitor counts and drops nothing', () => {
+  const v = new Verifier().policy(1).protect(443, 1, IngressActionCode.Monitor);
+  expect(v, buildFrame(v4), 'pass', ['verify_missing']);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8))), 'pass', ['verify_invalid']);
+  expect(v, withOption(v4, Buffer.from('0101fd01', 'hex')), 'pass', ['verify_malformed']);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid']);
+});
+
+test('exempt sources are never dropped, and exemptions belong to their policy', () => {
+  const v = new Verifier().policy(1).policy(2).protect(443, 1).protect(8443, 2)
+    .exempt(1, '192.0.2.0/28').exempt(1, '2001:db8::/64').exempt(2, '198.51.100.0/24');
+  expect(v, buildFrame(v4), 'pass', ['verify_missing', 'verify_exempt'], 1, 'IPv4 exempt');
+  expect(v, buildFrame(v6), 'pass', ['verify_missing', 'verify_exempt'], 1, 'IPv6 exempt');
+  expect(v, withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8))), 'pass', ['verify_invalid', 'verify_exempt'], 1, 'invalid, exempt');
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'valid from an exempt source: just valid');
+  expect(v, buildFrame({ ...v4, src: '192.0.2.16' }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'just outside the prefix');
+  // 192.0.2.10 is exempt under policy 1, not under policy 2 which protects 8443.
+  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 8443 } }), 'drop', ['verify_missing', 'verify_dropped'], 2, 'another policy');
+  expect(v, buildFrame({ ...v4, src: '198.51.100.3', tcp: { ...v4.tcp!, dport: 8443 } }), 'pass', ['verify_missing', 'verify_exempt'], 2, 'its own exemption');
+});
+
+test('an exact port wins over "every port"; every port covers the rest', () => {
+  const v = new Verifier().policy(1).policy(2, { token: TOKEN_OLD }).protect(0, 1).protect(443, 2);
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'pass', ['verify_valid'], 2, '443: policy 2');
+  expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, dport: 22 } }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, '22: policy 1');
+  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 5 } }), 'drop', ['verify_missing', 'verify_dropped'], 1, '5: policy 1');
+});
+
+test('IPv6 behind extension headers is verified; past the walk limit it is counted malformed and passes', () => {
+  const v = new Verifier().policy(1).protect(443, 1);
+  expect(v, withOption({ ...v6, ipv6Ext: [{ type: 0 }, { type: 60 }] }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'valid');
+  expect(v, buildFrame({ ...v6, ipv6Ext: [{ type: 0 }] }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'missing');
+  const deep = Array.from({ length: 7 }, () => ({ type: 60 }));
+  expect(v, buildFrame({ ...v6, ipv6Ext: deep }), 'pass', ['verify_malformed'], 0, 'opaque');
+});
+
+// ---------------------------------------------------------------------------------------
+// Replay limit
+
+test('replay limit: the same flow and sequence number is accepted N times a second, then refused', async () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1, IngressActionCode.Enforce, 2);
+  const e = epochAt(Date.now(), EPOCH_SECONDS);
+  const syn = keyedSyn(v4, KEY, e);
+  const run = (what: string, want: Verdict, counters: Record<string, number>): void => {
+    const got = v.run('xdp', syn);
+    assert.equal(got.verdict, want, `${what}: verdict`);
+    assert.deepEqual(got.changed, counters, `${what}: counters`);
+  };
+  run('first', 'pass', { '1/1/verify_valid': 1 });
+  run('second', 'pass', { '1/1/verify_valid': 1 });
+  run('third within the second', 'drop', { '1/1/verify_replay': 1, '1/1/verify_dropped': 1 });
+  run('fourth', 'drop', { '1/1/verify_replay': 1, '1/1/verify_dropped': 1 });
+  // Another sequence number is another SYN.
+  const other = keyedSyn({ ...v4, tcp: { ...v4.tcp!, seq: 7 } }, KEY, e);
+  assert.deepEqual(v.run('tc', other).changed, { '1/1/verify_valid': 1 });
+  // A new one-second window.
+  await new Promise((r) => setTimeout(r, 1100));
+  run('after a second', 'pass', { '1/1/verify_valid': 1 });
+  assert.equal(v.maps.replay.keys().length, 2, 'two flows remembered');
+});
+
+test('replay limit: missing and invalid SYNs do not use up a flow\'s allowance; Monitor counts replays without dropping', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1, IngressActionCode.Monitor, 1);
+  const syn = keyedSyn(v4, KEY, epochAt(Date.now(), EPOCH_SECONDS));
+  assert.deepEqual(v.run('xdp', withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8)))).changed, { '1/1/verify_invalid': 1 });
+  assert.equal(v.maps.replay.keys().length, 0, 'invalid SYNs are not remembered');
+  assert.deepEqual(v.run('xdp', syn).changed, { '1/1/verify_valid': 1 });
+  const again = v.run('xdp', syn);
+  assert.equal(again.verdict, 'pass');
+  assert.deepEqual(again.changed, { '1/1/verify_replay': 1 });
+});
