@@ -1,0 +1,323 @@
+/**
+ * Runs fuzz cases through a BPF program with BPF_PROG_TEST_RUN and checks every output.
+ * A target names the object and program, installs its policy state and judges one run;
+ * the egress marker is the first target, the ingress verifier will be another.
+ *
+ * Counters are checked too: the model says which (ifindex, policy, counter) each case must
+ * bump, the expected totals are compared with nt_stats after every batch, and a batch that
+ * disagrees is run again one case at a time to name the case.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../native/binding.js';
+import { COUNTERS, decodeStatKey, sumPerCpu } from '../lib/abi.js';
+import { checkMarkerRun, type Violation } from './check.js';
+import { generateCase, type FuzzCase } from './generate.js';
+import { describeVerdict, markerVerdict, type CounterName, type Verdict } from './model.js';
+import { installWorld, type Device } from './world.js';
+
+export const DEFAULT_MARKER_OBJECT = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
+
+/** sizeof(struct __sk_buff) and the offsets of the fields test_run accepts that we set. */
+const SKB_CTX_SIZE = 192;
+const CTX_IFINDEX = 40;
+const CTX_GSO_SEGS = 164;
+const CTX_GSO_SIZE = 176;
+
+export interface CaseRun<V = Verdict> {
+  fuzzCase: FuzzCase;
+  device: Device;
+  verdict: V;
+  retval: number;
+  out: Buffer;
+  violations: Violation[];
+}
+
+/** A counter a verdict bumps on the case's device. */
+export interface CounterRef {
+  policyId: number;
+  counter: CounterName;
+}
+
+/**
+ * One program under test: its object, the state it runs against, the cases it gets and
+ * how a run is judged. The marker is one; the ingress verifier is another of the same shape
+ * (its own generator, with tokens right and wrong, and a check that no wrong one passes).
+ */
+export interface Target<V = Verdict> {
+  readonly name: string;
+  readonly objectPath: string;
+  readonly programName: string;
+  /** write the policy state into the freshly loaded object */
+  install(obj: NativeObject, devices: readonly Device[]): void;
+  /** case `index` of `seed`, for a run on `devices` devices */
+  generate(seed: number, index: number, devices: number): FuzzCase;
+  /** what the program must do with a case */
+  verdict(frame: Buffer, device: Device, c: FuzzCase): V;
+  /** a short name of the verdict's kind, for the run's tally */
+  kind(v: V): string;
+  /** the counters the verdict bumps, each by one */
+  counters(v: V): CounterRef[];
+  describe(v: V): string;
+  check(input: Buffer, verdict: V, retval: number, out: Buffer): Violation[];
+}
+
+export function markerTarget(objectPath = DEFAULT_MARKER_OBJECT): Target<Verdict> {
+  return {
+    name: 'marker',
+    objectPath,
+    programName: 'nt_mark_egress',
+    install: installWorld,
+    generate: generateCase,
+    verdict: (frame, device, c) => markerVerdict(frame, { device, gsoSegs: c.gsoSegs, gsoSize: c.gsoSize }),
+    kind: (v) => v.action,
+    counters: (v) => (v.action === 'pass' ? [] : v.action === 'skip' ? [{ policyId: v.policyId, counter: v.counter }] : [{ policyId: v.layout.policy.id, counter: 'marked' }]),
+    describe: describeVerdict,
+    check: checkMarkerRun,
+  };
+}
+
+/** "ifindex/policy/counter-name" -> packets, summed over CPUs. */
+export type Counters = Map<string, bigint>;
+
+export function counterKey(ifindex: number, policyId: number, counter: string): string {
+  return `${ifindex}/${policyId}/${counter}`;
+}
+
+export class Fuzzer<V = Verdict> {
+  private readonly obj: NativeObject;
+  private readonly prog: NativeProgram;
+  private readonly stats: NativeMap;
+  private closed = false;
+
+  /**
+   * Load the target's object with its maps pinned in a fresh directory under
+   * /sys/fs/bpf (removed by close()), and install its state for `devices`.
+   */
+  static open<T>(target: Target<T>, devices: readonly Device[]): Fuzzer<T> {
+    if (devices.length === 0 || devices[0]?.ifindex !== 1) throw new Error('the first fuzz device must be the loopback device (ifindex 1)');
+    const b = binding();
+    if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
+    const pinDir = `/sys/fs/bpf/netoken-fuzz-${process.pid}-${randomBytes(3).toString('hex')}`;
+    mkdirSync(pinDir, { mode: 0o700 });
+    try {
+      const obj = b.openObject(target.objectPath, { pinRoot: pinDir });
+      try {
+        target.install(obj, devices);
+        return new Fuzzer<T>(target, devices, pinDir, obj);
+      } catch (err) {
+        obj.close();
+        throw err;
+      }
+    } catch (err) {
+      rmSync(pinDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private constructor(
+    readonly target: Target<V>,
+    readonly devices: readonly Device[],
+    readonly pinDir: string,
+    obj: NativeObject,
+  ) {
+    this.obj = obj;
+    this.prog = obj.program(target.programName);
+    this.stats = obj.map('nt_stats');
+  }
+
+  generate(seed: number, index: number): FuzzCase {
+    return this.target.generate(seed, index, this.devices.length);
+  }
+
+  /** Run one case and check its output (not its counters: see fuzz()). */
+  runCase(c: FuzzCase): CaseRun<V> {
+    const device = this.devices[c.device] ?? this.devices[0]!;
+    let ctxIn: Buffer | undefined;
+    if (device.ifindex !== 1 || c.gsoSegs !== 0 || c.gsoSize !== 0) {
+      ctxIn = Buffer.alloc(SKB_CTX_SIZE);
+      ctxIn.writeUInt32LE(device.ifindex, CTX_IFINDEX);
+      ctxIn.writeUInt32LE(c.gsoSegs, CTX_GSO_SEGS);
+      ctxIn.writeUInt32LE(c.gsoSize, CTX_GSO_SIZE);
+    }
+    const verdict = this.target.verdict(c.frame, device, c);
+    let r: { retval: number; data: Buffer };
+    try {
+      r = this.prog.testRun({ data: c.frame, ...(ctxIn ? { ctxIn } : {}) });
+    } catch (err) {
+      // The kernel refused the input (a generator bug or a stricter kernel): report it like a failure, with the seed.
+      const e = err as Error & { code?: string };
+      return { fuzzCase: c, device, verdict, retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+    }
+    return { fuzzCase: c, device, verdict, retval: r.retval, out: r.data, violations: this.target.check(c.frame, verdict, r.retval, r.data) };
+  }
+
+  /** Every counter of the target's nt_stats map, summed over CPUs. */
+  counters(): Counters {
+    const out: Counters = new Map();
+    for (const k of this.stats.keys()) {
+      const { ifindex, policyId, counter } = decodeStatKey(k);
+      const v = this.stats.lookup(k);
+      if (v) out.set(counterKey(ifindex, policyId, COUNTERS[counter] ?? `counter${counter}`), sumPerCpu(v));
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stats.close();
+    this.prog.close();
+    this.obj.close();
+    rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+/** The counters a run must bump, as keys of Counters. */
+function expectedCounters<V>(f: Fuzzer<V>, run: CaseRun<V>): string[] {
+  return f.target.counters(run.verdict).map((c) => counterKey(run.device.ifindex, c.policyId, c.counter));
+}
+
+function diffCounters(before: Counters, after: Counters): Map<string, bigint> {
+  const d = new Map<string, bigint>();
+  for (const [k, v] of after) {
+    const n = v - (before.get(k) ?? 0n);
+    if (n !== 0n) d.set(k, n);
+  }
+  for (const [k, v] of before) if (!after.has(k)) d.set(k, -v);
+  return d;
+}
+
+const fmtCounts = (m: Map<string, bigint>): string => (m.size === 0 ? '{}' : `{${[...m].map(([k, v]) => `${k}: ${v}`).join(', ')}}`);
+
+export interface FuzzOptions<V = Verdict> {
+  seed: number;
+  count: number;
+  /** first case number (default 0) */
+  start?: number;
+  /** stop after this many failing cases (default 10) */
+  maxFailures?: number;
+  /** cases between counter checks (default 2048) */
+  batch?: number;
+  onFailure?: (run: CaseRun<V>) => void;
+  /** called after every batch with the cases done so far */
+  onProgress?: (done: number) => void;
+  /** polled between batches: true ends the run early */
+  shouldStop?: () => boolean;
+}
+
+export interface FuzzSummary {
+  target: string;
+  seed: number;
+  start: number;
+  /** cases run */
+  cases: number;
+  /** cases with at least one broken invariant */
+  failures: number;
+  /** broken invariants by name */
+  violations: Record<string, number>;
+  /** what the model expected, by kind (marker: pass, skip, mark) */
+  verdicts: Record<string, number>;
+  /** the target's counters after the run, summed over interfaces and policies, by name */
+  counters: Record<string, number>;
+  devices: Device[];
+  elapsedMs: number;
+  casesPerSecond: number;
+  stoppedEarly: boolean;
+}
+
+/** Run cases start..start+count-1 of `seed`, checking every output and, per batch, the counters. */
+export async function fuzz<V>(f: Fuzzer<V>, opts: FuzzOptions<V>): Promise<FuzzSummary> {
+  const start = opts.start ?? 0;
+  const maxFailures = opts.maxFailures ?? 10;
+  const batch = opts.batch ?? 2048;
+  const t0 = process.hrtime.bigint();
+  const violations: Record<string, number> = {};
+  const verdicts: Record<string, number> = {};
+  let failures = 0;
+  let done = 0;
+  let stoppedEarly = false;
+
+  const fail = (run: CaseRun<V>): void => {
+    failures++;
+    for (const v of run.violations) violations[v.invariant] = (violations[v.invariant] ?? 0) + 1;
+    opts.onFailure?.(run);
+  };
+
+  let expected = f.counters();
+  while (done < opts.count) {
+    const first = start + done;
+    let n = 0;
+    while (n < Math.min(batch, opts.count - done) && failures < maxFailures) {
+      const run = f.runCase(f.generate(opts.seed, first + n));
+      n++;
+      const kind = f.target.kind(run.verdict);
+      verdicts[kind] = (verdicts[kind] ?? 0) + 1;
+      for (const key of expectedCounters(f, run)) expected.set(key, (expected.get(key) ?? 0n) + 1n);
+      if (run.violations.length > 0) fail(run);
+    }
+    done += n;
+
+    const actual = f.counters();
+    if (diffCounters(expected, actual).size > 0) {
+      // Replay the batch one case at a time to find which ones count wrongly.
+      for (let i = 0; i < n && failures < maxFailures; i++) {
+        const before = f.counters();
+        const run = f.runCase(f.generate(opts.seed, first + i));
+        const got = diffCounters(before, f.counters());
+        const want = new Map<string, bigint>();
+        for (const key of expectedCounters(f, run)) want.set(key, (want.get(key) ?? 0n) + 1n);
+        if (diffCounters(want, got).size > 0) {
+          fail({ ...run, violations: [{ invariant: 'counter', detail: `counters changed by ${fmtCounts(got)}, want ${fmtCounts(want)}` }] });
+        }
+      }
+      expected = f.counters();
+    }
+    opts.onProgress?.(done);
+    if (failures >= maxFailures || opts.shouldStop?.()) {
+      stoppedEarly = done < opts.count;
+      break;
+    }
+    // Let signals and timers in between batches.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  const counters: Record<string, number> = {};
+  for (const [k, v] of f.counters()) {
+    const name = k.split('/')[2] ?? k;
+    counters[name] = (counters[name] ?? 0) + Number(v);
+  }
+  const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  return {
+    target: f.target.name,
+    seed: opts.seed,
+    start,
+    cases: done,
+    failures,
+    violations,
+    verdicts,
+    counters,
+    devices: [...f.devices],
+    elapsedMs: Math.round(elapsedMs),
+    casesPerSecond: Math.round(done / (elapsedMs / 1000)),
+    stoppedEarly,
+  };
+}
+
+/** A failing case as a person reads it: how to replay it, what broke, the bytes in and out. */
+export function formatFailure<V>(f: Fuzzer<V>, run: CaseRun<V>, replayHint: string): string {
+  const c = run.fuzzCase;
+  const lines = [
+    `FAIL seed=${c.seed} case=${c.index} target=${f.target.name}`,
+    ...run.violations.map((v) => `  invariant ${v.invariant}: ${v.detail}`),
+    `  replay:   ${replayHint} --replay ${c.seed}:${c.index}`,
+    `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
+    `  recipe:   ${c.recipe.join('; ')}`,
+    `  expected: ${f.target.describe(run.verdict)}`,
+    `  retval:   ${run.retval}`,
+    `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
+    `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,209 @@
+/**
+ * `node dist/src/fuzz/main.js`: the packet fuzzer (`npm run fuzz`). Feeds generated and
+ * mutated packets to the egress marker through BPF_PROG_TEST_RUN and checks every output;
+ * each failure prints `seed=<n> case=<i>`, replayable with `--replay <n>:<i>`.
+ *
+ *   --seed <n>          run seed (default: derived from the time, printed)
+ *   --count <n>         cases to run (default 100000)
+ *   --start <i>         first case number (default 0)
+ *   --replay <n>:<i>    run one case and print everything about it
+ *   --max-failures <n>  stop after this many failing cases (default 10)
+ *   --object <path>     marker object (default build/bpf/marker.bpf.o)
+ *   --no-netns          run in this network namespace: loopback only, the MTU check is not reached
+ *   --json              end with one JSON line: the run's summary
+ *
+ * By default the run re-executes itself (with the internal flag --in-netns) inside a
+ * private network namespace holding two small-MTU devices, removed afterwards (netns.ts).
+ *
+ * Needs root (BPF, network namespaces). Exit code 0 when every invariant held, 1 otherwise,
+ * 2 on a usage or setup error.
+ */
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { COUNTERS } from '../lib/abi.js';
+import { DEFAULT_MARKER_OBJECT, Fuzzer, formatFailure, fuzz, markerTarget, type CaseRun, type FuzzSummary } from './driver.js';
+import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
+
+const SCRIPT = fileURLToPath(import.meta.url);
+const DISPLAY = 'node dist/src/fuzz/main.js';
+
+class UsageError extends Error {}
+
+interface Config {
+  seed: number;
+  count: number;
+  start: number;
+  replay: { seed: number; index: number } | null;
+  maxFailures: number;
+  object: string;
+  netns: boolean;
+  json: boolean;
+  /** set by the parent when it re-executes itself inside the private namespace */
+  inNetns: boolean;
+}
+
+function nonNegInt(text: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (!/^\d+$/.test(text) || Number(text) > max) throw new UsageError(`${what} must be an integer from 0 to ${max}, got "${text}"`);
+  return Number(text);
+}
+
+function parseConfig(argv: string[]): Config {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seed: { type: 'string' },
+      count: { type: 'string' },
+      start: { type: 'string' },
+      replay: { type: 'string' },
+      'max-failures': { type: 'string' },
+      object: { type: 'string' },
+      'no-netns': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'in-netns': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(
+      `usage: ${DISPLAY} [--seed N] [--count N] [--start I] [--max-failures N] [--object PATH] [--no-netns] [--json]\n` +
+        `       ${DISPLAY} --replay SEED:CASE [--no-netns]\n`,
+    );
+    process.exit(0);
+  }
+  let replay: Config['replay'] = null;
+  if (values.replay !== undefined) {
+    const m = /^(\d+):(\d+)$/.exec(values.replay);
+    if (!m || m[1] === undefined || m[2] === undefined) throw new UsageError(`--replay wants SEED:CASE (e.g. 1234:56), got "${values.replay}"`);
+    replay = { seed: nonNegInt(m[1], 'the replay seed', 0xffffffff), index: nonNegInt(m[2], 'the replay case') };
+  }
+  const timeSeed = ((Date.now() % 0x100000000) ^ (process.pid << 12)) >>> 0;
+  return {
+    seed: values.seed !== undefined ? nonNegInt(values.seed, '--seed', 0xffffffff) : timeSeed,
+    count: values.count !== undefined ? nonNegInt(values.count, '--count') : 100000,
+    start: values.start !== undefined ? nonNegInt(values.start, '--start') : 0,
+    replay,
+    maxFailures: values['max-failures'] !== undefined ? Math.max(1, nonNegInt(values['max-failures'], '--max-failures')) : 10,
+    object: values.object ?? DEFAULT_MARKER_OBJECT,
+    netns: !values['no-netns'],
+    json: values.json === true,
+    inNetns: values['in-netns'] === true,
+  };
+}
+
+function replayHint(cfg: Config): string {
+  return cfg.netns ? DISPLAY : `${DISPLAY} --no-netns`;
+}
+
+function printSummary(s: FuzzSummary): void {
+  const out: string[] = [];
+  const last = s.start + s.cases - 1;
+  out.push(`fuzzed ${s.cases} packets (target ${s.target}, seed ${s.seed}, cases ${s.start}..${last}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ${s.casesPerSecond} cases/s`);
+  out.push(`devices: ${s.devices.map((d) => `${d.name} (ifindex ${d.ifindex}, mtu ${d.mtu})`).join(', ')}`);
+  out.push(`expected: ${Object.entries(s.verdicts).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  const names = COUNTERS.filter((n) => (s.counters[n] ?? 0) > 0 || n.startsWith('skipped_') || n === 'marked');
+  out.push(`counters: ${names.map((n) => `${n}=${s.counters[n] ?? 0}`).join(' ')}`);
+  if (s.failures === 0) out.push(s.stoppedEarly ? 'stopped early; no invariant broken so far' : 'every invariant held');
+  else out.push(`${s.failures} failing case(s)${s.stoppedEarly ? ' (stopped early)' : ''}: ${Object.entries(s.violations).map(([k, v]) => `${k} x${v}`).join(', ')}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+function printReplay<V>(f: Fuzzer<V>, run: CaseRun<V>, cfg: Config): void {
+  if (run.violations.length > 0) {
+    process.stdout.write(formatFailure(f, run, replayHint(cfg)) + '\n');
+    return;
+  }
+  const c = run.fuzzCase;
+  process.stdout.write(
+    [
+      `ok seed=${c.seed} case=${c.index}: every invariant held`,
+      `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
+      `  recipe:   ${c.recipe.join('; ')}`,
+      `  expected: ${f.target.describe(run.verdict)}`,
+      `  retval:   ${run.retval}`,
+      `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
+      `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
+    ].join('\n') + '\n',
+  );
+}
+
+async function inside(cfg: Config): Promise<number> {
+  const devices = discoverDevices(cfg.inNetns ? MTU_DEVICES.map((d) => d.name) : []);
+  const f = Fuzzer.open(markerTarget(cfg.object), devices);
+  let stop = false;
+  const onSignal = (): void => {
+    stop = true;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    if (cfg.replay) {
+      const run = f.runCase(f.generate(cfg.replay.seed, cfg.replay.index));
+      printReplay(f, run, cfg);
+      return run.violations.length > 0 ? 1 : 0;
+    }
+    process.stdout.write(`fuzzing the ${f.target.name}: seed=${cfg.seed} count=${cfg.count} (replay a case with: ${replayHint(cfg)} --replay ${cfg.seed}:<case>)\n`);
+    let nextReport = 100000;
+    const t0 = Date.now();
+    const summary = await fuzz(f, {
+      seed: cfg.seed,
+      count: cfg.count,
+      start: cfg.start,
+      maxFailures: cfg.maxFailures,
+      onFailure: (run) => process.stdout.write(formatFailure(f, run, replayHint(cfg)) + '\n'),
+      onProgress: (done) => {
+        if (done >= nextReport && done < cfg.count) {
+          process.stderr.write(`  ${done} cases, ${Math.round(done / ((Date.now() - t0) / 1000))} cases/s\n`);
+          nextReport += 100000;
+        }
+      },
+      shouldStop: () => stop,
+    });
+    printSummary(summary);
+    if (cfg.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    // Interrupted without a failure: not a pass.
+    return summary.failures > 0 ? 1 : stop ? 130 : 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    f.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let cfg: Config;
+  try {
+    cfg = parseConfig(argv);
+  } catch (err) {
+    process.stderr.write(`fuzz: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('fuzz: run as root (it loads BPF programs and makes a network namespace)\n');
+    return 2;
+  }
+  try {
+    if (cfg.netns && !cfg.inNetns) {
+      // The child gets the seed explicitly, so that a time-derived one is the same on both sides.
+      return await runInPrivateNetns([SCRIPT, ...withoutSeed(argv), '--seed', String(cfg.seed), '--in-netns']);
+    }
+    return await inside(cfg);
+  } catch (err) {
+    process.stderr.write(`fuzz: ${(err as Error).message}\n`);
+    return 2;
+  }
+}
+
+/** `argv` without any `--seed N` or `--seed=N`. */
+function withoutSeed(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    if (a === '--seed') i++;
+    else if (!a.startsWith('--seed=')) out.push(a);
+  }
+  return out;
+}
+
+process.exitCode = await main(process.argv.slice(2));
