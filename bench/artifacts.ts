@@ -1,0 +1,52 @@
+/**
+ * The built things the benchmarks use, where they are, and building the benchmark-only
+ * ones (bench/Makefile) on demand. Rows for parts that are not built yet ask here.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT } from './report.js';
+
+export interface ProgRef {
+  object: string;
+  program: string;
+}
+
+const bpfObj = (name: string): string => path.join(ROOT, 'build/bpf', name);
+const benchOut = (name: string): string => path.join(ROOT, 'build/bench', name);
+
+export const MARKER: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_mark_egress' };
+export const MARKER_MARK_RESTORE: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_mark_restore' };
+export const MARKER_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_restore_only' };
+export const SEED: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_egress' };
+export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_mark_restore' };
+export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };
+export const TC_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'tc_noop' };
+export const XDP_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'xdp_pass' };
+/** The ingress verifier's XDP entry point. */
+export const VERIFIER: ProgRef = { object: bpfObj('verifier.bpf.o'), program: 'nt_verify_xdp' };
+
+export const NETBENCH = benchOut('netbench');
+
+/** null when the ingress verifier is built, else why its rows are not available. */
+export function verifierMissing(): string | null {
+  return existsSync(VERIFIER.object) ? null : `the ingress verifier is not built yet (${path.relative(ROOT, VERIFIER.object)} missing)`;
+}
+
+/**
+ * Builds the benchmark-only artefacts (bench/Makefile; a no-op when they are up to date) and
+ * checks that the project's own build (`npm run build`) has produced what the benchmarks load.
+ */
+export function ensureBuilt(): void {
+  const needed = [MARKER.object, TC_NOOP.object, path.join(ROOT, 'build/Release/netoken_native.node')];
+  const absent = needed.filter((f) => !existsSync(f));
+  if (absent.length > 0) {
+    throw new Error(`${absent.map((f) => path.relative(ROOT, f)).join(', ')} missing: run \`npm run build\` first (\`npm run bench\` does)`);
+  }
+  try {
+    execFileSync('make', ['-s', '-C', path.join(ROOT, 'bench')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim() ?? '';
+    throw new Error(`building the benchmarks failed (make -C bench): ${stderr || String(err)}`);
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * `npm run bench`: every benchmark, a table on stdout, and the recorded results in
+ * bench/results/latest.json and bench/results/latest.md (the README links the latter).
+ *
+ *   node dist/bench/run.js [--only packet|connections] [--repeat N] [--runs N]
+ *                          [--seconds S] [--parallel N] [--out DIR] [--quick]
+ *
+ * --quick runs everything with tiny counts, to see that it works; its numbers mean nothing,
+ * so it writes nothing unless --out is given.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { binding } from '../src/native/binding.js';
+import { runConnectionBench, type ConnectionBenchOptions } from './connections.js';
+import { runPacketBench, type PacketBenchOptions } from './packet.js';
+import { ROOT, describeMachine, loadAverage, textTable, writeResults, type Figure, type Results } from './report.js';
+
+export interface BenchOptions {
+  packet: Omit<PacketBenchOptions, 'log'> | null;
+  connections: Omit<ConnectionBenchOptions, 'log'> | null;
+  log?: (line: string) => void;
+}
+
+export const DEFAULTS: { packet: Omit<PacketBenchOptions, 'log'>; connections: Omit<ConnectionBenchOptions, 'log'> } = {
+  // 9 runs: the interval of the median then leaves out the lowest and the highest run.
+  packet: { repeat: 1_000_000, runs: 9, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
+  // Short runs, many of them: the configurations alternate every second, so a change in the
+  // load of a shared machine hits both sides of most pairs.
+  connections: { seconds: 1, runs: 15, parallel: 4 },
+};
+
+export const QUICK: typeof DEFAULTS = {
+  packet: { repeat: 1000, runs: 1, prefixCounts: [1, 100], singleShots: 11 },
+  connections: { seconds: 0.3, runs: 1, parallel: 2 },
+};
+
+export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
+  const log = opts.log ?? ((): void => undefined);
+  const started = new Date();
+  const loadStart = loadAverage();
+  const figures: Figure[] = [];
+  const details: Record<string, unknown> = {};
+  const remarks: string[] = [];
+  if (opts.packet) {
+    const r = await runPacketBench({ ...opts.packet, log });
+    figures.push(...r.figures);
+    details.packet = r.details;
+    remarks.push(...r.remarks);
+  }
+  if (opts.connections) {
+    const r = await runConnectionBench({ ...opts.connections, log });
+    figures.push(...r.figures);
+    details.connections = r.details;
+    remarks.push(...r.remarks);
+  }
+  return {
+    startedAt: started.toISOString(),
+    durationSeconds: (Date.now() - started.getTime()) / 1000,
+    machine: describeMachine(binding().libbpfVersion(), loadStart),
+    parameters: { packet: opts.packet, connections: opts.connections },
+    figures,
+    details,
+    remarks,
+  };
+}
+
+function positive(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!(n > 0)) throw new Error(`--${name} must be a positive number, got "${text}"`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      repeat: { type: 'string' },
+      runs: { type: 'string' },
+      seconds: { type: 'string' },
+      parallel: { type: 'string' },
+      out: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+    },
+  });
+  if (values.only !== undefined && values.only !== 'packet' && values.only !== 'connections') {
+    throw new Error(`--only must be "packet" or "connections", got "${values.only}"`);
+  }
+  const base = values.quick ? QUICK : DEFAULTS;
+  const packet = {
+    ...base.packet,
+    repeat: Math.round(positive('repeat', values.repeat, base.packet.repeat)),
+    runs: Math.round(positive('runs', values.runs, base.packet.runs)),
+  };
+  const connections = {
+    ...base.connections,
+    seconds: positive('seconds', values.seconds, base.connections.seconds),
+    runs: Math.round(positive('runs', values.runs, base.connections.runs)),
+    parallel: Math.round(positive('parallel', values.parallel, base.connections.parallel)),
+  };
+  const results = await runBenchmarks({
+    packet: values.only === 'connections' ? null : packet,
+    connections: values.only === 'packet' ? null : connections,
+    log: (line) => console.error(`bench: ${line}`),
+  });
+  const m = results.machine;
+  console.log(
+    `\n${m.cpuModel}, ${m.nproc} CPUs, kernel ${m.kernel}, load average ${m.loadAverageStart.join(' ')} -> ${m.loadAverageEnd.join(' ')}; ` +
+      `${Math.round(results.durationSeconds)} s\n`,
+  );
+  console.log(textTable(results.figures));
+  if (results.remarks.length > 0) console.log(`\n${results.remarks.map((l) => `- ${l}`).join('\n')}`);
+  const out = values.out ?? (values.quick ? undefined : path.join(ROOT, 'bench/results'));
+  if (out) {
+    const files = writeResults(out, results);
+    console.log(`\nwrote ${path.relative(process.cwd(), files.json)} and ${path.relative(process.cwd(), files.md)}`);
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
+}

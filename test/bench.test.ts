@@ -1,0 +1,88 @@
+/**
+ * `npm run bench` end to end with tiny counts: every benchmark runs, every row is either
+ * measured or listed as not yet available, and both result files are written. Nothing here
+ * looks at speed: the numbers of a run this short mean nothing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { QUICK, runBenchmarks } from '../bench/run.js';
+import { writeResults, type Results } from '../bench/report.js';
+
+test('the benchmarks run and record every row, measured or not yet available', async () => {
+  const results = await runBenchmarks(QUICK);
+  const dir = mkdtempSync(path.join(tmpdir(), 'nttest-bench-'));
+  try {
+    const files = writeResults(dir, results);
+    const rows = results.figures;
+    const find = (group: string, benchmark: RegExp, config?: string): Results['figures'] =>
+      rows.filter((f) => f.group === group && benchmark.test(f.benchmark) && (config === undefined || f.config === config));
+
+    // Per packet: every case at every trie size.
+    for (const config of ['1 prefix', '100 prefixes']) {
+      for (const [name, baseline] of [
+        [/^no-op tc program$/, null],
+        [/^marker, non-SYN/, 'no-op tc program'],
+        [/^marker, SYN no policy covers$/, 'no-op tc program'],
+        [/^seed's algorithm/, null],
+        [/^marker, SYN it marks \(static token\)$/, "seed's algorithm (C port), SYN it marks"],
+        [/^no-op XDP program$/, null],
+      ] as const) {
+        const got = find('per packet', name, config);
+        assert.equal(got.length, 1, `per packet ${name} at ${config}: got ${got.length} rows, want 1`);
+        const f = got[0]!;
+        assert.ok(f.value !== null && f.value > 0, `${f.benchmark} at ${config}: got value ${f.value}, want a positive ns/packet`);
+        assert.equal(f.unit, 'ns/packet');
+        assert.equal(f.runs.length, QUICK.packet.runs, `${f.benchmark}: runs recorded`);
+        assert.equal(f.baseline?.benchmark ?? null, baseline, `${f.benchmark}: baseline`);
+        if (baseline) assert.ok(f.ratio !== null && f.ratio > 0, `${f.benchmark}: got ratio ${f.ratio}, want a positive number`);
+      }
+    }
+    const targets = find('per packet', /^marker, non-SYN/, '1 prefix')[0]!;
+    assert.deepEqual(targets.target, { kind: 'at most', ratio: 1.15 });
+    assert.ok(['pass', 'FAIL', 'inconclusive'].includes(targets.verdict), `a row with a target gets a verdict, got ${targets.verdict}`);
+
+    // Rows for parts that are not built yet: listed, never given a number.
+    for (const f of rows.filter((x) => x.verdict === 'not yet available')) {
+      assert.equal(f.value, null, `${f.benchmark}: an unavailable row has no value`);
+      assert.equal(f.ratio, null);
+      assert.ok(f.note && f.note.length > 0, `${f.benchmark}: an unavailable row says why`);
+    }
+    for (const name of [/keyed token/, /^verifier, non-SYN/, /^verifier, SYN with a valid token$/, /^verifier, SYN with an invalid token/]) {
+      assert.equal(find('per packet', name).length, QUICK.packet.prefixCounts.length, `per packet ${name}: one row per trie size (measured or not yet available)`);
+    }
+
+    // Connections: both modes for every configuration, bulk with and without the marker.
+    for (const mode of [/1 client thread/, /2 client threads/]) {
+      for (const config of ['no hook', 'marker']) {
+        const got = find('connection rate', mode, config);
+        assert.equal(got.length, 1, `connection rate ${mode} ${config}: got ${got.length} rows`);
+        assert.ok(got[0]!.value !== null && got[0]!.value > 0, `connection rate ${mode} ${config}: got ${got[0]!.value}`);
+      }
+      assert.equal(find('connection rate', mode, 'marker + verifier (Enforce)').length, 1);
+      assert.deepEqual(find('connection rate', mode, 'marker')[0]!.target, { kind: 'at least', ratio: 0.95 });
+    }
+    for (const config of ['no hook', 'marker']) {
+      const got = find('bulk throughput', /one established connection/, config);
+      assert.equal(got.length, 1, `bulk ${config}: got ${got.length} rows`);
+      assert.ok(got[0]!.value !== null && got[0]!.value > 0, `bulk ${config}: got ${got[0]!.value} Gbit/s`);
+    }
+    const opened = (results.details.connections as { connectionsOpened: Record<string, number> }).connectionsOpened;
+    const marked = (results.details.connections as { counters: Record<string, Record<string, number>> }).counters.marker?.marked ?? 0;
+    assert.ok(marked >= (opened.marker ?? Infinity), `the marker marked ${marked} SYNs for ${opened.marker} connections`);
+
+    // The machine and both files.
+    assert.ok(results.machine.nproc > 0 && results.machine.kernel.length > 0 && results.machine.loadAverageStart.length === 3);
+    const json = JSON.parse(readFileSync(files.json, 'utf8')) as Results;
+    assert.equal(json.figures.length, rows.length, 'latest.json holds every row');
+    const md = readFileSync(files.md, 'utf8');
+    assert.match(md, /\| benchmark \| config \| value \(unit\) \| baseline \| ratio \| target \| verdict \|/);
+    assert.equal(md.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| benchmark')).length, rows.length, 'latest.md has one table line per row');
+    assert.match(md, /not yet available/);
+    assert.match(md, new RegExp(`${results.machine.nproc} CPUs`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
