@@ -181,7 +181,9 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     const policyFile = path.join(dir, `${who}-policy.yaml`);
     writeFileSync(policyFile, policy, { mode: 0o600 });
     say(`\n${who} policy (${policyFile}):`);
-    for (const l of policy.split('\n').filter((x) => x && !x.startsWith('#'))) say(`  ${l}`);
+    // Key material stays in the 0600 file; the screen shows only its size.
+    const shown = policy.replace(/(current|previous): ([A-Za-z0-9+/=]+)/g, (_m, k: string, v: string) => `${k}: <${Buffer.from(v, 'base64').length} bytes, in ${path.basename(policyFile)}>`);
+    for (const l of shown.split('\n').filter((x) => x && !x.startsWith('#'))) say(`  ${l}`);
     const log: string[] = [];
     const agent = spawnIn(a.ns, [process.execPath, bin, 'agent', '--policy-file', policyFile, '--state-dir', a.stateDir, '--run-dir', a.runDir, '--log-format', 'text']);
     agent.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
