@@ -13,8 +13,10 @@ import { startCapture } from '../lib/capture.js';
 import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { agentKubeconfig, installChartRbac } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { agentKubeconfig, installChartRbac, operatorKubeconfig } from './chart.js';
+import { TestCluster, repoRoot } from './cluster.js';
+import { run } from '../lib/netns.js';
 
 const NS = 'netoken-system';
 const NODE = 'node-a';
@@ -43,6 +45,9 @@ describe('agent in cluster mode', () => {
   let bridge: LoopbackBridge;
   let agent: AgentRun;
   let server: TcpServer;
+  let operator: ChildProcess;
+  let operatorLog = '';
+  const OPERATOR_METRICS = 18000 + (process.pid % 20000);
   /** the server on the port the policy marks after the edit */
   let server2: TcpServer;
 
@@ -96,9 +101,30 @@ data: {current: ${KEY.toString('base64')}}
     const kubeconfig = await agentKubeconfig(cluster, NODE, NS);
     agent = agentIn(topo.client.ns, 'k8s');
     await agent.startCluster(kubeconfig, NODE, NS);
+    // The operator as a real process, with the chart's RBAC: it rolls node reports up into policy status.
+    const opKubeconfig = await operatorKubeconfig(cluster, NS);
+    operator = spawn(process.execPath, [
+      'bin/netoken.js', 'operator', `--kubeconfig=${opKubeconfig}`, `--namespace=${NS}`,
+      `--metrics-address=127.0.0.1:${OPERATOR_METRICS}`, '--finalizer-timeout=30s', '--log-format=json',
+    ], { cwd: repoRoot, env: { ...process.env, POD_NAME: 'op-e2e' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const st of [operator.stdout, operator.stderr]) st?.on('data', (d: Buffer) => (operatorLog += d.toString()));
   });
 
+  type PolicyStatus = { status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[]; nodes?: { selected: number; ready: number; failed: number }; failedNodes?: { node: string; reason: string; message: string }[] } };
+  const waitPolicy = async (name: string, pred: (p: PolicyStatus) => boolean, what: string, ms = 30_000): Promise<PolicyStatus> => {
+    const end = Date.now() + ms;
+    let last: PolicyStatus | null = null;
+    while (Date.now() < end) {
+      const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'json']);
+      last = r.code === 0 ? (JSON.parse(r.stdout) as PolicyStatus) : null;
+      if (last && pred(last)) return last;
+      await new Promise((res) => setTimeout(res, 300));
+    }
+    throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(last?.status)}\noperator log:\n${operatorLog.slice(-3000)}`);
+  };
+
   after(async () => {
+    operator?.kill('SIGTERM');
     await agent?.cleanup();
     await server?.stop();
     await server2?.stop();
@@ -118,6 +144,9 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]
     assert.equal(st.status?.policies?.[0]?.generation, 1);
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
+    const p = await waitPolicy('web', (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', 'web Ready');
+    assert.deepEqual(p.status?.nodes, { selected: 1, ready: 1, failed: 0 });
+    assert.equal(p.status?.observedGeneration, 1);
   });
 
   test('an edit applies: the generation moves and the new port is marked', async () => {
@@ -140,7 +169,10 @@ egress: {}`));
     assert.equal(ghost?.errors?.[0]?.reason, 'InterfaceNotFound');
     assert.match(ghost!.errors![0]!.message, /nosuchif0/);
     assert.equal(st.status?.policies?.find((p) => p.name === 'web')?.interfaces[0]?.state, 'Attached', 'web unaffected');
-    await cluster.kubectlOk(['delete', 'tokenpolicy', 'ghost']);
+    const g = await waitPolicy('ghost', (x) => x.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True', 'ghost Degraded');
+    assert.equal(g.status?.failedNodes?.[0]?.node, NODE);
+    assert.match(JSON.stringify(g.status?.failedNodes), /nosuchif0/, 'the reason names the interface');
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'ghost', '--wait=false']);
     await waitNodeState((s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'False', 'not degraded after delete');
   });
 
@@ -164,6 +196,20 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
     }
   });
 
+  test('keys never appear in metrics, logs or status', async () => {
+    const agentMetrics = await run('nsenter', [`--net=/var/run/netns/${topo.client.ns}`, '--', process.execPath, '-e',
+      'fetch("http://127.0.0.1:9090/metrics").then(r => r.text()).then(t => process.stdout.write(t))']);
+    assert.match(agentMetrics.stdout, /netoken_packets_total\{policy="web",interface="[^"]+",reason="marked"\} [1-9]/);
+    const opMetrics = await (await fetch(`http://127.0.0.1:${OPERATOR_METRICS}/metrics`)).text();
+    const statuses = await cluster.kubectlOk(['get', 'tokenpolicies,tokennodestates', '-o', 'json']);
+    const events = await cluster.kubectlOk(['get', 'events', '-A', '-o', 'json']);
+    for (const [where, text] of [['agent metrics', agentMetrics.stdout], ['operator metrics', opMetrics], ['agent log', agent.log()], ['operator log', operatorLog], ['status', statuses], ['events', events]] as const) {
+      for (const enc of [KEY.toString('hex'), KEY.toString('base64'), KEY.toString('base64url')]) {
+        assert.ok(!text.includes(enc), `the key appears in ${where}`);
+      }
+    }
+  });
+
   test('a node label change moves the policy off the node and back', async () => {
     await cluster.kubectlOk(['label', 'node', NODE, 'role-']);
     await waitNodeState((s) => (s.status?.policies ?? []).length === 0, 'policy off the node');
@@ -173,10 +219,12 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
     assert.equal((await kernelHooks(topo.client.ns, topo.client.dev)).tcx.length, 1);
   });
 
-  test('delete → hooks gone and the node reports nothing', async () => {
-    await cluster.kubectlOk(['delete', 'tokenpolicy', 'web']);
+  test('delete → hooks gone, the node reports nothing, the finalizer is released', async () => {
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'web', '--wait=false']);
     await waitNodeState((s) => (s.status?.policies ?? []).length === 0, 'policy removed');
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, []);
-    assert.ok(!agent.log().includes(KEY.toString('base64')) && !agent.log().includes(KEY.toString('hex')), 'the key never appears in the log');
+    const end = Date.now() + 30_000;
+    while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 300));
+    assert.notEqual((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code, 0, `the finalizer was released\n${operatorLog.slice(-2000)}`);
   });
 });
