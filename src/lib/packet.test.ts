@@ -10,17 +10,16 @@ import {
   ipv4HeaderChecksum,
   parseFrame,
   parseTcpOptions,
-  readPcap,
   tcpChecksum,
   tcpPseudoHeaderSeed,
   tokenOption,
-  writePcap,
   ETH_P_ARP,
   IPPROTO_TCP,
   IPPROTO_UDP,
   TCP_ACK,
   TCP_SYN,
 } from './packet.js';
+import { parsePcap, toEthernet, writePcap } from './pcap.js';
 
 /** MSS 1460, SACK-permitted, timestamps, NOP, window scale 7: what Linux puts in a SYN (20 bytes). */
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
@@ -84,7 +83,8 @@ test('checksums agree with an RFC 1071 example and with tcpdump', () => {
     // And the frames come back byte for byte through a pcap tcpdump itself wrote.
     const copy = path.join(dir, 'copy.pcap');
     execFileSync('tcpdump', ['-r', file, '-w', copy], { stdio: 'ignore' });
-    const back = readPcap(readFileSync(copy)).map((r) => r.frame);
+    const cap = parsePcap(readFileSync(copy));
+    const back = cap.packets.map((r) => toEthernet(cap.linkType, r.data));
     assert.deepEqual(back, frames);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 /**
  * Ethernet / IPv4 / IPv6 / TCP frames as bytes: a builder for crafted test packets and a
  * parser that re-checks every checksum on its own. Used by the BPF packet tests, the demo
- * and anything that reads frames captured by tcpdump (Ethernet link type, see readPcap).
+ * and anything that reads frames captured by tcpdump (see pcap.ts).
  */
 import { formatIp, parseIp } from './cidr.js';
 
@@ -527,66 +527,4 @@ export function tokenOption(kind: number, exid: number, value: Buffer): Buffer {
   o.writeUInt16BE(exid, 2);
   value.copy(o, 4);
   return o;
-}
-
-export interface PcapRecord {
-  /** capture time in seconds since the epoch (fractional) */
-  time: number;
-  /** original length on the wire */
-  wireLength: number;
-  frame: Buffer;
-}
-
-/** Read a classic pcap file (tcpdump -w) with Ethernet link type; throws on anything else. */
-export function readPcap(file: Buffer): PcapRecord[] {
-  if (file.length < 24) throw new Error('not a pcap file: shorter than its 24-byte header');
-  const magicLE = file.readUInt32LE(0);
-  let le: boolean;
-  let nanos: boolean;
-  if (magicLE === 0xa1b2c3d4 || magicLE === 0xa1b23c4d) {
-    le = true;
-    nanos = magicLE === 0xa1b23c4d;
-  } else {
-    const magicBE = file.readUInt32BE(0);
-    if (magicBE !== 0xa1b2c3d4 && magicBE !== 0xa1b23c4d) {
-      throw new Error('not a classic pcap file (pcapng is not supported: capture with tcpdump -w, not -w ... --pcapng)');
-    }
-    le = false;
-    nanos = magicBE === 0xa1b23c4d;
-  }
-  const u32 = (o: number): number => (le ? file.readUInt32LE(o) : file.readUInt32BE(o));
-  const linkType = u32(20) & 0x0fffffff;
-  if (linkType !== 1) throw new Error(`pcap link type ${linkType} is not Ethernet (1): capture on an Ethernet interface, not "any"`);
-  const records: PcapRecord[] = [];
-  let off = 24;
-  while (off + 16 <= file.length) {
-    const sec = u32(off);
-    const frac = u32(off + 4);
-    const capLen = u32(off + 8);
-    const wireLength = u32(off + 12);
-    off += 16;
-    if (off + capLen > file.length) break;
-    records.push({ time: sec + frac / (nanos ? 1e9 : 1e6), wireLength, frame: Buffer.from(file.subarray(off, off + capLen)) });
-    off += capLen;
-  }
-  return records;
-}
-
-/** Write frames as a classic little-endian microsecond pcap file with Ethernet link type. */
-export function writePcap(frames: readonly Buffer[], startTime = 0): Buffer {
-  const header = Buffer.alloc(24);
-  header.writeUInt32LE(0xa1b2c3d4, 0);
-  header.writeUInt16LE(2, 4);
-  header.writeUInt16LE(4, 6);
-  header.writeUInt32LE(262144, 16);
-  header.writeUInt32LE(1, 20);
-  const parts: Buffer[] = [header];
-  frames.forEach((frame, i) => {
-    const rec = Buffer.alloc(16);
-    rec.writeUInt32LE(Math.floor(startTime) + i, 0);
-    rec.writeUInt32LE(frame.length, 8);
-    rec.writeUInt32LE(frame.length, 12);
-    parts.push(rec, frame);
-  });
-  return Buffer.concat(parts);
 }

@@ -161,3 +161,22 @@ export function toEthernet(linkType: number, frame: Buffer): Buffer {
   eth.writeUInt16BE(protocol, 12);
   return Buffer.concat([eth, payload]);
 }
+
+/** Write frames as a classic little-endian microsecond pcap file with Ethernet link type. */
+export function writePcap(frames: readonly Buffer[], startTime = 0): Buffer {
+  const header = Buffer.alloc(24);
+  header.writeUInt32LE(MAGIC_MICRO, 0);
+  header.writeUInt16LE(2, 4);
+  header.writeUInt16LE(4, 6);
+  header.writeUInt32LE(262144, 16);
+  header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
+  const parts: Buffer[] = [header];
+  frames.forEach((frame, i) => {
+    const rec = Buffer.alloc(16);
+    rec.writeUInt32LE(Math.floor(startTime) + i, 0);
+    rec.writeUInt32LE(frame.length, 8);
+    rec.writeUInt32LE(frame.length, 12);
+    parts.push(rec, frame);
+  });
+  return Buffer.concat(parts);
+}

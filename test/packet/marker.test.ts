@@ -15,11 +15,11 @@ import { BindBit, COUNTERS, encodeClock, encodeEgressRule, encodeLpmKey, encodeP
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import { measureClock } from '../../src/agent/datapath.js';
 import { parseCidr } from '../../src/lib/cidr.js';
+import { parsePcap, toEthernet } from '../../src/lib/pcap.js';
 import {
   buildFrame,
   findTokenOption,
   parseFrame,
-  readPcap,
   tokenOption,
   ETH_P_ARP,
   IPPROTO_ICMP,
@@ -617,7 +617,8 @@ async function capture(ns: string, dev: string, file: string, count: number, act
   } finally {
     if (dump.exitCode === null) dump.kill('SIGINT');
   }
-  return readPcap(readFileSync(file)).map((r) => r.frame);
+  const cap = parsePcap(readFileSync(file));
+  return cap.packets.map((r) => toEthernet(cap.linkType, r.data));
 }
 
 /** connect() from `ns`; 'refused' means the peer's stack accepted our SYN and answered RST. */
