@@ -74,7 +74,7 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
       out.policies.set(p.metadata.name, p);
     } catch (err) {
       if (err instanceof PolicyError) {
-        out.errors.push({ where: err.object, message: err.fields.map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ') });
+        out.errors.push({ where: err.object, message: err.detail });
       } else {
         out.errors.push({ where, message: (err as Error).message });
       }

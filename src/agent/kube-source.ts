@@ -97,7 +97,7 @@ export class KubeSource implements PolicySource {
         this.lastGood.set(name, p);
         policies.push(p);
       } catch (err) {
-        const msg = err instanceof PolicyError ? err.fields.map((f) => `${f.path}: ${f.message}`).join('; ') : (err as Error).message;
+        const msg = err instanceof PolicyError ? err.detail : (err as Error).message;
         documentErrors.push({ where: `TokenPolicy "${name}"`, message: msg });
         const last = this.lastGood.get(name);
         if (last) policies.push(last);

@@ -19,13 +19,22 @@ export interface FieldError {
   message: string;
 }
 
+function formatFields(fields: readonly FieldError[]): string {
+  return fields.map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ');
+}
+
 export class PolicyError extends Error {
   constructor(
     readonly object: string,
     readonly fields: FieldError[],
   ) {
-    super(`${object}: ${fields.map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ')}`);
+    super(`${object}: ${formatFields(fields)}`);
     this.name = 'PolicyError';
+  }
+
+  /** The field errors as one line, without the object prefix. */
+  get detail(): string {
+    return formatFields(this.fields);
   }
 }
 

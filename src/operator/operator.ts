@@ -343,7 +343,7 @@ export class Operator {
     try {
       policy = validatePolicy(raw, `TokenPolicy "${name}"`);
     } catch (err) {
-      const message = err instanceof PolicyError ? err.fields.map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ') : describeError(err);
+      const message = err instanceof PolicyError ? err.detail : describeError(err);
       problem = { reason: 'InvalidPolicy', message, degraded: true };
     }
 
