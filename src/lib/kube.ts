@@ -4,7 +4,7 @@
  * re-lists on 410 Gone but stops on any other error; this wrapper restarts it with
  * backoff and re-lists periodically so a silently lost watch cannot go unnoticed.
  */
-import { KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 import type { Logger } from './log.js';
 
 export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {
@@ -130,10 +130,31 @@ export class Watched<T extends KubernetesObject> {
   }
 }
 
-/** A short, secret-free description of a client or HTTP error. */
+/** The Status an API error carries: its reason and message, when the body is one. */
+export function apiStatus(err: ApiException<unknown>): { reason?: string; message?: string } {
+  try {
+    const s = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body) as { reason?: unknown; message?: unknown } | null;
+    return {
+      reason: typeof s?.reason === 'string' ? s.reason : undefined,
+      message: typeof s?.message === 'string' ? s.message.slice(0, 500) : undefined,
+    };
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * A short, secret-free description of a client or HTTP error. client-node's ApiException
+ * carries the whole response in its message; for one, only the HTTP status and the Status
+ * reason and message are kept.
+ */
 export function describeError(err: unknown): string {
+  if (err instanceof ApiException) {
+    const s = apiStatus(err);
+    return `HTTP ${err.code}${s.reason ? ` ${s.reason}` : ''}${s.message ? `: ${s.message}` : ''}`;
+  }
   if (err && typeof err === 'object') {
-    const e = err as { code?: unknown; message?: unknown; body?: unknown; statusCode?: unknown };
+    const e = err as { code?: unknown; message?: unknown };
     const code = typeof e.code === 'number' || typeof e.code === 'string' ? ` (${String(e.code)})` : '';
     const msg = typeof e.message === 'string' ? e.message : String(err);
     return `${msg.split('\n')[0]?.slice(0, 300)}${code}`;

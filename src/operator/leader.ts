@@ -10,7 +10,7 @@
 import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
 import { hostname } from 'node:os';
 import type { Logger } from '../lib/log.js';
-import { errorText } from './errors.js';
+import { describeError } from '../lib/kube.js';
 
 export interface LeaderOptions {
   kc: KubeConfig;
@@ -116,7 +116,7 @@ export class LeaderElector {
     try {
       ok = await Promise.race([this.tryAcquireOrRenew(), timeout]);
     } catch (err) {
-      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', { error: errorText(err) });
+      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', { error: describeError(err) });
     } finally {
       clearTimeout(timer);
     }
@@ -221,7 +221,7 @@ export class LeaderElector {
       });
       this.log.info('released the leader Lease');
     } catch (err) {
-      this.log.warn('releasing the leader Lease failed; a standby takes over when it runs out', { error: errorText(err) });
+      this.log.warn('releasing the leader Lease failed; a standby takes over when it runs out', { error: describeError(err) });
     }
   }
 }

@@ -17,7 +17,7 @@ import { Watched, describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy } from '../lib/types.js';
-import { apiErrorText, secretError } from './errors.js';
+import { secretError } from './errors.js';
 import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
 import type { Probe } from '../lib/http.js';
 import { Heartbeat } from './health.js';
@@ -308,7 +308,7 @@ export class Operator {
       if (kind === 'policy') return await this.reconcilePolicy(name);
       if (kind === 'nodestate') return await this.reconcileNodeState(name);
     } catch (err) {
-      throw err instanceof ApiException ? new Error(apiErrorText(err)) : err;
+      throw err instanceof ApiException ? new Error(describeError(err)) : err;
     }
   }
 

@@ -7,7 +7,7 @@
  * Nothing runs while the queue is paused: a standby operator collects keys but acts on none.
  */
 import type { Logger } from '../lib/log.js';
-import { errorText } from './errors.js';
+import { describeError } from '../lib/kube.js';
 
 export interface ReconcileResult {
   /** Run this key again after so many milliseconds (the earliest request wins). */
@@ -152,7 +152,7 @@ export class KeyedQueue {
         const n = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, n);
         const wait = Math.min((this.o.baseBackoffMs ?? 1000) * 2 ** (n - 1), this.o.maxBackoffMs ?? 60_000);
-        this.o.log.warn('reconcile failed; retrying', { key, error: errorText(error), retryMs: wait, failures: n });
+        this.o.log.warn('reconcile failed; retrying', { key, error: describeError(error), retryMs: wait, failures: n });
         this.enqueueAfter(key, wait);
       } else {
         this.failures.delete(key);
