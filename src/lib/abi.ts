@@ -74,17 +74,30 @@ export enum IngressActionCode {
   Enforce = 1,
 }
 
-/** struct nt_lpm4_key / nt_lpm6_key: the interface, then the destination prefix. */
-export function encodeLpmKey(ifindex: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
+/**
+ * The key layout every netoken trie shares: prefixlen, a big-endian u32 that the trie
+ * matches first (an ifindex or a policy id), then the address prefix.
+ */
+function encodePrefixKey(id: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
   const key = Buffer.alloc(8 + cidr.addr.length);
   key.writeUInt32LE(32 + cidr.prefixLen, 0);
-  key.writeUInt32BE(ifindex, 4);
+  key.writeUInt32BE(id, 4);
   cidr.addr.copy(key, 8);
   return key;
 }
 
+function decodePrefixKey(key: Buffer): { id: number; addr: Buffer; prefixLen: number } {
+  return { prefixLen: key.readUInt32LE(0) - 32, id: key.readUInt32BE(4), addr: key.subarray(8) };
+}
+
+/** struct nt_lpm4_key / nt_lpm6_key: the interface, then the destination prefix. */
+export function encodeLpmKey(ifindex: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
+  return encodePrefixKey(ifindex, cidr);
+}
+
 export function decodeLpmKey(key: Buffer): { ifindex: number; addr: Buffer; prefixLen: number } {
-  return { prefixLen: key.readUInt32LE(0) - 32, ifindex: key.readUInt32BE(4), addr: key.subarray(8) };
+  const { id, addr, prefixLen } = decodePrefixKey(key);
+  return { prefixLen, ifindex: id, addr };
 }
 
 /** struct nt_egress_rule: empty ports = every port. */
@@ -177,15 +190,12 @@ export function decodeIngressRule(v: Buffer): { policyId: number; action: Ingres
 
 /** struct nt_src4_key / nt_src6_key: the policy, then the source prefix. */
 export function encodeSrcKey(policyId: number, cidr: Pick<Cidr, 'addr' | 'prefixLen'>): Buffer {
-  const key = Buffer.alloc(8 + cidr.addr.length);
-  key.writeUInt32LE(32 + cidr.prefixLen, 0);
-  key.writeUInt32BE(policyId, 4);
-  cidr.addr.copy(key, 8);
-  return key;
+  return encodePrefixKey(policyId, cidr);
 }
 
 export function decodeSrcKey(key: Buffer): { policyId: number; addr: Buffer; prefixLen: number } {
-  return { prefixLen: key.readUInt32LE(0) - 32, policyId: key.readUInt32BE(4), addr: key.subarray(8) };
+  const { id, addr, prefixLen } = decodePrefixKey(key);
+  return { prefixLen, policyId: id, addr };
 }
 
 /** Value of the exempt tries (unused by the program, but an LPM trie needs one). */
