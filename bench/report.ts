@@ -4,7 +4,8 @@
  * renderings: the console table, bench/results/latest.json and bench/results/latest.md.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../src/lib/files.js';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -359,9 +360,7 @@ export function writeResults(dir: string, r: Results): { json: string; md: strin
     [json, `${JSON.stringify(r, null, 2)}\n`],
     [md, markdown(r)],
   ] as const) {
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, text);
-    renameSync(tmp, file);
+    writeFileAtomic(file, text);
   }
   return { json, md };
 }

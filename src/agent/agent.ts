@@ -4,8 +4,9 @@
  * Reconciles are serialized (one at a time; a change during one queues exactly one more),
  * triggered by source changes and by interfaces appearing, disappearing or changing.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
 import { type CounterRow, type Datapath, type HookError, type HookStatus } from './datapath.js';
 import { type PolicyOutcome, computeDesired } from './desired.js';
@@ -199,8 +200,7 @@ export class Agent {
     if (!this.status) return;
     mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
     const file = path.join(this.opts.runDir, 'status.json');
-    writeFileSync(`${file}.tmp`, JSON.stringify(this.status, null, 2), { mode: 0o644 });
-    renameSync(`${file}.tmp`, file);
+    writeFileAtomic(file, JSON.stringify(this.status, null, 2), 0o644);
   }
 }
 

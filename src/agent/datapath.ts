@@ -17,7 +17,8 @@
  * device without a pin; the run directory records where we put one, and its program
  * name tells ours from anyone else's.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
+import { writeFileAtomic } from '../lib/files.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { endianness } from 'node:os';
@@ -113,9 +114,7 @@ export function readRunState(runDir: string): RunState {
 function writeRunState(runDir: string, s: RunState): void {
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
   const file = path.join(runDir, 'state.json');
-  writeFileSync(`${file}.tmp`, JSON.stringify(s, null, 2), { mode: 0o600 });
-  // rename is atomic: a crash never leaves half a file
-  renameSync(`${file}.tmp`, file);
+  writeFileAtomic(file, JSON.stringify(s, null, 2), 0o600);
 }
 
 /** Mount bpffs at dir's mount point if nothing (or something else) is mounted there, as Cilium does. */
