@@ -30,11 +30,8 @@ import {
 } from './artifacts.js';
 import { figure, median, unavailable, type Figure, type Target } from './report.js';
 import { protectPortForBench } from './verifier.js';
+import { TcAction, XdpAction } from '../src/native/bpf.js';
 
-const TC_ACT_UNSPEC = -1;
-const TC_ACT_OK = 0;
-const XDP_DROP = 1;
-const XDP_PASS = 2;
 /** What the restore wrappers return when a repetition did not do what it measures (bench/bpf/restore.h). */
 const WRAPPER_ERRORS: Record<number, string> = {
   100: 'the frame is not the 74-byte benchmark frame',
@@ -135,13 +132,13 @@ interface PacketCase {
 
 /** One entry per row of the table. */
 export const CASES: readonly PacketCase[] = [
-  { id: 'tc-noop', benchmark: 'no-op tc program', prog: TC_NOOP, frame: FRAMES.dataSegment, retval: TC_ACT_UNSPEC },
+  { id: 'tc-noop', benchmark: 'no-op tc program', prog: TC_NOOP, frame: FRAMES.dataSegment, retval: TcAction.UNSPEC },
   {
     id: 'marker-nonsyn',
     benchmark: 'marker, non-SYN (1448-byte TCP data segment)',
     prog: MARKER,
     frame: FRAMES.dataSegment,
-    retval: TC_ACT_UNSPEC,
+    retval: TcAction.UNSPEC,
     baseline: 'tc-noop',
     target: { kind: 'at most', ratio: 1.15 },
   },
@@ -150,7 +147,7 @@ export const CASES: readonly PacketCase[] = [
     benchmark: 'marker, SYN no policy covers',
     prog: MARKER,
     frame: FRAMES.synUncovered,
-    retval: TC_ACT_UNSPEC,
+    retval: TcAction.UNSPEC,
     baseline: 'tc-noop',
   },
   {
@@ -159,7 +156,7 @@ export const CASES: readonly PacketCase[] = [
     prog: SEED_MARK_RESTORE,
     restoreOnly: SEED_RESTORE_ONLY,
     frame: FRAMES.syn,
-    retval: TC_ACT_OK,
+    retval: TcAction.OK,
     note: 'reference: bench/seed/seed.bpf.c, the seed write-up\'s algorithm with its defects (TCP checksum left stale, no checks); marking alone, restore subtracted',
   },
   {
@@ -168,7 +165,7 @@ export const CASES: readonly PacketCase[] = [
     prog: MARKER_MARK_RESTORE,
     restoreOnly: MARKER_RESTORE_ONLY,
     frame: FRAMES.syn,
-    retval: TC_ACT_UNSPEC,
+    retval: TcAction.UNSPEC,
     baseline: 'seed-syn',
     target: { kind: 'at most', ratio: 1.0 },
     note: 'marking alone (restore subtracted); IP and TCP checksums correct, every check done',
@@ -179,7 +176,7 @@ export const CASES: readonly PacketCase[] = [
     prog: MARKER_MARK_RESTORE,
     restoreOnly: MARKER_RESTORE_ONLY,
     frame: FRAMES.syn,
-    retval: TC_ACT_UNSPEC,
+    retval: TcAction.UNSPEC,
     baseline: 'marker-syn-static',
     target: { kind: 'at most', ratio: 2.0 },
     pending: () => 'the marker does not mark SYNs of a keyed policy yet',
@@ -188,14 +185,14 @@ export const CASES: readonly PacketCase[] = [
       return () => maps.policies.update(slotKey(POLICY), STATIC_POLICY);
     },
   },
-  { id: 'xdp-noop', benchmark: 'no-op XDP program', prog: XDP_NOOP, frame: FRAMES.dataSegment, retval: XDP_PASS },
+  { id: 'xdp-noop', benchmark: 'no-op XDP program', prog: XDP_NOOP, frame: FRAMES.dataSegment, retval: XdpAction.PASS },
   // The verifier's SYN rows: port 443 of TEST_IFINDEX protected by POLICY (static TOKEN) in Enforce.
   {
     id: 'verifier-nonsyn',
     benchmark: 'verifier, non-SYN (1448-byte TCP data segment)',
     prog: VERIFIER,
     frame: FRAMES.dataSegment,
-    retval: XDP_PASS,
+    retval: XdpAction.PASS,
     baseline: 'xdp-noop',
     pending: () => verifierMissing() ?? 'the verifier does not load or pass this packet',
   },
@@ -204,7 +201,7 @@ export const CASES: readonly PacketCase[] = [
     benchmark: 'verifier, SYN with a valid token',
     prog: VERIFIER,
     frame: FRAMES.synValidToken,
-    retval: XDP_PASS,
+    retval: XdpAction.PASS,
     baseline: 'xdp-noop',
     expectCounter: 'verify_valid',
     pending: () => verifierMissing() ?? VERIFIER_NOT_VERIFYING,
@@ -215,7 +212,7 @@ export const CASES: readonly PacketCase[] = [
     benchmark: 'verifier, SYN with an invalid token (Enforce)',
     prog: VERIFIER,
     frame: FRAMES.synInvalidToken,
-    retval: XDP_DROP,
+    retval: XdpAction.DROP,
     baseline: 'xdp-noop',
     expectCounter: 'verify_dropped',
     pending: () => verifierMissing() ?? VERIFIER_NOT_VERIFYING,

@@ -29,11 +29,8 @@ import { createTopology, exec } from '../test/lib/netns.js';
 import { floodFrames } from '../test/lib/raw-send.js';
 import { startServer, counters as nstat } from '../test/lib/tcp.js';
 import { ROOT, figure, median, textTable, type Figure } from './report.js';
+import { TcAction, XdpAction } from '../src/native/bpf.js';
 
-const XDP_DROP = 1;
-const XDP_PASS = 2;
-const TC_ACT_UNSPEC = -1;
-const TC_ACT_SHOT = 2;
 /** test_run's device when the ctx names none: the loopback device of the caller's namespace. */
 const TEST_IFINDEX = 1;
 const KIND = 253;
@@ -102,17 +99,17 @@ function rows(): Row[] {
     payload: Buffer.alloc(1448, 0x5a),
   });
   return [
-    { id: 'xdp-noop', benchmark: 'no-op XDP program', entry: 'xdp', frame: dataSegment, retval: XDP_PASS },
-    { id: 'nonsyn', benchmark: 'verifier, non-SYN (1448-byte TCP data segment)', entry: 'xdp', frame: dataSegment, retval: XDP_PASS, baseline: 'xdp-noop' },
-    { id: 'unprotected', benchmark: 'verifier, SYN to an unprotected port', entry: 'xdp', frame: buildFrame(syn(22)), retval: XDP_PASS, baseline: 'xdp-noop' },
-    { id: 'missing', benchmark: 'verifier, SYN without a token (Enforce: dropped)', entry: 'xdp', frame: buildFrame(syn(PORT)), retval: XDP_DROP, baseline: 'xdp-noop' },
-    { id: 'static-valid', benchmark: 'verifier, SYN with a valid static token', entry: 'xdp', frame: buildFrame(syn(STATIC_PORT, Buffer.concat([LINUX_SYN_OPTIONS, tokenOption(KIND, EXID, TOKEN)]))), retval: XDP_PASS, baseline: 'xdp-noop' },
-    { id: 'keyed-valid', benchmark: 'verifier, SYN with a valid keyed token', entry: 'xdp', frame: keyed(KEY), retval: XDP_PASS, baseline: 'xdp-noop' },
-    { id: 'keyed-previous', benchmark: 'verifier, SYN keyed with the previous key (second key tried)', entry: 'xdp', frame: keyed(KEY_PREVIOUS), retval: XDP_PASS, baseline: 'xdp-noop' },
-    { id: 'keyed-invalid', benchmark: 'verifier, SYN with an invalid keyed token (both keys, both epochs; Enforce: dropped)', entry: 'xdp', frame: keyed(randomBytes(16)), retval: XDP_DROP, baseline: 'xdp-noop' },
-    { id: 'tc-noop', benchmark: 'no-op tc program', entry: 'tc', frame: dataSegment, retval: TC_ACT_UNSPEC },
-    { id: 'tc-keyed-valid', benchmark: 'verifier at tc ingress, SYN with a valid keyed token', entry: 'tc', frame: keyed(KEY), retval: TC_ACT_UNSPEC, baseline: 'tc-noop' },
-    { id: 'tc-keyed-invalid', benchmark: 'verifier at tc ingress, SYN with an invalid keyed token', entry: 'tc', frame: keyed(randomBytes(16)), retval: TC_ACT_SHOT, baseline: 'tc-noop' },
+    { id: 'xdp-noop', benchmark: 'no-op XDP program', entry: 'xdp', frame: dataSegment, retval: XdpAction.PASS },
+    { id: 'nonsyn', benchmark: 'verifier, non-SYN (1448-byte TCP data segment)', entry: 'xdp', frame: dataSegment, retval: XdpAction.PASS, baseline: 'xdp-noop' },
+    { id: 'unprotected', benchmark: 'verifier, SYN to an unprotected port', entry: 'xdp', frame: buildFrame(syn(22)), retval: XdpAction.PASS, baseline: 'xdp-noop' },
+    { id: 'missing', benchmark: 'verifier, SYN without a token (Enforce: dropped)', entry: 'xdp', frame: buildFrame(syn(PORT)), retval: XdpAction.DROP, baseline: 'xdp-noop' },
+    { id: 'static-valid', benchmark: 'verifier, SYN with a valid static token', entry: 'xdp', frame: buildFrame(syn(STATIC_PORT, Buffer.concat([LINUX_SYN_OPTIONS, tokenOption(KIND, EXID, TOKEN)]))), retval: XdpAction.PASS, baseline: 'xdp-noop' },
+    { id: 'keyed-valid', benchmark: 'verifier, SYN with a valid keyed token', entry: 'xdp', frame: keyed(KEY), retval: XdpAction.PASS, baseline: 'xdp-noop' },
+    { id: 'keyed-previous', benchmark: 'verifier, SYN keyed with the previous key (second key tried)', entry: 'xdp', frame: keyed(KEY_PREVIOUS), retval: XdpAction.PASS, baseline: 'xdp-noop' },
+    { id: 'keyed-invalid', benchmark: 'verifier, SYN with an invalid keyed token (both keys, both epochs; Enforce: dropped)', entry: 'xdp', frame: keyed(randomBytes(16)), retval: XdpAction.DROP, baseline: 'xdp-noop' },
+    { id: 'tc-noop', benchmark: 'no-op tc program', entry: 'tc', frame: dataSegment, retval: TcAction.UNSPEC },
+    { id: 'tc-keyed-valid', benchmark: 'verifier at tc ingress, SYN with a valid keyed token', entry: 'tc', frame: keyed(KEY), retval: TcAction.UNSPEC, baseline: 'tc-noop' },
+    { id: 'tc-keyed-invalid', benchmark: 'verifier at tc ingress, SYN with an invalid keyed token', entry: 'tc', frame: keyed(randomBytes(16)), retval: TcAction.SHOT, baseline: 'tc-noop' },
   ];
 }
 

@@ -8,15 +8,13 @@ import { ipv4HeaderChecksum, parseFrame, parseTcpOptions, tcpChecksum, tcpPseudo
 import type { Verdict } from './model.js';
 import { TokenModeCode } from '../lib/abi.js';
 import { POLICIES, tokenValue, type PolicyDef } from './world.js';
+import { TcAction } from '../native/bpf.js';
 
 export interface Violation {
   /** a stable name: returned, unmarked-identical, missed-mark, marked-length, ... */
   invariant: string;
   detail: string;
 }
-
-/** TC_ACT_UNSPEC (TCX_NEXT): the only verdict the marker may give (TC_ACT_SHOT means a write failed half-way). */
-export const TC_ACT_UNSPEC = -1;
 
 const OPT_LEN = 12;
 
@@ -32,7 +30,8 @@ const hex16 = (n: number): string => `0x${n.toString(16).padStart(4, '0')}`;
 /** Check one run of the marker: `input` went in, `out` came out with `retval`; `verdict` is the model's. */
 export function checkMarkerRun(input: Buffer, verdict: Verdict, retval: number, out: Buffer): Violation[] {
   const v: Violation[] = [];
-  if (retval !== TC_ACT_UNSPEC) v.push({ invariant: 'returned', detail: `program returned ${retval}, want TC_ACT_UNSPEC (-1)` });
+  // TC_ACT_UNSPEC (TCX_NEXT) is the only verdict the marker may give (TC_ACT_SHOT means a write failed half-way).
+  if (retval !== TcAction.UNSPEC) v.push({ invariant: 'returned', detail: `program returned ${retval}, want TC_ACT_UNSPEC (-1)` });
   if (out.equals(input)) {
     if (verdict.action === 'mark') v.push({ invariant: 'missed-mark', detail: 'passed unchanged, but it is an eligible SYN its policy covers' });
     return v;

@@ -10,10 +10,11 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { COUNTERS } from '../lib/abi.js';
 import { ipv4HeaderChecksum, tcpChecksum } from '../lib/packet.js';
-import { checkMarkerRun, TC_ACT_UNSPEC, type Violation } from './check.js';
+import { checkMarkerRun, type Violation } from './check.js';
 import { Fuzzer, fuzz, markerTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { generateCase } from './generate.js';
 import type { Verdict } from './model.js';
+import { TcAction } from '../native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const MAIN = path.join(repoRoot, 'dist/src/fuzz/main.js');
@@ -145,7 +146,7 @@ test('the checker catches every kind of broken output', () => {
     const skips = sampleRuns(f, (v) => v.action === 'skip' && v.counter === 'skipped_no_room', 2);
     const passes = sampleRuns(f, (v) => v.action === 'pass', 2);
 
-    const expectCaught = (run: CaseRun, out: Buffer, want: string[], what: string, retval = TC_ACT_UNSPEC): void => {
+    const expectCaught = (run: CaseRun, out: Buffer, want: string[], what: string, retval: number = TcAction.UNSPEC): void => {
       const got = names(checkMarkerRun(run.fuzzCase.frame, run.verdict, retval, out));
       for (const w of want) assert.ok(got.includes(w), `${what}: got invariants [${got.join(', ')}], want ${w} among them`);
     };
@@ -172,7 +173,7 @@ test('the checker catches every kind of broken output', () => {
         if (v4) b.writeUInt16BE(ipv4HeaderChecksum(b.subarray(l3, l3 + ((b[l3] ?? 0) & 15) * 4)), l3 + 10);
       };
 
-      assert.deepEqual(checkMarkerRun(input, run.verdict, TC_ACT_UNSPEC, good), [], 'the real output passes');
+      assert.deepEqual(checkMarkerRun(input, run.verdict, TcAction.UNSPEC, good), [], 'the real output passes');
       expectCaught(run, input, ['missed-mark'], 'left unmarked');
       expectCaught(run, good, ['returned'], 'dropped', 2);
       expectCaught(run, good.subarray(0, good.length - 1), ['marked-length'], 'one byte short');
@@ -198,7 +199,7 @@ test('the checker catches every kind of broken output', () => {
       twice[l4 + 12] = (twice[l4 + 12] ?? 0) + 0x30;
       fixIp(twice);
       fixTcp(twice);
-      const remarked = checkMarkerRun(good, { action: 'mark', layout }, TC_ACT_UNSPEC, twice);
+      const remarked = checkMarkerRun(good, { action: 'mark', layout }, TcAction.UNSPEC, twice);
       assert.ok(names(remarked).includes('marked-option') && names(remarked).includes('marked-eligible'), `option twice: got [${names(remarked).join(', ')}]`);
     }
 

@@ -32,14 +32,13 @@ import {
   TCP_SYN,
   type FrameSpec,
 } from '../../src/lib/packet.js';
+import { TcAction } from '../../src/native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
 const ENCAP_OBJ = path.join(repoRoot, 'build/bpf/test_encap.bpf.o');
 const HELPER = path.join(repoRoot, 'dist/test/packet/netns-helper.js');
 
-/** What tc programs return to let the packet continue (TC_ACT_UNSPEC == TCX_NEXT). */
-const TC_ACT_UNSPEC = -1;
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
 const LO = 1;
 
@@ -162,7 +161,7 @@ class Marker {
 
   run(frame: Buffer, ctx?: CtxFields): Buffer {
     const r = this.prog.testRun({ data: frame, ...(ctx ? { ctxIn: skbCtx(ctx) } : {}) });
-    assert.equal(r.retval, TC_ACT_UNSPEC, `return value: got ${r.retval}, want TC_ACT_UNSPEC (-1)`);
+    assert.equal(r.retval, TcAction.UNSPEC, `return value: got ${r.retval}, want TC_ACT_UNSPEC (-1)`);
     return r.data;
   }
 
@@ -693,7 +692,7 @@ test('real SYNs through a veth pair: marked, and accepted by the peer with tx ch
     m.rule(ifD, '203.0.113.0/24');
     const runIn = (frame: Buffer): Buffer => {
       const r = JSON.parse(inNs(nsA, ['node', HELPER, 'run', MARKER_OBJ, m.pinDir, 'nt_mark_egress', frame.toString('hex'), skbCtx({ ifindex: ifD }).toString('hex')])) as { retval: number; data: string };
-      assert.equal(r.retval, TC_ACT_UNSPEC);
+      assert.equal(r.retval, TcAction.UNSPEC);
       return Buffer.from(r.data, 'hex');
     };
     let before = m.counters();

@@ -13,10 +13,10 @@ import path from 'node:path';
 import { binding, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import { sipHash24Bytes } from '../../src/lib/siphash.js';
 import { SIPHASH24_VECTORS, VECTOR_KEY, vectorMessage } from './siphash-vectors.js';
+import { XdpAction } from '../../src/native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const OBJ = path.join(repoRoot, 'build/bpf/test_siphash.bpf.o');
-const XDP_PASS = 2;
 
 execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
@@ -52,7 +52,7 @@ function kernelSipHash(key: Buffer, msg: Buffer): Buffer {
   // Bytes past the message are not zero: the C side must ignore them.
   randomBytes(64 - msg.length).copy(frame, 24 + msg.length);
   const r = sip.testRun({ data: frame });
-  assert.equal(r.retval, XDP_PASS, `nt_test_siphash returned ${r.retval}`);
+  assert.equal(r.retval, XdpAction.PASS, `nt_test_siphash returned ${r.retval}`);
   return r.data.subarray(0, 8);
 }
 
@@ -77,7 +77,7 @@ test('the keyed path (flow bytes hashed once, the epoch block per epoch) equals 
     const key = randomBytes(16);
     const msg = randomBytes(48);
     const r = keyed.testRun({ data: Buffer.concat([key, msg]) });
-    assert.equal(r.retval, XDP_PASS);
+    assert.equal(r.retval, XdpAction.PASS);
     assert.equal(r.data.subarray(0, 8).toString('hex'), sipHash24Bytes(key, msg).toString('hex'), `key ${key.toString('hex')} message ${msg.toString('hex')}`);
   }
 });

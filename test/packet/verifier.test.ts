@@ -20,15 +20,12 @@ import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
 import { measureClock } from '../../src/agent/datapath.js';
+import { TcAction, XdpAction } from '../../src/native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const VERIFIER_OBJ = path.join(repoRoot, 'build/bpf/verifier.bpf.o');
 const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
 
-const XDP_DROP = 1;
-const XDP_PASS = 2;
-const TC_ACT_UNSPEC = -1;
-const TC_ACT_SHOT = 2;
 /** test_run's device without a ctx: the loopback device of the caller's namespace. */
 const LO = 1;
 
@@ -157,8 +154,8 @@ class Verifier {
       const n = Number(v - (before.get(k) ?? 0n));
       if (n !== 0) changed[k] = n;
     }
-    const pass = entry === 'xdp' ? XDP_PASS : TC_ACT_UNSPEC;
-    const drop = entry === 'xdp' ? XDP_DROP : TC_ACT_SHOT;
+    const pass = entry === 'xdp' ? XdpAction.PASS : TcAction.UNSPEC;
+    const drop = entry === 'xdp' ? XdpAction.DROP : TcAction.SHOT;
     assert.ok(r.retval === pass || r.retval === drop, `${entry}: return value ${r.retval} is neither pass (${pass}) nor drop (${drop})`);
     assert.ok(r.data.equals(frame), `${entry}: the verifier changed the packet`);
     return { verdict: r.retval === pass ? 'pass' : 'drop', changed };
@@ -342,7 +339,7 @@ test('the marker\'s output verifies: keyed and static, IPv4 and IPv6 (marker and
     const marker = v.markWith(1);
     for (const spec of [v4, v6]) {
       const r = marker.testRun({ data: buildFrame(spec) });
-      assert.equal(r.retval, TC_ACT_UNSPEC);
+      assert.equal(r.retval, TcAction.UNSPEC);
       const p = parseFrame(r.data);
       assert.ok(findTokenOption(p, KIND, EXID), 'the marker marked the SYN');
       expect(v, r.data, 'pass', ['verify_valid'], 1, `${mode === TokenModeCode.Keyed ? 'keyed' : 'static'} IPv${p.family}`);
