@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * Test-only wrapper around the egress marker: it first turns the skb into an
+ * Test-only programs around the egress marker.
+ *
+ * nt_test_encap: it first turns the skb into an
  * encapsulated one the way a tunnel program does (bpf_skb_adjust_room with an
  * ENCAP flag sets skb->encapsulation), removes the room again so the bytes
  * are the original packet, and then runs the same marker logic as
@@ -24,6 +26,21 @@ int nt_test_encap(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, -NT_TEST_ENCAP_ROOM, BPF_ADJ_ROOM_MAC, 0))
 		return NT_TEST_ENCAP_SHRINK_FAILED;
 	return nt_mark(skb);
+}
+
+/*
+ * nt_test_mark_helpers: the marker's fallback alone, what nt_mark_egress runs
+ * should its tail call into nt_mark_syn_prog fail: every read and write of a
+ * SYN through helpers. Tests hold it to the same output as the direct path.
+ */
+SEC("tc")
+int nt_test_mark_helpers(struct __sk_buff *skb)
+{
+	__be16 dport = 0;
+
+	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
+		return NT_PASS;
+	return nt_mark_syn(skb);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -3,11 +3,14 @@
  * The egress marker: find outgoing SYNs that a policy covers and append the
  * token option. Shared by marker.bpf.c and the test wrapper test_encap.bpf.c.
  *
- * Two paths (see syn.h):
- *  - nt_mark(): direct packet access, no helper calls, no map lookups. Every
- *    packet that is not a TCP SYN leaves here.
- *  - nt_mark_syn(): the rare path for SYNs. It re-reads the headers, looks up
- *    the policy, runs every check and only then changes the packet.
+ * Paths (see syn.h):
+ *  - nt_classify(): direct packet access, no helper calls, no map lookups.
+ *    Every packet that is not a TCP SYN leaves there.
+ *  - nt_mark_syn_direct(): SYNs whose headers are in the linear area. It reads
+ *    them in place, looks up the policy, runs every check and only then
+ *    changes the packet, writing it in place too.
+ *  - nt_mark_syn(): the same through helper calls, for headers that are not
+ *    all linear, and for a program that cannot write in place.
  */
 #ifndef NT_LIB_MARK_H
 #define NT_LIB_MARK_H
@@ -60,12 +63,14 @@ static __always_inline __u32 nt_lookup_policy(__u32 ifindex, const struct nt_syn
 
 /**
  * nt_syn_check() - every check that must pass before the packet is touched.
+ * @opts: the option area, zero-filled past its end; read here from the packet
+ *        when @load_opts (a constant) is set
  * Returns NT_C_MARKED when the option can be appended, else the skip reason.
  */
 static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt_syn *s,
-					  const struct nt_policy *policy)
+					  const struct nt_policy *policy, __u8 opts[NT_TCP_OPT_BUF],
+					  const int load_opts)
 {
-	__u8 opts[NT_TCP_OPT_BUF] = {};
 	__u32 optlen, reason, mtu_len = 0;
 	long ret;
 
@@ -105,8 +110,10 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 	 * variable-size read below by the buffer size in the register it uses.
 	 */
 	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
-	if (optlen > 0 &&
+	if (load_opts && optlen > 0 &&
 	    bpf_skb_load_bytes(skb, s->layout.l4_off + sizeof(struct tcphdr), opts, optlen))
+		return NT_C_SKIP_MALFORMED;
+	if (!load_opts && s->opts_cut)
 		return NT_C_SKIP_MALFORMED;
 	reason = nt_tcp_opts_check(opts, optlen, policy->opt_kind, policy->exid);
 	if (reason != NT_C_MARKED)
@@ -123,42 +130,35 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 }
 
 /**
- * nt_mark_syn() - slow path for a possible SYN: check, then append the option.
+ * nt_mark_parsed() - look up the policy of a parsed SYN, check it, append the option.
+ * @opts: its option area (see nt_syn_check()); @direct (a constant): write the
+ * packet in place (nt_tcp_append_option_direct()) rather than through helpers,
+ * which also means @opts is already filled in.
  * Returns the tc action.
  */
-static __always_inline int nt_mark_syn(struct __sk_buff *skb)
+static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt_syn *s,
+					  __u8 opts[NT_TCP_OPT_BUF], const int direct)
 {
-	struct nt_syn s = {};
 	struct nt_policy *policy;
 	__u8 value[NT_OPT_VALUE_LEN];
 	__u8 opt[NT_OPT_LEN] __attribute__((aligned(4)));
 	__u32 ifindex = skb->ifindex;
 	__u32 policy_id, reason;
+	int ret;
 
-	switch (nt_parse_syn(skb, NT_CTX_SKB, &s)) {
-	case NT_PARSE_SYN:
-		break;
-	case NT_PARSE_IPV6_OPAQUE:
-		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
-		nt_count(ifindex, 0, NT_C_SKIP_IPV6_EXT);
-		return NT_PASS;
-	default:
-		return NT_PASS;
-	}
-
-	policy_id = nt_lookup_policy(ifindex, &s);
+	policy_id = nt_lookup_policy(ifindex, s);
 	policy = policy_id ? bpf_map_lookup_elem(&nt_policies, &policy_id) : NULL;
 	if (!policy || policy->mode == NT_MODE_NONE) {
 		nt_count(ifindex, 0, NT_C_SKIP_NO_POLICY);
 		return NT_PASS;
 	}
 
-	reason = nt_syn_check(skb, &s, policy);
+	reason = nt_syn_check(skb, s, policy, opts, !direct);
 	if (reason != NT_C_MARKED) {
 		nt_count(ifindex, policy_id, reason);
 		return NT_PASS;
 	}
-	switch (nt_token_value(policy, &s.flow, value)) {
+	switch (nt_token_value(policy, &s->flow, value)) {
 	case NT_TOKEN_OK:
 		break;
 	case NT_TOKEN_NO_CLOCK:
@@ -170,7 +170,11 @@ static __always_inline int nt_mark_syn(struct __sk_buff *skb)
 	}
 	nt_token_option(opt, policy->opt_kind, policy->exid, value);
 
-	switch (nt_tcp_append_option(skb, &s.layout, opt)) {
+	if (direct)
+		ret = nt_tcp_append_option_direct(skb, s, opt);
+	else
+		ret = nt_tcp_append_option(skb, &s->layout, opt);
+	switch (ret) {
 	case NT_INS_OK:
 		nt_count(ifindex, policy_id, NT_C_MARKED);
 		return NT_PASS;
@@ -186,14 +190,83 @@ static __always_inline int nt_mark_syn(struct __sk_buff *skb)
 	}
 }
 
-/** nt_mark() - the egress marker. Returns NT_PASS, or NT_DROP after a failed write. */
+/**
+ * nt_mark_syn() - a possible SYN, read and written through helpers: works
+ * whatever part of the headers is in the linear area, and in a program that
+ * never writes the packet directly. Returns the tc action.
+ */
+static __always_inline int nt_mark_syn(struct __sk_buff *skb)
+{
+	struct nt_syn s = {};
+	__u8 opts[NT_TCP_OPT_BUF] = {};
+
+	switch (nt_parse_syn(skb, NT_CTX_SKB, &s)) {
+	case NT_PARSE_SYN:
+		return nt_mark_parsed(skb, &s, opts, 0);
+	case NT_PARSE_IPV6_OPAQUE:
+		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
+		nt_count(skb->ifindex, 0, NT_C_SKIP_IPV6_EXT);
+		return NT_PASS;
+	default:
+		return NT_PASS;
+	}
+}
+
+/*
+ * What nt_mark_syn_direct() makes linear when a SYN's headers are not: enough
+ * for Ethernet, two VLAN tags, and IP and TCP headers of the largest size (142).
+ */
+#define NT_PULL_LEN 160
+
+/**
+ * nt_mark_syn_direct() - a possible SYN, read and written in place. Headers
+ * not all in the linear area (rare for a SYN) are made linear first; IPv6
+ * extension headers are walked through helpers (such a SYN is never marked).
+ * Only for a program that may write the packet directly (see
+ * nt_tcp_append_option_direct()). Returns the tc action.
+ */
+static __always_inline int nt_mark_syn_direct(struct __sk_buff *skb)
+{
+	struct nt_syn s = {};
+	__u8 opts[NT_TCP_OPT_BUF] = {};
+	int r;
+
+	/* A fully linear skb is the rule for a SYN; else make its headers linear first. */
+	if ((long)skb->data_end - (long)skb->data < (long)skb->len)
+		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
+	r = nt_parse_syn_direct((void *)(long)skb->data, (void *)(long)skb->data_end, &s, opts);
+	if (r == NT_PARSE_SLOW) {
+		/* IPv6 extension headers (or a failed pull): parse through helpers, to count the skip. */
+		r = nt_parse_syn(skb, NT_CTX_SKB, &s);
+		if (r == NT_PARSE_SYN && !s.ipv6_ext)
+			return NT_PASS; /* only after a failed pull: never write blind */
+	}
+	switch (r) {
+	case NT_PARSE_SYN:
+		return nt_mark_parsed(skb, &s, opts, 1);
+	case NT_PARSE_IPV6_OPAQUE:
+		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
+		nt_count(skb->ifindex, 0, NT_C_SKIP_IPV6_EXT);
+		return NT_PASS;
+	default:
+		return NT_PASS;
+	}
+}
+
+/**
+ * nt_mark() - the whole marker in one program: the fast path, then
+ * nt_mark_syn_direct() for SYNs. The program writes the packet directly, so
+ * the kernel unclones every cloned skb on entry; marker.bpf.c therefore splits
+ * it in two (see there). The test and benchmark wrappers, whose skbs are never
+ * clones, run it whole. Returns NT_PASS, or NT_DROP after a failed write.
+ */
 static __always_inline int nt_mark(struct __sk_buff *skb)
 {
 	__be16 dport = 0;
 
 	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
 		return NT_PASS;
-	return nt_mark_syn(skb);
+	return nt_mark_syn_direct(skb);
 }
 
 #endif /* NT_LIB_MARK_H */

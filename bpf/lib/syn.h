@@ -3,9 +3,10 @@
  * Finding opening TCP SYNs, for the egress marker and the ingress verifier:
  *  - nt_classify(): direct packet access, no helper calls, no map lookups.
  *    Every packet that is not a TCP SYN leaves here.
- *  - nt_parse_syn(): the rare path for SYNs (and for packets whose headers are
- *    not all in the linear area, or IPv6 with extension headers to walk). It
- *    re-reads the headers with nt_load() into a struct nt_syn.
+ *  - nt_parse_syn_direct(): a SYN whose headers are all in the linear area (every
+ *    SYN the local stack sends): the same struct nt_syn, read in place.
+ *  - nt_parse_syn(): SYNs whose headers are not all in the linear area, or IPv6
+ *    with extension headers to walk. It re-reads the headers with nt_load().
  */
 #ifndef NT_LIB_SYN_H
 #define NT_LIB_SYN_H
@@ -50,6 +51,7 @@ enum nt_parse {
 	NT_PARSE_PASS = 0, /* not an opening TCP SYN, or unreadable: pass, uncounted */
 	NT_PARSE_SYN,      /* a SYN: struct nt_syn is filled in */
 	NT_PARSE_IPV6_OPAQUE, /* IPv6 extension headers we cannot see past: count and pass */
+	NT_PARSE_SLOW,     /* nt_parse_syn_direct() only: headers not all linear, or IPv6 extension headers */
 };
 
 struct nt_syn {
@@ -59,7 +61,8 @@ struct nt_syn {
 	__u32 ip_hlen;    /* IPv4 ihl * 4; IPv6 40 + extension headers */
 	__u8 first_frag;  /* IPv4 first fragment (MF set, offset 0) */
 	__u8 ipv6_ext;    /* IPv6 extension headers before TCP */
-	__u8 _pad[2];
+	__u8 opts_cut;    /* nt_parse_syn_direct(): the option area runs past the linear area */
+	__u8 _pad;
 };
 
 /**
@@ -187,6 +190,98 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, struct nt_syn 
 	s->flow.sport = s->tcp.source;
 	s->flow.dport = s->tcp.dest;
 	s->flow.seq = s->tcp.seq;
+	return NT_PARSE_SYN;
+}
+
+/**
+ * nt_parse_syn_direct() - nt_parse_syn() by direct packet access, for a SYN
+ * whose Ethernet, IP and TCP headers, options included, are in [@data, @data_end).
+ * On NT_PARSE_SYN, @s describes the packet and @opts (NT_TCP_OPT_BUF bytes,
+ * zeroed by the caller) holds its option area, or s->opts_cut says that the
+ * area runs past the linear data (for a linear skb: past the packet). Returns
+ * NT_PARSE_SLOW when the caller must use nt_parse_syn() instead: a header
+ * before the options not in the linear area, or IPv6 extension headers to walk.
+ */
+static __always_inline int nt_parse_syn_direct(void *data, void *data_end, struct nt_syn *s,
+					       __u8 opts[NT_TCP_OPT_BUF])
+{
+	struct tcphdr *th;
+	__be16 proto;
+	__u32 l3_off, optlen;
+	__u8 *o;
+
+	if (nt_eth_parse_direct(data, data_end, &proto, &l3_off))
+		return NT_PARSE_SLOW;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = data + l3_off;
+
+		if ((void *)(iph + 1) > data_end)
+			return NT_PARSE_SLOW;
+		if (iph->version != 4 || iph->protocol != IPPROTO_TCP || nt_ipv4_is_later_fragment(iph))
+			return NT_PARSE_PASS;
+		s->ip_hlen = nt_ipv4_hlen(iph);
+		if (s->ip_hlen < sizeof(*iph))
+			return NT_PARSE_PASS;
+		s->layout.family = 4;
+		s->layout.ip_len = bpf_ntohs(iph->tot_len);
+		s->first_frag = nt_ipv4_is_first_fragment(iph);
+		__builtin_memcpy(s->flow.saddr, &iph->saddr, 4);
+		__builtin_memcpy(s->flow.daddr, &iph->daddr, 4);
+		th = (void *)iph + s->ip_hlen;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6h = data + l3_off;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return NT_PARSE_SLOW;
+		if (ip6h->version != 6)
+			return NT_PARSE_PASS;
+		if (ip6h->nexthdr != IPPROTO_TCP)
+			return NT_PARSE_SLOW;
+		s->ip_hlen = sizeof(*ip6h);
+		s->layout.family = 6;
+		s->layout.ip_len = bpf_ntohs(ip6h->payload_len);
+		s->first_frag = 0;
+		__builtin_memcpy(s->flow.saddr, &ip6h->saddr, 16);
+		__builtin_memcpy(s->flow.daddr, &ip6h->daddr, 16);
+		th = (void *)(ip6h + 1);
+	} else {
+		return NT_PARSE_PASS;
+	}
+
+	if ((void *)(th + 1) > data_end)
+		return NT_PARSE_SLOW;
+	if (!nt_tcp_is_syn(((__u8 *)th)[NT_TCP_FLAGS_OFF]))
+		return NT_PARSE_PASS;
+	s->tcp = *th;
+
+	s->layout.l3_off = l3_off;
+	s->layout.l4_off = l3_off + s->ip_hlen;
+	s->layout.tcp_len = (__u32)s->tcp.doff * 4;
+	__builtin_memcpy(&s->layout.doff_word, (__u8 *)th + NT_TCP_DOFF_WORD_OFF, 2);
+	s->flow.family = s->layout.family;
+	s->flow.sport = s->tcp.source;
+	s->flow.dport = s->tcp.dest;
+	s->flow.seq = s->tcp.seq;
+
+	/* The option area, a multiple of 4 bytes, copied a word at a time (doff < 5 leaves it empty). */
+	optlen = s->layout.tcp_len > sizeof(*th) ? s->layout.tcp_len - sizeof(*th) : 0;
+	o = (__u8 *)(th + 1);
+#pragma clang loop unroll(full)
+	for (__u32 i = 0; i < NT_TCP_MAX_OPT_LEN; i += 4) {
+		if (i >= optlen || s->opts_cut)
+			continue;
+		if ((void *)(o + i + 4) > data_end) {
+			s->opts_cut = 1;
+			continue;
+		}
+		__builtin_memcpy(&opts[i], o + i, 4);
+	}
+	/*
+	 * Keep @opts a buffer in memory: with every index constant, clang would
+	 * otherwise turn its 40 bytes into 40 spilled scalars and run out of stack.
+	 */
+	asm volatile("" : : "r"(opts) : "memory");
 	return NT_PARSE_SYN;
 }
 
