@@ -112,6 +112,17 @@ static __always_inline int nt_tcp_append_option(struct __sk_buff *skb,
 #define NT_DIRECT_MAX_L4_OFF 128
 #define NT_TCP_MAX_HDR_LEN   60
 
+/*
+ * @x & 0xff, done where the compiler cannot see it: for an offset already
+ * checked to be smaller, clang would drop a plain mask, and the verifier,
+ * which does not always tie the earlier check to the register used, needs it.
+ */
+static __always_inline __u64 nt_verifier_bound(__u64 x)
+{
+	asm volatile("%0 &= 0xff" : "+r"(x));
+	return x;
+}
+
 /**
  * nt_tcp_append_option_direct() - nt_tcp_append_option() with the header
  * fields written in place: one helper call besides the growing, instead of eight.
@@ -141,7 +152,8 @@ static __always_inline int nt_tcp_append_option_direct(struct __sk_buff *skb,
 	int partial;
 	long err;
 
-	if (l4_off > NT_DIRECT_MAX_L4_OFF || l3_off > l4_off || tcp_len > NT_TCP_MAX_HDR_LEN)
+	if (l3_off > NT_DIRECT_MAX_L4_OFF || l4_off > NT_DIRECT_MAX_L4_OFF ||
+	    tcp_len > NT_TCP_MAX_HDR_LEN)
 		return NT_INS_GROW;
 
 	err = bpf_skb_change_tail(skb, skb->len + NT_OPT_LEN, 0);
@@ -172,9 +184,9 @@ static __always_inline int nt_tcp_append_option_direct(struct __sk_buff *skb,
 	/* The helper moved the packet: find the headers again. */
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	l3 = data + l3_off;
-	l4 = data + l4_off;
-	at = l4 + tcp_len;
+	l3 = data + nt_verifier_bound(l3_off);
+	l4 = data + nt_verifier_bound(l4_off);
+	at = l4 + nt_verifier_bound(tcp_len);
 	if ((void *)(l3 + sizeof(struct iphdr)) > data_end ||
 	    (void *)(l4 + sizeof(struct tcphdr)) > data_end ||
 	    (void *)(at + NT_OPT_LEN) > data_end)
