@@ -78,12 +78,14 @@ static __always_inline int nt_keyed_ok(const struct nt_policy *policy, const str
 
 /**
  * nt_syn_verdict() - look at the option area of SYN @s.
+ * @opts: the option area, zero-filled past its end; read here through
+ *        nt_load() unless @have_opts
  * Returns NT_C_V_VALID, NT_C_V_MISSING, NT_C_V_INVALID or NT_C_V_MALFORMED.
  */
 static __always_inline __u32 nt_syn_verdict(void *ctx, const int xdp, const struct nt_syn *s,
-					    const struct nt_policy *policy)
+					    const struct nt_policy *policy, __u8 opts[NT_TCP_OPT_BUF],
+					    int have_opts)
 {
-	__u8 opts[NT_TCP_OPT_BUF] = {};
 	__u32 optlen, at = 0;
 	__u8 len = 0;
 	__u64 mem;
@@ -92,7 +94,7 @@ static __always_inline __u32 nt_syn_verdict(void *ctx, const int xdp, const stru
 		return NT_C_V_MALFORMED;
 	/* 0..40; the mask bounds the read for the verifier (see nt_syn_check()). */
 	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
-	if (optlen > 0 &&
+	if (!have_opts && optlen > 0 &&
 	    nt_load(ctx, xdp, s->layout.l4_off + sizeof(struct tcphdr), opts, optlen))
 		return NT_C_V_MALFORMED;
 	switch (nt_tcp_opts_find(opts, optlen, policy->opt_kind, policy->exid, &at, &len)) {
@@ -183,15 +185,29 @@ static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
 	}
 }
 
-/** nt_verify_syn() - slow path for a possible SYN. Returns enum nt_verdict. */
-static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex)
+/**
+ * nt_verify_syn() - slow path for a possible SYN: read in place when its headers
+ * are in [@data, @data_end), else through nt_load(). Returns enum nt_verdict.
+ */
+static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex,
+					 void *data, void *data_end)
 {
 	struct nt_syn s = {};
+	__u8 opts[NT_TCP_OPT_BUF] = {};
 	struct nt_ingress_rule *rule;
 	struct nt_policy *policy;
 	__u32 policy_id, verdict;
+	int parsed, have_opts = 1;
 
-	switch (nt_parse_syn(ctx, xdp, &s)) {
+	parsed = nt_parse_syn_direct(data, data_end, &s, opts);
+	if (parsed == NT_PARSE_SLOW) {
+		parsed = nt_parse_syn(ctx, xdp, &s);
+		have_opts = 0;
+	} else if (s.opts_cut) {
+		/* Options past the linear area (or past the packet): nt_load() tells which. */
+		have_opts = 0;
+	}
+	switch (parsed) {
 	case NT_PARSE_SYN:
 		break;
 	case NT_PARSE_IPV6_OPAQUE:
@@ -210,7 +226,7 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	verdict = nt_syn_verdict(ctx, xdp, &s, policy);
+	verdict = nt_syn_verdict(ctx, xdp, &s, policy, opts, have_opts);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
 	nt_count(ifindex, policy_id, verdict);
@@ -240,7 +256,7 @@ static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex,
 	/* A SYN seen whole, to a port nothing protects here. */
 	if (dport && !nt_ingress_rule(ifindex, dport))
 		return NT_V_PASS;
-	return nt_verify_syn(ctx, xdp, ifindex);
+	return nt_verify_syn(ctx, xdp, ifindex, data, data_end);
 }
 
 #endif /* NT_LIB_VERIFY_H */
