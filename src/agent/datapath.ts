@@ -5,6 +5,12 @@
  * TCX links) is pinned under the state directory, so a restart reuses it instead of
  * re-creating it.
  *
+ * The maps are this agent's alone: what they hold is read once when the Datapath opens (so a
+ * restart picks up what it pinned) and kept in memory from then on, and apply() writes only
+ * the entries that differ. A reconcile that changes nothing makes no map syscall for them, and
+ * a map is never asked what it holds for a key: on an LPM trie a lookup is a longest-prefix
+ * match, which answers for a nested prefix with the value of the prefix that covers it.
+ *
  * Layout under the state directory (default /sys/fs/bpf/netoken):
  *   maps/<map name>            pinned by libbpf (LIBBPF_PIN_BY_NAME), shared by both objects
  *   links/<direction>-<ifindex> pinned TCX links
@@ -71,6 +77,9 @@ export interface HookError {
 
 type TcRecord = { name: string; createdQdisc: boolean };
 
+/** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
+type Entries = Map<string, [Buffer, Buffer]>;
+
 export interface ApplyResult {
   hooks: HookStatus[];
   errors: HookError[];
@@ -95,11 +104,9 @@ interface RunState {
   tcIngress: Record<string, TcRecord>;
   /** `${ifindex}` -> the verifier's XDP program we attached, and in which mode */
   xdp: Record<string, { name: string; mode: XdpMode }>;
-  /** slot ids written to nt_policies */
-  slots: number[];
 }
 
-const EMPTY_RUN_STATE: RunState = { ids: {}, tc: {}, tcIngress: {}, xdp: {}, slots: [] };
+const EMPTY_RUN_STATE: RunState = { ids: {}, tc: {}, tcIngress: {}, xdp: {} };
 
 export function readRunState(runDir: string): RunState {
   const file = path.join(runDir, 'state.json');
@@ -181,6 +188,8 @@ export class Datapath {
     | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
     | { error: string };
   private readonly links = new Map<string, NativeLink>();
+  /** what each map holds: read from the pins at open, then kept up to date by apply() */
+  private readonly held: { policies: Entries; egress4: Entries; egress6: Entries; ports: Entries; exempt4: Entries; exempt6: Entries };
   private run: RunState;
   private tcxUsable: boolean | undefined;
   private clockTimer: NodeJS.Timeout | null = null;
@@ -216,6 +225,15 @@ export class Datapath {
       this.verifier = { error: e.message };
       opts.log.error('the ingress verifier did not load; ingress policies cannot be applied on this node', { object: verifierPath, error: e.message });
     }
+    const v = 'error' in this.verifier ? null : this.verifier;
+    this.held = {
+      policies: readEntries(this.maps.policies),
+      egress4: readEntries(this.maps.egress4),
+      egress6: readEntries(this.maps.egress6),
+      ports: v ? readEntries(v.ports) : new Map(),
+      exempt4: v ? readEntries(v.exempt4) : new Map(),
+      exempt6: v ? readEntries(v.exempt6) : new Map(),
+    };
     this.run = readRunState(opts.runDir);
     this.syncClock();
     this.clockTimer = setInterval(() => {
@@ -268,40 +286,39 @@ export class Datapath {
     const zero = Buffer.alloc(this.maps.policies.info.valueSize);
     // 0. the clock before any keyed slot, so a keyed SYN is never counted as having no clock
     this.syncClock();
-    // 1. policy slots first, so a rule never points at an empty or stale slot
-    for (const [id, value] of desired.policySlots) {
-      if (writeIfChanged(this.maps.policies, u32(id), value)) result.mapWrites++;
-    }
-    const sync = (map: NativeMap, want: Map<string, [Buffer, Buffer]>, phase: 'write' | 'delete'): void => {
-      if (phase === 'write') {
-        for (const [key, value] of want.values()) if (writeIfChanged(map, key, value)) result.mapWrites++;
-        return;
-      }
-      for (const key of map.keys()) {
-        if (!want.has(key.toString('hex')) && map.delete(key)) result.mapDeletes++;
-      }
+    const held = this.held;
+    const sync = (map: NativeMap, have: Entries, want: Entries, phase: 'write' | 'delete'): void => {
+      if (phase === 'write') result.mapWrites += writeChanged(map, have, want);
+      else result.mapDeletes += deleteUnwanted(map, have, want);
     };
+    // 1. policy slots first, so a rule never points at an empty or stale slot
+    const slots: Entries = new Map();
+    for (const [id, value] of desired.policySlots) {
+      const key = u32(id);
+      slots.set(key.toString('hex'), [key, value]);
+    }
+    sync(this.maps.policies, held.policies, slots, 'write');
     // 2. destination rules
-    for (const [map, want] of [[this.maps.egress4, desired.egress4], [this.maps.egress6, desired.egress6]] as const) {
-      sync(map, want, 'write');
-      sync(map, want, 'delete');
+    for (const [map, have, want] of [[this.maps.egress4, held.egress4, desired.egress4], [this.maps.egress6, held.egress6, desired.egress6]] as const) {
+      sync(map, have, want, 'write');
+      sync(map, have, want, 'delete');
     }
     // 3. ingress: exemptions are in place before a port is enforced, and go only after it is not
     if (!('error' in this.verifier)) {
       const v = this.verifier;
-      sync(v.exempt4, desired.exempt4, 'write');
-      sync(v.exempt6, desired.exempt6, 'write');
-      sync(v.ports, desired.ingressPorts, 'write');
-      sync(v.ports, desired.ingressPorts, 'delete');
-      sync(v.exempt4, desired.exempt4, 'delete');
-      sync(v.exempt6, desired.exempt6, 'delete');
+      sync(v.exempt4, held.exempt4, desired.exempt4, 'write');
+      sync(v.exempt6, held.exempt6, desired.exempt6, 'write');
+      sync(v.ports, held.ports, desired.ingressPorts, 'write');
+      sync(v.ports, held.ports, desired.ingressPorts, 'delete');
+      sync(v.exempt4, held.exempt4, desired.exempt4, 'delete');
+      sync(v.exempt6, held.exempt6, desired.exempt6, 'delete');
     }
-    // 4. slots no longer used
-    for (const id of this.run.slots) {
-      if (!desired.policySlots.has(id)) {
-        this.maps.policies.update(u32(id), zero);
-        result.mapWrites++;
-      }
+    // 4. slots no longer used (an array cannot delete: they are zeroed), now that no rule points at them
+    for (const [hex, [key, value]] of held.policies) {
+      if (slots.has(hex) || value.equals(zero)) continue;
+      this.maps.policies.update(key, zero);
+      held.policies.set(hex, [key, zero]);
+      result.mapWrites++;
     }
     // 5. hooks; what each one ended up as decides which older hooks of ours go
     const realized = new Map<string, AttachMode | 'failed'>();
@@ -327,7 +344,6 @@ export class Datapath {
       if ((k.policyId !== 0 && !ids.has(k.policyId)) || !hooked.has(k.ifindex)) this.maps.stats.delete(key);
     }
     this.run.ids = Object.fromEntries(desired.ids);
-    this.run.slots = [...desired.policySlots.keys()];
     writeRunState(this.opts.runDir, this.run);
     return result;
   }
@@ -571,11 +587,41 @@ function u32(n: number): Buffer {
   return b;
 }
 
-function writeIfChanged(map: NativeMap, key: Buffer, value: Buffer): boolean {
-  const cur = map.lookup(key);
-  if (cur && cur.equals(value)) return false;
-  map.update(key, value);
-  return true;
+/**
+ * Every entry of a map, read once. The lookup of a key the map has returns that key's own value,
+ * also on an LPM trie (the longest prefix matching a key is the key itself).
+ */
+function readEntries(map: NativeMap): Entries {
+  const out: Entries = new Map();
+  for (const key of map.keys()) {
+    const value = map.lookup(key);
+    if (value) out.set(key.toString('hex'), [key, value]);
+  }
+  return out;
+}
+
+/** Writes the entries of `want` whose value differs from what `have` records; returns how many. */
+function writeChanged(map: NativeMap, have: Entries, want: Entries): number {
+  let n = 0;
+  for (const [hex, entry] of want) {
+    const cur = have.get(hex);
+    if (cur && cur[1].equals(entry[1])) continue;
+    map.update(entry[0], entry[1]);
+    have.set(hex, entry);
+    n++;
+  }
+  return n;
+}
+
+/** Deletes the entries `have` records and `want` does not; returns how many the map still had. */
+function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): number {
+  let n = 0;
+  for (const [hex, [key]] of have) {
+    if (want.has(hex)) continue;
+    if (map.delete(key)) n++;
+    have.delete(hex);
+  }
+  return n;
 }
 
 function safeReaddir(dir: string): string[] {
