@@ -23,12 +23,19 @@ export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), prog
 export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };
 export const TC_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'tc_noop' };
 export const XDP_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'xdp_pass' };
-/** The ingress verifier's XDP entry point. */
+/** The marker's clock probe: what the agent reads the kernel's clocks with to fill nt_clock. */
+export const CLOCK_PROBE: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_clock_probe' };
+/** The ingress verifier's XDP entry point, and its tc entry (where XDP cannot attach). */
 export const VERIFIER: ProgRef = { object: bpfObj('verifier.bpf.o'), program: 'nt_verify_xdp' };
+export const VERIFIER_TC: ProgRef = { object: bpfObj('verifier.bpf.o'), program: 'nt_verify_tc' };
+/** An XDP program that drops every frame and does nothing else: the SYN flood's baseline. */
+export const XDP_DROP: ProgRef = { object: benchOut('xdp_drop.bpf.o'), program: 'nt_bench_drop_xdp' };
 
 export const NETBENCH = benchOut('netbench');
+/** The SYN flood generator (bench/net/synflood.c). */
+export const SYNFLOOD = benchOut('synflood');
 
-/** null when the ingress verifier is built, else why its rows are not available. */
+/** null when the ingress verifier is built, else why the rows that need it are not available. */
 export function verifierMissing(): string | null {
   return existsSync(VERIFIER.object) ? null : `the ingress verifier is not built yet (${path.relative(ROOT, VERIFIER.object)} missing)`;
 }
@@ -38,7 +45,7 @@ export function verifierMissing(): string | null {
  * checks that the project's own build (`npm run build`) has produced what the benchmarks load.
  */
 export function ensureBuilt(): void {
-  const needed = [MARKER.object, TC_NOOP.object, path.join(ROOT, 'build/Release/netoken_native.node')];
+  const needed = [MARKER.object, VERIFIER.object, TC_NOOP.object, path.join(ROOT, 'build/Release/netoken_native.node')];
   const absent = needed.filter((f) => !existsSync(f));
   if (absent.length > 0) {
     throw new Error(`${absent.map((f) => path.relative(ROOT, f)).join(', ')} missing: run \`npm run build\` first (\`npm run bench\` does)`);

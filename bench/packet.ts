@@ -1,20 +1,38 @@
 /**
  * Per-packet cost under BPF_PROG_TEST_RUN: the egress marker against a no-op tc program and
  * against a C port of the seed's algorithm, with 1, 1 000 and 100 000 prefixes in the
- * destination trie; the ingress verifier against a no-op XDP program once it exists.
+ * destination trie; the ingress verifier (XDP, and its tc fallback) against no-op programs.
  *
- * Each row is one entry of CASES. A row whose part is not built yet carries `pending`: it is
- * probed with one test run and listed as "not yet available" until the probe succeeds, so
- * keyed tokens and the verifier turn on by themselves when they land.
+ * Each row is one entry of cases(). Ingress rows do not read the destination trie, so they
+ * are measured once, in the runs of the first trie size, not again at every size.
+ * Before the first run every row is probed with one test run that must return the row's
+ * verdict and raise the counter that proves it did what it says (a SYN marked, a token
+ * found valid, a SYN dropped): a row that does not measure what its name says stops the
+ * benchmark.
  *
  * This benchmark alone: `node dist/bench/run.js --only packet` (`npm run bench` runs all).
  */
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
-import { BindBit, COUNTERS, encodeEgressRule, encodeLpmKey, encodePolicy, sumPerCpu, TokenModeCode, type CounterName } from '../src/lib/abi.js';
-import { buildFrame, tokenOption, TCP_ACK, TCP_PSH, TCP_SYN, type FrameSpec } from '../src/lib/packet.js';
 import {
+  COUNTERS,
+  IngressActionCode,
+  TokenModeCode,
+  encodeClock,
+  encodeEgressRule,
+  encodeIngressRule,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  sumPerCpu,
+  type CounterName,
+} from '../src/lib/abi.js';
+import { BIND_ALL, epochAt, keyedToken } from '../src/lib/siphash.js';
+import { buildFrame, tokenOption, TCP_ACK, TCP_PSH, TCP_SYN, type FrameSpec } from '../src/lib/packet.js';
+import { measureClock } from '../src/agent/datapath.js';
+import {
+  CLOCK_PROBE,
   MARKER,
   MARKER_MARK_RESTORE,
   MARKER_RESTORE_ONLY,
@@ -23,13 +41,12 @@ import {
   SEED_RESTORE_ONLY,
   TC_NOOP,
   VERIFIER,
+  VERIFIER_TC,
   XDP_NOOP,
   ensureBuilt,
-  verifierMissing,
   type ProgRef,
 } from './artifacts.js';
-import { figure, median, unavailable, type Figure, type Target } from './report.js';
-import { protectPortForBench } from './verifier.js';
+import { figure, median, type Figure, type Target } from './report.js';
 import { TcAction, XdpAction } from '../src/native/bpf.js';
 
 /** What the restore wrappers return when a repetition did not do what it measures (bench/bpf/restore.h). */
@@ -41,37 +58,60 @@ const WRAPPER_ERRORS: Record<number, string> = {
 
 /** test_run's device when the ctx names none: the loopback device of the caller's namespace. */
 const TEST_IFINDEX = 1;
+/** The marker's policy (static TOKEN; the keyed marker row swaps in KEYED_POLICY), also protecting PORT at ingress. */
 const POLICY = 1;
+/** A keyed policy with a current and a previous key, protecting KEYED_PORT at ingress. */
+const KEYED_VERIFY_POLICY = 2;
 const KIND = 253;
 const EXID = 0x4e54;
 const TOKEN = Buffer.from('4e546f6b656e2121', 'hex');
 const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
+const KEY_PREVIOUS = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
+/** A key the verifier does not have: its tokens are invalid under both keys and both epochs. */
+const KEY_FOREIGN = Buffer.from('5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a', 'hex');
+/** Day-long epochs for the verifier's keyed policy: a token made at the start stays valid for the whole benchmark. */
+const VERIFY_EPOCH_SECONDS = 86400;
 const COVERED_NET = { addr: Buffer.from([203, 0, 113, 0]), prefixLen: 24 };
 const COVERED_DST = '203.0.113.7';
 const UNCOVERED_DST = '198.51.100.1';
 const PORT = 443;
+const KEYED_PORT = 8443;
+const UNPROTECTED_PORT = 22;
 /** MSS, SACK-permitted, timestamps, NOP, window scale: the 20 option bytes of a Linux SYN. */
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
 
-const synSpec = (dst: string, options: Buffer = LINUX_SYN_OPTIONS): FrameSpec => ({
-  src: '192.0.2.10',
+const SYN_SRC = '192.0.2.10';
+const SYN_SPORT = 40000;
+const SYN_SEQ = 0x01020304;
+
+const synSpec = (dst: string, options: Buffer = LINUX_SYN_OPTIONS, dport = PORT): FrameSpec => ({
+  src: SYN_SRC,
   dst,
-  tcp: { sport: 40000, dport: PORT, seq: 0x01020304, flags: TCP_SYN, window: 64240, options },
+  tcp: { sport: SYN_SPORT, dport, seq: SYN_SEQ, flags: TCP_SYN, window: 64240, options },
 });
 
+const withToken = (value: Buffer): Buffer => Buffer.concat([LINUX_SYN_OPTIONS, tokenOption(KIND, EXID, value)]);
+
 const FRAMES = {
-  /** a full-sized segment of an established connection: what nearly all egress traffic is */
+  /** a full-sized segment of an established connection: what nearly all traffic is */
   dataSegment: buildFrame({
-    src: '192.0.2.10',
+    src: SYN_SRC,
     dst: COVERED_DST,
     tcp: { sport: 40000, dport: PORT, seq: 0x01020305, ack: 7, flags: TCP_ACK | TCP_PSH, options: Buffer.from('0101080a0001e24100000001', 'hex') },
     payload: Buffer.alloc(1448, 0x5a),
   }),
   syn: buildFrame(synSpec(COVERED_DST)),
   synUncovered: buildFrame(synSpec(UNCOVERED_DST)),
-  synValidToken: buildFrame(synSpec(COVERED_DST, Buffer.concat([LINUX_SYN_OPTIONS, tokenOption(KIND, EXID, TOKEN)]))),
-  synInvalidToken: buildFrame(synSpec(COVERED_DST, Buffer.concat([LINUX_SYN_OPTIONS, tokenOption(KIND, EXID, Buffer.alloc(8, 0xee))]))),
+  synUnprotected: buildFrame(synSpec(COVERED_DST, LINUX_SYN_OPTIONS, UNPROTECTED_PORT)),
+  synValidToken: buildFrame(synSpec(COVERED_DST, withToken(TOKEN))),
+  synInvalidToken: buildFrame(synSpec(COVERED_DST, withToken(Buffer.alloc(8, 0xee)))),
 };
+
+/** A SYN to KEYED_PORT carrying the keyed token of `key` for the epoch of `nowMs`. */
+function keyedSyn(key: Buffer, nowMs: number): Buffer {
+  const flow = { src: SYN_SRC, dst: COVERED_DST, sport: SYN_SPORT, dport: KEYED_PORT, seq: SYN_SEQ };
+  return buildFrame(synSpec(COVERED_DST, withToken(keyedToken(key, flow, BIND_ALL, epochAt(nowMs, VERIFY_EPOCH_SECONDS))), KEYED_PORT));
+}
 
 export interface MarkerMaps {
   policies: NativeMap;
@@ -90,18 +130,16 @@ const slotKey = (id: number): Buffer => {
   return k;
 };
 const STATIC_POLICY = encodePolicy({ mode: TokenModeCode.Static, kind: KIND, exid: EXID, epochSeconds: 0, bind: 0, current: TOKEN });
-const KEYED_POLICY = encodePolicy({
+const KEYED_POLICY = encodePolicy({ mode: TokenModeCode.Keyed, kind: KIND, exid: EXID, epochSeconds: 60, bind: BIND_ALL, current: KEY });
+const KEYED_VERIFY = encodePolicy({
   mode: TokenModeCode.Keyed,
   kind: KIND,
   exid: EXID,
-  epochSeconds: 60,
-  bind: BindBit.SourceAddress | BindBit.DestinationAddress | BindBit.SourcePort | BindBit.DestinationPort | BindBit.Sequence,
+  epochSeconds: VERIFY_EPOCH_SECONDS,
+  bind: BIND_ALL,
   current: KEY,
+  previous: KEY_PREVIOUS,
 });
-
-const VERIFIER_NOT_VERIFYING = 'the verifier does not verify this SYN yet';
-const protectPort = ({ pinRoot }: BenchState): (() => void) =>
-  protectPortForBench(pinRoot, { ifindex: TEST_IFINDEX, port: PORT, policyId: POLICY, action: 'Enforce' });
 
 interface PacketCase {
   id: string;
@@ -118,107 +156,190 @@ interface PacketCase {
   /** id of the row this one is divided by */
   baseline?: string;
   target?: Target;
-  /**
-   * The row measures something that may not be built yet: probed with one test run first,
-   * and listed as not yet available, with this reason, while the probe fails.
-   */
-  pending?: () => string;
   /** the probe must also raise this counter (nt_stats) by one: proof the row measures what it says */
   expectCounter?: CounterName;
+  /** the program never reads the destination trie: measured once, not at every trie size */
+  ingress?: boolean;
   /** state the row needs, set before each of its test runs; returns the undo */
   around?: (state: BenchState) => () => void;
   note?: string;
 }
 
-/** One entry per row of the table. */
-export const CASES: readonly PacketCase[] = [
-  { id: 'tc-noop', benchmark: 'no-op tc program', prog: TC_NOOP, frame: FRAMES.dataSegment, retval: TcAction.UNSPEC },
-  {
-    id: 'marker-nonsyn',
-    benchmark: 'marker, non-SYN (1448-byte TCP data segment)',
-    prog: MARKER,
-    frame: FRAMES.dataSegment,
-    retval: TcAction.UNSPEC,
-    baseline: 'tc-noop',
-    target: { kind: 'at most', ratio: 1.15 },
-  },
-  {
-    id: 'marker-syn-uncovered',
-    benchmark: 'marker, SYN no policy covers',
-    prog: MARKER,
-    frame: FRAMES.synUncovered,
-    retval: TcAction.UNSPEC,
-    baseline: 'tc-noop',
-  },
-  {
-    id: 'seed-syn',
-    benchmark: "seed's algorithm (C port), SYN it marks",
-    prog: SEED_MARK_RESTORE,
-    restoreOnly: SEED_RESTORE_ONLY,
-    frame: FRAMES.syn,
-    retval: TcAction.OK,
-    note: 'reference: bench/seed/seed.bpf.c, the seed write-up\'s algorithm with its defects (TCP checksum left stale, no checks); marking alone, restore subtracted',
-  },
-  {
-    id: 'marker-syn-static',
-    benchmark: 'marker, SYN it marks (static token)',
-    prog: MARKER_MARK_RESTORE,
-    restoreOnly: MARKER_RESTORE_ONLY,
-    frame: FRAMES.syn,
-    retval: TcAction.UNSPEC,
-    baseline: 'seed-syn',
-    target: { kind: 'at most', ratio: 1.0 },
-    note: 'marking alone (restore subtracted); IP and TCP checksums correct, every check done',
-  },
-  {
-    id: 'marker-syn-keyed',
-    benchmark: 'marker, SYN it marks (keyed token)',
-    prog: MARKER_MARK_RESTORE,
-    restoreOnly: MARKER_RESTORE_ONLY,
-    frame: FRAMES.syn,
-    retval: TcAction.UNSPEC,
-    baseline: 'marker-syn-static',
-    target: { kind: 'at most', ratio: 2.0 },
-    pending: () => 'the marker does not mark SYNs of a keyed policy yet',
-    around: ({ maps }) => {
-      maps.policies.update(slotKey(POLICY), KEYED_POLICY);
-      return () => maps.policies.update(slotKey(POLICY), STATIC_POLICY);
+/** Config column of the ingress rows, which are measured once. */
+const INGRESS_CONFIG = 'ingress (no trie)';
+
+const STATIC_VERIFY_NOTE = `port ${PORT} protected in Enforce by a static policy`;
+const KEYED_VERIFY_NOTE = `port ${KEYED_PORT} protected in Enforce by a keyed policy with a current and a previous key`;
+
+/** One entry per row of the table; `nowMs` fixes the epoch of the keyed tokens the verifier rows carry. */
+export function cases(nowMs: number): readonly PacketCase[] {
+  return [
+    { id: 'tc-noop', benchmark: 'no-op tc program', prog: TC_NOOP, frame: FRAMES.dataSegment, retval: TcAction.UNSPEC },
+    {
+      id: 'marker-nonsyn',
+      benchmark: 'marker, non-SYN (1448-byte TCP data segment)',
+      prog: MARKER,
+      frame: FRAMES.dataSegment,
+      retval: TcAction.UNSPEC,
+      baseline: 'tc-noop',
+      target: { kind: 'at most', ratio: 1.15 },
     },
-  },
-  { id: 'xdp-noop', benchmark: 'no-op XDP program', prog: XDP_NOOP, frame: FRAMES.dataSegment, retval: XdpAction.PASS },
-  // The verifier's SYN rows: port 443 of TEST_IFINDEX protected by POLICY (static TOKEN) in Enforce.
-  {
-    id: 'verifier-nonsyn',
-    benchmark: 'verifier, non-SYN (1448-byte TCP data segment)',
-    prog: VERIFIER,
-    frame: FRAMES.dataSegment,
-    retval: XdpAction.PASS,
-    baseline: 'xdp-noop',
-    pending: () => verifierMissing() ?? 'the verifier does not load or pass this packet',
-  },
-  {
-    id: 'verifier-syn-valid',
-    benchmark: 'verifier, SYN with a valid token',
-    prog: VERIFIER,
-    frame: FRAMES.synValidToken,
-    retval: XdpAction.PASS,
-    baseline: 'xdp-noop',
-    expectCounter: 'verify_valid',
-    pending: () => verifierMissing() ?? VERIFIER_NOT_VERIFYING,
-    around: protectPort,
-  },
-  {
-    id: 'verifier-syn-invalid',
-    benchmark: 'verifier, SYN with an invalid token (Enforce)',
-    prog: VERIFIER,
-    frame: FRAMES.synInvalidToken,
-    retval: XdpAction.DROP,
-    baseline: 'xdp-noop',
-    expectCounter: 'verify_dropped',
-    pending: () => verifierMissing() ?? VERIFIER_NOT_VERIFYING,
-    around: protectPort,
-  },
-];
+    {
+      id: 'marker-syn-uncovered',
+      benchmark: 'marker, SYN no policy covers',
+      prog: MARKER,
+      frame: FRAMES.synUncovered,
+      retval: TcAction.UNSPEC,
+      baseline: 'tc-noop',
+      expectCounter: 'skipped_no_policy',
+    },
+    {
+      id: 'seed-syn',
+      benchmark: "seed's algorithm (C port), SYN it marks",
+      prog: SEED_MARK_RESTORE,
+      restoreOnly: SEED_RESTORE_ONLY,
+      frame: FRAMES.syn,
+      retval: TcAction.OK,
+      note: 'reference: bench/seed/seed.bpf.c, the seed write-up\'s algorithm with its defects (TCP checksum left stale, no checks); marking alone, restore subtracted',
+    },
+    {
+      id: 'marker-syn-static',
+      benchmark: 'marker, SYN it marks (static token)',
+      prog: MARKER_MARK_RESTORE,
+      restoreOnly: MARKER_RESTORE_ONLY,
+      frame: FRAMES.syn,
+      retval: TcAction.UNSPEC,
+      baseline: 'seed-syn',
+      target: { kind: 'at most', ratio: 1.0 },
+      expectCounter: 'marked',
+      note: 'marking alone (restore subtracted); IP and TCP checksums correct, every check done',
+    },
+    {
+      id: 'marker-syn-keyed',
+      benchmark: 'marker, SYN it marks (keyed token)',
+      prog: MARKER_MARK_RESTORE,
+      restoreOnly: MARKER_RESTORE_ONLY,
+      frame: FRAMES.syn,
+      retval: TcAction.UNSPEC,
+      baseline: 'marker-syn-static',
+      target: { kind: 'at most', ratio: 2.0 },
+      expectCounter: 'marked',
+      note: 'marking alone (restore subtracted): the static row\'s work plus the epoch from the wall clock (nt_clock, filled as the agent fills it) and one SipHash-2-4 over the bound fields',
+      around: ({ maps }) => {
+        maps.policies.update(slotKey(POLICY), KEYED_POLICY);
+        return () => maps.policies.update(slotKey(POLICY), STATIC_POLICY);
+      },
+    },
+    // Ingress: the verifier's XDP entry against a no-op XDP program, its tc entry against the no-op tc program.
+    { id: 'xdp-noop', benchmark: 'no-op XDP program', prog: XDP_NOOP, frame: FRAMES.dataSegment, retval: XdpAction.PASS, ingress: true },
+    {
+      id: 'verifier-nonsyn',
+      benchmark: 'verifier, non-SYN (1448-byte TCP data segment)',
+      prog: VERIFIER,
+      frame: FRAMES.dataSegment,
+      retval: XdpAction.PASS,
+      baseline: 'xdp-noop',
+      ingress: true,
+    },
+    {
+      id: 'verifier-syn-unprotected',
+      benchmark: 'verifier, SYN to a port no policy protects',
+      prog: VERIFIER,
+      frame: FRAMES.synUnprotected,
+      retval: XdpAction.PASS,
+      baseline: 'xdp-noop',
+      ingress: true,
+    },
+    {
+      id: 'verifier-syn-missing',
+      benchmark: 'verifier, SYN without a token (Enforce: dropped)',
+      prog: VERIFIER,
+      frame: FRAMES.syn,
+      retval: XdpAction.DROP,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_missing',
+      ingress: true,
+      note: `${STATIC_VERIFY_NOTE}; what every SYN of an unmarked flood costs`,
+    },
+    {
+      id: 'verifier-syn-valid',
+      benchmark: 'verifier, SYN with a valid token',
+      prog: VERIFIER,
+      frame: FRAMES.synValidToken,
+      retval: XdpAction.PASS,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_valid',
+      ingress: true,
+      note: STATIC_VERIFY_NOTE,
+    },
+    {
+      id: 'verifier-syn-invalid',
+      benchmark: 'verifier, SYN with an invalid token (Enforce)',
+      prog: VERIFIER,
+      frame: FRAMES.synInvalidToken,
+      retval: XdpAction.DROP,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_dropped',
+      ingress: true,
+      note: STATIC_VERIFY_NOTE,
+    },
+    {
+      id: 'verifier-keyed-valid',
+      benchmark: 'verifier (keyed policy), SYN with a valid token',
+      prog: VERIFIER,
+      frame: keyedSyn(KEY, nowMs),
+      retval: XdpAction.PASS,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_valid',
+      ingress: true,
+      note: KEYED_VERIFY_NOTE,
+    },
+    {
+      id: 'verifier-keyed-previous',
+      benchmark: 'verifier (keyed policy), SYN with a token of the previous key',
+      prog: VERIFIER,
+      frame: keyedSyn(KEY_PREVIOUS, nowMs),
+      retval: XdpAction.PASS,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_valid',
+      ingress: true,
+      note: `${KEYED_VERIFY_NOTE}: found after both epochs of the current key were tried`,
+    },
+    {
+      id: 'verifier-keyed-invalid',
+      benchmark: 'verifier (keyed policy), SYN with an invalid token (Enforce: dropped)',
+      prog: VERIFIER,
+      frame: keyedSyn(KEY_FOREIGN, nowMs),
+      retval: XdpAction.DROP,
+      baseline: 'xdp-noop',
+      expectCounter: 'verify_invalid',
+      ingress: true,
+      note: `${KEYED_VERIFY_NOTE}: both keys and both epochs tried before the drop`,
+    },
+    {
+      id: 'verifier-tc-keyed-valid',
+      benchmark: 'verifier at tc ingress (keyed policy), SYN with a valid token',
+      prog: VERIFIER_TC,
+      frame: keyedSyn(KEY, nowMs),
+      retval: TcAction.UNSPEC,
+      baseline: 'tc-noop',
+      expectCounter: 'verify_valid',
+      ingress: true,
+      note: 'the fallback where XDP cannot attach; baseline: the no-op tc program in the runs of the first trie size',
+    },
+    {
+      id: 'verifier-tc-keyed-invalid',
+      benchmark: 'verifier at tc ingress (keyed policy), SYN with an invalid token (Enforce: dropped)',
+      prog: VERIFIER_TC,
+      frame: keyedSyn(KEY_FOREIGN, nowMs),
+      retval: TcAction.SHOT,
+      baseline: 'tc-noop',
+      expectCounter: 'verify_invalid',
+      ingress: true,
+      note: 'the fallback where XDP cannot attach; baseline: the no-op tc program in the runs of the first trie size',
+    },
+  ];
+}
 
 export interface PacketBenchOptions {
   /** repetitions per test run; the kernel reports the mean per repetition */
@@ -293,9 +414,9 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
   mkdirSync(pinRoot, { mode: 0o700 });
   const objects = new Map<string, NativeObject>();
   const programs = new Map<string, NativeProgram>();
-  let maps: MarkerMaps | undefined;
+  const opened: NativeMap[] = [];
   try {
-    // One pin root: the marker and its benchmark wrapper share every map.
+    // One pin root: the marker, its benchmark wrapper and the verifier share every map.
     const program = (ref: ProgRef): NativeProgram => {
       const id = `${ref.object}:${ref.program}`;
       let p = programs.get(id);
@@ -310,13 +431,24 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
       }
       return p;
     };
-    program(MARKER);
-    const markerObj = objects.get(MARKER.object) as NativeObject;
-    const m: MarkerMaps = { policies: markerObj.map('nt_policies'), egress4: markerObj.map('nt_egress4') };
-    maps = m;
+    const mapOf = (ref: ProgRef, name: string): NativeMap => {
+      program(ref);
+      const map = (objects.get(ref.object) as NativeObject).map(name);
+      opened.push(map);
+      return map;
+    };
+    const m: MarkerMaps = { policies: mapOf(MARKER, 'nt_policies'), egress4: mapOf(MARKER, 'nt_egress4') };
     m.policies.update(slotKey(POLICY), STATIC_POLICY);
+    m.policies.update(slotKey(KEYED_VERIFY_POLICY), KEYED_VERIFY);
     m.egress4.update(encodeLpmKey(TEST_IFINDEX, COVERED_NET), encodeEgressRule(POLICY, [PORT]));
+    // The wall clock keyed tokens need, measured and written as the agent does (Datapath.syncClock).
+    const clock = measureClock(program(CLOCK_PROBE));
+    mapOf(MARKER, 'nt_clock').update(slotKey(0), encodeClock(clock.taiOffsetNs, clock.bootOffsetNs));
+    const ports = mapOf(VERIFIER, 'nt_ingress_ports');
+    ports.update(encodePortKey(TEST_IFINDEX, PORT), encodeIngressRule(POLICY, IngressActionCode.Enforce));
+    ports.update(encodePortKey(TEST_IFINDEX, KEYED_PORT), encodeIngressRule(KEYED_VERIFY_POLICY, IngressActionCode.Enforce));
     const fill = trieFiller(m.egress4);
+    const all = cases(Date.now());
 
     const runOnce = (c: PacketCase, ref: ProgRef, repeat: number): number => {
       const undo = c.around?.({ maps: m, pinRoot });
@@ -330,9 +462,9 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
       }
     };
 
-    /** Total of one counter over every key of the object's nt_stats. */
-    const counterTotal = (ref: ProgRef, name: CounterName): bigint => {
-      const stats = (objects.get(ref.object) as NativeObject).map('nt_stats');
+    /** Total of one counter over every key of nt_stats (shared by every object under pinRoot). */
+    const counterTotal = (name: CounterName): bigint => {
+      const stats = (objects.get(MARKER.object) as NativeObject).map('nt_stats');
       try {
         const index = COUNTERS.indexOf(name);
         let total = 0n;
@@ -345,37 +477,30 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
         stats.close();
       }
     };
-    const probe = (c: PacketCase): void => {
-      if (!existsSync(c.prog.object)) throw new Error(`${c.prog.object} missing`);
-      program(c.prog);
-      const before = c.expectCounter ? counterTotal(c.prog, c.expectCounter) : 0n;
+    // Every row once, before any measurement: it must return its verdict and raise its counter.
+    for (const c of all) {
+      const before = c.expectCounter ? counterTotal(c.expectCounter) : 0n;
       runOnce(c, c.prog, 1);
       if (c.expectCounter) {
-        const delta = counterTotal(c.prog, c.expectCounter) - before;
-        if (delta !== 1n) throw new Error(`${c.expectCounter} rose by ${delta}, want 1`);
+        const delta = counterTotal(c.expectCounter) - before;
+        if (delta !== 1n) throw new Error(`${c.benchmark}: one test run raised ${c.expectCounter} by ${delta}, want 1`);
       }
       if (c.restoreOnly) runOnce(c, c.restoreOnly, 1);
-    };
-
-    // Which rows can run: a pending row whose probe fails is "not yet available"; any other
-    // failure is real and stops the benchmark.
-    const missing = new Map<string, string>();
-    for (const c of CASES) {
-      try {
-        probe(c);
-      } catch (err) {
-        if (!c.pending) throw err;
-        missing.set(c.id, `${c.pending()} (probe: ${(err as Error).message})`);
-      }
     }
-    const live = CASES.filter((c) => !missing.has(c.id));
 
     const figures: Figure[] = [];
-    const details: Record<string, unknown> = { fillMs: {} as Record<string, number>, grossNs: {} as Record<string, unknown> };
-    for (const n of opts.prefixCounts) {
+    const ingressFigures: Figure[] = [];
+    const details: Record<string, unknown> = {
+      clock: { source: clock.hasTai ? 'CLOCK_TAI' : 'CLOCK_BOOTTIME' },
+      fillMs: {} as Record<string, number>,
+      grossNs: {} as Record<string, unknown>,
+    };
+    for (const [k, n] of opts.prefixCounts.entries()) {
+      // The ingress rows run with the first trie size only: their programs never read the trie.
+      const live = all.filter((c) => k === 0 || !c.ingress);
       const ms = fill(n);
       (details.fillMs as Record<string, number>)[String(n)] = Math.round(ms);
-      log(`per packet: ${prefixLabel(n)} in the trie (filled in ${Math.round(ms)} ms), ${opts.runs} runs of ${opts.repeat} repetitions`);
+      log(`per packet: ${prefixLabel(n)} in the trie (filled in ${Math.round(ms)} ms), ${live.length} rows, ${opts.runs} runs of ${opts.repeat} repetitions`);
       const runs = new Map<string, number[]>(live.map((c) => [c.id, []]));
       const gross = new Map<string, { marking: number[]; restoreOnly: number[] }>();
       for (let r = 0; r < opts.runs; r++) {
@@ -396,39 +521,39 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
         }
       }
       (details.grossNs as Record<string, unknown>)[String(n)] = Object.fromEntries(gross);
-      const value = (id: string): number | null => {
-        const xs = runs.get(id);
-        return xs && xs.length > 0 ? median(xs) : null;
-      };
-      for (const c of CASES) {
-        const base = c.baseline ? CASES.find((x) => x.id === c.baseline) : undefined;
-        const spec = {
-          group: 'per packet' as const,
+      for (const c of live) {
+        const base = c.baseline ? all.find((x) => x.id === c.baseline) : undefined;
+        const baseRuns = base ? runs.get(base.id) : undefined;
+        const f = figure({
+          group: 'per packet',
           benchmark: c.benchmark,
-          config: prefixLabel(n),
+          config: c.ingress ? INGRESS_CONFIG : prefixLabel(n),
           unit: 'ns/packet',
-          baseline: base ? { benchmark: base.benchmark, value: value(base.id) } : null,
-          ...(base && runs.get(base.id) ? { baselineRuns: runs.get(base.id) } : {}),
+          runs: runs.get(c.id) ?? [],
+          baseline: base ? { benchmark: base.benchmark, value: baseRuns && baseRuns.length > 0 ? median(baseRuns) : null } : null,
+          ...(baseRuns ? { baselineRuns: baseRuns } : {}),
           target: c.target ?? null,
-        };
-        const reason = missing.get(c.id);
-        if (reason !== undefined) {
-          figures.push(unavailable(spec, reason));
-          continue;
-        }
-        figures.push(figure({ ...spec, runs: runs.get(c.id) ?? [], ...(c.note ? { note: c.note } : {}) }));
+          ...(c.note ? { note: c.note } : {}),
+        });
+        (c.ingress ? ingressFigures : figures).push(f);
       }
     }
+    figures.push(...ingressFigures);
 
     const remarks: string[] = [];
     const first = (details.grossNs as Record<string, Record<string, { marking: number[]; restoreOnly: number[] }>>)[String(opts.prefixCounts[0])];
     for (const [id, g] of Object.entries(first ?? {})) {
-      const c = CASES.find((x) => x.id === id);
+      const c = all.find((x) => x.id === id);
       remarks.push(
         `${c?.benchmark ?? id}, ${prefixLabel(opts.prefixCounts[0] ?? 0)}: mark and restore ${median(g.marking).toFixed(0)} ns, ` +
           `restore only ${median(g.restoreOnly).toFixed(0)} ns (medians; every trie size is in latest.json).`,
       );
     }
+    remarks.push(
+      `Every per-packet row was probed first with one test run: it returned its verdict and raised its counter by one ` +
+        `(${[...new Set(all.flatMap((c) => (c.expectCounter ? [c.expectCounter] : [])))].join(', ')}); keyed rows ran on the wall clock ` +
+        `the agent would write (${clock.hasTai ? 'CLOCK_TAI' : 'CLOCK_BOOTTIME'} based).`,
+    );
     if (opts.singleShots > 0) {
       const x = singleShot(program, opts.singleShots);
       details.singleShot = x;
@@ -441,8 +566,7 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBe
     details.frames = Object.fromEntries(Object.entries(FRAMES).map(([k, f]) => [k, f.length]));
     return { figures, details, remarks };
   } finally {
-    maps?.policies.close();
-    maps?.egress4.close();
+    for (const map of opened) map.close();
     for (const p of programs.values()) p.close();
     for (const o of objects.values()) o.close();
     rmSync(pinRoot, { recursive: true, force: true });

@@ -28,7 +28,7 @@ export interface Baseline {
 }
 
 export interface Figure {
-  group: 'per packet' | 'connection rate' | 'bulk throughput';
+  group: 'per packet' | 'connection rate' | 'bulk throughput' | 'SYN flood' | 'control plane';
   benchmark: string;
   config: string;
   unit: string;
@@ -348,6 +348,10 @@ const METHOD = [
     'The marker is attached by the real `netoken agent` from a policy file covering the server, which is then stopped so that it uses no CPU during the runs (the pinned hook keeps marking); the marked-SYN counter is checked against the number of connections.',
   'Bulk throughput: one connection writing 128 KiB at a time for the stated time; the sender half-closes and waits for the receiver\'s EOF, so every byte counted arrived. ' +
     '"Unchanged within noise": 1.00 lies inside the interval of the ratio.',
+  'SYN flood: an AF_PACKET generator (bench/net/synflood.c) on one CPU sends unmarked SYNs with random source ports and sequence numbers over a veth pair to a port the verifier protects in Enforce; ' +
+    'the receiving veth runs XDP in native mode in softirq on the sending CPU, so the rate is what one core sends and receives. Handled: dropped at XDP (the veth\'s xdp_drops counter, checked against verify_dropped) or, with no hook, taken in by TCP (TcpInSegs).',
+  'Control plane: a test etcd and kube-apiserver (test/k8s), the real operator and a cluster-mode agent with the chart\'s RBAC, the agent on a veth in a network namespace; apply → wire ends at the first captured SYN carrying the new policy\'s token. ' +
+    'Map updates: the agent\'s Datapath against pinned maps of its own, beside a plain loop of map writes as the baseline. Memory and CPU: /proc/PID/status and /proc/PID/stat over a fixed window.',
   'Kernel test-run times are whole nanoseconds (the kernel divides the total by the repetitions), so a 26 ns row is known to about ±2%.',
 ];
 

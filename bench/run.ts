@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, a table on stdout, and the recorded results in
  * bench/results/latest.json and bench/results/latest.md (the README links the latter).
  *
- *   node dist/bench/run.js [--only packet|connections] [--repeat N] [--runs N]
+ *   node dist/bench/run.js [--only packet|connections|flood|controlplane] [--repeat N] [--runs N]
  *                          [--seconds S] [--parallel N] [--out DIR] [--quick]
  *
  * --quick runs everything with tiny counts, to see that it works; its numbers mean nothing,
@@ -14,25 +14,41 @@ import { fileURLToPath } from 'node:url';
 import { binding } from '../src/native/binding.js';
 import { runConnectionBench, type ConnectionBenchOptions } from './connections.js';
 import { runPacketBench, type PacketBenchOptions } from './packet.js';
+import { runFloodBench, type FloodBenchOptions } from './flood.js';
+import { runControlPlaneBench, type ControlPlaneBenchOptions } from './controlplane.js';
 import { ROOT, describeMachine, loadAverage, textTable, writeResults, type Figure, type Results } from './report.js';
 
 export interface BenchOptions {
   packet: Omit<PacketBenchOptions, 'log'> | null;
   connections: Omit<ConnectionBenchOptions, 'log'> | null;
+  flood: Omit<FloodBenchOptions, 'log'> | null;
+  controlplane: Omit<ControlPlaneBenchOptions, 'log'> | null;
   log?: (line: string) => void;
 }
 
-export const DEFAULTS: { packet: Omit<PacketBenchOptions, 'log'>; connections: Omit<ConnectionBenchOptions, 'log'> } = {
+export const DEFAULTS: {
+  packet: Omit<PacketBenchOptions, 'log'>;
+  connections: Omit<ConnectionBenchOptions, 'log'>;
+  flood: Omit<FloodBenchOptions, 'log'>;
+  controlplane: Omit<ControlPlaneBenchOptions, 'log'>;
+} = {
   // 9 runs: the interval of the median then leaves out the lowest and the highest run.
   packet: { repeat: 1_000_000, runs: 9, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
   // Short runs, many of them: the configurations alternate every second, so a change in the
   // load of a shared machine hits both sides of most pairs.
   connections: { seconds: 1, runs: 15, parallel: 4 },
+  // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup.
+  flood: { seconds: 2, runs: 9 },
+  // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: about 4 minutes, most of it
+  // the control plane settling 200 policies and the API server taking 1 000 node reports per edit.
+  controlplane: { applies: 20, loadPolicies: 200, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
 };
 
 export const QUICK: typeof DEFAULTS = {
   packet: { repeat: 1000, runs: 1, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
+  flood: { seconds: 0.5, runs: 1 },
+  controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },
 };
 
 export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
@@ -54,11 +70,23 @@ export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
     details.connections = r.details;
     remarks.push(...r.remarks);
   }
+  if (opts.flood) {
+    const r = await runFloodBench({ ...opts.flood, log });
+    figures.push(...r.figures);
+    details.flood = r.details;
+    remarks.push(...r.remarks);
+  }
+  if (opts.controlplane) {
+    const r = await runControlPlaneBench({ ...opts.controlplane, log });
+    figures.push(...r.figures);
+    details.controlplane = r.details;
+    remarks.push(...r.remarks);
+  }
   return {
     startedAt: started.toISOString(),
     durationSeconds: (Date.now() - started.getTime()) / 1000,
     machine: describeMachine(binding().libbpfVersion(), loadStart),
-    parameters: { packet: opts.packet, connections: opts.connections },
+    parameters: { packet: opts.packet, connections: opts.connections, flood: opts.flood, controlplane: opts.controlplane },
     figures,
     details,
     remarks,
@@ -84,9 +112,11 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
     },
   });
-  if (values.only !== undefined && values.only !== 'packet' && values.only !== 'connections') {
-    throw new Error(`--only must be "packet" or "connections", got "${values.only}"`);
+  const sections = ['packet', 'connections', 'flood', 'controlplane'];
+  if (values.only !== undefined && !sections.includes(values.only)) {
+    throw new Error(`--only must be one of ${sections.map((s) => `"${s}"`).join(', ')}, got "${values.only}"`);
   }
+  const want = (section: string): boolean => values.only === undefined || values.only === section;
   const base = values.quick ? QUICK : DEFAULTS;
   const packet = {
     ...base.packet,
@@ -99,9 +129,15 @@ async function main(): Promise<void> {
     runs: Math.round(positive('runs', values.runs, base.connections.runs)),
     parallel: Math.round(positive('parallel', values.parallel, base.connections.parallel)),
   };
+  const flood = {
+    seconds: positive('seconds', values.seconds, base.flood.seconds),
+    runs: Math.round(positive('runs', values.runs, base.flood.runs)),
+  };
   const results = await runBenchmarks({
-    packet: values.only === 'connections' ? null : packet,
-    connections: values.only === 'packet' ? null : connections,
+    packet: want('packet') ? packet : null,
+    connections: want('connections') ? connections : null,
+    flood: want('flood') ? flood : null,
+    controlplane: want('controlplane') ? base.controlplane : null,
     log: (line) => console.error(`bench: ${line}`),
   });
   const m = results.machine;

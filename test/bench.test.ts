@@ -28,7 +28,7 @@ test('the benchmarks run and record every row, measured or not yet available', a
         [/^marker, SYN no policy covers$/, 'no-op tc program'],
         [/^seed's algorithm/, null],
         [/^marker, SYN it marks \(static token\)$/, "seed's algorithm (C port), SYN it marks"],
-        [/^no-op XDP program$/, null],
+        [/^marker, SYN it marks \(keyed token\)$/, 'marker, SYN it marks (static token)'],
       ] as const) {
         const got = find('per packet', name, config);
         assert.equal(got.length, 1, `per packet ${name} at ${config}: got ${got.length} rows, want 1`);
@@ -44,14 +44,31 @@ test('the benchmarks run and record every row, measured or not yet available', a
     assert.deepEqual(targets.target, { kind: 'at most', ratio: 1.15 });
     assert.ok(['pass', 'FAIL', 'inconclusive'].includes(targets.verdict), `a row with a target gets a verdict, got ${targets.verdict}`);
 
+    assert.deepEqual(find('per packet', /keyed token/, '1 prefix')[0]!.target, { kind: 'at most', ratio: 2 });
+
+    // Ingress rows do not read the destination trie: measured once, each against its no-op program.
+    for (const [name, baseline] of [
+      [/^no-op XDP program$/, null],
+      [/^verifier, non-SYN/, 'no-op XDP program'],
+      [/^verifier, SYN without a token/, 'no-op XDP program'],
+      [/^verifier, SYN with a valid token$/, 'no-op XDP program'],
+      [/^verifier, SYN with an invalid token/, 'no-op XDP program'],
+      [/^verifier \(keyed policy\), SYN with a valid token$/, 'no-op XDP program'],
+      [/^verifier at tc ingress \(keyed policy\), SYN with a valid token$/, 'no-op tc program'],
+    ] as const) {
+      const got = find('per packet', name);
+      assert.equal(got.length, 1, `per packet ${name}: got ${got.length} rows, want 1 (measured once)`);
+      const f = got[0]!;
+      assert.equal(f.config, 'ingress (no trie)');
+      assert.ok(f.value !== null && f.value > 0, `${f.benchmark}: got value ${f.value}, want a positive ns/packet`);
+      assert.equal(f.baseline?.benchmark ?? null, baseline, `${f.benchmark}: baseline`);
+    }
+
     // Rows for parts that are not built yet: listed, never given a number.
     for (const f of rows.filter((x) => x.verdict === 'not yet available')) {
       assert.equal(f.value, null, `${f.benchmark}: an unavailable row has no value`);
       assert.equal(f.ratio, null);
       assert.ok(f.note && f.note.length > 0, `${f.benchmark}: an unavailable row says why`);
-    }
-    for (const name of [/keyed token/, /^verifier, non-SYN/, /^verifier, SYN with a valid token$/, /^verifier, SYN with an invalid token/]) {
-      assert.equal(find('per packet', name).length, QUICK.packet.prefixCounts.length, `per packet ${name}: one row per trie size (measured or not yet available)`);
     }
 
     // Connections: both modes for every configuration, bulk with and without the marker.
@@ -73,6 +90,19 @@ test('the benchmarks run and record every row, measured or not yet available', a
     const marked = (results.details.connections as { counters: Record<string, Record<string, number>> }).counters.marker?.marked ?? 0;
     assert.ok(marked >= (opened.marker ?? Infinity), `the marker marked ${marked} SYNs for ${opened.marker} connections`);
 
+    // SYN flood: both figures for the no-op drop, the verifier and no hook.
+    for (const name of [/^unmarked SYN flood, .*SYNs handled per second$/, /^unmarked SYN flood: CPU per SYN/]) {
+      for (const config of ['no-op XDP program (XDP_DROP)', 'verifier (Enforce)', 'no hook (to a listener)']) {
+        const got = rows.filter((f) => name.test(f.benchmark) && f.config === config);
+        assert.equal(got.length, 1, `SYN flood ${name} ${config}: got ${got.length} rows, want 1`);
+        assert.ok(got[0]!.value !== null && got[0]!.value > 0, `SYN flood ${name} ${config}: got ${got[0]!.value}`);
+      }
+    }
+    const flood = rows.find((f) => /SYNs handled per second$/.test(f.benchmark) && f.config === 'verifier (Enforce)');
+    assert.deepEqual(flood?.target, { kind: 'at least', ratio: 0.9 });
+    const counters = (results.details.flood as { verifierCounters: Record<string, number> }).verifierCounters;
+    assert.ok((counters.verify_dropped ?? 0) > 0, `the verifier dropped ${counters.verify_dropped} SYNs of the flood, want some`);
+
     // The machine and both files.
     assert.ok(results.machine.nproc > 0 && results.machine.kernel.length > 0 && results.machine.loadAverageStart.length === 3);
     const json = JSON.parse(readFileSync(files.json, 'utf8')) as Results;
@@ -80,7 +110,6 @@ test('the benchmarks run and record every row, measured or not yet available', a
     const md = readFileSync(files.md, 'utf8');
     assert.match(md, /\| benchmark \| config \| value \(unit\) \| baseline \| ratio \| target \| verdict \|/);
     assert.equal(md.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| benchmark')).length, rows.length, 'latest.md has one table line per row');
-    assert.match(md, /not yet available/);
     assert.match(md, new RegExp(`${results.machine.nproc} CPUs`));
   } finally {
     rmSync(dir, { recursive: true, force: true });
