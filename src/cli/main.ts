@@ -4,12 +4,9 @@
 import { hostname } from 'node:os';
 import { Command, CommanderError } from 'commander';
 import { Agent, type AgentStatus } from '../agent/agent.js';
-import { KubeSource } from '../agent/kube-source.js';
 import { agentMetrics } from '../agent/metrics.js';
-import { NodeStateWriter } from '../agent/node-state.js';
 import type { PolicySource } from '../agent/source.js';
 import { serveEndpoints } from '../lib/http.js';
-import { loadKubeConfig } from '../lib/kube.js';
 import { Datapath, defaultObjectPath, detachAll } from '../agent/datapath.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
@@ -43,6 +40,12 @@ async function runAgent(o: RawOptions): Promise<number> {
   let onStatus: ((s: AgentStatus) => Promise<void>) | undefined;
   if (cfg.cluster) {
     const c = cfg.cluster;
+    // Loaded only in cluster mode: the Kubernetes client alone is some 80 MiB of heap.
+    const [{ loadKubeConfig }, { KubeSource }, { NodeStateWriter }] = await Promise.all([
+      import('../lib/kube.js'),
+      import('../agent/kube-source.js'),
+      import('../agent/node-state.js'),
+    ]);
     const kc = loadKubeConfig(c.kubeconfig);
     const kube = new KubeSource({ kc, nodeName: c.nodeName, namespace: c.namespace, log, onWatchRestart: (w) => metrics.watchRestarted(w) });
     const writer = new NodeStateWriter({ kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs });

@@ -7,12 +7,9 @@ import path from 'node:path';
 import type { Server } from 'node:http';
 import type { Command } from 'commander';
 import { parseAddress, serveEndpoints } from '../lib/http.js';
-import { loadKubeConfig } from '../lib/kube.js';
 import { type LogFormat, createLogger } from '../lib/log.js';
 import { parseDuration } from '../lib/policy.js';
-import { defaultIdentity } from '../operator/leader.js';
-import { OperatorMetrics } from '../operator/metrics.js';
-import { Operator } from '../operator/operator.js';
+import { defaultIdentity } from '../operator/identity.js';
 import { type RawOptions, UsageError, commonConfig } from './config.js';
 
 export const DEFAULT_OPERATOR_NAMESPACE = 'netoken-system';
@@ -86,6 +83,12 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
 /** Runs until SIGTERM/SIGINT (exit code 0) or until leadership is lost (exit code 1). */
 export async function runOperator(cfg: OperatorConfig): Promise<number> {
   const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
+  // Loaded here, not at the top: the Kubernetes client alone is some 80 MiB of heap.
+  const [{ loadKubeConfig }, { OperatorMetrics }, { Operator }] = await Promise.all([
+    import('../lib/kube.js'),
+    import('../operator/metrics.js'),
+    import('../operator/operator.js'),
+  ]);
   const kc = loadKubeConfig(cfg.kubeconfig);
   const metrics = new OperatorMetrics();
   let finish: (code: number) => void = () => undefined;

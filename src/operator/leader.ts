@@ -8,7 +8,6 @@
  * read, so two candidates can never both succeed.
  */
 import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
-import { hostname } from 'node:os';
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/kube.js';
 
@@ -29,10 +28,7 @@ export interface LeaderOptions {
   onStoppedLeading: (why: string) => void;
 }
 
-/** The identity of this candidate: the pod name in a cluster, else host name and process id. */
-export function defaultIdentity(env: NodeJS.ProcessEnv = process.env): string {
-  return env.POD_NAME || `${hostname()}_${process.pid}`;
-}
+export { defaultIdentity } from './identity.js';
 
 /** The parts of a Lease the election reads. */
 export interface LeaseRecord {
