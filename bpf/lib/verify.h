@@ -187,14 +187,14 @@ static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
 
 /**
  * nt_verify_syn() - slow path for a possible SYN: read in place when its headers
- * are in [@data, @data_end), else through nt_load(). Returns enum nt_verdict.
+ * are in [@data, @data_end), else through nt_load(). @rule: the rule of its
+ * port when the caller has looked it up, else NULL. Returns enum nt_verdict.
  */
 static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex,
-					 void *data, void *data_end)
+					 void *data, void *data_end, struct nt_ingress_rule *rule)
 {
 	struct nt_syn s = {};
 	__u8 opts[NT_TCP_OPT_BUF] = {};
-	struct nt_ingress_rule *rule;
 	struct nt_policy *policy;
 	__u32 policy_id, verdict;
 	int parsed, have_opts = 1;
@@ -218,7 +218,8 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 		return NT_V_PASS;
 	}
 
-	rule = nt_ingress_rule(ifindex, s.flow.dport);
+	if (!rule)
+		rule = nt_ingress_rule(ifindex, s.flow.dport);
 	if (!rule)
 		return NT_V_PASS;
 	policy_id = rule->policy_id;
@@ -249,14 +250,18 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex,
 				     void *data, void *data_end)
 {
+	struct nt_ingress_rule *rule = NULL;
 	__be16 dport = 0;
 
 	if (nt_classify(data, data_end, &dport) == NT_CLASS_PASS)
 		return NT_V_PASS;
-	/* A SYN seen whole, to a port nothing protects here. */
-	if (dport && !nt_ingress_rule(ifindex, dport))
-		return NT_V_PASS;
-	return nt_verify_syn(ctx, xdp, ifindex, data, data_end);
+	if (dport) {
+		/* A SYN seen whole: its port's rule, found once for both paths. */
+		rule = nt_ingress_rule(ifindex, dport);
+		if (!rule)
+			return NT_V_PASS;
+	}
+	return nt_verify_syn(ctx, xdp, ifindex, data, data_end, rule);
 }
 
 #endif /* NT_LIB_VERIFY_H */
