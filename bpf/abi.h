@@ -143,7 +143,12 @@ struct nt_clock {
 struct nt_port_key {
 	__u32 ifindex;
 	__u16 port;  /* host byte order; 0 = every port */
-	__u16 _pad;
+	__u16 scope; /* enum nt_port_scope */
+};
+
+enum nt_port_scope {
+	NT_SCOPE_PORT = 0,      /* the rule protecting ifindex/port */
+	NT_SCOPE_ENFORCING = 1, /* port 0: some policy enforces on ifindex (its rule); for what has no visible port */
 };
 
 enum nt_ingress_action {

@@ -200,7 +200,7 @@ static __always_inline int nt_mark_syn(struct __sk_buff *skb)
 	struct nt_syn s = {};
 	__u8 opts[NT_TCP_OPT_BUF] = {};
 
-	switch (nt_parse_syn(skb, NT_CTX_SKB, &s)) {
+	switch (nt_parse_syn(skb, NT_CTX_SKB, &s, 0)) {
 	case NT_PARSE_SYN:
 		return nt_mark_parsed(skb, &s, opts, 0);
 	case NT_PARSE_IPV6_OPAQUE:
@@ -236,9 +236,12 @@ static __always_inline int nt_mark_syn_direct(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
 	r = nt_parse_syn_direct((void *)(long)skb->data, (void *)(long)skb->data_end, &s, opts);
 	if (r == NT_PARSE_SLOW) {
-		/* IPv6 extension headers (or a failed pull): parse through helpers, to count the skip. */
-		r = nt_parse_syn(skb, NT_CTX_SKB, &s);
-		if (r == NT_PARSE_SYN && !s.ipv6_ext)
+		/*
+		 * IPv6 extension headers, an IPv4 first fragment (or a failed pull):
+		 * parse through helpers, to count the skip.
+		 */
+		r = nt_parse_syn(skb, NT_CTX_SKB, &s, 0);
+		if (r == NT_PARSE_SYN && !s.ipv6_ext && !s.first_frag)
 			return NT_PASS; /* only after a failed pull: never write blind */
 	}
 	switch (r) {

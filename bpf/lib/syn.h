@@ -51,7 +51,15 @@ enum nt_parse {
 	NT_PARSE_PASS = 0, /* not an opening TCP SYN, or unreadable: pass, uncounted */
 	NT_PARSE_SYN,      /* a SYN: struct nt_syn is filled in */
 	NT_PARSE_IPV6_OPAQUE, /* IPv6 extension headers we cannot see past: count and pass */
-	NT_PARSE_SLOW,     /* nt_parse_syn_direct() only: headers not all linear, or IPv6 extension headers */
+	NT_PARSE_SLOW,     /* nt_parse_syn_direct() only: headers not all linear, IPv6 extension headers, an IPv4 first fragment */
+	/*
+	 * nt_parse_syn() with @frag_strict only: an IPv4 first fragment whose TCP
+	 * header does not all lie inside it (but its ports do). Reassembly may
+	 * still make a SYN of it. s->flow holds the addresses and ports. Without
+	 * @frag_strict such a fragment is read as if the bytes after it were its
+	 * own: the marker only counts it as a fragment.
+	 */
+	NT_PARSE_FRAG_CUT,
 };
 
 struct nt_syn {
@@ -88,6 +96,9 @@ static __always_inline int nt_classify(void *data, void *data_end, __be16 *dport
 			return NT_CLASS_SLOW;
 		if (iph->protocol != IPPROTO_TCP || nt_ipv4_is_later_fragment(iph))
 			return NT_CLASS_PASS;
+		/* Its TCP header may be cut short, with other bytes after it: look closer. */
+		if (nt_ipv4_is_first_fragment(iph))
+			return NT_CLASS_SLOW;
 		hlen = nt_ipv4_hlen(iph);
 		if (hlen < sizeof(*iph))
 			return NT_CLASS_PASS;
@@ -121,7 +132,8 @@ static __always_inline int nt_classify(void *data, void *data_end, __be16 *dport
  * nt_parse_syn() - read the headers of a possible SYN with nt_load().
  * Returns enum nt_parse; on NT_PARSE_SYN, @s describes the packet.
  */
-static __always_inline int nt_parse_syn(void *ctx, const int xdp, struct nt_syn *s)
+static __always_inline int nt_parse_syn(void *ctx, const int xdp, struct nt_syn *s,
+					const int frag_strict)
 {
 	__be16 proto;
 	__u32 l3_off, l4_off;
@@ -177,8 +189,30 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, struct nt_syn 
 	}
 
 	l4_off = l3_off + s->ip_hlen;
-	if (nt_load(ctx, xdp, l4_off, &s->tcp, sizeof(s->tcp)))
+	if (frag_strict && s->first_frag) {
+		__u8 head[NT_TCP_FLAGS_OFF + 1];
+
+		/* Only what the IP length covers counts: bytes after it are not the datagram's. */
+		if (s->layout.ip_len < s->ip_hlen + sizeof(s->tcp) ||
+		    nt_load(ctx, xdp, l4_off, &s->tcp, sizeof(s->tcp))) {
+			/* Flags in the fragment: only a SYN matters. Else the ports, if there. */
+			if (s->layout.ip_len >= s->ip_hlen + sizeof(head) &&
+			    !nt_load(ctx, xdp, l4_off, head, sizeof(head))) {
+				if (!nt_tcp_is_syn(head[NT_TCP_FLAGS_OFF]))
+					return NT_PARSE_PASS;
+			} else if (s->layout.ip_len < s->ip_hlen + 4 ||
+				   nt_load(ctx, xdp, l4_off, head, 4)) {
+				/* Not even the ports: a first fragment must hold 8 bytes, the stack drops it. */
+				return NT_PARSE_PASS;
+			}
+			__builtin_memcpy(&s->flow.sport, &head[0], 2);
+			__builtin_memcpy(&s->flow.dport, &head[2], 2);
+			s->flow.family = 4;
+			return NT_PARSE_FRAG_CUT;
+		}
+	} else if (nt_load(ctx, xdp, l4_off, &s->tcp, sizeof(s->tcp))) {
 		return NT_PARSE_PASS;
+	}
 	if (!nt_tcp_is_syn(((__u8 *)&s->tcp)[NT_TCP_FLAGS_OFF]))
 		return NT_PARSE_PASS;
 
@@ -200,7 +234,8 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, struct nt_syn 
  * zeroed by the caller) holds its option area, or s->opts_cut says that the
  * area runs past the linear data (for a linear skb: past the packet). Returns
  * NT_PARSE_SLOW when the caller must use nt_parse_syn() instead: a header
- * before the options not in the linear area, or IPv6 extension headers to walk.
+ * before the options not in the linear area, IPv6 extension headers to walk,
+ * or an IPv4 first fragment.
  */
 static __always_inline int nt_parse_syn_direct(void *data, void *data_end, struct nt_syn *s,
 					       __u8 opts[NT_TCP_OPT_BUF])
@@ -225,7 +260,10 @@ static __always_inline int nt_parse_syn_direct(void *data, void *data_end, struc
 			return NT_PARSE_PASS;
 		s->layout.family = 4;
 		s->layout.ip_len = bpf_ntohs(iph->tot_len);
-		s->first_frag = nt_ipv4_is_first_fragment(iph);
+		/* Rare, and its TCP header may be cut short: nt_parse_syn() looks closer. */
+		if (nt_ipv4_is_first_fragment(iph))
+			return NT_PARSE_SLOW;
+		s->first_frag = 0;
 		__builtin_memcpy(s->flow.saddr, &iph->saddr, 4);
 		__builtin_memcpy(s->flow.daddr, &iph->daddr, 4);
 		th = (void *)iph + s->ip_hlen;

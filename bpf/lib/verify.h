@@ -92,6 +92,9 @@ static __always_inline __u32 nt_syn_verdict(void *ctx, const int xdp, const stru
 
 	if (s->layout.tcp_len < sizeof(struct tcphdr))
 		return NT_C_V_MALFORMED;
+	/* A first fragment cut inside the options: the bytes after it are not the datagram's. */
+	if (s->first_frag && s->ip_hlen + s->layout.tcp_len > s->layout.ip_len)
+		return NT_C_V_MALFORMED;
 	/* 0..40; the mask bounds the read for the verifier (see nt_syn_check()). */
 	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
 	if (!have_opts && optlen > 0 &&
@@ -197,11 +200,11 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	__u8 opts[NT_TCP_OPT_BUF] = {};
 	struct nt_policy *policy;
 	__u32 policy_id, verdict;
-	int parsed, have_opts = 1;
+	int parsed, have_opts = 1, cut = 0;
 
 	parsed = nt_parse_syn_direct(data, data_end, &s, opts);
 	if (parsed == NT_PARSE_SLOW) {
-		parsed = nt_parse_syn(ctx, xdp, &s);
+		parsed = nt_parse_syn(ctx, xdp, &s, 1);
 		have_opts = 0;
 	} else if (s.opts_cut) {
 		/* Options past the linear area (or past the packet): nt_load() tells which. */
@@ -210,10 +213,27 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	switch (parsed) {
 	case NT_PARSE_SYN:
 		break;
-	case NT_PARSE_IPV6_OPAQUE:
-		/* Cannot see the TCP header, so not the port either: counted, never dropped. */
-		nt_count(ifindex, 0, NT_C_V_MALFORMED);
-		return NT_V_PASS;
+	case NT_PARSE_FRAG_CUT:
+		/* Reassembly may make a SYN of it, and its options cannot be seen: malformed, so Enforce drops it. */
+		cut = 1;
+		break;
+	case NT_PARSE_IPV6_OPAQUE: {
+		/*
+		 * Cannot see the TCP header, so not the port either, yet the stack may
+		 * find a SYN behind it. Where some policy enforces on this interface,
+		 * such a packet is dropped; elsewhere it is counted and passed.
+		 */
+		struct nt_port_key key = { .ifindex = ifindex, .scope = NT_SCOPE_ENFORCING };
+
+		rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
+		if (!rule || rule->action != NT_ACTION_ENFORCE) {
+			nt_count(ifindex, 0, NT_C_V_MALFORMED);
+			return NT_V_PASS;
+		}
+		nt_count(ifindex, rule->policy_id, NT_C_V_MALFORMED);
+		nt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);
+		return NT_V_DROP;
+	}
 	default:
 		return NT_V_PASS;
 	}
@@ -227,7 +247,7 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	verdict = nt_syn_verdict(ctx, xdp, &s, policy, opts, have_opts);
+	verdict = cut ? NT_C_V_MALFORMED : nt_syn_verdict(ctx, xdp, &s, policy, opts, have_opts);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
 	nt_count(ifindex, policy_id, verdict);

@@ -84,11 +84,14 @@ test('ingress: protected ports per interface, exemptions per policy, the verifie
   assert.ok(d.policySlots.has(1));
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/ingress', '3/ingress']);
   const ports = [...d.ingressPorts.values()].map(([k, v]) => ({ ...decodePortKey(k), ...decodeIngressRule(v) }));
+  // Each interface where a policy enforces also gets the rule for packets whose port cannot be seen.
   assert.deepEqual(ports.sort((a, b) => a.ifindex - b.ifindex || a.port - b.port), [
-    { ifindex: 2, port: 80, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 2, port: 443, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 3, port: 80, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 3, port: 443, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 2, port: 0, enforcing: true, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 2, port: 80, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 2, port: 443, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 3, port: 0, enforcing: true, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 3, port: 80, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 3, port: 443, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
   ]);
   assert.deepEqual([...d.exempt4.values()].map(([k]) => decodeSrcKey(k)), [{ policyId: 1, prefixLen: 8, addr: Buffer.from([10, 0, 0, 0]) }]);
   assert.equal(d.exempt6.size, 1);
@@ -107,7 +110,7 @@ test('ingress: no ports means every port (0); Monitor and the replay limit reach
   const d = computeDesired({ policies: [p], keys: new Map([['both', { current: Buffer.alloc(16, 1) }]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
   const [[k, v]] = [...d.ingressPorts.values()] as [[Buffer, Buffer]];
-  assert.deepEqual(decodePortKey(k), { ifindex: 2, port: 0 });
+  assert.deepEqual(decodePortKey(k), { ifindex: 2, port: 0, enforcing: false }, 'Monitor: no rule for packets without a visible port');
   assert.deepEqual(decodeIngressRule(v), { policyId: 1, action: IngressActionCode.Monitor, replayLimit: 3 });
   assert.equal(d.policySlots.size, 1);
   assert.deepEqual(d.outcomes[0]!.interfaces, ['eth0'], 'an interface is listed once for both directions');
@@ -118,7 +121,7 @@ test('ingress: the same port on the same interface in two policies: the name tha
   const b = policy('beta', { ingress: { ports: [443, 8443] } });
   const d = computeDesired({ policies: [b, a], keys: new Map([['alpha', key(1)], ['beta', key(2)]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
   const owner = (port: number): number | undefined => {
-    for (const [k, v] of d.ingressPorts.values()) if (decodePortKey(k).port === port) return decodeIngressRule(v).policyId;
+    for (const [k, v] of d.ingressPorts.values()) if (decodePortKey(k).port === port && !decodePortKey(k).enforcing) return decodeIngressRule(v).policyId;
     return undefined;
   };
   assert.equal(owner(443), d.ids.get('alpha'));

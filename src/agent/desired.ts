@@ -13,7 +13,7 @@
 import { parseCidr } from '../lib/cidr.js';
 import {
   BindBit, IngressActionCode, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
-  encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
+  encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
 import { type TokenKeys, type TokenPolicy, selectorMatches } from '../lib/types.js';
 import { type HostInterface, selectInterfaces } from './interfaces.js';
@@ -225,6 +225,12 @@ export function computeDesired(input: DesiredInput): DesiredState {
         }
         portOwner.set(hex, name);
         state.ingressPorts.set(hex, [key, rule]);
+      }
+      // What has no port the verifier can see (IPv6 behind too many extension headers) is
+      // dropped where any policy enforces: the first enforcing policy by name stands for them.
+      const enforcing = encodeEnforcingKey(i.ifindex);
+      if (action === IngressActionCode.Enforce && !state.ingressPorts.has(enforcing.toString('hex'))) {
+        state.ingressPorts.set(enforcing.toString('hex'), [enforcing, rule]);
       }
       addHook(i, 'ingress', name, out);
     }

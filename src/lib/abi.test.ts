@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import {
   CLOCK_SIZE, COUNTERS, EGRESS_RULE_SIZE, INGRESS_RULE_SIZE, IngressActionCode, LPM4_KEY_SIZE, LPM6_KEY_SIZE, POLICY_SIZE,
   PORT_KEY_SIZE, REPLAY_KEY_SIZE, REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, STAT_KEY_SIZE, TokenModeCode,
-  decodeClock, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeEgressRule,
+  decodeClock, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeEgressRule, encodeEnforcingKey,
   encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
@@ -72,7 +72,9 @@ test('encodings round-trip and put fields where the header says', () => {
 
 test('ingress encodings put fields where the header says', () => {
   assert.equal(encodePortKey(7, 443).toString('hex'), '07000000' + 'bb01' + '0000');
-  assert.deepEqual(decodePortKey(encodePortKey(7, 0)), { ifindex: 7, port: 0 });
+  assert.deepEqual(decodePortKey(encodePortKey(7, 0)), { ifindex: 7, port: 0, enforcing: false });
+  assert.deepEqual(decodePortKey(encodeEnforcingKey(7)), { ifindex: 7, port: 0, enforcing: true });
+  assert.equal(encodeEnforcingKey(7).readUInt16LE(6), 1, 'scope NT_SCOPE_ENFORCING at offsetof(struct nt_port_key, scope)');
   assert.equal(encodeIngressRule(3, IngressActionCode.Enforce, 5).toString('hex'), '03000000' + '01000000' + '05000000' + '00000000');
   assert.deepEqual(decodeIngressRule(encodeIngressRule(9, IngressActionCode.Monitor)), { policyId: 9, action: IngressActionCode.Monitor, replayLimit: 0 });
   const k4 = encodeSrcKey(3, parseCidr('10.0.0.0/8'));

@@ -171,8 +171,19 @@ export function encodePortKey(ifindex: number, port: number): Buffer {
   return k;
 }
 
-export function decodePortKey(k: Buffer): { ifindex: number; port: number } {
-  return { ifindex: k.readUInt32LE(0), port: k.readUInt16LE(4) };
+/**
+ * struct nt_port_key of scope NT_SCOPE_ENFORCING: "some policy enforces on this interface",
+ * for the packets whose port the verifier cannot see.
+ */
+export function encodeEnforcingKey(ifindex: number): Buffer {
+  const k = encodePortKey(ifindex, 0);
+  k.writeUInt16LE(1, 6);
+  return k;
+}
+
+/** `enforcing`: the key is encodeEnforcingKey()'s, not a port's. */
+export function decodePortKey(k: Buffer): { ifindex: number; port: number; enforcing: boolean } {
+  return { ifindex: k.readUInt32LE(0), port: k.readUInt16LE(4), enforcing: k.readUInt16LE(6) === 1 };
 }
 
 /** struct nt_ingress_rule: replayLimit 0 = no limit. */
