@@ -2,15 +2,18 @@
  * Standalone policy source: one multi-document YAML file holding TokenPolicy objects
  * and the Secrets with their keys, exactly what `kubectl apply -f` would take.
  * A document that fails validation is reported and the policy it names keeps its
- * last good version; a file that is not valid YAML changes nothing.
+ * last good version; a file that is not valid YAML changes nothing; a Secret document
+ * that goes away or stops holding a key leaves the keys read before in use (reported as
+ * SecretUnavailable). Error messages never quote the file: it holds keys.
  */
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, statSync, unwatchFile, watchFile } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import type { Logger } from '../lib/log.js';
 import type { TokenKeys, TokenPolicy } from '../lib/types.js';
 import type { DocumentError, PolicySource, Snapshot } from './source.js';
+import { keptOrFresh } from './agent.js';
 
 type Obj = Record<string, unknown>;
 
@@ -30,9 +33,10 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
   const base = path.basename(file);
   let docs;
   try {
-    docs = parseAllDocuments(text, { uniqueKeys: true });
+    // prettyErrors off: a pretty error quotes the offending line, which may hold a key.
+    docs = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: false });
   } catch (err) {
-    out.errors.push({ where: base, message: (err as Error).message });
+    out.errors.push({ where: base, message: yamlMessage(err as Error, text) });
     out.fatal = true;
     return out;
   }
@@ -41,11 +45,20 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
     const where = `${base} document ${i + 1}`;
     if (doc.errors.length) {
       const e = doc.errors[0];
-      out.errors.push({ where, message: `invalid YAML: ${e?.message ?? 'unknown error'}` });
+      out.errors.push({ where, message: `invalid YAML: ${e ? yamlMessage(e, text) : 'unknown error'}` });
       out.fatal = true;
       return;
     }
-    const obj = doc.toJS() as unknown;
+    let obj: unknown;
+    try {
+      // Aliases are resolved here; an alias without its anchor, or an alias bomb, throws.
+      obj = doc.toJS({ maxAliasCount: 100 }) as unknown;
+    } catch (err) {
+      // The parser's message names the alias, which is text from the file: leave it out.
+      out.errors.push({ where, message: `invalid YAML: the document cannot be read as data (${(err as Error).name}: an alias without its anchor, or too many aliases)` });
+      out.fatal = true;
+      return;
+    }
     if (obj === null || obj === undefined) return; // empty document
     if (typeof obj !== 'object' || Array.isArray(obj)) {
       out.errors.push({ where, message: 'must be a Kubernetes object (a mapping with apiVersion and kind)' });
@@ -84,9 +97,40 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
   return out;
 }
 
+/**
+ * Codes of YAML errors whose messages are fixed text. The others quote the document (a tag,
+ * an escape, a token, a directive), and a policy file holds keys: for those only a
+ * description of the code is shown.
+ */
+const FIXED_TEXT_CODES = new Set(['BAD_INDENT', 'DUPLICATE_KEY', 'MISSING_CHAR', 'MULTILINE_IMPLICIT_KEY', 'TAB_AS_INDENT', 'BLOCK_AS_IMPLICIT_KEY', 'BLOCK_IN_FLOW', 'KEY_OVER_1024_CHARS', 'MULTIPLE_ANCHORS', 'MULTIPLE_TAGS', 'MULTIPLE_DOCS', 'NON_STRING_KEY', 'ALIAS_PROPS', 'BAD_ALIAS']);
+const CODE_TEXT: Record<string, string> = {
+  UNEXPECTED_TOKEN: 'unexpected token',
+  BAD_DQ_ESCAPE: 'invalid escape sequence in a double-quoted string',
+  TAG_RESOLVE_FAILED: 'a tag that cannot be resolved',
+  BAD_PROP_ORDER: 'an anchor or tag in the wrong place',
+  BAD_SCALAR_START: 'a plain value that starts with a character it cannot start with',
+  BAD_DIRECTIVE: 'an unknown or unsupported directive',
+  BAD_COLLECTION_TYPE: 'a tag for another kind of collection',
+};
+
+/** A YAML error as one line with its position, never quoting the document. */
+function yamlMessage(e: Error & { code?: string; pos?: [number, number] }, source: string): string {
+  const code = e.code ?? '';
+  const text = FIXED_TEXT_CODES.has(code) ? (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?\s*$/, '') : (CODE_TEXT[code] ?? 'a syntax error');
+  let at = '';
+  if (e.pos && e.pos[0] >= 0 && e.pos[0] <= source.length) {
+    const before = source.slice(0, e.pos[0]).split('\n');
+    at = ` at line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
+  }
+  return `${text}${at}${code ? ` (${code})` : ''}`;
+}
+
 export class FileSource implements PolicySource {
   private current: Snapshot;
   private generations = new Map<string, { spec: string; generation: number }>();
+  /** policy name -> the keys last read for it (kept while its Secret document is gone or broken) */
+  private lastKeys = new Map<string, { secret: string; mode: string; keys: TokenKeys }>();
+  private warnedMode = false;
   private onChange: (() => void) | undefined;
 
   constructor(
@@ -102,7 +146,13 @@ export class FileSource implements PolicySource {
     this.onChange = onChange;
     this.reload();
     watchFile(this.file, { interval: this.pollMs, persistent: false }, () => {
-      this.reload();
+      // Whatever the file holds, the agent must not die of it: a reload that throws is reported.
+      try {
+        this.reload();
+      } catch (err) {
+        this.log.error('reading the policy file failed; nothing changed', { file: this.file, error: (err as Error).name });
+        return;
+      }
       this.onChange?.();
     });
   }
@@ -116,10 +166,23 @@ export class FileSource implements PolicySource {
     return this.current;
   }
 
+  /** The file holds keys: say so once when others than its owner may read it. */
+  private checkMode(): void {
+    const mode = statSync(this.file).mode & 0o777;
+    if ((mode & 0o077) === 0) {
+      this.warnedMode = false;
+      return;
+    }
+    if (this.warnedMode) return;
+    this.warnedMode = true;
+    this.log.warn('the policy file holds token keys but others than its owner may read it; chmod 600 it', { file: this.file, mode: `0${mode.toString(8)}` });
+  }
+
   /** Re-read the file; keeps last good policies for documents that became invalid. */
   reload(): void {
     let text: string;
     try {
+      this.checkMode();
       text = readFileSync(this.file, 'utf8');
     } catch (err) {
       const msg = `cannot read the policy file: ${(err as Error).message}`;
@@ -148,17 +211,20 @@ export class FileSource implements PolicySource {
       this.generations.set(p.metadata.name, { spec, generation });
       p.metadata.generation = generation;
       const secret = parsed.secrets.get(p.spec.token.secretRef.name);
+      let got: TokenKeys | Error;
       if (!secret) {
-        keys.set(p.metadata.name, new Error(`Secret "${p.spec.token.secretRef.name}" named by spec.token.secretRef is not in ${path.basename(this.file)}`));
-        continue;
+        got = new Error(`Secret "${p.spec.token.secretRef.name}" named by spec.token.secretRef is not in ${path.basename(this.file)}`);
+      } else {
+        try {
+          got = decodeKeys(secret, p.spec.token.mode, path.basename(this.file));
+        } catch (err) {
+          got = err as Error;
+        }
       }
-      try {
-        keys.set(p.metadata.name, decodeKeys(secret, p.spec.token.mode, path.basename(this.file)));
-      } catch (err) {
-        keys.set(p.metadata.name, err as Error);
-      }
+      keys.set(p.metadata.name, keptOrFresh(this.lastKeys, p, got));
     }
     for (const name of [...this.generations.keys()]) if (!policies.has(name)) this.generations.delete(name);
+    for (const name of [...this.lastKeys.keys()]) if (!policies.has(name)) this.lastKeys.delete(name);
     this.current = { policies: [...policies.values()], keys, nodeLabels: this.nodeLabels, documentErrors: parsed.errors };
   }
 }

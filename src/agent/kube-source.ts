@@ -2,7 +2,9 @@
  * Cluster policy source: TokenPolicies (cluster-scoped), this node's Node object (its
  * labels feed spec.nodeSelector) and the key Secrets in the agent's namespace, each a
  * self-restarting list+watch cache. When the API server is unreachable the caches keep
- * their last contents, so the node keeps enforcing its last good state.
+ * their last contents, so the node keeps enforcing its last good state. A Secret that is
+ * deleted or stops holding a key does not take the policy's keys away: the keys read last
+ * stay in use (a verifier keeps enforcing) and the policy reports SecretUnavailable.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Node, type V1Secret } from '@kubernetes/client-node';
 import { Watched } from '../lib/kube.js';
@@ -10,6 +12,7 @@ import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type TokenKeys, type TokenPolicy } from '../lib/types.js';
 import type { DocumentError, PolicySource, Snapshot } from './source.js';
+import { keptOrFresh } from './agent.js';
 
 export interface KubeSourceOptions {
   kc: KubeConfig;
@@ -26,6 +29,8 @@ export class KubeSource implements PolicySource {
   private onChange: (() => void) | undefined;
   /** last valid version of each policy, kept when an update cannot be read */
   private lastGood = new Map<string, TokenPolicy>();
+  /** policy name -> the keys last read for it, with the Secret and mode they were read for */
+  private lastKeys = new Map<string, { secret: string; mode: string; keys: TokenKeys }>();
 
   constructor(private readonly o: KubeSourceOptions) {
     const custom = o.kc.makeApiClient(CustomObjectsApi);
@@ -110,17 +115,21 @@ export class KubeSource implements PolicySource {
     for (const p of policies) {
       const ref = p.spec.token.secretRef.name;
       const s = secrets.get(ref);
+      let got: TokenKeys | Error;
       if (!s) {
-        keys.set(p.metadata.name, new Error(`Secret "${ref}" not found in namespace ${this.o.namespace}`));
-        continue;
+        got = new Error(`Secret "${ref}" not found in namespace ${this.o.namespace}`);
+      } else {
+        try {
+          got = decodeKeys(s, p.spec.token.mode, `namespace ${this.o.namespace}`);
+        } catch (err) {
+          got = err as Error;
+        }
       }
-      try {
-        keys.set(p.metadata.name, decodeKeys(s, p.spec.token.mode, `namespace ${this.o.namespace}`));
-      } catch (err) {
-        keys.set(p.metadata.name, err as Error);
-      }
+      keys.set(p.metadata.name, keptOrFresh(this.lastKeys, p, got));
     }
+    for (const n of [...this.lastKeys.keys()]) if (!keys.has(n)) this.lastKeys.delete(n);
     const node = this.nodeObject();
     return { policies, keys, nodeLabels: { ...(node?.metadata?.labels ?? {}) }, documentErrors };
   }
 }
+

@@ -61,6 +61,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   }
   const agent = new Agent({
     source, datapath, log, runDir: cfg.runDir, interfacePollMs: cfg.interfacePollMs,
+    stateDir: cfg.stateDir, tcPriority: cfg.tcPriority,
     onReconcile: (sec, ok) => metrics.reconciled(sec, ok),
     ...(onStatus ? { onStatus } : {}),
   });

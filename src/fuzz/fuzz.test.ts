@@ -1,17 +1,23 @@
 /**
  * The packet fuzzer, bounded: a fixed-seed run and a time-seeded run of the CLI against the
- * built marker (in a private network namespace, so the MTU check is reached too), the skip
- * reasons those runs reach, replay, and proof that the checks catch broken outputs.
+ * built marker and the built verifier (XDP and tc), in a private network namespace so that
+ * the MTU check and per-device rules are reached, the skip reasons and verdicts those runs
+ * reach, replay, proof that the checks catch broken outputs, and bugs planted in a copy of
+ * the verifier's sources that the fuzzer must find.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { COUNTERS } from '../lib/abi.js';
 import { ipv4HeaderChecksum, tcpChecksum } from '../lib/packet.js';
 import { checkMarkerRun, type Violation } from './check.js';
-import { Fuzzer, fuzz, markerTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import { DEFAULT_VERIFIER_OBJECT, Fuzzer, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import { generateVerifierCase } from './verifier-generate.js';
+import { VERDICT_CODES, checkVerifierRun, describeVerifierVerdict, verdictDrops, type VerifierVerdict } from './verifier-model.js';
 import { generateCase } from './generate.js';
 import type { Verdict } from './model.js';
 import { TcAction } from '../native/bpf.js';
@@ -43,13 +49,20 @@ function cli(args: string[]): Promise<CliResult> {
   });
 }
 
-/** Run the CLI with --json; fail with its whole output when it does not exit 0. */
-async function fuzzRun(seed: number, count: number): Promise<{ summary: FuzzSummary; text: string }> {
-  const r = await cli(['--seed', String(seed), '--count', String(count), '--json']);
+/** Run the CLI with --json; fail with its whole output when it does not exit 0. One summary per target. */
+async function fuzzRuns(target: string, seed: number, count: number): Promise<{ summaries: FuzzSummary[]; text: string }> {
+  const r = await cli(['--target', target, '--seed', String(seed), '--count', String(count), '--json']);
   const text = r.stdout.trimEnd();
-  assert.equal(r.code, 0, `fuzz run seed=${seed} exited ${r.code}:\n${text}\n${r.stderr}`);
-  const last = text.split('\n').pop() ?? '';
-  return { summary: JSON.parse(last) as FuzzSummary, text: text.split('\n').slice(0, -1).join('\n') };
+  assert.equal(r.code, 0, `fuzz run --target ${target} seed=${seed} exited ${r.code}:\n${text}\n${r.stderr}`);
+  const lines = text.split('\n');
+  const summaries = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary);
+  return { summaries, text: lines.filter((l) => !l.startsWith('{')).join('\n') };
+}
+
+async function fuzzRun(seed: number, count: number): Promise<{ summary: FuzzSummary; text: string }> {
+  const { summaries, text } = await fuzzRuns('marker', seed, count);
+  assert.equal(summaries.length, 1, 'one summary for the marker');
+  return { summary: summaries[0]!, text };
 }
 
 function assertClean(s: FuzzSummary, seed: number, count: number): void {
@@ -93,9 +106,9 @@ test('the generated packets reach every skip reason test runs can reach, and mar
 });
 
 test('--replay SEED:CASE rebuilds exactly that case and checks it', async () => {
-  const { code, stdout } = await cli(['--replay', `${FIXED_SEED}:4242`]);
+  const { code, stdout } = await cli(['--target', 'marker', '--replay', `${FIXED_SEED}:4242`]);
   assert.equal(code, 0, stdout);
-  assert.match(stdout, new RegExp(`^ok seed=${FIXED_SEED} case=4242`));
+  assert.match(stdout, new RegExp(`^ok seed=${FIXED_SEED} case=4242 target=marker`));
   const want = generateCase(FIXED_SEED, 4242, 3).frame.toString('hex');
   assert.match(stdout, new RegExp(`input  \\(\\d+ bytes\\): ${want}\n`), 'replayed input bytes');
   assert.ok(generateCase(7, 1, 3).frame.equals(generateCase(7, 1, 3).frame), 'a case depends only on (seed, index)');
@@ -240,5 +253,198 @@ test('the counter check catches a case counted under the wrong reason', async ()
     }
   } finally {
     f.close();
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// The ingress verifier: XDP and tc entry points, one reference model
+
+const VERIFIER_FIXED_SEED = 20261127;
+const VERIFIER_FIXED_COUNT = 60000;
+const VERIFIER_TIME_COUNT = 30000;
+
+/** Fail with every failing case's replay line, so that the message alone says what to run. */
+function assertVerifierClean(s: FuzzSummary, text: string, seed: number, count: number): void {
+  assert.equal(s.seed, seed, 'seed');
+  assert.equal(s.cases, count, `${s.target}: cases run: got ${s.cases}, want ${count}`);
+  const fails = text.split('\nFAIL ').slice(1).filter((b) => b.includes(`target=${s.target}`))
+    .map((b) => b.split('\n').filter((l) => !l.startsWith('  input') && !l.startsWith('  output')).join('\n'));
+  assert.equal(s.failures, 0, `${s.target}: ${s.failures} failing cases ${JSON.stringify(s.violations)}; the first ones:\nFAIL ${fails.slice(0, 6).join('\nFAIL ')}`);
+  for (const k of ['valid', 'drop', 'monitor', 'exempt', 'pass', 'unverifiable']) {
+    assert.ok((s.verdicts[k] ?? 0) > 0, `${s.target}: verdict ${k} never reached: ${JSON.stringify(s.verdicts)}`);
+  }
+}
+
+let verifierFixedRun: Promise<{ summaries: FuzzSummary[]; text: string }> | undefined;
+const verifierFixed = (): Promise<{ summaries: FuzzSummary[]; text: string }> =>
+  (verifierFixedRun ??= cli(['--target', 'verifier', '--seed', String(VERIFIER_FIXED_SEED), '--count', String(VERIFIER_FIXED_COUNT), '--json', '--max-failures', String(VERIFIER_FIXED_COUNT)]).then((r) => {
+    const lines = r.stdout.trimEnd().split('\n');
+    return { summaries: lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary), text: lines.filter((l) => !l.startsWith('{')).join('\n') };
+  }));
+
+test(`verifier, fixed seed ${VERIFIER_FIXED_SEED}: ${VERIFIER_FIXED_COUNT} cases at XDP and at tc, every invariant holds`, async (t) => {
+  const { summaries, text } = await verifierFixed();
+  assert.deepEqual(summaries.map((x) => x.target), ['verifier-xdp', 'verifier-tc'], `both hooks ran:\n${text}`);
+  for (const line of text.split('\n').filter((l) => !l.startsWith(' ') && !l.startsWith('FAIL'))) t.diagnostic(line);
+  for (const s of summaries) assertVerifierClean(s, text, VERIFIER_FIXED_SEED, VERIFIER_FIXED_COUNT);
+});
+
+test(`verifier, time-derived seed: ${VERIFIER_TIME_COUNT} cases at each hook, every invariant holds`, async (t) => {
+  const seed = ((Date.now() % 0x100000000) ^ (process.pid << 13)) >>> 0;
+  t.diagnostic(`seed=${seed} (replay a failing case with: node dist/src/fuzz/main.js --target verifier-xdp --replay ${seed}:<case>)`);
+  console.log(`fuzz: verifier time-derived seed=${seed}`);
+  const r = await cli(['--target', 'verifier', '--seed', String(seed), '--count', String(VERIFIER_TIME_COUNT), '--json', '--max-failures', String(VERIFIER_TIME_COUNT)]);
+  const lines = r.stdout.trimEnd().split('\n');
+  const summaries = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary);
+  const text = lines.filter((l) => !l.startsWith('{')).join('\n');
+  assert.equal(summaries.length, 2, `both hooks ran (exit ${r.code}):\n${text}\n${r.stderr}`);
+  for (const s of summaries) assertVerifierClean(s, text, seed, VERIFIER_TIME_COUNT);
+  assert.equal(r.code, 0, text);
+});
+
+test('the verifier cases reach every counter, and XDP and tc agree on every case', async () => {
+  const { summaries } = await verifierFixed();
+  const [xdp, tc] = summaries as [FuzzSummary, FuzzSummary];
+  for (const n of ['verify_valid', 'verify_missing', 'verify_invalid', 'verify_malformed', 'verify_dropped', 'verify_exempt']) {
+    assert.ok((xdp.counters[n] ?? 0) > 0, `counter ${n}: got ${xdp.counters[n] ?? 0}, want > 0 (all: ${JSON.stringify(xdp.counters)})`);
+  }
+  assert.equal(xdp.counters.verify_replay ?? 0, 0, 'no replay limit is ever reached');
+  for (const n of COUNTERS.filter((c) => !c.startsWith('verify_'))) assert.equal(xdp.counters[n] ?? 0, 0, `the verifier never counts ${n}`);
+  assert.deepEqual(tc.verdicts, xdp.verdicts, 'the same cases, the same expectations');
+  assert.deepEqual(tc.counters, xdp.counters, 'the tc entry point counts exactly what the XDP one counts');
+  // Packets whose count the model leaves open (unverifiable, dropped by the stack anyway) may add to these.
+  assert.ok((xdp.counters.verify_valid ?? 0) >= (xdp.verdicts.valid ?? 0), 'verify_valid counts at least the valid SYNs expected');
+  assert.ok((xdp.counters.verify_exempt ?? 0) >= (xdp.verdicts.exempt ?? 0), 'verify_exempt counts at least the exempt SYNs expected');
+});
+
+test('--target verifier-xdp --replay SEED:CASE rebuilds that verifier case', async () => {
+  const r = await cli(['--target', 'verifier-xdp', '--replay', `${VERIFIER_FIXED_SEED}:77`]);
+  assert.match(r.stdout, new RegExp(`seed=${VERIFIER_FIXED_SEED} case=77 target=verifier-xdp`), r.stdout);
+  const want = generateVerifierCase(VERIFIER_FIXED_SEED, 77, 3).frame.toString('hex');
+  assert.ok(r.stdout.includes(want), `the replayed input is the generated case:\n${r.stdout}`);
+  const bad = await cli(['--target', 'verifier-ipv9', '--count', '1']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--target must be one of/);
+});
+
+/** Real verifier runs (XDP, loopback, in this process) of the first cases the model expects `want` for. */
+function verifierSamples(f: Fuzzer<VerifierVerdict>, want: (v: VerifierVerdict) => boolean, n: number): Array<CaseRun<VerifierVerdict>> {
+  const out: Array<CaseRun<VerifierVerdict>> = [];
+  for (let i = 0; out.length < n && i < 200000; i++) {
+    const run = f.runCase(f.generate(99, i));
+    if (want(run.verdict) && run.violations.length === 0) out.push(run);
+  }
+  assert.equal(out.length, n, 'not enough sample cases');
+  return out;
+}
+
+test('the verifier checks catch wrong verdicts, changed packets and odd return codes', () => {
+  const f = Fuzzer.open(verifierTarget('xdp'), [{ name: 'lo', ifindex: 1, mtu: 65536 }]);
+  try {
+    const { pass, drop } = VERDICT_CODES.xdp;
+    const cases: Array<[string, (v: VerifierVerdict) => boolean, number, string]> = [
+      ['a valid token dropped', (v) => v.action === 'verify' && v.result === 'verify_valid', drop, 'dropped-valid'],
+      ['a wrong token passed under Enforce', (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_invalid', pass, 'passed-bad-token'],
+      ['a missing token passed under Enforce', (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_missing', pass, 'passed-bad-token'],
+      ['an exempt source dropped', (v) => v.action === 'verify' && v.exempt, drop, 'dropped-exempt'],
+      ['a Monitor verdict dropped', (v) => v.action === 'verify' && !v.enforce && v.result !== 'verify_valid' && !v.exempt, drop, 'dropped-monitor'],
+      ['a non-SYN dropped', (v) => v.action === 'pass', drop, 'dropped-unverified'],
+    ];
+    for (const [what, pick, retval, invariant] of cases) {
+      for (const run of verifierSamples(f, pick, 3)) {
+        const got = checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, retval, run.out).map((x) => x.invariant);
+        assert.deepEqual(got, [invariant], `${what}: ${describeVerifierVerdict(run.verdict)}`);
+        const changed = Buffer.from(run.out);
+        changed[changed.length - 1] = (changed[changed.length - 1] ?? 0) ^ 1;
+        assert.ok(checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, run.retval, changed).some((x) => x.invariant === 'unchanged'), `${what}: a changed byte`);
+        assert.ok(checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, 0, run.out).some((x) => x.invariant === 'returned'), `${what}: XDP_ABORTED`);
+        assert.ok(checkVerifierRun('tc', run.fuzzCase.frame, run.verdict, drop, run.out).some((x) => x.invariant === 'returned'), `${what}: XDP_DROP at tc`);
+      }
+    }
+  } finally {
+    f.close();
+  }
+});
+
+test('the verifier counter check catches a verdict counted under the wrong reason', async () => {
+  const real = verifierTarget('tc');
+  const lying: Target<VerifierVerdict> = {
+    ...real,
+    verdict: (frame, device, c) => {
+      const v = real.verdict(frame, device, c);
+      return v.action === 'verify' && v.result === 'verify_missing' ? { ...v, result: 'verify_invalid' } : v;
+    },
+  };
+  const f = Fuzzer.open(lying, [{ name: 'lo', ifindex: 1, mtu: 65536 }]);
+  try {
+    const failures: Array<CaseRun<VerifierVerdict>> = [];
+    const s = await fuzz(f, { seed: 5, count: 3000, batch: 500, maxFailures: 50, onFailure: (r) => failures.push(r) });
+    const counted = failures.filter((r) => r.violations.some((x) => x.invariant === 'counter'));
+    assert.ok(counted.length > 0, `the wrong expectation went unnoticed: ${JSON.stringify(s.violations)}`);
+    for (const r of counted) assert.match(r.violations.find((x) => x.invariant === 'counter')?.detail ?? '', /verify_missing: 1.*want.*verify_invalid: 1/);
+  } finally {
+    f.close();
+  }
+});
+
+/**
+ * Bugs planted in a private copy of bpf/ (never in the tree): each must be caught, by the
+ * invariant named, within PLANTED_CASES cases. The text replaced must exist, so that a
+ * change of the sources fails here instead of testing nothing.
+ */
+const PLANTED_CASES = 5000;
+const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: string; caughtBy: string[] }> = [
+  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
+  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\tif (k == NT_TCPOPT_EOL)\n\t\t\treturn NT_OPT_ABSENT;\n', to: '\t\tif (k == NT_TCPOPT_EOL) {\n\t\t\tnext = idx + 1;\n\t\t\tcontinue;\n\t\t}\n', caughtBy: ['passed-bad-token'] },
+  { name: 'the next epoch instead of the previous one', file: 'lib/verify.h', from: 'nt_keyed_value(&prefix, epoch - 1) == got)\n\t\treturn 1;', to: 'nt_keyed_value(&prefix, epoch + 1) == got)\n\t\treturn 1;', caughtBy: ['passed-bad-token', 'dropped-valid'] },
+  { name: 'exempt sources looked up by policy only', file: 'lib/verify.h', from: '.prefixlen = 32 + 32,', to: '.prefixlen = 32,', caughtBy: ['dropped-exempt'] },
+  { name: 'the previous static token accepted when there is none', file: 'lib/verify.h', from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous', to: '\t__builtin_memcpy(&want, policy->token_previous', caughtBy: ['passed-bad-token', 'counter'] },
+];
+
+test('bugs planted in a copy of the verifier are caught, each by its invariant', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'netoken-planted-'));
+  try {
+    cpSync(path.join(repoRoot, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
+    const pristine = readdirSync(path.join(dir, 'bpf', 'lib')).map((n) => [n, readFileSync(path.join(dir, 'bpf', 'lib', n), 'utf8')] as const);
+    /** what the unchanged verifier already reports on this seed (known bugs), to tell the planted ones apart */
+    const baseline = new Set<string>();
+    const seen = async (object: string, into: Set<string>): Promise<number> => {
+      const f = Fuzzer.open(verifierTarget('xdp', object), [{ name: 'lo', ifindex: 1, mtu: 65536 }]);
+      let first = -1;
+      try {
+        await fuzz(f, {
+          seed: 31337, count: PLANTED_CASES, maxFailures: 400, batch: 256,
+          // The baseline runs to the end; a planted bug's run ends at its first new invariant.
+          shouldStop: () => into !== baseline && first >= 0,
+          onFailure: (r) => {
+            for (const v of r.violations) {
+              if (!baseline.has(v.invariant) && first < 0) first = r.fuzzCase.index;
+              into.add(v.invariant);
+            }
+          },
+        });
+      } finally {
+        f.close();
+      }
+      return first;
+    };
+    await seen(DEFAULT_VERIFIER_OBJECT, baseline);
+    for (const bug of PLANTED) {
+      for (const [n, text] of pristine) writeFileSync(path.join(dir, 'bpf', 'lib', n), text);
+      const file = path.join(dir, 'bpf', bug.file);
+      const text = readFileSync(file, 'utf8');
+      assert.equal(text.split(bug.from).length, 2, `${bug.name}: the text to replace occurs once in bpf/${bug.file}`);
+      writeFileSync(file, text.replace(bug.from, bug.to));
+      const object = path.join(dir, 'build', 'bpf', 'verifier.bpf.o');
+      rmSync(object, { force: true });
+      execFileSync('make', ['-s', '-C', path.join(dir, 'bpf'), object], { stdio: ['ignore', 'ignore', 'inherit'] });
+      const got = new Set<string>();
+      const first = await seen(object, got);
+      const caught = bug.caughtBy.filter((x) => got.has(x));
+      assert.ok(caught.length > 0, `${bug.name}: not caught; invariants broken: [${[...got].join(', ')}], want one of [${bug.caughtBy.join(', ')}]`);
+      t.diagnostic(`planted "${bug.name}": caught by ${caught.join(', ')}, first at case ${first}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -23,7 +23,7 @@ export interface FuzzCase {
 }
 
 /** Where the generator put the headers (before any mutation). */
-interface Layout {
+export interface Layout {
   l3: number;
   family: 4 | 6 | null;
   /** upper-layer header offset, when there is an IP header */
@@ -65,7 +65,7 @@ export function generateCase(seed: number, index: number, devices: number): Fuzz
  * whose EtherType is IPv4 or IPv6 but that cannot hold the fixed IP header. Truncated IP
  * headers still reach the program behind a VLAN tag.
  */
-function testRunMinimum(frame: Buffer): number {
+export function testRunMinimum(frame: Buffer): number {
   if (frame.length < 14) return 14;
   const type = frame.readUInt16BE(12);
   return type === ETH_P_IP ? 14 + 20 : type === ETH_P_IPV6 ? 14 + 40 : 14;
@@ -95,7 +95,7 @@ function port(rng: Rng): number {
   return rng.chance(0.8) ? rng.weighted(PORTS) : rng.int(0x10000);
 }
 
-function vlanTags(rng: Rng, recipe: string[]): VlanTag[] {
+export function vlanTags(rng: Rng, recipe: string[]): VlanTag[] {
   const shape = rng.weighted<string>([
     [55, 'none'],
     [18, '802.1Q'],
@@ -125,7 +125,7 @@ function vlanTags(rng: Rng, recipe: string[]): VlanTag[] {
 // TCP options
 
 /** One option of a kind a real stack sends, or one of the experimental kinds. */
-function someOption(rng: Rng): Buffer {
+export function someOption(rng: Rng): Buffer {
   const ours = rng.pick(POLICIES);
   switch (rng.int(14)) {
     case 0:
@@ -171,13 +171,13 @@ function someOption(rng: Rng): Buffer {
   }
 }
 
-function tokenLike(kind: number, exid: number, len: number, rng: Rng): Buffer {
+export function tokenLike(kind: number, exid: number, len: number, rng: Rng): Buffer {
   const o = Buffer.concat([Buffer.from([kind, len, exid >> 8, exid & 0xff]), rng.bytes(Math.max(0, len - 4))]);
   return o.subarray(0, Math.max(len, 2));
 }
 
 /** Valid options up to `budget` bytes, NOP- or EOL-padded to a multiple of 4. Returns the list and where each option starts. */
-function validOptions(rng: Rng, budget: number): { bytes: Buffer; starts: number[] } {
+export function validOptions(rng: Rng, budget: number): { bytes: Buffer; starts: number[] } {
   const parts: Buffer[] = [];
   const starts: number[] = [];
   let len = 0;
@@ -324,7 +324,7 @@ function tcpOptions(rng: Rng, recipe: string[]): Buffer {
 // ---------------------------------------------------------------------------------------
 // IP options and IPv6 extension headers
 
-function ipv4Options(rng: Rng): Buffer {
+export function ipv4Options(rng: Rng): Buffer {
   const parts: Buffer[] = [];
   let len = 0;
   const target = rng.range(1, 40);
@@ -345,7 +345,7 @@ function ipv4Options(rng: Rng): Buffer {
 
 const EXT_TYPES = [0, 43, 44, 60, 51, 135, 139, 140, 253, 254];
 
-function ipv6Ext(rng: Rng, recipe: string[]): Ipv6ExtHeader[] {
+export function ipv6Ext(rng: Rng, recipe: string[]): Ipv6ExtHeader[] {
   const n = rng.weighted<number>([
     [6, 1],
     [3, 2],
@@ -371,7 +371,7 @@ function ipv6Ext(rng: Rng, recipe: string[]): Ipv6ExtHeader[] {
 }
 
 /** Bytes taken by buildFrame's encoding of these extension headers. */
-function extLength(ext: readonly Ipv6ExtHeader[]): number {
+export function extLength(ext: readonly Ipv6ExtHeader[]): number {
   return ext.reduce((s, e) => s + Math.ceil((2 + (e.body?.length ?? 6)) / 8) * 8, 0);
 }
 
@@ -446,7 +446,7 @@ function genSyn(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
   return { frame, layout: { l3, family, l4 } };
 }
 
-function genOther(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
+export function genOther(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
   const vlan = vlanTags(rng, recipe);
   const l3 = 14 + 4 * vlan.length;
   const what = rng.weighted<string>([
@@ -525,7 +525,7 @@ function genOther(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout }
 
 const INTERESTING = [0x00, 0x01, 0x02, 0x04, 0x05, 0x0c, 0x0f, 0x10, 0x12, 0x14, 0x28, 0x3f, 0x40, 0x45, 0x4f, 0x50, 0x60, 0x7f, 0x80, 0xf0, 0xfd, 0xfe, 0xff];
 
-function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]): Buffer {
+export function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]): Buffer {
   let f = Buffer.from(input);
   const n = rng.weighted<number>([
     [6, 1],
@@ -631,7 +631,7 @@ function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]): Buff
 }
 
 /** Recompute the IPv4 header and TCP checksums of a (possibly inconsistent) frame, where the fields are readable. */
-function refreshChecksums(f: Buffer, layout: Layout): void {
+export function refreshChecksums(f: Buffer, layout: Layout): void {
   const { l3, family } = layout;
   if (family === 4 && l3 + 20 <= f.length) {
     const ihl = ((f[l3] ?? 0) & 0x0f) * 4;

@@ -1,16 +1,19 @@
 /**
  * `node dist/src/fuzz/main.js`: the packet fuzzer (`npm run fuzz`). Feeds generated and
- * mutated packets to the egress marker through BPF_PROG_TEST_RUN and checks every output;
- * each failure prints `seed=<n> case=<i>`, replayable with `--replay <n>:<i>`.
+ * mutated packets to the egress marker and to the ingress verifier (its XDP and its tc entry
+ * point) through BPF_PROG_TEST_RUN and checks every output; each failure prints
+ * `seed=<n> case=<i> target=<t>`, replayable with `--target <t> --replay <n>:<i>`.
  *
+ *   --target <t>        marker, verifier-xdp, verifier-tc, verifier (both hooks) or all (default)
  *   --seed <n>          run seed (default: derived from the time, printed)
- *   --count <n>         cases to run (default 100000)
+ *   --count <n>         cases to run per target (default 100000)
  *   --start <i>         first case number (default 0)
  *   --replay <n>:<i>    run one case and print everything about it
- *   --max-failures <n>  stop after this many failing cases (default 10)
+ *   --max-failures <n>  stop after this many failing cases per target (default 10)
  *   --object <path>     marker object (default build/bpf/marker.bpf.o)
+ *   --verifier-object <path>  verifier object (default build/bpf/verifier.bpf.o)
  *   --no-netns          run in this network namespace: loopback only, the MTU check is not reached
- *   --json              end with one JSON line: the run's summary
+ *   --json              end with one JSON line per target: its run's summary
  *
  * By default the run re-executes itself (with the internal flag --in-netns) inside a
  * private network namespace holding two small-MTU devices, removed afterwards (netns.ts).
@@ -21,7 +24,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { COUNTERS } from '../lib/abi.js';
-import { DEFAULT_MARKER_OBJECT, Fuzzer, formatFailure, fuzz, markerTarget, type CaseRun, type FuzzSummary } from './driver.js';
+import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -29,13 +32,25 @@ const DISPLAY = 'node dist/src/fuzz/main.js';
 
 class UsageError extends Error {}
 
+export const TARGETS = ['marker', 'verifier-xdp', 'verifier-tc'] as const;
+type TargetName = (typeof TARGETS)[number];
+const TARGET_GROUPS: Record<string, readonly TargetName[]> = {
+  all: TARGETS,
+  verifier: ['verifier-xdp', 'verifier-tc'],
+  marker: ['marker'],
+  'verifier-xdp': ['verifier-xdp'],
+  'verifier-tc': ['verifier-tc'],
+};
+
 interface Config {
+  targets: readonly TargetName[];
   seed: number;
   count: number;
   start: number;
   replay: { seed: number; index: number } | null;
   maxFailures: number;
   object: string;
+  verifierObject: string;
   netns: boolean;
   json: boolean;
   /** set by the parent when it re-executes itself inside the private namespace */
@@ -57,6 +72,8 @@ function parseConfig(argv: string[]): Config {
       replay: { type: 'string' },
       'max-failures': { type: 'string' },
       object: { type: 'string' },
+      'verifier-object': { type: 'string' },
+      target: { type: 'string' },
       'no-netns': { type: 'boolean' },
       json: { type: 'boolean' },
       'in-netns': { type: 'boolean' },
@@ -67,8 +84,9 @@ function parseConfig(argv: string[]): Config {
   });
   if (values.help) {
     process.stdout.write(
-      `usage: ${DISPLAY} [--seed N] [--count N] [--start I] [--max-failures N] [--object PATH] [--no-netns] [--json]\n` +
-        `       ${DISPLAY} --replay SEED:CASE [--no-netns]\n`,
+      `usage: ${DISPLAY} [--target all|marker|verifier|verifier-xdp|verifier-tc] [--seed N] [--count N] [--start I] [--max-failures N]\n` +
+        `       ${' '.repeat(DISPLAY.length)} [--object PATH] [--verifier-object PATH] [--no-netns] [--json]\n` +
+        `       ${DISPLAY} --target TARGET --replay SEED:CASE [--no-netns]\n`,
     );
     process.exit(0);
   }
@@ -79,21 +97,36 @@ function parseConfig(argv: string[]): Config {
     replay = { seed: nonNegInt(m[1], 'the replay seed', 0xffffffff), index: nonNegInt(m[2], 'the replay case') };
   }
   const timeSeed = ((Date.now() % 0x100000000) ^ (process.pid << 12)) >>> 0;
+  const targets = TARGET_GROUPS[values.target ?? 'all'];
+  if (!targets) throw new UsageError(`--target must be one of ${Object.keys(TARGET_GROUPS).join(', ')}, got "${values.target}"`);
   return {
+    targets,
     seed: values.seed !== undefined ? nonNegInt(values.seed, '--seed', 0xffffffff) : timeSeed,
     count: values.count !== undefined ? nonNegInt(values.count, '--count') : 100000,
     start: values.start !== undefined ? nonNegInt(values.start, '--start') : 0,
     replay,
     maxFailures: values['max-failures'] !== undefined ? Math.max(1, nonNegInt(values['max-failures'], '--max-failures')) : 10,
     object: values.object ?? DEFAULT_MARKER_OBJECT,
+    verifierObject: values['verifier-object'] ?? DEFAULT_VERIFIER_OBJECT,
     netns: !values['no-netns'],
     json: values.json === true,
     inNetns: values['in-netns'] === true,
   };
 }
 
-function replayHint(cfg: Config): string {
-  return cfg.netns ? DISPLAY : `${DISPLAY} --no-netns`;
+function replayHint(cfg: Config, target: string): string {
+  return `${cfg.netns ? DISPLAY : `${DISPLAY} --no-netns`} --target ${target}`;
+}
+
+function makeTarget(name: TargetName, cfg: Config): Target<unknown> {
+  switch (name) {
+    case 'marker':
+      return markerTarget(cfg.object) as Target<unknown>;
+    case 'verifier-xdp':
+      return verifierTarget('xdp', cfg.verifierObject) as Target<unknown>;
+    default:
+      return verifierTarget('tc', cfg.verifierObject) as Target<unknown>;
+  }
 }
 
 function printSummary(s: FuzzSummary): void {
@@ -101,8 +134,9 @@ function printSummary(s: FuzzSummary): void {
   const last = s.start + s.cases - 1;
   out.push(`fuzzed ${s.cases} packets (target ${s.target}, seed ${s.seed}, cases ${s.start}..${last}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ${s.casesPerSecond} cases/s`);
   out.push(`devices: ${s.devices.map((d) => `${d.name} (ifindex ${d.ifindex}, mtu ${d.mtu})`).join(', ')}`);
-  out.push(`expected: ${Object.entries(s.verdicts).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ')}`);
-  const names = COUNTERS.filter((n) => (s.counters[n] ?? 0) > 0 || n.startsWith('skipped_') || n === 'marked');
+  out.push(`expected (${s.target}): ${Object.entries(s.verdicts).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  const verifier = s.target.startsWith('verifier');
+  const names = COUNTERS.filter((n) => (s.counters[n] ?? 0) > 0 || (verifier ? n.startsWith('verify_') : n.startsWith('skipped_') || n === 'marked'));
   out.push(`counters: ${names.map((n) => `${n}=${s.counters[n] ?? 0}`).join(' ')}`);
   if (s.failures === 0) out.push(s.stoppedEarly ? 'stopped early; no invariant broken so far' : 'every invariant held');
   else out.push(`${s.failures} failing case(s)${s.stoppedEarly ? ' (stopped early)' : ''}: ${Object.entries(s.violations).map(([k, v]) => `${k} x${v}`).join(', ')}`);
@@ -111,13 +145,13 @@ function printSummary(s: FuzzSummary): void {
 
 function printReplay<V>(f: Fuzzer<V>, run: CaseRun<V>, cfg: Config): void {
   if (run.violations.length > 0) {
-    process.stdout.write(formatFailure(f, run, replayHint(cfg)) + '\n');
+    process.stdout.write(formatFailure(f, run, replayHint(cfg, f.target.name)) + '\n');
     return;
   }
   const c = run.fuzzCase;
   process.stdout.write(
     [
-      `ok seed=${c.seed} case=${c.index}: every invariant held`,
+      `ok seed=${c.seed} case=${c.index} target=${f.target.name}: every invariant held`,
       `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
       `  recipe:   ${c.recipe.join('; ')}`,
       `  expected: ${f.target.describe(run.verdict)}`,
@@ -130,45 +164,58 @@ function printReplay<V>(f: Fuzzer<V>, run: CaseRun<V>, cfg: Config): void {
 
 async function inside(cfg: Config): Promise<number> {
   const devices = discoverDevices(cfg.inNetns ? MTU_DEVICES.map((d) => d.name) : []);
-  const f = Fuzzer.open(markerTarget(cfg.object), devices);
   let stop = false;
   const onSignal = (): void => {
     stop = true;
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let code = 0;
   try {
-    if (cfg.replay) {
-      const run = f.runCase(f.generate(cfg.replay.seed, cfg.replay.index));
-      printReplay(f, run, cfg);
-      return run.violations.length > 0 ? 1 : 0;
+    for (const name of cfg.targets) {
+      if (stop) break;
+      const f = Fuzzer.open(makeTarget(name, cfg), devices);
+      try {
+        code = Math.max(code, await runTarget(f, cfg, () => stop));
+      } finally {
+        f.close();
+      }
     }
-    process.stdout.write(`fuzzing the ${f.target.name}: seed=${cfg.seed} count=${cfg.count} (replay a case with: ${replayHint(cfg)} --replay ${cfg.seed}:<case>)\n`);
-    let nextReport = 100000;
-    const t0 = Date.now();
-    const summary = await fuzz(f, {
-      seed: cfg.seed,
-      count: cfg.count,
-      start: cfg.start,
-      maxFailures: cfg.maxFailures,
-      onFailure: (run) => process.stdout.write(formatFailure(f, run, replayHint(cfg)) + '\n'),
-      onProgress: (done) => {
-        if (done >= nextReport && done < cfg.count) {
-          process.stderr.write(`  ${done} cases, ${Math.round(done / ((Date.now() - t0) / 1000))} cases/s\n`);
-          nextReport += 100000;
-        }
-      },
-      shouldStop: () => stop,
-    });
-    printSummary(summary);
-    if (cfg.json) process.stdout.write(JSON.stringify(summary) + '\n');
-    // Interrupted without a failure: not a pass.
-    return summary.failures > 0 ? 1 : stop ? 130 : 0;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    f.close();
   }
+  // Interrupted without a failure: not a pass.
+  return code === 0 && stop ? 130 : code;
+}
+
+async function runTarget(f: Fuzzer<unknown>, cfg: Config, stopped: () => boolean): Promise<number> {
+  const hint = replayHint(cfg, f.target.name);
+  if (cfg.replay) {
+    const run = f.runCase(f.generate(cfg.replay.seed, cfg.replay.index));
+    printReplay(f, run, cfg);
+    return run.violations.length > 0 ? 1 : 0;
+  }
+  process.stdout.write(`fuzzing the ${f.target.name}: seed=${cfg.seed} count=${cfg.count} (replay a case with: ${hint} --replay ${cfg.seed}:<case>)\n`);
+  let nextReport = 100000;
+  const t0 = Date.now();
+  const summary = await fuzz(f, {
+    seed: cfg.seed,
+    count: cfg.count,
+    start: cfg.start,
+    maxFailures: cfg.maxFailures,
+    onFailure: (run) => process.stdout.write(formatFailure(f, run, hint) + '\n'),
+    onProgress: (done) => {
+      if (done >= nextReport && done < cfg.count) {
+        process.stderr.write(`  ${f.target.name}: ${done} cases, ${Math.round(done / ((Date.now() - t0) / 1000))} cases/s\n`);
+        nextReport += 100000;
+      }
+    },
+    shouldStop: stopped,
+  });
+  printSummary(summary);
+  if (cfg.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  return summary.failures > 0 ? 1 : 0;
 }
 
 async function main(argv: string[]): Promise<number> {
