@@ -151,8 +151,9 @@ export const CONFIGS: readonly ConnConfig[] = [
 ];
 
 /** Starts netbench's servers in the server namespace; resolves once both ports listen. */
-async function startServer(t: Topology): Promise<ChildProcess> {
-  const child = spawnIn(t.server.ns, NETBENCH, ['serve', t.server.ipv4, String(CONN_PORT), String(SINK_PORT)]);
+/** netbench's server in the topology's server namespace, listening on `port` (and the sink port); resolves once it listens. */
+export async function startServer(t: Topology, port = CONN_PORT): Promise<ChildProcess> {
+  const child = spawnIn(t.server.ns, NETBENCH, ['serve', t.server.ipv4, String(port), String(SINK_PORT)]);
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (d: string) => (stderr += d));

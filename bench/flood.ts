@@ -24,17 +24,16 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { gunzipSync } from 'node:zlib';
 import { buildFrame, TCP_SYN } from '../src/lib/packet.js';
 import { agentIn, policyYaml, type AgentRun } from '../test/lib/agent.js';
-import { createTopology, exec, netnsPath, run, spawnIn, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
-import { NETBENCH, SYNFLOOD, XDP_DROP, ensureBuilt } from './artifacts.js';
+import { createTopology, exec, netnsPath, run, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
+import { SYNFLOOD, XDP_DROP, ensureBuilt } from './artifacts.js';
 import { figure, median, type Figure } from './report.js';
+import { startServer } from './connections.js';
 
 const PREFIX = 'ntflood-';
 const PORT = 5001;
-const SINK_PORT = 5002;
 /**
  * Source address of the flood (RFC 2544 benchmark range): no interface has it. The server
  * reaches it through a permanent neighbour entry (the client's MAC), so its SYN-ACKs leave
@@ -213,30 +212,8 @@ async function snapshot(l: Live, softirqPid: number): Promise<Snapshot> {
 }
 
 /** Starts netbench's listener in the server namespace; resolves once it listens. */
-async function startListener(t: Topology): Promise<ChildProcess> {
-  const child = spawnIn(t.server.ns, NETBENCH, ['serve', t.server.ipv4, String(PORT), String(SINK_PORT)]);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (d: string) => (stderr += d));
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the listener in ${t.server.ns} did not start: ${stderr.trim()}`)), 10_000);
-      lines.once('line', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`the listener in ${t.server.ns} exited (${code}): ${stderr.trim()}`));
-      });
-    });
-  } catch (err) {
-    child.kill('SIGKILL');
-    await waitForExit(child, 5_000);
-    throw err;
-  }
-  return child;
+function startListener(t: Topology): Promise<ChildProcess> {
+  return startServer(t, PORT);
 }
 
 /** The native XDP mode of the receiving veth's program (1 = driver), or null when none is attached. */
