@@ -131,22 +131,34 @@ function findSyn(f: Buffer): Syn | { pass: string } | { opaque: string } {
   return { ...s, tcpLen: ((f[s.l4 + 12] ?? 0) >> 4) * 4, dport: f.readUInt16BE(s.l4 + 2) };
 }
 
-/** The walk over the existing options: may ours be appended? */
-export function optionsVerdict(opts: Buffer, kind: number, exid: number): CounterName | null {
+/**
+ * The walk over an option area, as the receiving stack reads it: where the first option of
+ * kind `kind` with ExID `exid` starts, or how the walk ended (an EOL, a bad length, the end).
+ */
+export function walkOptions(opts: Buffer, kind: number, exid: number): { at: number; len: number } | 'eol' | 'malformed' | 'end' {
   let i = 0;
   while (i < opts.length) {
     const k = opts[i] ?? 0;
-    if (k === 0) return 'skipped_eol';
+    if (k === 0) return 'eol';
     if (k === 1) {
       i++;
       continue;
     }
-    if (i + 1 >= opts.length) return 'skipped_malformed';
+    if (i + 1 >= opts.length) return 'malformed';
     const len = opts[i + 1] ?? 0;
-    if (len < 2 || i + len > opts.length) return 'skipped_malformed';
-    if (k === kind && len >= 4 && opts.readUInt16BE(i + 2) === exid) return 'skipped_present';
+    if (len < 2 || i + len > opts.length) return 'malformed';
+    if (k === kind && len >= 4 && opts.readUInt16BE(i + 2) === exid) return { at: i, len };
     i += len;
   }
+  return 'end';
+}
+
+/** The walk over the existing options: may ours be appended? */
+export function optionsVerdict(opts: Buffer, kind: number, exid: number): CounterName | null {
+  const w = walkOptions(opts, kind, exid);
+  if (w === 'eol') return 'skipped_eol';
+  if (w === 'malformed') return 'skipped_malformed';
+  if (w !== 'end') return 'skipped_present';
   if (opts.length + OPT_LEN > MAX_OPT_SPACE) return 'skipped_no_room';
   return null;
 }

@@ -12,6 +12,7 @@ import { formatIp } from '../lib/cidr.js';
 import { keyedToken } from '../lib/siphash.js';
 import { TcAction, XdpAction } from '../native/bpf.js';
 import type { Violation } from './check.js';
+import { walkOptions } from './model.js';
 import type { CounterRef } from './driver.js';
 import { KEYED_EPOCH, policyById, type PolicyDef } from './world.js';
 import { isExempt, ruleFor, rulesFor } from './verifier-world.js';
@@ -166,21 +167,8 @@ function findSyn(f: Buffer): Found {
 
 /** Where our option is in an option area: the first option of our kind and ExID decides; an EOL ends the list. */
 function findOption(opts: Buffer, kind: number, exid: number): { at: number; len: number } | 'missing' | 'malformed' {
-  let i = 0;
-  while (i < opts.length) {
-    const k = opts[i] ?? 0;
-    if (k === 0) return 'missing';
-    if (k === 1) {
-      i++;
-      continue;
-    }
-    if (i + 1 >= opts.length) return 'malformed';
-    const len = opts[i + 1] ?? 0;
-    if (len < 2 || i + len > opts.length) return 'malformed';
-    if (k === kind && len >= 4 && opts.readUInt16BE(i + 2) === exid) return { at: i, len };
-    i += len;
-  }
-  return 'missing';
+  const w = walkOptions(opts, kind, exid);
+  return w === 'eol' || w === 'end' ? 'missing' : w;
 }
 
 /** Every 8-byte value `p` accepts on this SYN: DESIGN.md's current and previous epoch, current and previous key. */

@@ -8,9 +8,9 @@
  * policy and must not exempt another's SYNs.
  */
 import type { NativeObject } from '../native/binding.js';
-import { IngressActionCode, encodeClock, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePolicy, encodePortKey, encodeSrcKey } from '../lib/abi.js';
+import { IngressActionCode, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../lib/abi.js';
 import { cidrContains, parseCidr, type Cidr } from '../lib/cidr.js';
-import { CLOCK_TAI_OFFSET_NS, EMPTY_POLICY_ID, POLICIES, type Device } from './world.js';
+import { EMPTY_POLICY_ID, installPolicies, type Device } from './world.js';
 
 export interface IngressRuleDef {
   /** 0 = every port on the device */
@@ -130,18 +130,11 @@ export function isExempt(policyId: number, saddr: Buffer): boolean {
 
 /** Write the policies, the clock, the protected ports and the exemptions into a loaded verifier. */
 export function installVerifierWorld(obj: NativeObject, devices: readonly Device[]): void {
-  const policies = obj.map('nt_policies');
-  const clock = obj.map('nt_clock');
+  installPolicies(obj);
   const ports = obj.map('nt_ingress_ports');
   const exempt4 = obj.map('nt_exempt4');
   const exempt6 = obj.map('nt_exempt6');
   try {
-    for (const p of POLICIES) {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(p.id);
-      policies.update(key, encodePolicy({ mode: p.mode, kind: p.kind, exid: p.exid, epochSeconds: p.epochSeconds, bind: p.bind, current: p.current, ...(p.previous ? { previous: p.previous } : {}) }));
-    }
-    clock.update(Buffer.alloc(4), encodeClock(CLOCK_TAI_OFFSET_NS));
     const put = (ifindex: number, rule: IngressRuleDef): void => {
       ports.update(encodePortKey(ifindex, rule.port), encodeIngressRule(rule.policyId, rule.action as IngressActionCode, rule.replayLimit));
     };
@@ -158,6 +151,6 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
     enforcing(DECOY_INGRESS_IFINDEX, DECOY_RULES);
     for (const e of EXEMPT) (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
   } finally {
-    for (const m of [policies, clock, ports, exempt4, exempt6]) m.close();
+    for (const m of [ports, exempt4, exempt6]) m.close();
   }
 }

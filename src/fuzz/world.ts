@@ -173,12 +173,10 @@ export function policyById(id: number): PolicyDef | undefined {
   return POLICIES.find((p) => p.id === id);
 }
 
-/** Write the policies, the clock and the rules for `devices` (plus the decoy interface) into a loaded marker. */
-export function installWorld(obj: NativeObject, devices: readonly Device[]): void {
+/** Write POLICIES and the clock into a loaded marker or verifier (they share nt_policies and nt_clock). */
+export function installPolicies(obj: NativeObject): void {
   const policies = obj.map('nt_policies');
   const clock = obj.map('nt_clock');
-  const egress4 = obj.map('nt_egress4');
-  const egress6 = obj.map('nt_egress6');
   try {
     for (const p of POLICIES) {
       const key = Buffer.alloc(4);
@@ -186,14 +184,24 @@ export function installWorld(obj: NativeObject, devices: readonly Device[]): voi
       policies.update(key, encodePolicy({ mode: p.mode, kind: p.kind, exid: p.exid, epochSeconds: p.epochSeconds, bind: p.bind, current: p.current, ...(p.previous ? { previous: p.previous } : {}) }));
     }
     clock.update(Buffer.alloc(4), encodeClock(CLOCK_TAI_OFFSET_NS));
+  } finally {
+    policies.close();
+    clock.close();
+  }
+}
+
+/** Write the policies, the clock and the rules for `devices` (plus the decoy interface) into a loaded marker. */
+export function installWorld(obj: NativeObject, devices: readonly Device[]): void {
+  installPolicies(obj);
+  const egress4 = obj.map('nt_egress4');
+  const egress6 = obj.map('nt_egress6');
+  try {
     const put = (ifindex: number, r: RuleDef): void => {
       (r.cidr.family === 4 ? egress4 : egress6).update(encodeLpmKey(ifindex, r.cidr), encodeEgressRule(r.policyId, r.ports));
     };
     for (const d of devices) for (const r of RULES) put(d.ifindex, r);
     for (const r of DECOY_RULES) put(DECOY_IFINDEX, r);
   } finally {
-    policies.close();
-    clock.close();
     egress4.close();
     egress6.close();
   }
