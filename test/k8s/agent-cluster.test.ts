@@ -14,7 +14,7 @@ import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { agentKubeconfig, installChartRbac, operatorKubeconfig } from './chart.js';
+import { agentKubeconfig, installChartRbac, waitNodeState as waitNodeStateIn, operatorKubeconfig, type NodeState } from './chart.js';
 import { TestCluster, repoRoot } from './cluster.js';
 import { run } from '../lib/netns.js';
 
@@ -22,13 +22,6 @@ const NS = 'netoken-system';
 const NODE = 'node-a';
 const KEY = Buffer.from('0a1b2c3d4e5f6071', 'hex');
 
-interface NodeState {
-  status?: {
-    conditions?: { type: string; status: string; reason: string; message: string }[];
-    policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
-  };
-  metadata: { ownerReferences?: { kind: string; name: string }[] };
-}
 
 function policy(name: string, spec: string): string {
   return `apiVersion: netoken.io/v1alpha1
@@ -51,20 +44,8 @@ describe('agent in cluster mode', () => {
   /** the server on the port the policy marks after the edit */
   let server2: TcpServer;
 
-  const nodeState = async (): Promise<NodeState | null> => {
-    const r = await cluster.kubectl(['get', 'tokennodestate', NODE, '-o', 'json']);
-    return r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
-  };
-  const waitNodeState = async (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> => {
-    const end = Date.now() + ms;
-    let last: NodeState | null = null;
-    while (Date.now() < end) {
-      last = await nodeState();
-      if (last && pred(last)) return last;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    throw new Error(`timed out waiting for ${what}; TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agent.log().slice(-4000)}`);
-  };
+  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> =>
+    waitNodeStateIn(cluster, NODE, pred, what, ms, () => agent.log());
   const synToServer = async (port: number): Promise<Buffer | null> => {
     const cap = await startCapture(topo.server.ns, topo.server.dev, { filter: 'tcp' });
     const r = await connect(topo.client.ns, topo.server.ipv4, port);

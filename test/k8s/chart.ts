@@ -204,3 +204,27 @@ export async function waitAdmissionPolicy(cluster: TestCluster, namespace: strin
     await new Promise((res) => setTimeout(res, 250));
   }
 }
+
+/** A TokenNodeState as the tests read it. */
+export interface NodeState {
+  status?: {
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+    policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
+  };
+  metadata: { ownerReferences?: { kind: string; name: string }[] };
+}
+
+/** Polls node `node`'s TokenNodeState until `pred` holds; fails with its last status and the tail of `agentLog()`. */
+export async function waitNodeState(
+  cluster: TestCluster, node: string, pred: (s: NodeState) => boolean, what: string, ms: number, agentLog: () => string,
+): Promise<NodeState> {
+  const end = Date.now() + ms;
+  let last: NodeState | null = null;
+  while (Date.now() < end) {
+    const r = await cluster.kubectl(['get', 'tokennodestate', node, '-o', 'json']);
+    last = r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
+    if (last && pred(last)) return last;
+    await new Promise((res) => setTimeout(res, 250));
+  }
+  throw new Error(`timed out waiting for ${what}; TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}`);
+}

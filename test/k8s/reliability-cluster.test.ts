@@ -17,7 +17,7 @@ import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, run, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { keyLeaks } from '../system/reliability-lib.js';
-import { agentKubeconfig, installChartRbac } from './chart.js';
+import { agentKubeconfig, installChartRbac, waitNodeState as waitNodeStateIn, type NodeState } from './chart.js';
 import { TestCluster } from './cluster.js';
 
 const NS = 'netoken-system';
@@ -27,12 +27,6 @@ const VICTIM = randomBytes(8);
 const VICTIM2 = randomBytes(8);
 const GARBAGE = randomBytes(5);
 
-interface NodeState {
-  status?: {
-    conditions?: { type: string; status: string; reason: string; message: string }[];
-    policies?: { name: string; generation: number; interfaces: { name: string; state: string }[]; errors?: { reason: string; message: string }[] }[];
-  };
-}
 
 function secret(name: string, data: Record<string, Buffer>): string {
   return `apiVersion: v1
@@ -53,20 +47,8 @@ describe('a key Secret deleted or holding garbage (cluster mode)', () => {
   /** a second server address: the two policies must not claim the same prefix (the first name would win it) */
   let addr2 = '';
 
-  const nodeState = async (): Promise<NodeState | null> => {
-    const r = await cluster.kubectl(['get', 'tokennodestate', NODE, '-o', 'json']);
-    return r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
-  };
-  const waitNodeState = async (pred: (s: NodeState) => boolean, what: string, ms = 30_000): Promise<NodeState> => {
-    const end = Date.now() + ms;
-    let last: NodeState | null = null;
-    while (Date.now() < end) {
-      last = await nodeState();
-      if (last && pred(last)) return last;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    throw new Error(`timed out waiting for ${what}; TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agent.log().slice(-4000)}`);
-  };
+  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 30_000): Promise<NodeState> =>
+    waitNodeStateIn(cluster, NODE, pred, what, ms, () => agent.log());
   const policyOf = (s: NodeState, name: string): NonNullable<NonNullable<NodeState['status']>['policies']>[number] | undefined => s.status?.policies?.find((p) => p.name === name);
   const tokenTo = async (port: number): Promise<string | null> => {
     const cap = await startCapture(topo.server.ns, topo.server.dev, { filter: `tcp dst port ${port}` });
