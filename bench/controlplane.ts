@@ -16,7 +16,6 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +30,7 @@ import { API, API_GROUP, API_VERSION, type TokenKeys, type TokenPolicy } from '.
 import { binding } from '../src/native/binding.js';
 import { aggregateStatus, type NodeLike, type NodeStateLike } from '../src/operator/status.js';
 import { agentKubeconfig, installChartRbac, operatorKubeconfig } from '../test/k8s/chart.js';
-import { TestCluster } from '../test/k8s/cluster.js';
+import { TestCluster, freePorts } from '../test/k8s/cluster.js';
 import { BIN, agentIn, policyYaml as filePolicyYaml, type AgentRun } from '../test/lib/agent.js';
 import { bridgeLoopback, type LoopbackBridge } from '../test/lib/loopback-bridge.js';
 import { createTopology, netnsPath, run, spawnIn, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
@@ -166,18 +165,6 @@ class Tail {
   last(chars = 3000): string {
     return this.text.slice(-chars);
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
 }
 
 // -------------------------------------------------------------------------------------------
@@ -718,7 +705,7 @@ metadata: {name: ${NODE}, labels: {${NODE_SELECTOR}}}
     // The agent's own defaults where they matter for its cost (startCluster asks for 1 s counters and debug logs).
     await this.agent.startCluster(agentKc, NODE, NS, ['--counter-interval', '60s', '--log-level', 'info', '--interface-poll', '2s']);
     const opKc = await operatorKubeconfig(this.cluster, NS);
-    this.operatorPort = await freePort();
+    this.operatorPort = (await freePorts(1))[0] as number;
     const child = spawn(
       process.execPath,
       [BIN, 'operator', `--kubeconfig=${opKc}`, `--namespace=${NS}`, `--metrics-address=127.0.0.1:${this.operatorPort}`, '--log-format=json', '--log-level=info'],

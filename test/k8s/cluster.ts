@@ -134,7 +134,7 @@ function installExitHooks(): void {
 }
 
 /** Free TCP ports on 127.0.0.1, all distinct (held open together until every one is known). */
-async function freePorts(n: number): Promise<number[]> {
+export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: n }, () =>
       new Promise<ReturnType<typeof createServer>>((res, rej) => {

@@ -12,10 +12,9 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, createWriteStream } from 'node:fs';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { installChartRbac, operatorKubeconfig } from './chart.js';
-import { TestCluster, repoRoot } from './cluster.js';
+import { TestCluster, freePorts, repoRoot } from './cluster.js';
 
 const NS = 'netoken-system';
 const cli = process.env.NETOKEN_CLI || join(repoRoot, 'bin/netoken.js');
@@ -47,18 +46,6 @@ interface SecretJson {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((res) => setTimeout(res, ms));
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
 }
 
 function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -93,7 +80,7 @@ class OperatorProcess {
   }
 
   static async start(cluster: TestCluster, kubeconfig: string, name: string): Promise<OperatorProcess> {
-    const port = await freePort();
+    const port = (await freePorts(1))[0] as number;
     const args = [
       cli, 'operator', `--kubeconfig=${kubeconfig}`, `--namespace=${NS}`, `--metrics-address=127.0.0.1:${port}`,
       `--finalizer-timeout=${FINALIZER_TIMEOUT_S}s`, '--log-format=json', '--log-level=debug',
