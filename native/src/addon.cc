@@ -32,6 +32,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitLinkFunctions(env, exports);
   InitAttachFunctions(env, exports);
   InitBpffsFunctions(env, exports);
+  InitCaptureFunctions(env, exports);
   return exports;
 }
 

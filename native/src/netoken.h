@@ -98,6 +98,7 @@ struct AddonData {
   Napi::FunctionReference mapCtor;
   Napi::FunctionReference programCtor;
   Napi::FunctionReference linkCtor;
+  Napi::FunctionReference captureCtor;
 };
 
 AddonData *Data(Napi::Env env);
@@ -215,6 +216,7 @@ void InitProgramFunctions(Napi::Env env, Napi::Object exports); // program.cc
 void InitLinkFunctions(Napi::Env env, Napi::Object exports);    // link.cc
 void InitAttachFunctions(Napi::Env env, Napi::Object exports);  // attach.cc
 void InitBpffsFunctions(Napi::Env env, Napi::Object exports);   // bpffs.cc
+void InitCaptureFunctions(Napi::Env env, Napi::Object exports); // capture.cc
 
 int NumPossibleCpus(Napi::Env env);
 

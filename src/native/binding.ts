@@ -160,6 +160,40 @@ export interface XdpQueryResult {
   hwProgId: number;
 }
 
+/** One frame a SynCapture received, without its link-layer header (what a Linux cooked capture keeps). */
+export interface CapturedFrame {
+  /** the frame from the network header on, at most snaplen bytes */
+  data: Buffer;
+  /** the frame's length on the wire (without the link-layer header) */
+  length: number;
+  /** EtherType of the network header (0x0800 IPv4, 0x86dd IPv6) */
+  protocol: number;
+  ifindex: number;
+  /** sll_pkttype: 0 to this host, 1 broadcast, 2 multicast, 3 to another host, 4 sent by this host */
+  pktType: number;
+  /** ARPHRD_* of the device (1 Ethernet, 65534 none, e.g. tun) */
+  hatype: number;
+  /** link-layer source address, when the device has one */
+  addr: Buffer;
+  /** kernel receive time (CLOCK_REALTIME) */
+  tsSec: number;
+  tsNsec: number;
+}
+
+/**
+ * An AF_PACKET socket that receives TCP SYNs (without ACK) of one interface, or of all of
+ * them, in both directions; a classic-BPF filter drops everything else in the kernel.
+ */
+export interface NativeSynCapture {
+  /** -1 once closed */
+  readonly fd: number;
+  /** the frames waiting now, oldest first, at most max (default 256); never blocks */
+  recv(max?: number): CapturedFrame[];
+  /** frames the filter kept and frames the kernel dropped for want of buffer, since open */
+  stats(): { packets: number; drops: number };
+  close(): void;
+}
+
 export interface NativeBinding {
   libbpfVersion(): string;
   numPossibleCpus(): number;
@@ -198,6 +232,9 @@ export interface NativeBinding {
   isBpffs(path: string): boolean;
   /** mount -t bpf bpf PATH with mode=0700 (creates PATH if missing); mounts again if one is there */
   mountBpffs(path: string): void;
+
+  /** capture SYNs on ifindex (0: every interface); needs CAP_NET_RAW; snaplen 64..65535, default 256 */
+  openSynCapture(ifindex: number, opts?: { snaplen?: number }): NativeSynCapture;
 }
 
 const addonPath = fileURLToPath(new URL('../../../build/Release/netoken_native.node', import.meta.url));
