@@ -12,7 +12,7 @@
  */
 import { parseCidr } from '../lib/cidr.js';
 import {
-  BindBit, IngressActionCode, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
+  IngressActionCode, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
   encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
 import { type TokenKeys, type TokenPolicy, selectorMatches } from '../lib/types.js';
@@ -71,12 +71,6 @@ export interface DesiredInput {
   interfaces: readonly HostInterface[];
   /** slot ids assigned before (kept for policies that still exist) */
   previousIds: ReadonlyMap<string, number>;
-}
-
-function bindMask(fields: readonly string[]): number {
-  let m = 0;
-  for (const f of fields) m |= BindBit[f as keyof typeof BindBit];
-  return m;
 }
 
 function assignIds(names: readonly string[], previous: ReadonlyMap<string, number>): Map<string, number> {

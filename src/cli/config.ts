@@ -107,3 +107,77 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
     objectPath: typeof o.bpfObject === 'string' ? path.resolve(o.bpfObject) : undefined,
   };
 }
+
+export type OutputFormat = 'table' | 'json';
+
+export interface InspectConfig {
+  /** live: the interface to watch ("any": every one); exactly one of interface and read is set */
+  interface: string | undefined;
+  /** a pcap file to read instead */
+  read: string | undefined;
+  /** standalone keys: a policy file (TokenPolicy and Secret documents) */
+  policyFile: string | undefined;
+  /** which TokenPolicy; required in cluster mode and when the file holds more than one */
+  policy: string | undefined;
+  /** keys from the API server: set when --policy is given without --policy-file */
+  cluster: { kubeconfig: string | undefined; namespace: string } | undefined;
+  /** stop after this many SYNs */
+  count: number | undefined;
+  /** live: stop after this long */
+  durationMs: number | undefined;
+  /** keep the SYNs seen in this pcap file */
+  pcapOut: string | undefined;
+  output: OutputFormat;
+  /** live: print a summary this often (0: only at the end) */
+  summaryEveryMs: number;
+}
+
+export function outputFormat(v: unknown): OutputFormat {
+  const out = String(v ?? 'table');
+  if (out !== 'table' && out !== 'json') throw new UsageError(`--output must be table or json, got "${out}"`);
+  return out;
+}
+
+export function inspectConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env): InspectConfig {
+  const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const iface = str(o.interface);
+  const read = str(o.read);
+  if ((iface === undefined) === (read === undefined)) {
+    throw new UsageError('give exactly one of --interface NAME (watch live; "any" for every interface) and --read FILE.pcap');
+  }
+  if (iface !== undefined && !/^[^\s/:]{1,15}$/.test(iface)) throw new UsageError(`--interface: "${iface}" is not an interface name`);
+  const policyFile = str(o.policyFile);
+  const policy = str(o.policy);
+  if (str(o.kubeconfig) !== undefined && policyFile !== undefined) {
+    throw new UsageError('--kubeconfig reads the policy from the cluster; --policy-file reads it from a file: give one of them');
+  }
+  if (str(o.kubeconfig) !== undefined && policy === undefined) throw new UsageError('--kubeconfig needs --policy NAME: the TokenPolicy whose keys judge the SYNs');
+  let count: number | undefined;
+  if (o.count !== undefined) {
+    count = Number(o.count);
+    if (!Number.isInteger(count) || count < 1) throw new UsageError(`--count must be a whole number of SYNs, at least 1, got "${String(o.count)}"`);
+  }
+  let durationMs: number | undefined;
+  if (o.duration !== undefined) {
+    const s = parseDuration(String(o.duration));
+    if (s === null || s <= 0) throw new UsageError(`--duration must be a duration like 30s or 5m, got "${String(o.duration)}"`);
+    if (read !== undefined) throw new UsageError('--duration bounds a live capture; with --read use --count');
+    durationMs = Math.round(s * 1000);
+  }
+  const every = parseDuration(String(o.summaryInterval ?? '5s'));
+  if (every === null) throw new UsageError(`--summary-interval must be a duration like 5s (0s: only at the end), got "${String(o.summaryInterval)}"`);
+  return {
+    interface: iface,
+    read: read === undefined ? undefined : path.resolve(read),
+    policyFile: policyFile === undefined ? undefined : path.resolve(policyFile),
+    policy,
+    cluster: policy !== undefined && policyFile === undefined
+      ? { kubeconfig: str(o.kubeconfig) === undefined ? undefined : path.resolve(o.kubeconfig as string), namespace: String(o.namespace ?? env.POD_NAMESPACE ?? 'netoken-system') }
+      : undefined,
+    count,
+    durationMs,
+    pcapOut: str(o.pcapOut) === undefined ? undefined : path.resolve(o.pcapOut as string),
+    output: outputFormat(o.output),
+    summaryEveryMs: Math.round(every * 1000),
+  };
+}

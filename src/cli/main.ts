@@ -1,5 +1,5 @@
 /**
- * The `netoken` command: agent, status, detach, demo.
+ * The `netoken` command: agent, operator, status, inspect, detach, demo.
  */
 import { hostname } from 'node:os';
 import { Command, CommanderError } from 'commander';
@@ -10,7 +10,7 @@ import { serveEndpoints } from '../lib/http.js';
 import { Datapath, defaultObjectPath, detachAll } from '../agent/datapath.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
-import { UsageError, agentConfig, commonConfig, type RawOptions } from './config.js';
+import { UsageError, agentConfig, commonConfig, inspectConfig, outputFormat, type RawOptions } from './config.js';
 import { operatorFlags, parseOperatorOptions, runOperator } from './operator.js';
 import { printStatus } from './status.js';
 
@@ -126,9 +126,24 @@ export async function run(argv: string[]): Promise<number> {
   common(program.command('status').description('show hooks, policies and counters on this host'))
     .option('-o, --output <format>', 'table or json (default table)')
     .action((o: RawOptions) => {
-      const out = String(o.output ?? 'table');
-      if (out !== 'table' && out !== 'json') throw new UsageError(`--output must be table or json, got "${out}"`);
-      code = printStatus(commonConfig(o), out);
+      code = printStatus(commonConfig(o), outputFormat(o.output));
+    });
+
+  program.command('inspect').description('show SYNs on an interface or in a pcap file: 4-tuple, direction, token option and verdict')
+    .option('-i, --interface <name>', 'watch this interface live ("any": every interface); needs root (CAP_NET_RAW)')
+    .option('-r, --read <file>', 'read SYNs from a pcap file (tcpdump -w, or --pcap-out of an earlier run)')
+    .option('--policy-file <file>', 'judge tokens with the keys of a policy file (TokenPolicy and Secret documents)')
+    .option('--policy <name>', 'the TokenPolicy whose keys judge the tokens: from --policy-file, else from the cluster')
+    .option('--kubeconfig <file>', 'cluster: kubeconfig to read the TokenPolicy and its Secret with (default: $KUBECONFIG, ~/.kube/config or in-cluster)')
+    .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
+    .option('-c, --count <n>', 'stop after this many SYNs')
+    .option('-d, --duration <duration>', 'live: stop after this long, e.g. 30s')
+    .option('-w, --pcap-out <file>', 'keep the SYNs seen in this pcap file (Linux cooked headers when live)')
+    .option('-o, --output <format>', 'table or json: one JSON object per SYN, then a summary object (default table)')
+    .option('--summary-interval <duration>', 'live: print the verdict counts this often; 0s: only at the end (default 5s)')
+    .action(async (o: RawOptions) => {
+      const { runInspect } = await import('./inspect.js');
+      code = await runInspect(inspectConfig(o));
     });
 
   common(program.command('detach').description('remove every hook and pin of ours from this host, and nothing else'))
@@ -156,7 +171,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const e = err as Error & { code?: string; syscall?: string };
     process.stderr.write(`netoken: ${e.message}\n`);
-    if (e.code === 'EPERM') process.stderr.write('netoken: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)\n');
+    if (e.code === 'EPERM' && e.syscall !== 'socket') process.stderr.write('netoken: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)\n');
     return 1;
   }
   return code;

@@ -24,6 +24,13 @@ export enum BindBit {
   Sequence = 1 << 4,
 }
 
+/** The BindBit mask of spec.token.bind field names. */
+export function bindMask(fields: readonly string[]): number {
+  let m = 0;
+  for (const f of fields) m |= BindBit[f as keyof typeof BindBit];
+  return m;
+}
+
 export const PF_HAS_PREVIOUS = 1;
 
 /** enum nt_counter, in order. The names are what `netoken status` and metrics show. */

@@ -1,12 +1,17 @@
 /**
- * A small reader for classic pcap files as written by `tcpdump -w`: either byte order,
- * microsecond or nanosecond timestamps, link types Ethernet, Linux cooked (SLL) and SLL2.
- * No dependency on a test runner, so the demo can use it too.
+ * A small reader and writer for classic pcap files as written by `tcpdump -w`: either byte
+ * order, microsecond or nanosecond timestamps, link types Ethernet, Linux cooked (SLL and
+ * SLL2) and raw IP. No dependency on a test runner, so the demo and `netoken inspect` use it too.
  */
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_LINUX_SLL = 113;
 export const LINKTYPE_LINUX_SLL2 = 276;
+/** IPv4 or IPv6 without a link-layer header (tcpdump on tun and WireGuard devices) */
+export const LINKTYPE_RAW = 101;
+
+/** sll_pkttype of a frame this host sent (PACKET_OUTGOING); the others are frames it received. */
+export const PACKET_OUTGOING = 4;
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;
@@ -114,6 +119,11 @@ export function networkLayer(linkType: number, frame: Buffer): NetworkLayer | un
     case LINKTYPE_LINUX_SLL2:
       typeOff = 0;
       break;
+    case LINKTYPE_RAW: {
+      const version = (frame[0] ?? 0) >> 4;
+      if (version !== 4 && version !== 6) return undefined;
+      return { etherType: version === 4 ? ETH_P_IP : ETH_P_IPV6, offset: 0, vlanIds: [] };
+    }
     default:
       return undefined;
   }
@@ -135,7 +145,17 @@ export function networkLayer(linkType: number, frame: Buffer): NetworkLayer | un
   return { etherType, offset: headerEnd, vlanIds };
 }
 
-/** Returns the frame as Ethernet: as is for Ethernet captures; cooked (SLL/SLL2) headers become a 14-byte Ethernet header (source = the cooked address, destination zero). */
+/** The Linux packet type of a cooked (SLL/SLL2) frame, e.g. PACKET_OUTGOING; undefined for other link types. */
+export function packetType(linkType: number, frame: Buffer): number | undefined {
+  if (linkType === LINKTYPE_LINUX_SLL && frame.length >= SLL_HEADER_LEN) return frame.readUInt16BE(0);
+  if (linkType === LINKTYPE_LINUX_SLL2 && frame.length >= SLL2_HEADER_LEN) return frame.readUInt8(10);
+  return undefined;
+}
+
+/**
+ * Returns the frame as Ethernet: as is for Ethernet captures; cooked (SLL/SLL2) headers become a
+ * 14-byte Ethernet header (source = the cooked address, destination zero), raw IP gets one.
+ */
 export function toEthernet(linkType: number, frame: Buffer): Buffer {
   if (linkType === LINKTYPE_ETHERNET) {
     return frame;
@@ -143,7 +163,12 @@ export function toEthernet(linkType: number, frame: Buffer): Buffer {
   let addr: Buffer;
   let protocol: number;
   let payload: Buffer;
-  if (linkType === LINKTYPE_LINUX_SLL && frame.length >= SLL_HEADER_LEN) {
+  const raw = linkType === LINKTYPE_RAW ? networkLayer(linkType, frame) : undefined;
+  if (raw) {
+    addr = Buffer.alloc(0);
+    protocol = raw.etherType;
+    payload = frame;
+  } else if (linkType === LINKTYPE_LINUX_SLL && frame.length >= SLL_HEADER_LEN) {
     const addrLen = Math.min(frame.readUInt16BE(4), 8);
     addr = frame.subarray(6, 6 + addrLen);
     protocol = frame.readUInt16BE(14);
@@ -162,21 +187,42 @@ export function toEthernet(linkType: number, frame: Buffer): Buffer {
   return Buffer.concat([eth, payload]);
 }
 
-/** Write frames as a classic little-endian microsecond pcap file with Ethernet link type. */
-export function writePcap(frames: readonly Buffer[], startTime = 0): Buffer {
-  const header = Buffer.alloc(24);
-  header.writeUInt32LE(MAGIC_MICRO, 0);
+/** The global header of a classic little-endian nanosecond pcap file. */
+export function pcapHeader(linkType: number, snaplen = 262144): Buffer {
+  const header = Buffer.alloc(GLOBAL_HEADER_LEN);
+  header.writeUInt32LE(MAGIC_NANO, 0);
   header.writeUInt16LE(2, 4);
   header.writeUInt16LE(4, 6);
-  header.writeUInt32LE(262144, 16);
-  header.writeUInt32LE(LINKTYPE_ETHERNET, 20);
-  const parts: Buffer[] = [header];
-  frames.forEach((frame, i) => {
-    const rec = Buffer.alloc(16);
-    rec.writeUInt32LE(Math.floor(startTime) + i, 0);
-    rec.writeUInt32LE(frame.length, 8);
-    rec.writeUInt32LE(frame.length, 12);
-    parts.push(rec, frame);
-  });
-  return Buffer.concat(parts);
+  header.writeUInt32LE(snaplen, 16);
+  header.writeUInt32LE(linkType, 20);
+  return header;
+}
+
+/** One record of a pcapHeader() file: the record header, then the captured bytes. */
+export function pcapRecord(p: PcapPacket): Buffer {
+  const rec = Buffer.alloc(RECORD_HEADER_LEN);
+  rec.writeUInt32LE(p.tsSec >>> 0, 0);
+  rec.writeUInt32LE(p.tsNsec >>> 0, 4);
+  rec.writeUInt32LE(p.data.length, 8);
+  rec.writeUInt32LE(p.origLen >>> 0, 12);
+  return Buffer.concat([rec, p.data]);
+}
+
+/** A Linux cooked (SLL) header: what `tcpdump -i any` writes before each frame. */
+export function sllHeader(pktType: number, hatype: number, addr: Buffer, protocol: number): Buffer {
+  const h = Buffer.alloc(SLL_HEADER_LEN);
+  h.writeUInt16BE(pktType, 0);
+  h.writeUInt16BE(hatype, 2);
+  h.writeUInt16BE(Math.min(addr.length, 8), 4);
+  addr.copy(h, 6, 0, Math.min(addr.length, 8));
+  h.writeUInt16BE(protocol, 14);
+  return h;
+}
+
+/** Write Ethernet frames as a pcap file, one second apart from startTime. */
+export function writePcap(frames: readonly Buffer[], startTime = 0): Buffer {
+  return Buffer.concat([
+    pcapHeader(LINKTYPE_ETHERNET),
+    ...frames.map((data, i) => pcapRecord({ tsSec: Math.floor(startTime) + i, tsNsec: 0, data, origLen: data.length })),
+  ]);
 }

@@ -289,34 +289,42 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
 }
 
 /**
- * Decode a policy's key material from a Secret (data: base64, stringData: text).
- * Throws an Error that names the Secret and key but never shows their content.
+ * One key of a policy's Secret (data: base64, stringData: text), or undefined when the Secret
+ * does not hold it. Throws an Error that names the Secret and key but never shows their content.
  */
-export function decodeKeys(secret: unknown, mode: TokenMode, where: string): TokenKeys {
+export function readSecretKey(secret: unknown, key: string, mode: TokenMode, where: string): Buffer | undefined {
   const s = (secret ?? {}) as Obj;
   const name = ((s.metadata ?? {}) as Obj).name;
   const label = `${where} (Secret "${String(name)}")`;
   const data = (s.data ?? {}) as Obj;
   const stringData = (s.stringData ?? {}) as Obj;
   const want = keyLength(mode);
-  const read = (key: string): Buffer | undefined => {
-    let buf: Buffer | undefined;
-    if (typeof data[key] === 'string') {
-      const text = (data[key] as string).replace(/\s+/g, '');
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new Error(`${label}: data.${key} is not valid base64`);
-      buf = Buffer.from(text, 'base64');
-    } else if (typeof stringData[key] === 'string') {
-      buf = Buffer.from(stringData[key] as string, 'utf8');
-    } else if (data[key] !== undefined || stringData[key] !== undefined) {
-      throw new Error(`${label}: ${key} must be a string`);
-    }
-    if (buf && buf.length !== want) {
-      throw new Error(`${label}: ${key} holds ${buf.length} bytes; a ${mode} token needs exactly ${want}`);
-    }
-    return buf;
-  };
-  const current = read('current');
-  if (!current) throw new Error(`${label}: has no "current" key (want ${want} bytes for a ${mode} token)`);
-  const previous = read('previous');
+  let buf: Buffer | undefined;
+  if (typeof data[key] === 'string') {
+    const text = (data[key] as string).replace(/\s+/g, '');
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new Error(`${label}: data.${key} is not valid base64`);
+    buf = Buffer.from(text, 'base64');
+  } else if (typeof stringData[key] === 'string') {
+    buf = Buffer.from(stringData[key] as string, 'utf8');
+  } else if (data[key] !== undefined || stringData[key] !== undefined) {
+    throw new Error(`${label}: ${key} must be a string`);
+  }
+  if (buf && buf.length !== want) {
+    throw new Error(`${label}: ${key} holds ${buf.length} bytes; a ${mode} token needs exactly ${want}`);
+  }
+  return buf;
+}
+
+/**
+ * Decode a policy's key material from a Secret (data: base64, stringData: text).
+ * Throws an Error that names the Secret and key but never shows their content.
+ */
+export function decodeKeys(secret: unknown, mode: TokenMode, where: string): TokenKeys {
+  const current = readSecretKey(secret, 'current', mode, where);
+  if (!current) {
+    const name = (((secret ?? {}) as Obj).metadata as Obj | undefined)?.name;
+    throw new Error(`${where} (Secret "${String(name)}"): has no "current" key (want ${keyLength(mode)} bytes for a ${mode} token)`);
+  }
+  const previous = readSecretKey(secret, 'previous', mode, where);
   return previous ? { current, previous } : { current };
 }
