@@ -294,11 +294,9 @@ export async function runInspect(cfg: InspectConfig, out: (s: string) => void = 
       pcapFd = openSync(cfg.pcapOut, 'w', 0o600);
       writeSync(pcapFd, pcapHeader(file ? file.linkType : LINKTYPE_LINUX_SLL, file ? 262144 : SNAPLEN + 16));
     }
-    if (!json) {
-      const keys = ring ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')})` : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
-      err(`${live ? `watching ${cfg.interface}` : `reading ${cfg.read}`}; ${keys}\n`);
-      out(row(COLUMNS));
-    }
+    const keys = ring ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')})` : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
+    err(`${live ? `watching ${cfg.interface}` : `reading ${cfg.read}`}; ${keys}\n`);
+    if (!json) out(row(COLUMNS));
     const take = (c: Captured): boolean => {
       const r = synRecord(c, ring);
       if (!r) return true;
