@@ -176,6 +176,11 @@ export class Agent {
     return this.status;
   }
 
+  /** The policy versions the data path holds (the last applied without the kernel refusing them), by name. */
+  appliedPolicies(): ReadonlyMap<string, TokenPolicy> {
+    return this.applied;
+  }
+
   private async pollInterfaces(): Promise<void> {
     try {
       const sig = signature(await this.list());

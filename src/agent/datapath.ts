@@ -510,6 +510,34 @@ export class Datapath {
     return rows;
   }
 
+  /**
+   * Is a hook that apply() reported still in the kernel, running the program it reported?
+   * (Someone may have removed it behind our back: a TCX link detached, an XDP program or a
+   * clsact qdisc replaced.) For metrics; false when the kernel cannot be asked.
+   */
+  isLive(h: HookStatus): boolean {
+    const b = binding();
+    try {
+      switch (h.mode) {
+        case 'tcx': {
+          const l = b.linkFromPin(this.linkPin(h));
+          try {
+            const i = l.info();
+            return i.id === h.linkId && i.progId === h.progId;
+          } finally {
+            l.close();
+          }
+        }
+        case 'tc':
+          return b.tcQuery({ ifindex: h.ifindex, direction: h.direction, handle: TC_HANDLE, priority: this.opts.tcPriority }) === h.progId;
+        default:
+          return b.xdpQuery(h.ifindex).progId === h.progId;
+      }
+    } catch {
+      return false;
+    }
+  }
+
   /** Release our fds; pinned maps and links, and XDP programs (the hooks), stay in the kernel. */
   close(): void {
     if (this.clockTimer) clearInterval(this.clockTimer);

@@ -23,6 +23,9 @@ export interface KubeSourceOptions {
 }
 
 export class KubeSource implements PolicySource {
+  /** The watches whose restarts onWatchRestart reports, by name. */
+  static readonly WATCHES = ['tokenpolicies', 'node', 'secrets'] as const;
+
   private readonly policies: Watched<KubernetesObject>;
   private readonly node: Watched<V1Node>;
   private readonly secrets: Watched<V1Secret>;

@@ -1,9 +1,11 @@
 /**
  * The agent's Prometheus metrics: the BPF counters by policy, interface and reason (read
- * from the pinned per-CPU map at scrape time), reconcile durations and errors, and API
- * watch restarts in cluster mode.
+ * from the pinned per-CPU map at scrape time), whether the agent is ready, each hook it
+ * applied and whether the kernel still runs it, which interfaces enforce, reconcile
+ * durations and errors, and API watch restarts in cluster mode. Every series carries the
+ * node's name. No label ever holds key material.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Agent } from './agent.js';
 import type { Datapath } from './datapath.js';
 
@@ -11,10 +13,18 @@ export interface AgentMetrics {
   registry: Registry;
   reconciled(seconds: number, ok: boolean): void;
   watchRestarted(what: string): void;
+  /** cluster mode: the API watches whose restarts are counted (each series starts at 0) */
+  watching(names: readonly string[]): void;
 }
 
-export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined): AgentMetrics {
+export interface AgentMetricsOptions {
+  /** the node's name (cluster mode) or the host name (standalone): the `node` label of every series */
+  node: string;
+}
+
+export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined, opts: AgentMetricsOptions): AgentMetrics {
   const registry = new Registry();
+  registry.setDefaultLabels({ node: opts.node });
   collectDefaultMetrics({ register: registry, prefix: 'netoken_agent_' });
   const reconcile = new Histogram({
     name: 'netoken_agent_reconcile_duration_seconds',
@@ -39,6 +49,41 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined)
       }
     },
   });
+  new Gauge({
+    name: 'netoken_agent_ready',
+    help: '1 when the agent has applied its policies since the last change (what /readyz says), else 0.',
+    registers: [registry],
+    collect() {
+      this.set(agent()?.isReady() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'netoken_agent_hook_attached',
+    help: 'One series per hook the policies call for on this node: 1 while the kernel runs it, 0 when attaching failed (mode "failed") or it was removed behind the agent\'s back.',
+    labelNames: ['interface', 'direction', 'mode'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const st = agent()?.lastStatus();
+      for (const h of st?.hooks ?? []) this.set({ interface: h.name, direction: h.direction, mode: h.mode }, datapath.isLive(h) ? 1 : 0);
+      for (const e of st?.hookErrors ?? []) this.set({ interface: e.name, direction: e.direction, mode: 'failed' }, 0);
+    },
+  });
+  new Gauge({
+    name: 'netoken_agent_enforcing',
+    help: 'One series per policy verifying on an interface: 1 where it enforces (drops SYNs without a valid token), 0 where it only monitors.',
+    labelNames: ['policy', 'interface'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const a = agent();
+      const applied = a?.appliedPolicies();
+      for (const h of a?.lastStatus()?.hooks ?? []) {
+        if (h.direction !== 'ingress') continue;
+        for (const p of h.policies) this.set({ policy: p, interface: h.name }, applied?.get(p)?.spec.ingress?.action === 'Enforce' ? 1 : 0);
+      }
+    },
+  });
   return {
     registry,
     reconciled(seconds, ok) {
@@ -47,6 +92,9 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined)
     },
     watchRestarted(what) {
       restarts.inc({ resource: what });
+    },
+    watching(names) {
+      for (const w of names) restarts.labels(w).inc(0);
     },
   };
 }

@@ -35,7 +35,7 @@ async function runAgent(o: RawOptions): Promise<number> {
     log,
   });
   const holder: { agent?: Agent } = {};
-  const metrics = agentMetrics(datapath, () => holder.agent);
+  const metrics = agentMetrics(datapath, () => holder.agent, { node: cfg.cluster?.nodeName ?? hostname() });
   let source: PolicySource;
   let onStatus: ((s: AgentStatus) => Promise<void>) | undefined;
   if (cfg.cluster) {
@@ -47,6 +47,7 @@ async function runAgent(o: RawOptions): Promise<number> {
       import('../agent/node-state.js'),
     ]);
     const kc = loadKubeConfig(c.kubeconfig);
+    metrics.watching(KubeSource.WATCHES);
     const kube = new KubeSource({ kc, nodeName: c.nodeName, namespace: c.namespace, log, onWatchRestart: (w) => metrics.watchRestarted(w) });
     const writer = new NodeStateWriter({ kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs });
     source = kube;

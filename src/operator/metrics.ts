@@ -1,8 +1,18 @@
 /**
- * The operator's Prometheus metrics, in a registry of its own. Labels carry kinds and
- * outcomes only, never object content (and never key material).
+ * The operator's Prometheus metrics, in a registry of its own: reconciles, watches, the
+ * leader Lease, key Secrets, and each policy's conditions and node counts as its status
+ * says (read from the cache at scrape time, so every replica, leader or standby, reports the
+ * same). Labels carry names, kinds and outcomes only, never other object content (and never
+ * key material).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What the policy gauges need of a TokenPolicy: its name and the status the operator wrote. */
+export interface PolicyStatusView {
+  name: string;
+  conditions: readonly { type: string; status: string; reason?: string }[];
+  nodes?: { selected?: number; ready?: number; failed?: number };
+}
 
 export class OperatorMetrics {
   readonly registry = new Registry();
@@ -13,7 +23,9 @@ export class OperatorMetrics {
   readonly queueDepth: Gauge;
   readonly keyRotations: Counter;
   readonly secretsCreated: Counter;
-  private readonly sources = { leader: (): number => 0, queueDepth: (): number => 0 };
+  private readonly sources: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined } = {
+    leader: () => 0, queueDepth: () => 0, policies: () => undefined,
+  };
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -63,15 +75,46 @@ export class OperatorMetrics {
       help: 'Key Secrets generated because a policy referred to one that did not exist.',
       registers,
     });
+    new Gauge({
+      name: 'netoken_policy_condition',
+      help: 'One series per condition of each TokenPolicy, as its status says: 1 for its current type, status and reason (Ready/Degraded, True/False, e.g. NodesFailing, KeyRotationStalled). None before the caches have listed.',
+      labelNames: ['policy', 'type', 'status', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of sources.policies() ?? []) {
+          for (const c of p.conditions) this.set({ policy: p.name, type: c.type, status: c.status, reason: c.reason ?? '' }, 1);
+        }
+      },
+    });
+    const nodeGauge = (which: 'selected' | 'ready' | 'failed', help: string): void => {
+      new Gauge({
+        name: `netoken_policy_nodes_${which}`,
+        help,
+        labelNames: ['policy'],
+        registers,
+        collect() {
+          this.reset();
+          for (const p of sources.policies() ?? []) if (p.nodes) this.set({ policy: p.name }, p.nodes[which] ?? 0);
+        },
+      });
+    };
+    nodeGauge('selected', 'Nodes a TokenPolicy selects (status.nodes.selected).');
+    nodeGauge('ready', 'Selected nodes that applied the current generation of a TokenPolicy (status.nodes.ready).');
+    nodeGauge('failed', 'Selected nodes that failed to apply a TokenPolicy (status.nodes.failed).');
     for (const watch of ['tokenpolicies', 'tokennodestates', 'nodes', 'secrets']) this.watchRestarts.labels(watch).inc(0);
     for (const kind of ['policy', 'nodestate']) this.reconcileErrors.labels(kind).inc(0);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'netoken_operator_' });
   }
 
-  /** Where the leader and queue-depth gauges read their values at scrape time. */
-  setSources(s: { leader: () => number; queueDepth: () => number }): void {
+  /**
+   * Where the gauges read their values at scrape time; `policies` answers undefined until the
+   * caches have listed (a half-filled cache would report policies as gone).
+   */
+  setSources(s: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined }): void {
     this.sources.leader = s.leader;
     this.sources.queueDepth = s.queueDepth;
+    this.sources.policies = s.policies;
   }
 
   /** A reconcile of `key` ("policy/<name>" or "nodestate/<name>") took `seconds`. */

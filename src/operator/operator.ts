@@ -22,7 +22,7 @@ import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
 import type { Probe } from '../lib/http.js';
 import { Heartbeat } from './health.js';
 import { LeaderElector } from './leader.js';
-import type { OperatorMetrics } from './metrics.js';
+import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
 import { KeyedQueue, type ReconcileResult } from './queue.js';
 import { type SecretLike, planSecret } from './secrets.js';
@@ -70,6 +70,14 @@ function nameOf(o: KubernetesObject): string {
 
 function secretNameOf(p: RawPolicy): string | undefined {
   return p.spec?.token?.secretRef?.name;
+}
+
+/** The conditions and node counts of a policy's status, as the metrics show them. */
+function policyStatusView(status: unknown): Omit<PolicyStatusView, 'name'> {
+  const s = currentStatus(status);
+  const out: Omit<PolicyStatusView, 'name'> = { conditions: (s.conditions ?? []).filter((c) => typeof c.type === 'string' && typeof c.status === 'string') };
+  if (s.nodes) out.nodes = s.nodes;
+  return out;
 }
 
 function modeOf(p: RawPolicy): string {
@@ -126,7 +134,11 @@ export class Operator {
       log: o.log,
       onDone: (key, seconds, error) => o.metrics.observeReconcile(key, seconds, error !== undefined),
     });
-    o.metrics.setSources({ queueDepth: () => this.queue.depth, leader: () => (this.leading ? 1 : 0) });
+    o.metrics.setSources({
+      queueDepth: () => this.queue.depth,
+      leader: () => (this.leading ? 1 : 0),
+      policies: () => (this.synced ? this.policies.list().map((p) => ({ name: nameOf(p), ...policyStatusView(p.status) })) : undefined),
+    });
     if (o.leaderElect) {
       this.elector = new LeaderElector({
         kc: o.kc,
