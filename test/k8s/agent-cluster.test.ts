@@ -8,15 +8,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
-import { agentIn, kernelHooks, type AgentRun } from '../lib/agent.js';
+import { agentIn, agentMetricsIn, kernelHooks, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
 import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { agentKubeconfig, installChartRbac, waitNodeState as waitNodeStateIn, operatorKubeconfig, type NodeState } from './chart.js';
-import { TestCluster, repoRoot } from './cluster.js';
-import { run } from '../lib/netns.js';
+import { type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, startOperator, waitNodeState as waitNodeStateIn } from './chart.js';
+import { TestCluster } from './cluster.js';
 
 const NS = 'netoken-system';
 const NODE = 'node-a';
@@ -38,8 +36,7 @@ describe('agent in cluster mode', () => {
   let bridge: LoopbackBridge;
   let agent: AgentRun;
   let server: TcpServer;
-  let operator: ChildProcess;
-  let operatorLog = '';
+  let operator: OperatorRun;
   const OPERATOR_METRICS = 18000 + (process.pid % 20000);
   /** the server on the port the policy marks after the edit */
   let server2: TcpServer;
@@ -83,12 +80,7 @@ data: {current: ${KEY.toString('base64')}}
     agent = agentIn(topo.client.ns, 'k8s');
     await agent.startCluster(kubeconfig, NODE, NS);
     // The operator as a real process, with the chart's RBAC: it rolls node reports up into policy status.
-    const opKubeconfig = await operatorKubeconfig(cluster, NS);
-    operator = spawn(process.execPath, [
-      'bin/netoken.js', 'operator', `--kubeconfig=${opKubeconfig}`, `--namespace=${NS}`,
-      `--metrics-address=127.0.0.1:${OPERATOR_METRICS}`, '--finalizer-timeout=30s', '--log-format=json',
-    ], { cwd: repoRoot, env: { ...process.env, POD_NAME: 'op-e2e' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    for (const st of [operator.stdout, operator.stderr]) st?.on('data', (d: Buffer) => (operatorLog += d.toString()));
+    operator = await startOperator(cluster, OPERATOR_METRICS, { namespace: NS, podName: 'op-e2e', extraArgs: ['--finalizer-timeout=30s'] });
   });
 
   type PolicyStatus = { status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[]; nodes?: { selected: number; ready: number; failed: number }; failedNodes?: { node: string; reason: string; message: string }[] } };
@@ -101,11 +93,11 @@ data: {current: ${KEY.toString('base64')}}
       if (last && pred(last)) return last;
       await new Promise((res) => setTimeout(res, 300));
     }
-    throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(last?.status)}\noperator log:\n${operatorLog.slice(-3000)}`);
+    throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(last?.status)}\noperator log:\n${operator.log().slice(-3000)}`);
   };
 
   after(async () => {
-    operator?.kill('SIGTERM');
+    operator?.child.kill('SIGTERM');
     await agent?.cleanup();
     await server?.stop();
     await server2?.stop();
@@ -178,13 +170,12 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
   });
 
   test('keys never appear in metrics, logs or status', async () => {
-    const agentMetrics = await run('nsenter', [`--net=/var/run/netns/${topo.client.ns}`, '--', process.execPath, '-e',
-      'fetch("http://127.0.0.1:9090/metrics").then(r => r.text()).then(t => process.stdout.write(t))']);
-    assert.match(agentMetrics.stdout, /netoken_packets_total\{policy="web",interface="[^"]+",reason="marked"\} [1-9]/);
+    const agentMetrics = await agentMetricsIn(topo.client.ns);
+    assert.match(agentMetrics, new RegExp(`netoken_packets_total\\{policy="web",interface="[^"]+",reason="marked",node="${NODE}"\\} [1-9]`));
     const opMetrics = await (await fetch(`http://127.0.0.1:${OPERATOR_METRICS}/metrics`)).text();
     const statuses = await cluster.kubectlOk(['get', 'tokenpolicies,tokennodestates', '-o', 'json']);
     const events = await cluster.kubectlOk(['get', 'events', '-A', '-o', 'json']);
-    for (const [where, text] of [['agent metrics', agentMetrics.stdout], ['operator metrics', opMetrics], ['agent log', agent.log()], ['operator log', operatorLog], ['status', statuses], ['events', events]] as const) {
+    for (const [where, text] of [['agent metrics', agentMetrics], ['operator metrics', opMetrics], ['agent log', agent.log()], ['operator log', operator.log()], ['status', statuses], ['events', events]] as const) {
       for (const enc of [KEY.toString('hex'), KEY.toString('base64'), KEY.toString('base64url')]) {
         assert.ok(!text.includes(enc), `the key appears in ${where}`);
       }
@@ -206,6 +197,6 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, []);
     const end = Date.now() + 30_000;
     while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 300));
-    assert.notEqual((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code, 0, `the finalizer was released\n${operatorLog.slice(-2000)}`);
+    assert.notEqual((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code, 0, `the finalizer was released\n${operator.log().slice(-2000)}`);
   });
 });

@@ -62,22 +62,27 @@ agent:
   extraArgs: ["--attach=tc", "--tc-priority=7"]
 admissionPolicy: {enabled: true}
 metrics:
+  agentJob: netoken-node
   serviceMonitor: {enabled: true, interval: 1m, scrapeTimeout: 20s, labels: {release: kube-prometheus-stack}}
+  prometheusRule: {enabled: true, labels: {release: kube-prometheus-stack}, agentDownFor: 10m, policyNotReadyFor: 1h, invalidTokensPerSecond: 2}
+  dashboard: {enabled: true, labels: {grafana_dashboard: "1", team: network}, annotations: {grafana_folder: Network}, namespace: monitoring}
 `;
 
 /**
- * The fields of monitoring.coreos.com/v1 ServiceMonitor that the chart uses, with the upstream
- * types: the real CRD (prometheus-operator) is thousands of lines and this test downloads
- * nothing. kubectl's strict field validation refuses any field not declared here, so a typo in
- * the chart's ServiceMonitor fails the dry-run just as it would against the real CRD.
+ * A CustomResourceDefinition of monitoring.coreos.com/v1 that declares only the spec fields the
+ * chart uses, with the upstream types: the real CRDs (prometheus-operator) are thousands of
+ * lines and this test downloads nothing. kubectl's strict field validation refuses any field not
+ * declared, so a typo in the chart fails the dry-run just as it would against the real CRD.
+ * `spec` is the YAML of the spec schema, indented to sit under `spec:` (14 spaces).
  */
-const SERVICE_MONITOR_CRD = `apiVersion: apiextensions.k8s.io/v1
+function monitoringCrd(kind: string, plural: string, spec: string): string {
+  return `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
+metadata: {name: ${plural}.monitoring.coreos.com}
 spec:
   group: monitoring.coreos.com
   scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  names: {kind: ${kind}, listKind: ${kind}List, plural: ${plural}, singular: ${kind.toLowerCase()}}
   versions:
     - name: v1
       served: true
@@ -91,7 +96,12 @@ spec:
             kind: {type: string}
             metadata: {type: object}
             spec:
-              type: object
+${spec}`;
+}
+
+const DURATION = `'^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'`;
+
+const SERVICE_MONITOR_CRD = monitoringCrd('ServiceMonitor', 'servicemonitors', `              type: object
               required: [selector]
               properties:
                 jobLabel: {type: string}
@@ -111,9 +121,44 @@ spec:
                     properties:
                       port: {type: string}
                       path: {type: string}
-                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-                      scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-`;
+                      interval: {type: string, pattern: ${DURATION}}
+                      scrapeTimeout: {type: string, pattern: ${DURATION}}
+                      relabelings:
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            action: {type: string, enum: [replace, Replace, keep, Keep, drop, Drop, hashmod, HashMod, labelmap, LabelMap, labeldrop, LabelDrop, labelkeep, LabelKeep, lowercase, Lowercase, uppercase, Uppercase, keepequal, KeepEqual, dropequal, DropEqual]}
+                            sourceLabels: {type: array, items: {type: string}}
+                            targetLabel: {type: string}
+                            replacement: {type: string}
+                            regex: {type: string}
+                            separator: {type: string}
+`);
+
+const PROMETHEUS_RULE_CRD = monitoringCrd('PrometheusRule', 'prometheusrules', `              type: object
+              properties:
+                groups:
+                  type: array
+                  items:
+                    type: object
+                    required: [name]
+                    properties:
+                      name: {type: string, minLength: 1}
+                      interval: {type: string, pattern: ${DURATION}}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          properties:
+                            alert: {type: string}
+                            record: {type: string}
+                            expr: {x-kubernetes-int-or-string: true}
+                            for: {type: string, pattern: ${DURATION}}
+                            labels: {type: object, additionalProperties: {type: string}}
+                            annotations: {type: object, additionalProperties: {type: string}}
+`);
 
 interface Container {
   name: string;
@@ -279,10 +324,10 @@ describe('Helm chart: lint and templates', () => {
     assert.ok(c.resources.requests?.memory && c.resources.limits?.memory);
   });
 
-  test('non-default values: privileged agent, ServiceMonitors, two operators, another namespace', async () => {
+  test('non-default values: privileged agent, ServiceMonitors, alerts, dashboard, two operators, another namespace', async () => {
     const objects = parseObjects(await render({ namespace: CUSTOM_NS, values: NON_DEFAULT_VALUES }));
     for (const o of objects) {
-      if (o.metadata.namespace !== undefined) assert.equal(o.metadata.namespace, CUSTOM_NS, `${o.kind} ${o.metadata.name} in ${CUSTOM_NS}`);
+      if (o.metadata.namespace !== undefined && o.kind !== 'ConfigMap') assert.equal(o.metadata.namespace, CUSTOM_NS, `${o.kind} ${o.metadata.name} in ${CUSTOM_NS}`);
     }
     const ds = find<Workload>(objects, 'DaemonSet', 'netoken-agent');
     const agent = container(ds);
@@ -311,9 +356,26 @@ describe('Helm chart: lint and templates', () => {
     const binding = find<K8sObject & { subjects: { namespace: string }[] }>(objects, 'ClusterRoleBinding', 'netoken-agent');
     assert.equal(binding.subjects[0]?.namespace, CUSTOM_NS);
 
-    const monitors = objects.filter((o) => o.kind === 'ServiceMonitor');
+    const monitors = objects.filter((o) => o.kind === 'ServiceMonitor') as (K8sObject & { spec: { endpoints: { relabelings: { targetLabel: string; replacement: string }[] }[] } })[];
     assert.deepEqual(monitors.map((m) => m.metadata.name).sort(), ['netoken-agent', 'netoken-operator']);
     for (const m of monitors) assert.equal(m.metadata.labels?.release, 'kube-prometheus-stack');
+    const jobOf = (name: string): string | undefined => monitors.find((m) => m.metadata.name === name)?.spec.endpoints[0]?.relabelings.find((r) => r.targetLabel === 'job')?.replacement;
+    assert.equal(jobOf('netoken-agent'), 'netoken-node', 'the agents\' job label is metrics.agentJob');
+    assert.equal(jobOf('netoken-operator'), 'netoken-operator');
+
+    const rule = find<K8sObject & { spec: { groups: { rules: { alert: string; expr: string; for: string }[] }[] } }>(objects, 'PrometheusRule', 'netoken');
+    assert.equal(rule.metadata.labels?.release, 'kube-prometheus-stack');
+    const alert = (name: string): { expr: string; for: string } | undefined => rule.spec.groups[0]?.rules.find((r) => r.alert === name);
+    assert.equal(alert('NetokenAgentDown')?.expr, 'up{job="netoken-node"} == 0', 'the alerts select the job the ServiceMonitor sets');
+    assert.equal(alert('NetokenAgentDown')?.for, '10m');
+    assert.equal(alert('NetokenPolicyNotReady')?.for, '1h');
+    assert.match(alert('NetokenEnforceRefusingTokens')?.expr ?? '', /> 2\s/);
+    const dashboard = find<K8sObject & { data: Record<string, string> }>(objects, 'ConfigMap', 'netoken-dashboard');
+    assert.equal(dashboard.metadata.namespace, 'monitoring', 'the dashboard goes where the sidecar looks');
+    assert.equal(dashboard.metadata.labels?.grafana_dashboard, '1');
+    assert.equal(dashboard.metadata.labels?.team, 'network');
+    assert.equal(dashboard.metadata.annotations?.grafana_folder, 'Network');
+    assert.equal((JSON.parse(dashboard.data['netoken.json'] as string) as { uid: string }).uid, 'netoken-overview');
 
     const noPolicy = parseObjects(await render({ set: ['admissionPolicy.enabled=false', 'operator.leaderElection.enabled=false'] }));
     assert.equal(noPolicy.filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy')).length, 0, 'admissionPolicy.enabled=false drops the policy');
@@ -325,6 +387,10 @@ describe('Helm chart: lint and templates', () => {
       [['--set', 'bogus=1'], /additional properties 'bogus' not allowed|bogus/],
       [['--set', 'agent.privilegd=true'], /privilegd/],
       [['--set', 'metrics.serviceMonitor.intervall=1m'], /intervall/],
+      [['--set', 'metrics.prometheusRule.agentDownFor=soon'], /agentDownFor/],
+      [['--set', 'metrics.prometheusRule.invalidTokensPerSecond=-1'], /invalidTokensPerSecond/],
+      [['--set', 'metrics.dashboard.lables.a=b'], /lables/],
+      [['--set', 'metrics.agentJob='], /agentJob/],
       [['--set', 'image.pullPolicy=Sometimes'], /pullPolicy/],
       [['--set', 'agent.privileged=yes'], /privileged/],
       [['--set', 'agent.seccompProfile=Localhost'], /seccompProfile/],
@@ -445,8 +511,9 @@ describe('Helm chart on a real API server', () => {
   before(async () => {
     cluster = await TestCluster.start();
     for (const ns of [NS, CUSTOM_NS]) await ensureNamespace(cluster, ns);
-    await cluster.apply(SERVICE_MONITOR_CRD);
-    await cluster.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd/servicemonitors.monitoring.coreos.com']);
+    await cluster.apply(`${SERVICE_MONITOR_CRD}---\n${PROMETHEUS_RULE_CRD}`);
+    await ensureNamespace(cluster, 'monitoring');
+    await cluster.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd/servicemonitors.monitoring.coreos.com', 'crd/prometheusrules.monitoring.coreos.com']);
   });
 
   after(async () => {
@@ -465,9 +532,10 @@ describe('Helm chart on a real API server', () => {
     await dryRun(parseObjects(await render({ namespace: NS, includeCrds: true })), 'default values');
   });
 
-  test('every object of the non-default render is accepted, the ServiceMonitors included', async () => {
+  test('every object of the non-default render is accepted, the ServiceMonitors, alerts and dashboard included', async () => {
     const objects = parseObjects(await render({ namespace: CUSTOM_NS, values: NON_DEFAULT_VALUES }));
     assert.equal(objects.filter((o) => o.kind === 'ServiceMonitor').length, 2);
+    assert.equal(objects.filter((o) => o.kind === 'PrometheusRule' || o.kind === 'ConfigMap').length, 2);
     await dryRun(objects, 'non-default values');
   });
 

@@ -4,7 +4,7 @@
  * that carry exactly what the chart grants them. An agent's token is bound to a Pod on its
  * node, as the kubelet's projected token is, so the chart's admission policy sees the node.
  */
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ export const OPERATOR_SA = 'netoken-operator';
 export interface K8sObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   [field: string]: unknown;
 }
 
@@ -227,4 +227,25 @@ export async function waitNodeState(
     await new Promise((res) => setTimeout(res, 250));
   }
   throw new Error(`timed out waiting for ${what}; TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}`);
+}
+
+export interface OperatorRun {
+  child: ChildProcess;
+  /** what it logged so far */
+  log(): string;
+}
+
+/**
+ * `netoken operator` as a real process with the chart's operator RBAC, serving /metrics on
+ * 127.0.0.1:metricsPort. Stop it with child.kill().
+ */
+export async function startOperator(cluster: TestCluster, metricsPort: number, opts: { namespace?: string; podName?: string; extraArgs?: string[] } = {}): Promise<OperatorRun> {
+  const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
+  const child = spawn(process.execPath, [
+    'bin/netoken.js', 'operator', `--kubeconfig=${await operatorKubeconfig(cluster, namespace)}`, `--namespace=${namespace}`,
+    `--metrics-address=127.0.0.1:${metricsPort}`, '--log-format=json', ...(opts.extraArgs ?? []),
+  ], { cwd: repoRoot, env: { ...process.env, POD_NAME: opts.podName ?? 'netoken-operator-test' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  for (const st of [child.stdout, child.stderr]) st?.on('data', (d: Buffer) => (log += d.toString()));
+  return { child, log: () => log };
 }

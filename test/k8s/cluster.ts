@@ -34,10 +34,11 @@ export interface ToolPaths {
   kubectl: string;
   etcd: string;
   helm: string;
+  promtool: string;
 }
 
 /** The pinned versions from test/k8s/versions.env. */
-export function toolVersions(): Record<'KUBERNETES_VERSION' | 'ETCD_VERSION' | 'HELM_VERSION', string> {
+export function toolVersions(): Record<'KUBERNETES_VERSION' | 'ETCD_VERSION' | 'HELM_VERSION' | 'PROMETHEUS_VERSION', string> {
   const file = join(repoRoot, 'test/k8s/versions.env');
   const vars: Record<string, string> = {};
   for (const line of readFileSync(file, 'utf8').split('\n')) {
@@ -49,13 +50,16 @@ export function toolVersions(): Record<'KUBERNETES_VERSION' | 'ETCD_VERSION' | '
     if (!v) throw new Error(`${file} does not set ${k}`);
     return v;
   };
-  return { KUBERNETES_VERSION: get('KUBERNETES_VERSION'), ETCD_VERSION: get('ETCD_VERSION'), HELM_VERSION: get('HELM_VERSION') };
+  return {
+    KUBERNETES_VERSION: get('KUBERNETES_VERSION'), ETCD_VERSION: get('ETCD_VERSION'), HELM_VERSION: get('HELM_VERSION'),
+    PROMETHEUS_VERSION: get('PROMETHEUS_VERSION'),
+  };
 }
 
 /**
  * Where build-tools.sh puts the binaries: $NETOKEN_TOOLS_DIR (default ~/.cache/netoken-tools),
  * one directory per component and version. NETOKEN_KUBE_APISERVER, NETOKEN_KUBECTL,
- * NETOKEN_ETCD and NETOKEN_HELM override single paths.
+ * NETOKEN_ETCD, NETOKEN_HELM and NETOKEN_PROMTOOL override single paths.
  */
 export function toolPaths(): ToolPaths {
   const v = toolVersions();
@@ -66,6 +70,7 @@ export function toolPaths(): ToolPaths {
     kubectl: process.env.NETOKEN_KUBECTL || join(dir, `kubernetes-${v.KUBERNETES_VERSION}`, 'kubectl'),
     etcd: process.env.NETOKEN_ETCD || join(dir, `etcd-${v.ETCD_VERSION}`, 'etcd'),
     helm: process.env.NETOKEN_HELM || join(dir, `helm-${v.HELM_VERSION}`, 'helm'),
+    promtool: process.env.NETOKEN_PROMTOOL || join(dir, `promtool-${v.PROMETHEUS_VERSION}`, 'promtool'),
   };
 }
 

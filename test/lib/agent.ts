@@ -169,3 +169,9 @@ export async function kernelHooks(ns: string, dev: string, priority = 1): Promis
   const parsed = JSON.parse(r.stdout) as { tcx: number[]; tc: number | null };
   return { ...parsed, clsact: /clsact/.test(q.stdout) };
 }
+
+/** The /metrics page of the agent in `ns` (cluster mode serves it on :9090 of the node's network). */
+export async function agentMetricsIn(ns: string, port = 9090): Promise<string> {
+  const script = `fetch("http://127.0.0.1:${port}/metrics").then((r) => r.text()).then((t) => process.stdout.write(t))`;
+  return (await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '-e', script])).stdout;
+}
