@@ -4,8 +4,14 @@ import {
   LINKTYPE_ETHERNET,
   LINKTYPE_LINUX_SLL,
   LINKTYPE_LINUX_SLL2,
+  LINKTYPE_RAW,
+  PACKET_OUTGOING,
   networkLayer,
+  packetType,
   parsePcap,
+  pcapHeader,
+  pcapRecord,
+  sllHeader,
   toEthernet,
 } from './pcap.js';
 
@@ -118,5 +124,28 @@ test('cooked SLL and SLL2 frames become Ethernet frames with the same network la
     assert.deepEqual(eth.subarray(6, 12), mac, `link type ${linkType}: source MAC`);
     assert.equal(eth.readUInt16BE(12), 0x0800, `link type ${linkType}: EtherType`);
     assert.deepEqual(eth.subarray(14), ipv4Payload, `link type ${linkType}: payload`);
+    assert.equal(packetType(linkType, frame), PACKET_OUTGOING, `link type ${linkType}: the packet type says sent by us`);
   }
+  assert.deepEqual(sllHeader(4, 1, mac, 0x0800), sll, 'sllHeader writes what tcpdump -i any writes');
+  assert.equal(packetType(LINKTYPE_ETHERNET, ethernetFrame([])), undefined, 'Ethernet frames carry no packet type');
+});
+
+test('raw IP captures (tun, WireGuard) read as Ethernet frames of the right EtherType', () => {
+  const v6 = Buffer.concat([Buffer.from('60000000000006ff', 'hex'), Buffer.alloc(32)]);
+  assert.deepEqual(networkLayer(LINKTYPE_RAW, ipv4Payload), { etherType: 0x0800, offset: 0, vlanIds: [] });
+  assert.deepEqual(networkLayer(LINKTYPE_RAW, v6), { etherType: 0x86dd, offset: 0, vlanIds: [] });
+  assert.equal(networkLayer(LINKTYPE_RAW, Buffer.from('00', 'hex')), undefined, 'not IP');
+  assert.equal(toEthernet(LINKTYPE_RAW, v6).readUInt16BE(12), 0x86dd);
+  assert.deepEqual(toEthernet(LINKTYPE_RAW, ipv4Payload).subarray(14), ipv4Payload);
+  assert.throws(() => toEthernet(LINKTYPE_RAW, Buffer.from('00', 'hex')), /cannot convert link type 101/);
+});
+
+test('pcapHeader and pcapRecord write what parsePcap reads back, nanoseconds included', () => {
+  const frames = [ethernetFrame([]), ethernetFrame([7])];
+  const file = Buffer.concat([pcapHeader(LINKTYPE_ETHERNET, 1000), ...frames.map((data, i) => pcapRecord({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 }))]);
+  const back = parsePcap(file);
+  assert.equal(back.linkType, LINKTYPE_ETHERNET);
+  assert.equal(back.snaplen, 1000);
+  assert.equal(back.nanosecond, true);
+  assert.deepEqual(back.packets, frames.map((data, i) => ({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 })));
 });
