@@ -154,11 +154,23 @@ test('Keyed: valid, previous and next epoch with the clock offset, previous and 
   ]);
   assert.equal(r.syns[1]!.clockOffsetSeconds, -10, 'a previous-epoch token 10 s into the epoch: the sender is at least 10 s behind');
   assert.equal(r.syns[2]!.clockOffsetSeconds, 50, 'a next-epoch token 10 s into a 60 s epoch: the sender is at least 50 s ahead');
+  assert.deepEqual([r.syns[1]!.withinClockSkew, r.syns[2]!.withinClockSkew], [false, false], 'both beyond the default 5 s grace');
+  assert.equal(r.syns[0]!.withinClockSkew, undefined, 'the current epoch has no offset');
   assert.equal(r.syns[7]!.family, 6);
   assert.equal(r.syns[7]!.src, v6.src);
   assert.equal(r.syns[0]!.time, new Date(T0).toISOString(), 'the verdict is taken at the capture time in the file');
   assert.match(r.syns[5]!.detail ?? '', /matches none of the keys \(current, previous, next\)/);
   assertNoKeys(r.out + r.err, [cur, prev, next]);
+
+  // 2 s after the boundary, the previous epoch's token is within the 5 s grace; 3 s before
+  // the next boundary, the next epoch's too. The table says so.
+  const start = Number(epoch) * EPOCH * 1000;
+  const near = [syn(41002, opt(cur, 41002, epoch - 1n))];
+  const late = await inspect({ read: file('near.pcap', pcapAt(near, start + 2000)), policyFile: pf, output: 'json' });
+  assert.deepEqual([late.syns[0]!.verdict, late.syns[0]!.clockOffsetSeconds, late.syns[0]!.withinClockSkew], ['previous-epoch', -2, true]);
+  const ahead = await inspect({ read: file('ahead.pcap', pcapAt([syn(41003, opt(cur, 41003, epoch))], start - 3000)), policyFile: pf });
+  assert.match(ahead.out, /next-epoch +epoch \+1; sender clock ≥3s ahead; within the clock-skew grace$/m);
+  assert.match(ahead.err, /keys: current, previous, next, clock-skew grace 5 s\)/);
 
   // Without `next` and `previous` in the Secret those SYNs are invalid.
   const only = file('keyed-only.yaml', policyFile('api', 'Keyed', { current: cur }));

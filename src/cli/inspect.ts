@@ -257,9 +257,12 @@ export function formatSyn(r: SynRecord): string {
   const clock = `${String(t.getHours()).padStart(2, '0')}:${String(t.getMinutes()).padStart(2, '0')}:${String(t.getSeconds()).padStart(2, '0')}.${String(t.getMilliseconds()).padStart(3, '0')}`;
   const option = r.option ? `${r.option.kind}/0x${r.option.exid.toString(16).padStart(4, '0')}` : '-';
   const detail: string[] = [];
-  if (r.key && r.verdict !== 'valid') detail.push(`key ${r.key}`);
+  if (r.key && r.key !== 'current') detail.push(`key ${r.key}`);
   if (r.epochOffset) detail.push(`epoch ${r.epochOffset > 0 ? '+1' : '-1'}`);
-  if (r.clockOffsetSeconds !== undefined) detail.push(r.clockOffsetSeconds > 0 ? `sender clock ≥${r.clockOffsetSeconds}s ahead` : `sender clock ≥${-r.clockOffsetSeconds}s behind or SYN late`);
+  if (r.clockOffsetSeconds !== undefined) {
+    detail.push(r.clockOffsetSeconds > 0 ? `sender clock ≥${r.clockOffsetSeconds}s ahead` : `sender clock ≥${-r.clockOffsetSeconds}s behind or SYN late`);
+    if (r.withinClockSkew !== undefined && r.policy) detail.push(r.withinClockSkew ? 'within the clock-skew grace' : 'beyond the clock-skew grace');
+  }
   if (r.detail) detail.push(r.detail);
   return row([clock, r.interface ?? '-', r.direction ?? '-', endpoint(r.src, r.sport), endpoint(r.dst, r.dport), option, r.verdict, detail.join('; ')]);
 }
@@ -294,7 +297,7 @@ export async function runInspect(cfg: InspectConfig, out: (s: string) => void = 
       pcapFd = openSync(cfg.pcapOut, 'w', 0o600);
       writeSync(pcapFd, pcapHeader(file ? file.linkType : LINKTYPE_LINUX_SLL, file ? 262144 : SNAPLEN + 16));
     }
-    const keys = ring ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')})` : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
+    const keys = ring ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')}${ring.mode === 'Keyed' ? `, clock-skew grace ${ring.clockSkewSeconds} s` : ''})` : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
     err(`${live ? `watching ${cfg.interface}` : `reading ${cfg.read}`}; ${keys}\n`);
     if (!json) out(row(COLUMNS));
     const take = (c: Captured): boolean => {

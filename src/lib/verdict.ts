@@ -58,6 +58,8 @@ export interface Judgement {
    * time (positive: ahead, negative: behind or the SYN is late), in seconds.
    */
   clockOffsetSeconds?: number;
+  /** Keyed, a neighbouring epoch: is that offset within the policy's clock-skew grace around the boundary? */
+  withinClockSkew?: boolean;
   /** why a value is invalid or malformed, in words (never the value) */
   detail?: string;
 }
@@ -136,6 +138,7 @@ export function judgeSyn(f: ParsedFrame, ring: Keyring | null, atMs: number): Ju
         const start = Number(epoch) * ring.epochSeconds * 1000;
         const ms = offset > 0 ? start + ring.epochSeconds * 1000 - atMs : -(atMs - start);
         out.clockOffsetSeconds = Math.round(ms) / 1000;
+        out.withinClockSkew = Math.abs(ms) <= ring.clockSkewSeconds * 1000;
       }
       return out;
     }
