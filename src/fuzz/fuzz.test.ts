@@ -394,8 +394,8 @@ test('the verifier counter check catches a verdict counted under the wrong reaso
  */
 const PLANTED_CASES = 5000;
 const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: string; caughtBy: string[] }> = [
-  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
-  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\tif (k == NT_TCPOPT_EOL)\n\t\t\treturn NT_OPT_ABSENT;\n', to: '\t\tif (k == NT_TCPOPT_EOL) {\n\t\t\tnext = idx + 1;\n\t\t\tcontinue;\n\t\t}\n', caughtBy: ['passed-bad-token'] },
+  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (scan.ours_len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
+  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\t\tr->flags |= NT_OPTS_EOL;\n\t\t\tnext = NT_TCP_OPT_BUF;\n', to: '\t\t\tnext = idx + 1;\n', caughtBy: ['passed-bad-token'] },
   { name: 'the next epoch instead of the previous one', file: 'lib/verify.h', from: 'nt_keyed_value(&prefix, epoch - 1) == got)\n\t\treturn 1;', to: 'nt_keyed_value(&prefix, epoch + 1) == got)\n\t\treturn 1;', caughtBy: ['passed-bad-token', 'dropped-valid'] },
   { name: 'exempt sources looked up by policy only', file: 'lib/verify.h', from: '.prefixlen = 32 + 32,', to: '.prefixlen = 32,', caughtBy: ['dropped-exempt'] },
   { name: 'the previous static token accepted when there is none', file: 'lib/verify.h', from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous', to: '\t__builtin_memcpy(&want, policy->token_previous', caughtBy: ['passed-bad-token', 'counter'] },
