@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding } from '../../src/native/binding.js';
 import { decodeClock, encodeClock } from '../../src/lib/abi.js';
-import { measureClock } from '../../src/agent/datapath.js';
+import { measureClock } from '../../src/agent/clock.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });

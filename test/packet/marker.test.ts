@@ -13,7 +13,7 @@ import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import { BindBit, COUNTERS, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, encodeStatKey, decodeStatKey, sumPerCpu, TokenModeCode } from '../../src/lib/abi.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { measureClock } from '../../src/agent/datapath.js';
+import { measureClock } from '../../src/agent/clock.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { parsePcap, toEthernet } from '../../src/lib/pcap.js';
 import {
