@@ -1,15 +1,15 @@
 /**
  * Shared setup for the native addon's tests: the BPF fixtures in bpf/test and a
- * private pin directory on bpffs. Used only by src/native/*.test.ts.
+ * private pin directory on bpffs. Used only by tests (src/native/*.test.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { binding } from './binding.js';
+import { binding } from '../../src/native/binding.js';
 
-/** Repository root (this file runs from dist/src/native/). */
+/** Repository root (this file runs from dist/test/lib/). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 let fixturesBuilt = false;
