@@ -14,16 +14,20 @@ export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 let fixturesBuilt = false;
 
+/** The test-only BPF programs of bpf/test/. */
+export type Fixture = 'progs' | 'pinned' | 'rejected' | 'clock' | 'encap' | 'siphash' | 'foreign';
+
 /**
- * Path of a compiled bpf/test/<name>.bpf.c. The first call runs `make -C bpf/test`
- * (a no-op when up to date), so the tests never run against stale objects.
+ * Path of a compiled bpf/test/<name>.bpf.c, in build/bpf-test (never in build/bpf, which
+ * ships). The first call runs `make -C bpf/test` (a no-op when up to date), so the tests
+ * never run against stale objects.
  */
-export function fixture(name: 'progs' | 'pinned' | 'rejected'): string {
+export function fixture(name: Fixture): string {
   if (!fixturesBuilt) {
     execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf/test')], { stdio: ['ignore', 'ignore', 'pipe'] });
     fixturesBuilt = true;
   }
-  return path.join(repoRoot, 'build/bpf/test', `${name}.bpf.o`);
+  return path.join(repoRoot, 'build/bpf-test', `${name}.bpf.o`);
 }
 
 /** A unique name for this run: netns, interface or pin directory names include it. */

@@ -33,10 +33,11 @@ import {
   type FrameSpec,
 } from '../../src/lib/packet.js';
 import { TcAction } from '../../src/native/bpf.js';
+import { fixture } from '../lib/native.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
-const ENCAP_OBJ = path.join(repoRoot, 'build/bpf/test_encap.bpf.o');
+const ENCAP_OBJ = fixture('encap');
 const HELPER = path.join(repoRoot, 'dist/test/packet/netns-helper.js');
 
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
