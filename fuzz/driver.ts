@@ -14,7 +14,7 @@ import { binding, type NativeMap, type NativeObject, type NativeProgram } from '
 import { COUNTERS, decodeStatKey, sumPerCpu } from '../src/lib/abi.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { generateCase, type FuzzCase } from './generate.js';
-import { describeVerdict, markerVerdict, type CounterName, type Verdict } from './model.js';
+import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
 import { installWorld, type Device } from './world.js';
 import { generateVerifierCase } from './verifier-generate.js';
 import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKind, verifierVerdict, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
@@ -42,12 +42,6 @@ export interface CaseRun<V = Verdict> {
   violations: Violation[];
   /** how the counters moved during this run, for verdicts whose count the model leaves open */
   counterDelta?: Map<string, bigint>;
-}
-
-/** A counter a verdict bumps on the case's device. */
-export interface CounterRef {
-  policyId: number;
-  counter: CounterName;
 }
 
 /**

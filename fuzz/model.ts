@@ -11,6 +11,12 @@ import { HARD_HEADER_LEN, lookupPolicy, policyById, type Device, type PolicyDef 
 
 export type CounterName = (typeof COUNTERS)[number];
 
+/** A counter a verdict bumps on the case's device. */
+export interface CounterRef {
+  policyId: number;
+  counter: CounterName;
+}
+
 export interface MarkLayout {
   family: 4 | 6;
   l3: number;

@@ -12,8 +12,7 @@ import { formatIp } from '../src/lib/cidr.js';
 import { keyedToken } from '../src/lib/siphash.js';
 import { TcAction, XdpAction } from '../src/native/bpf.js';
 import type { Violation } from './check.js';
-import { walkOptions } from './model.js';
-import type { CounterRef } from './driver.js';
+import { walkOptions, type CounterRef } from './model.js';
 import { KEYED_EPOCH, policyById, type PolicyDef } from './world.js';
 import { isExempt, ruleFor, rulesFor } from './verifier-world.js';
 
