@@ -18,6 +18,14 @@ export default tseslint.config(
     },
   },
   {
+    // src/ ships (dist/src in the package and the image); tests, the fuzzer and the benchmarks do not.
+    files: ['src/**/*.ts'],
+    ignores: ['src/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^(\\.\\./)+(test|fuzz|bench)/', message: 'shipped code in src/ must not import test, fuzz or bench code' }] }],
+    },
+  },
+  {
     files: ['bin/**/*.js', 'eslint.config.js', 'scripts/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

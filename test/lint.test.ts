@@ -71,3 +71,13 @@ test("the project's eslint.config.js applies the rule as an error to every TypeS
     assert.deepEqual(config.rules['local/no-import-cycle'], [2], f);
   }
 });
+
+test('shipped code in src/ may not import test, fuzz or bench code; its unit tests may', async () => {
+  const eslint = new ESLint({ cwd: repoRoot });
+  const lintAs = async (file: string, text: string): Promise<string[]> =>
+    (await eslint.lintText(text, { filePath: path.join(repoRoot, file) })).flatMap((r) => r.messages.map((m) => `${m.ruleId}: ${m.message}`));
+  const imports = "import { fixture } from '../../test/lib/native.js';\nimport { Rng } from '../../fuzz/rng.js';\nimport { ROOT } from '../../bench/report.js';\nexport const x = [fixture, Rng, ROOT];\n";
+  const shipped = await lintAs('src/lib/x.ts', imports);
+  assert.equal(shipped.filter((m) => m.startsWith('no-restricted-imports:')).length, 3, shipped.join('\n'));
+  assert.deepEqual(await lintAs('src/lib/x.test.ts', imports), []);
+});
