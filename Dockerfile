@@ -4,7 +4,8 @@
 #
 # The build stage runs the project's own scripts, scripts/install-deps.sh and scripts/build.sh,
 # so the image is built exactly like a developer checkout; test/build.test.ts runs the same
-# steps on a clean checkout and checks that every path copied below exists.
+# steps on a clean checkout, assembles the runtime stage from the COPY lines below and checks
+# that it starts and holds nothing test-only.
 
 ARG DEBIAN_RELEASE=bookworm
 ARG NODE_MAJOR=20
@@ -34,6 +35,9 @@ COPY . .
 RUN bash scripts/build.sh
 # The runtime needs no compiler, type checker or linter.
 RUN npm prune --omit=dev --no-audit --no-fund
+# What ships is what package.json's "files" lists, the same as in the npm package: no unit
+# tests, fuzzer, test helpers or test BPF objects. npm pack makes exactly that tree in package/.
+RUN npm pack --silent >/dev/null && tar -xzf netoken-*.tgz && rm netoken-*.tgz
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # libbpf1 (with libelf1 and zlib1g) for the native addon; iproute2 because the agent reads
@@ -44,11 +48,7 @@ RUN apt-get update -qq \
 # NodeSource's node links only glibc and libstdc++, so the binary alone is the runtime.
 COPY --from=build /usr/bin/node /usr/local/bin/node
 WORKDIR /app
-COPY --from=build /src/package.json ./
-COPY --from=build /src/bin ./bin
-COPY --from=build /src/dist/src ./dist/src
-COPY --from=build /src/build/Release/netoken_native.node ./build/Release/
-COPY --from=build /src/build/bpf ./build/bpf
+COPY --from=build /src/package ./
 COPY --from=build /src/node_modules ./node_modules
 # No USER here: the agent runs as root with three capabilities and the operator as 65532;
 # the chart sets both (securityContext).

@@ -1,6 +1,7 @@
 // @ts-check
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import local from './scripts/eslint-no-import-cycle.js';
 
 export default tseslint.config(
   { ignores: ['dist/**', 'build/**', 'node_modules/**', 'native/**', 'bench/results/**'] },
@@ -8,13 +9,24 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
+    plugins: { local },
     rules: {
+      // No module imports, through any chain, one that imports it back (type-only imports too).
+      'local/no-import-cycle': 'error',
       '@typescript-eslint/no-explicit-any': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
   },
   {
-    files: ['bin/**/*.js', 'eslint.config.js'],
+    // src/ ships (dist/src in the package and the image); tests, the fuzzer and the benchmarks do not.
+    files: ['src/**/*.ts'],
+    ignores: ['src/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^(\\.\\./)+(test|fuzz|bench)/', message: 'shipped code in src/ must not import test, fuzz or bench code' }] }],
+    },
+  },
+  {
+    files: ['bin/**/*.js', 'eslint.config.js', 'scripts/**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
 );

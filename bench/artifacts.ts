@@ -13,6 +13,8 @@ export interface ProgRef {
 }
 
 const bpfObj = (name: string): string => path.join(ROOT, 'build/bpf', name);
+/** bpf/test's objects (scripts/build.sh builds them): the no-op baselines. */
+const testObj = (name: string): string => path.join(ROOT, 'build/bpf-test', name);
 const benchOut = (name: string): string => path.join(ROOT, 'build/bench', name);
 
 export const MARKER: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_mark_egress' };
@@ -21,8 +23,8 @@ export const MARKER_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench.bpf
 export const SEED: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_egress' };
 export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_mark_restore' };
 export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };
-export const TC_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'tc_noop' };
-export const XDP_NOOP: ProgRef = { object: bpfObj('test/progs.bpf.o'), program: 'xdp_pass' };
+export const TC_NOOP: ProgRef = { object: testObj('progs.bpf.o'), program: 'tc_noop' };
+export const XDP_NOOP: ProgRef = { object: testObj('progs.bpf.o'), program: 'xdp_pass' };
 /** The marker's clock probe: what the agent reads the kernel's clocks with to fill nt_clock. */
 export const CLOCK_PROBE: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_clock_probe' };
 /** The ingress verifier's XDP entry point, and its tc entry (where XDP cannot attach). */

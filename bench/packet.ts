@@ -30,7 +30,7 @@ import {
 } from '../src/lib/abi.js';
 import { BIND_ALL, epochAt, keyedToken } from '../src/lib/siphash.js';
 import { buildFrame, tokenOption, TCP_ACK, TCP_PSH, TCP_SYN, type FrameSpec } from '../src/lib/packet.js';
-import { measureClock } from '../src/agent/datapath.js';
+import { measureClock } from '../src/agent/clock.js';
 import {
   CLOCK_PROBE,
   MARKER,

@@ -235,6 +235,7 @@ enum nt_counter {
 	NT_C_V_REPLAY,           /* valid, but the same flow and sequence number over the replay limit */
 	/* egress marker, added later */
 	NT_C_SKIP_NO_CLOCK,      /* keyed policy, but the agent has not written nt_clock yet */
+	NT_C_ERR_TAIL_CALL,      /* the SYN program could not be reached: passed unmarked */
 	NT_C__MAX,
 };
 

@@ -6,25 +6,31 @@
  * Plus the probe the agent reads the kernel's clocks with (struct nt_clock).
  *
  * Two programs. A tc program that writes the packet directly gets a prologue
- * from the kernel that unclones every cloned skb, and nearly every TCP segment
- * leaves as a clone: the attached program, nt_mark_egress, therefore never
- * writes directly. It lets everything but SYNs through and tail-calls
- * nt_mark_syn_prog for them, which writes in place (a SYN's header is copied
- * at the first write anyway, whichever way it is written).
+ * from the kernel that unclones every cloned skb on entry (copying its
+ * header), and nearly every TCP segment leaves as a clone: the attached
+ * program, nt_mark_egress, therefore never writes. It lets everything but
+ * SYNs through and tail-calls nt_mark_syn_prog for them, which writes in
+ * place. Every SYN that reaches nt_mark_syn_prog pays the copy, marked or
+ * not; SYNs are few.
  */
 #include "lib/mark.h"
 
 SEC("tc")
 int nt_mark_syn_prog(struct __sk_buff *skb)
 {
-	return nt_mark_syn_direct(skb);
+	return nt_mark_syn(skb);
 }
 
-/* Filled in by libbpf at load; private to each loaded object, never pinned. */
+/*
+ * Filled in by libbpf at load with this object's nt_mark_syn_prog. Pinned like
+ * the other maps: the kernel empties a program array when the last reference
+ * from user space goes, and the pin is what keeps marking while no agent runs.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, int(struct __sk_buff *));
 } nt_mark_jump SEC(".maps") = {
 	.values = { [0] = (void *)&nt_mark_syn_prog },
@@ -33,13 +39,7 @@ struct {
 SEC("tc")
 int nt_mark_egress(struct __sk_buff *skb)
 {
-	__be16 dport = 0;
-
-	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
-		return NT_PASS;
-	bpf_tail_call_static(skb, &nt_mark_jump, 0);
-	/* Not reached while the jump table holds its one program; still correct if it did not. */
-	return nt_mark_syn(skb);
+	return nt_mark_entry(skb, &nt_mark_jump);
 }
 
 /*

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build every part: BPF objects (build/bpf), the native addon (build/Release), TypeScript (dist).
+# Build every part: BPF objects (build/bpf ships; build/bpf-test is for tests only), the native
+# addon (build/Release), TypeScript (dist).
 # The container image runs exactly these steps (see Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."

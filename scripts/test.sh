@@ -18,5 +18,5 @@ fi
 
 echo "==> tests"
 # One test file at a time keeps network-namespace and BPF tests from competing for the 2 cores.
-mapfile -t files < <(find dist/src dist/test -name '*.test.js' | sort)
+mapfile -t files < <(find dist/src dist/test dist/fuzz -name '*.test.js' | sort)
 node --test --test-concurrency=1 "${files[@]}"

@@ -2,13 +2,15 @@
  * The build works from a clean checkout, the way the container image builds it: the files git
  * would commit (nothing it ignores: no node_modules, build/ or dist/) are copied to a fresh
  * directory, scripts/install-deps.sh and scripts/build.sh run there, and the outputs exist.
- * Then the image's runtime stage is assembled from the Dockerfile's own COPY lines, after
- * `npm prune --omit=dev` as in the Dockerfile, and the CLI and the native addon start from it.
+ * Then the build stage's remaining RUN lines (npm prune --omit=dev, npm pack) run as in the
+ * Dockerfile, the image's runtime stage is assembled from its own COPY lines, and the CLI and
+ * the native addon start from it. What ships, in the image and in the npm package, holds no
+ * test-only file: no unit test, fuzzer, test helper, benchmark or test BPF object.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -49,6 +51,34 @@ function dockerfileStages(text: string): Map<string, string[]> {
     current.push(line.replace(/\s+/g, ' '));
   }
   return stages;
+}
+
+/** Every file below `dir`, as paths relative to it, skipping the folders named in `skip`. */
+function filesBelow(dir: string, skip: string[] = []): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => !skip.some((s) => f === s || f.startsWith(`${s}/`)))
+    .filter((f) => !lstatSync(join(dir, f)).isDirectory())
+    .sort();
+}
+
+/**
+ * The shipped files that are test-only or that nothing in the checkout accounts for. Code under
+ * dist/ must be dist/src/X.js (or its .map) of a src/X.ts that is not a *.test.ts; BPF objects
+ * must be build/bpf/N.bpf.o of a bpf/N.bpf.c (bpf/test/ and bench/bpf/ build elsewhere).
+ */
+function notShippable(shipped: string[], checkout: string): string[] {
+  return shipped.filter((f) => {
+    if (f.startsWith('dist/')) {
+      const m = /^dist\/src\/(.+)\.js(?:\.map)?$/.exec(f);
+      return !m || m[1]!.endsWith('.test') || !existsSync(join(checkout, 'src', `${m[1]}.ts`));
+    }
+    if (f.startsWith('build/')) {
+      if (f === 'build/Release/netoken_native.node') return false;
+      const m = /^build\/bpf\/([^/]+)\.bpf\.o$/.exec(f);
+      return !m || !existsSync(join(checkout, 'bpf', `${m[1]}.bpf.c`));
+    }
+    return /\.test\.|(^|\/)(test|fuzz|bench)\//.test(f);
+  });
 }
 
 describe('build from a clean checkout, as the image builds it', () => {
@@ -103,15 +133,32 @@ describe('build from a clean checkout, as the image builds it', () => {
     }
   });
 
-  test("the runtime stage's files exist after npm prune --omit=dev, and the CLI and addon start from them", { timeout: 120_000 }, async () => {
+  test('the npm package holds nothing test-only', async () => {
     assert.ok(existsSync(join(dir, 'dist/src/cli/main.js')), 'the build ran (previous test)');
-    const prune = await run('npm', ['prune', '--omit=dev', '--no-audit', '--no-fund'], dir, env);
-    assert.equal(prune.code, 0, `npm prune failed:\n${prune.out.slice(-3000)}`);
+    const pack = await run('npm', ['pack', '--dry-run', '--json'], dir, env);
+    assert.equal(pack.code, 0, `npm pack --dry-run failed:\n${pack.out.slice(-3000)}`);
+    const files = (JSON.parse(pack.out.slice(pack.out.indexOf('['))) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path).sort();
+    assert.ok(existsSync(join(dir, 'dist/src/lib/policy.test.js')) && existsSync(join(dir, 'build/bpf-test/progs.bpf.o')), 'the checkout has test-only build outputs to leave out');
+    assert.deepEqual(notShippable(files, dir), [], 'test-only or unaccounted files in the npm package');
+    for (const f of ['bin/netoken.js', 'dist/src/cli/main.js', 'build/bpf/marker.bpf.o', 'build/bpf/verifier.bpf.o', 'build/Release/netoken_native.node']) {
+      assert.ok(files.includes(f), `${f} is in the npm package`);
+    }
+  });
+
+  test("the runtime stage, assembled after the build stage's last steps, starts the CLI and the addon and holds nothing test-only", { timeout: 120_000 }, async () => {
+    assert.ok(existsSync(join(dir, 'dist/src/cli/main.js')), 'the build ran (previous test)');
+    const runs = (stages.get('build') ?? []).filter((l) => l.startsWith('RUN ')).map((l) => l.slice(4));
+    const after = runs.slice(runs.indexOf('bash scripts/build.sh') + 1);
+    assert.ok(after.some((r) => r.startsWith('npm prune --omit=dev')), `the build stage prunes dev dependencies after building; RUN lines after build.sh: ${after.join(' | ')}`);
+    for (const cmd of after) {
+      const r = await run('bash', ['-o', 'pipefail', '-c', cmd], dir, env);
+      assert.equal(r.code, 0, `RUN ${cmd} failed:\n${r.out.slice(-3000)}`);
+    }
     const copies = (stages.get('runtime') ?? [])
       .filter((l) => l.startsWith('COPY --from=build '))
       .map((l) => l.split(' ').slice(2))
       .filter(([src]) => src?.startsWith('/src/'));
-    assert.ok(copies.length >= 5, `the runtime stage copies the build outputs; found ${copies.length} COPY lines`);
+    assert.ok(copies.length >= 2, `the runtime stage copies the build outputs; found ${copies.length} COPY lines`);
     for (const [src, dest] of copies) {
       const from = join(dir, (src as string).slice('/src/'.length));
       assert.ok(existsSync(from), `COPY --from=build ${src}: exists in the built checkout`);
@@ -122,6 +169,10 @@ describe('build from a clean checkout, as the image builds it', () => {
     }
     assert.ok(!existsSync(join(app, 'node_modules/typescript')), 'dev dependencies are not in the image');
     assert.ok(existsSync(join(app, 'build/bpf/marker.bpf.o')), 'the BPF object is in the image');
+    const shipped = filesBelow(app, ['node_modules']);
+    assert.deepEqual(notShippable(shipped, dir), [], 'test-only or unaccounted files in the image');
+    const built = filesBelow(join(dir, 'dist/src')).filter((f) => /\.js$/.test(f) && !f.endsWith('.test.js'));
+    assert.deepEqual(built.filter((f) => !shipped.includes(`dist/src/${f}`)), [], 'every module the build made for src/ is in the image');
 
     const help = await run(process.execPath, [join(app, 'bin/netoken.js'), 'agent', '--help'], app);
     assert.equal(help.code, 0, `netoken agent --help from the image layout:\n${help.out}`);

@@ -4,7 +4,6 @@
 #define NT_LIB_ETH_H
 
 #include "common.h"
-#include "ctx.h"
 
 /*
  * Tags we look through: one 802.1Q or 802.1ad tag, or an 802.1ad outer tag
@@ -28,18 +27,28 @@ struct nt_eth_hdr {
 	__be16 proto;
 };
 
+enum nt_l2_result {
+	NT_L2_IP = 0,        /* *proto is ETH_P_IP or ETH_P_IPV6, the IP header at *l3_off */
+	NT_L2_OTHER,         /* not IP (ARP, LLDP, ...): not ours to look at */
+	NT_L2_TOO_DEEP,      /* more VLAN tags than we look through */
+	NT_L2_SHORT,         /* the headers do not all lie in [data, data_end) */
+};
+
 static __always_inline int nt_eth_is_vlan(__be16 proto)
 {
 	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
 }
 
+static __always_inline int nt_proto_is_ip(__be16 proto)
+{
+	return proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6);
+}
+
 /**
- * nt_eth_parse_direct() - find the L3 protocol and offset with direct packet access.
- * Returns 0 with *@proto and *@l3_off set, or -1 when the headers are not
- * all in the linear area (the caller falls back to nt_eth_parse_load()).
+ * nt_l2_parse() - find the IP header, by direct packet access.
+ * Returns enum nt_l2_result; *@proto and *@l3_off are set for NT_L2_IP.
  */
-static __always_inline int nt_eth_parse_direct(void *data, void *data_end,
-					       __be16 *proto, __u32 *l3_off)
+static __always_inline int nt_l2_parse(void *data, void *data_end, __be16 *proto, __u32 *l3_off)
 {
 	struct nt_eth_hdr *eth = data;
 	struct nt_vlan_hdr *vh;
@@ -47,7 +56,7 @@ static __always_inline int nt_eth_parse_direct(void *data, void *data_end,
 	__be16 p;
 
 	if ((void *)(eth + 1) > data_end)
-		return -1;
+		return NT_L2_SHORT;
 	p = eth->proto;
 #pragma unroll
 	for (int i = 0; i < NT_VLAN_MAX_DEPTH; i++) {
@@ -55,40 +64,17 @@ static __always_inline int nt_eth_parse_direct(void *data, void *data_end,
 			break;
 		vh = data + off;
 		if ((void *)(vh + 1) > data_end)
-			return -1;
+			return NT_L2_SHORT;
 		p = vh->encap_proto;
 		off += sizeof(*vh);
 	}
+	if (nt_eth_is_vlan(p))
+		return NT_L2_TOO_DEEP;
+	if (!nt_proto_is_ip(p))
+		return NT_L2_OTHER;
 	*proto = p;
 	*l3_off = off;
-	return 0;
-}
-
-/**
- * nt_eth_parse_load() - as nt_eth_parse_direct(), reading with nt_load() so
- * that it also works when the headers are not in the linear area.
- * Returns 0, or -1 when the packet is too short.
- */
-static __always_inline int nt_eth_parse_load(void *ctx, const int xdp, __be16 *proto, __u32 *l3_off)
-{
-	struct nt_vlan_hdr vh;
-	__u32 off = sizeof(struct nt_eth_hdr);
-	__be16 p;
-
-	if (nt_load(ctx, xdp, offsetof(struct nt_eth_hdr, proto), &p, sizeof(p)))
-		return -1;
-#pragma unroll
-	for (int i = 0; i < NT_VLAN_MAX_DEPTH; i++) {
-		if (!nt_eth_is_vlan(p))
-			break;
-		if (nt_load(ctx, xdp, off, &vh, sizeof(vh)))
-			return -1;
-		p = vh.encap_proto;
-		off += sizeof(vh);
-	}
-	*proto = p;
-	*l3_off = off;
-	return 0;
+	return NT_L2_IP;
 }
 
 #endif /* NT_LIB_ETH_H */

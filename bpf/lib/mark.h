@@ -3,14 +3,10 @@
  * The egress marker: find outgoing SYNs that a policy covers and append the
  * token option. Shared by marker.bpf.c and the test wrapper test_encap.bpf.c.
  *
- * Paths (see syn.h):
- *  - nt_classify(): direct packet access, no helper calls, no map lookups.
- *    Every packet that is not a TCP SYN leaves there.
- *  - nt_mark_syn_direct(): SYNs whose headers are in the linear area. It reads
- *    them in place, looks up the policy, runs every check and only then
- *    changes the packet, writing it in place too.
- *  - nt_mark_syn(): the same through helper calls, for headers that are not
- *    all linear, and for a program that cannot write in place.
+ * Two steps (see syn.h): nt_classify() lets every packet that is not a TCP
+ * SYN through; nt_mark_syn() makes a SYN's headers linear, reads them in
+ * place, looks up the policy, runs every check and only then changes the
+ * packet, writing it in place too.
  */
 #ifndef NT_LIB_MARK_H
 #define NT_LIB_MARK_H
@@ -31,7 +27,7 @@ static __always_inline __u32 nt_lookup_policy(__u32 ifindex, const struct nt_syn
 	struct nt_egress_rule *rule;
 	__u16 dport = bpf_ntohs(s->flow.dport);
 
-	if (s->layout.family == 4) {
+	if (s->family == 4) {
 		struct nt_lpm4_key key = {
 			.prefixlen = 32 + 32,
 			.ifindex_be = bpf_htonl(ifindex),
@@ -63,88 +59,83 @@ static __always_inline __u32 nt_lookup_policy(__u32 ifindex, const struct nt_syn
 
 /**
  * nt_syn_check() - every check that must pass before the packet is touched.
- * @opts: the option area, zero-filled past its end; read here from the packet
- *        when @load_opts (a constant) is set
+ * @opts: the option area, zero-filled past its end (nt_parse_syn())
  * Returns NT_C_MARKED when the option can be appended, else the skip reason.
  */
 static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt_syn *s,
-					  const struct nt_policy *policy, __u8 opts[NT_TCP_OPT_BUF],
-					  const int load_opts)
+					  const struct nt_policy *policy, const __u8 opts[NT_TCP_OPT_BUF])
 {
-	__u32 optlen, reason, mtu_len = 0;
-	long ret;
+	struct nt_opts_scan scan;
+	__u32 mtu_len = 0;
 
 	if (s->first_frag)
 		return NT_C_SKIP_FRAGMENT;
 	/* Not marked (yet): the extension headers would have to be checked too. */
 	if (s->ipv6_ext)
 		return NT_C_SKIP_IPV6_EXT;
-	/* GSO would re-segment a grown skb with stale offsets. */
+	/*
+	 * Growing a GSO skb makes the kernel drop its GSO state (skb_gso_reset),
+	 * and the super-packet would leave as one oversized frame. A SYN is never
+	 * one; this only guards against what else may look like one.
+	 */
 	if (skb->gso_segs > 1 || skb->gso_size)
 		return NT_C_SKIP_GSO;
-	if (s->layout.tcp_len < sizeof(struct tcphdr))
+	if (s->tcp_len < sizeof(struct tcphdr))
 		return NT_C_SKIP_MALFORMED;
 
 	/* The IP length must be exactly the headers: more means data (TFO). */
-	if (s->layout.family == 4) {
-		if (s->layout.ip_len > s->ip_hlen + s->layout.tcp_len)
+	if (s->family == 4) {
+		if (s->ip_len > s->ip_hlen + s->tcp_len)
 			return NT_C_SKIP_PAYLOAD;
-		if (s->layout.ip_len < s->ip_hlen + s->layout.tcp_len)
+		if (s->ip_len < s->ip_hlen + s->tcp_len)
 			return NT_C_SKIP_MALFORMED;
-		if (skb->len != s->layout.l3_off + s->layout.ip_len)
+		if (skb->len != s->l3_off + s->ip_len)
 			return NT_C_SKIP_MALFORMED;
 	} else {
 		/* payload_len counts the extension headers too */
-		__u32 headers = s->ip_hlen - sizeof(struct ipv6hdr) + s->layout.tcp_len;
+		__u32 headers = s->ip_hlen - sizeof(struct ipv6hdr) + s->tcp_len;
 
-		if (s->layout.ip_len > headers)
+		if (s->ip_len > headers)
 			return NT_C_SKIP_PAYLOAD;
-		if (s->layout.ip_len < headers)
+		if (s->ip_len < headers)
 			return NT_C_SKIP_MALFORMED;
-		if (skb->len != s->layout.l3_off + sizeof(struct ipv6hdr) + s->layout.ip_len)
+		if (skb->len != s->l3_off + sizeof(struct ipv6hdr) + s->ip_len)
 			return NT_C_SKIP_MALFORMED;
 	}
+	if (s->opts_cut)
+		return NT_C_SKIP_MALFORMED;
 
-	/*
-	 * 0..40 since 5 <= doff <= 15. Verifier workaround: the mask bounds the
-	 * variable-size read below by the buffer size in the register it uses.
-	 */
-	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
-	if (load_opts && optlen > 0 &&
-	    bpf_skb_load_bytes(skb, s->layout.l4_off + sizeof(struct tcphdr), opts, optlen))
+	nt_tcp_opts_scan(opts, s->tcp_len - sizeof(struct tcphdr), policy->opt_kind, policy->exid, &scan);
+	if (scan.flags & NT_OPTS_BAD)
 		return NT_C_SKIP_MALFORMED;
-	if (!load_opts && s->opts_cut)
-		return NT_C_SKIP_MALFORMED;
-	reason = nt_tcp_opts_check(opts, optlen, policy->opt_kind, policy->exid);
-	if (reason != NT_C_MARKED)
-		return reason;
+	if (scan.ours_at != NT_OPT_NONE)
+		return NT_C_SKIP_PRESENT;
+	if (scan.flags & NT_OPTS_EOL)
+		return NT_C_SKIP_EOL;
+	if (s->tcp_len - sizeof(struct tcphdr) + NT_OPT_LEN > NT_TCP_MAX_OPT_LEN)
+		return NT_C_SKIP_NO_ROOM;
 
 	/*
 	 * Ask the device whether 12 more bytes still fit. A negative answer
 	 * means it could not tell (no device): the SYN is small, go ahead.
 	 */
-	ret = bpf_check_mtu(skb, 0, &mtu_len, NT_OPT_LEN, 0);
-	if (ret > 0)
+	if (bpf_check_mtu(skb, 0, &mtu_len, NT_OPT_LEN, 0) > 0)
 		return NT_C_SKIP_MTU;
 	return NT_C_MARKED;
 }
 
 /**
  * nt_mark_parsed() - look up the policy of a parsed SYN, check it, append the option.
- * @opts: its option area (see nt_syn_check()); @direct (a constant): write the
- * packet in place (nt_tcp_append_option_direct()) rather than through helpers,
- * which also means @opts is already filled in.
- * Returns the tc action.
+ * @opts: its option area (see nt_syn_check()). Returns the tc action.
  */
 static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt_syn *s,
-					  __u8 opts[NT_TCP_OPT_BUF], const int direct)
+					  const __u8 opts[NT_TCP_OPT_BUF])
 {
 	struct nt_policy *policy;
 	__u8 value[NT_OPT_VALUE_LEN];
 	__u8 opt[NT_OPT_LEN] __attribute__((aligned(4)));
 	__u32 ifindex = skb->ifindex;
 	__u32 policy_id, reason;
-	int ret;
 
 	policy_id = nt_lookup_policy(ifindex, s);
 	policy = policy_id ? bpf_map_lookup_elem(&nt_policies, &policy_id) : NULL;
@@ -153,7 +144,7 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
 		return NT_PASS;
 	}
 
-	reason = nt_syn_check(skb, s, policy, opts, !direct);
+	reason = nt_syn_check(skb, s, policy, opts);
 	if (reason != NT_C_MARKED) {
 		nt_count(ifindex, policy_id, reason);
 		return NT_PASS;
@@ -170,11 +161,7 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
 	}
 	nt_token_option(opt, policy->opt_kind, policy->exid, value);
 
-	if (direct)
-		ret = nt_tcp_append_option_direct(skb, s, opt);
-	else
-		ret = nt_tcp_append_option(skb, &s->layout, opt);
-	switch (ret) {
+	switch (nt_tcp_append_option(skb, s, opt)) {
 	case NT_INS_OK:
 		nt_count(ifindex, policy_id, NT_C_MARKED);
 		return NT_PASS;
@@ -190,19 +177,30 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
 	}
 }
 
+/*
+ * What nt_mark_syn() makes linear when a SYN's headers are not: enough
+ * for Ethernet, two VLAN tags, and IP and TCP headers of the largest size (142).
+ */
+#define NT_PULL_LEN 160
+
 /**
- * nt_mark_syn() - a possible SYN, read and written through helpers: works
- * whatever part of the headers is in the linear area, and in a program that
- * never writes the packet directly. Returns the tc action.
+ * nt_mark_syn() - a possible SYN, read and written in place. Headers not all
+ * in the linear area (rare for a SYN) are made linear first. Only for a
+ * program that may write the packet directly (see nt_tcp_append_option()).
+ * Returns the tc action.
  */
 static __always_inline int nt_mark_syn(struct __sk_buff *skb)
 {
 	struct nt_syn s = {};
 	__u8 opts[NT_TCP_OPT_BUF] = {};
 
-	switch (nt_parse_syn(skb, NT_CTX_SKB, &s, 0)) {
+	/* A fully linear skb is the rule for a SYN; else make its headers linear first. */
+	if ((long)skb->data_end - (long)skb->data < (long)skb->len)
+		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
+	switch (nt_parse_syn(skb, NT_CTX_SKB, (void *)(long)skb->data, (void *)(long)skb->data_end,
+			     skb->len, 0, &s, opts)) {
 	case NT_PARSE_SYN:
-		return nt_mark_parsed(skb, &s, opts, 0);
+		return nt_mark_parsed(skb, &s, opts);
 	case NT_PARSE_IPV6_OPAQUE:
 		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
 		nt_count(skb->ifindex, 0, NT_C_SKIP_IPV6_EXT);
@@ -212,54 +210,26 @@ static __always_inline int nt_mark_syn(struct __sk_buff *skb)
 	}
 }
 
-/*
- * What nt_mark_syn_direct() makes linear when a SYN's headers are not: enough
- * for Ethernet, two VLAN tags, and IP and TCP headers of the largest size (142).
- */
-#define NT_PULL_LEN 160
-
 /**
- * nt_mark_syn_direct() - a possible SYN, read and written in place. Headers
- * not all in the linear area (rare for a SYN) are made linear first; IPv6
- * extension headers are walked through helpers (such a SYN is never marked).
- * Only for a program that may write the packet directly (see
- * nt_tcp_append_option_direct()). Returns the tc action.
+ * nt_mark_entry() - the attached marker program: the fast path, then a tail
+ * call through @jump (a one-slot program array) into the program that runs
+ * nt_mark_syn(). Should the call not be made, the SYN is counted and passes.
  */
-static __always_inline int nt_mark_syn_direct(struct __sk_buff *skb)
+static __always_inline int nt_mark_entry(struct __sk_buff *skb, void *jump)
 {
-	struct nt_syn s = {};
-	__u8 opts[NT_TCP_OPT_BUF] = {};
-	int r;
+	__be16 dport = 0;
 
-	/* A fully linear skb is the rule for a SYN; else make its headers linear first. */
-	if ((long)skb->data_end - (long)skb->data < (long)skb->len)
-		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
-	r = nt_parse_syn_direct((void *)(long)skb->data, (void *)(long)skb->data_end, &s, opts);
-	if (r == NT_PARSE_SLOW) {
-		/*
-		 * IPv6 extension headers, an IPv4 first fragment (or a failed pull):
-		 * parse through helpers, to count the skip.
-		 */
-		r = nt_parse_syn(skb, NT_CTX_SKB, &s, 0);
-		if (r == NT_PARSE_SYN && !s.ipv6_ext && !s.first_frag)
-			return NT_PASS; /* only after a failed pull: never write blind */
-	}
-	switch (r) {
-	case NT_PARSE_SYN:
-		return nt_mark_parsed(skb, &s, opts, 1);
-	case NT_PARSE_IPV6_OPAQUE:
-		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
-		nt_count(skb->ifindex, 0, NT_C_SKIP_IPV6_EXT);
+	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
 		return NT_PASS;
-	default:
-		return NT_PASS;
-	}
+	bpf_tail_call_static(skb, jump, 0);
+	nt_count(skb->ifindex, 0, NT_C_ERR_TAIL_CALL);
+	return NT_PASS;
 }
 
 /**
  * nt_mark() - the whole marker in one program: the fast path, then
- * nt_mark_syn_direct() for SYNs. The program writes the packet directly, so
- * the kernel unclones every cloned skb on entry; marker.bpf.c therefore splits
+ * nt_mark_syn() for SYNs. The program writes the packet directly, so the
+ * kernel unclones every cloned skb on entry; marker.bpf.c therefore splits
  * it in two (see there). The test and benchmark wrappers, whose skbs are never
  * clones, run it whole. Returns NT_PASS, or NT_DROP after a failed write.
  */
@@ -269,7 +239,7 @@ static __always_inline int nt_mark(struct __sk_buff *skb)
 
 	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
 		return NT_PASS;
-	return nt_mark_syn_direct(skb);
+	return nt_mark_syn(skb);
 }
 
 #endif /* NT_LIB_MARK_H */

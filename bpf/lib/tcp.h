@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* TCP header: the SYN test and the walk over the existing options. */
+/* TCP header: the SYN test and the one walk over a SYN's options. */
 #ifndef NT_LIB_TCP_H
 #define NT_LIB_TCP_H
 
@@ -32,23 +32,45 @@ static __always_inline int nt_tcp_is_syn(__u8 flags)
 	return (flags & (NT_TCP_FLAG_SYN | NT_TCP_FLAG_ACK)) == NT_TCP_FLAG_SYN;
 }
 
+/* No option of ours was found (struct nt_opts_scan.ours_at). */
+#define NT_OPT_NONE 0xff
+
+/* struct nt_opts_scan.flags */
+enum nt_opts_flags {
+	NT_OPTS_EOL = 1 << 0, /* an End-of-Option-List ends the list at .end */
+	NT_OPTS_BAD = 1 << 1, /* a length below 2, past the area, or no length byte at .end */
+};
+
+/* What one walk over a SYN's options found. */
+struct nt_opts_scan {
+	__u8 end;      /* where the walk stopped: the EOL or the bad option, else the area's length */
+	__u8 ours_at;  /* the first option of our kind and ExID, or NT_OPT_NONE */
+	__u8 ours_len; /* its length byte */
+	__u8 flags;    /* enum nt_opts_flags */
+};
+
 /**
- * nt_tcp_opts_check() - may a 12-byte option be appended after these options?
+ * nt_tcp_opts_scan() - walk the options of a SYN, as the receiving stack does.
  * @opts:   the option area, copied into a zeroed NT_TCP_OPT_BUF-byte buffer
  * @optlen: its length in bytes (doff * 4 - 20), at most 40
  * @kind:   our option kind
  * @exid:   our ExID, host byte order
  *
- * Returns NT_C_MARKED when the option fits, else the NT_C_SKIP_* reason:
- * an EOL anywhere in the area would make receivers ignore what we append;
- * a length below 2 or past the area is malformed; our kind with our ExID is
- * already present; or the area has no room left for NT_OPT_LEN bytes.
+ * The walk stops at the first option of our kind whose first two data bytes
+ * are our ExID (whatever its length: the caller judges it), at an EOL (which
+ * ends the list), or at an option whose length is below 2 or runs past the
+ * area. The marker and the verifier read the same answer: nothing after the
+ * stop is looked at.
  */
-static __always_inline __u32 nt_tcp_opts_check(const __u8 *opts, __u32 optlen,
-					       __u8 kind, __u16 exid)
+static __always_inline void nt_tcp_opts_scan(const __u8 *opts, __u32 optlen, __u8 kind, __u16 exid,
+					     struct nt_opts_scan *r)
 {
-	__u32 next = 0; /* where the next option starts */
+	__u32 next = 0; /* where the next option starts; NT_TCP_OPT_BUF once the walk has stopped */
 
+	r->end = optlen;
+	r->ours_at = NT_OPT_NONE;
+	r->ours_len = 0;
+	r->flags = 0;
 	/*
 	 * Verifier workaround: a loop over a variable index into the stack makes
 	 * the verifier track every offset precisely and it gives up (state
@@ -64,73 +86,32 @@ static __always_inline __u32 nt_tcp_opts_check(const __u8 *opts, __u32 optlen,
 		if (idx >= optlen || idx != next)
 			continue;
 		k = opts[idx];
-		if (k == NT_TCPOPT_EOL)
-			return NT_C_SKIP_EOL;
+		if (k == NT_TCPOPT_EOL) {
+			r->end = idx;
+			r->flags |= NT_OPTS_EOL;
+			next = NT_TCP_OPT_BUF;
+			continue;
+		}
 		if (k == NT_TCPOPT_NOP) {
 			next = idx + 1;
 			continue;
 		}
-		if (idx + 1 >= optlen)
-			return NT_C_SKIP_MALFORMED;
 		len = opts[idx + 1];
-		if (len < 2 || idx + len > optlen)
-			return NT_C_SKIP_MALFORMED;
+		if (idx + 1 >= optlen || len < 2 || idx + len > optlen) {
+			r->end = idx;
+			r->flags |= NT_OPTS_BAD;
+			next = NT_TCP_OPT_BUF;
+			continue;
+		}
 		if (k == kind && len >= 4 && opts[idx + 2] == (__u8)(exid >> 8) &&
-		    opts[idx + 3] == (__u8)exid)
-			return NT_C_SKIP_PRESENT;
+		    opts[idx + 3] == (__u8)exid) {
+			r->ours_at = idx;
+			r->ours_len = len;
+			next = NT_TCP_OPT_BUF;
+			continue;
+		}
 		next = idx + len;
 	}
-	if (optlen + NT_OPT_LEN > NT_TCP_MAX_OPT_LEN)
-		return NT_C_SKIP_NO_ROOM;
-	return NT_C_MARKED;
-}
-
-enum nt_opt_find {
-	NT_OPT_ABSENT = 0, /* no option of our kind + ExID before the end (or an EOL) */
-	NT_OPT_FOUND,      /* *@at, *@len: where ours starts and its length byte */
-	NT_OPT_BAD,        /* a length below 2 or past the area, before ours was found */
-};
-
-/**
- * nt_tcp_opts_find() - where is our option (kind @kind, ExID @exid) in a SYN?
- * @opts, @optlen as for nt_tcp_opts_check(). The first option of our kind
- * whose first two data bytes are our ExID counts, whatever its length: the
- * caller decides whether the length is right. An EOL ends the list, as it
- * does for the receiving stack.
- */
-static __always_inline int nt_tcp_opts_find(const __u8 *opts, __u32 optlen, __u8 kind, __u16 exid,
-					    __u32 *at, __u8 *len)
-{
-	__u32 next = 0;
-
-	/* Verifier workaround: constant indices, as in nt_tcp_opts_check(). */
-#pragma clang loop unroll(full)
-	for (__u32 idx = 0; idx < NT_TCP_MAX_OPT_LEN; idx++) {
-		__u8 k, l;
-
-		if (idx >= optlen || idx != next)
-			continue;
-		k = opts[idx];
-		if (k == NT_TCPOPT_EOL)
-			return NT_OPT_ABSENT;
-		if (k == NT_TCPOPT_NOP) {
-			next = idx + 1;
-			continue;
-		}
-		if (idx + 1 >= optlen)
-			return NT_OPT_BAD;
-		l = opts[idx + 1];
-		if (l < 2 || idx + l > optlen)
-			return NT_OPT_BAD;
-		if (k == kind && l >= 4 && opts[idx + 2] == (__u8)(exid >> 8) &&
-		    opts[idx + 3] == (__u8)exid) {
-			*at = idx;
-			*len = l;
-			return NT_OPT_FOUND;
-		}
-		next = idx + l;
-	}
-	return NT_OPT_ABSENT;
 }
 
 #endif /* NT_LIB_TCP_H */

@@ -78,41 +78,27 @@ static __always_inline int nt_keyed_ok(const struct nt_policy *policy, const str
 
 /**
  * nt_syn_verdict() - look at the option area of SYN @s.
- * @opts: the option area, zero-filled past its end; read here through
- *        nt_load() unless @have_opts
+ * @opts: the option area, zero-filled past its end (nt_parse_syn())
  * Returns NT_C_V_VALID, NT_C_V_MISSING, NT_C_V_INVALID or NT_C_V_MALFORMED.
  */
-static __always_inline __u32 nt_syn_verdict(void *ctx, const int xdp, const struct nt_syn *s,
-					    const struct nt_policy *policy, __u8 opts[NT_TCP_OPT_BUF],
-					    int have_opts)
+static __always_inline __u32 nt_syn_verdict(const struct nt_syn *s, const struct nt_policy *policy,
+					    const __u8 opts[NT_TCP_OPT_BUF])
 {
-	__u32 optlen, at = 0;
-	__u8 len = 0;
+	struct nt_opts_scan scan;
 	__u64 mem;
 
-	if (s->layout.tcp_len < sizeof(struct tcphdr))
+	if (s->tcp_len < sizeof(struct tcphdr) || s->opts_cut)
 		return NT_C_V_MALFORMED;
 	/* A first fragment cut inside the options: the bytes after it are not the datagram's. */
-	if (s->first_frag && s->ip_hlen + s->layout.tcp_len > s->layout.ip_len)
+	if (s->first_frag && s->ip_hlen + s->tcp_len > s->ip_len)
 		return NT_C_V_MALFORMED;
-	/* 0..40; the mask bounds the read for the verifier (see nt_syn_check()). */
-	optlen = (s->layout.tcp_len - sizeof(struct tcphdr)) & NT_TCP_OPT_BUF_MASK;
-	if (!have_opts && optlen > 0 &&
-	    nt_load(ctx, xdp, s->layout.l4_off + sizeof(struct tcphdr), opts, optlen))
-		return NT_C_V_MALFORMED;
-	switch (nt_tcp_opts_find(opts, optlen, policy->opt_kind, policy->exid, &at, &len)) {
-	case NT_OPT_FOUND:
-		break;
-	case NT_OPT_ABSENT:
-		return NT_C_V_MISSING;
-	default:
-		return NT_C_V_MALFORMED;
-	}
-	if (len != NT_OPT_LEN)
+	nt_tcp_opts_scan(opts, s->tcp_len - sizeof(struct tcphdr), policy->opt_kind, policy->exid, &scan);
+	if (scan.ours_at == NT_OPT_NONE)
+		return (scan.flags & NT_OPTS_BAD) ? NT_C_V_MALFORMED : NT_C_V_MISSING;
+	if (scan.ours_len != NT_OPT_LEN)
 		return NT_C_V_INVALID;
-	/* The walk put the whole option inside the bytes just read: this load cannot fail. */
-	if (nt_load(ctx, xdp, s->layout.l4_off + sizeof(struct tcphdr) + at + 4, &mem, sizeof(mem)))
-		return NT_C_V_MALFORMED;
+	/* The walk put the whole option inside the area: ours_at + 12 <= 40. */
+	__builtin_memcpy(&mem, &opts[(scan.ours_at & 31) + 4], sizeof(mem));
 	switch (policy->mode) {
 	case NT_MODE_STATIC:
 		return nt_static_ok(policy, mem) ? NT_C_V_VALID : NT_C_V_INVALID;
@@ -189,28 +175,21 @@ static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
 }
 
 /**
- * nt_verify_syn() - slow path for a possible SYN: read in place when its headers
- * are in [@data, @data_end), else through nt_load(). @rule: the rule of its
- * port when the caller has looked it up, else NULL. Returns enum nt_verdict.
+ * nt_verify_syn() - slow path for a possible SYN: its headers and options,
+ * read in place from [@data, @data_end) (made linear by the tc caller).
+ * @pkt_len: the packet's length. @rule: the rule of its port when the caller
+ * has looked it up, else NULL. Returns enum nt_verdict.
  */
-static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex,
-					 void *data, void *data_end, struct nt_ingress_rule *rule)
+static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex, void *data,
+					 void *data_end, __u32 pkt_len, struct nt_ingress_rule *rule)
 {
 	struct nt_syn s = {};
 	__u8 opts[NT_TCP_OPT_BUF] = {};
 	struct nt_policy *policy;
 	__u32 policy_id, verdict;
-	int parsed, have_opts = 1, cut = 0;
+	int cut = 0;
 
-	parsed = nt_parse_syn_direct(data, data_end, &s, opts);
-	if (parsed == NT_PARSE_SLOW) {
-		parsed = nt_parse_syn(ctx, xdp, &s, 1);
-		have_opts = 0;
-	} else if (s.opts_cut) {
-		/* Options past the linear area (or past the packet): nt_load() tells which. */
-		have_opts = 0;
-	}
-	switch (parsed) {
+	switch (nt_parse_syn(ctx, xdp, data, data_end, pkt_len, 1, &s, opts)) {
 	case NT_PARSE_SYN:
 		break;
 	case NT_PARSE_FRAG_CUT:
@@ -247,7 +226,7 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	verdict = cut ? NT_C_V_MALFORMED : nt_syn_verdict(ctx, xdp, &s, policy, opts, have_opts);
+	verdict = cut ? NT_C_V_MALFORMED : nt_syn_verdict(&s, policy, opts);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
 	nt_count(ifindex, policy_id, verdict);
@@ -263,25 +242,45 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	return NT_V_DROP;
 }
 
+/*
+ * What the tc entry point makes linear when a possible SYN's headers are not:
+ * Ethernet, two VLAN tags, and IP and TCP headers of the largest size (142).
+ */
+#define NT_VERIFY_PULL_LEN 160
+
 /**
  * nt_verify() - the verifier for one received packet.
- * @data, @data_end: the linear area, for the fast path. Returns enum nt_verdict.
+ * @data, @data_end: the linear area; for tc, @ctx is the skb and the headers
+ * of a possible SYN are made linear here first. Returns enum nt_verdict.
  */
-static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex,
-				     void *data, void *data_end)
+static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex, void *data,
+				     void *data_end)
 {
 	struct nt_ingress_rule *rule = NULL;
 	__be16 dport = 0;
+	__u32 pkt_len;
 
 	if (nt_classify(data, data_end, &dport) == NT_CLASS_PASS)
 		return NT_V_PASS;
 	if (dport) {
-		/* A SYN seen whole: its port's rule, found once for both paths. */
+		/* A SYN seen whole: its port's rule, found once for both steps. */
 		rule = nt_ingress_rule(ifindex, dport);
 		if (!rule)
 			return NT_V_PASS;
 	}
-	return nt_verify_syn(ctx, xdp, ifindex, data, data_end, rule);
+	if (xdp) {
+		pkt_len = data_end - data;
+	} else {
+		struct __sk_buff *skb = ctx;
+
+		pkt_len = skb->len;
+		if ((long)data_end - (long)data < (long)pkt_len) {
+			bpf_skb_pull_data(skb, pkt_len < NT_VERIFY_PULL_LEN ? pkt_len : NT_VERIFY_PULL_LEN);
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+		}
+	}
+	return nt_verify_syn(ctx, xdp, ifindex, data, data_end, pkt_len, rule);
 }
 
 #endif /* NT_LIB_VERIFY_H */

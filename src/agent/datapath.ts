@@ -1,84 +1,42 @@
 /**
- * The BPF state of this node: the loaded marker and verifier objects, their pinned
- * maps, the wall clock for keyed tokens, and the hooks on interfaces. apply() moves the
- * kernel to a DesiredState idempotently; everything that must outlive the agent (maps,
- * TCX links) is pinned under the state directory, so a restart reuses it instead of
- * re-creating it.
- *
- * The maps are this agent's alone: what they hold is read once when the Datapath opens (so a
- * restart picks up what it pinned) and kept in memory from then on, and apply() writes only
- * the entries that differ. A reconcile that changes nothing makes no map syscall for them, and
- * a map is never asked what it holds for a key: on an LPM trie a lookup is a longest-prefix
- * match, which answers for a nested prefix with the value of the prefix that covers it.
+ * The BPF state of this node: the loaded marker and verifier objects, their pinned maps,
+ * and the hooks on interfaces. apply() moves the kernel to a DesiredState idempotently;
+ * everything that must outlive the agent (maps, TCX links) is pinned under the state
+ * directory, so a restart reuses it instead of re-creating it.
  *
  * Layout under the state directory (default /sys/fs/bpf/netoken):
  *   maps/<map name>            pinned by libbpf (LIBBPF_PIN_BY_NAME), shared by both objects
  *   links/<direction>-<ifindex> pinned TCX links
- * Legacy tc filters (fallback when the kernel has no TCX) live in the interface's
- * clsact qdisc; which qdiscs we created is recorded in the run directory.
  *
- * Ingress hooks prefer XDP: native where the driver has it, else generic, else tc
- * (TCX or clsact), e.g. when another XDP program already holds the interface (we never
- * replace one that is not ours). An XDP program attached over netlink stays on its
- * device without a pin; the run directory records where we put one, and its program
- * name tells ours from anyone else's.
+ * Where things happen, by file: map entries are written in map-sync.ts, hooks attached in
+ * hooks/tc.ts (TCX links, clsact filters) and hooks/xdp.ts, removed in hooks/detach.ts; the
+ * wall clock for keyed tokens is kept in clock.ts, what the kernel cannot remember for us in
+ * run-state.ts. Ingress hooks prefer XDP: native where the driver has it, else generic, else
+ * tc (TCX or clsact), e.g. when another XDP program already holds the interface.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, unlinkSync } from 'node:fs';
-import { writeFileAtomic } from '../lib/files.js';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { endianness } from 'node:os';
-import { COUNTERS, type CounterName, decodeClock, decodeStatKey, encodeClock, sumPerCpu } from '../lib/abi.js';
+import { COUNTERS, type CounterName, decodeStatKey, sumPerCpu } from '../lib/abi.js';
 import type { Logger } from '../lib/log.js';
-import { XdpAttached, XdpFlags } from '../native/bpf.js';
-import { type NativeLink, type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
-import type { DesiredHook, DesiredState, Direction } from './desired.js';
+import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
+import { ensureBpffs } from './bpffs.js';
+import { WallClock } from './clock.js';
+import type { DesiredHook, DesiredState } from './desired.js';
+import { removeStaleHooks } from './hooks/detach.js';
+import type { AttachMode, HookContext, HookError, HookStatus } from './hooks/hook.js';
+import { isHookLive } from './hooks/live.js';
+import { type AttachPreference, TcAttacher } from './hooks/tc.js';
+import { XDP_PROGRAM_NAME, ensureXdp } from './hooks/xdp.js';
+import { type Entries, deleteUnwanted, readEntries, writeChanged } from './map-sync.js';
+import { type XdpMode, readRunState, writeRunState } from './run-state.js';
 
-export type XdpMode = 'xdp-native' | 'xdp-generic';
-export type AttachMode = 'tcx' | 'tc' | XdpMode;
-/** egress hooks (and ingress hooks that use tc): TCX, else clsact */
-export type AttachPreference = 'auto' | 'tcx' | 'tc';
 /** ingress hooks: auto = XDP native, else XDP generic, else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
-
-/** The verifier's XDP program as the kernel names it: how we tell ours from anyone else's. */
-export const XDP_PROGRAM_NAME = 'nt_verify_xdp';
-
-/** How often the clocks are measured again between reconciles (the TAI offset changes only at leap seconds; the boottime one at clock steps). */
-const CLOCK_SYNC_MS = 60_000;
-
-/** tc filter identity of ours in a clsact qdisc ("NT"). */
-export const TC_HANDLE = 0x4e54;
-
-export const DEFAULT_STATE_DIR = '/sys/fs/bpf/netoken';
-export const DEFAULT_RUN_DIR = '/run/netoken';
 
 export function defaultObjectPath(name = 'marker'): string {
   return fileURLToPath(new URL(`../../../build/bpf/${name}.bpf.o`, import.meta.url));
 }
-
-export interface HookStatus {
-  ifindex: number;
-  name: string;
-  direction: Direction;
-  mode: AttachMode;
-  progId: number;
-  linkId?: number;
-  policies: string[];
-}
-
-export interface HookError {
-  ifindex: number;
-  name: string;
-  direction: Direction;
-  reason: 'AttachFailed';
-  message: string;
-}
-
-type TcRecord = { name: string; createdQdisc: boolean };
-
-/** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
-type Entries = Map<string, [Buffer, Buffer]>;
 
 export interface ApplyResult {
   hooks: HookStatus[];
@@ -92,49 +50,6 @@ export interface CounterRow {
   policyId: number;
   counter: CounterName | `counter_${number}`;
   value: bigint;
-}
-
-/** Persistent facts the kernel cannot hold for us. */
-interface RunState {
-  /** policy name -> slot id */
-  ids: Record<string, number>;
-  /** `${ifindex}` -> legacy tc filter we attached at egress, and whether we created its clsact qdisc */
-  tc: Record<string, TcRecord>;
-  /** the same at ingress (the verifier, when XDP is not used) */
-  tcIngress: Record<string, TcRecord>;
-  /** `${ifindex}` -> the verifier's XDP program we attached, and in which mode */
-  xdp: Record<string, { name: string; mode: XdpMode }>;
-}
-
-const EMPTY_RUN_STATE: RunState = { ids: {}, tc: {}, tcIngress: {}, xdp: {} };
-
-export function readRunState(runDir: string): RunState {
-  const file = path.join(runDir, 'state.json');
-  if (!existsSync(file)) return structuredClone(EMPTY_RUN_STATE);
-  try {
-    return { ...structuredClone(EMPTY_RUN_STATE), ...(JSON.parse(readFileSync(file, 'utf8')) as Partial<RunState>) };
-  } catch {
-    return structuredClone(EMPTY_RUN_STATE);
-  }
-}
-
-function writeRunState(runDir: string, s: RunState): void {
-  mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  const file = path.join(runDir, 'state.json');
-  writeFileAtomic(file, JSON.stringify(s, null, 2), 0o600);
-}
-
-/** Mount bpffs at dir's mount point if nothing (or something else) is mounted there, as Cilium does. */
-export function ensureBpffs(stateDir: string, log: Logger): void {
-  const b = binding();
-  // The state directory lives inside a bpffs; mount one at its parent when missing.
-  const root = path.dirname(stateDir);
-  mkdirSync(root, { recursive: true });
-  if (!b.isBpffs(root)) {
-    log.info('mounting bpffs', { path: root });
-    b.mountBpffs(root);
-  }
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
 }
 
 export interface DatapathOptions {
@@ -151,33 +66,6 @@ export interface DatapathOptions {
   log: Logger;
 }
 
-export interface ClockReading {
-  /** CLOCK_TAI - CLOCK_REALTIME, whole seconds, in ns (0 when the kernel has no CLOCK_TAI helper) */
-  taiOffsetNs: bigint;
-  /** CLOCK_REALTIME - CLOCK_BOOTTIME in ns, to the millisecond */
-  bootOffsetNs: bigint;
-  /** the kernel has bpf_ktime_get_tai_ns (6.1+): the BPF side uses taiOffsetNs */
-  hasTai: boolean;
-}
-
-/**
- * Read the kernel's clocks through the marker's nt_clock_probe and relate them to this
- * process's wall clock: what nt_clock needs (encodeClock). TAI and REALTIME differ by whole
- * seconds, so a millisecond-accurate reading of both gives the TAI offset exactly.
- */
-export function measureClock(probe: NativeProgram, now: () => number = Date.now): ClockReading {
-  const frame = Buffer.alloc(64);
-  const t0 = now();
-  const r = probe.testRun({ data: frame });
-  const t1 = now();
-  if (r.retval !== 2) throw new Error(`the clock probe returned ${r.retval}, want XDP_PASS (2)`);
-  const read = (off: number): bigint => (endianness() === 'LE' ? r.data.readBigUInt64LE(off) : r.data.readBigUInt64BE(off));
-  const realtimeNs = BigInt(Math.round(((t0 + t1) / 2) * 1000)) * 1000n;
-  const hasTai = read(16) !== 0n;
-  const taiSeconds = hasTai ? Math.round(Number(read(0) - realtimeNs) / 1e9) : 0;
-  return { taiOffsetNs: BigInt(taiSeconds) * 1_000_000_000n, bootOffsetNs: realtimeNs - read(8), hasTai };
-}
-
 export class Datapath {
   private readonly obj: NativeObject;
   private readonly prog: NativeProgram;
@@ -187,13 +75,11 @@ export class Datapath {
   private readonly verifier:
     | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
     | { error: string };
-  private readonly links = new Map<string, NativeLink>();
+  private readonly hooks: HookContext;
+  private readonly tc: TcAttacher;
   /** what each map holds: read from the pins at open, then kept up to date by apply() */
   private readonly held: { policies: Entries; egress4: Entries; egress6: Entries; ports: Entries; exempt4: Entries; exempt6: Entries };
-  private run: RunState;
-  private tcxUsable: boolean | undefined;
-  private clockTimer: NodeJS.Timeout | null = null;
-  private clock: ClockReading | undefined;
+  private readonly clock: WallClock;
 
   private constructor(private readonly opts: DatapathOptions) {
     const b = binding();
@@ -234,16 +120,10 @@ export class Datapath {
       exempt4: v ? readEntries(v.exempt4) : new Map(),
       exempt6: v ? readEntries(v.exempt6) : new Map(),
     };
-    this.run = readRunState(opts.runDir);
-    this.syncClock();
-    this.clockTimer = setInterval(() => {
-      try {
-        this.syncClock();
-      } catch (err) {
-        this.opts.log.warn('measuring the wall clock failed', { error: (err as Error).message });
-      }
-    }, CLOCK_SYNC_MS);
-    this.clockTimer.unref();
+    this.hooks = { stateDir: opts.stateDir, run: readRunState(opts.runDir), links: new Map(), tcPriority: opts.tcPriority, log: opts.log };
+    this.tc = new TcAttacher(this.hooks, opts.attach);
+    this.clock = new WallClock(this.clockProbe, this.maps.clock, opts.log);
+    this.clock.start();
   }
 
   static open(opts: DatapathOptions): Datapath {
@@ -262,23 +142,12 @@ export class Datapath {
 
   /** Slot ids assigned in an earlier run (kept stable across restarts). */
   previousIds(): Map<string, number> {
-    return new Map(Object.entries(this.run.ids));
+    return new Map(Object.entries(this.hooks.run.ids));
   }
 
   /** Measure the kernel's clocks against the wall clock and write nt_clock when it moved. */
   syncClock(): void {
-    const r = measureClock(this.clockProbe);
-    const cur = this.maps.clock.lookup(u32(0));
-    const old = cur ? decodeClock(cur) : undefined;
-    // The boot offset is read to the millisecond: rewrite it only when it moved (a clock step).
-    const moved = !old?.valid || old.taiOffsetNs !== r.taiOffsetNs || absBig(old.bootOffsetNs - r.bootOffsetNs) > 50_000_000n;
-    if (moved) this.maps.clock.update(u32(0), encodeClock(r.taiOffsetNs, r.bootOffsetNs));
-    if (!this.clock || this.clock.taiOffsetNs !== r.taiOffsetNs || this.clock.hasTai !== r.hasTai || moved) {
-      this.opts.log.info('wall clock for keyed tokens', r.hasTai
-        ? { clock: 'tai', taiMinusUtcSeconds: Number(r.taiOffsetNs / 1_000_000_000n) }
-        : { clock: 'boottime', note: 'the kernel has no CLOCK_TAI helper (6.1+): a clock step is followed at the next measurement' });
-    }
-    this.clock = r;
+    this.clock.sync();
   }
 
   apply(desired: DesiredState): ApplyResult {
@@ -324,7 +193,7 @@ export class Datapath {
     const realized = new Map<string, AttachMode | 'failed'>();
     for (const [key, hook] of desired.hooks) {
       try {
-        const st = hook.direction === 'egress' ? this.ensureTcHook(hook, this.prog) : this.ensureIngressHook(hook);
+        const st = hook.direction === 'egress' ? this.tc.ensure(hook, this.prog) : this.ensureIngressHook(hook);
         result.hooks.push(st);
         realized.set(key, st.mode);
       } catch (err) {
@@ -335,7 +204,7 @@ export class Datapath {
         realized.set(key, 'failed');
       }
     }
-    this.removeStaleHooks(realized);
+    removeStaleHooks(this.hooks, realized);
     // 6. counters of policies and interfaces that are gone
     const ids = new Set(desired.ids.values());
     const hooked = new Set([...desired.hooks.values()].map((h) => h.ifindex));
@@ -343,69 +212,9 @@ export class Datapath {
       const k = decodeStatKey(key);
       if ((k.policyId !== 0 && !ids.has(k.policyId)) || !hooked.has(k.ifindex)) this.maps.stats.delete(key);
     }
-    this.run.ids = Object.fromEntries(desired.ids);
-    writeRunState(this.opts.runDir, this.run);
+    this.hooks.run.ids = Object.fromEntries(desired.ids);
+    writeRunState(this.opts.runDir, this.hooks.run);
     return result;
-  }
-
-  private linkPin(hook: { ifindex: number; direction: Direction }): string {
-    return path.join(this.opts.stateDir, 'links', `${hook.direction}-${hook.ifindex}`);
-  }
-
-  private tcRecords(direction: Direction): Record<string, TcRecord> {
-    return direction === 'egress' ? this.run.tc : this.run.tcIngress;
-  }
-
-  /** A TCX link (pinned), or a clsact filter where the kernel has no TCX, running `prog`. */
-  private ensureTcHook(hook: DesiredHook, prog: NativeProgram): HookStatus {
-    const key = `${hook.ifindex}/${hook.direction}`;
-    const pin = this.linkPin(hook);
-    const b = binding();
-    // A pinned TCX link from an earlier run: reuse it, swapping in this program atomically.
-    if (existsSync(pin)) {
-      const link = this.links.get(key) ?? b.linkFromPin(pin);
-      const info = link.info();
-      if (info.ifindex === hook.ifindex) {
-        if (info.progId !== prog.info.id) {
-          link.update(prog);
-          this.opts.log.info('hook reused, program replaced', { interface: hook.name, direction: hook.direction, linkId: info.id });
-        }
-        this.links.set(key, link);
-        return { ...hookBase(hook), mode: 'tcx', progId: prog.info.id, linkId: info.id };
-      }
-      // The interface it was made for is gone (the link is defunct): forget it.
-      link.close();
-      this.links.delete(key);
-      unlinkSync(pin);
-    }
-    if (this.opts.attach !== 'tc' && this.tcxUsable !== false) {
-      try {
-        const link = b.createTcxLink(prog, hook.ifindex, hook.direction);
-        link.pin(pin);
-        this.links.set(key, link);
-        this.tcxUsable = true;
-        const info = link.info();
-        this.opts.log.info('hook attached', { interface: hook.name, direction: hook.direction, mode: 'tcx', linkId: info.id });
-        return { ...hookBase(hook), mode: 'tcx', progId: prog.info.id, linkId: info.id };
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if (this.opts.attach === 'tcx' || (code !== 'EINVAL' && code !== 'ENOTSUPP' && code !== 'EOPNOTSUPP')) throw err;
-        this.tcxUsable = false;
-        this.opts.log.warn('kernel has no TCX, falling back to a clsact filter', { interface: hook.name });
-      }
-    }
-    const spec = { ifindex: hook.ifindex, direction: hook.direction, handle: TC_HANDLE, priority: this.opts.tcPriority };
-    const ifx = String(hook.ifindex);
-    const records = this.tcRecords(hook.direction);
-    const existing = b.tcQuery(spec);
-    let created = records[ifx]?.createdQdisc ?? false;
-    if (existing === null) created = b.tcHookCreate(hook.ifindex).created || created;
-    if (existing !== prog.info.id) {
-      b.tcAttach({ ...spec, progFd: prog.fd, replace: true });
-      this.opts.log.info('hook attached', { interface: hook.name, direction: hook.direction, mode: 'tc', createdQdisc: created });
-    }
-    records[ifx] = { name: hook.name, createdQdisc: created };
-    return { ...hookBase(hook), mode: 'tc', progId: prog.info.id };
   }
 
   /** The verifier on an interface: XDP as the preference allows, else tc. */
@@ -415,88 +224,13 @@ export class Datapath {
     if (pref !== 'tc') {
       const modes: XdpMode[] = pref === 'auto' ? ['xdp-native', 'xdp-generic'] : [pref];
       try {
-        return this.ensureXdp(hook, this.verifier.xdp, modes);
+        return ensureXdp(this.hooks, hook, this.verifier.xdp, modes);
       } catch (err) {
         if (pref !== 'auto') throw err;
         this.opts.log.warn('XDP not possible here, verifying at tc ingress', { interface: hook.name, error: (err as Error).message });
       }
     }
-    return this.ensureTcHook(hook, this.verifier.tc);
-  }
-
-  private ensureXdp(hook: DesiredHook, prog: NativeProgram, modes: XdpMode[]): HookStatus {
-    const b = binding();
-    const ifx = String(hook.ifindex);
-    const q = b.xdpQuery(hook.ifindex);
-    if (q.progId !== 0) {
-      if (!isOurXdp(q.progId)) {
-        throw xdpBusy(hook.name, q.progId);
-      }
-      const cur = xdpModeOf(q.attachMode);
-      if (cur && modes.includes(cur)) {
-        if (q.progId !== prog.info.id) {
-          // Same mode, no UPDATE_IF_NOEXIST: the kernel swaps the program atomically.
-          b.xdpAttach(hook.ifindex, prog.fd, xdpFlags(cur));
-          this.opts.log.info('hook reused, program replaced', { interface: hook.name, direction: 'ingress', mode: cur });
-        }
-        this.run.xdp[ifx] = { name: hook.name, mode: cur };
-        return { ...hookBase(hook), mode: cur, progId: prog.info.id };
-      }
-      // Ours, in a mode the preference no longer allows.
-      b.xdpDetach(hook.ifindex, cur ? xdpFlags(cur) : 0);
-    }
-    let last: unknown;
-    for (const mode of modes) {
-      try {
-        // UPDATE_IF_NOEXIST: if someone attached in the meantime, fail rather than replace theirs.
-        b.xdpAttach(hook.ifindex, prog.fd, xdpFlags(mode) | XdpFlags.UPDATE_IF_NOEXIST);
-        this.run.xdp[ifx] = { name: hook.name, mode };
-        this.opts.log.info('hook attached', { interface: hook.name, direction: 'ingress', mode });
-        return { ...hookBase(hook), mode, progId: prog.info.id };
-      } catch (err) {
-        last = err;
-        this.opts.log.debug('XDP attach refused', { interface: hook.name, mode, error: (err as Error).message });
-      }
-    }
-    throw last instanceof Error ? last : new Error(`XDP attach on ${hook.name} failed`);
-  }
-
-  private removeStaleHooks(realized: Map<string, AttachMode | 'failed'>): void {
-    const b = binding();
-    const keeps = (key: string, ...modes: AttachMode[]): boolean => {
-      const m = realized.get(key);
-      return m === 'failed' || (m !== undefined && modes.includes(m));
-    };
-    for (const file of safeReaddir(path.join(this.opts.stateDir, 'links'))) {
-      const m = /^(egress|ingress)-(\d+)$/.exec(file);
-      if (!m) continue;
-      const key = `${m[2]}/${m[1]}`;
-      if (keeps(key, 'tcx')) continue;
-      const pin = path.join(this.opts.stateDir, 'links', file);
-      try {
-        const link = this.links.get(key) ?? b.linkFromPin(pin);
-        link.detach();
-        link.close();
-      } catch (err) {
-        this.opts.log.warn('detaching a stale hook failed', { pin, error: (err as Error).message });
-      }
-      this.links.delete(key);
-      rmSync(pin, { force: true });
-      this.opts.log.info('hook removed', { ifindex: Number(m[2]), direction: m[1] });
-    }
-    for (const direction of ['egress', 'ingress'] as const) {
-      const records = this.tcRecords(direction);
-      for (const [ifx, t] of Object.entries(records)) {
-        if (keeps(`${ifx}/${direction}`, 'tc')) continue;
-        removeTcFilter(Number(ifx), direction, t, this.run, this.opts.tcPriority, this.opts.log);
-        delete records[ifx];
-      }
-    }
-    for (const [ifx, x] of Object.entries(this.run.xdp)) {
-      if (keeps(`${ifx}/ingress`, 'xdp-native', 'xdp-generic')) continue;
-      removeXdp(Number(ifx), x, this.opts.log);
-      delete this.run.xdp[ifx];
-    }
+    return this.tc.ensure(hook, this.verifier.tc);
   }
 
   counters(): CounterRow[] {
@@ -510,40 +244,16 @@ export class Datapath {
     return rows;
   }
 
-  /**
-   * Is a hook that apply() reported still in the kernel, running the program it reported?
-   * (Someone may have removed it behind our back: a TCX link detached, an XDP program or a
-   * clsact qdisc replaced.) For metrics; false when the kernel cannot be asked.
-   */
+  /** Is a hook that apply() reported still in the kernel, running its program? (For metrics.) */
   isLive(h: HookStatus): boolean {
-    const b = binding();
-    try {
-      switch (h.mode) {
-        case 'tcx': {
-          const l = b.linkFromPin(this.linkPin(h));
-          try {
-            const i = l.info();
-            return i.id === h.linkId && i.progId === h.progId;
-          } finally {
-            l.close();
-          }
-        }
-        case 'tc':
-          return b.tcQuery({ ifindex: h.ifindex, direction: h.direction, handle: TC_HANDLE, priority: this.opts.tcPriority }) === h.progId;
-        default:
-          return b.xdpQuery(h.ifindex).progId === h.progId;
-      }
-    } catch {
-      return false;
-    }
+    return isHookLive(h, this.opts.stateDir, this.opts.tcPriority);
   }
 
   /** Release our fds; pinned maps and links, and XDP programs (the hooks), stay in the kernel. */
   close(): void {
-    if (this.clockTimer) clearInterval(this.clockTimer);
-    this.clockTimer = null;
-    for (const l of this.links.values()) l.close();
-    this.links.clear();
+    this.clock.stop();
+    for (const l of this.hooks.links.values()) l.close();
+    this.hooks.links.clear();
     for (const m of Object.values(this.maps)) m.close();
     this.prog.close();
     this.clockProbe.close();
@@ -556,187 +266,8 @@ export class Datapath {
   }
 }
 
-function absBig(x: bigint): bigint {
-  return x < 0n ? -x : x;
-}
-
-function xdpModeOf(attachMode: number): XdpMode | null {
-  if (attachMode === XdpAttached.DRV) return 'xdp-native';
-  if (attachMode === XdpAttached.SKB) return 'xdp-generic';
-  return null;
-}
-
-function xdpFlags(mode: XdpMode): number {
-  return mode === 'xdp-native' ? XdpFlags.DRV_MODE : XdpFlags.SKB_MODE;
-}
-
-/** Is XDP program `id` the verifier (of this or an earlier run)? */
-function isOurXdp(id: number): boolean {
-  try {
-    const p = binding().programFromId(id);
-    const name = p.info.name;
-    p.close();
-    return name === XDP_PROGRAM_NAME;
-  } catch {
-    return false;
-  }
-}
-
-function xdpBusy(ifname: string, progId: number): Error {
-  const e = new Error(`another XDP program (id ${progId}) is attached to ${ifname}; it is not ours to replace`) as Error & { code: string };
-  e.code = 'EBUSY';
-  return e;
-}
-
-/** Detach the verifier's XDP program from `ifindex` if it is still ours there. */
-function removeXdp(ifindex: number, x: { name: string; mode: XdpMode }, log: Logger): boolean {
-  const b = binding();
-  try {
-    const q = b.xdpQuery(ifindex);
-    if (q.progId === 0 || !isOurXdp(q.progId)) return false;
-    const mode = xdpModeOf(q.attachMode) ?? x.mode;
-    b.xdpDetach(ifindex, xdpFlags(mode));
-    log.info('hook removed', { interface: x.name, direction: 'ingress', mode });
-    return true;
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== 'ENODEV') log.warn('removing an XDP program failed', { interface: x.name, error: (err as Error).message });
-    return false;
-  }
-}
-
-function hookBase(h: DesiredHook): Pick<HookStatus, 'ifindex' | 'name' | 'direction' | 'policies'> {
-  return { ifindex: h.ifindex, name: h.name, direction: h.direction, policies: [...h.policies] };
-}
-
 function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
   return b;
-}
-
-/**
- * Every entry of a map, read once. The lookup of a key the map has returns that key's own value,
- * also on an LPM trie (the longest prefix matching a key is the key itself).
- */
-function readEntries(map: NativeMap): Entries {
-  const out: Entries = new Map();
-  for (const key of map.keys()) {
-    const value = map.lookup(key);
-    if (value) out.set(key.toString('hex'), [key, value]);
-  }
-  return out;
-}
-
-/** Writes the entries of `want` whose value differs from what `have` records; returns how many. */
-function writeChanged(map: NativeMap, have: Entries, want: Entries): number {
-  let n = 0;
-  for (const [hex, entry] of want) {
-    const cur = have.get(hex);
-    if (cur && cur[1].equals(entry[1])) continue;
-    map.update(entry[0], entry[1]);
-    have.set(hex, entry);
-    n++;
-  }
-  return n;
-}
-
-/** Deletes the entries `have` records and `want` does not; returns how many the map still had. */
-function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): number {
-  let n = 0;
-  for (const [hex, [key]] of have) {
-    if (want.has(hex)) continue;
-    if (map.delete(key)) n++;
-    have.delete(hex);
-  }
-  return n;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-/**
- * Remove our clsact filter at one direction of `ifindex`. The qdisc goes only if we
- * created it (as recorded for either direction) and no filter of ours is left on it;
- * if one is, the record of that direction inherits the duty.
- */
-function removeTcFilter(ifindex: number, direction: Direction, t: TcRecord, run: Pick<RunState, 'tc' | 'tcIngress'>, priority: number, log: Logger): void {
-  const b = binding();
-  const spec = { ifindex, direction, handle: TC_HANDLE, priority };
-  const other: Direction = direction === 'egress' ? 'ingress' : 'egress';
-  const otherRecord = (other === 'egress' ? run.tc : run.tcIngress)[String(ifindex)];
-  try {
-    if (b.tcQuery(spec) !== null) b.tcDetach(spec);
-    const created = t.createdQdisc || (otherRecord?.createdQdisc ?? false);
-    if (created && b.tcQuery({ ...spec, direction: other }) === null) b.tcHookDestroy(ifindex);
-    else if (created && otherRecord) otherRecord.createdQdisc = true;
-    log.info('hook removed', { interface: t.name, direction, mode: 'tc' });
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== 'ENODEV' && code !== 'ENOENT' && code !== 'EINVAL') {
-      log.warn('removing a tc filter failed', { interface: t.name, direction, error: (err as Error).message });
-    }
-  }
-}
-
-export interface DetachReport {
-  links: number;
-  tcFilters: number;
-  xdp: number;
-  pins: number;
-}
-
-/**
- * Remove every hook and pin of ours (`netoken detach`), and nothing else: TCX links
- * pinned under stateDir, tc filters and XDP programs recorded in runDir (a qdisc only
- * if we made it, an XDP program only if it is still the verifier), the pinned maps,
- * and the directories.
- */
-export function detachAll(stateDir: string, runDir: string, tcPriority: number, log: Logger): DetachReport {
-  const report: DetachReport = { links: 0, tcFilters: 0, xdp: 0, pins: 0 };
-  const b = binding();
-  for (const file of safeReaddir(path.join(stateDir, 'links'))) {
-    const pin = path.join(stateDir, 'links', file);
-    try {
-      const link = b.linkFromPin(pin);
-      link.detach();
-      link.close();
-      report.links++;
-    } catch (err) {
-      log.warn('detaching a pinned link failed', { pin, error: (err as Error).message });
-    }
-    rmSync(pin, { force: true });
-    report.pins++;
-  }
-  const run = readRunState(runDir);
-  for (const direction of ['egress', 'ingress'] as const) {
-    const records = direction === 'egress' ? run.tc : run.tcIngress;
-    for (const [ifx, t] of Object.entries(records)) {
-      removeTcFilter(Number(ifx), direction, t, run, tcPriority, log);
-      delete records[ifx];
-      report.tcFilters++;
-    }
-  }
-  for (const [ifx, x] of Object.entries(run.xdp)) {
-    if (removeXdp(Number(ifx), x, log)) report.xdp++;
-  }
-  for (const file of safeReaddir(path.join(stateDir, 'maps'))) {
-    rmSync(path.join(stateDir, 'maps', file), { force: true });
-    report.pins++;
-  }
-  for (const dir of [path.join(stateDir, 'links'), path.join(stateDir, 'maps'), stateDir]) {
-    try {
-      rmdirSync(dir);
-    } catch {
-      // not ours to force: a directory someone else put files into stays
-    }
-  }
-  rmSync(path.join(runDir, 'state.json'), { force: true });
-  rmSync(path.join(runDir, 'status.json'), { force: true });
-  return report;
 }

@@ -5,7 +5,10 @@
 import path from 'node:path';
 import { parseDuration } from '../lib/policy.js';
 import type { LogFormat } from '../lib/log.js';
-import { DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, type AttachPreference, type IngressAttachPreference } from '../agent/datapath.js';
+import { DEFAULT_STATE_DIR } from '../agent/bpffs.js';
+import type { IngressAttachPreference } from '../agent/datapath.js';
+import type { AttachPreference } from '../agent/hooks/tc.js';
+import { DEFAULT_RUN_DIR } from '../agent/run-state.js';
 
 export class UsageError extends Error {
   override name = 'UsageError';

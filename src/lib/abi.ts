@@ -57,6 +57,7 @@ export const COUNTERS = [
   'verify_exempt',
   'verify_replay',
   'skipped_no_clock',
+  'error_tail_call',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { binding, type Direction, type NativeProgram } from './binding.js';
 import { AttachType, LinkType, XdpAttached, XdpFlags } from './bpf.js';
 import { isNativeError } from './errors.js';
-import { fixture, makePinDir, runTag, u32 } from './testing.js';
+import { fixture, makePinDir, runTag, u32 } from '../../test/lib/native.js';
 
 const thisFile = fileURLToPath(import.meta.url);
 const scenarioEnv = 'NETOKEN_HOOKS_SCENARIO';

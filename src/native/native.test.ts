@@ -15,7 +15,7 @@ import vm from 'node:vm';
 import { binding, type NativeBinding, type NativeMap, type NativeObject } from './binding.js';
 import { BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, MapType, ProgType, TcAction, XdpAction, perCpuSlots, perCpuValue } from './bpf.js';
 import { hasErrno, isNativeError, type NativeError } from './errors.js';
-import { fixture, makePinDir, runTag, u32, u64 } from './testing.js';
+import { fixture, makePinDir, runTag, u32, u64 } from '../../test/lib/native.js';
 
 /** Run fn, which must throw a NativeError with the given code and syscall; return it. */
 function nativeError(fn: () => unknown, code: string | string[], syscall: string): NativeError {

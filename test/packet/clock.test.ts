@@ -1,7 +1,7 @@
 /**
  * The wall clock behind keyed epochs: the agent's measurement (measureClock with the
  * marker's probe) written to nt_clock, read back by both clock paths of bpf/lib/keyed.h
- * (CLOCK_TAI on 6.1+, CLOCK_BOOTTIME before) through test_clock.bpf.c.
+ * (CLOCK_TAI on 6.1+, CLOCK_BOOTTIME before) through bpf/test/clock.bpf.c.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding } from '../../src/native/binding.js';
 import { decodeClock, encodeClock } from '../../src/lib/abi.js';
-import { measureClock } from '../../src/agent/datapath.js';
+import { measureClock } from '../../src/agent/clock.js';
+import { fixture } from '../lib/native.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -24,7 +25,7 @@ test('both clock paths give unix time within a few milliseconds of the wall cloc
   const pinDir = `/sys/fs/bpf/netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`;
   mkdirSync(pinDir, { mode: 0o700 });
   const marker = b.openObject(path.join(repoRoot, 'build/bpf/marker.bpf.o'), { pinRoot: pinDir });
-  const clockTest = b.openObject(path.join(repoRoot, 'build/bpf/test_clock.bpf.o'), { pinRoot: pinDir });
+  const clockTest = b.openObject(fixture('clock'), { pinRoot: pinDir });
   const probe = marker.program('nt_clock_probe');
   const prog = clockTest.program('nt_test_clock');
   const clock = marker.map('nt_clock');

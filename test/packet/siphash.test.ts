@@ -1,24 +1,19 @@
 /**
  * The C SipHash-2-4 (bpf/lib/siphash.h) and the keyed-token path built on it
- * (bpf/lib/keyed.h), run in the kernel through test_siphash.bpf.c with
+ * (bpf/lib/keyed.h), run in the kernel through bpf/test/siphash.bpf.c with
  * BPF_PROG_TEST_RUN: against the reference vectors and against src/lib/siphash.ts.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import path from 'node:path';
 import { binding, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import { sipHash24Bytes } from '../../src/lib/siphash.js';
 import { SIPHASH24_VECTORS, VECTOR_KEY, vectorMessage } from './siphash-vectors.js';
 import { XdpAction } from '../../src/native/bpf.js';
+import { fixture } from '../lib/native.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const OBJ = path.join(repoRoot, 'build/bpf/test_siphash.bpf.o');
-
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+const OBJ = fixture('siphash');
 
 let pinDir = '';
 let obj: NativeObject;

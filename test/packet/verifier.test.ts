@@ -19,7 +19,7 @@ import {
 import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
-import { measureClock } from '../../src/agent/datapath.js';
+import { measureClock } from '../../src/agent/clock.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));

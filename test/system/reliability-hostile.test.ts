@@ -14,8 +14,9 @@ import path from 'node:path';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
-import { ROOT, TOKEN, agentIn, kernelHooks, policyYaml, type AgentRun } from '../lib/agent.js';
+import { TOKEN, agentIn, kernelHooks, policyYaml, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
+import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, type Topology } from '../lib/netns.js';
 import { connect, startServer } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters } from './reliability-lib.js';
@@ -267,7 +268,7 @@ describe('hostile and broken input', () => {
       await agent.stop();
       const before = pinnedCounters(agent.stateDir).marked ?? 0n;
 
-      const rejected = path.join(ROOT, 'build/bpf/test/rejected.bpf.o');
+      const rejected = fixture('rejected');
       assert.ok(existsSync(rejected), 'the rejected test object is built');
       await agent.start(['--bpf-object', rejected]);
       const child = agent.child!;

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT, agentIn, policyYaml, type AgentRun } from '../lib/agent.js';
+import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, type Topology } from '../lib/netns.js';
 import { startServer } from '../lib/tcp.js';
 import { tcState, xdpProgId } from './reliability-lib.js';
@@ -58,7 +59,7 @@ describe('clean uninstall', () => {
         await run('ip', ['-n', topo.server.ns, 'link', 'set', `${d}p`, 'up']);
       }
       await exec(topo.server.ns, 'tc', ['qdisc', 'add', 'dev', own, 'clsact']);
-      const noop = path.join(ROOT, 'build/bpf/bench_noop.bpf.o');
+      const noop = fixture('foreign');
       await exec(topo.server.ns, 'ip', ['link', 'set', 'dev', busy, 'xdpgeneric', 'obj', noop, 'sec', 'xdp']);
       const foreignXdp = await xdpProgId(topo.server.ns, busy);
       assert.ok(foreignXdp > 0, 'the foreign XDP program is attached');

@@ -16,6 +16,7 @@ import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { agentIn, counter, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
+import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
@@ -296,10 +297,10 @@ ingress:
     const agent = agentIn(t.server.ns, 'xbusy');
     try {
       const echo = await startServer(t.server.ns, { port: 0 });
-      const noop = path.join(ROOT, 'build/bpf/bench_noop.bpf.o');
+      const noop = fixture('foreign');
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'obj', noop, 'sec', 'xdp']);
       const foreign = async (): Promise<string> => (await exec(t.server.ns, 'ip', ['-d', '-j', 'link', 'show', 'dev', t.server.dev])).stdout;
-      assert.match(await foreign(), /nt_bench_noop_x/, 'the other program is attached');
+      assert.match(await foreign(), /foreign_xdp/, 'the other program is attached');
       const policy = (note: string): string => docs(
         `# ${note}\n` + keyedPolicyYaml('guard', 'k', `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`),
         secretYaml('k', K1),
@@ -309,7 +310,7 @@ ingress:
       const s1 = await agent.waitStatus((s) => s.hooks.length === 1, 20_000, 'the verifier');
       assert.equal(s1.hooks[0]!.mode, 'tcx', 'tc ingress (TCX) next to the foreign XDP program');
       assert.deepEqual(await tcxIngress(t.server.ns, t.server.ifindex), [s1.hooks[0]!.progId], 'our program at TCX ingress');
-      assert.match(await foreign(), /nt_bench_noop_x/, 'the other program is still there');
+      assert.match(await foreign(), /foreign_xdp/, 'the other program is still there');
       const r1 = await connect(t.client.ns, t.server.ipv4, echo.port, { timeoutMs: FAIL_TIMEOUT_MS });
       assert.equal(r1.connected, false, 'unmarked SYNs are dropped at tc ingress');
       assert.equal(counter(await agent.statusReport(), 'verify_dropped', 'guard'), 1);
@@ -329,7 +330,7 @@ ingress:
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdp', 'off']);
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'obj', noop, 'sec', 'xdp']);
       assert.equal((await agent.cli(['detach'])).code, 0);
-      assert.match(await foreign(), /nt_bench_noop_x/, 'detach does not touch an XDP program that is not ours');
+      assert.match(await foreign(), /foreign_xdp/, 'detach does not touch an XDP program that is not ours');
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'off']);
       await echo.stop();
     } finally {

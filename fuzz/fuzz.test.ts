@@ -12,18 +12,18 @@ import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { COUNTERS } from '../lib/abi.js';
-import { ipv4HeaderChecksum, tcpChecksum } from '../lib/packet.js';
+import { COUNTERS } from '../src/lib/abi.js';
+import { ipv4HeaderChecksum, tcpChecksum } from '../src/lib/packet.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { DEFAULT_VERIFIER_OBJECT, Fuzzer, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { generateVerifierCase } from './verifier-generate.js';
 import { VERDICT_CODES, checkVerifierRun, describeVerifierVerdict, verdictDrops, type VerifierVerdict } from './verifier-model.js';
 import { generateCase } from './generate.js';
 import type { Verdict } from './model.js';
-import { TcAction } from '../native/bpf.js';
+import { TcAction } from '../src/native/bpf.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = path.join(repoRoot, 'dist/src/fuzz/main.js');
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const MAIN = path.join(repoRoot, 'dist/fuzz/main.js');
 const FIXED_SEED = 20261126;
 const FIXED_COUNT = 80000;
 const TIME_COUNT = 40000;
@@ -84,7 +84,7 @@ test(`fixed seed ${FIXED_SEED}: ${FIXED_COUNT} cases, every invariant holds`, as
 
 test(`time-derived seed: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
   const seed = ((Date.now() % 0x100000000) ^ (process.pid << 12)) >>> 0;
-  t.diagnostic(`seed=${seed} (replay a failing case with: node dist/src/fuzz/main.js --replay ${seed}:<case>)`);
+  t.diagnostic(`seed=${seed} (replay a failing case with: node dist/fuzz/main.js --replay ${seed}:<case>)`);
   console.log(`fuzz: time-derived seed=${seed}`);
   const { summary, text } = await fuzzRun(seed, TIME_COUNT);
   for (const line of text.split('\n')) t.diagnostic(line);
@@ -291,7 +291,7 @@ test(`verifier, fixed seed ${VERIFIER_FIXED_SEED}: ${VERIFIER_FIXED_COUNT} cases
 
 test(`verifier, time-derived seed: ${VERIFIER_TIME_COUNT} cases at each hook, every invariant holds`, async (t) => {
   const seed = ((Date.now() % 0x100000000) ^ (process.pid << 13)) >>> 0;
-  t.diagnostic(`seed=${seed} (replay a failing case with: node dist/src/fuzz/main.js --target verifier-xdp --replay ${seed}:<case>)`);
+  t.diagnostic(`seed=${seed} (replay a failing case with: node dist/fuzz/main.js --target verifier-xdp --replay ${seed}:<case>)`);
   console.log(`fuzz: verifier time-derived seed=${seed}`);
   const r = await cli(['--target', 'verifier', '--seed', String(seed), '--count', String(VERIFIER_TIME_COUNT), '--json', '--max-failures', String(VERIFIER_TIME_COUNT)]);
   const lines = r.stdout.trimEnd().split('\n');
@@ -394,8 +394,8 @@ test('the verifier counter check catches a verdict counted under the wrong reaso
  */
 const PLANTED_CASES = 5000;
 const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: string; caughtBy: string[] }> = [
-  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
-  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\tif (k == NT_TCPOPT_EOL)\n\t\t\treturn NT_OPT_ABSENT;\n', to: '\t\tif (k == NT_TCPOPT_EOL) {\n\t\t\tnext = idx + 1;\n\t\t\tcontinue;\n\t\t}\n', caughtBy: ['passed-bad-token'] },
+  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (scan.ours_len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
+  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\t\tr->flags |= NT_OPTS_EOL;\n\t\t\tnext = NT_TCP_OPT_BUF;\n', to: '\t\t\tnext = idx + 1;\n', caughtBy: ['passed-bad-token'] },
   { name: 'the next epoch instead of the previous one', file: 'lib/verify.h', from: 'nt_keyed_value(&prefix, epoch - 1) == got)\n\t\treturn 1;', to: 'nt_keyed_value(&prefix, epoch + 1) == got)\n\t\treturn 1;', caughtBy: ['passed-bad-token', 'dropped-valid'] },
   { name: 'exempt sources looked up by policy only', file: 'lib/verify.h', from: '.prefixlen = 32 + 32,', to: '.prefixlen = 32,', caughtBy: ['dropped-exempt'] },
   { name: 'the previous static token accepted when there is none', file: 'lib/verify.h', from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous', to: '\t__builtin_memcpy(&want, policy->token_previous', caughtBy: ['passed-bad-token', 'counter'] },

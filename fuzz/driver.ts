@@ -10,18 +10,18 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../native/binding.js';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../lib/abi.js';
+import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
+import { COUNTERS, decodeStatKey, sumPerCpu } from '../src/lib/abi.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { generateCase, type FuzzCase } from './generate.js';
-import { describeVerdict, markerVerdict, type CounterName, type Verdict } from './model.js';
+import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
 import { installWorld, type Device } from './world.js';
 import { generateVerifierCase } from './verifier-generate.js';
 import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKind, verifierVerdict, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
 import { installVerifierWorld } from './verifier-world.js';
 
-export const DEFAULT_MARKER_OBJECT = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
-export const DEFAULT_VERIFIER_OBJECT = fileURLToPath(new URL('../../../build/bpf/verifier.bpf.o', import.meta.url));
+export const DEFAULT_MARKER_OBJECT = fileURLToPath(new URL('../../build/bpf/marker.bpf.o', import.meta.url));
+export const DEFAULT_VERIFIER_OBJECT = fileURLToPath(new URL('../../build/bpf/verifier.bpf.o', import.meta.url));
 
 /** sizeof(struct __sk_buff) and the offsets of the fields test_run accepts that we set. */
 const SKB_CTX_SIZE = 192;
@@ -42,12 +42,6 @@ export interface CaseRun<V = Verdict> {
   violations: Violation[];
   /** how the counters moved during this run, for verdicts whose count the model leaves open */
   counterDelta?: Map<string, bigint>;
-}
-
-/** A counter a verdict bumps on the case's device. */
-export interface CounterRef {
-  policyId: number;
-  counter: CounterName;
 }
 
 /**

@@ -7,13 +7,12 @@
  * policy) or dropped (Enforce) or nothing (Monitor). Written from DESIGN.md and the counter
  * contract in bpf/abi.h; token values come from src/lib/siphash.ts, never from the BPF code.
  */
-import { IngressActionCode, TokenModeCode } from '../lib/abi.js';
-import { formatIp } from '../lib/cidr.js';
-import { keyedToken } from '../lib/siphash.js';
-import { TcAction, XdpAction } from '../native/bpf.js';
+import { IngressActionCode, TokenModeCode } from '../src/lib/abi.js';
+import { formatIp } from '../src/lib/cidr.js';
+import { keyedToken } from '../src/lib/siphash.js';
+import { TcAction, XdpAction } from '../src/native/bpf.js';
 import type { Violation } from './check.js';
-import { walkOptions } from './model.js';
-import type { CounterRef } from './driver.js';
+import { walkOptions, type CounterRef } from './model.js';
 import { KEYED_EPOCH, policyById, type PolicyDef } from './world.js';
 import { isExempt, ruleFor, rulesFor } from './verifier-world.js';
 

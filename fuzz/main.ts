@@ -1,5 +1,5 @@
 /**
- * `node dist/src/fuzz/main.js`: the packet fuzzer (`npm run fuzz`). Feeds generated and
+ * `node dist/fuzz/main.js`: the packet fuzzer (`npm run fuzz`). Feeds generated and
  * mutated packets to the egress marker and to the ingress verifier (its XDP and its tc entry
  * point) through BPF_PROG_TEST_RUN and checks every output; each failure prints
  * `seed=<n> case=<i> target=<t>`, replayable with `--target <t> --replay <n>:<i>`.
@@ -23,12 +23,12 @@
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { COUNTERS } from '../lib/abi.js';
+import { COUNTERS } from '../src/lib/abi.js';
 import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
-const DISPLAY = 'node dist/src/fuzz/main.js';
+const DISPLAY = 'node dist/fuzz/main.js';
 
 class UsageError extends Error {}
 

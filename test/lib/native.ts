@@ -1,29 +1,33 @@
 /**
  * Shared setup for the native addon's tests: the BPF fixtures in bpf/test and a
- * private pin directory on bpffs. Used only by src/native/*.test.ts.
+ * private pin directory on bpffs. Used only by tests (src/native/*.test.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { binding } from './binding.js';
+import { binding } from '../../src/native/binding.js';
 
-/** Repository root (this file runs from dist/src/native/). */
+/** Repository root (this file runs from dist/test/lib/). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 let fixturesBuilt = false;
 
+/** The test-only BPF programs of bpf/test/. */
+export type Fixture = 'progs' | 'pinned' | 'rejected' | 'clock' | 'encap' | 'siphash' | 'foreign';
+
 /**
- * Path of a compiled bpf/test/<name>.bpf.c. The first call runs `make -C bpf/test`
- * (a no-op when up to date), so the tests never run against stale objects.
+ * Path of a compiled bpf/test/<name>.bpf.c, in build/bpf-test (never in build/bpf, which
+ * ships). The first call runs `make -C bpf/test` (a no-op when up to date), so the tests
+ * never run against stale objects.
  */
-export function fixture(name: 'progs' | 'pinned' | 'rejected'): string {
+export function fixture(name: Fixture): string {
   if (!fixturesBuilt) {
     execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf/test')], { stdio: ['ignore', 'ignore', 'pipe'] });
     fixturesBuilt = true;
   }
-  return path.join(repoRoot, 'build/bpf/test', `${name}.bpf.o`);
+  return path.join(repoRoot, 'build/bpf-test', `${name}.bpf.o`);
 }
 
 /** A unique name for this run: netns, interface or pin directory names include it. */

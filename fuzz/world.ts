@@ -4,10 +4,10 @@
  * and awkward token bytes, destination rules with and without port lists, nested prefixes,
  * a rule that points at an empty policy slot, and rules for an interface no case runs on.
  */
-import type { NativeObject } from '../native/binding.js';
-import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode } from '../lib/abi.js';
-import { cidrContains, formatIp, parseCidr, type Cidr } from '../lib/cidr.js';
-import { BIND_ALL, keyedToken } from '../lib/siphash.js';
+import type { NativeObject } from '../src/native/binding.js';
+import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode } from '../src/lib/abi.js';
+import { cidrContains, formatIp, parseCidr, type Cidr } from '../src/lib/cidr.js';
+import { BIND_ALL, keyedToken } from '../src/lib/siphash.js';
 
 export interface PolicyDef {
   id: number;

@@ -7,9 +7,9 @@
  * non-SYNs carrying tokens, other traffic, and the marker fuzzer's mutations of all of it.
  * A case depends only on (seed, index), see rng.ts.
  */
-import { buildFrame, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader } from '../lib/packet.js';
-import { TokenModeCode } from '../lib/abi.js';
-import { keyedToken } from '../lib/siphash.js';
+import { buildFrame, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader } from '../src/lib/packet.js';
+import { TokenModeCode } from '../src/lib/abi.js';
+import { keyedToken } from '../src/lib/siphash.js';
 import { extLength, genOther, ipv4Options, ipv6Ext, mutate, someOption, testRunMinimum, validOptions, vlanTags, type FuzzCase, type Layout } from './generate.js';
 import { Rng } from './rng.js';
 import { KEYED_EPOCH, POLICIES, policyById, type PolicyDef } from './world.js';

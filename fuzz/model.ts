@@ -6,10 +6,16 @@
  * walked) it follows the order the marker documents in bpf/lib/mark.h. The fuzzer compares
  * every run against this, byte for byte and counter for counter.
  */
-import { COUNTERS, TokenModeCode } from '../lib/abi.js';
+import { COUNTERS, TokenModeCode } from '../src/lib/abi.js';
 import { HARD_HEADER_LEN, lookupPolicy, policyById, type Device, type PolicyDef } from './world.js';
 
 export type CounterName = (typeof COUNTERS)[number];
+
+/** A counter a verdict bumps on the case's device. */
+export interface CounterRef {
+  policyId: number;
+  counter: CounterName;
+}
 
 export interface MarkLayout {
   family: 4 | 6;

@@ -4,11 +4,11 @@
  * nothing with the BPF code or with the reference model; the decision checks compare what
  * happened with model.ts.
  */
-import { ipv4HeaderChecksum, parseFrame, parseTcpOptions, tcpChecksum, tcpPseudoHeaderSeed, TCP_ACK, TCP_SYN, type ParsedFrame } from '../lib/packet.js';
+import { ipv4HeaderChecksum, parseFrame, parseTcpOptions, tcpChecksum, tcpPseudoHeaderSeed, TCP_ACK, TCP_SYN, type ParsedFrame } from '../src/lib/packet.js';
 import type { Verdict } from './model.js';
-import { TokenModeCode } from '../lib/abi.js';
+import { TokenModeCode } from '../src/lib/abi.js';
 import { POLICIES, tokenValue, type PolicyDef } from './world.js';
-import { TcAction } from '../native/bpf.js';
+import { TcAction } from '../src/native/bpf.js';
 
 export interface Violation {
   /** a stable name: returned, unmarked-identical, missed-mark, marked-length, ... */

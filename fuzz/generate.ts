@@ -5,7 +5,7 @@
  * of all of them (bit flips, byte sets, truncation, trailing bytes, length fields that lie).
  * A case depends only on (seed, index), see rng.ts.
  */
-import { buildFrame, ipv4HeaderChecksum, tcpChecksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader, type VlanTag } from '../lib/packet.js';
+import { buildFrame, ipv4HeaderChecksum, tcpChecksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader, type VlanTag } from '../src/lib/packet.js';
 import { Rng } from './rng.js';
 import { PORTS, POLICIES, V4_POOLS, V6_POOLS } from './world.js';
 

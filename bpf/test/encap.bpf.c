@@ -28,19 +28,22 @@ int nt_test_encap(struct __sk_buff *skb)
 	return nt_mark(skb);
 }
 
+/* A jump table left empty: the tail call of nt_test_mark_no_jump always fails. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} nt_test_empty_jump SEC(".maps");
+
 /*
- * nt_test_mark_helpers: the marker's fallback alone, what nt_mark_egress runs
- * should its tail call into nt_mark_syn_prog fail: every read and write of a
- * SYN through helpers. Tests hold it to the same output as the direct path.
+ * nt_test_mark_no_jump: the marker's attached program with its jump table
+ * empty, as if the tail call into the SYN program could not be made.
  */
 SEC("tc")
-int nt_test_mark_helpers(struct __sk_buff *skb)
+int nt_test_mark_no_jump(struct __sk_buff *skb)
 {
-	__be16 dport = 0;
-
-	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
-		return NT_PASS;
-	return nt_mark_syn(skb);
+	return nt_mark_entry(skb, &nt_test_empty_jump);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -7,9 +7,9 @@
  * port" rules, replay limits too high to be reached, and exempt sources that belong to one
  * policy and must not exempt another's SYNs.
  */
-import type { NativeObject } from '../native/binding.js';
-import { IngressActionCode, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../lib/abi.js';
-import { cidrContains, parseCidr, type Cidr } from '../lib/cidr.js';
+import type { NativeObject } from '../src/native/binding.js';
+import { IngressActionCode, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../src/lib/abi.js';
+import { cidrContains, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { EMPTY_POLICY_ID, installPolicies, type Device } from './world.js';
 
 export interface IngressRuleDef {

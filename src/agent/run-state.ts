@@ -1,0 +1,43 @@
+/**
+ * What the agent must remember across restarts that the kernel cannot hold for it: the
+ * policy slot ids, the legacy tc filters it attached (and whether it created their clsact
+ * qdisc), and the XDP programs it attached. Kept as JSON in the run directory (0600).
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from '../lib/files.js';
+
+export const DEFAULT_RUN_DIR = '/run/netoken';
+
+export type XdpMode = 'xdp-native' | 'xdp-generic';
+
+/** A legacy tc filter of ours, and whether we created the clsact qdisc it sits in. */
+export type TcRecord = { name: string; createdQdisc: boolean };
+
+export interface RunState {
+  /** policy name -> slot id */
+  ids: Record<string, number>;
+  /** `${ifindex}` -> legacy tc filter we attached at egress, and whether we created its clsact qdisc */
+  tc: Record<string, TcRecord>;
+  /** the same at ingress (the verifier, when XDP is not used) */
+  tcIngress: Record<string, TcRecord>;
+  /** `${ifindex}` -> the verifier's XDP program we attached, and in which mode */
+  xdp: Record<string, { name: string; mode: XdpMode }>;
+}
+
+const EMPTY_RUN_STATE: RunState = { ids: {}, tc: {}, tcIngress: {}, xdp: {} };
+
+export function readRunState(runDir: string): RunState {
+  const file = path.join(runDir, 'state.json');
+  if (!existsSync(file)) return structuredClone(EMPTY_RUN_STATE);
+  try {
+    return { ...structuredClone(EMPTY_RUN_STATE), ...(JSON.parse(readFileSync(file, 'utf8')) as Partial<RunState>) };
+  } catch {
+    return structuredClone(EMPTY_RUN_STATE);
+  }
+}
+
+export function writeRunState(runDir: string, s: RunState): void {
+  mkdirSync(runDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(path.join(runDir, 'state.json'), JSON.stringify(s, null, 2), 0o600);
+}
