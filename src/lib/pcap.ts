@@ -7,6 +7,8 @@
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_LINUX_SLL = 113;
 export const LINKTYPE_LINUX_SLL2 = 276;
+/** the IP header first, no link-layer header (tun and other L3 devices) */
+export const LINKTYPE_RAW = 101;
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;
@@ -114,6 +116,8 @@ export function networkLayer(linkType: number, frame: Buffer): NetworkLayer | un
     case LINKTYPE_LINUX_SLL2:
       typeOff = 0;
       break;
+    case LINKTYPE_RAW:
+      return frame.length > 0 ? { etherType: (frame[0] ?? 0) >> 4 === 6 ? 0x86dd : 0x0800, offset: 0, vlanIds: [] } : undefined;
     default:
       return undefined;
   }
@@ -153,6 +157,11 @@ export function toEthernet(linkType: number, frame: Buffer): Buffer {
     addr = frame.subarray(12, 12 + addrLen);
     protocol = frame.readUInt16BE(0);
     payload = frame.subarray(SLL2_HEADER_LEN);
+  } else if (linkType === LINKTYPE_RAW && frame.length > 0) {
+    // The IP header first (devices without a link-layer header): its version says which.
+    addr = Buffer.alloc(0);
+    protocol = (frame[0] ?? 0) >> 4 === 6 ? 0x86dd : 0x0800;
+    payload = frame;
   } else {
     throw new Error(`pcap: cannot convert link type ${linkType} (frame of ${frame.length} bytes) to Ethernet`);
   }
