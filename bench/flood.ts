@@ -117,7 +117,8 @@ const CONFIGS: readonly FloodConfig[] = [
       const agent = agentIn(t.server.ns, label);
       try {
         agent.writePolicy(policyYaml([{ name: 'flood', spec: `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${PORT}]}` }]));
-        await agent.start(['--log-level', 'warn']);
+        // Native XDP, asked for: the comparison is with a no-op program there (auto takes tc on a veth).
+        await agent.start(['--log-level', 'warn', '--ingress-attach', 'xdp-native']);
         const s = await agent.waitStatus((x) => x.ready || x.hookErrors.length > 0 || x.documentErrors.length > 0, 30_000, 'the agent to attach the verifier');
         const hook = s.hooks.find((h) => h.direction === 'ingress');
         if (hook?.mode !== 'xdp-native') {

@@ -86,7 +86,14 @@ struct nt_policy {
 	__u8 mode;            /* enum nt_token_mode */
 	__u8 opt_kind;        /* 253 or 254 */
 	__u16 exid;           /* host byte order */
-	__u32 flags;          /* enum nt_policy_flags */
+	__u16 flags;          /* enum nt_policy_flags */
+	/*
+	 * keyed only: the verifier also accepts the epoch of (now - skew) and of
+	 * (now + skew), so clocks that many seconds apart refuse nothing; at most
+	 * epoch_seconds. (The high half of what was a 32-bit flags field, always
+	 * zero before: a slot written by an older agent reads as no skew.)
+	 */
+	__u16 skew_seconds;
 	__u32 epoch_seconds;  /* keyed only, > 0 */
 	__u32 bind;           /* keyed only, enum nt_bind bits */
 	__u8 token[8];        /* static: the value put on the wire, in wire order */
@@ -210,14 +217,14 @@ enum nt_counter {
 	NT_C_SKIP_NO_POLICY,     /* SYN whose destination/port no policy on this interface covers */
 	NT_C_SKIP_PAYLOAD,       /* SYN carrying data (TFO): appending would land after the payload */
 	NT_C_SKIP_NO_ROOM,       /* existing options + 12 bytes exceed the 40-byte option space */
-	NT_C_SKIP_EOL,           /* an End-of-Option-List precedes the end of the option space */
+	NT_C_SKIP_EOL,           /* no longer counted: an EOL-padded option list is marked (the padding is rewritten) */
 	NT_C_SKIP_MALFORMED,     /* truncated header, bad option length, lengths that disagree */
 	NT_C_SKIP_PRESENT,       /* our kind + ExID is already in the SYN */
 	NT_C_SKIP_GSO,           /* GSO skb: growing it would break segmentation */
 	NT_C_SKIP_ENCAP,         /* encapsulated skb: the kernel refuses to grow it */
 	NT_C_SKIP_MTU,           /* the grown packet would exceed the device MTU */
 	NT_C_SKIP_IPV6_EXT,      /* IPv6 extension header before TCP */
-	NT_C_SKIP_FRAGMENT,      /* IPv4 fragment */
+	NT_C_SKIP_FRAGMENT,      /* the first fragment of a fragmented datagram */
 	NT_C_ERR_GROW,           /* bpf_skb_change_tail failed for another reason (packet unchanged) */
 	NT_C_ERR_WRITE,          /* a write failed after growing: packet dropped rather than sent malformed */
 	/*
@@ -236,6 +243,15 @@ enum nt_counter {
 	/* egress marker, added later */
 	NT_C_SKIP_NO_CLOCK,      /* keyed policy, but the agent has not written nt_clock yet */
 	NT_C_ERR_TAIL_CALL,      /* the SYN program could not be reached: passed unmarked */
+	/*
+	 * Both programs, under no policy (0): an IP frame whose headers cannot be
+	 * read (a header cut short or malformed, more VLAN tags or IPv6 extension
+	 * headers than are looked through). The stack may still find a SYN in it:
+	 * where a policy enforces on the interface the verifier drops it (counted
+	 * as that policy's VERIFY_DROPPED too).
+	 */
+	NT_C_UNREADABLE,
+	NT_C_SKIP_TCP_AO,        /* the SYN carries TCP-AO (kind 29), whose MAC covers the options */
 	NT_C__MAX,
 };
 

@@ -18,13 +18,19 @@
 SEC("tc")
 int nt_mark_syn_prog(struct __sk_buff *skb)
 {
-	return nt_mark_syn(skb);
+	return nt_mark_syn(skb, NT_L2_ETH);
+}
+
+SEC("tc")
+int nt_mark_syn_prog_l3(struct __sk_buff *skb)
+{
+	return nt_mark_syn(skb, NT_L2_NONE);
 }
 
 /*
- * Filled in by libbpf at load with this object's nt_mark_syn_prog. Pinned like
- * the other maps: the kernel empties a program array when the last reference
- * from user space goes, and the pin is what keeps marking while no agent runs.
+ * Filled in by libbpf at load with this object's SYN program. Pinned like the
+ * other maps: the kernel empties a program array when the last reference from
+ * user space goes, and the pin is what keeps marking while no agent runs.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
@@ -36,10 +42,29 @@ struct {
 	.values = { [0] = (void *)&nt_mark_syn_prog },
 };
 
+/* The same for devices without a link-layer header. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, int(struct __sk_buff *));
+} nt_mark_jump_l3 SEC(".maps") = {
+	.values = { [0] = (void *)&nt_mark_syn_prog_l3 },
+};
+
+/* The marker on a device whose frames start with an Ethernet header. */
 SEC("tc")
 int nt_mark_egress(struct __sk_buff *skb)
 {
-	return nt_mark_entry(skb, &nt_mark_jump);
+	return nt_mark_entry(skb, NT_L2_ETH, &nt_mark_jump);
+}
+
+/* The marker on a device without a link-layer header (tun, WireGuard, ipip, sit). */
+SEC("tc")
+int nt_mark_egress_l3(struct __sk_buff *skb)
+{
+	return nt_mark_entry(skb, NT_L2_NONE, &nt_mark_jump_l3);
 }
 
 /*

@@ -45,10 +45,25 @@ export function checkMarkerRun(input: Buffer, verdict: Verdict, retval: number, 
 }
 
 /**
+ * Where a mark puts our option in an option area: in place of the EOL that ends the list
+ * (the EOL and its padding move behind ours), or after the last option.
+ */
+function insertionPoint(area: Buffer): number {
+  let off = 0;
+  for (const o of parseTcpOptions(area).options) {
+    if (o.kind === 0) return off;
+    off += o.length;
+  }
+  return area.length;
+}
+
+/**
  * Structural checks on a packet the marker changed: it must be `input` with exactly our
- * 12-byte option appended, lengths and data offset raised by 12, both checksums right (or,
- * for an input whose checksum was already off, off by exactly as much: CHECKSUM_NONE update
- * semantics). `policy` is the policy whose option should appear; null when unknown.
+ * 12-byte option written at the end of its option list (after the last option, or over an
+ * EOL and its padding, which then follow as zeros), lengths and data offset raised by 12,
+ * both checksums right (or, for an input whose checksum was already off, off by exactly as
+ * much: CHECKSUM_NONE update semantics). `policy` is the policy whose option should appear;
+ * null when unknown.
  */
 export function checkMarked(input: Buffer, out: Buffer, policy: PolicyDef | null): Violation[] {
   const v: Violation[] = [];
@@ -79,22 +94,25 @@ export function checkMarked(input: Buffer, out: Buffer, policy: PolicyDef | null
   if (pi.family === 6 && po.payloadLength !== out.length - l3 - 40) v.push({ invariant: 'marked-headers', detail: `IPv6 payload length ${po.payloadLength}, the frame holds ${out.length - l3 - 40}` });
   if (l4 + to.doff * 4 !== out.length) v.push({ invariant: 'marked-headers', detail: `TCP header ends at ${l4 + to.doff * 4}, the frame at ${out.length}: the option must be the last bytes` });
 
-  // Every input byte is kept, except the fields a mark has to change.
+  // Every input byte is kept, except the fields a mark has to change and the option list from where ours goes.
+  const at = insertionPoint(ti.optionBytes);
+  const from = l4 + 20 + at;
   const lenOff = pi.family === 4 ? l3 + 2 : l3 + 4;
   const changeable = new Set<number>([lenOff, lenOff + 1, l4 + 12, l4 + 16, l4 + 17]);
   if (pi.family === 4) changeable.add(l3 + 10).add(l3 + 11);
   const changed: number[] = [];
-  for (let i = 0; i < input.length; i++) if (!changeable.has(i) && out[i] !== input[i]) changed.push(i);
+  for (let i = 0; i < Math.min(input.length, from); i++) if (!changeable.has(i) && out[i] !== input[i]) changed.push(i);
   if (changed.length > 0) v.push({ invariant: 'marked-bytes', detail: `bytes changed that a mark must keep, at offsets ${changed.slice(0, 12).join(',')}` });
   if (out.readUInt16BE(lenOff) !== input.readUInt16BE(lenOff) + OPT_LEN) {
     v.push({ invariant: 'marked-headers', detail: `IP length field ${out.readUInt16BE(lenOff)}, want input ${input.readUInt16BE(lenOff)} + ${OPT_LEN}` });
   }
   if (((out[l4 + 12] ?? 0) & 0x0f) !== ((input[l4 + 12] ?? 0) & 0x0f)) v.push({ invariant: 'marked-bytes', detail: 'the reserved bits next to the data offset changed' });
 
-  // The option list: well formed, our option exactly once, last, with the policy's value.
+  // The option list: well formed, our option exactly once, where the list ended, with the policy's value, zeros after it.
   if (to.optionsError) v.push({ invariant: 'marked-option', detail: `output option list is malformed: ${to.optionsError}` });
-  if (to.options.some((o) => o.kind === 0)) v.push({ invariant: 'marked-option', detail: 'output option list has an EOL' });
-  const appended = out.subarray(input.length);
+  const tail = out.subarray(from + OPT_LEN);
+  if (tail.some((b) => b !== 0)) v.push({ invariant: 'marked-option', detail: `after our option (at option byte ${at}) come ${tail.toString('hex')}, want the EOL and zeros` });
+  const appended = out.subarray(from, from + OPT_LEN);
   const candidates = policy ? [policy] : POLICIES.filter((p) => p.kind === appended[0] && p.exid === appended.readUInt16BE(2));
   const p = candidates[0];
   if (!p) {
@@ -166,7 +184,7 @@ function eligibility(input: Buffer, pi: ParsedFrame, policy: PolicyDef | null): 
   if (t.doff < 5) why.push(`doff ${t.doff}`);
   const opts = parseTcpOptions(t.optionBytes);
   if (opts.error) why.push(`its options are malformed (${opts.error})`);
-  if (opts.options.some((o) => o.kind === 0)) why.push('its options hold an EOL');
+  if (opts.options.some((o) => o.kind === 29)) why.push('it carries TCP-AO, whose MAC covers the options');
   if (t.optionBytes.length + OPT_LEN > 40) why.push(`${t.optionBytes.length} option bytes leave no room for ${OPT_LEN}`);
   if (policy && opts.options.some((o) => o.kind === policy.kind && o.length >= 4 && o.data.readUInt16BE(0) === policy.exid)) why.push('it already carries our option');
   return why.length > 0 ? [{ invariant: 'marked-eligible', detail: `marked a packet that must pass: ${why.join('; ')}` }] : [];

@@ -19,6 +19,7 @@ import { installWorld, type Device } from './world.js';
 import { generateVerifierCase } from './verifier-generate.js';
 import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKind, verifierVerdict, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
 import { installVerifierWorld } from './verifier-world.js';
+import { describeSequence, generateFragmentCase, runSequence, sequenceCounters, sequenceKind, type SequenceVerdict } from './fragments.js';
 
 export const DEFAULT_MARKER_OBJECT = fileURLToPath(new URL('../../build/bpf/marker.bpf.o', import.meta.url));
 export const DEFAULT_VERIFIER_OBJECT = fileURLToPath(new URL('../../build/bpf/verifier.bpf.o', import.meta.url));
@@ -67,6 +68,8 @@ export interface Target<V = Verdict> {
   check(input: Buffer, verdict: V, retval: number, out: Buffer): Violation[];
   /** the ctx_in of a run (default: a struct __sk_buff with the device's ifindex and the case's GSO fields, when needed) */
   ctxIn?(device: Device, c: FuzzCase): Buffer | undefined;
+  /** run a case itself (a sequence of frames), in place of one test run of `c.frame` judged by verdict() and check() */
+  run?(prog: NativeProgram, c: FuzzCase, device: Device): { verdict: V; retval: number; out: Buffer; violations: Violation[] };
 }
 
 export function markerTarget(objectPath = DEFAULT_MARKER_OBJECT): Target<Verdict> {
@@ -110,6 +113,33 @@ export function verifierTarget(hook: VerifierHook, objectPath = DEFAULT_VERIFIER
       }
       return skbCtx(device, c);
     },
+  };
+}
+
+/**
+ * Fragment sequences at the verifier's XDP entry point, reassembled as the stack does it
+ * (fragments.ts): every fragment is held to the per-packet model, and nothing the verifier
+ * lets through may become a SYN without a valid token toward a port a policy enforces.
+ */
+export function fragmentsTarget(objectPath = DEFAULT_VERIFIER_OBJECT): Target<SequenceVerdict> {
+  const xdpCtx = (device: Device) => (frame: Buffer): Buffer => {
+    const ctx = Buffer.alloc(XDP_CTX_SIZE);
+    ctx.writeUInt32LE(frame.length, XDP_CTX_DATA_END);
+    ctx.writeUInt32LE(device.ifindex, XDP_CTX_INGRESS_IFINDEX);
+    return ctx;
+  };
+  return {
+    name: 'fragments',
+    objectPath,
+    programName: 'nt_verify_xdp',
+    install: installVerifierWorld,
+    generate: (seed, index) => generateFragmentCase(seed, index),
+    verdict: (frame, _device, c) => ({ frames: (c.frames ?? [frame]).map((f) => verifierVerdict(f, c.device)), outcome: 'not run' }),
+    kind: sequenceKind,
+    counters: sequenceCounters,
+    describe: describeSequence,
+    check: () => [],
+    run: (prog, c, device) => runSequence(prog, 'xdp', c, device, c.device, xdpCtx(device)),
   };
 }
 
@@ -180,6 +210,14 @@ export class Fuzzer<V = Verdict> {
     // A case made for more devices than this run has runs on the loopback device.
     const c = fuzzCase.device < this.devices.length ? fuzzCase : { ...fuzzCase, device: 0 };
     const device = this.devices[c.device]!;
+    if (this.target.run) {
+      try {
+        return { fuzzCase: c, device, ...this.target.run(this.prog, c, device) };
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        return { fuzzCase: c, device, verdict: this.target.verdict(c.frame, device, c), retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+      }
+    }
     const ctxIn = this.target.ctxIn ? this.target.ctxIn(device, c) : skbCtx(device, c);
     const verdict = this.target.verdict(c.frame, device, c);
     let r: { retval: number; data: Buffer };

@@ -20,6 +20,8 @@ export interface FuzzCase {
   gsoSize: number;
   /** how the case was made, for the person reading a failure */
   recipe: string[];
+  /** a sequence of frames sent one after the other (fragments.ts); `frame` is the first */
+  frames?: Buffer[];
 }
 
 /** Where the generator put the headers (before any mutation). */

@@ -4,7 +4,8 @@
  * point) through BPF_PROG_TEST_RUN and checks every output; each failure prints
  * `seed=<n> case=<i> target=<t>`, replayable with `--target <t> --replay <n>:<i>`.
  *
- *   --target <t>        marker, verifier-xdp, verifier-tc, verifier (both hooks) or all (default)
+ *   --target <t>        marker, verifier-xdp, verifier-tc, verifier (both hooks), fragments
+ *                       (fragment sequences through the verifier, reassembled) or all (default)
  *   --seed <n>          run seed (default: derived from the time, printed)
  *   --count <n>         cases to run per target (default 100000)
  *   --start <i>         first case number (default 0)
@@ -24,7 +25,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { COUNTERS } from '../src/lib/abi.js';
-import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fragmentsTarget, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -32,7 +33,7 @@ const DISPLAY = 'node dist/fuzz/main.js';
 
 class UsageError extends Error {}
 
-export const TARGETS = ['marker', 'verifier-xdp', 'verifier-tc'] as const;
+export const TARGETS = ['marker', 'verifier-xdp', 'verifier-tc', 'fragments'] as const;
 type TargetName = (typeof TARGETS)[number];
 const TARGET_GROUPS: Record<string, readonly TargetName[]> = {
   all: TARGETS,
@@ -40,6 +41,7 @@ const TARGET_GROUPS: Record<string, readonly TargetName[]> = {
   marker: ['marker'],
   'verifier-xdp': ['verifier-xdp'],
   'verifier-tc': ['verifier-tc'],
+  fragments: ['fragments'],
 };
 
 interface Config {
@@ -84,7 +86,7 @@ function parseConfig(argv: string[]): Config {
   });
   if (values.help) {
     process.stdout.write(
-      `usage: ${DISPLAY} [--target all|marker|verifier|verifier-xdp|verifier-tc] [--seed N] [--count N] [--start I] [--max-failures N]\n` +
+      `usage: ${DISPLAY} [--target all|marker|verifier|verifier-xdp|verifier-tc|fragments] [--seed N] [--count N] [--start I] [--max-failures N]\n` +
         `       ${' '.repeat(DISPLAY.length)} [--object PATH] [--verifier-object PATH] [--no-netns] [--json]\n` +
         `       ${DISPLAY} --target TARGET --replay SEED:CASE [--no-netns]\n`,
     );
@@ -124,6 +126,8 @@ function makeTarget(name: TargetName, cfg: Config): Target<unknown> {
       return markerTarget(cfg.object) as Target<unknown>;
     case 'verifier-xdp':
       return verifierTarget('xdp', cfg.verifierObject) as Target<unknown>;
+    case 'fragments':
+      return fragmentsTarget(cfg.verifierObject) as Target<unknown>;
     default:
       return verifierTarget('tc', cfg.verifierObject) as Target<unknown>;
   }
@@ -135,7 +139,7 @@ function printSummary(s: FuzzSummary): void {
   out.push(`fuzzed ${s.cases} packets (target ${s.target}, seed ${s.seed}, cases ${s.start}..${last}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ${s.casesPerSecond} cases/s`);
   out.push(`devices: ${s.devices.map((d) => `${d.name} (ifindex ${d.ifindex}, mtu ${d.mtu})`).join(', ')}`);
   out.push(`expected (${s.target}): ${Object.entries(s.verdicts).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ')}`);
-  const verifier = s.target.startsWith('verifier');
+  const verifier = s.target.startsWith('verifier') || s.target === 'fragments';
   const names = COUNTERS.filter((n) => (s.counters[n] ?? 0) > 0 || (verifier ? n.startsWith('verify_') : n.startsWith('skipped_') || n === 'marked'));
   out.push(`counters: ${names.map((n) => `${n}=${s.counters[n] ?? 0}`).join(' ')}`);
   if (s.failures === 0) out.push(s.stoppedEarly ? 'stopped early; no invariant broken so far' : 'every invariant held');

@@ -12,12 +12,14 @@ import { TokenModeCode } from '../src/lib/abi.js';
 import { keyedToken } from '../src/lib/siphash.js';
 import { extLength, genOther, ipv4Options, ipv6Ext, mutate, someOption, testRunMinimum, validOptions, vlanTags, type FuzzCase, type Layout } from './generate.js';
 import { Rng } from './rng.js';
-import { KEYED_EPOCH, POLICIES, policyById, type PolicyDef } from './world.js';
+import { POLICIES, epochOf, policyById, type PolicyDef } from './world.js';
 import { SRC_V4_POOLS, SRC_V6_POOLS, rulesFor, ruleFor } from './verifier-world.js';
 
 const TCP_ECE = 0x40;
 const TCP_CWR = 0x80;
 const OPT_LEN = 12;
+/** Byte 13 of a TCP header: the flags. */
+const NT_TCP_FLAGS_OFF = 13;
 const U64_MAX = (1n << 64n) - 1n;
 
 /** Ports drawn besides those of the device's rules: other devices' ports, port 0, anything. */
@@ -64,7 +66,9 @@ function flipBit(rng: Rng, b: Buffer): Buffer {
 /** An 8-byte value for policy `p` on this SYN: one it accepts, or one of many near misses. */
 function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buffer {
   const isKeyed = p.mode === TokenModeCode.Keyed;
-  const good = (): Buffer => (isKeyed ? keyed(p, p.current, f, KEYED_EPOCH) : p.current);
+  // A keyed policy without an epoch length signs nothing: any epoch will do for its near misses.
+  const e = isKeyed && p.epochSeconds !== 0 ? epochOf(p) : 1n;
+  const good = (): Buffer => (isKeyed ? keyed(p, p.current, f, e) : p.current);
   const choice = rng.weighted<string>(isKeyed
     ? [
       [22, 'current key, this epoch'],
@@ -72,7 +76,9 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
       [6, 'previous key, this epoch'],
       [4, 'previous key, previous epoch'],
       [5, 'next epoch'],
+      [3, 'previous key, next epoch'],
       [4, 'two epochs ago'],
+      [2, 'two epochs on'],
       [5, 'another key'],
       [8, 'another flow'],
       [4, 'every field bound'],
@@ -100,17 +106,21 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
     case 'current key, this epoch':
       return good();
     case 'current key, previous epoch':
-      return keyed(p, p.current, f, KEYED_EPOCH - 1n);
+      return keyed(p, p.current, f, e - 1n);
     case 'previous key, this epoch':
-      return keyed(p, p.previous ?? p.current, f, KEYED_EPOCH);
+      return keyed(p, p.previous ?? p.current, f, e);
     case 'previous key, previous epoch':
-      return keyed(p, p.previous ?? p.current, f, KEYED_EPOCH - 1n);
+      return keyed(p, p.previous ?? p.current, f, e - 1n);
     case 'next epoch':
-      return keyed(p, p.current, f, KEYED_EPOCH + 1n);
+      return keyed(p, p.current, f, e + 1n);
+    case 'previous key, next epoch':
+      return keyed(p, p.previous ?? p.current, f, e + 1n);
     case 'two epochs ago':
-      return keyed(p, p.current, f, KEYED_EPOCH - 2n);
+      return keyed(p, p.current, f, e - 2n);
+    case 'two epochs on':
+      return keyed(p, p.current, f, e + 2n);
     case 'another key':
-      return keyed(p, rng.bytes(16), f, KEYED_EPOCH);
+      return keyed(p, rng.bytes(16), f, e);
     case 'another flow': {
       const which = rng.int(5);
       const g = { ...f };
@@ -120,12 +130,12 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
       else if (which === 3) g.src = f.src.includes(':') ? '2001:db8::dead' : '10.200.0.1';
       else g.dst = f.dst.includes(':') ? '2001:db8::beef' : '10.201.0.1';
       recipe.push(`  flow field changed: ${['sport', 'dport', 'seq', 'src', 'dst'][which] ?? ''}`);
-      return keyed(p, p.current, g, KEYED_EPOCH);
+      return keyed(p, p.current, g, e);
     }
     case 'every field bound':
-      return keyed(p, p.current, f, KEYED_EPOCH, 0x1f);
+      return keyed(p, p.current, f, e, 0x1f);
     case 'one bit off':
-      return flipBit(rng, rng.chance(0.7) ? good() : (p.previous ? (isKeyed ? keyed(p, p.previous, f, KEYED_EPOCH) : p.previous) : good()));
+      return flipBit(rng, rng.chance(0.7) ? good() : (p.previous ? (isKeyed ? keyed(p, p.previous, f, e) : p.previous) : good()));
     case 'byte order reversed':
       return Buffer.from(good()).reverse();
     case 'zero':
@@ -134,7 +144,7 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
       return rng.bytes(8);
     default: {
       const o = rng.pick(POLICIES);
-      return o.mode === TokenModeCode.Keyed && o.epochSeconds !== 0 ? keyed(o, o.current, f, KEYED_EPOCH) : o.current.subarray(0, 8);
+      return o.mode === TokenModeCode.Keyed && o.epochSeconds !== 0 ? keyed(o, o.current, f, epochOf(o)) : o.current.subarray(0, 8);
     }
   }
 }
@@ -344,8 +354,11 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
     [5, rng.int(0x10000)],
   ]);
   // The first fragment of a SYN split by its sender: the TCP header or the options continue
-  // in a fragment the verifier never sees together with this one.
-  const split = lie === 'none' && rng.chance(0.05) ? rng.pick(family === 4 ? [8, 16, 24, 32, 40] : [24, 32, 40]) : 0;
+  // in a fragment the verifier never sees together with this one. Any size: the stack keeps
+  // a multiple of 8 of a fragment that is not the last.
+  const split = lie === 'none' && rng.chance(0.07)
+    ? rng.weighted<number>([[3, rng.pick(family === 4 ? [8, 16, 24, 32, 40] : [24, 32, 40])], [5, rng.range(1, 64)]])
+    : 0;
   const frame = buildFrame({
     vlan,
     src: f.src,
@@ -364,7 +377,12 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
   const l4 = family === 4 ? l3 + 20 + ipOptLen : l3 + 40 + extLength(ext);
   if (split > 0 && frame.length - l4 > split) {
     recipe.push(`sent as fragments: the first holds ${split} of the ${frame.length - l4} TCP bytes`);
-    const seg = frame.subarray(l4, l4 + split);
+    const seg = Buffer.from(frame.subarray(l4, l4 + split));
+    if (seg.length > NT_TCP_FLAGS_OFF && rng.chance(0.3)) {
+      // Flags that say ACK in bytes reassembly may not keep: a later fragment can bring SYN.
+      seg[NT_TCP_FLAGS_OFF] = rng.pick([TCP_ACK, TCP_ACK | TCP_PSH, 0]);
+      recipe.push(`  its flags byte says 0x${(seg[NT_TCP_FLAGS_OFF] ?? 0).toString(16)}`);
+    }
     const common = { vlan, src: f.src, dst: f.dst, ttl: 64, protocol: 6, payload: seg };
     if (family === 4) return { frame: buildFrame({ ...common, ipOptions, mf: true, fragOffset: 0, df: false, ipId: rng.int(0x10000) }), layout: { l3, family, l4 } };
     const fragHeader: Ipv6ExtHeader = { type: 44, body: Buffer.concat([Buffer.from([0, 1]), rng.bytes(4)]) };

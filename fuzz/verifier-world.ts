@@ -55,6 +55,8 @@ export const INGRESS_RULES: ReadonlyArray<readonly IngressRuleDef[]> = [
     r(9, OUT_OF_RANGE_POLICY_ID, Enforce),
     r(110, 1, ODD_ACTION),
     r(993, 6, Enforce, NO_REPLAY),
+    r(7777, 9, Enforce),
+    r(8888, 10, Enforce),
     r(0, 4, Monitor),
   ],
   [
@@ -67,6 +69,7 @@ export const INGRESS_RULES: ReadonlyArray<readonly IngressRuleDef[]> = [
     r(8443, 7, Enforce),
     r(22, 6, Enforce, NO_REPLAY),
     r(25, 5, Enforce),
+    r(8888, 10, Monitor),
   ],
 ];
 

@@ -20,6 +20,8 @@ export interface PolicyDef {
   previous?: Buffer;
   /** Keyed only */
   epochSeconds: number;
+  /** Keyed only: the clock skew the verifier tolerates (struct nt_policy.skew_seconds) */
+  skewSeconds: number;
   bind: number;
 }
 
@@ -51,10 +53,11 @@ const staticPolicy = (id: number, kind: number, exid: number, token: string, pre
   current: Buffer.from(token, 'hex'),
   ...(previous ? { previous: Buffer.from(previous, 'hex') } : {}),
   epochSeconds: 0,
+  skewSeconds: 0,
   bind: 0,
 });
 
-const keyedPolicy = (id: number, kind: number, exid: number, key: string, bind: number, epochSeconds: number, previous?: string): PolicyDef => ({
+const keyedPolicy = (id: number, kind: number, exid: number, key: string, bind: number, epochSeconds: number, skewSeconds: number, previous?: string): PolicyDef => ({
   id,
   mode: TokenModeCode.Keyed,
   kind,
@@ -62,19 +65,38 @@ const keyedPolicy = (id: number, kind: number, exid: number, key: string, bind: 
   current: Buffer.from(key, 'hex'),
   ...(previous ? { previous: Buffer.from(previous, 'hex') } : {}),
   epochSeconds,
+  skewSeconds,
   bind,
 });
 
 /**
- * Keyed epochs must not depend on when a case runs. The marker computes
- * epoch = (TAI ns - nt_clock.tai_offset_ns) / 1e9 / epochSeconds; with epochSeconds
- * 2^32-1 and an offset of minus one such epoch, that is 1 until the year 2106, for
- * any TAI-UTC offset the host has. 1 rather than 0, so that the epoch bytes of the
- * SipHash message are not all zero.
+ * Keyed epochs must not depend on when a case runs. The programs compute unix time as
+ * TAI ns - nt_clock.tai_offset_ns; the world sets the offset so that their clock reads
+ * WORLD_UNIX_SECONDS when it is installed (to within the host's TAI-UTC offset, at most
+ * 37 s), and every epoch boundary a policy has is at least 1200 s from that instant
+ * and from its skew window's edges: runs of up to 20 minutes see one fixed answer.
+ *
+ * With epochSeconds 2^32-1 the world is 1800 s before the end of epoch 1 (1 rather than 0,
+ * so that the epoch bytes of the SipHash message are not all zero); with
+ * ODD_EPOCH_SECONDS it is 1800 s into epoch 2. A skew of 3600 s reaches into the next
+ * epoch in the first case and back into the previous one in the second; 600 s reaches
+ * neither.
  */
 export const KEYED_EPOCH_SECONDS = 0xffffffff;
-export const KEYED_EPOCH = 1n;
-export const CLOCK_TAI_OFFSET_NS = -BigInt(KEYED_EPOCH_SECONDS) * 1_000_000_000n;
+export const WORLD_UNIX_SECONDS = 2n * BigInt(KEYED_EPOCH_SECONDS) - 1800n;
+const ODD_EPOCH_SECONDS = Number((WORLD_UNIX_SECONDS - 1800n) / 2n);
+
+/** The epoch a policy's tokens carry at the world's clock (what the marker signs with). */
+export function epochOf(p: Pick<PolicyDef, 'epochSeconds'>): bigint {
+  return WORLD_UNIX_SECONDS / BigInt(p.epochSeconds);
+}
+
+/** The epochs a verifier accepts for `p` at the world's clock: its own, and those its skew reaches. */
+export function acceptedEpochs(p: Pick<PolicyDef, 'epochSeconds' | 'skewSeconds'>): bigint[] {
+  const period = BigInt(p.epochSeconds);
+  const skew = BigInt(Math.min(p.skewSeconds, p.epochSeconds));
+  return [...new Set([WORLD_UNIX_SECONDS / period, (WORLD_UNIX_SECONDS - skew) / period, (WORLD_UNIX_SECONDS + skew) / period])];
+}
 
 /**
  * Token bytes that look like options (EOL, NOP, our kind and length, our ExID) catch a
@@ -85,11 +107,15 @@ export const POLICIES: readonly PolicyDef[] = [
   staticPolicy(2, 254, 0x4e54, '0001fd0c4e540000'),
   staticPolicy(4, 253, 0xbeef, 'fe0c4e54fd0c0101'),
   staticPolicy(5, 254, 0x0000, '0000000000000000'),
-  keyedPolicy(6, 253, 0x6b79, '000102030405060708090a0b0c0d0e0f', BIND_ALL, KEYED_EPOCH_SECONDS, 'ffeeddccbbaa99887766554433221100'),
-  // The same kind and ExID as policy 1, bound to fewer fields.
-  keyedPolicy(7, 253, 0x4e54, '7f00000000000000000000000000ff01', BindBit.SourceAddress | BindBit.DestinationPort, KEYED_EPOCH_SECONDS),
+  keyedPolicy(6, 253, 0x6b79, '000102030405060708090a0b0c0d0e0f', BIND_ALL, KEYED_EPOCH_SECONDS, 600, 'ffeeddccbbaa99887766554433221100'),
+  // The same kind and ExID as policy 1, bound to fewer fields, no skew.
+  keyedPolicy(7, 253, 0x4e54, '7f00000000000000000000000000ff01', BindBit.SourceAddress | BindBit.DestinationPort, KEYED_EPOCH_SECONDS, 0),
   // No epoch length: the marker cannot compute an epoch and must count skipped_no_clock.
-  keyedPolicy(8, 254, 0x6b79, '11111111111111111111111111111111', BIND_ALL, 0),
+  keyedPolicy(8, 254, 0x6b79, '11111111111111111111111111111111', BIND_ALL, 0, 5),
+  // Near the end of its epoch with a skew that reaches the next one.
+  keyedPolicy(9, 253, 0x9999, '9999999999999999aaaaaaaaaaaaaaaa', BIND_ALL, KEYED_EPOCH_SECONDS, 3600),
+  // Near the start of its epoch with a skew that reaches back, and a previous key.
+  keyedPolicy(10, 254, 0x4e54, '0a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d', BIND_ALL, ODD_EPOCH_SECONDS, 3600, 'a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d0'),
 ];
 
 /** Referenced by rules, never written: the slot stays NT_MODE_NONE. */
@@ -111,6 +137,8 @@ export const RULES: readonly RuleDef[] = [
   rule('10.2.0.0/16', 6),
   rule('10.3.0.0/16', 7, [443, 80]),
   rule('10.4.0.0/16', 8),
+  rule('10.5.0.0/16', 9),
+  rule('10.6.0.0/16', 10, [443, 8443]),
   rule('2001:db8::/32', 1),
   rule('2001:db8:1::/48', 2, [443]),
   rule('2001:db8:1:2::/64', EMPTY_POLICY_ID),
@@ -119,6 +147,8 @@ export const RULES: readonly RuleDef[] = [
   rule('2001:db8:6::/48', 6),
   rule('2001:db8:7::/48', 7, [443, 80]),
   rule('2001:db8:8::/48', 8),
+  rule('2001:db8:a::/48', 9),
+  rule('2001:db8:b::/48', 10, [443]),
 ];
 
 const DECOY_RULES: readonly RuleDef[] = [rule('0.0.0.0/0', 1), rule('::/0', 1)];
@@ -134,6 +164,8 @@ export const V4_POOLS: ReadonlyArray<readonly [number, string]> = [
   [3, '10.2.'],
   [2, '10.3.'],
   [1, '10.4.'],
+  [1, '10.5.'],
+  [1, '10.6.'],
   [1, '10.1.2.'],
   [3, '192.0.2.'],
   [2, '198.51.100.7'],
@@ -148,6 +180,8 @@ export const V6_POOLS: ReadonlyArray<readonly [number, string]> = [
   [3, '2001:db8:6:'],
   [2, '2001:db8:7:'],
   [1, '2001:db8:8:'],
+  [1, '2001:db8:a:'],
+  [1, '2001:db8:b:'],
   [1, '2001:db8:1:2:'],
   [3, 'fd00:'],
   [2, '2001:db8:5::1'],
@@ -181,9 +215,10 @@ export function installPolicies(obj: NativeObject): void {
     for (const p of POLICIES) {
       const key = Buffer.alloc(4);
       key.writeUInt32LE(p.id);
-      policies.update(key, encodePolicy({ mode: p.mode, kind: p.kind, exid: p.exid, epochSeconds: p.epochSeconds, bind: p.bind, current: p.current, ...(p.previous ? { previous: p.previous } : {}) }));
+      policies.update(key, encodePolicy({ mode: p.mode, kind: p.kind, exid: p.exid, epochSeconds: p.epochSeconds, skewSeconds: p.skewSeconds, bind: p.bind, current: p.current, ...(p.previous ? { previous: p.previous } : {}) }));
     }
-    clock.update(Buffer.alloc(4), encodeClock(CLOCK_TAI_OFFSET_NS));
+    // CLOCK_TAI now, taken as CLOCK_REALTIME: the two differ by the TAI-UTC offset, 37 s at most.
+    clock.update(Buffer.alloc(4), encodeClock(BigInt(Date.now()) * 1_000_000n - WORLD_UNIX_SECONDS * 1_000_000_000n));
   } finally {
     policies.close();
     clock.close();
@@ -223,7 +258,7 @@ export interface SynFields {
 export function tokenValue(p: PolicyDef, f: SynFields): Buffer | null {
   if (p.mode === TokenModeCode.Static) return p.current;
   if (p.mode !== TokenModeCode.Keyed || p.epochSeconds === 0) return null;
-  return keyedToken(p.current, { src: formatIp(f.saddr), dst: formatIp(f.daddr), sport: f.sport, dport: f.dport, seq: f.seq }, p.bind, KEYED_EPOCH);
+  return keyedToken(p.current, { src: formatIp(f.saddr), dst: formatIp(f.daddr), sport: f.sport, dport: f.dport, seq: f.seq }, p.bind, epochOf(p));
 }
 
 /**

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# faketime: the clock-skew test runs a marker whose wall clock is off (libfaketime).
 APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool tcpdump ethtool iproute2 linux-libc-dev
-              pkg-config cmake make g++ openssl git ca-certificates)
+              pkg-config cmake make g++ openssl git ca-certificates faketime)
 
 # Node.js 20+ with npm is a prerequisite (Debian 12's own nodejs is 18: too old).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

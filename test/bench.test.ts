@@ -81,11 +81,13 @@ test('the benchmarks run and record every row, measured or not yet available', a
       assert.equal(find('connection rate', mode, 'marker + verifier (Enforce)').length, 1);
       assert.deepEqual(find('connection rate', mode, 'marker')[0]!.target, { kind: 'at least', ratio: 0.95 });
     }
-    for (const config of ['no hook', 'marker']) {
+    for (const config of ['no hook', 'marker', 'verifier (tc, Enforce on another port)']) {
       const got = find('bulk throughput', /one established connection/, config);
       assert.equal(got.length, 1, `bulk ${config}: got ${got.length} rows`);
       assert.ok(got[0]!.value !== null && got[0]!.value > 0, `bulk ${config}: got ${got[0]!.value} Gbit/s`);
     }
+    assert.deepEqual(find('bulk throughput', /one established connection/, 'verifier (tc, Enforce on another port)')[0]!.target, { kind: 'at least', ratio: 0.95 }, 'received bulk data with the verifier: at least 0.95x no hook');
+    assert.equal(find('connection rate', /./, 'verifier (tc, Enforce on another port)').length, 0, 'the verifier-only setup is measured for bulk receive only');
     const opened = (results.details.connections as { connectionsOpened: Record<string, number> }).connectionsOpened;
     const marked = (results.details.connections as { counters: Record<string, Record<string, number>> }).counters.marker?.marked ?? 0;
     assert.ok(marked >= (opened.marker ?? Infinity), `the marker marked ${marked} SYNs for ${opened.marker} connections`);

@@ -16,7 +16,7 @@ int nt_bench_mark_restore(struct __sk_buff *skb)
 	err = nt_bench_save(skb, saved);
 	if (err)
 		return err;
-	return nt_bench_finish(skb, saved, NT_OPT_LEN, nt_mark(skb));
+	return nt_bench_finish(skb, saved, NT_OPT_LEN, nt_mark(skb, NT_L2_ETH));
 }
 
 SEC("tc")

@@ -1,14 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Ethernet and 802.1Q / 802.1ad tags in front of the IP header. */
+/*
+ * What comes before the IP header: an Ethernet header with up to two
+ * 802.1Q / 802.1ad tags, or nothing at all on devices without a link-layer
+ * header (tun, WireGuard, ipip, sit). Programs for the second kind are built
+ * with @l2 = NT_L2_NONE, and the skb's protocol names the IP version.
+ */
 #ifndef NT_LIB_ETH_H
 #define NT_LIB_ETH_H
 
 #include "common.h"
 
+/* How frames start on the device a program runs on: a constant at every call site. */
+#define NT_L2_ETH  0 /* an Ethernet header */
+#define NT_L2_NONE 1 /* the IP header (no link-layer header) */
+
 /*
  * Tags we look through: one 802.1Q or 802.1ad tag, or an 802.1ad outer tag
  * followed by an 802.1Q inner tag (QinQ). Tags offloaded to skb->vlan_tci
- * are not in the packet and need nothing.
+ * are not in the packet and need nothing. A third tag makes the frame
+ * unreadable: the stack may still deliver it through stacked VLAN devices.
  */
 #define NT_VLAN_MAX_DEPTH 2
 
@@ -46,15 +56,23 @@ static __always_inline int nt_proto_is_ip(__be16 proto)
 
 /**
  * nt_l2_parse() - find the IP header, by direct packet access.
+ * @l2:        NT_L2_ETH or NT_L2_NONE (a constant)
+ * @skb_proto: the skb's protocol (network order); read only with NT_L2_NONE
  * Returns enum nt_l2_result; *@proto and *@l3_off are set for NT_L2_IP.
  */
-static __always_inline int nt_l2_parse(void *data, void *data_end, __be16 *proto, __u32 *l3_off)
+static __always_inline int nt_l2_parse(void *data, void *data_end, const int l2, __be16 skb_proto,
+				       __be16 *proto, __u32 *l3_off)
 {
 	struct nt_eth_hdr *eth = data;
 	struct nt_vlan_hdr *vh;
 	__u32 off = sizeof(*eth);
 	__be16 p;
 
+	if (l2 == NT_L2_NONE) {
+		*proto = skb_proto;
+		*l3_off = 0;
+		return nt_proto_is_ip(skb_proto) ? NT_L2_IP : NT_L2_OTHER;
+	}
 	if ((void *)(eth + 1) > data_end)
 		return NT_L2_SHORT;
 	p = eth->proto;

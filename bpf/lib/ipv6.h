@@ -43,27 +43,36 @@ static __always_inline int nt_ipv6_is_ext(__u8 nexthdr)
 #define NT_IPV6_EXT_MAX 6
 
 enum nt_ipv6_walk {
-	NT_IPV6_UPPER = 0, /* reached the upper-layer header: *nexthdr, *hlen set */
+	NT_IPV6_UPPER = 0, /* reached the upper-layer header: w->nexthdr, w->hlen set */
 	NT_IPV6_NO_L4,     /* nothing to read: a later fragment, ESP, no next header */
 	NT_IPV6_OPAQUE,    /* too many headers, or unreadable: cannot tell what follows */
 };
 
+/* What nt_ipv6_walk_ext() found. */
+struct nt_ipv6_ext {
+	__u32 hlen;      /* bytes from the IPv6 header to the upper-layer header */
+	__u32 frag_data; /* for a first fragment: bytes from the IPv6 header to its fragmentable part */
+	__u8 nexthdr;    /* in: the fixed header's next header; out: the upper-layer protocol */
+	__u8 first_frag; /* a fragment header with offset 0 and More Fragments set */
+	__u8 _pad[2];
+};
+
 /**
  * nt_ipv6_walk_ext() - skip the extension headers after the fixed header.
- * @nexthdr: in: the fixed header's next header; out: the upper-layer protocol
- * @hlen:    out: bytes from the IPv6 header to the upper-layer header
  * Returns enum nt_ipv6_walk. ESP hides everything after it; every other
  * extension header has a length field (RFC 6564 format, AH in 4-byte units).
+ * A fragment header with offset 0 and M = 0 (an atomic fragment, RFC 6946)
+ * is a whole packet; with M = 1 it is a first fragment.
  */
 static __always_inline int nt_ipv6_walk_ext(void *ctx, const int xdp, __u32 l3_off,
-					    __u8 *nexthdr, __u32 *hlen)
+					    struct nt_ipv6_ext *w)
 {
 	__u32 off = sizeof(struct ipv6hdr);
-	__u8 nh = *nexthdr;
+	__u8 nh = w->nexthdr;
 
 #pragma unroll
 	for (int i = 0; i < NT_IPV6_EXT_MAX; i++) {
-		/* next header, length, and for a fragment header the offset */
+		/* next header, length, and for a fragment header the offset and M flag */
 		__u8 h[4];
 
 		if (!nt_ipv6_is_ext(nh))
@@ -77,6 +86,10 @@ static __always_inline int nt_ipv6_walk_ext(void *ctx, const int xdp, __u32 l3_o
 			if ((h[2] << 8 | h[3]) & 0xfff8)
 				return NT_IPV6_NO_L4;
 			off += 8;
+			if (h[3] & 1) {
+				w->first_frag = 1;
+				w->frag_data = off;
+			}
 		} else if (nh == NT_IPV6_NEXTHDR_AH) {
 			off += ((__u32)h[1] + 2) * 4;
 		} else {
@@ -88,8 +101,8 @@ static __always_inline int nt_ipv6_walk_ext(void *ctx, const int xdp, __u32 l3_o
 		return NT_IPV6_OPAQUE;
 	if (nh == NT_IPV6_NEXTHDR_NONE)
 		return NT_IPV6_NO_L4;
-	*nexthdr = nh;
-	*hlen = off;
+	w->nexthdr = nh;
+	w->hlen = off;
 	return NT_IPV6_UPPER;
 }
 

@@ -86,21 +86,59 @@ static __always_inline __u64 nt_unix_ns(const struct nt_clock *c)
 }
 
 /**
+ * nt_keyed_unix_s() - seconds since the unix epoch, from the clock the agent wrote.
+ * Returns 0 with *@secs set, or -1 when the agent has not written the clock.
+ */
+static __always_inline int nt_keyed_unix_s(__u64 *secs)
+{
+	__u32 zero = 0;
+	struct nt_clock *c;
+
+	c = bpf_map_lookup_elem(&nt_clock, &zero);
+	if (!c || !(c->flags & NT_CLOCK_VALID))
+		return -1;
+	*secs = nt_unix_ns(c) / NT_NSEC_PER_SEC;
+	return 0;
+}
+
+/**
  * nt_keyed_epoch() - the current epoch for @epoch_seconds.
  * Returns 0 with *@epoch set, or -1 when the agent has not written the clock
  * (or the policy has no epoch length).
  */
 static __always_inline int nt_keyed_epoch(__u32 epoch_seconds, __u64 *epoch)
 {
-	__u32 zero = 0;
-	struct nt_clock *c;
-	__u64 unix_ns;
+	__u64 now;
 
-	c = bpf_map_lookup_elem(&nt_clock, &zero);
-	if (!c || !(c->flags & NT_CLOCK_VALID) || epoch_seconds == 0)
+	if (epoch_seconds == 0 || nt_keyed_unix_s(&now))
 		return -1;
-	unix_ns = nt_unix_ns(c);
-	*epoch = unix_ns / NT_NSEC_PER_SEC / epoch_seconds;
+	*epoch = now / epoch_seconds;
+	return 0;
+}
+
+/* The epochs a verifier accepts now (nt_keyed_epochs()). */
+struct nt_epochs {
+	__u64 cur;
+	__u64 lo; /* the epoch of (now - skew): cur, or cur - 1 near the start of an epoch */
+	__u64 hi; /* the epoch of (now + skew): cur, or cur + 1 near its end */
+};
+
+/**
+ * nt_keyed_epochs() - the current epoch, and the neighbours a clock @skew
+ * seconds apart may still be in (@skew is capped at @epoch_seconds).
+ * Returns 0, or -1 without a clock or an epoch length.
+ */
+static __always_inline int nt_keyed_epochs(__u32 epoch_seconds, __u32 skew, struct nt_epochs *e)
+{
+	__u64 now;
+
+	if (epoch_seconds == 0 || nt_keyed_unix_s(&now))
+		return -1;
+	if (skew > epoch_seconds)
+		skew = epoch_seconds;
+	e->cur = now / epoch_seconds;
+	e->lo = (now >= skew ? now - skew : 0) / epoch_seconds;
+	e->hi = (now + skew) / epoch_seconds;
 	return 0;
 }
 

@@ -60,19 +60,21 @@ static __always_inline __u32 nt_lookup_policy(__u32 ifindex, const struct nt_syn
 /**
  * nt_syn_check() - every check that must pass before the packet is touched.
  * @opts: the option area, zero-filled past its end (nt_parse_syn())
- * Returns NT_C_MARKED when the option can be appended, else the skip reason.
+ * @at:   out: where the option goes (see nt_tcp_append_option())
+ * Returns NT_C_MARKED when the option can be written, else the skip reason.
  */
 static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt_syn *s,
-					  const struct nt_policy *policy, const __u8 opts[NT_TCP_OPT_BUF])
+					  const struct nt_policy *policy, const __u8 opts[NT_TCP_OPT_BUF],
+					  __u32 *at)
 {
 	struct nt_opts_scan scan;
-	__u32 mtu_len = 0;
+	__u32 optlen, mtu_len = 0;
 
-	if (s->first_frag)
-		return NT_C_SKIP_FRAGMENT;
 	/* Not marked (yet): the extension headers would have to be checked too. */
 	if (s->ipv6_ext)
 		return NT_C_SKIP_IPV6_EXT;
+	if (s->first_frag)
+		return NT_C_SKIP_FRAGMENT;
 	/*
 	 * Growing a GSO skb makes the kernel drop its GSO state (skb_gso_reset),
 	 * and the super-packet would leave as one oversized frame. A SYN is never
@@ -80,7 +82,7 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 	 */
 	if (skb->gso_segs > 1 || skb->gso_size)
 		return NT_C_SKIP_GSO;
-	if (s->tcp_len < sizeof(struct tcphdr))
+	if (s->cut || s->tcp_len < sizeof(struct tcphdr))
 		return NT_C_SKIP_MALFORMED;
 
 	/* The IP length must be exactly the headers: more means data (TFO). */
@@ -102,18 +104,19 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 		if (skb->len != s->l3_off + sizeof(struct ipv6hdr) + s->ip_len)
 			return NT_C_SKIP_MALFORMED;
 	}
-	if (s->opts_cut)
-		return NT_C_SKIP_MALFORMED;
 
-	nt_tcp_opts_scan(opts, s->tcp_len - sizeof(struct tcphdr), policy->opt_kind, policy->exid, &scan);
+	optlen = s->tcp_len - sizeof(struct tcphdr);
+	nt_tcp_opts_scan(opts, optlen, policy->opt_kind, policy->exid, &scan);
 	if (scan.flags & NT_OPTS_BAD)
 		return NT_C_SKIP_MALFORMED;
 	if (scan.ours_at != NT_OPT_NONE)
 		return NT_C_SKIP_PRESENT;
-	if (scan.flags & NT_OPTS_EOL)
-		return NT_C_SKIP_EOL;
-	if (s->tcp_len - sizeof(struct tcphdr) + NT_OPT_LEN > NT_TCP_MAX_OPT_LEN)
+	if (scan.flags & NT_OPTS_AO)
+		return NT_C_SKIP_TCP_AO;
+	if (optlen + NT_OPT_LEN > NT_TCP_MAX_OPT_LEN)
 		return NT_C_SKIP_NO_ROOM;
+	/* After the last option, or in place of an EOL (scan.end is where it stands). */
+	*at = scan.end;
 
 	/*
 	 * Ask the device whether 12 more bytes still fit. A negative answer
@@ -129,13 +132,13 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
  * @opts: its option area (see nt_syn_check()). Returns the tc action.
  */
 static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt_syn *s,
-					  const __u8 opts[NT_TCP_OPT_BUF])
+					  __u8 opts[NT_TCP_OPT_BUF])
 {
 	struct nt_policy *policy;
 	__u8 value[NT_OPT_VALUE_LEN];
 	__u8 opt[NT_OPT_LEN] __attribute__((aligned(4)));
 	__u32 ifindex = skb->ifindex;
-	__u32 policy_id, reason;
+	__u32 policy_id, reason, at = 0;
 
 	policy_id = nt_lookup_policy(ifindex, s);
 	policy = policy_id ? bpf_map_lookup_elem(&nt_policies, &policy_id) : NULL;
@@ -144,7 +147,7 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
 		return NT_PASS;
 	}
 
-	reason = nt_syn_check(skb, s, policy, opts);
+	reason = nt_syn_check(skb, s, policy, opts, &at);
 	if (reason != NT_C_MARKED) {
 		nt_count(ifindex, policy_id, reason);
 		return NT_PASS;
@@ -161,7 +164,7 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
 	}
 	nt_token_option(opt, policy->opt_kind, policy->exid, value);
 
-	switch (nt_tcp_append_option(skb, s, opt)) {
+	switch (nt_tcp_append_option(skb, s, opts, at, opt)) {
 	case NT_INS_OK:
 		nt_count(ifindex, policy_id, NT_C_MARKED);
 		return NT_PASS;
@@ -187,23 +190,23 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
  * nt_mark_syn() - a possible SYN, read and written in place. Headers not all
  * in the linear area (rare for a SYN) are made linear first. Only for a
  * program that may write the packet directly (see nt_tcp_append_option()).
- * Returns the tc action.
+ * @l2: NT_L2_ETH or NT_L2_NONE (a constant). Returns the tc action.
  */
-static __always_inline int nt_mark_syn(struct __sk_buff *skb)
+static __always_inline int nt_mark_syn(struct __sk_buff *skb, const int l2)
 {
 	struct nt_syn s = {};
-	__u8 opts[NT_TCP_OPT_BUF] = {};
+	__u8 opts[NT_TCP_OPT_BUF] __attribute__((aligned(8))) = {};
 
 	/* A fully linear skb is the rule for a SYN; else make its headers linear first. */
 	if ((long)skb->data_end - (long)skb->data < (long)skb->len)
 		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
-	switch (nt_parse_syn(skb, NT_CTX_SKB, (void *)(long)skb->data, (void *)(long)skb->data_end,
-			     skb->len, 0, &s, opts)) {
+	switch (nt_parse_syn(skb, NT_CTX_SKB, l2, skb->protocol, (void *)(long)skb->data,
+			     (void *)(long)skb->data_end, skb->len, &s, opts)) {
 	case NT_PARSE_SYN:
 		return nt_mark_parsed(skb, &s, opts);
-	case NT_PARSE_IPV6_OPAQUE:
+	case NT_PARSE_UNREADABLE:
 		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
-		nt_count(skb->ifindex, 0, NT_C_SKIP_IPV6_EXT);
+		nt_count(skb->ifindex, 0, NT_C_UNREADABLE);
 		return NT_PASS;
 	default:
 		return NT_PASS;
@@ -215,11 +218,12 @@ static __always_inline int nt_mark_syn(struct __sk_buff *skb)
  * call through @jump (a one-slot program array) into the program that runs
  * nt_mark_syn(). Should the call not be made, the SYN is counted and passes.
  */
-static __always_inline int nt_mark_entry(struct __sk_buff *skb, void *jump)
+static __always_inline int nt_mark_entry(struct __sk_buff *skb, const int l2, void *jump)
 {
 	__be16 dport = 0;
 
-	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
+	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, l2, skb->protocol,
+			&dport) == NT_CLASS_PASS)
 		return NT_PASS;
 	bpf_tail_call_static(skb, jump, 0);
 	nt_count(skb->ifindex, 0, NT_C_ERR_TAIL_CALL);
@@ -233,13 +237,14 @@ static __always_inline int nt_mark_entry(struct __sk_buff *skb, void *jump)
  * it in two (see there). The test and benchmark wrappers, whose skbs are never
  * clones, run it whole. Returns NT_PASS, or NT_DROP after a failed write.
  */
-static __always_inline int nt_mark(struct __sk_buff *skb)
+static __always_inline int nt_mark(struct __sk_buff *skb, const int l2)
 {
 	__be16 dport = 0;
 
-	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, &dport) == NT_CLASS_PASS)
+	if (nt_classify((void *)(long)skb->data, (void *)(long)skb->data_end, l2, skb->protocol,
+			&dport) == NT_CLASS_PASS)
 		return NT_PASS;
-	return nt_mark_syn(skb);
+	return nt_mark_syn(skb, l2);
 }
 
 #endif /* NT_LIB_MARK_H */

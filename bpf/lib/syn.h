@@ -3,11 +3,21 @@
  * Finding opening TCP SYNs, for the egress marker and the ingress verifier.
  * One parser in two steps, both by direct packet access:
  *  - nt_classify(): no helper calls, no map lookups. Every packet that is not
- *    a TCP SYN leaves here.
+ *    a TCP SYN, and is not broken in a way worth counting, leaves here.
  *  - nt_parse_syn(): the headers and options of a possible SYN. The caller
  *    makes the headers linear first where it can (tc: bpf_skb_pull_data();
  *    XDP sees the whole frame). Only IPv6 extension headers, whose offsets
  *    the packet itself decides, are read with helper loads.
+ *
+ * Fragments. Only a first fragment holds a TCP header, and the stack keeps of
+ * it only what reassembly keeps: a fragment that is not the last is cut to a
+ * multiple of 8 bytes of data (Linux ip_frag_queue / ip6_frag_queue), bytes a
+ * later fragment would overlap make the whole datagram go, and a fragment that
+ * lies inside one already queued is dropped. So what the first fragment holds,
+ * up to its cut length, is what the reassembled segment starts with, and
+ * anything after that comes from other fragments. The parser reads a first
+ * fragment only up to that length: a SYN whose header or options go on past
+ * it is "cut", and a first fragment too short to show the flags may be a SYN.
  */
 #ifndef NT_LIB_SYN_H
 #define NT_LIB_SYN_H
@@ -33,35 +43,35 @@ struct nt_flow {
 /* What the fast path found. */
 enum nt_class {
 	NT_CLASS_PASS = 0, /* certainly not a SYN we care about */
-	NT_CLASS_SLOW,     /* a SYN, or cannot tell with what is in the linear area */
+	NT_CLASS_SLOW,     /* a SYN, something to count, or cannot tell with what is in the linear area */
 };
 
 /* What nt_parse_syn() found. */
 enum nt_parse {
-	NT_PARSE_PASS = 0,    /* not an opening TCP SYN, or unreadable: pass, uncounted */
-	NT_PARSE_SYN,         /* a SYN: struct nt_syn is filled in */
-	NT_PARSE_IPV6_OPAQUE, /* IPv6 extension headers we cannot see past: count and pass */
-	/*
-	 * With @frag_strict only: an IPv4 first fragment whose TCP header does not
-	 * all lie inside it (but its ports do). Reassembly may still make a SYN of
-	 * it. s->flow holds the addresses and ports.
-	 */
-	NT_PARSE_FRAG_CUT,
+	NT_PARSE_PASS = 0,   /* not an opening TCP SYN (nor what reassembly could make one) */
+	NT_PARSE_SYN,        /* a SYN, or (s->cut) what reassembly may make one: struct nt_syn is filled in */
+	NT_PARSE_UNREADABLE, /* an IP frame whose headers cannot be read (NT_C_UNREADABLE) */
 };
 
 /* Where a SYN's headers are, and the fields the marker and the verifier need. */
 struct nt_syn {
 	__u32 l3_off;
 	__u32 l4_off;
+	__u32 l4_end;     /* where the TCP bytes the stack keeps of this packet end (IP length, or a first fragment's cut) */
 	__u32 ip_len;     /* IPv4 tot_len or IPv6 payload_len, host order */
 	__u32 ip_hlen;    /* IPv4 ihl * 4; IPv6 40 + extension headers */
-	__u32 tcp_len;    /* TCP header length = doff * 4 */
+	__u32 tcp_len;    /* TCP header length = doff * 4; 0 when it is not known (s->cut) */
 	__u16 doff_word;  /* 16-bit word at TCP byte 12, as in the packet */
 	__u16 check;      /* the TCP checksum field, as in the packet */
 	__u8 family;      /* 4 or 6 */
-	__u8 first_frag;  /* IPv4 first fragment (MF set, offset 0) */
+	__u8 first_frag;  /* the first fragment of a fragmented datagram */
 	__u8 ipv6_ext;    /* IPv6 extension headers before TCP */
-	__u8 opts_cut;    /* the option area runs past what may be read */
+	/*
+	 * The TCP header, options included, does not all lie before l4_end (or
+	 * shows no flags): its option area is not read, and only the addresses
+	 * and ports in s->flow are known for sure.
+	 */
+	__u8 cut;
 	struct nt_flow flow;
 };
 
@@ -69,9 +79,9 @@ struct nt_syn {
  * Bounds the verifier needs on offsets read in place. Ethernet, two VLAN tags
  * and a 60-byte IPv4 header end at byte 82; a TCP header is at most 60 bytes.
  */
-#define NT_MAX_L3_OFF       22
+#define NT_MAX_L3_OFF        22
 #define NT_DIRECT_MAX_L4_OFF 128
-#define NT_TCP_MAX_HDR_LEN  60
+#define NT_TCP_MAX_HDR_LEN   60
 
 /*
  * @x & 0xff, done where the compiler cannot see it. Verifier workaround: for
@@ -86,44 +96,48 @@ static __always_inline __u64 nt_bound_off(__u64 x)
 
 /**
  * nt_classify() - fast path: is this possibly an opening TCP SYN?
- * Reads only [@data, @data_end) (the linear area); when a header is not there,
- * answers NT_CLASS_SLOW with *@dport 0. For a SYN it sees whole, *@dport is
- * its destination port in network byte order.
+ * @l2, @skb_proto: as for nt_l2_parse()
+ * Reads only [@data, @data_end) (the linear area). Answers NT_CLASS_SLOW for
+ * a SYN, for a frame to count as unreadable, and when a header is not in the
+ * linear area (then with *@dport 0). For a SYN it sees whole, *@dport is its
+ * destination port in network byte order.
  */
-static __always_inline int nt_classify(void *data, void *data_end, __be16 *dport)
+static __always_inline int nt_classify(void *data, void *data_end, const int l2, __be16 skb_proto,
+				       __be16 *dport)
 {
 	__u8 *tcp;
 	__be16 proto;
 	__u32 off;
 
-	switch (nt_l2_parse(data, data_end, &proto, &off)) {
+	switch (nt_l2_parse(data, data_end, l2, skb_proto, &proto, &off)) {
 	case NT_L2_IP:
 		break;
-	case NT_L2_SHORT:
-		return NT_CLASS_SLOW;
-	default:
+	case NT_L2_OTHER:
 		return NT_CLASS_PASS;
+	default:
+		return NT_CLASS_SLOW;
 	}
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = data + off;
-		__u32 hlen;
 
 		if ((void *)(iph + 1) > data_end)
+			return NT_CLASS_SLOW;
+		/* A broken header is counted on the slow path. */
+		if (iph->version != 4 || iph->ihl < 5)
 			return NT_CLASS_SLOW;
 		if (iph->protocol != IPPROTO_TCP || nt_ipv4_is_later_fragment(iph))
 			return NT_CLASS_PASS;
 		/* Its TCP header may be cut short, with other bytes after it: look closer. */
 		if (nt_ipv4_is_first_fragment(iph))
 			return NT_CLASS_SLOW;
-		hlen = nt_ipv4_hlen(iph);
-		if (hlen < sizeof(*iph))
-			return NT_CLASS_PASS;
-		tcp = (__u8 *)iph + hlen;
+		tcp = (__u8 *)iph + nt_ipv4_hlen(iph);
 	} else {
 		struct ipv6hdr *ip6h = data + off;
 
 		if ((void *)(ip6h + 1) > data_end)
+			return NT_CLASS_SLOW;
+		if (ip6h->version != 6)
 			return NT_CLASS_SLOW;
 		if (ip6h->nexthdr != IPPROTO_TCP) {
 			/* Extension headers are walked on the slow path; ESP hides what follows. */
@@ -143,66 +157,95 @@ static __always_inline int nt_classify(void *data, void *data_end, __be16 *dport
 
 /**
  * nt_parse_ip() - the IP header of a possible SYN, read in place.
- * Fills the addresses, family, lengths and s->l4_off. Returns NT_PARSE_SYN
- * when a TCP header should follow at s->l4_off, else enum nt_parse.
+ * Fills the addresses, family, lengths, s->l4_off and s->l4_end. Returns
+ * NT_PARSE_SYN when a TCP header should follow at s->l4_off, else enum nt_parse.
  */
-static __always_inline int nt_parse_ip(void *ctx, const int xdp, void *data, void *data_end,
-				       struct nt_syn *s)
+static __always_inline int nt_parse_ip(void *ctx, const int xdp, const int l2, __be16 skb_proto,
+				       void *data, void *data_end, __u32 pkt_len, struct nt_syn *s)
 {
 	__be16 proto;
-	__u32 l3_off;
+	__u32 l3_off, ip_end;
 
-	if (nt_l2_parse(data, data_end, &proto, &l3_off) != NT_L2_IP)
+	switch (nt_l2_parse(data, data_end, l2, skb_proto, &proto, &l3_off)) {
+	case NT_L2_IP:
+		break;
+	case NT_L2_OTHER:
 		return NT_PARSE_PASS;
+	default:
+		return NT_PARSE_UNREADABLE;
+	}
 	l3_off = nt_bound_off(l3_off);
 	if (l3_off > NT_MAX_L3_OFF)
-		return NT_PARSE_PASS;
+		return NT_PARSE_UNREADABLE;
 	s->l3_off = l3_off;
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = data + l3_off;
 
 		if ((void *)(iph + 1) > data_end)
-			return NT_PARSE_PASS;
-		if (iph->version != 4 || iph->protocol != IPPROTO_TCP || nt_ipv4_is_later_fragment(iph))
-			return NT_PARSE_PASS;
-		s->ip_hlen = nt_ipv4_hlen(iph);
-		if (s->ip_hlen < sizeof(*iph))
+			return NT_PARSE_UNREADABLE;
+		if (iph->version != 4 || iph->ihl < 5)
+			return NT_PARSE_UNREADABLE;
+		if (iph->protocol != IPPROTO_TCP || nt_ipv4_is_later_fragment(iph))
 			return NT_PARSE_PASS;
 		s->family = 4;
+		s->ip_hlen = nt_ipv4_hlen(iph);
 		s->ip_len = bpf_ntohs(iph->tot_len);
-		s->first_frag = nt_ipv4_is_first_fragment(iph);
+		/* The stack drops a packet whose length field disagrees with its header or size. */
+		if (s->ip_len < s->ip_hlen || l3_off + s->ip_len > pkt_len)
+			return NT_PARSE_UNREADABLE;
+		ip_end = l3_off + s->ip_len;
+		s->l4_off = l3_off + s->ip_hlen;
+		s->l4_end = ip_end;
+		if (nt_ipv4_is_first_fragment(iph)) {
+			s->first_frag = 1;
+			s->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);
+		}
 		__builtin_memcpy(s->flow.saddr, &iph->saddr, 4);
 		__builtin_memcpy(s->flow.daddr, &iph->daddr, 4);
 	} else {
 		struct ipv6hdr *ip6h = data + l3_off;
-		__u8 nexthdr;
+		struct nt_ipv6_ext w = {};
 
 		if ((void *)(ip6h + 1) > data_end)
-			return NT_PARSE_PASS;
+			return NT_PARSE_UNREADABLE;
 		if (ip6h->version != 6)
-			return NT_PARSE_PASS;
-		nexthdr = ip6h->nexthdr;
-		s->ip_hlen = sizeof(*ip6h);
-		if (nexthdr != IPPROTO_TCP) {
-			switch (nt_ipv6_walk_ext(ctx, xdp, l3_off, &nexthdr, &s->ip_hlen)) {
+			return NT_PARSE_UNREADABLE;
+		s->family = 6;
+		s->ip_len = bpf_ntohs(ip6h->payload_len);
+		if (l3_off + sizeof(*ip6h) + s->ip_len > pkt_len)
+			return NT_PARSE_UNREADABLE;
+		ip_end = l3_off + sizeof(*ip6h) + s->ip_len;
+		w.nexthdr = ip6h->nexthdr;
+		w.hlen = sizeof(*ip6h);
+		if (w.nexthdr != IPPROTO_TCP) {
+			switch (nt_ipv6_walk_ext(ctx, xdp, l3_off, &w)) {
 			case NT_IPV6_UPPER:
 				break;
 			case NT_IPV6_OPAQUE:
-				return NT_PARSE_IPV6_OPAQUE;
+				return NT_PARSE_UNREADABLE;
 			default:
 				return NT_PARSE_PASS;
 			}
-			if (nexthdr != IPPROTO_TCP)
+			if (w.nexthdr != IPPROTO_TCP)
 				return NT_PARSE_PASS;
 			s->ipv6_ext = 1;
 		}
-		s->family = 6;
-		s->ip_len = bpf_ntohs(ip6h->payload_len);
+		s->ip_hlen = w.hlen;
+		s->l4_off = l3_off + w.hlen;
+		s->l4_end = ip_end;
+		if (w.first_frag) {
+			__u32 frag_data = l3_off + w.frag_data;
+
+			/* RFC 8200 4.5: the first fragment holds the TCP header, or the stack drops it. */
+			if (s->l4_off + sizeof(struct tcphdr) > ip_end || frag_data > ip_end)
+				return NT_PARSE_UNREADABLE;
+			s->first_frag = 1;
+			s->l4_end = frag_data + ((ip_end - frag_data) & ~7U);
+		}
 		__builtin_memcpy(s->flow.saddr, &ip6h->saddr, 16);
 		__builtin_memcpy(s->flow.daddr, &ip6h->daddr, 16);
 	}
-	s->l4_off = l3_off + s->ip_hlen;
 	return NT_PARSE_SYN;
 }
 
@@ -227,106 +270,111 @@ static __always_inline int nt_read(void *ctx, const int xdp, void *data, void *d
 
 /**
  * nt_parse_syn() - read the headers and options of a possible SYN.
- * @pkt_len:     the packet's length (what nt_load() could reach)
- * @frag_strict: read an IPv4 first fragment only up to its IP length (the
- *               verifier: bytes after it are not the datagram's); without
- *               it the marker reads the frame as if they were
- * @opts:        NT_TCP_OPT_BUF bytes zeroed by the caller; on NT_PARSE_SYN
- *               it holds the option area unless s->opts_cut
+ * @l2, @skb_proto: as for nt_l2_parse()
+ * @pkt_len:        the packet's length (the skb's, or the XDP frame's)
+ * @opts:           NT_TCP_OPT_BUF bytes zeroed by the caller; on NT_PARSE_SYN
+ *                  it holds the option area unless s->cut
  * Returns enum nt_parse; on NT_PARSE_SYN, @s describes the packet.
  */
-static __always_inline int nt_parse_syn(void *ctx, const int xdp, void *data, void *data_end,
-					__u32 pkt_len, const int frag_strict, struct nt_syn *s,
+static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, __be16 skb_proto,
+					void *data, void *data_end, __u32 pkt_len, struct nt_syn *s,
 					__u8 opts[NT_TCP_OPT_BUF])
 {
-	struct tcphdr th;
-	__u32 l4_off, avail, optlen;
+	__u8 th[sizeof(struct tcphdr)];
+	__u32 l4_off, l4_end, optlen;
 	int r, direct;
 
-	r = nt_parse_ip(ctx, xdp, data, data_end, s);
+	r = nt_parse_ip(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, s);
 	if (r != NT_PARSE_SYN)
 		return r;
 	l4_off = s->l4_off;
+	l4_end = s->l4_end;
 	/* Offsets a walk of extension headers decided are read through helpers. */
 	direct = !s->ipv6_ext && l4_off <= NT_DIRECT_MAX_L4_OFF;
-	/* What may be read: the packet, or for a strict first fragment its IP length. */
-	avail = pkt_len;
-	if (frag_strict && s->first_frag)
-		avail = s->l3_off + s->ip_len;
 
-	if (l4_off + sizeof(th) > avail ||
-	    nt_read(ctx, xdp, data, data_end, direct, l4_off, &th, sizeof(th))) {
-		__u8 head[NT_TCP_FLAGS_OFF + 1];
-
-		if (!(frag_strict && s->first_frag))
-			return NT_PARSE_PASS;
-		/* Flags in the fragment: only a SYN matters. Else the ports, if there. */
-		if (l4_off + sizeof(head) <= avail &&
-		    !nt_read(ctx, xdp, data, data_end, direct, l4_off, head, sizeof(head))) {
-			if (!nt_tcp_is_syn(head[NT_TCP_FLAGS_OFF]))
-				return NT_PARSE_PASS;
-		} else if (l4_off + 4 > avail ||
-			   nt_read(ctx, xdp, data, data_end, direct, l4_off, head, 4)) {
-			/* Not even the ports: a first fragment must hold 8 bytes, the stack drops it. */
-			return NT_PARSE_PASS;
-		}
-		__builtin_memcpy(&s->flow.sport, &head[0], 2);
-		__builtin_memcpy(&s->flow.dport, &head[2], 2);
-		s->flow.family = s->family;
-		return NT_PARSE_FRAG_CUT;
-	}
-	if (!nt_tcp_is_syn(((__u8 *)&th)[NT_TCP_FLAGS_OFF]))
-		return NT_PARSE_PASS;
-
-	s->tcp_len = (__u32)th.doff * 4;
-	__builtin_memcpy(&s->doff_word, (__u8 *)&th + NT_TCP_DOFF_WORD_OFF, 2);
-	s->check = th.check;
+	/* The ports and the sequence number. */
+	if (l4_off + 8 > l4_end)
+		return NT_PARSE_UNREADABLE; /* the stack drops it, or (a first fragment) its whole datagram */
+	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, 8))
+		return NT_PARSE_UNREADABLE;
 	s->flow.family = s->family;
-	s->flow.sport = th.source;
-	s->flow.dport = th.dest;
-	s->flow.seq = th.seq;
+	__builtin_memcpy(&s->flow.sport, &th[0], 2);
+	__builtin_memcpy(&s->flow.dport, &th[2], 2);
+	__builtin_memcpy(&s->flow.seq, &th[4], 4);
 
-	/* 0..40 since 5 <= doff <= 15; the mask bounds the helper load below for the verifier. */
-	optlen = (s->tcp_len > sizeof(th) ? s->tcp_len - sizeof(th) : 0) & NT_TCP_OPT_BUF_MASK;
-	if (l4_off + sizeof(th) + optlen > avail) {
-		s->opts_cut = 1;
+	if (l4_off + sizeof(th) > l4_end) {
+		/*
+		 * Bytes 8..19 of the header are not all here: a first fragment cut at 8
+		 * or 16, or a header cut short. With the flags here, only a SYN matters;
+		 * without them, only a first fragment can still become one.
+		 */
+		if (l4_off + NT_TCP_FLAGS_OFF + 1 <= l4_end) {
+			if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, NT_TCP_FLAGS_OFF + 1))
+				return NT_PARSE_UNREADABLE;
+			if (!nt_tcp_is_syn(th[NT_TCP_FLAGS_OFF]))
+				return NT_PARSE_PASS;
+		} else if (!s->first_frag) {
+			return NT_PARSE_UNREADABLE;
+		}
+		s->cut = 1;
 		return NT_PARSE_SYN;
 	}
-	if (!direct) {
-		if (optlen > 0) {
-			/*
-			 * Verifier workaround: clang tests a copy of the length, so the
-			 * verifier would not know the one passed is not zero. 1..64 by
-			 * construction, and optlen itself is 4..40.
-			 */
-			__u32 n = optlen - 1;
+	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, sizeof(th)))
+		return NT_PARSE_UNREADABLE;
+	if (!nt_tcp_is_syn(th[NT_TCP_FLAGS_OFF]))
+		return NT_PARSE_PASS;
 
-			asm volatile("%0 &= 63\n\t%0 += 1" : "+r"(n));
-			if (nt_load(ctx, xdp, l4_off + sizeof(th), opts, n))
-				s->opts_cut = 1;
-		}
+	s->tcp_len = (__u32)(th[NT_TCP_DOFF_WORD_OFF] >> 4) * 4;
+	__builtin_memcpy(&s->doff_word, &th[NT_TCP_DOFF_WORD_OFF], 2);
+	__builtin_memcpy(&s->check, &th[NT_TCP_CHECK_OFF], 2);
+	if (s->tcp_len < sizeof(th))
+		return NT_PARSE_SYN; /* a malformed header: the caller counts it */
+	if (l4_off + s->tcp_len > l4_end) {
+		s->cut = 1;
+		return NT_PARSE_SYN;
+	}
+
+	/* 4..40 bytes of options, read below only when there are some. */
+	optlen = (s->tcp_len - sizeof(th)) & NT_TCP_OPT_BUF_MASK;
+	if (optlen == 0)
+		return NT_PARSE_SYN;
+	if (!direct) {
+		/*
+		 * Verifier workaround: clang tests a copy of the length, so the
+		 * verifier would not know the one passed is not zero. 1..64 by
+		 * construction, and optlen itself is 4..40.
+		 */
+		__u32 n = optlen - 1;
+
+		asm volatile("%0 &= 63\n\t%0 += 1" : "+r"(n));
+		if (nt_load(ctx, xdp, l4_off + sizeof(th), opts, n))
+			return NT_PARSE_UNREADABLE;
 		return NT_PARSE_SYN;
 	}
 	/* The option area, a multiple of 4 bytes, copied a word at a time. */
 	{
 		__u8 *o = data + nt_bound_off(l4_off) + sizeof(th);
+		int missing = 0;
 
 #pragma clang loop unroll(full)
 		for (__u32 i = 0; i < NT_TCP_MAX_OPT_LEN; i += 4) {
-			if (i >= optlen || s->opts_cut)
+			if (i >= optlen || missing)
 				continue;
 			if ((void *)(o + i + 4) > data_end) {
-				s->opts_cut = 1;
+				missing = 1;
 				continue;
 			}
 			__builtin_memcpy(&opts[i], o + i, 4);
 		}
+		/*
+		 * Keep @opts a buffer in memory: with every index constant, clang would
+		 * otherwise turn its 40 bytes into 40 spilled scalars and run out of stack.
+		 */
+		asm volatile("" : : "r"(opts) : "memory");
+		/* Within the packet but not the linear area: the caller did not pull enough. */
+		if (missing)
+			return NT_PARSE_UNREADABLE;
 	}
-	/*
-	 * Keep @opts a buffer in memory: with every index constant, clang would
-	 * otherwise turn its 40 bytes into 40 spilled scalars and run out of stack.
-	 */
-	asm volatile("" : : "r"(opts) : "memory");
 	return NT_PARSE_SYN;
 }
 

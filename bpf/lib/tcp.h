@@ -17,6 +17,7 @@
 
 #define NT_TCPOPT_EOL 0
 #define NT_TCPOPT_NOP 1
+#define NT_TCPOPT_AO  29 /* TCP-AO (RFC 5925): its MAC covers the options */
 
 /*
  * Stack copy of the option area: larger than the 40 bytes TCP allows, so that
@@ -39,6 +40,7 @@ static __always_inline int nt_tcp_is_syn(__u8 flags)
 enum nt_opts_flags {
 	NT_OPTS_EOL = 1 << 0, /* an End-of-Option-List ends the list at .end */
 	NT_OPTS_BAD = 1 << 1, /* a length below 2, past the area, or no length byte at .end */
+	NT_OPTS_AO  = 1 << 2, /* a TCP-AO option before the stop */
 };
 
 /* What one walk over a SYN's options found. */
@@ -110,6 +112,8 @@ static __always_inline void nt_tcp_opts_scan(const __u8 *opts, __u32 optlen, __u
 			next = NT_TCP_OPT_BUF;
 			continue;
 		}
+		if (k == NT_TCPOPT_AO)
+			r->flags |= NT_OPTS_AO;
 		next = idx + len;
 	}
 }

@@ -53,27 +53,38 @@ static __always_inline int nt_static_ok(const struct nt_policy *policy, __u64 go
 	return got == want;
 }
 
+/** nt_keyed_match() - is @got the value of the message whose flow bytes led to @prefix, in one of the epochs @e? */
+static __always_inline int nt_keyed_match(const struct nt_sip *prefix, const struct nt_epochs *e, __u64 got)
+{
+	if (nt_keyed_value(prefix, e->cur) == got)
+		return 1;
+	if (e->lo != e->cur && nt_keyed_value(prefix, e->lo) == got)
+		return 1;
+	return e->hi != e->cur && nt_keyed_value(prefix, e->hi) == got;
+}
+
 /**
- * nt_keyed_ok() - is @got the keyed value of @flow for the current or the
- * previous epoch, with the current or the previous key? False without a clock.
+ * nt_keyed_ok() - is @got the keyed value of @flow, with the current or the
+ * previous key, for the current epoch or one a clock skew_seconds apart is in?
+ * False without a clock.
  */
 static __always_inline int nt_keyed_ok(const struct nt_policy *policy, const struct nt_flow *flow,
 				       __u64 got)
 {
 	struct nt_keyed_flow msg;
 	struct nt_sip prefix;
-	__u64 epoch;
+	struct nt_epochs e;
 
-	if (nt_keyed_epoch(policy->epoch_seconds, &epoch))
+	if (nt_keyed_epochs(policy->epoch_seconds, policy->skew_seconds, &e))
 		return 0;
 	nt_keyed_flow_bytes(&msg, flow, policy->bind);
 	nt_keyed_prefix(&prefix, policy->key, &msg);
-	if (nt_keyed_value(&prefix, epoch) == got || nt_keyed_value(&prefix, epoch - 1) == got)
+	if (nt_keyed_match(&prefix, &e, got))
 		return 1;
 	if (!(policy->flags & NT_PF_HAS_PREVIOUS))
 		return 0;
 	nt_keyed_prefix(&prefix, policy->key_previous, &msg);
-	return nt_keyed_value(&prefix, epoch) == got || nt_keyed_value(&prefix, epoch - 1) == got;
+	return nt_keyed_match(&prefix, &e, got);
 }
 
 /**
@@ -87,10 +98,8 @@ static __always_inline __u32 nt_syn_verdict(const struct nt_syn *s, const struct
 	struct nt_opts_scan scan;
 	__u64 mem;
 
-	if (s->tcp_len < sizeof(struct tcphdr) || s->opts_cut)
-		return NT_C_V_MALFORMED;
-	/* A first fragment cut inside the options: the bytes after it are not the datagram's. */
-	if (s->first_frag && s->ip_hlen + s->tcp_len > s->ip_len)
+	/* Cut (reassembly completes it from bytes not seen here) or a bad data offset. */
+	if (s->cut || s->tcp_len < sizeof(struct tcphdr))
 		return NT_C_V_MALFORMED;
 	nt_tcp_opts_scan(opts, s->tcp_len - sizeof(struct tcphdr), policy->opt_kind, policy->exid, &scan);
 	if (scan.ours_at == NT_OPT_NONE)
@@ -175,44 +184,45 @@ static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
 }
 
 /**
+ * nt_verify_unreadable() - an IP frame the parser cannot read: the stack may
+ * still find a SYN in it, and nothing tells its port. Counted per interface;
+ * where some policy enforces on the interface it is dropped (and counted
+ * dropped under that policy). Returns enum nt_verdict.
+ */
+static __always_inline int nt_verify_unreadable(__u32 ifindex)
+{
+	struct nt_port_key key = { .ifindex = ifindex, .scope = NT_SCOPE_ENFORCING };
+	struct nt_ingress_rule *rule;
+
+	nt_count(ifindex, 0, NT_C_UNREADABLE);
+	rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	if (!rule || rule->action != NT_ACTION_ENFORCE)
+		return NT_V_PASS;
+	nt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);
+	return NT_V_DROP;
+}
+
+/**
  * nt_verify_syn() - slow path for a possible SYN: its headers and options,
  * read in place from [@data, @data_end) (made linear by the tc caller).
- * @pkt_len: the packet's length. @rule: the rule of its port when the caller
- * has looked it up, else NULL. Returns enum nt_verdict.
+ * @l2, @skb_proto: as for nt_l2_parse(); @pkt_len: the packet's length.
+ * @rule: the rule of its port when the caller has looked it up, else NULL.
+ * Returns enum nt_verdict.
  */
-static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex, void *data,
-					 void *data_end, __u32 pkt_len, struct nt_ingress_rule *rule)
+static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2, __be16 skb_proto,
+					 __u32 ifindex, void *data, void *data_end, __u32 pkt_len,
+					 struct nt_ingress_rule *rule)
 {
 	struct nt_syn s = {};
-	__u8 opts[NT_TCP_OPT_BUF] = {};
+	__u8 opts[NT_TCP_OPT_BUF] __attribute__((aligned(8))) = {};
 	struct nt_policy *policy;
 	__u32 policy_id, verdict;
-	int cut = 0;
 
-	switch (nt_parse_syn(ctx, xdp, data, data_end, pkt_len, 1, &s, opts)) {
+	switch (nt_parse_syn(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, &s, opts)) {
 	case NT_PARSE_SYN:
 		break;
-	case NT_PARSE_FRAG_CUT:
-		/* Reassembly may make a SYN of it, and its options cannot be seen: malformed, so Enforce drops it. */
-		cut = 1;
-		break;
-	case NT_PARSE_IPV6_OPAQUE: {
-		/*
-		 * Cannot see the TCP header, so not the port either, yet the stack may
-		 * find a SYN behind it. Where some policy enforces on this interface,
-		 * such a packet is dropped; elsewhere it is counted and passed.
-		 */
-		struct nt_port_key key = { .ifindex = ifindex, .scope = NT_SCOPE_ENFORCING };
-
-		rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
-		if (!rule || rule->action != NT_ACTION_ENFORCE) {
-			nt_count(ifindex, 0, NT_C_V_MALFORMED);
-			return NT_V_PASS;
-		}
-		nt_count(ifindex, rule->policy_id, NT_C_V_MALFORMED);
-		nt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);
-		return NT_V_DROP;
-	}
+	case NT_PARSE_UNREADABLE:
+		return nt_verify_unreadable(ifindex);
 	default:
 		return NT_V_PASS;
 	}
@@ -226,7 +236,7 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	verdict = cut ? NT_C_V_MALFORMED : nt_syn_verdict(&s, policy, opts);
+	verdict = nt_syn_verdict(&s, policy, opts);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
 	nt_count(ifindex, policy_id, verdict);
@@ -250,17 +260,18 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, __u32 ifindex
 
 /**
  * nt_verify() - the verifier for one received packet.
+ * @l2, @skb_proto: as for nt_l2_parse() (XDP: NT_L2_ETH)
  * @data, @data_end: the linear area; for tc, @ctx is the skb and the headers
  * of a possible SYN are made linear here first. Returns enum nt_verdict.
  */
-static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex, void *data,
-				     void *data_end)
+static __always_inline int nt_verify(void *ctx, const int xdp, const int l2, __be16 skb_proto,
+				     __u32 ifindex, void *data, void *data_end)
 {
 	struct nt_ingress_rule *rule = NULL;
 	__be16 dport = 0;
 	__u32 pkt_len;
 
-	if (nt_classify(data, data_end, &dport) == NT_CLASS_PASS)
+	if (nt_classify(data, data_end, l2, skb_proto, &dport) == NT_CLASS_PASS)
 		return NT_V_PASS;
 	if (dport) {
 		/* A SYN seen whole: its port's rule, found once for both steps. */
@@ -280,7 +291,7 @@ static __always_inline int nt_verify(void *ctx, const int xdp, __u32 ifindex, vo
 			data_end = (void *)(long)skb->data_end;
 		}
 	}
-	return nt_verify_syn(ctx, xdp, ifindex, data, data_end, pkt_len, rule);
+	return nt_verify_syn(ctx, xdp, l2, skb_proto, ifindex, data, data_end, pkt_len, rule);
 }
 
 #endif /* NT_LIB_VERIFY_H */

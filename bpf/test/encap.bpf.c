@@ -25,7 +25,7 @@ int nt_test_encap(struct __sk_buff *skb)
 		return NT_TEST_ENCAP_GROW_FAILED;
 	if (bpf_skb_adjust_room(skb, -NT_TEST_ENCAP_ROOM, BPF_ADJ_ROOM_MAC, 0))
 		return NT_TEST_ENCAP_SHRINK_FAILED;
-	return nt_mark(skb);
+	return nt_mark(skb, NT_L2_ETH);
 }
 
 /* A jump table left empty: the tail call of nt_test_mark_no_jump always fails. */
@@ -43,7 +43,7 @@ struct {
 SEC("tc")
 int nt_test_mark_no_jump(struct __sk_buff *skb)
 {
-	return nt_mark_entry(skb, &nt_test_empty_jump);
+	return nt_mark_entry(skb, NT_L2_ETH, &nt_test_empty_jump);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -56,6 +56,13 @@ export interface PolicyStatus extends PolicyOutcome {
   counters: Record<string, string>;
 }
 
+/** Counters of an interface that belong to no policy (unreadable frames, SYNs no policy covers, ...). */
+export interface InterfaceCounters {
+  name: string;
+  ifindex: number;
+  counters: Record<string, string>;
+}
+
 /** What `netoken status` shows and cluster mode turns into TokenNodeState. Never holds key material. */
 export interface AgentStatus {
   updatedAt: string;
@@ -63,6 +70,8 @@ export interface AgentStatus {
   ready: boolean;
   policies: PolicyStatus[];
   hooks: HookStatus[];
+  /** per hooked interface, its counters under no policy (those that are not zero) */
+  interfaces: InterfaceCounters[];
   hookErrors: HookError[];
   documentErrors: DocumentError[];
   reconciles: number;
@@ -138,7 +147,11 @@ export class Agent {
     if (!this.status || this.stopped) return;
     try {
       const counters = this.opts.datapath.counters();
-      this.status = { ...this.status, policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, counters) })) };
+      this.status = {
+        ...this.status,
+        policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, counters) })),
+        interfaces: interfaceCounters(this.status.hooks, counters),
+      };
       this.writeStatus();
       void this.opts.onStatus?.(this.status);
     } catch (err) {
@@ -288,6 +301,7 @@ export class Agent {
         ready: result.errors.length === 0 && outcomes.every((o) => o.errors.length === 0),
         policies: outcomes.map((o) => ({ ...o, counters: countersFor(o.id, counters) })),
         hooks: result.hooks,
+        interfaces: interfaceCounters(result.hooks, counters),
         hookErrors: result.errors,
         documentErrors: snap.documentErrors,
         reconciles: this.reconciles,
@@ -407,7 +421,20 @@ function worldSignature(snap: Snapshot, interfaces: string): string {
 }
 
 function signature(ifs: readonly HostInterface[]): string {
-  return ifs.map((i) => `${i.ifindex}:${i.name}:${i.defaultRoute ? 1 : 0}`).join(',');
+  return ifs.map((i) => `${i.ifindex}:${i.name}:${i.defaultRoute ? 1 : 0}:${i.linkType}:${i.master ?? ''}`).join(',');
+}
+
+function interfaceCounters(hooks: readonly HookStatus[], rows: readonly CounterRow[]): InterfaceCounters[] {
+  const names = new Map(hooks.map((h) => [h.ifindex, h.name]));
+  const out = new Map<number, InterfaceCounters>();
+  for (const r of rows) {
+    const name = names.get(r.ifindex);
+    if (r.policyId !== 0 || name === undefined || r.value === 0n) continue;
+    const i = out.get(r.ifindex) ?? { name, ifindex: r.ifindex, counters: {} };
+    i.counters[r.counter] = (BigInt(i.counters[r.counter] ?? '0') + r.value).toString();
+    out.set(r.ifindex, i);
+  }
+  return [...out.values()].sort((a, b) => a.ifindex - b.ifindex);
 }
 
 function countersFor(policyId: number, rows: readonly CounterRow[]): Record<string, string> {

@@ -17,7 +17,7 @@ import { binding } from '../native/binding.js';
 import { Datapath, defaultObjectPath } from './datapath.js';
 import { computeDesired, type DesiredState } from './desired.js';
 
-const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false };
+const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' };
 
 function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id: number) => Buffer | null) => void): void {
   const b = binding();

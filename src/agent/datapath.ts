@@ -11,8 +11,14 @@
  * Where things happen, by file: map entries are written in map-sync.ts, hooks attached in
  * hooks/tc.ts (TCX links, clsact filters) and hooks/xdp.ts, removed in hooks/detach.ts; the
  * wall clock for keyed tokens is kept in clock.ts, what the kernel cannot remember for us in
- * run-state.ts. Ingress hooks prefer XDP: native where the driver has it, else generic, else
- * tc (TCX or clsact), e.g. when another XDP program already holds the interface.
+ * run-state.ts.
+ *
+ * Each program comes in two builds, for frames that start with an Ethernet header and for
+ * devices without a link-layer header; a hook runs the one its interface needs. The verifier
+ * goes at native XDP only on devices a hardware driver made (where XDP sees the frame without
+ * a copy), when the driver takes it; everywhere else (veth, bonds, VLANs, tunnels, a device
+ * whose XDP slot another program holds) at tc. Generic XDP, which makes every received skb
+ * linear, is used only when asked for (--ingress-attach xdp-generic).
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -31,7 +37,7 @@ import { XDP_PROGRAM_NAME, ensureXdp } from './hooks/xdp.js';
 import { type Entries, deleteUnwanted, readEntries, writeChanged } from './map-sync.js';
 import { type XdpMode, readRunState, writeRunState } from './run-state.js';
 
-/** ingress hooks: auto = XDP native, else XDP generic, else tc (as AttachPreference 'auto') */
+/** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
 
 export function defaultObjectPath(name = 'marker'): string {
@@ -69,11 +75,13 @@ export interface DatapathOptions {
 export class Datapath {
   private readonly obj: NativeObject;
   private readonly prog: NativeProgram;
+  /** the marker built for devices without a link-layer header */
+  private readonly progL3: NativeProgram;
   private readonly clockProbe: NativeProgram;
   private readonly maps: { egress4: NativeMap; egress6: NativeMap; policies: NativeMap; stats: NativeMap; clock: NativeMap };
   /** the verifier object, or why it did not load (then ingress hooks fail; marking is unaffected) */
   private readonly verifier:
-    | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
+    | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; tcL3: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
     | { error: string };
   private readonly hooks: HookContext;
   private readonly tc: TcAttacher;
@@ -89,6 +97,7 @@ export class Datapath {
     mkdirSync(path.join(opts.stateDir, 'links'), { recursive: true, mode: 0o700 });
     this.obj = b.openObject(opts.objectPath, { pinRoot: mapsDir });
     this.prog = this.obj.program('nt_mark_egress');
+    this.progL3 = this.obj.program('nt_mark_egress_l3');
     this.clockProbe = this.obj.program('nt_clock_probe');
     this.maps = {
       egress4: this.obj.map('nt_egress4'),
@@ -102,7 +111,7 @@ export class Datapath {
     try {
       const obj = b.openObject(verifierPath, { pinRoot: mapsDir });
       this.verifier = {
-        obj, xdp: obj.program(XDP_PROGRAM_NAME), tc: obj.program('nt_verify_tc'),
+        obj, xdp: obj.program(XDP_PROGRAM_NAME), tc: obj.program('nt_verify_tc'), tcL3: obj.program('nt_verify_tc_l3'),
         ports: obj.map('nt_ingress_ports'), exempt4: obj.map('nt_exempt4'), exempt6: obj.map('nt_exempt6'),
       };
     } catch (err) {
@@ -193,7 +202,7 @@ export class Datapath {
     const realized = new Map<string, AttachMode | 'failed'>();
     for (const [key, hook] of desired.hooks) {
       try {
-        const st = hook.direction === 'egress' ? this.tc.ensure(hook, this.prog) : this.ensureIngressHook(hook);
+        const st = hook.direction === 'egress' ? this.tc.ensure(hook, hook.layer === 'none' ? this.progL3 : this.prog) : this.ensureIngressHook(hook);
         result.hooks.push(st);
         realized.set(key, st.mode);
       } catch (err) {
@@ -204,6 +213,8 @@ export class Datapath {
         realized.set(key, 'failed');
       }
     }
+    // Interfaces the programs cannot read get no hook (an older one of ours goes too): reported.
+    for (const r of desired.refused.values()) result.errors.push({ ...r });
     removeStaleHooks(this.hooks, realized);
     // 6. counters of policies and interfaces that are gone
     const ids = new Set(desired.ids.values());
@@ -217,20 +228,23 @@ export class Datapath {
     return result;
   }
 
-  /** The verifier on an interface: XDP as the preference allows, else tc. */
+  /** The verifier on an interface: native XDP where the device suits it (auto) or where asked for, else tc. */
   private ensureIngressHook(hook: DesiredHook): HookStatus {
     if ('error' in this.verifier) throw new Error(`the ingress verifier did not load on this node: ${this.verifier.error}`);
+    const v = this.verifier;
     const pref = this.opts.ingressAttach ?? 'auto';
-    if (pref !== 'tc') {
-      const modes: XdpMode[] = pref === 'auto' ? ['xdp-native', 'xdp-generic'] : [pref];
+    if (pref === 'xdp-native' || pref === 'xdp-generic') {
+      if (hook.layer !== 'ethernet') throw new Error(`${hook.name} has no Ethernet header, which the verifier at XDP reads; use --ingress-attach auto or tc`);
+      return ensureXdp(this.hooks, hook, v.xdp, [pref]);
+    }
+    if (pref === 'auto' && hook.xdpNative) {
       try {
-        return ensureXdp(this.hooks, hook, this.verifier.xdp, modes);
+        return ensureXdp(this.hooks, hook, v.xdp, ['xdp-native']);
       } catch (err) {
-        if (pref !== 'auto') throw err;
-        this.opts.log.warn('XDP not possible here, verifying at tc ingress', { interface: hook.name, error: (err as Error).message });
+        this.opts.log.info('native XDP not possible here, verifying at tc ingress', { interface: hook.name, error: (err as Error).message });
       }
     }
-    return this.tc.ensure(hook, this.verifier.tc);
+    return this.tc.ensure(hook, hook.layer === 'none' ? v.tcL3 : v.tc);
   }
 
   counters(): CounterRow[] {
@@ -256,11 +270,12 @@ export class Datapath {
     this.hooks.links.clear();
     for (const m of Object.values(this.maps)) m.close();
     this.prog.close();
+    this.progL3.close();
     this.clockProbe.close();
     this.obj.close();
     if (!('error' in this.verifier)) {
       const v = this.verifier;
-      for (const h of [v.ports, v.exempt4, v.exempt6, v.xdp, v.tc]) h.close();
+      for (const h of [v.ports, v.exempt4, v.exempt6, v.xdp, v.tc, v.tcL3]) h.close();
       v.obj.close();
     }
   }

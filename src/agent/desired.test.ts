@@ -7,9 +7,9 @@ import { computeDesired } from './desired.js';
 import type { HostInterface } from './interfaces.js';
 
 const ifs: HostInterface[] = [
-  { name: 'lo', ifindex: 1, up: true, loopback: true, mtu: 65536, defaultRoute: false },
-  { name: 'eth0', ifindex: 2, up: true, loopback: false, mtu: 1500, defaultRoute: true },
-  { name: 'eth1', ifindex: 3, up: true, loopback: false, mtu: 1500, defaultRoute: false },
+  { name: 'lo', ifindex: 1, up: true, loopback: true, mtu: 65536, defaultRoute: false, linkType: 'loopback', kind: null },
+  { name: 'eth0', ifindex: 2, up: true, loopback: false, mtu: 1500, defaultRoute: true, linkType: 'ether', kind: null },
+  { name: 'eth1', ifindex: 3, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null },
 ];
 
 function policy(name: string, spec: Record<string, unknown>) {
@@ -131,4 +131,70 @@ test('ingress: the same port on the same interface in two policies: the name tha
   assert.equal(w[0]!.reason, 'PortConflict');
   assert.match(w[0]!.message, /port 443 on eth0 is also protected by policy "alpha"/);
   assert.deepEqual(d.hooks.get('2/ingress')?.policies, ['alpha', 'beta']);
+});
+
+test('an interface the programs cannot read gets no hook: the policy lists it, the hook is refused with the reason', () => {
+  const withGre: HostInterface[] = [...ifs, { name: 'gre1', ifindex: 9, up: true, loopback: false, mtu: 1476, defaultRoute: false, linkType: 'gre', kind: 'gre' }];
+  const p = policy('a', { interfaces: { names: ['eth0', 'gre1'] }, egress: {}, ingress: { action: 'Enforce' } });
+  const d = computeDesired({ policies: [p], keys: new Map([['a', key(1)]]), nodeLabels: {}, interfaces: withGre, previousIds: new Map() });
+  assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
+  assert.deepEqual([...d.refused.keys()].sort(), ['9/egress', '9/ingress']);
+  const r = d.refused.get('9/ingress')!;
+  assert.equal(r.reason, 'UnsupportedDevice');
+  assert.match(r.message, /gre1 is a gre device/);
+  assert.deepEqual(d.outcomes[0]!.interfaces, ['eth0', 'gre1'], 'the policy names it, so its report shows the refusal');
+  assert.ok([...d.ingressPorts.values()].every(([k]) => k.readUInt32LE(0) !== 9), 'no rule for it either');
+});
+
+test('hooks carry the build their device needs: tun devices read the IP header first; only hardware devices may take native XDP', () => {
+  const more: HostInterface[] = [
+    ...ifs,
+    { name: 'wg0', ifindex: 7, up: true, loopback: false, mtu: 1420, defaultRoute: false, linkType: 'none', kind: 'wireguard' },
+    { name: 'veth1', ifindex: 8, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' },
+  ];
+  const p = policy('a', { interfaces: { names: ['eth0', 'wg0', 'veth1'] }, ingress: {} });
+  const d = computeDesired({ policies: [p], keys: new Map([['a', key(1)]]), nodeLabels: {}, interfaces: more, previousIds: new Map() });
+  const h = (k: string): { layer: string; xdpNative: boolean } => ({ layer: d.hooks.get(k)!.layer, xdpNative: d.hooks.get(k)!.xdpNative });
+  assert.deepEqual(h('2/ingress'), { layer: 'ethernet', xdpNative: true });
+  assert.deepEqual(h('7/ingress'), { layer: 'none', xdpNative: false });
+  assert.deepEqual(h('8/ingress'), { layer: 'ethernet', xdpNative: false });
+});
+
+test('bond slaves get the bond\'s ingress rules, unless a policy protects the slave itself', () => {
+  const bonded: HostInterface[] = [
+    ...ifs,
+    { name: 'bond0', ifindex: 10, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'bond' },
+    { name: 'ens1', ifindex: 11, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null, master: 'bond0' },
+    { name: 'ens2', ifindex: 12, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null, master: 'bond0' },
+  ];
+  const onBond = policy('a', { interfaces: { names: ['bond0'] }, ingress: { action: 'Enforce', ports: [443] } });
+  const onSlave = policy('b', { interfaces: { names: ['ens2'] }, ingress: { action: 'Monitor', ports: [443] } });
+  const d = computeDesired({ policies: [onBond, onSlave], keys: new Map([['a', key(1)], ['b', key(2)]]), nodeLabels: {}, interfaces: bonded, previousIds: new Map() });
+  const rule = (ifindex: number, port: number): number | undefined => {
+    for (const [k, v] of d.ingressPorts.values()) {
+      const pk = decodePortKey(k);
+      if (pk.ifindex === ifindex && pk.port === port && !pk.enforcing) return decodeIngressRule(v).policyId;
+    }
+    return undefined;
+  };
+  assert.equal(rule(10, 443), d.ids.get('a'));
+  assert.equal(rule(11, 443), d.ids.get('a'), 'the slave without a policy of its own: the bond\'s rule');
+  assert.equal(rule(12, 443), d.ids.get('b'), 'the slave with its own policy keeps it');
+  assert.deepEqual([...d.hooks.keys()].sort(), ['10/ingress', '12/ingress'], 'hooks only where policies select');
+});
+
+test('keyed slots carry the clock skew the verifier tolerates: clockSkewSeconds, by default 5 s or the epoch when shorter', () => {
+  const keyed = (name: string, token: Record<string, unknown>) => validatePolicy({
+    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name },
+    spec: { token: { mode: 'Keyed', secretRef: { name: `${name}-key` }, ...token }, ingress: {} },
+  });
+  const k16 = { current: Buffer.alloc(16, 3) };
+  const d = computeDesired({
+    policies: [keyed('a', { epochSeconds: 60 }), keyed('b', { epochSeconds: 2 }), keyed('c', { epochSeconds: 60, clockSkewSeconds: 20 })],
+    keys: new Map([['a', k16], ['b', k16], ['c', k16]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map(),
+  });
+  const skew = (name: string): number => d.policySlots.get(d.ids.get(name)!)!.readUInt16LE(6);
+  assert.equal(skew('a'), 5);
+  assert.equal(skew('b'), 2);
+  assert.equal(skew('c'), 20);
 });

@@ -9,14 +9,19 @@
  * protected ports: an exact port wins over "every port" (the verifier looks it up
  * first); for the same port on the same interface the name that sorts first wins and
  * the other records a PortConflict warning.
+ *
+ * An interface whose frames the programs cannot read (see linkLayer) gets no hook: the
+ * policy reports UnsupportedDevice for it. The verifier's rules for a bond are also written
+ * for each of its slaves, since native XDP on a bond runs in each slave's driver and sees the
+ * slave's ifindex (a rule a policy writes for the slave itself wins).
  */
 import { parseCidr } from '../lib/cidr.js';
 import {
   IngressActionCode, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
   encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
-import { type TokenKeys, type TokenPolicy, selectorMatches } from '../lib/types.js';
-import { type HostInterface, selectInterfaces } from './interfaces.js';
+import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, selectorMatches } from '../lib/types.js';
+import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
 
 export type Direction = 'egress' | 'ingress';
 
@@ -43,6 +48,19 @@ export interface DesiredHook {
   name: string;
   direction: Direction;
   policies: string[];
+  /** how its frames start: which of the programs' builds runs there */
+  layer: LinkLayer;
+  /** the verifier may go there at native XDP (see nativeXdpCandidate) */
+  xdpNative: boolean;
+}
+
+/** A hook a policy asks for on an interface the programs cannot handle. */
+export interface RefusedHook {
+  ifindex: number;
+  name: string;
+  direction: Direction;
+  reason: 'UnsupportedDevice';
+  message: string;
 }
 
 export interface DesiredState {
@@ -58,6 +76,8 @@ export interface DesiredState {
   exempt6: Map<string, [Buffer, Buffer]>;
   /** `${ifindex}/${direction}` -> hook */
   hooks: Map<string, DesiredHook>;
+  /** `${ifindex}/${direction}` -> a hook not made, and why */
+  refused: Map<string, RefusedHook>;
   outcomes: PolicyOutcome[];
   /** policy name -> slot id (stable across reconciles; reused on restart) */
   ids: Map<string, number>;
@@ -104,6 +124,7 @@ export function computeDesired(input: DesiredInput): DesiredState {
     exempt4: new Map(),
     exempt6: new Map(),
     hooks: new Map(),
+    refused: new Map(),
     outcomes: [],
     ids: new Map(),
   };
@@ -114,10 +135,15 @@ export function computeDesired(input: DesiredInput): DesiredState {
   const portOwner = new Map<string, string>();
   const addHook = (i: HostInterface, direction: Direction, name: string, out: PolicyOutcome): void => {
     const hk = `${i.ifindex}/${direction}`;
-    const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction, policies: [] };
+    const layer = linkLayer(i);
+    if (!out.interfaces.includes(i.name)) out.interfaces.push(i.name);
+    if (typeof layer !== 'string') {
+      state.refused.set(hk, { ifindex: i.ifindex, name: i.name, direction, reason: 'UnsupportedDevice', message: layer.unsupported });
+      return;
+    }
+    const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction, policies: [], layer, xdpNative: nativeXdpCandidate(i) };
     hook.policies.push(name);
     state.hooks.set(hk, hook);
-    if (!out.interfaces.includes(i.name)) out.interfaces.push(i.name);
   };
 
   for (const p of sorted) {
@@ -147,15 +173,45 @@ export function computeDesired(input: DesiredInput): DesiredState {
       kind: p.spec.option.kind,
       exid: p.spec.option.experimentId,
       epochSeconds: p.spec.token.epochSeconds ?? 0,
+      skewSeconds: effectiveSkewSeconds(p.spec.token),
       bind: bindMask(p.spec.token.bind),
       current: keys.current,
     };
     if (keys.previous) slot.previous = keys.previous;
     state.policySlots.set(id, encodePolicy(slot));
-    if (p.spec.egress) addEgress(p.spec.egress, id, name, out, sel.selected);
-    if (p.spec.ingress) addIngress(p.spec.ingress, id, name, out, sel.selected);
+    // Interfaces whose frames the programs cannot read get a refused hook and no rule.
+    const usable = sel.selected.filter((i) => typeof linkLayer(i) === 'string');
+    const refused = sel.selected.filter((i) => typeof linkLayer(i) !== 'string');
+    if (p.spec.egress) addEgress(p.spec.egress, id, name, out, usable);
+    if (p.spec.ingress) addIngress(p.spec.ingress, id, name, out, usable);
+    for (const i of refused) {
+      if (p.spec.egress) addHook(i, 'egress', name, out);
+      if (p.spec.ingress) addHook(i, 'ingress', name, out);
+    }
   }
+  addBondSlaves();
   return state;
+
+  /**
+   * The ingress rules of each bond, also under the ifindex of each of its slaves, where no
+   * policy wrote a rule of its own: native XDP on a bond runs in the slaves' drivers.
+   */
+  function addBondSlaves(): void {
+    const byName = new Map(input.interfaces.map((i) => [i.name, i]));
+    const slaves = input.interfaces.filter((i) => i.master !== undefined && byName.get(i.master)?.kind === 'bond');
+    if (slaves.length === 0) return;
+    const written = [...state.ingressPorts.values()];
+    for (const slave of slaves) {
+      const bond = byName.get(slave.master as string) as HostInterface;
+      for (const [key, rule] of written) {
+        if (key.readUInt32LE(0) !== bond.ifindex) continue;
+        const alias = Buffer.from(key);
+        alias.writeUInt32LE(slave.ifindex, 0);
+        const hex = alias.toString('hex');
+        if (!state.ingressPorts.has(hex)) state.ingressPorts.set(hex, [alias, rule]);
+      }
+    }
+  }
 
   function addEgress(egress: NonNullable<TokenPolicy['spec']['egress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
     // Merge destinations of the same prefix within one policy (union of ports; empty = all).

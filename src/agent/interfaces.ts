@@ -16,6 +16,12 @@ export interface HostInterface {
   mtu: number;
   /** carries an IPv4 or IPv6 default route */
   defaultRoute: boolean;
+  /** iproute2's link type: ether, loopback, none (tun, WireGuard), ipip, sit, tunnel6, gre, ... */
+  linkType: string;
+  /** the kind of a software device (veth, bond, vlan, bridge, tun, ...); null for a device a hardware driver made */
+  kind: string | null;
+  /** the bond or bridge this device is enslaved to */
+  master?: string;
 }
 
 interface IpLink {
@@ -25,6 +31,8 @@ interface IpLink {
   mtu?: number;
   operstate?: string;
   link_type?: string;
+  master?: string;
+  linkinfo?: { info_kind?: string };
 }
 
 interface IpRoute {
@@ -41,7 +49,7 @@ async function ipJson<T>(args: string[]): Promise<T[]> {
 /** Every interface in this network namespace, with default-route flags. */
 export async function listInterfaces(): Promise<HostInterface[]> {
   const [links, r4, r6] = await Promise.all([
-    ipJson<IpLink>(['link', 'show']),
+    ipJson<IpLink>(['-details', 'link', 'show']),
     ipJson<IpRoute>(['-4', 'route', 'show', 'default']),
     ipJson<IpRoute>(['-6', 'route', 'show', 'default']),
   ]);
@@ -57,7 +65,38 @@ export async function listInterfaces(): Promise<HostInterface[]> {
     loopback: (l.flags ?? []).includes('LOOPBACK') || l.link_type === 'loopback',
     mtu: l.mtu ?? 0,
     defaultRoute: defaults.has(l.ifname),
+    linkType: l.link_type ?? 'unknown',
+    kind: l.linkinfo?.info_kind ?? null,
+    ...(l.master ? { master: l.master } : {}),
   }));
+}
+
+/**
+ * How frames start on a device, as the programs must read them: with an Ethernet header, or
+ * with the IP header (devices without a link-layer header). Anything else is refused.
+ */
+export type LinkLayer = 'ethernet' | 'none';
+
+/** Link types whose frames start with the IP header at tc (no link-layer header on the skb). */
+const RAW_IP_LINK_TYPES = new Set(['none', 'ipip', 'sit', 'tunnel6', 'ppp', 'rawip']);
+
+/** The link layer of an interface, or why the programs cannot handle it. */
+export function linkLayer(i: Pick<HostInterface, 'name' | 'linkType'>): LinkLayer | { unsupported: string } {
+  if (i.linkType === 'ether' || i.linkType === 'loopback') return 'ethernet';
+  if (RAW_IP_LINK_TYPES.has(i.linkType)) return 'none';
+  if (i.linkType === 'gre' || i.linkType === 'ip6gre') {
+    return { unsupported: `${i.name} is a ${i.linkType} device, whose frames may carry the tunnel's outer header at tc; select the device the traffic leaves or arrives on before or after it instead` };
+  }
+  return { unsupported: `${i.name} has link type ${i.linkType}: only Ethernet devices and devices without a link-layer header (tun, WireGuard, ipip, sit, ip6tnl, ppp) can be marked or verified` };
+}
+
+/**
+ * May the verifier go on this interface at native XDP? Only a device a hardware driver made
+ * (veth, bond, VLAN and other software devices run XDP on copies, or not at all), with
+ * Ethernet frames, and not the loopback. Whether the driver takes it is up to the driver.
+ */
+export function nativeXdpCandidate(i: Pick<HostInterface, 'kind' | 'linkType' | 'loopback'>): boolean {
+  return i.kind === null && i.linkType === 'ether' && !i.loopback;
 }
 
 /** Shell-style glob (*, ?, [abc], [!abc], [a-z]) to an anchored RegExp. */

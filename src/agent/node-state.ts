@@ -36,6 +36,8 @@ export interface NodeStateStatus {
   conditions: Condition[];
   countersUpdatedAt?: string;
   policies: NodeStatePolicy[];
+  /** counters of interfaces that belong to no policy, where not zero (unreadable frames, ...) */
+  interfaces: { name: string; ifindex: number; counters: Record<string, number> }[];
 }
 
 /** Pure: the status a node reports for an agent status (policies not selecting it are left out). */
@@ -66,11 +68,12 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     agent: { version: AGENT_VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
     conditions,
     policies,
+    interfaces: s.interfaces.map((i) => ({ name: i.name, ifindex: i.ifindex, counters: Object.fromEntries(Object.entries(i.counters).map(([k, v]) => [k, Number(v)])) })),
   };
 }
 
 function withoutCounters(s: NodeStateStatus): string {
-  return JSON.stringify({ ...s, countersUpdatedAt: undefined, policies: s.policies.map((p) => ({ ...p, counters: undefined })) });
+  return JSON.stringify({ ...s, countersUpdatedAt: undefined, interfaces: undefined, policies: s.policies.map((p) => ({ ...p, counters: undefined })) });
 }
 
 export interface NodeStateWriterOptions {
@@ -97,7 +100,7 @@ export class NodeStateWriter {
   async maybeWrite(s: AgentStatus, node: V1Node | undefined, now = Date.now()): Promise<boolean> {
     const status = nodeStateStatus(s, this.conditions, new Date(now));
     const shape = withoutCounters(status);
-    const counters = JSON.stringify(status.policies.map((p) => p.counters));
+    const counters = JSON.stringify([status.policies.map((p) => p.counters), status.interfaces]);
     const shapeChanged = shape !== this.lastShape;
     const countersDue = counters !== this.lastCounters && now - this.lastCounterWrite >= this.o.counterIntervalMs;
     if (!shapeChanged && !countersDue) return false;

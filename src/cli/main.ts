@@ -111,7 +111,7 @@ export async function run(argv: string[]): Promise<number> {
     .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 60s)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here (default :9090 in a cluster, off standalone)')
     .option('--attach <mode>', 'marker hook: auto (TCX, else clsact), tcx or tc (default auto)')
-    .option('--ingress-attach <mode>', 'verifier hook: auto (XDP native, else generic, else tc), xdp-native, xdp-generic or tc (default auto)')
+    .option('--ingress-attach <mode>', 'verifier hook: auto (native XDP on devices a hardware driver made, when the driver takes it; tc elsewhere), xdp-native, xdp-generic or tc (default auto)')
     .option('--tc-priority <n>', 'priority of our clsact filter (default 1)')
     .option('--interface-poll <duration>', 'how often to look for interface changes (default 2s)')
     .option('--node-label <key=value>', 'label of this node for spec.nodeSelector (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])

@@ -97,14 +97,18 @@ export function formatStatus(r: StatusReport): string {
     const a = r.agent;
     out += `agent: ${a.ready ? 'ready' : 'NOT READY'}   program id ${a.programId}   updated ${a.updatedAt}   reconciles ${a.reconciles}\n\n`;
     out += 'HOOKS\n';
-    const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'POLICIES']];
+    const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'UNREADABLE', 'POLICIES']];
+    const unreadable = (ifname: string): string =>
+      r.counters.filter((c) => c.policy === '-' && c.interface === ifname && c.counter === 'unreadable').reduce((n, c) => n + BigInt(c.value), 0n).toString();
     for (const h of a.hooks) {
       let live = '-';
       if (h.mode === 'tcx') live = r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO';
       else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic') live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
-      hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, h.policies.join(',')]);
+      hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, unreadable(h.name), h.policies.join(',')]);
     }
-    for (const e of a.hookErrors) hookRows.push([e.name, String(e.ifindex), e.direction, 'FAILED', '-', '-', '-', e.message]);
+    for (const e of a.hookErrors) {
+      hookRows.push([e.name, String(e.ifindex), e.direction, e.reason === 'UnsupportedDevice' ? 'REFUSED' : 'FAILED', '-', '-', '-', '-', e.message]);
+    }
     out += table(hookRows) + '\n';
     out += 'POLICIES\n';
     const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS']];

@@ -58,6 +58,8 @@ export const COUNTERS = [
   'verify_replay',
   'skipped_no_clock',
   'error_tail_call',
+  'unreadable',
+  'skipped_tcp_ao',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
@@ -130,6 +132,8 @@ export interface PolicySlot {
   kind: number;
   exid: number;
   epochSeconds: number;
+  /** Keyed: seconds of clock difference the verifier tolerates (see struct nt_policy); default 0 */
+  skewSeconds?: number;
   bind: number;
   /** Static: 8-byte tokens; Keyed: 16-byte SipHash keys */
   current: Buffer;
@@ -142,7 +146,8 @@ export function encodePolicy(p: PolicySlot): Buffer {
   v.writeUInt8(p.mode, 0);
   v.writeUInt8(p.kind, 1);
   v.writeUInt16LE(p.exid, 2);
-  v.writeUInt32LE(p.previous ? PF_HAS_PREVIOUS : 0, 4);
+  v.writeUInt16LE(p.previous ? PF_HAS_PREVIOUS : 0, 4);
+  v.writeUInt16LE(p.skewSeconds ?? 0, 6);
   v.writeUInt32LE(p.epochSeconds, 8);
   v.writeUInt32LE(p.bind, 12);
   if (p.mode === TokenModeCode.Static) {

@@ -12,6 +12,8 @@ import {
 
 export const MAX_PORTS_PER_ENTRY = 16;
 export const MAX_EPOCH_SECONDS = 86400;
+/** spec.token.clockSkewSeconds: an hour of clock difference is more than any working fleet has */
+export const MAX_CLOCK_SKEW_SECONDS = 3600;
 
 /** One problem in one field: `path` in the form spec.egress.destinations[0].cidr. */
 export interface FieldError {
@@ -198,7 +200,7 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
     return s;
   }, 64);
 
-  const tok = c.obj(spec.token, 'spec.token', ['mode', 'secretRef', 'epochSeconds', 'bind', 'rotation']);
+  const tok = c.obj(spec.token, 'spec.token', ['mode', 'secretRef', 'epochSeconds', 'clockSkewSeconds', 'bind', 'rotation']);
   let token: TokenPolicySpec['token'] | undefined;
   if (!tok) c.fail('spec.token', 'is required');
   else {
@@ -210,6 +212,11 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
       c.fail('spec.token.epochSeconds', 'is required when mode is Keyed (the token changes every epochSeconds)');
     }
     if (mode === 'Static' && tok.epochSeconds !== undefined) c.fail('spec.token.epochSeconds', 'is only valid when mode is Keyed');
+    const clockSkewSeconds = c.int(tok.clockSkewSeconds, 'spec.token.clockSkewSeconds', 0, MAX_CLOCK_SKEW_SECONDS);
+    if (mode === 'Static' && tok.clockSkewSeconds !== undefined) c.fail('spec.token.clockSkewSeconds', 'is only valid when mode is Keyed');
+    else if (clockSkewSeconds !== undefined && epochSeconds !== undefined && clockSkewSeconds > epochSeconds) {
+      c.fail('spec.token.clockSkewSeconds', `${clockSkewSeconds} must not exceed epochSeconds (${epochSeconds}): a verifier looks one epoch either side of its own`);
+    }
     let bind = c.list(tok.bind, 'spec.token.bind', (x, p) => c.oneOf(x, p, BIND_FIELDS), BIND_FIELDS.length);
     if (tok.bind !== undefined && mode === 'Static') c.fail('spec.token.bind', 'is only valid when mode is Keyed');
     if (bind.length === 0) bind = [...BIND_FIELDS];
@@ -226,6 +233,7 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
     if (mode && secretName) {
       token = { mode, secretRef: { name: secretName }, bind };
       if (epochSeconds !== undefined) token.epochSeconds = epochSeconds;
+      if (clockSkewSeconds !== undefined) token.clockSkewSeconds = clockSkewSeconds;
       if (rotation) token.rotation = rotation;
     }
   }

@@ -36,6 +36,8 @@ export interface TokenPolicySpec {
     mode: TokenMode;
     secretRef: { name: string };
     epochSeconds?: number;
+    /** Keyed only: seconds of clock difference a verifier tolerates (see effectiveSkewSeconds) */
+    clockSkewSeconds?: number;
     bind: BindField[];
     rotation?: { period: string };
   };
@@ -67,6 +69,18 @@ export interface TokenPolicy {
 export interface TokenKeys {
   current: Buffer;
   previous?: Buffer;
+}
+
+/** The clock skew a verifier tolerates when a Keyed policy does not say. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 5;
+
+/**
+ * The clock skew a Keyed policy's verifier tolerates: token.clockSkewSeconds, by default 5
+ * seconds or epochSeconds when that is shorter; 0 for Static tokens (no time in them).
+ */
+export function effectiveSkewSeconds(token: TokenPolicySpec['token']): number {
+  if (token.mode !== 'Keyed' || !token.epochSeconds) return 0;
+  return Math.min(token.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS, token.epochSeconds);
 }
 
 /** The length the key Secret's values must have for a mode. */

@@ -147,6 +147,18 @@ describe('TokenPolicy on a real API server', () => {
     assert.ok(err.includes('ingress.replayLimit applies only to token.mode Keyed'), err);
   });
 
+  test('clockSkewSeconds: Keyed only, at most epochSeconds; accepted within it', async () => {
+    let err = await rejected(policy('static-skew', '{mode: Static, secretRef: {name: k}, clockSkewSeconds: 3}'));
+    assert.ok(err.includes('token.clockSkewSeconds applies only to token.mode Keyed'), err);
+    err = await rejected(policy('skew-past-epoch', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 10, clockSkewSeconds: 11}'));
+    assert.ok(err.includes('spec.token.clockSkewSeconds'), `error names the field: ${err}`);
+    assert.ok(err.includes('token.clockSkewSeconds must not exceed token.epochSeconds'), err);
+    await cluster.apply(policy('skew-ok', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 10, clockSkewSeconds: 10}'));
+    const got = await cluster.getJson<{ spec: { token: { clockSkewSeconds?: number } } }>(['tokenpolicy', 'skew-ok']);
+    assert.equal(got.spec.token.clockSkewSeconds, 10);
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'skew-ok']);
+  });
+
   test('option kind 252 is refused by the schema enum', async () => {
     const err = await rejected(policy('kind-252', '{secretRef: {name: k}}', 'egress: {}\n  option: {kind: 252}'));
     assert.ok(err.includes('spec.option.kind: Unsupported value: 252'), err);

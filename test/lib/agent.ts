@@ -60,7 +60,12 @@ export interface AgentRun {
   cleanup(): Promise<void>;
 }
 
-export function agentIn(ns: string, label: string): AgentRun {
+export interface AgentOptions {
+  /** environment for the agent process, on top of this one's (e.g. a faked wall clock) */
+  env?: Record<string, string>;
+}
+
+export function agentIn(ns: string, label: string, opts: AgentOptions = {}): AgentRun {
   const dir = mkdtempSync(path.join(tmpdir(), `nttest-agent-${label}-`));
   const stateDir = `/sys/fs/bpf/nttest-${process.pid}-${label}-${Math.random().toString(36).slice(2, 7)}`;
   const runDir = path.join(dir, 'run');
@@ -70,7 +75,7 @@ export function agentIn(ns: string, label: string): AgentRun {
     const child = spawnIn(ns, process.execPath, [
       BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
       '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args,
-    ]);
+    ], opts.env ? { env: { ...process.env, ...opts.env } } : {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (logText += d));
     child.stdout?.setEncoding('utf8');

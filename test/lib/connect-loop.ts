@@ -4,7 +4,9 @@
  * Each connection sends a few bytes, waits for them to come back (an echo server) and closes;
  * the connect timeout leaves room for SYN retransmissions.
  *
- *   node connect-loop.js <host> <port> <durationMs> [timeoutMs]
+ *   node connect-loop.js <host> <port> <durationMs> [timeoutMs] [pauseMs]
+ * pauseMs (default 0) waits between connections, so that a long loop does not run out of
+ * ephemeral ports to connections still in TIME_WAIT.
  * SIGTERM ends the loop early (the summary is still printed).
  */
 import net from 'node:net';
@@ -46,10 +48,11 @@ async function main(): Promise<void> {
   const port = Number(portArg);
   const duration = Number(durationArg);
   if (!host || !Number.isInteger(port) || !(duration > 0)) {
-    process.stderr.write('usage: connect-loop.js <host> <port> <durationMs> [timeoutMs]\n');
+    process.stderr.write('usage: connect-loop.js <host> <port> <durationMs> [timeoutMs] [pauseMs]\n');
     process.exit(2);
   }
   const timeoutMs = Number(timeoutArg ?? 5000);
+  const pauseMs = Number(process.argv[6] ?? 0);
   let stop = false;
   process.on('SIGTERM', () => (stop = true));
   const start = performance.now();
@@ -63,6 +66,7 @@ async function main(): Promise<void> {
     maxMs = Math.max(maxMs, r.ms);
     if (r.ok) ok++;
     else failures.push({ at: Math.round(performance.now() - start), error: r.error ?? 'unknown', elapsedMs: Math.round(r.ms) });
+    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
   }
   process.stdout.write(`${JSON.stringify({ attempts, ok, failures, maxMs: Math.round(maxMs) })}\n`);
 }

@@ -460,10 +460,27 @@ test('UDP, ICMP, ICMPv6, ARP and a later IPv4 fragment pass untouched and uncoun
       buildFrame({ src: '2001:db8::1', dst: '2001:db8::2', vlan: 3, protocol: IPPROTO_UDP, payload: Buffer.alloc(8) }),
       buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28, 1) }),
       buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', fragOffset: 185, protocol: IPPROTO_TCP, payload: Buffer.from('0000000000000002', 'hex') }),
-      // Too short to hold the headers it announces.
-      buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', tcp: { sport: 1, dport: 2 } }).subarray(0, 40),
     ];
     for (const f of frames) assertSkips(m, f, null);
+  });
+});
+
+test('unreadable: IP frames whose headers cannot be read are counted under no policy, and pass unchanged', () => {
+  withMarker(Marker.everything(), (m) => {
+    const syn = buildFrame(v4);
+    const shortIhl = Buffer.from(syn);
+    shortIhl[14] = 0x44;
+    const badVersion = Buffer.from(syn);
+    badVersion[14] = 0x65;
+    const frames = [
+      // Too short to hold the headers it announces.
+      syn.subarray(0, 40),
+      shortIhl,
+      badVersion,
+      buildFrame({ ...v4, vlan: [{ id: 1, tpid: 0x88a8 }, 2, 3] }),
+      buildFrame({ ...v6, ipv6Ext: Array.from({ length: 7 }, () => ({ type: 60 })) }),
+    ];
+    for (const f of frames) assertSkips(m, f, 'unreadable', { policyId: 0 });
   });
 });
 
@@ -484,10 +501,43 @@ test('skip: no room when the options already take more than 28 bytes', () => {
   });
 });
 
-test('skip: an End-of-Option-List in the option area', () => {
+/** The options of a macOS / BSD SYN: MSS, NOP, window scale, NOP, NOP, timestamps, SACK-permitted, EOL (23 bytes with the EOL, one byte of padding). */
+const BSD_SYN_OPTIONS = Buffer.from('020405b4' + '01030306' + '0101080a' + '1122334400000000' + '04020000', 'hex');
+
+test('marks a SYN whose option list ends in an EOL (the BSD and macOS layout): ours takes the EOL\'s place, the EOL and zeros follow', () => {
+  assert.equal(BSD_SYN_OPTIONS.length, 24);
   withMarker(Marker.everything(), (m) => {
-    assertSkips(m, buildFrame(withOpts(v4, Buffer.from('020405b400000000', 'hex'))), 'skipped_eol');
-    assertSkips(m, buildFrame(withOpts(v6, Buffer.from('00000000', 'hex'))), 'skipped_eol');
+    const opt = tokenOption(KIND, EXID, TOKEN);
+    const cases: [string, FrameSpec, Buffer][] = [
+      ['BSD layout, IPv4', withOpts(v4, BSD_SYN_OPTIONS), Buffer.concat([BSD_SYN_OPTIONS.subarray(0, 22), opt, Buffer.alloc(2)])],
+      ['BSD layout, IPv6 behind a VLAN tag', { ...withOpts(v6, BSD_SYN_OPTIONS), vlan: 5 }, Buffer.concat([BSD_SYN_OPTIONS.subarray(0, 22), opt, Buffer.alloc(2)])],
+      ['an EOL first', withOpts(v6, Buffer.from('00000000', 'hex')), Buffer.concat([opt, Buffer.alloc(4)])],
+      ['bytes after the EOL that are not zero', withOpts(v4, Buffer.from('020405b400ffffff', 'hex')), Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(4)])],
+      ['an EOL at a word boundary, with 12 bytes of padding after it', withOpts(v4, Buffer.from('020405b4' + '00'.repeat(16), 'hex')), Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(16)])],
+    ];
+    for (const [what, spec, want] of cases) {
+      const { out, changed } = runCounted(m, buildFrame(spec));
+      const expected = buildFrame({ ...spec, tcp: { ...spec.tcp!, checksum: 'full', options: want } });
+      assert.ok(out.equals(expected), `${what}: marked frame differs:${hexDiff(out, expected)}`);
+      const p = parseFrame(out);
+      assert.deepEqual(p.errors, [], `${what}: ${p.errors.join('; ')}`);
+      assert.equal(p.tcpChecksumOk, true, `${what}: TCP checksum`);
+      if (p.family === 4) assert.equal(p.ipv4ChecksumOk, true, `${what}: IPv4 header checksum`);
+      assert.deepEqual(findTokenOption(p, KIND, EXID), TOKEN, `${what}: token`);
+      assert.deepEqual(changed, { [`${LO}/${POLICY}/marked`]: 1 }, `${what}: counters`);
+    }
+    // No room: 24 bytes of options plus ours fit, 32 do not, EOL or not.
+    assertSkips(m, buildFrame(withOpts(v4, Buffer.concat([BSD_SYN_OPTIONS, Buffer.alloc(8)]))), 'skipped_no_room');
+  });
+});
+
+test('skip: a SYN carrying TCP-AO (kind 29), whose MAC covers the options', () => {
+  withMarker(Marker.everything(), (m) => {
+    const ao = Buffer.from('1d10' + '0102' + '00112233445566778899aabb', 'hex');
+    assertSkips(m, buildFrame(withOpts(v4, Buffer.concat([Buffer.from('020405b4', 'hex'), ao]))), 'skipped_tcp_ao');
+    assertSkips(m, buildFrame(withOpts(v6, Buffer.concat([ao, Buffer.from('01010402', 'hex')]))), 'skipped_tcp_ao');
+    // TCP MD5 (kind 19) signs the header without its options: marked.
+    assertMarks(m, withOpts(v4, Buffer.from('0101' + '1312' + '00112233445566778899aabbccddeeff', 'hex')));
   });
 });
 
@@ -504,6 +554,7 @@ test('skip: malformed headers (doff < 5, doff past the packet, IP length too sho
     assertSkips(m, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 4 } }), 'skipped_malformed');
     assertSkips(m, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 8 } }), 'skipped_malformed');
     assertSkips(m, buildFrame({ ...withOpts(v4, LINUX_SYN_OPTIONS), ipLength: 40 }), 'skipped_malformed');
+    // The IP length leaves 16 bytes of TCP header: the flags are there, the rest is not.
     assertSkips(m, buildFrame({ ...v6, ipLength: 16 }), 'skipped_malformed');
     assertSkips(m, Buffer.concat([buildFrame(v4), Buffer.alloc(6)]), 'skipped_malformed');
     assertSkips(m, Buffer.concat([buildFrame(v6), Buffer.alloc(2)]), 'skipped_malformed');
@@ -550,7 +601,7 @@ test('skip: an IPv6 SYN behind extension headers is counted under its policy; ot
     for (const f of frames) assertSkips(m, f, null);
     // More extension headers than the marker walks: it cannot tell what follows.
     const deep = Array.from({ length: 7 }, () => ({ type: 60 }));
-    assertSkips(m, buildFrame({ ...v6, ipv6Ext: deep }), 'skipped_ipv6_ext_header', { policyId: 0 });
+    assertSkips(m, buildFrame({ ...v6, ipv6Ext: deep }), 'unreadable', { policyId: 0 });
     // No policy for the destination: counted as that, like any other SYN.
     assertSkips(m, buildFrame({ ...v6, dst: '2001:db8:1::7', ipv6Ext: [{ type: 0 }] }), 'skipped_ipv6_ext_header');
   });

@@ -14,12 +14,15 @@ import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import {
   BindBit, COUNTERS, IngressActionCode, TokenModeCode, decodeStatKey, encodeClock, encodeEgressRule, encodeExemptValue,
-  encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumPerCpu,
+  encodeEnforcingKey, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumPerCpu,
 } from '../../src/lib/abi.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
+import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
 import { measureClock } from '../../src/agent/clock.js';
+import { computeDesired } from '../../src/agent/desired.js';
+import type { HostInterface } from '../../src/agent/interfaces.js';
+import { validatePolicy } from '../../src/lib/policy.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -53,6 +56,7 @@ interface PolicyOpts {
   kind?: number;
   exid?: number;
   epochSeconds?: number;
+  skewSeconds?: number;
 }
 
 const open: Verifier[] = [];
@@ -65,6 +69,7 @@ class Verifier {
   readonly pinDir: string;
   readonly obj: NativeObject;
   readonly progs: Record<Entry, NativeProgram>;
+  private readonly probe: NativeProgram;
   readonly maps: Record<'policies' | 'stats' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
   private readonly marker: { obj: NativeObject; prog: NativeProgram };
 
@@ -78,6 +83,7 @@ class Verifier {
     this.progs = { xdp: this.obj.program('nt_verify_xdp'), tc: this.obj.program('nt_verify_tc') };
     const marker = b.openObject(MARKER_OBJ, { pinRoot: this.pinDir });
     this.marker = { obj: marker, prog: marker.program('nt_mark_egress') };
+    this.probe = marker.program('nt_clock_probe');
     this.maps = {
       policies: this.obj.map('nt_policies'),
       stats: this.obj.map('nt_stats'),
@@ -87,12 +93,18 @@ class Verifier {
       exempt6: this.obj.map('nt_exempt6'),
       replay: this.obj.map('nt_replay'),
     };
-    if (opts.clock ?? true) {
-      const probe = marker.program('nt_clock_probe');
-      const r = measureClock(probe);
-      probe.close();
-      this.maps.clock.update(Buffer.alloc(4), encodeClock(r.taiOffsetNs, r.bootOffsetNs));
-    }
+    if (opts.clock ?? true) this.clockAt(0);
+  }
+
+  /**
+   * Write the wall clock as the agent does, shifted so that the programs' unix time is
+   * `shiftSeconds` ahead of this process's (negative: behind).
+   */
+  clockAt(shiftSeconds: number): this {
+    const r = measureClock(this.probe);
+    const shift = BigInt(Math.round(shiftSeconds * 1000)) * 1_000_000n;
+    this.maps.clock.update(Buffer.alloc(4), encodeClock(r.taiOffsetNs - shift, r.bootOffsetNs + shift));
+    return this;
   }
 
   policy(id: number, o: PolicyOpts = {}): this {
@@ -105,6 +117,7 @@ class Verifier {
       kind: o.kind ?? KIND,
       exid: o.exid ?? EXID,
       epochSeconds: o.epochSeconds ?? (keyed ? EPOCH_SECONDS : 0),
+      skewSeconds: o.skewSeconds ?? 0,
       bind: o.bind ?? (keyed ? BIND_ALL : 0),
       current: o.token ?? (keyed ? KEY : TOKEN),
       ...(o.previous ? { previous: o.previous } : {}),
@@ -114,6 +127,12 @@ class Verifier {
 
   protect(port: number, policyId: number, action = IngressActionCode.Enforce, replayLimit = 0, ifindex = LO): this {
     this.maps.ports.update(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, replayLimit));
+    return this;
+  }
+
+  /** Mark `ifindex` as one where policy `policyId` enforces (what the agent writes for Enforce policies). */
+  enforcing(policyId: number, ifindex = LO): this {
+    this.maps.ports.update(encodeEnforcingKey(ifindex), encodeIngressRule(policyId, IngressActionCode.Enforce, 0));
     return this;
   }
 
@@ -163,11 +182,20 @@ class Verifier {
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
-    for (const p of Object.values(this.progs)) p.close();
+    for (const p of [...Object.values(this.progs), this.probe]) p.close();
     this.obj.close();
     this.marker.prog.close();
     this.marker.obj.close();
     rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}
+
+/** Assert both entry points give `want` and change exactly the counters `want` lists ("ifindex/policy/name" -> delta). */
+function expectCounts(v: Verifier, frame: Buffer, want: Verdict, counts: Record<string, number>, what = ''): void {
+  for (const entry of ['xdp', 'tc'] as const) {
+    const got = v.run(entry, frame);
+    assert.equal(got.verdict, want, `${entry}${what ? ` (${what})` : ''}: verdict`);
+    assert.deepEqual(got.changed, counts, `${entry}${what ? ` (${what})` : ''}: counters`);
   }
 }
 
@@ -216,6 +244,17 @@ function checkEpoch(fn: (epoch: bigint) => void): void {
       if (epochAt(Date.now(), EPOCH_SECONDS) === e) throw err;
     }
   }
+}
+
+/**
+ * Set the verifier's clock to `into` seconds into an epoch (of EPOCH_SECONDS) and return
+ * that epoch. The programs' clock runs on; a check takes milliseconds.
+ */
+function pinEpoch(v: Verifier, into: number): bigint {
+  const now = Date.now() / 1000;
+  const epoch = BigInt(Math.floor(now / EPOCH_SECONDS)) + 10n;
+  v.clockAt(Number(epoch) * EPOCH_SECONDS + into - now);
+  return epoch;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -286,19 +325,41 @@ test('the policy\'s own kind and ExID are what the verifier looks for', () => {
 // ---------------------------------------------------------------------------------------
 // Keyed tokens
 
-test('keyed: current and previous epoch, current and previous key are valid; older epochs, the next epoch and other keys are not', () => {
-  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, previous: KEY_OLD }).protect(443, 1);
-  checkEpoch((e) => {
-    expect(v, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'current key, current epoch');
-    expect(v, keyedSyn(v6, KEY, e), 'pass', ['verify_valid'], 1, 'IPv6');
-    expect(v, keyedSyn(v4, KEY, e - 1n), 'pass', ['verify_valid'], 1, 'previous epoch');
-    expect(v, keyedSyn(v4, KEY_OLD, e), 'pass', ['verify_valid'], 1, 'previous key');
-    expect(v, keyedSyn(v4, KEY_OLD, e - 1n), 'pass', ['verify_valid'], 1, 'previous key, previous epoch');
-    expect(v, keyedSyn(v4, KEY, e - 2n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'two epochs ago');
-    expect(v, keyedSyn(v4, KEY, e + 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'next epoch');
-    expect(v, keyedSyn(v4, randomBytes(16), e), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'another key');
-    expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'a static-looking value');
-  });
+test('keyed: the current epoch is valid with the current or the previous key; others are not, away from an epoch boundary', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, previous: KEY_OLD, skewSeconds: 5 }).protect(443, 1);
+  // 30 s into an epoch: 25 s from either boundary, more than the skew.
+  const e = pinEpoch(v, 30);
+  expect(v, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'current key, current epoch');
+  expect(v, keyedSyn(v6, KEY, e), 'pass', ['verify_valid'], 1, 'IPv6');
+  expect(v, keyedSyn(v4, KEY_OLD, e), 'pass', ['verify_valid'], 1, 'previous key');
+  expect(v, keyedSyn(v4, KEY, e - 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'previous epoch');
+  expect(v, keyedSyn(v4, KEY, e + 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'next epoch');
+  expect(v, keyedSyn(v4, KEY_OLD, e - 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'previous key, previous epoch');
+  expect(v, keyedSyn(v4, KEY, e - 2n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'two epochs ago');
+  expect(v, keyedSyn(v4, randomBytes(16), e), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'another key');
+  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'a static-looking value');
+});
+
+test('keyed: within the clock skew of an epoch boundary the neighbouring epoch is valid too, with either key', () => {
+  const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, previous: KEY_OLD, skewSeconds: 5 }).protect(443, 1);
+  // 2 s into an epoch: a marker up to 5 s behind still signs with the previous one.
+  let e = pinEpoch(v, 2);
+  expect(v, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'start: current epoch');
+  expect(v, keyedSyn(v4, KEY, e - 1n), 'pass', ['verify_valid'], 1, 'start: previous epoch');
+  expect(v, keyedSyn(v4, KEY_OLD, e - 1n), 'pass', ['verify_valid'], 1, 'start: previous key, previous epoch');
+  expect(v, keyedSyn(v4, KEY, e + 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'start: next epoch');
+  // 3 s before an epoch ends: a marker up to 5 s ahead already signs with the next one.
+  e = pinEpoch(v, EPOCH_SECONDS - 3);
+  expect(v, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'end: current epoch');
+  expect(v, keyedSyn(v4, KEY, e + 1n), 'pass', ['verify_valid'], 1, 'end: next epoch');
+  expect(v, keyedSyn(v6, KEY_OLD, e + 1n), 'pass', ['verify_valid'], 1, 'end: previous key, next epoch');
+  expect(v, keyedSyn(v4, KEY, e - 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'end: previous epoch');
+  expect(v, keyedSyn(v4, KEY, e + 2n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'end: two epochs on');
+  // No skew: only the epoch itself, even right at a boundary.
+  const exact = new Verifier().policy(1, { mode: TokenModeCode.Keyed, skewSeconds: 0 }).protect(443, 1);
+  e = pinEpoch(exact, 1);
+  expect(exact, keyedSyn(v4, KEY, e), 'pass', ['verify_valid'], 1, 'no skew: current epoch');
+  expect(exact, keyedSyn(v4, KEY, e - 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'no skew: previous epoch');
 });
 
 test('keyed: a token is bound to its flow: another port, address or sequence number fails', () => {
@@ -383,12 +444,143 @@ test('an exact port wins over "every port"; every port covers the rest', () => {
   expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 5 } }), 'drop', ['verify_missing', 'verify_dropped'], 1, '5: policy 1');
 });
 
-test('IPv6 behind extension headers is verified; past the walk limit it is counted malformed and passes', () => {
+test('IPv6 behind extension headers is verified; past the walk limit it is unreadable, passed under Monitor and dropped where a policy enforces', () => {
   const v = new Verifier().policy(1).protect(443, 1);
   expect(v, withOption({ ...v6, ipv6Ext: [{ type: 0 }, { type: 60 }] }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'valid');
   expect(v, buildFrame({ ...v6, ipv6Ext: [{ type: 0 }] }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'missing');
   const deep = Array.from({ length: 7 }, () => ({ type: 60 }));
-  expect(v, buildFrame({ ...v6, ipv6Ext: deep }), 'pass', ['verify_malformed'], 0, 'opaque');
+  expect(v, buildFrame({ ...v6, ipv6Ext: deep }), 'pass', ['unreadable'], 0, 'opaque, no enforcing rule');
+  v.enforcing(1);
+  expectCounts(v, buildFrame({ ...v6, ipv6Ext: deep }), 'drop', { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 }, 'opaque, enforcing');
+});
+
+// ---------------------------------------------------------------------------------------
+// Fragments: the stack keeps of a first fragment only what reassembly keeps
+
+/** The TCP segment of `spec` (header and payload), as a fragment's payload carries it. */
+function segmentOf(spec: FrameSpec, payload = Buffer.alloc(0)): Buffer {
+  const frame = buildFrame({ ...spec, payload });
+  const f = parseFrame(frame);
+  assert.ok(f.l4Offset !== null, 'a TCP segment');
+  return frame.subarray(f.l4Offset);
+}
+
+/** The first IPv4 fragment of `seg`: its first `n` bytes, More Fragments set. */
+function v4First(seg: Buffer, n: number, spec: FrameSpec = v4): Buffer {
+  return buildFrame({ src: spec.src, dst: spec.dst, protocol: IPPROTO_TCP, payload: seg.subarray(0, n), mf: true, fragOffset: 0, df: false, ipId: 0x4242 });
+}
+
+/** The first IPv6 fragment of `seg`: its first `n` bytes behind a fragment header (M set, or not: an atomic fragment). */
+function v6First(seg: Buffer, n: number, more = true): Buffer {
+  const frag = { type: 44, body: Buffer.from(more ? '000100004242' : '000000004242', 'hex') };
+  return buildFrame({ src: v6.src, dst: v6.dst, ipv6Ext: [frag], protocol: IPPROTO_TCP, payload: seg.subarray(0, n) });
+}
+
+test('IPv4 first fragments: what the fragment keeps once cut to 8-byte units decides; a SYN cut short is malformed', () => {
+  const v = new Verifier().policy(1).protect(443, 1);
+  const token = tokenOption(KIND, EXID, TOKEN);
+  const marked = segmentOf({ ...v4, tcp: { ...v4.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }, Buffer.alloc(16, 9));
+  const bare = segmentOf(v4, Buffer.alloc(16, 9));
+  assert.equal(marked.length, 52 + 16);
+  // The whole header in what the fragment keeps: verified as a SYN.
+  expect(v, v4First(marked, 56), 'pass', ['verify_valid'], 1, '56 bytes: header and token kept');
+  expect(v, v4First(bare, 40), 'drop', ['verify_missing', 'verify_dropped'], 1, '40 bytes: header kept, no token');
+  // 59 bytes are cut to 56: still the whole header. 55 are cut to 48: the token is lost.
+  expect(v, v4First(marked, 59), 'pass', ['verify_valid'], 1, '59 bytes');
+  expect(v, v4First(marked, 55), 'drop', ['verify_malformed', 'verify_dropped'], 1, '55 bytes: options cut at 48');
+  // The bypass: 14 bytes whose flags say ACK are cut to 8, and a later fragment may bring SYN.
+  const ack = Buffer.from(marked);
+  ack[13] = TCP_ACK;
+  expect(v, v4First(ack, 14), 'drop', ['verify_malformed', 'verify_dropped'], 1, '14 bytes, ACK: flags not kept');
+  expect(v, v4First(marked, 8), 'drop', ['verify_malformed', 'verify_dropped'], 1, '8 bytes: ports only');
+  // 16 bytes keep the flags: an ACK is not a SYN whatever follows; a SYN is cut short.
+  expect(v, v4First(ack, 16), 'pass', [], 1, '16 bytes, ACK');
+  expect(v, v4First(marked, 16), 'drop', ['verify_malformed', 'verify_dropped'], 1, '16 bytes, SYN');
+  // An unprotected port is not looked at; an exempt source is counted, not dropped.
+  expect(v, v4First(segmentOf({ ...v4, tcp: { ...v4.tcp!, dport: 22 } }), 8), 'pass', [], 1, 'port 22');
+  v.exempt(1, '192.0.2.0/24');
+  expect(v, v4First(ack, 14), 'pass', ['verify_malformed', 'verify_exempt'], 1, 'exempt source');
+  // Later fragments carry no TCP header: never looked at.
+  const later = buildFrame({ src: v4.src, dst: v4.dst, protocol: IPPROTO_TCP, payload: marked.subarray(8), fragOffset: 1, mf: false, df: false, ipId: 0x4242 });
+  expect(v, later, 'pass', [], 1, 'a later fragment');
+});
+
+test('IPv6 first fragments are cut the same way; an atomic fragment is a whole packet', () => {
+  const v = new Verifier().policy(1).protect(443, 1);
+  const token = tokenOption(KIND, EXID, TOKEN);
+  const marked = segmentOf({ ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }, Buffer.alloc(16, 9));
+  expect(v, v6First(marked, 56), 'pass', ['verify_valid'], 1, '56 bytes');
+  expect(v, v6First(marked, 63), 'pass', ['verify_valid'], 1, '63 bytes: cut to 56');
+  expect(v, v6First(marked, 50), 'drop', ['verify_malformed', 'verify_dropped'], 1, '50 bytes: cut to 48, the token is lost');
+  expect(v, v6First(marked, 20), 'drop', ['verify_malformed', 'verify_dropped'], 1, '20 bytes: cut to 16');
+  const ack = Buffer.from(marked);
+  ack[13] = TCP_ACK;
+  expect(v, v6First(ack, 20), 'pass', [], 1, '20 bytes, ACK');
+  expect(v, v6First(segmentOf(v6), 40, false), 'drop', ['verify_missing', 'verify_dropped'], 1, 'atomic fragment, no token');
+  expect(v, v6First(segmentOf({ ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }), 52, false), 'pass', ['verify_valid'], 1, 'atomic fragment, token');
+});
+
+// ---------------------------------------------------------------------------------------
+// Frames the parser cannot read
+
+test('unreadable IP frames are counted per interface, passed where nothing enforces and dropped where a policy enforces; other traffic flows', () => {
+  const v = new Verifier().policy(1).protect(443, 1, IngressActionCode.Monitor);
+  const syn = buildFrame(v4);
+  const threeTags = buildFrame({ ...v4, vlan: [{ id: 1, tpid: 0x88a8 }, 2, 3] });
+  const shortIhl = Buffer.from(syn);
+  shortIhl[14] = 0x44;
+  const badVersion = Buffer.from(syn);
+  badVersion[14] = 0x65;
+  const longer = Buffer.from(syn);
+  longer.writeUInt16BE(longer.readUInt16BE(16) + 8, 16);
+  const cases: [string, Buffer][] = [['three VLAN tags', threeTags], ['IPv4 ihl 4', shortIhl], ['version 6 in an IPv4 frame', badVersion], ['IP length past the frame', longer], ['a truncated TCP header', syn.subarray(0, 14 + 20 + 6)]];
+  for (const [what, frame] of cases) expect(v, frame, 'pass', ['unreadable'], 0, `${what}, Monitor`);
+  v.enforcing(1);
+  for (const [what, frame] of cases) expectCounts(v, frame, 'drop', { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 }, `${what}, Enforce`);
+  const other = [
+    buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28, 1) }),
+    buildFrame({ etherType: 0x88cc, payload: Buffer.alloc(40, 2) }),
+    buildFrame({ src: v4.src, dst: v4.dst, protocol: IPPROTO_UDP, payload: Buffer.alloc(20) }),
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, flags: TCP_ACK } }),
+  ];
+  for (const f of other) expect(v, f, 'pass', [], 1, 'ARP, LLDP, UDP, an ACK');
+});
+
+// ---------------------------------------------------------------------------------------
+// Bonds: native XDP on a bond runs in each slave's driver
+
+test('bonds: the agent writes a bond\'s rules under each slave\'s ifindex too, which is what XDP on the bond sees', () => {
+  // The bond is named by the policy; its slave is the device test runs arrive on (ingress_ifindex LO).
+  const BOND = 900;
+  const ifs: HostInterface[] = [
+    { name: 'bond0', ifindex: BOND, up: true, loopback: false, mtu: 1500, defaultRoute: true, linkType: 'ether', kind: 'bond' },
+    { name: 'eth0', ifindex: LO, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null, master: 'bond0' },
+  ];
+  const p = validatePolicy({
+    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'guard' },
+    spec: { interfaces: { names: ['bond0'] }, token: { mode: 'Static', secretRef: { name: 'k' } }, ingress: { action: 'Enforce', ports: [443] } },
+  });
+  const d = computeDesired({ policies: [p], keys: new Map([['guard', { current: TOKEN }]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  assert.deepEqual([...d.hooks.keys()], [`${BOND}/ingress`], 'the hook goes on the bond');
+  const keyed = [...d.ingressPorts.values()].map(([k]) => k.readUInt32LE(0));
+  assert.deepEqual([...new Set(keyed)].sort((a, b) => a - b), [LO, BOND], 'rules under the bond and under its slave');
+  const install = (v: Verifier, withSlaves: boolean): void => {
+    for (const [id, value] of d.policySlots) {
+      const k = Buffer.alloc(4);
+      k.writeUInt32LE(id);
+      v.maps.policies.update(k, value);
+    }
+    for (const [k, value] of d.ingressPorts.values()) if (withSlaves || k.readUInt32LE(0) === BOND) v.maps.ports.update(k, value);
+  };
+  const id = d.ids.get('guard')!;
+  const full = new Verifier();
+  install(full, true);
+  expect(full, buildFrame(v4), 'drop', ['verify_missing', 'verify_dropped'], id, 'arriving on the slave: verified under the bond\'s policy');
+  expect(full, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], id, 'valid');
+  // What it would be without them: the slave's SYNs matched no rule and passed uncounted.
+  const bondOnly = new Verifier();
+  install(bondOnly, false);
+  expect(bondOnly, buildFrame(v4), 'pass', [], id, 'rules under the bond only');
 });
 
 // ---------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ describe('hostile and broken input', () => {
     }
   });
 
-  test('the kernel refuses native XDP on a veth with a 9000-byte MTU: the verifier hook fails clearly, marking elsewhere goes on; auto falls back to generic XDP', async (ctx) => {
+  test('the kernel refuses native XDP on a veth with a 9000-byte MTU: the verifier hook fails clearly, marking elsewhere goes on; auto verifies it at tc', async (ctx) => {
     const t = await createTopology({ name: 'xdpmtu', kind: 'pair' });
     topologies.push(t);
     const forced = agentIn(t.server.ns, 'xdpforced');
@@ -247,8 +247,8 @@ describe('hostile and broken input', () => {
 
       await forced.stop();
       await forced.start();
-      const s2 = await forced.waitStatus((x) => x.ready && x.hooks.some((h) => h.direction === 'ingress'), 20_000, 'auto: generic XDP');
-      assert.equal(s2.hooks.find((h) => h.direction === 'ingress')!.mode, 'xdp-generic', 'auto falls back to generic XDP and says so');
+      const s2 = await forced.waitStatus((x) => x.ready && x.hooks.some((h) => h.direction === 'ingress'), 20_000, 'auto: tc');
+      assert.equal(s2.hooks.find((h) => h.direction === 'ingress')!.mode, 'tcx', 'auto verifies a veth at tc, never at generic XDP');
       await server.stop();
     } finally {
       await forced.cleanup();

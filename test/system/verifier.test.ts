@@ -127,11 +127,11 @@ ingress:
       const s0 = await serverAgent.waitStatus((s) => s.hooks.length === 5 && s.ready, 20_000, 'the verifier on all five links');
       for (const h of s0.hooks) {
         assert.equal(h.direction, 'ingress');
-        assert.equal(h.mode, 'xdp-native', `veth has native XDP: ${h.name} is ${h.mode}`);
+        assert.equal(h.mode, 'tcx', `a veth is verified at tc (TCX), not at XDP on copies of its packets: ${h.name} is ${h.mode}`);
       }
       for (const [agent] of marking) await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the marker');
       const table = (await serverAgent.cli(['status'])).stdout;
-      assert.match(table, new RegExp(`${good.serverDev}\\s+\\d+\\s+ingress\\s+xdp-native\\s+\\d+\\s+-\\s+yes\\s+guard`), `status shows the XDP hook live:\n${table}`);
+      assert.match(table, new RegExp(`${good.serverDev}\\s+\\d+\\s+ingress\\s+tcx\\s+\\d+\\s+\\d+\\s+yes\\s+0\\s+guard`), `status shows the hook live, nothing unreadable:\n${table}`);
 
       const before = new Map<string, Record<string, number>>();
       for (const c of star.clients) before.set(c.ns, await tcpCounters(c.ns));
@@ -291,7 +291,7 @@ ingress:
     }
   });
 
-  test('someone else\'s XDP program keeps its interface: the verifier uses tc ingress there, switches to XDP when it is gone, and detach leaves theirs', async () => {
+  test('someone else\'s XDP program keeps its interface: asked to verify at XDP there, the hook fails clearly; when it is gone, ours goes in; detach leaves theirs', async () => {
     const t = await createTopology({ name: 'xdpbusy', kind: 'pair' });
     topologies.push(t);
     const agent = agentIn(t.server.ns, 'xbusy');
@@ -306,24 +306,24 @@ ingress:
         secretYaml('k', K1),
       );
       agent.writePolicy(policy('first'));
-      await agent.start();
-      const s1 = await agent.waitStatus((s) => s.hooks.length === 1, 20_000, 'the verifier');
-      assert.equal(s1.hooks[0]!.mode, 'tcx', 'tc ingress (TCX) next to the foreign XDP program');
-      assert.deepEqual(await tcxIngress(t.server.ns, t.server.ifindex), [s1.hooks[0]!.progId], 'our program at TCX ingress');
+      await agent.start(['--ingress-attach', 'xdp-native']);
+      const s1 = await agent.waitStatus((s) => s.hookErrors.length === 1, 20_000, 'the refused verifier hook');
+      assert.equal(s1.hooks.length, 0);
+      assert.match(s1.hookErrors[0]!.message, /another XDP program \(id \d+\) is attached to .*; it is not ours to replace/);
+      assert.equal(s1.ready, false, 'not ready: a hook it was asked for is missing');
       assert.match(await foreign(), /foreign_xdp/, 'the other program is still there');
-      const r1 = await connect(t.client.ns, t.server.ipv4, echo.port, { timeoutMs: FAIL_TIMEOUT_MS });
-      assert.equal(r1.connected, false, 'unmarked SYNs are dropped at tc ingress');
-      assert.equal(counter(await agent.statusReport(), 'verify_dropped', 'guard'), 1);
+      assert.deepEqual(await tcxIngress(t.server.ns, t.server.ifindex), [], 'nothing of ours at tc either: XDP was asked for');
 
-      // The other program goes; the next reconcile moves the verifier to XDP and removes the TCX link.
+      // The other program goes; the next reconcile puts the verifier at XDP.
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'off']);
       const st = agent.status()!;
       agent.writePolicy(policy('second'));
-      const s2 = await agent.waitStatus((s) => s.reconciles > st.reconciles && s.hooks[0]?.mode === 'xdp-native', 15_000, 'the move to XDP');
+      const s2 = await agent.waitStatus((s) => s.reconciles > st.reconciles && s.hooks[0]?.mode === 'xdp-native', 15_000, 'the verifier at XDP');
       assert.equal(s2.hooks.length, 1);
-      assert.deepEqual(await tcxIngress(t.server.ns, t.server.ifindex), [], 'the TCX link is gone');
+      assert.equal(s2.ready, true);
       const r2 = await connect(t.client.ns, t.server.ipv4, echo.port, { timeoutMs: FAIL_TIMEOUT_MS });
-      assert.equal(r2.connected, false, 'still enforced, now at XDP');
+      assert.equal(r2.connected, false, 'enforced at XDP');
+      assert.equal(counter(await agent.statusReport(), 'verify_dropped', 'guard'), 1);
 
       // Someone replaces our XDP program while the agent is down: detach must leave theirs alone.
       await agent.stop();
@@ -354,7 +354,7 @@ ingress:
         secretYaml('k', K1),
       );
       agent.writePolicy(policy);
-      await agent.start();
+      await agent.start(['--ingress-attach', 'xdp-native']);
       const s1 = await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the verifier');
       assert.equal(await xdpProg(), s1.hooks[0]!.progId);
 
@@ -362,7 +362,7 @@ ingress:
       const down = await connect(t.client.ns, t.server.ipv4, echo.port, { timeoutMs: FAIL_TIMEOUT_MS });
       assert.equal(down.connected, false, 'still enforced while the agent is down');
 
-      await agent.start();
+      await agent.start(['--ingress-attach', 'xdp-native']);
       const s2 = await agent.waitStatus((s) => s.hooks.length === 1 && s.hooks[0]!.progId !== s1.hooks[0]!.progId, 20_000, 'the restarted agent');
       assert.equal(s2.hooks[0]!.mode, 'xdp-native');
       assert.equal(await xdpProg(), s2.hooks[0]!.progId, 'the new program replaced the old one in place');

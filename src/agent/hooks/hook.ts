@@ -25,7 +25,8 @@ export interface HookError {
   ifindex: number;
   name: string;
   direction: Direction;
-  reason: 'AttachFailed';
+  /** AttachFailed: the kernel refused; UnsupportedDevice: its frames are of a kind the programs cannot read */
+  reason: 'AttachFailed' | 'UnsupportedDevice';
   message: string;
 }
 
