@@ -9,14 +9,11 @@ import { bindMask } from './abi.js';
 import { type ParsedFrame } from './packet.js';
 import { readSecretKey } from './policy.js';
 import { epochAt, keyedToken } from './siphash.js';
-import type { TokenMode, TokenPolicy } from './types.js';
+import { effectiveSkewSeconds, type TokenMode, type TokenPolicy } from './types.js';
 
 /** The Secret data keys a verifier accepts, in the order they are tried. */
 export type KeyLabel = 'current' | 'previous' | 'next';
 export const KEY_LABELS: readonly KeyLabel[] = ['current', 'previous', 'next'];
-
-/** How long the clock-skew grace around an epoch boundary is when the policy does not say. */
-export const DEFAULT_CLOCK_SKEW_SECONDS = 5;
 
 /** One policy's keys and option, ready to judge SYNs. Never print or log `keys`. */
 export interface Keyring {
@@ -79,8 +76,6 @@ export function keyringFor(policy: TokenPolicy, secret: unknown, where: string):
     throw new Error(`${where} (Secret "${policy.spec.token.secretRef.name}"): has no "current" key`);
   }
   const epochSeconds = policy.spec.token.epochSeconds ?? 0;
-  // spec.token.clockSkewSeconds is optional; it defaults to 5 s, or epochSeconds when shorter.
-  const skew = (policy.spec.token as { clockSkewSeconds?: number }).clockSkewSeconds;
   return {
     policy: policy.metadata.name,
     mode,
@@ -88,7 +83,7 @@ export function keyringFor(policy: TokenPolicy, secret: unknown, where: string):
     exid: policy.spec.option.experimentId,
     epochSeconds,
     bind: bindMask(policy.spec.token.bind),
-    clockSkewSeconds: skew ?? Math.min(DEFAULT_CLOCK_SKEW_SECONDS, epochSeconds),
+    clockSkewSeconds: effectiveSkewSeconds(policy.spec.token),
     keys,
   };
 }

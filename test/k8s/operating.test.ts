@@ -35,11 +35,6 @@ const RULE_TESTS = join(repoRoot, 'test/k8s/prometheus-rules.test.yaml');
 
 /** Labels Prometheus gives every series it scrapes, beyond those the process exports. */
 const TARGET_LABELS = new Set(['job', 'instance']);
-/**
- * Reasons the alerts and the dashboard name that this data path may not count yet: frames the
- * verifier cannot parse ("unreadable"). Every other reason must be one of the BPF counters.
- */
-const REASONS_AHEAD_OF_DATA_PATH = new Set(['unreadable']);
 
 interface RuleGroup { name: string; rules: { alert?: string; record?: string; expr: string; for?: string }[] }
 interface Dashboard {
@@ -259,7 +254,7 @@ spec:
           if (m.op !== '=' && m.op !== '=~') continue;
           const re = new RegExp(`^(?:${m.op === '=' ? m.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') : m.value})$`);
           let known = [...(labels.get(m.label) ?? [])];
-          if (sel.metric === 'netoken_packets_total' && m.label === 'reason') known = [...COUNTERS, ...REASONS_AHEAD_OF_DATA_PATH];
+          if (sel.metric === 'netoken_packets_total' && m.label === 'reason') known = [...COUNTERS];
           // A condition's reason is the operator's word for a state; types and statuses are fixed.
           if (sel.metric === 'netoken_policy_condition' && m.label === 'reason') continue;
           if (!known.some((v) => re.test(v))) problems.push(`${where}: ${sel.metric}{${m.label}${m.op}"${m.value}"} matches none of ${known.join(', ')}`);
