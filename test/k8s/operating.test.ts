@@ -195,7 +195,7 @@ spec:
     const node = `node="${NODE}"`;
     assert.match(a, new RegExp(`^netoken_agent_ready\\{${node}\\} 1$`, 'm'));
     assert.match(a, new RegExp(`^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="egress",mode="tcx",${node}\\} 1$`, 'm'));
-    assert.match(a, new RegExp(`^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="ingress",mode="xdp-native",${node}\\} 1$`, 'm'));
+    assert.match(a, new RegExp(`^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="ingress",mode="tcx",${node}\\} 1$`, 'm'));
     assert.match(a, new RegExp(`^netoken_agent_enforcing\\{policy="guard",interface="${topo.client.dev}",${node}\\} 1$`, 'm'));
     assert.match(a, new RegExp(`^netoken_packets_total\\{policy="web",interface="${topo.client.dev}",reason="marked",${node}\\} [1-9]`, 'm'));
     assert.match(a, new RegExp(`^netoken_packets_total\\{policy="guard",interface="${topo.client.dev}",reason="verify_dropped",${node}\\} [1-9]`, 'm'));
