@@ -26,6 +26,8 @@ export interface NodeStateInterface {
 export interface NodeStatePolicy {
   name: string;
   generation: number;
+  /** the key generations this node signs with and accepts (when the Secret numbers its keys) */
+  keys?: { signs: number; accepts: number[] };
   interfaces: NodeStateInterface[];
   counters: Record<string, number>;
   errors: { reason: string; message: string }[];
@@ -54,7 +56,7 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     const errors = [...p.errors, ...s.hookErrors.filter((x) => p.interfaces.includes(x.name)).map((e) => ({ reason: e.reason, message: `${e.name}: ${e.message}` }))];
     const counters: Record<string, number> = {};
     for (const [k, v] of Object.entries(p.counters)) counters[k] = Number(v);
-    policies.push({ name: p.name, generation: p.generation, interfaces, counters, errors });
+    policies.push({ name: p.name, generation: p.generation, ...(p.keys ? { keys: p.keys } : {}), interfaces, counters, errors });
   }
   policies.sort((a, b) => a.name.localeCompare(b.name));
   const failing = policies.filter((p) => p.errors.length);
