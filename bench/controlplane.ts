@@ -37,6 +37,7 @@ import { bridgeLoopback, type LoopbackBridge } from '../test/lib/loopback-bridge
 import { createTopology, netnsPath, run, spawnIn, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
 import { ensureBuilt } from './artifacts.js';
 import { ROOT, figure, median, type Figure } from './report.js';
+import { sleep, waitUntil } from '../src/lib/wait.js';
 
 const PREFIX = 'ntbench-';
 const NS = 'netoken-system';
@@ -90,7 +91,6 @@ export interface ControlPlaneBenchResult {
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable with pcap timestamps. */
 const now = (): number => performance.timeOrigin + performance.now();
-const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
 const countLabel = (n: number, what: string): string => `${n.toLocaleString('en-US').replace(/,/g, ' ')} ${what}`;
 
@@ -108,17 +108,6 @@ async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Pr
     while (next < items.length) await fn(items[next++] as T);
   };
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-}
-
-/** Polls probe until it returns a value; throws after timeoutMs naming what it waited for. */
-async function waitUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, everyMs = 200, context?: () => string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${context ? `\n${context()}` : ''}`);
-    await sleep(everyMs);
-  }
 }
 
 /** A stream of timestamped events that callers wait on (register the wait before causing the event). */
@@ -804,7 +793,7 @@ async function applyToWire(s: Session, applies: number, log: (line: string) => v
   await waitUntil('the deleted policies to be released', 60_000, async () => {
     const r = await s.c.kubectlOk(['get', 'tokenpolicies', '-l', 'netoken-bench=wire', '-o', 'name']);
     return r.trim() === '' ? true : undefined;
-  }, 300, s.context);
+  }, { everyMs: 300, context: s.context });
   return { applyMs, deleteMs, syns: capture.syns, marked: capture.marked };
 }
 
@@ -856,7 +845,7 @@ async function resources(s: Session, n: number, seconds: number, log: (line: str
       log(`control plane: after ${Math.round((lastLog - t0) / 1000)} s: the agent has applied ${applied} of ${n} policies (${(st?.reconciles ?? 0) - reconcilesBefore} reconciles, the last took ${st?.lastReconcileMs ?? 0} ms), the operator reports ${ready} Ready`);
     }
     return agentAppliedMs && operatorReadyMs ? true : undefined;
-  }, 500, s.context);
+  }, { everyMs: 500, context: s.context });
   log(`control plane: ${n} policies applied by the agent in ${round(agentAppliedMs / 1000)} s (${agentReconciles} reconciles), all Ready in ${round(operatorReadyMs / 1000)} s; loaded window, ${seconds} s`);
   await sleep(2000);
   const loaded = await measureWindow(pids, seconds);

@@ -31,6 +31,7 @@ import { createTopology, exec, netnsPath, run, sweepStale, waitForExit, type Top
 import { SYNFLOOD, XDP_DROP, ensureBuilt } from './artifacts.js';
 import { figure, median, type Figure } from './report.js';
 import { startServer } from './connections.js';
+import { sleep } from '../src/lib/wait.js';
 
 const PREFIX = 'ntflood-';
 const PORT = 5001;
@@ -140,8 +141,6 @@ const CONFIGS: readonly FloodConfig[] = [
     attach: async () => null,
   },
 ];
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Sum of the veth's per-queue counters named rx_queue_<n>_<stat> (ethtool -S). */
 function ethtoolSum(text: string, stat: string): number {

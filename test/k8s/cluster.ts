@@ -17,6 +17,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sleep } from '../../src/lib/wait.js';
 
 /** Absolute path of the repository root (the directory holding netoken's package.json). */
 export const repoRoot: string = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
@@ -158,9 +159,6 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
 
 function tail(file: string, lines: number): string {
   try {

@@ -24,6 +24,7 @@ import { computeDesired } from '../../src/agent/desired.js';
 import type { HostInterface } from '../../src/agent/interfaces.js';
 import { validatePolicy } from '../../src/lib/policy.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const VERIFIER_OBJ = path.join(repoRoot, 'build/bpf/verifier.bpf.o');
@@ -603,7 +604,7 @@ test('replay limit: the same flow and sequence number is accepted N times a seco
   const other = keyedSyn({ ...v4, tcp: { ...v4.tcp!, seq: 7 } }, KEY, e);
   assert.deepEqual(v.run('tc', other).changed, { '1/1/verify_valid': 1 });
   // A new one-second window.
-  await new Promise((r) => setTimeout(r, 1100));
+  await sleep(1100);
   run('after a second', 'pass', { '1/1/verify_valid': 1 });
   assert.equal(v.maps.replay.keys().length, 2, 'two flows remembered');
 });

@@ -21,6 +21,7 @@ import { createTopology, exec, run, spawnIn, waitForExit, type Topology } from '
 import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
 import { connect, startServer, tcpCounters } from '../lib/tcp.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
@@ -249,30 +250,29 @@ ingress:
       let out = '';
       loop.stdout?.setEncoding('utf8');
       loop.stdout?.on('data', (d: string) => (out += d));
-      const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-      await pause(1500);
+      await sleep(1500);
       // The operator's order: verifiers learn the new key first, markers switch, the old key goes.
       let s = server.status()!;
       server.writePolicy(file(K1, K0));
       s = await reconciled(server, s, 'server: K1 added');
-      await pause(1000);
+      await sleep(1000);
       let cs = client.status()!;
       client.writePolicy(file(K1, K0));
       cs = await reconciled(client, cs, 'client: marks with K1');
-      await pause(1500);
+      await sleep(1500);
       server.writePolicy(file(K1));
       client.writePolicy(file(K1));
       await reconciled(server, s, 'server: K0 gone');
       await reconciled(client, cs, 'client: K0 gone');
       // A second full rotation, the same way.
-      await pause(1000);
+      await sleep(1000);
       s = server.status()!;
       server.writePolicy(file(K2, K1));
       s = await reconciled(server, s, 'server: K2 added');
       cs = client.status()!;
       client.writePolicy(file(K2, K1));
       cs = await reconciled(client, cs, 'client: marks with K2');
-      await pause(500);
+      await sleep(500);
       server.writePolicy(file(K2));
       await reconciled(server, s, 'server: K1 gone');
       assert.ok(await waitForExit(loop, 20_000), 'the loop ends');
