@@ -69,6 +69,19 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
+/** Nearest-rank percentile (q in 0..1). */
+export function percentile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] as number;
+}
+
+/** x rounded to `digits` decimals, for details and remarks. */
+export const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** "100 000 prefixes": a count with its thousands apart, for row configurations. */
+export const countLabel = (n: number, what: string): string => `${n.toLocaleString('en-US').replace(/,/g, ' ')} ${what}`;
+
 /** (max - min) / median: the run-to-run spread of one configuration. */
 export function spread(xs: readonly number[]): number {
   if (xs.length < 2) return 0;
