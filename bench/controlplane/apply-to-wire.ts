@@ -4,12 +4,12 @@
  * at the peer and a 2 ms poll of the node's egress hooks.
  */
 import type { ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { parsePcap, toEthernet } from '../../src/lib/pcap.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 import { spawnIn, waitForExit } from '../../test/lib/netns.js';
-import { ROOT, figure, percentile, type Figure } from '../report.js';
+import { figure, percentile, type Figure } from '../report.js';
 import { EXID, Events, GROUP, KIND, now } from './common.js';
 import { NODE_SELECTOR, policyYaml, secretYaml, type Session } from './session.js';
 
@@ -17,7 +17,8 @@ import { NODE_SELECTOR, policyYaml, secretYaml, type Session } from './session.j
 const WIRE_PORT = 7443;
 /** The budget: kubectl apply → token on the wire, p99 ≤ 2 s. */
 const APPLY_BUDGET_MS = 2000;
-const BINDING_JS = path.join(ROOT, 'dist/src/native/binding.js');
+const HOOK_WATCH = fileURLToPath(new URL('./hook-watch.js', import.meta.url));
+const SYN_LOOP = fileURLToPath(new URL('./syn-loop.js', import.meta.url));
 
 /** SYNs seen at the peer, from tcpdump writing pcap to a pipe; the timestamps are the capture's. */
 class SynCapture {
@@ -86,30 +87,13 @@ class SynCapture {
   }
 }
 
-const HOOK_WATCH = `
-const { binding } = await import(process.argv[1]);
-const b = binding();
-const ifindex = Number(process.argv[2]);
-let last = '';
-const poll = () => {
-  const tcx = b.tcxQuery(ifindex, 'egress');
-  const tc = b.tcQuery({ ifindex, direction: 'egress', handle: 0x4e54, priority: 1 });
-  const s = JSON.stringify({ tcx, tc });
-  if (s === last) return;
-  last = s;
-  process.stdout.write(JSON.stringify({ t: performance.timeOrigin + performance.now(), tcx, tc }) + '\\n');
-};
-poll();
-setInterval(poll, Number(process.argv[3]));
-`;
-
 /** Polls the kernel's egress hooks of one interface every few ms and reports each change with its time. */
 class HookWatch {
   readonly events = new Events<{ t: number; attached: boolean }>();
   private constructor(private readonly child: ChildProcess) {}
 
   static start(ns: string, ifindex: number, everyMs = 2): HookWatch {
-    const child = spawnIn(ns, process.execPath, ['--input-type=module', '-e', HOOK_WATCH, BINDING_JS, String(ifindex), String(everyMs)]);
+    const child = spawnIn(ns, process.execPath, [HOOK_WATCH, String(ifindex), String(everyMs)]);
     const w = new HookWatch(child);
     let buf = '';
     child.stdout?.setEncoding('utf8');
@@ -131,20 +115,6 @@ class HookWatch {
   }
 }
 
-const CONNECT_LOOP = `
-const net = require('node:net');
-const [host, port, every] = process.argv.slice(1);
-const tick = () => {
-  const s = net.connect({ host, port: Number(port) });
-  const done = () => s.destroy();
-  s.on('connect', done);
-  s.on('error', done);
-  setTimeout(tick, Number(every));
-};
-tick();
-`;
-
-/** kubectl apply of a fresh policy → the first SYN with its token at the peer; kubectl delete → no hook on the interface. */
 export interface WireResult {
   /** kubectl apply → the first SYN with the new policy's token at the peer, per apply */
   applyMs: number[];
@@ -155,6 +125,7 @@ export interface WireResult {
   marked: number;
 }
 
+/** kubectl apply of a fresh policy → the first SYN with its token at the peer; kubectl delete → no hook on the interface. */
 export async function applyToWire(s: Session, applies: number, log: (line: string) => void): Promise<WireResult> {
   const t = s.t;
   const tokens = Array.from({ length: applies }, () => s.token());
@@ -164,7 +135,7 @@ export async function applyToWire(s: Session, applies: number, log: (line: strin
   const capture = await SynCapture.start(t.server.ns, t.server.dev, WIRE_PORT);
   const hooks = HookWatch.start(t.client.ns, t.client.ifindex);
   // A SYN every 5 ms: the time a token first appears is known to about that much.
-  const loop = spawnIn(t.client.ns, process.execPath, ['-e', CONNECT_LOOP, t.server.ipv4, String(WIRE_PORT), '5']);
+  const loop = spawnIn(t.client.ns, process.execPath, [SYN_LOOP, t.server.ipv4, String(WIRE_PORT), '5']);
   const applyMs: number[] = [];
   const deleteMs: number[] = [];
   try {

@@ -3,9 +3,8 @@
  * and with many policies applied (the session's cluster), of the standalone agent (a policy
  * file, no cluster), and for scale a bare node process with and without the Kubernetes client.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
@@ -13,48 +12,21 @@ import { agentIn, policyYaml as filePolicyYaml } from '../../test/lib/agent.js';
 import { createTopology, run } from '../../test/lib/netns.js';
 import { ROOT, countLabel, figure, round, type Figure } from '../report.js';
 import { GROUP, PREFIX } from './common.js';
-import { NODE_SELECTOR, nodePid, policyYaml, secretYaml, type PolicyObject, type Session } from './session.js';
+import { clockTicks, cpuTicks, nodePid, rssMiB } from './proc.js';
+import { NODE_SELECTOR, policyYaml, secretYaml, type PolicyObject, type Session } from './session.js';
 
 /** The budget: agent resident memory ≤ 80 MiB at idle. */
 const AGENT_RSS_BUDGET_MIB = 80;
-
-const RSS_PROBE = `
-if (process.argv[1]) await import(process.argv[1]);
-await new Promise((res) => setTimeout(res, 500));
-const m = /^VmRSS:\\s+(\\d+) kB/m.exec((await import('node:fs')).readFileSync('/proc/self/status', 'utf8'));
-process.stdout.write(String(Number(m[1]) / 1024));
-`;
+const RSS_PROBE = fileURLToPath(new URL('./rss-probe.js', import.meta.url));
 
 /** Resident memory of a bare node process and of one that has imported @kubernetes/client-node: what the agent's and the operator's figures start from. */
 export async function nodeBaselines(): Promise<{ bareNodeMiB: number; clientNodeMiB: number }> {
   const probe = async (module: string): Promise<number> => {
-    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', RSS_PROBE, module]);
+    const { stdout } = await run(process.execPath, [RSS_PROBE, ...(module ? [module] : [])]);
     return Number(stdout);
   };
   const clientNode = path.join(ROOT, 'node_modules/@kubernetes/client-node/dist/index.js');
   return { bareNodeMiB: await probe(''), clientNodeMiB: await probe(clientNode) };
-}
-
-const CLK_TCK = ((): number => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime+stime of the process and of its waited-for children (the agent runs `ip`), in clock ticks. */
-function cpuTicks(pid: number): { self: number; children: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-  // Fields 14-17 of proc(5) (utime, stime, cutime, cstime); f[0] is field 3.
-  return { self: (f[11] ?? 0) + (f[12] ?? 0), children: (f[13] ?? 0) + (f[14] ?? 0) };
-}
-
-function rssMiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(m[1]) / 1024;
 }
 
 export interface Usage {
@@ -82,8 +54,8 @@ async function measureWindow(pids: Record<string, number>, seconds: number): Pro
     const s = start[k] as { self: number; children: number };
     out[k] = {
       rssMiB: rss[k] ?? [],
-      cpuPercent: round(((end.self - s.self) / CLK_TCK / elapsed) * 100, 2),
-      childCpuPercent: round(((end.children - s.children) / CLK_TCK / elapsed) * 100, 2),
+      cpuPercent: round(((end.self - s.self) / clockTicks() / elapsed) * 100, 2),
+      childCpuPercent: round(((end.children - s.children) / clockTicks() / elapsed) * 100, 2),
     };
   }
   return out;

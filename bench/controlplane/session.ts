@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { waitUntil } from '../../src/lib/wait.js';
@@ -19,6 +19,7 @@ import { bridgeLoopback, type LoopbackBridge } from '../../test/lib/loopback-bri
 import { createTopology, waitForExit, type Topology } from '../../test/lib/netns.js';
 import { ROOT } from '../report.js';
 import { PREFIX } from './common.js';
+import { nodePid } from './proc.js';
 
 export const NS = 'netoken-system';
 const NODE = 'bench-node';
@@ -63,15 +64,6 @@ ${selector ? `  nodeSelector: {matchLabels: {${selector}}}\n` : ''}  interfaces:
 export interface PolicyObject {
   metadata?: { name?: string; generation?: number };
   status?: { observedGeneration?: number; nodes?: { selected: number; ready: number; failed: number }; conditions?: { type: string; status: string }[] };
-}
-
-/** The node process behind a pid that nsenter may still be (nsenter execs it; a fork would leave it a child). */
-export function nodePid(pid: number): number {
-  const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  if (comm !== 'nsenter') return pid;
-  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
-  if (!children[0]) throw new Error(`process ${pid} (nsenter) has no child`);
-  return children[0];
 }
 
 export class Session {
