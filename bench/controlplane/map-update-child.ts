@@ -16,24 +16,14 @@ import { listInterfaces } from '../../src/agent/interfaces.js';
 import { silentLogger } from '../../src/lib/log.js';
 import { API, type TokenKeys, type TokenPolicy } from '../../src/lib/types.js';
 import { binding } from '../../src/native/binding.js';
+import { Rng } from '../../fuzz/rng.js';
 import { EXID, KIND } from './common.js';
 import type { MapChildInput, MapSizeResult } from './map-update.js';
 
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
-
 /** `count` distinct random IPv4 networks, /16 to /32, as CIDR text. */
 function randomPrefixes(count: number, seed: number): string[] {
-  const next = prng(seed);
+  const rng = Rng.seeded(seed);
+  const next = (): number => rng.u32();
   const seen = new Set<string>();
   while (seen.size < count) {
     const len = 16 + (next() % 17);
