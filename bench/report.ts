@@ -8,9 +8,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../src/lib/files.js';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../src/lib/package.js';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const ROOT = PACKAGE_ROOT;
 
 /** 'inconclusive': the ratio's interval reaches both sides of the target (too much noise to tell). */
 export type Verdict = 'pass' | 'FAIL' | 'inconclusive' | 'info' | 'not yet available';

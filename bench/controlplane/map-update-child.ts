@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
-import { Datapath, defaultObjectPath, type ApplyResult } from '../../src/agent/datapath.js';
+import { Datapath, type ApplyResult } from '../../src/agent/datapath.js';
 import { computeDesired, type DesiredState } from '../../src/agent/desired.js';
 import { detachAll } from '../../src/agent/hooks/detach.js';
 import { listInterfaces } from '../../src/agent/interfaces.js';
@@ -19,6 +19,7 @@ import { binding } from '../../src/native/binding.js';
 import { Rng } from '../../fuzz/rng.js';
 import { EXID, KIND } from './common.js';
 import type { MapChildInput, MapSizeResult } from './map-update.js';
+import { bpfObjectPath } from '../../src/lib/package.js';
 
 /** `count` distinct random IPv4 networks, /16 to /32, as CIDR text. */
 function randomPrefixes(count: number, seed: number): string[] {
@@ -70,7 +71,7 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
     for (let run = 0; run < input.runs; run++) {
       const stateDir = `${input.stateBase}-${n}-${run}`;
       const runDir = `${input.runBase}-${n}-${run}`;
-      const opts = { stateDir, runDir, objectPath: defaultObjectPath(), attach: 'auto' as const, tcPriority: 1, log };
+      const opts = { stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto' as const, tcPriority: 1, log };
       const desiredFor = (p: TokenPolicy, dp: Datapath): DesiredState =>
         computeDesired({ policies: [p], keys, nodeLabels: {}, interfaces, previousIds: dp.previousIds() });
       let dp: Datapath | null = null;

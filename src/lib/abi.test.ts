@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import {
   CLOCK_SIZE, COUNTERS, EGRESS_RULE_SIZE, INGRESS_RULE_SIZE, IngressActionCode, LPM4_KEY_SIZE, LPM6_KEY_SIZE, POLICY_SIZE,
   PORT_KEY_SIZE, REPLAY_KEY_SIZE, REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, STAT_KEY_SIZE, TokenModeCode,
@@ -9,9 +9,10 @@ import {
   encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
+import { PACKAGE_ROOT, bpfObjectPath } from './package.js';
 
-const object = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
-const verifierObject = fileURLToPath(new URL('../../../build/bpf/verifier.bpf.o', import.meta.url));
+const object = bpfObjectPath('marker');
+const verifierObject = bpfObjectPath('verifier');
 
 function btfSizes(file: string): (name: string) => number {
   const btf = execFileSync('bpftool', ['btf', 'dump', 'file', file], { encoding: 'utf8' });
@@ -21,7 +22,7 @@ function btfSizes(file: string): (name: string) => number {
     return Number(m[1]);
   };
 }
-const header = fileURLToPath(new URL('../../../bpf/abi.h', import.meta.url));
+const header = path.join(PACKAGE_ROOT, 'bpf/abi.h');
 
 test('struct sizes agree with the BTF of the built marker object', () => {
   const size = btfSizes(object);

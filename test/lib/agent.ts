@@ -7,13 +7,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { StatusReport } from '../../src/cli/status.js';
 import { CommandError, run, spawnIn, waitForExit } from './netns.js';
 import { waitUntil } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const ROOT = PACKAGE_ROOT;
 export const BIN = path.join(ROOT, 'bin/netoken.js');
 const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
 

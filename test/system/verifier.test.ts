@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TCP_ACK, TCP_RST, TCP_SYN, buildFrame, findTokenOption, parseFrame, tokenOption, type ParsedFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
@@ -22,9 +21,9 @@ import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
 import { connect, startServer, tcpCounters } from '../lib/tcp.js';
 import { sleep } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
+const CONNECT_LOOP = path.join(PACKAGE_ROOT, 'dist/test/lib/connect-loop.js');
 const KIND = 253;
 const EXID = 0x4e54;
 const EPOCH_SECONDS = 60;
@@ -74,7 +73,7 @@ async function reconciled(agent: AgentRun, before: AgentStatus, what: string): P
   return agent.waitStatus((s) => s.reconciles > before.reconciles && s.documentErrors.length === 0, 15_000, what);
 }
 
-const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
+const BINDING = path.join(PACKAGE_ROOT, 'dist/src/native/binding.js');
 
 /** Program ids TCX runs at the ingress of `ifindex` in `ns`, as the kernel reports them. */
 async function tcxIngress(ns: string, ifindex: number): Promise<number[]> {
