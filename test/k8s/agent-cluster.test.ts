@@ -6,6 +6,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { agentIn, agentMetricsIn, kernelHooks, type AgentRun } from '../lib/agent.js';
@@ -14,7 +16,7 @@ import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, startOperator, waitNodeState as waitNodeStateIn } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { TestCluster, repoRoot } from './cluster.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
@@ -113,6 +115,8 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]
     assert.equal(st.metadata.ownerReferences?.[0]?.kind, 'Node', 'owned by its Node');
     assert.equal(st.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
     assert.equal(st.status?.policies?.[0]?.generation, 1);
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
     const p = await waitPolicy('web', (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', 'web Ready');

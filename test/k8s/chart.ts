@@ -209,6 +209,7 @@ export async function waitAdmissionPolicy(cluster: TestCluster, namespace: strin
 /** A TokenNodeState as the tests read it. */
 export interface NodeState {
   status?: {
+    agent?: { version: string; kernelRelease: string; tcx: boolean };
     conditions?: { type: string; status: string; reason: string; message: string }[];
     policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
   };
