@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NT_MAX_PORTS } from './abi.js';
 import { PolicyError, decodeKeys, parseDuration, validatePolicy } from './policy.js';
 
 const base = () => ({
@@ -81,4 +82,14 @@ test('parseDuration reads Go durations', () => {
   assert.equal(parseDuration('1h30m'), 5400);
   assert.equal(parseDuration('500ms'), 0.5);
   assert.equal(parseDuration('1 day'), null);
+});
+
+test('a destination holds as many ports as a map entry has room for (NT_MAX_PORTS), no more', () => {
+  const ports = (n: number): number[] => Array.from({ length: n }, (_, i) => 1000 + i);
+  const full = base();
+  full.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS);
+  assert.equal(validatePolicy(full).spec.egress?.destinations[0]?.ports.length, NT_MAX_PORTS);
+  const over = base();
+  over.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS + 1);
+  assert.deepEqual(fields(() => validatePolicy(over)), [`spec.egress.destinations[0].ports: at most ${NT_MAX_PORTS} items, got ${NT_MAX_PORTS + 1}`]);
 });
