@@ -19,7 +19,7 @@
  */
 import { sweepStale } from '../test/lib/netns.js';
 import { ensureBuilt } from './artifacts.js';
-import { round, type Figure } from './report.js';
+import { round, type BenchResult, type Figure } from './report.js';
 import { aggregationFigures, clusterAggregation, pureAggregation } from './controlplane/aggregation.js';
 import { applyToWire, wireFigures } from './controlplane/apply-to-wire.js';
 import { PREFIX } from './controlplane/common.js';
@@ -45,13 +45,7 @@ export interface ControlPlaneBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface ControlPlaneBenchResult {
-  figures: Figure[];
-  details: Record<string, unknown>;
-  remarks: string[];
-}
-
-export async function runControlPlaneBench(opts: ControlPlaneBenchOptions): Promise<ControlPlaneBenchResult> {
+export async function runControlPlaneBench(opts: ControlPlaneBenchOptions): Promise<BenchResult> {
   const log = opts.log ?? ((): void => undefined);
   ensureBuilt();
   await sweepStale(PREFIX);

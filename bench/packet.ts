@@ -46,7 +46,7 @@ import {
   ensureBuilt,
   type ProgRef,
 } from './artifacts.js';
-import { countLabel, figure, median, type Figure, type Target } from './report.js';
+import { countLabel, figure, median, type BenchResult, type Figure, type Target } from './report.js';
 import { TcAction, XdpAction } from '../src/native/bpf.js';
 import { Rng } from '../fuzz/rng.js';
 
@@ -354,12 +354,6 @@ export interface PacketBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface PacketBenchResult {
-  figures: Figure[];
-  details: Record<string, unknown>;
-  remarks: string[];
-}
-
 const ipU32 = (text: string): number => text.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 const contains = (net: number, len: number, ip: number): boolean => len === 0 || (net ^ ip) >>> (32 - len) === 0;
 
@@ -395,7 +389,7 @@ function retvalProblem(got: number, want: number): string | null {
   return `returned ${got}, want ${want}${WRAPPER_ERRORS[got] ? `: ${WRAPPER_ERRORS[got]}` : ''}`;
 }
 
-export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBenchResult> {
+export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchResult> {
   const log = opts.log ?? ((): void => undefined);
   ensureBuilt();
   const b = binding();

@@ -46,6 +46,13 @@ export interface Figure {
   note?: string;
 }
 
+/** What each benchmark returns: its rows, the raw numbers for latest.json, and remarks for latest.md. */
+export interface BenchResult {
+  figures: Figure[];
+  details: Record<string, unknown>;
+  remarks: string[];
+}
+
 export interface FigureSpec {
   group: Figure['group'];
   benchmark: string;
