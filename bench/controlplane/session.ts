@@ -21,7 +21,7 @@ import { ROOT } from '../report.js';
 import { PREFIX } from './common.js';
 import { nodePid } from './proc.js';
 
-export const NS = 'netoken-system';
+const NS = 'netoken-system';
 const NODE = 'bench-node';
 /** The node agent's labels, and the selector of every policy meant for it alone (not for the simulated nodes). */
 export const NODE_SELECTOR = 'role: bench';
