@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-/* Wire format (DESIGN.md): kind | len=12 | ExID (2, network order) | value (8). */
+/* Wire format (docs/wire-format.md): kind | len=12 | ExID (2, network order) | value (8). */
 #define NT_OPT_LEN          12
 #define NT_OPT_VALUE_LEN    8
 #define NT_OPT_KIND_DEFAULT 253

@@ -14,8 +14,9 @@ import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
 import { binding } from '../native/binding.js';
-import { Datapath, defaultObjectPath } from './datapath.js';
+import { Datapath } from './datapath.js';
 import { computeDesired, type DesiredState } from './desired.js';
+import { bpfObjectPath } from '../lib/package.js';
 
 const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' };
 
@@ -29,7 +30,7 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
   const opened: Datapath[] = [];
   try {
     const open = (): Datapath => {
-      const dp = Datapath.open({ stateDir, runDir, objectPath: defaultObjectPath(), attach: 'auto', tcPriority: 1, log: silentLogger() });
+      const dp = Datapath.open({ stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto', tcPriority: 1, log: silentLogger() });
       opened.push(dp);
       return dp;
     };

@@ -22,9 +22,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { COUNTERS, type CounterName, decodeStatKey, sumPerCpu } from '../lib/abi.js';
 import type { Logger } from '../lib/log.js';
+import { bpfObjectPath } from '../lib/package.js';
 import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
 import { ensureBpffs } from './bpffs.js';
 import { WallClock } from './clock.js';
@@ -39,10 +39,6 @@ import { type XdpMode, readRunState, writeRunState } from './run-state.js';
 
 /** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
-
-export function defaultObjectPath(name = 'marker'): string {
-  return fileURLToPath(new URL(`../../../build/bpf/${name}.bpf.o`, import.meta.url));
-}
 
 export interface ApplyResult {
   hooks: HookStatus[];
@@ -107,7 +103,7 @@ export class Datapath {
       clock: this.obj.map('nt_clock'),
     };
     // Same pin root: the verifier shares nt_policies, nt_stats and nt_clock with the marker.
-    const verifierPath = opts.verifierObjectPath ?? defaultObjectPath('verifier');
+    const verifierPath = opts.verifierObjectPath ?? bpfObjectPath('verifier');
     try {
       const obj = b.openObject(verifierPath, { pinRoot: mapsDir });
       this.verifier = {

@@ -8,10 +8,9 @@ import { release } from 'node:os';
 import { type Condition, setCondition } from '../lib/conditions.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
+import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
 import type { AgentStatus } from './agent.js';
-
-export const AGENT_VERSION = '0.1.0';
 
 export interface NodeStateInterface {
   name: string;
@@ -67,7 +66,7 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     ? { type: 'Degraded', status: 'True', reason: failing[0]!.errors[0]!.reason, message: failing.map((p) => `${p.name}: ${p.errors.map((e) => e.message).join(', ')}`).join('; ').slice(0, 1000) }
     : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' }, now);
   return {
-    agent: { version: AGENT_VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
+    agent: { version: VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
     conditions,
     policies,
     interfaces: s.interfaces.map((i) => ({ name: i.name, ifindex: i.ifindex, counters: Object.fromEntries(Object.entries(i.counters).map(([k, v]) => [k, Number(v)])) })),

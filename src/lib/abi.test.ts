@@ -1,17 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   CLOCK_SIZE, COUNTERS, EGRESS_RULE_SIZE, INGRESS_RULE_SIZE, IngressActionCode, LPM4_KEY_SIZE, LPM6_KEY_SIZE, POLICY_SIZE,
   PORT_KEY_SIZE, REPLAY_KEY_SIZE, REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, STAT_KEY_SIZE, TokenModeCode,
   decodeClock, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeEgressRule, encodeEnforcingKey,
-  encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
+  encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, NT_MAX_POLICIES, NT_MAX_PORTS, NT_OPT_LEN,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
+import { PACKAGE_ROOT, bpfObjectPath } from './package.js';
 
-const object = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
-const verifierObject = fileURLToPath(new URL('../../../build/bpf/verifier.bpf.o', import.meta.url));
+const object = bpfObjectPath('marker');
+const verifierObject = bpfObjectPath('verifier');
 
 function btfSizes(file: string): (name: string) => number {
   const btf = execFileSync('bpftool', ['btf', 'dump', 'file', file], { encoding: 'utf8' });
@@ -21,7 +23,7 @@ function btfSizes(file: string): (name: string) => number {
     return Number(m[1]);
   };
 }
-const header = fileURLToPath(new URL('../../../bpf/abi.h', import.meta.url));
+const header = path.join(PACKAGE_ROOT, 'bpf/abi.h');
 
 test('struct sizes agree with the BTF of the built marker object', () => {
   const size = btfSizes(object);
@@ -44,6 +46,14 @@ test('struct sizes agree with the BTF of the built verifier object', () => {
   assert.equal(size('nt_src6_key'), SRC6_KEY_SIZE);
   assert.equal(size('nt_replay_key'), REPLAY_KEY_SIZE);
   assert.equal(size('nt_replay_val'), REPLAY_VAL_SIZE);
+});
+
+test('the limits are the ones abi.h defines', () => {
+  const text = readFileSync(header, 'utf8');
+  const define = (name: string): number => Number(new RegExp(`^#define ${name}\\s+(\\w+)`, 'm').exec(text)?.[1]);
+  assert.equal(NT_OPT_LEN, define('NT_OPT_LEN'));
+  assert.equal(NT_MAX_PORTS, define('NT_MAX_PORTS'));
+  assert.equal(NT_MAX_POLICIES, define('NT_MAX_POLICIES'));
 });
 
 test('counter names follow enum nt_counter in abi.h', () => {

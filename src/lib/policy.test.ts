@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NT_MAX_PORTS } from './abi.js';
 import { PolicyError, decodeKeys, parseDuration, validatePolicy } from './policy.js';
 
 const base = () => ({
@@ -99,4 +100,14 @@ test('rotation: the period covers a whole rotation (epoch + skew + 2m), stallTim
   assert.deepEqual(full.spec.token.rotation, { period: '24h', stallTimeout: '2m', onStall: 'Wait' });
   assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '5s' } }))).some((f) => f.startsWith('spec.token.rotation.stallTimeout: "5s" must be a duration of at least 10s')));
   assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', onStall: 'Never' } }))).some((f) => f.startsWith('spec.token.rotation.onStall')));
+});
+
+test('a destination holds as many ports as a map entry has room for (NT_MAX_PORTS), no more', () => {
+  const ports = (n: number): number[] => Array.from({ length: n }, (_, i) => 1000 + i);
+  const full = base();
+  full.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS);
+  assert.equal(validatePolicy(full).spec.egress?.destinations[0]?.ports.length, NT_MAX_PORTS);
+  const over = base();
+  over.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS + 1);
+  assert.deepEqual(fields(() => validatePolicy(over)), [`spec.egress.destinations[0].ports: at most ${NT_MAX_PORTS} items, got ${NT_MAX_PORTS + 1}`]);
 });

@@ -4,13 +4,13 @@
  * schema and CEL enforce at `kubectl apply`, so standalone mode rejects what a
  * cluster would, plus the key checks only the agent can make.
  */
+import { NT_MAX_PORTS } from './abi.js';
 import { parseCidr } from './cidr.js';
 import {
   API, BIND_FIELDS, DEFAULT_CLOCK_SKEW_SECONDS, KEY_GENERATION_ANNOTATION, type BindField, type Destination, type KeyRotationSpec,
   type LabelSelector, type TokenKeys, type TokenMode, type TokenPolicy, type TokenPolicySpec, keyLength,
 } from './types.js';
 
-export const MAX_PORTS_PER_ENTRY = 16;
 export const MAX_EPOCH_SECONDS = 86400;
 /** spec.token.clockSkewSeconds: an hour of clock difference is more than any working fleet has */
 export const MAX_CLOCK_SKEW_SECONDS = 3600;
@@ -276,7 +276,7 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
       const d = c.obj(x, p, ['cidr', 'ports']);
       if (!d) return undefined;
       const cidr = d.cidr === undefined ? c.fail(join(p, 'cidr'), 'is required') : checkCidr(c, d.cidr, join(p, 'cidr'));
-      const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), MAX_PORTS_PER_ENTRY);
+      const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), NT_MAX_PORTS);
       return cidr === undefined ? undefined : { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
     }, 10000);
     egress = { destinations };

@@ -12,8 +12,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../lib/package.js';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -237,7 +237,7 @@ export interface NativeBinding {
   openSynCapture(ifindex: number, opts?: { snaplen?: number }): NativeSynCapture;
 }
 
-const addonPath = fileURLToPath(new URL('../../../build/Release/netoken_native.node', import.meta.url));
+const addonPath = path.join(PACKAGE_ROOT, 'build/Release/netoken_native.node');
 
 let cached: NativeBinding | undefined;
 

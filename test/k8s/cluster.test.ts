@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { NT_MAX_PORTS } from '../../src/lib/abi.js';
 import { repoRoot, TestCluster } from './cluster.js';
 
 interface Condition {
@@ -179,7 +180,9 @@ describe('TokenPolicy on a real API server', () => {
       ['exid', '{secretRef: {name: k}}', 'egress: {}\n  option: {experimentId: 65536}', /spec\.option\.experimentId: Invalid value: 65536/],
       ['epoch', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 86401}', 'egress: {}', /spec\.token\.epochSeconds: Invalid value: 86401/],
       ['port0', '{secretRef: {name: k}}', 'egress: {destinations: [{cidr: 10.0.0.0/8, ports: [0]}]}', /ports\[0\]: Invalid value: 0/],
-      ['port17', '{secretRef: {name: k}}', `egress: {destinations: [{cidr: 10.0.0.0/8, ports: [${Array.from({ length: 17 }, (_, i) => i + 1).join(',')}]}]}`, /Too many: 17: must have at most 16 items/],
+      // The CRD's limit is the BPF map entry's (NT_MAX_PORTS).
+      ['ports', '{secretRef: {name: k}}', `egress: {destinations: [{cidr: 10.0.0.0/8, ports: [${Array.from({ length: NT_MAX_PORTS + 1 }, (_, i) => i + 1).join(',')}]}]}`,
+        new RegExp(`Too many: ${NT_MAX_PORTS + 1}: must have at most ${NT_MAX_PORTS} items`)],
       ['rotate', '{secretRef: {name: k}, rotation: {period: 30s}}', 'egress: {}', /token\.rotation\.period is shorter than a rotation takes: at least\s+epochSeconds \+ clockSkewSeconds \+ 2m/],
       ['rotkeyed', '{mode: Keyed, epochSeconds: 300, secretRef: {name: k}, rotation: {period: 7m4s}}', 'egress: {}', /token\.rotation\.period is shorter than a rotation takes/],
       ['stall', '{secretRef: {name: k}, rotation: {period: 24h, stallTimeout: 5s}}', 'egress: {}', /rotation\.stallTimeout must be at least 10s/],

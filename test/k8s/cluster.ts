@@ -15,19 +15,12 @@ import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { sleep } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
 /** Absolute path of the repository root (the directory holding netoken's package.json). */
-export const repoRoot: string = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
-
-function findRepoRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg) && /"name":\s*"netoken"/.test(readFileSync(pkg, 'utf8'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`cannot find netoken's package.json above ${start}`);
-  }
-}
+export const repoRoot: string = PACKAGE_ROOT;
 
 export interface ToolPaths {
   kubeApiserver: string;
@@ -158,9 +151,6 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
 
 function tail(file: string, lines: number): string {
   try {

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 import { TestCluster } from './cluster.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const clusterModule = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), 'cluster.js')).href;
 
@@ -27,7 +28,7 @@ async function waitGone(pids: number[], dir: string, ms: number): Promise<void> 
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (!pids.some(alive) && !existsSync(dir)) return;
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   assert.deepEqual(pids.filter(alive), [], `processes still running ${ms} ms later`);
   assert.equal(existsSync(dir), false, `${dir} still exists ${ms} ms later`);
@@ -62,7 +63,7 @@ for (const signal of ['SIGINT', 'SIGKILL'] as const) {
     while (!out.includes('\n')) {
       if (child.exitCode !== null) assert.fail(`child exited early: ${err}`);
       if (Date.now() > deadline) assert.fail(`child did not start a cluster in time: ${err}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     const info = JSON.parse(out.split('\n')[0] as string) as { dir: string; pids: number[] };
     assert.equal(info.pids.length, 2);

@@ -15,6 +15,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { installChartRbac, operatorKubeconfig } from './chart.js';
 import { TestCluster, freePorts, repoRoot } from './cluster.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
 const cli = process.env.NETOKEN_CLI || join(repoRoot, 'bin/netoken.js');
@@ -44,9 +45,6 @@ interface SecretJson {
   data?: Record<string, string>;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
 
 function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
   return new Promise((res) => {
@@ -141,19 +139,18 @@ class OperatorProcess {
 
 /** Polls `check` until it returns a value (not undefined) or throws no more; fails after `ms` with the last reason. */
 async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>, logs?: () => string): Promise<T> {
-  const deadline = Date.now() + ms;
   let last = 'no attempt';
-  for (;;) {
+  const probe = async (): Promise<T | undefined> => {
     try {
       const v = await check();
-      if (v !== undefined) return v;
-      last = 'not yet';
+      if (v === undefined) last = 'not yet';
+      return v;
     } catch (err) {
       last = (err as Error).message;
+      return undefined;
     }
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms (last: ${last})${logs ? `\noperator log:\n${logs()}` : ''}`);
-    await sleep(250);
-  }
+  };
+  return waitUntil(what, ms, probe, { everyMs: 250, context: () => `last: ${last}${logs ? `\noperator log:\n${logs()}` : ''}` });
 }
 
 function cond(p: PolicyJson | undefined, type: string): Cond | undefined {

@@ -7,12 +7,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { StatusReport } from '../../src/cli/status.js';
 import { CommandError, run, spawnIn, waitForExit } from './netns.js';
+import { waitUntil } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const ROOT = PACKAGE_ROOT;
 export const BIN = path.join(ROOT, 'bin/netoken.js');
 const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
 
@@ -111,15 +112,12 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
       }
     },
     async waitStatus(pred, timeoutMs = 15_000, what = 'agent status') {
-      const end = Date.now() + timeoutMs;
       let last: AgentStatus | null = null;
-      while (Date.now() < end) {
+      return waitUntil(what, timeoutMs, () => {
         if (a.child && a.child.exitCode !== null) throw new Error(`agent exited with ${a.child.exitCode}\n${logText}`);
         last = a.status();
-        if (last && pred(last)) return last;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`timed out waiting for ${what}; last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}`);
+        return last && pred(last) ? last : undefined;
+      }, { everyMs: 100, context: () => `last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}` });
     },
     async cli(args) {
       try {

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import { BindBit, COUNTERS, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, encodeStatKey, decodeStatKey, sumPerCpu, TokenModeCode } from '../../src/lib/abi.js';
@@ -34,11 +33,11 @@ import {
 } from '../../src/lib/packet.js';
 import { TcAction } from '../../src/native/bpf.js';
 import { fixture } from '../lib/native.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
+const MARKER_OBJ = bpfObjectPath('marker');
 const ENCAP_OBJ = fixture('encap');
-const HELPER = path.join(repoRoot, 'dist/test/packet/netns-helper.js');
+const HELPER = path.join(PACKAGE_ROOT, 'dist/test/packet/netns-helper.js');
 
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
 const LO = 1;
@@ -54,7 +53,7 @@ const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '0103
 type Counter = (typeof COUNTERS)[number];
 
 // Build the objects once per run (make is a no-op when they are up to date).
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 function runTag(): string {
   return `${process.pid}-${randomBytes(3).toString('hex')}`;
