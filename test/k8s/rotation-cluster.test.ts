@@ -16,6 +16,7 @@ import { createTopology, spawnIn, waitForExit, type Topology } from '../lib/netn
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { type OperatorRun, agentKubeconfig, installChartRbac, startOperator } from './chart.js';
 import { TestCluster } from './cluster.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
 const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
@@ -29,8 +30,6 @@ interface Secret {
 interface Condition { type: string; status: string; reason: string; message: string }
 interface Policy { status?: { conditions?: Condition[] } }
 interface NodeKeysReport { status?: { policies?: { name: string; keys?: { signs: number; accepts: number[] } }[] } }
-
-const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 
 describe('key rotation across two nodes', () => {
   let cluster: TestCluster;
@@ -50,15 +49,8 @@ describe('key rotation across two nodes', () => {
   };
   const secret = (): Promise<Secret | undefined> => getJson<Secret>(['secret', '-n', NS, 'rot-key']);
   const generation = (s: Secret | undefined): number => Number(s?.metadata.annotations?.['netoken.io/key-generation']);
-  const eventually = async <T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> => {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      const v = await probe();
-      if (v !== undefined) return v;
-      await sleep(250);
-    }
-    throw new Error(`timed out waiting for ${what}${logs()}`);
-  };
+  const eventually = <T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> =>
+    waitUntil(what, ms, probe, { everyMs: 250, context: logs });
   const reported = async (node: string, policy: string): Promise<{ signs: number; accepts: number[] } | undefined> =>
     (await getJson<NodeKeysReport>(['tokennodestate', node]))?.status?.policies?.find((p) => p.name === policy)?.keys;
   const keyRotation = async (policy: string): Promise<Condition | undefined> =>
