@@ -21,9 +21,6 @@ APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool tcpdump ethtoo
 # The tests' single-node Kubernetes (test/k8s/node.ts) and the image they build from the
 # Dockerfile: the container runtime and its CNI plugins, the iptables that the kubelet and
 # kube-proxy program, buildah to build the image without a Docker daemon, and debootstrap to
-# The tests' single-node Kubernetes (test/k8s/node.ts) and the image they build from the
-# Dockerfile: the container runtime and its CNI plugins, the iptables that the kubelet and
-# kube-proxy program, buildah to build the image without a Docker daemon, and debootstrap to
 # make its Debian base image without a registry (test/k8s/build-tools.sh); gcc and the static
 # C library for the pod sandbox (pause) image.
 # faketime: the clock-skew test runs a marker whose wall clock is off (libfaketime).
