@@ -15,9 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { agentIn, counter, kernelHooks, policyYaml, type AgentRun } from '../lib/agent.js';
+import { ROOT, agentIn, counter, kernelHooks, policyYaml, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
-import { spawnIn, waitForExit } from '../lib/netns.js';
+import { netnsPath, run, spawnIn, waitForExit } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { ImageBuilder, type BuildResult } from './image.js';
@@ -284,14 +284,21 @@ ingress: {action: Enforce, ports: [443]}` }]).replace('mode: Static', 'mode: Key
     const admitted = await connect(node.peer.ns, node.address, guarded.port, { timeoutMs: 3_000 });
     assert.ok(admitted.ok, `a marked connection from the peer gets in: ${JSON.stringify(admitted)}`);
     const layout = await hookLayout();
-    assert.equal(layout.xdp, 'nt_verify_xdp', `the node verifies at XDP: ${JSON.stringify(layout)}`);
+    assert.ok(layout.xdp === 'nt_verify_xdp' || layout.ingressTcx.some((n) => n.startsWith('nt_verify')), `the node's verifier is at ingress: ${JSON.stringify(layout)}`);
   });
 
-  /** How the node's interface is hooked: the program at XDP (by name) and its mode, TCX programs at egress, a clsact qdisc. */
-  const hookLayout = async (): Promise<{ xdp: string | null; xdpMode: number | null; egressTcx: number; clsact: boolean }> => {
+  /**
+   * How the node's interface is hooked: the program at XDP (by name) and its mode, the TCX
+   * programs at ingress (by name) and at egress, a clsact qdisc.
+   */
+  const hookLayout = async (): Promise<{ xdp: string | null; xdpMode: number | null; ingressTcx: string[]; egressTcx: number; clsact: boolean }> => {
     const [link] = JSON.parse(await node.execOk('ip', ['-d', '-j', 'link', 'show', 'dev', node.dev])) as { xdp?: { mode?: number; prog?: { name?: string } } }[];
     const egress = await kernelHooks(node.node.ns, node.dev);
-    return { xdp: link?.xdp?.prog?.name ?? null, xdpMode: link?.xdp?.mode ?? null, egressTcx: egress.tcx.length, clsact: egress.clsact };
+    const script = `const { binding } = await import(${JSON.stringify(join(ROOT, 'dist/src/native/binding.js'))}); const b = binding();
+const names = b.tcxQuery(Number(process.argv[1]), 'ingress').map((id) => { const p = b.programFromId(id); const n = p.info.name; p.close(); return n; });
+console.log(JSON.stringify(names));`;
+    const ingress = JSON.parse((await run('nsenter', [`--net=${netnsPath(node.node.ns)}`, '--', process.execPath, '--input-type=module', '-e', script, String(node.node.ifindex)])).stdout) as string[];
+    return { xdp: link?.xdp?.prog?.name ?? null, xdpMode: link?.xdp?.mode ?? null, ingressTcx: ingress, egressTcx: egress.tcx.length, clsact: egress.clsact };
   };
 
   /** Pinned maps and links under the node's /sys/fs/bpf/netoken: path → kernel object id. */
