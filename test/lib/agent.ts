@@ -64,6 +64,11 @@ export interface AgentRun {
 export interface AgentOptions {
   /** environment for the agent process, on top of this one's (e.g. a faked wall clock) */
   env?: Record<string, string>;
+  /**
+   * run the agent with only these capabilities (e.g. ['bpf', 'net_admin', 'perfmon'], as the
+   * chart's pod has them), through `setpriv --bounding-set`; default: all of root's
+   */
+  capabilities?: string[];
 }
 
 export function agentIn(ns: string, label: string, opts: AgentOptions = {}): AgentRun {
@@ -73,10 +78,11 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
   const policyFile = path.join(dir, 'policy.yaml');
   let logText = '';
   const spawnAgent = (args: string[]): void => {
-    const child = spawnIn(ns, process.execPath, [
-      BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
-      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args,
-    ], opts.env ? { env: { ...process.env, ...opts.env } } : {});
+    const argv = [process.execPath, BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
+      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args];
+    const caps = opts.capabilities;
+    const [cmd, ...rest] = caps ? ['setpriv', '--inh-caps=-all', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ...argv] : argv;
+    const child = spawnIn(ns, cmd as string, rest, opts.env ? { env: { ...process.env, ...opts.env } } : {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (logText += d));
     child.stdout?.setEncoding('utf8');
