@@ -342,6 +342,8 @@ describe('testRun', () => {
       assert.equal(r.ctxOut, null);
       const many = p.testRun({ data: packet, repeat: 1000 });
       assert.ok(many.duration > 0, `duration over 1000 runs: got ${many.duration}`);
+      // The thread's CPU time covers the runs: at least what the kernel measured them to take (it rounds down).
+      assert.ok(many.cpuNs >= many.duration * 1000, `thread CPU time ${many.cpuNs} ns for 1000 runs of ${many.duration} ns`);
     } finally {
       p.close();
     }
