@@ -20,6 +20,9 @@ const benchOut = (name: string): string => path.join(ROOT, 'build/bench', name);
 export const MARKER: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_mark_egress' };
 export const MARKER_MARK_RESTORE: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_mark_restore' };
 export const MARKER_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_restore_only' };
+/** The benchmark wrapper of the marker built for kernels before 6.2 (no bpf_cast_to_kern_ctx). */
+export const MARKER_COMPAT_MARK_RESTORE: ProgRef = { object: benchOut('marker_bench_compat.bpf.o'), program: 'nt_bench_mark_restore' };
+export const MARKER_COMPAT_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench_compat.bpf.o'), program: 'nt_bench_restore_only' };
 export const SEED: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_egress' };
 export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_mark_restore' };
 export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };

@@ -33,7 +33,8 @@ export const DEFAULTS: {
   controlplane: Omit<ControlPlaneBenchOptions, 'log'>;
 } = {
   // 9 runs: the interval of the median then leaves out the lowest and the highest run.
-  packet: { repeat: 1_000_000, runs: 9, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
+  // 9 runs at least; rows whose verdict is not decided by then are run again, up to 60 runs or 120 s per trie size.
+  packet: { repeat: 1_000_000, runs: 9, maxRuns: 60, seconds: 120, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
   // Short runs, many of them: the configurations alternate every second, so a change in the
   // load of a shared machine hits both sides of most pairs.
   connections: { seconds: 1, runs: 15, parallel: 4 },
@@ -45,7 +46,7 @@ export const DEFAULTS: {
 };
 
 export const QUICK: typeof DEFAULTS = {
-  packet: { repeat: 1000, runs: 1, prefixCounts: [1, 100], singleShots: 11 },
+  packet: { repeat: 1000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
   flood: { seconds: 0.5, runs: 1 },
   controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },

@@ -4,14 +4,14 @@
  * the egress marker, and the ingress verifier at XDP and at tc.
  *
  * Counters are checked too: the model says which (ifindex, policy, counter) each case must
- * bump, the expected totals are compared with nt_stats after every batch, and a batch that
- * disagrees is run again one case at a time to name the case.
+ * bump, the expected totals are compared with the counter slots after every batch, and a
+ * batch that disagrees is run again one case at a time to name the case.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../src/lib/abi.js';
+import { binding, type NativeObject, type NativeProgram } from '../src/native/binding.js';
+import { CounterSlots } from '../src/agent/counters.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { generateCase, type FuzzCase } from './generate.js';
 import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
@@ -162,7 +162,7 @@ export function counterKey(ifindex: number, policyId: number, counter: string): 
 export class Fuzzer<V = Verdict> {
   private readonly obj: NativeObject;
   private readonly prog: NativeProgram;
-  private readonly stats: NativeMap;
+  private readonly slots: CounterSlots;
   private closed = false;
 
   /**
@@ -198,7 +198,7 @@ export class Fuzzer<V = Verdict> {
   ) {
     this.obj = obj;
     this.prog = obj.program(target.programName);
-    this.stats = obj.map('nt_stats');
+    this.slots = CounterSlots.of(obj);
   }
 
   generate(seed: number, index: number): FuzzCase {
@@ -240,21 +240,17 @@ export class Fuzzer<V = Verdict> {
     return run;
   }
 
-  /** Every counter of the target's nt_stats map, summed over CPUs. */
+  /** Every counter of the target's counter slots, summed over CPUs. */
   counters(): Counters {
     const out: Counters = new Map();
-    for (const k of this.stats.keys()) {
-      const { ifindex, policyId, counter } = decodeStatKey(k);
-      const v = this.stats.lookup(k);
-      if (v) out.set(counterKey(ifindex, policyId, COUNTERS[counter] ?? `counter${counter}`), sumPerCpu(v));
-    }
+    for (const r of this.slots.rows()) out.set(counterKey(r.ifindex, r.policyId, r.counter), r.value);
     return out;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stats.close();
+    this.slots.close();
     this.prog.close();
     this.obj.close();
     rmSync(this.pinDir, { recursive: true, force: true });

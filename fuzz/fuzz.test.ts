@@ -82,6 +82,16 @@ test(`fixed seed ${FIXED_SEED}: ${FIXED_COUNT} cases, every invariant holds`, as
   assert.equal(summary.devices.length, 3, 'runs on loopback and both small-MTU devices');
 });
 
+test(`the marker built for kernels before 6.2 (marker_compat.bpf.o), fixed seed ${FIXED_SEED}: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
+  const compat = path.join(repoRoot, 'build/bpf/marker_compat.bpf.o');
+  const r = await cli(['--target', 'marker', '--object', compat, '--seed', String(FIXED_SEED), '--count', String(TIME_COUNT), '--json']);
+  const text = r.stdout.trimEnd();
+  assert.equal(r.code, 0, `fuzz run of ${compat} exited ${r.code}:\n${text}\n${r.stderr}`);
+  const summary = JSON.parse(text.split('\n').find((l) => l.startsWith('{')) ?? '{}') as FuzzSummary;
+  for (const line of text.split('\n').filter((l) => !l.startsWith('{'))) t.diagnostic(line);
+  assertClean(summary, FIXED_SEED, TIME_COUNT);
+});
+
 test(`time-derived seed: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
   const seed = ((Date.now() % 0x100000000) ^ (process.pid << 12)) >>> 0;
   t.diagnostic(`seed=${seed} (replay a failing case with: node dist/fuzz/main.js --replay ${seed}:<case>)`);

@@ -8,7 +8,8 @@
  * policy and must not exempt another's SYNs.
  */
 import type { NativeObject } from '../src/native/binding.js';
-import { IngressActionCode, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../src/lib/abi.js';
+import { IngressActionCode, IngressFlag, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../src/lib/abi.js';
+import { CounterSlots } from '../src/agent/counters.js';
 import { cidrContains, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { EMPTY_POLICY_ID, installPolicies, type Device } from './world.js';
 
@@ -131,22 +132,37 @@ export function isExempt(policyId: number, saddr: Buffer): boolean {
   return EXEMPT.some((e) => e.policyId === policyId && e.cidr.addr.length === saddr.length && cidrContains(e.cidr, saddr));
 }
 
-/** Write the policies, the clock, the protected ports and the exemptions into a loaded verifier. */
+/** IngressFlag bits of a policy: which families of exempt sources it has (what the agent puts in its rules). */
+function exemptFlags(policyId: number): number {
+  let flags = 0;
+  for (const e of EXEMPT) if (e.policyId === policyId) flags |= e.cidr.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6;
+  return flags;
+}
+
+/**
+ * Write the policies, the clock, the protected ports and the exemptions into a loaded
+ * verifier, each rule with the counter slot of its device and policy, as the agent does.
+ */
 export function installVerifierWorld(obj: NativeObject, devices: readonly Device[]): void {
   installPolicies(obj);
   const ports = obj.map('nt_ingress_ports');
   const exempt4 = obj.map('nt_exempt4');
   const exempt6 = obj.map('nt_exempt6');
+  const slots = CounterSlots.of(obj);
   try {
+    const encode = (ifindex: number, rule: IngressRuleDef): Buffer =>
+      encodeIngressRule(rule.policyId, rule.action as IngressActionCode, { replayLimit: rule.replayLimit, slot: slots.slot(ifindex, rule.policyId), flags: exemptFlags(rule.policyId) });
     const put = (ifindex: number, rule: IngressRuleDef): void => {
-      ports.update(encodePortKey(ifindex, rule.port), encodeIngressRule(rule.policyId, rule.action as IngressActionCode, rule.replayLimit));
+      ports.update(encodePortKey(ifindex, rule.port), encode(ifindex, rule));
     };
     // As the agent does: where a rule enforces, one of them also stands for what has no visible port.
     const enforcing = (ifindex: number, rules: readonly IngressRuleDef[]): void => {
       const e = rules.find((x) => x.action === IngressActionCode.Enforce);
-      if (e) ports.update(encodeEnforcingKey(ifindex), encodeIngressRule(e.policyId, IngressActionCode.Enforce, e.replayLimit));
+      if (e) ports.update(encodeEnforcingKey(ifindex), encode(ifindex, { ...e, action: IngressActionCode.Enforce }));
     };
     devices.forEach((d, i) => {
+      // Every hooked device has its own counters (unreadable frames), rules or not.
+      slots.slot(d.ifindex, 0);
       for (const rule of rulesFor(i)) put(d.ifindex, rule);
       enforcing(d.ifindex, rulesFor(i));
     });
@@ -155,5 +171,6 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
     for (const e of EXEMPT) (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
   } finally {
     for (const m of [ports, exempt4, exempt6]) m.close();
+    slots.close();
   }
 }

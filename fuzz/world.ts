@@ -6,6 +6,8 @@
  */
 import type { NativeObject } from '../src/native/binding.js';
 import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode } from '../src/lib/abi.js';
+import { CounterSlots } from '../src/agent/counters.js';
+import { raiseEgressGeneration } from '../src/agent/map-sync.js';
 import { cidrContains, formatIp, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { BIND_ALL, keyedToken } from '../src/lib/siphash.js';
 
@@ -225,20 +227,30 @@ export function installPolicies(obj: NativeObject): void {
   }
 }
 
-/** Write the policies, the clock and the rules for `devices` (plus the decoy interface) into a loaded marker. */
+/**
+ * Write the policies, the clock and the rules for `devices` (plus the decoy interface) into
+ * a loaded marker, each rule with the counter slot of its device and policy, and turn the
+ * marker's destination cache on, as the agent does.
+ */
 export function installWorld(obj: NativeObject, devices: readonly Device[]): void {
   installPolicies(obj);
   const egress4 = obj.map('nt_egress4');
   const egress6 = obj.map('nt_egress6');
+  const config = obj.map('nt_config');
+  const slots = CounterSlots.of(obj);
   try {
     const put = (ifindex: number, r: RuleDef): void => {
-      (r.cidr.family === 4 ? egress4 : egress6).update(encodeLpmKey(ifindex, r.cidr), encodeEgressRule(r.policyId, r.ports));
+      (r.cidr.family === 4 ? egress4 : egress6).update(encodeLpmKey(ifindex, r.cidr), encodeEgressRule(r.policyId, r.ports, slots.slot(ifindex, r.policyId)));
     };
-    for (const d of devices) for (const r of RULES) put(d.ifindex, r);
+    for (const d of devices) {
+      slots.slot(d.ifindex, 0);
+      for (const r of RULES) put(d.ifindex, r);
+    }
     for (const r of DECOY_RULES) put(DECOY_IFINDEX, r);
+    raiseEgressGeneration(config);
   } finally {
-    egress4.close();
-    egress6.close();
+    for (const m of [egress4, egress6, config]) m.close();
+    slots.close();
   }
 }
 

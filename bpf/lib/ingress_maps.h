@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The maps only the ingress verifier uses (it shares nt_policies, nt_stats
- * and nt_clock with the marker, maps.h). Pinned by name like those.
+ * The maps only the ingress verifier uses (it shares nt_policies, the counter
+ * maps, nt_ifaces and nt_clock with the marker, maps.h). Pinned by name like those.
  * Layouts: abi.h.
  */
 #ifndef NT_LIB_INGRESS_MAPS_H

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IngressActionCode, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey } from '../lib/abi.js';
+import { IngressActionCode, IngressFlag, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey } from '../lib/abi.js';
 import { validatePolicy } from '../lib/policy.js';
 import type { TokenKeys } from '../lib/types.js';
 import { computeDesired } from './desired.js';
@@ -37,7 +37,8 @@ test('names, globs and missing interfaces', () => {
   const d = computeDesired({ policies: [p], keys: new Map([['a', key(1)]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '3/egress']);
   assert.deepEqual(d.outcomes[0]!.errors.map((e) => e.reason).sort(), ['InterfaceNotFound', 'NoInterfaceMatched']);
-  for (const [, v] of d.egress4.values()) assert.deepEqual(decodeEgressRule(v), { policyId: 1, ports: [443] });
+  // The data path fills in the counter slot when it writes the rule.
+  for (const [, v] of d.egress4.values()) assert.deepEqual(decodeEgressRule(v), { policyId: 1, ports: [443], slot: 0 });
 });
 
 test('same prefix in two policies: the name that sorts first wins, the other is warned', () => {
@@ -85,13 +86,16 @@ test('ingress: protected ports per interface, exemptions per policy, the verifie
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/ingress', '3/ingress']);
   const ports = [...d.ingressPorts.values()].map(([k, v]) => ({ ...decodePortKey(k), ...decodeIngressRule(v) }));
   // Each interface where a policy enforces also gets the rule for packets whose port cannot be seen.
+  // Its exemptions are of both families, so the verifier asks both exempt tries; the data path
+  // fills in the counter slot when it writes the rule.
+  const rule = { policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0, slot: 0, flags: IngressFlag.Exempt4 | IngressFlag.Exempt6 };
   assert.deepEqual(ports.sort((a, b) => a.ifindex - b.ifindex || a.port - b.port), [
-    { ifindex: 2, port: 0, enforcing: true, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 2, port: 80, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 2, port: 443, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 3, port: 0, enforcing: true, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 3, port: 80, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
-    { ifindex: 3, port: 443, enforcing: false, policyId: 1, action: IngressActionCode.Enforce, replayLimit: 0 },
+    { ifindex: 2, port: 0, enforcing: true, ...rule },
+    { ifindex: 2, port: 80, enforcing: false, ...rule },
+    { ifindex: 2, port: 443, enforcing: false, ...rule },
+    { ifindex: 3, port: 0, enforcing: true, ...rule },
+    { ifindex: 3, port: 80, enforcing: false, ...rule },
+    { ifindex: 3, port: 443, enforcing: false, ...rule },
   ]);
   assert.deepEqual([...d.exempt4.values()].map(([k]) => decodeSrcKey(k)), [{ policyId: 1, prefixLen: 8, addr: Buffer.from([10, 0, 0, 0]) }]);
   assert.equal(d.exempt6.size, 1);
@@ -111,7 +115,7 @@ test('ingress: no ports means every port (0); Monitor and the replay limit reach
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
   const [[k, v]] = [...d.ingressPorts.values()] as [[Buffer, Buffer]];
   assert.deepEqual(decodePortKey(k), { ifindex: 2, port: 0, enforcing: false }, 'Monitor: no rule for packets without a visible port');
-  assert.deepEqual(decodeIngressRule(v), { policyId: 1, action: IngressActionCode.Monitor, replayLimit: 3 });
+  assert.deepEqual(decodeIngressRule(v), { policyId: 1, action: IngressActionCode.Monitor, replayLimit: 3, slot: 0, flags: 0 }, 'no exemptions: the verifier asks no exempt trie');
   assert.equal(d.policySlots.size, 1);
   assert.deepEqual(d.outcomes[0]!.interfaces, ['eth0'], 'an interface is listed once for both directions');
 });

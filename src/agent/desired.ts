@@ -17,7 +17,7 @@
  */
 import { parseCidr } from '../lib/cidr.js';
 import {
-  IngressActionCode, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
+  IngressActionCode, IngressFlag, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
   encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
 import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, selectorMatches } from '../lib/types.js';
@@ -253,13 +253,16 @@ export function computeDesired(input: DesiredInput): DesiredState {
 
   function addIngress(ingress: NonNullable<TokenPolicy['spec']['ingress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
     const action = ingress.action === 'Enforce' ? IngressActionCode.Enforce : IngressActionCode.Monitor;
-    const rule = encodeIngressRule(id, action, ingress.replayLimit ?? 0);
     // Exemptions first in the maps' write order (datapath.ts): never enforce before they are in place.
+    let flags = 0;
     for (const text of ingress.exemptSources) {
       const cidr = parseCidr(text);
       const key = encodeSrcKey(id, cidr);
       (cidr.family === 4 ? state.exempt4 : state.exempt6).set(key.toString('hex'), [key, encodeExemptValue()]);
+      flags |= cidr.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6;
     }
+    // The verifier asks the exempt tries only for a policy that has exemptions of the SYN's family.
+    const rule = encodeIngressRule(id, action, { replayLimit: ingress.replayLimit ?? 0, flags });
     const ports = ingress.ports.length ? ingress.ports : [0];
     for (const i of selected) {
       for (const port of ports) {

@@ -4,9 +4,10 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../lib/abi.js';
 import { binding } from '../native/binding.js';
 import type { AgentStatus } from '../agent/agent.js';
+import { readCounterRows } from '../agent/counters.js';
+import { layoutDir } from '../agent/layout.js';
 import type { CommonConfig } from './config.js';
 
 export interface LiveCounter {
@@ -32,23 +33,22 @@ export function collectStatus(cfg: CommonConfig): StatusReport {
   const b = binding();
   const byId = new Map((agent?.policies ?? []).filter((p) => p.id).map((p) => [p.id, p.name]));
   const ifName = new Map((agent?.hooks ?? []).map((h) => [h.ifindex, h.name]));
-  const statsPin = path.join(cfg.stateDir, 'maps', 'nt_stats');
-  if (existsSync(statsPin)) {
-    const stats = b.mapFromPin(statsPin);
+  const maps = layoutDir(cfg.stateDir);
+  if (existsSync(path.join(maps, 'nt_counters')) && existsSync(path.join(maps, 'nt_counter_slots'))) {
+    const counters = b.mapFromPin(path.join(maps, 'nt_counters'));
+    const owners = b.mapFromPin(path.join(maps, 'nt_counter_slots'));
     try {
-      for (const key of stats.keys()) {
-        const v = stats.lookup(key);
-        if (!v) continue;
-        const k = decodeStatKey(key);
+      for (const r of readCounterRows(counters, owners)) {
         report.counters.push({
-          policy: k.policyId === 0 ? '-' : (byId.get(k.policyId) ?? `#${k.policyId}`),
-          interface: ifName.get(k.ifindex) ?? `if${k.ifindex}`,
-          counter: COUNTERS[k.counter] ?? `counter_${k.counter}`,
-          value: sumPerCpu(v).toString(),
+          policy: r.policyId === 0 ? '-' : (byId.get(r.policyId) ?? `#${r.policyId}`),
+          interface: ifName.get(r.ifindex) ?? `if${r.ifindex}`,
+          counter: r.counter,
+          value: r.value.toString(),
         });
       }
     } finally {
-      stats.close();
+      counters.close();
+      owners.close();
     }
   }
   report.counters.sort((a, b2) => a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter));

@@ -13,9 +13,11 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import {
-  BindBit, COUNTERS, IngressActionCode, TokenModeCode, decodeStatKey, encodeClock, encodeEgressRule, encodeExemptValue,
-  encodeEnforcingKey, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumPerCpu,
+  BindBit, COUNTERS, IngressActionCode, IngressFlag, TokenModeCode, decodeIngressRule, encodeClock, encodeEgressRule, encodeExemptValue,
+  encodeEnforcingKey, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../../src/lib/abi.js';
+import { CounterSlots } from '../../src/agent/counters.js';
+import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
@@ -70,8 +72,12 @@ class Verifier {
   readonly obj: NativeObject;
   readonly progs: Record<Entry, NativeProgram>;
   private readonly probe: NativeProgram;
-  readonly maps: Record<'policies' | 'stats' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
+  readonly maps: Record<'policies' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
   private readonly marker: { obj: NativeObject; prog: NativeProgram };
+  private readonly slots: CounterSlots;
+  /** port rules written, by hex key, and the exempt-source families of each policy: a rule carries its policy's */
+  private readonly rules = new Map<string, [Buffer, Buffer]>();
+  private readonly exemptFlags = new Map<number, number>();
 
   constructor(opts: { clock?: boolean } = {}) {
     const b = binding();
@@ -86,13 +92,15 @@ class Verifier {
     this.probe = marker.program('nt_clock_probe');
     this.maps = {
       policies: this.obj.map('nt_policies'),
-      stats: this.obj.map('nt_stats'),
       clock: this.obj.map('nt_clock'),
       ports: this.obj.map('nt_ingress_ports'),
       exempt4: this.obj.map('nt_exempt4'),
       exempt6: this.obj.map('nt_exempt6'),
       replay: this.obj.map('nt_replay'),
     };
+    this.slots = CounterSlots.of(this.obj);
+    // Loopback is hooked: its own counters (unreadable frames) exist with or without rules.
+    this.slots.slot(LO, 0);
     if (opts.clock ?? true) this.clockAt(0);
   }
 
@@ -125,20 +133,34 @@ class Verifier {
     return this;
   }
 
-  protect(port: number, policyId: number, action = IngressActionCode.Enforce, replayLimit = 0, ifindex = LO): this {
-    this.maps.ports.update(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, replayLimit));
+  /**
+   * Write a port rule (an nt_ingress_ports key and value) as the agent does: with the
+   * counter slot of its interface and policy, and its policy's exempt-source families.
+   */
+  portRule(key: Buffer, value: Buffer): this {
+    const r = decodeIngressRule(value);
+    const slot = this.slots.slot(key.readUInt32LE(0), r.policyId);
+    const v = encodeIngressRule(r.policyId, r.action, { replayLimit: r.replayLimit, slot, flags: r.flags | (this.exemptFlags.get(r.policyId) ?? 0) });
+    this.maps.ports.update(key, v);
+    this.rules.set(key.toString('hex'), [key, value]);
     return this;
+  }
+
+  protect(port: number, policyId: number, action = IngressActionCode.Enforce, replayLimit = 0, ifindex = LO): this {
+    return this.portRule(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, { replayLimit }));
   }
 
   /** Mark `ifindex` as one where policy `policyId` enforces (what the agent writes for Enforce policies). */
   enforcing(policyId: number, ifindex = LO): this {
-    this.maps.ports.update(encodeEnforcingKey(ifindex), encodeIngressRule(policyId, IngressActionCode.Enforce, 0));
-    return this;
+    return this.portRule(encodeEnforcingKey(ifindex), encodeIngressRule(policyId, IngressActionCode.Enforce));
   }
 
   exempt(policyId: number, cidr: string): this {
     const c = parseCidr(cidr);
     this.maps[c.family === 4 ? 'exempt4' : 'exempt6'].update(encodeSrcKey(policyId, c), encodeExemptValue());
+    this.exemptFlags.set(policyId, (this.exemptFlags.get(policyId) ?? 0) | (c.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6));
+    // The policy's rules now say it has exemptions of that family.
+    for (const [key, value] of [...this.rules.values()]) if (decodeIngressRule(value).policyId === policyId) this.portRule(key, value);
     return this;
   }
 
@@ -146,20 +168,18 @@ class Verifier {
   markWith(policyId: number): NativeProgram {
     const e4 = this.marker.obj.map('nt_egress4');
     const e6 = this.marker.obj.map('nt_egress6');
-    e4.update(encodeLpmKey(LO, parseCidr('0.0.0.0/0')), encodeEgressRule(policyId, []));
-    e6.update(encodeLpmKey(LO, parseCidr('::/0')), encodeEgressRule(policyId, []));
-    e4.close();
-    e6.close();
+    const config = this.marker.obj.map('nt_config');
+    const slot = this.slots.slot(LO, policyId);
+    e4.update(encodeLpmKey(LO, parseCidr('0.0.0.0/0')), encodeEgressRule(policyId, [], slot));
+    e6.update(encodeLpmKey(LO, parseCidr('::/0')), encodeEgressRule(policyId, [], slot));
+    raiseEgressGeneration(config);
+    for (const m of [e4, e6, config]) m.close();
     return this.marker.prog;
   }
 
   counters(): Map<string, bigint> {
     const out = new Map<string, bigint>();
-    for (const k of this.maps.stats.keys()) {
-      const { ifindex, policyId, counter } = decodeStatKey(k);
-      const v = this.maps.stats.lookup(k);
-      out.set(`${ifindex}/${policyId}/${COUNTERS[counter] ?? `counter${counter}`}`, v ? sumPerCpu(v) : 0n);
-    }
+    for (const r of this.slots.rows()) out.set(`${r.ifindex}/${r.policyId}/${r.counter}`, r.value);
     return out;
   }
 
@@ -182,6 +202,7 @@ class Verifier {
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
+    this.slots.close();
     for (const p of [...Object.values(this.progs), this.probe]) p.close();
     this.obj.close();
     this.marker.prog.close();
@@ -570,7 +591,7 @@ test('bonds: the agent writes a bond\'s rules under each slave\'s ifindex too, w
       k.writeUInt32LE(id);
       v.maps.policies.update(k, value);
     }
-    for (const [k, value] of d.ingressPorts.values()) if (withSlaves || k.readUInt32LE(0) === BOND) v.maps.ports.update(k, value);
+    for (const [k, value] of d.ingressPorts.values()) if (withSlaves || k.readUInt32LE(0) === BOND) v.portRule(k, value);
   };
   const id = d.ids.get('guard')!;
   const full = new Verifier();

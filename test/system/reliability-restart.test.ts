@@ -19,6 +19,7 @@ import { TOKEN, agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.j
 import { createTopology, type Topology } from '../lib/netns.js';
 import { startServer, tcpCounters } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns } from './reliability-lib.js';
+import { layoutDir } from '../../src/agent/layout.js';
 
 const KIND = 253;
 const EXID = 0x4e54;
@@ -45,7 +46,7 @@ describe('kill -9 mid-reconcile', () => {
       agent.writePolicy(`# version ${k}\n` + policyYaml([{ name: 'big', spec: `interfaces: {names: [${topo.client.dev}]}\negress:\n  destinations: ${destinationList(version(k))}` }]));
     };
     const keyOf = (cidr: string): Buffer => encodeLpmKey(ifindex, parseCidr(cidr));
-    const egressPin = (): string => path.join(agent.stateDir, 'maps', 'nt_egress4');
+    const egressPin = (): string => path.join(layoutDir(agent.stateDir), 'nt_egress4');
     /** which of two versions' entries the kernel holds */
     const held = (a: number, b: number): { a: number; b: number; total: number } => {
       const m = binding().mapFromPin(egressPin());

@@ -18,6 +18,7 @@ import { agentIn, type AgentRun } from '../lib/agent.js';
 import { createTopology, run, type Topology } from '../lib/netns.js';
 import { connect, startServer } from '../lib/tcp.js';
 import { keyLeaks } from './reliability-lib.js';
+import { layoutDir } from '../../src/agent/layout.js';
 
 const KS = randomBytes(8);
 const KK = randomBytes(16);
@@ -168,9 +169,11 @@ describe('keys stay secret', () => {
         assert.equal(mode(a.runDir), '0700', 'the run directory');
         assert.equal(mode(path.join(a.runDir, 'state.json')), '0600', 'the run state');
         assert.equal(mode(a.stateDir), '0700', 'the state directory');
-        for (const dir of ['maps', 'links']) assert.equal(mode(path.join(a.stateDir, dir)), '0700', `${dir}/`);
-        for (const pin of readdirSync(path.join(a.stateDir, 'maps'))) {
-          assert.equal(statSync(path.join(a.stateDir, 'maps', pin)).mode & 0o077, 0, `the pin of ${pin} (nt_policies holds the keys) is not readable by others: ${mode(path.join(a.stateDir, 'maps', pin))}`);
+        for (const dir of ['maps', 'links', path.relative(a.stateDir, layoutDir(a.stateDir))]) assert.equal(mode(path.join(a.stateDir, dir)), '0700', `${dir}/`);
+        const pins = readdirSync(layoutDir(a.stateDir));
+        assert.ok(pins.includes('nt_policies'), `the maps are pinned in ${layoutDir(a.stateDir)}: ${pins.join(', ')}`);
+        for (const pin of pins) {
+          assert.equal(statSync(path.join(layoutDir(a.stateDir), pin)).mode & 0o077, 0, `the pin of ${pin} (nt_policies holds the keys) is not readable by others: ${mode(path.join(layoutDir(a.stateDir), pin))}`);
         }
       }
       await echo.stop();
