@@ -240,6 +240,16 @@ struct nt_counters {
 struct nt_counter_owner {
 	__u32 ifindex;   /* 0 = the slot is free */
 	__u32 policy_id; /* 0 = the interface's own counters */
+	__u32 flags;     /* enum nt_owner_flags */
+};
+
+enum nt_owner_flags {
+	/*
+	 * Counts carried over from the maps of an older layout: no rule names
+	 * this slot, so the programs never write it; the pair's totals are its
+	 * counting slot plus this one.
+	 */
+	NT_OWNER_CARRIED = 1 << 0,
 };
 
 /* Value of nt_ifaces, by ifindex: an interface the agent hooks (or writes rules for). */

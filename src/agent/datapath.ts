@@ -49,6 +49,14 @@ export type { CounterRow } from './counters.js';
  */
 const EGRESS_GENERATION_SETTLE_MS = 20;
 
+/** How long after the hooks were swapped the counters of an older layout are read: longer than any program run. */
+const LAYOUT_SWAP_SETTLE_MS = 50;
+
+/** Block for `ms` (a moment, once per move off an older layout). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 /** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
 
@@ -305,6 +313,8 @@ export class Datapath {
       });
       return;
     }
+    // A packet that met an old program just before its hook was swapped may still be counting.
+    sleepSync(LAYOUT_SWAP_SETTLE_MS);
     const key = u32(0);
     for (const old of this.older) {
       const config = decodeConfig(this.maps.config.lookup(key) ?? Buffer.alloc(this.maps.config.info.valueSize));
@@ -312,7 +322,7 @@ export class Datapath {
       let dropped = 0;
       if (config.carriedLayout !== old.version) {
         for (const c of old.counters()) {
-          if (this.slots.add(c.ifindex, c.policyId, c.counter, c.values)) carried++;
+          if (this.slots.carry(c.ifindex, c.policyId, c.counter, c.values)) carried++;
           else dropped++;
         }
         const now = decodeConfig(this.maps.config.lookup(key) ?? Buffer.alloc(this.maps.config.info.valueSize));

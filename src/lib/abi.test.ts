@@ -108,8 +108,9 @@ test('ingress encodings put fields where the header says', () => {
 });
 
 test('counter, interface and config encodings put fields where the header says', () => {
-  assert.equal(encodeCounterOwner(7, 3).toString('hex'), '07000000' + '03000000');
-  assert.deepEqual(decodeCounterOwner(encodeCounterOwner(7, 0)), { ifindex: 7, policyId: 0 });
+  assert.equal(encodeCounterOwner(7, 3).toString('hex'), '07000000' + '03000000' + '00000000');
+  assert.equal(encodeCounterOwner(7, 3, true).toString('hex'), '07000000' + '03000000' + '01000000');
+  assert.deepEqual(decodeCounterOwner(encodeCounterOwner(7, 0)), { ifindex: 7, policyId: 0, carried: false });
   assert.equal(encodeIface(0x1234).toString('hex'), '3412' + '0000' + '00000000');
   assert.deepEqual(decodeIface(encodeIface(5)), { slot: 5 });
   assert.equal(encodeConfig({ egressGeneration: 2, carriedLayout: 1 }).toString('hex'), '02000000' + '01000000');

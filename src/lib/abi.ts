@@ -74,7 +74,7 @@ export const LPM6_KEY_SIZE = 24;
 export const EGRESS_RULE_SIZE = 40;
 export const POLICY_SIZE = 64;
 export const COUNTERS_SIZE = 8 * NT_COUNTER_CELLS;
-export const COUNTER_OWNER_SIZE = 8;
+export const COUNTER_OWNER_SIZE = 12;
 export const IFACE_SIZE = 8;
 export const CONFIG_SIZE = 8;
 export const CLOCK_SIZE = 24;
@@ -280,16 +280,27 @@ export function encodeExemptValue(): Buffer {
   return v;
 }
 
+/** enum nt_owner_flags */
+export const OWNER_CARRIED = 1;
+
+export interface CounterOwner {
+  ifindex: number;
+  policyId: number;
+  /** counts carried over from an older layout's maps: never counted into by the programs */
+  carried: boolean;
+}
+
 /** struct nt_counter_owner: what a counter slot counts for; ifindex 0 = a free slot. */
-export function encodeCounterOwner(ifindex: number, policyId: number): Buffer {
+export function encodeCounterOwner(ifindex: number, policyId: number, carried = false): Buffer {
   const v = Buffer.alloc(COUNTER_OWNER_SIZE);
   v.writeUInt32LE(ifindex, 0);
   v.writeUInt32LE(policyId, 4);
+  v.writeUInt32LE(carried ? OWNER_CARRIED : 0, 8);
   return v;
 }
 
-export function decodeCounterOwner(v: Buffer): { ifindex: number; policyId: number } {
-  return { ifindex: v.readUInt32LE(0), policyId: v.readUInt32LE(4) };
+export function decodeCounterOwner(v: Buffer): CounterOwner {
+  return { ifindex: v.readUInt32LE(0), policyId: v.readUInt32LE(4), carried: (v.readUInt32LE(8) & OWNER_CARRIED) !== 0 };
 }
 
 /** struct nt_iface: the counter slot of an interface's own counters. */
