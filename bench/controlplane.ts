@@ -35,6 +35,7 @@ import { TestCluster, freePorts } from '../test/k8s/cluster.js';
 import { BIN, agentIn, policyYaml as filePolicyYaml, type AgentRun } from '../test/lib/agent.js';
 import { bridgeLoopback, type LoopbackBridge } from '../test/lib/loopback-bridge.js';
 import { createTopology, netnsPath, run, spawnIn, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
+import { layoutDir } from '../src/agent/layout.js';
 import { ensureBuilt } from './artifacts.js';
 import { ROOT, figure, median, type Figure } from './report.js';
 
@@ -273,7 +274,7 @@ async function mapChild(input: MapChildInput): Promise<MapSizeResult[]> {
         r.computeMs.push(performance.now() - t);
         const entries = [...want.egress4.values()];
         if (entries.length !== n) throw new Error(`the desired state holds ${entries.length} trie entries for ${n} prefixes`);
-        const shape = b.mapFromPin(path.join(stateDir, 'maps', 'nt_egress4'));
+        const shape = b.mapFromPin(path.join(layoutDir(stateDir), 'nt_egress4'));
         const spec = shape.info;
         shape.close();
         // The baseline: the same entries into a fresh trie of the same shape, one update each.
@@ -317,7 +318,7 @@ async function mapChild(input: MapChildInput): Promise<MapSizeResult[]> {
         if (run % 2 === 0) r.rawWriteMs.push(raw());
 
         // What the kernel holds must be exactly the changed policy's prefixes.
-        const held = b.mapFromPin(path.join(stateDir, 'maps', 'nt_egress4'));
+        const held = b.mapFromPin(path.join(layoutDir(stateDir), 'nt_egress4'));
         const heldKeys = new Set(held.keys().map((k) => k.toString('hex')));
         held.close();
         const missing = [...want3.egress4.keys()].filter((k) => !heldKeys.has(k)).length;
