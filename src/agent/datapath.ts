@@ -23,8 +23,8 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LAYOUT_VERSION, decodeConfig, encodeConfig, rulePolicyId, withCounterSlot } from '../lib/abi.js';
+import { packagePath } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
 import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
 import { ensureBpffs } from './bpffs.js';
@@ -61,7 +61,7 @@ function sleepSync(ms: number): void {
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
 
 export function defaultObjectPath(name = 'marker'): string {
-  return fileURLToPath(new URL(`../../../build/bpf/${name}.bpf.o`, import.meta.url));
+  return packagePath('build/bpf', `${name}.bpf.o`);
 }
 
 export interface ApplyResult {

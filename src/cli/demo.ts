@@ -10,7 +10,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../lib/files.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js';
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 
@@ -22,7 +22,7 @@ const EXID = 0x4e54;
 const MARKED_PORT = 8080;
 const UNMARKED_PORT = 9090;
 
-const bin = fileURLToPath(new URL('../../../bin/netoken.js', import.meta.url));
+const bin = packagePath('bin/netoken.js');
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

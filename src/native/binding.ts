@@ -12,8 +12,8 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { packagePath } from '../lib/files.js';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -243,7 +243,7 @@ export interface NativeBinding {
   openSynCapture(ifindex: number, opts?: { snaplen?: number }): NativeSynCapture;
 }
 
-const addonPath = fileURLToPath(new URL('../../../build/Release/netoken_native.node', import.meta.url));
+const addonPath = packagePath('build/Release/netoken_native.node');
 
 let cached: NativeBinding | undefined;
 
