@@ -38,8 +38,9 @@ export const DEFAULTS: {
   // Short runs, many of them: the configurations alternate every second, so a change in the
   // load of a shared machine hits both sides of most pairs.
   connections: { seconds: 1, runs: 15, parallel: 4 },
-  // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup.
-  flood: { seconds: 2, runs: 9 },
+  // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup; while the
+  // verifier's verdict is undecided, it and the no-op drop go on, up to 40 floods or 300 s.
+  flood: { seconds: 2, runs: 9, maxRuns: 40, budgetSeconds: 300 },
   // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: about 4 minutes, most of it
   // the control plane settling 200 policies and the API server taking 1 000 node reports per edit.
   controlplane: { applies: 20, loadPolicies: 200, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
@@ -48,7 +49,7 @@ export const DEFAULTS: {
 export const QUICK: typeof DEFAULTS = {
   packet: { repeat: 1000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
-  flood: { seconds: 0.5, runs: 1 },
+  flood: { seconds: 0.5, runs: 1, maxRuns: 2, budgetSeconds: 5 },
   controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },
 };
 
@@ -131,6 +132,7 @@ async function main(): Promise<void> {
     parallel: Math.round(positive('parallel', values.parallel, base.connections.parallel)),
   };
   const flood = {
+    ...base.flood,
     seconds: positive('seconds', values.seconds, base.flood.seconds),
     runs: Math.round(positive('runs', values.runs, base.flood.runs)),
   };
