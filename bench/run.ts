@@ -41,9 +41,9 @@ export const DEFAULTS: {
   // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup; while the
   // verifier's verdict is undecided, it and the no-op drop go on, up to 40 floods or 300 s.
   flood: { seconds: 2, runs: 9, maxRuns: 40, budgetSeconds: 300 },
-  // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: about 4 minutes, most of it
-  // the control plane settling 200 policies and the API server taking 1 000 node reports per edit.
-  controlplane: { applies: 20, loadPolicies: 200, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
+  // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: several minutes, most of it
+  // the control plane settling 1 000 policies and the API server taking 1 000 node reports per edit.
+  controlplane: { applies: 20, loadPolicies: 1000, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
 };
 
 export const QUICK: typeof DEFAULTS = {
