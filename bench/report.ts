@@ -339,7 +339,8 @@ export function markdown(r: Results): string {
 }
 
 const METHOD = [
-  'Per packet: `BPF_PROG_TEST_RUN` on crafted Ethernet frames, the kernel\'s mean ns per repetition; every row runs in turn within each run (the order rotates between runs) and the median of the runs is shown. ' +
+  'Per packet: `BPF_PROG_TEST_RUN` on crafted Ethernet frames; a run\'s value is the CPU time the calling thread spent in the test run divided by its repetitions (the kernel\'s own mean is whole nanoseconds), less the fixed cost of one call; every row runs in turn within each run (the order rotates between runs) and the median of the runs is shown. ' +
+    'A row with a target gets more runs, with its baseline, until its verdict is decided or its runs or time run out; an absolute target (a time budget) is a ratio against that budget. ' +
     'The destination trie (`nt_egress4`) holds the stated number of prefixes for the test device (random /16../32 prefixes plus the one covering the marked destination).',
   'A test run repeats the program on one skb without resetting it, so a SYN would be marked only once. Marking rows therefore run a wrapper (bench/bpf/restore.h) that marks and then restores the frame, ' +
     'back to back with its restore-only twin; the value is the median of the per-run differences: the marking alone. The seed port (bench/seed/seed.bpf.c) is measured the same way.',
