@@ -5,32 +5,39 @@
 # The build stage runs the project's own scripts, scripts/install-deps.sh and scripts/build.sh,
 # so the image is built exactly like a developer checkout; test/build.test.ts runs the same
 # steps on a clean checkout, assembles the runtime stage from the COPY lines below and checks
-# that it starts and holds nothing test-only.
+# that it starts and holds nothing test-only, and test/k8s/e2e.test.ts builds this file with
+# buildah and runs the image on a kubelet.
+#
+# The three images it starts from are build arguments, so a build that reaches no registry
+# (air-gapped, or the tests) gives local ones (see the README):
+#   DEBIAN_IMAGE   Debian 12 with apt sources: the build stage (apt and the npm registry must be
+#                  reachable from it)
+#   RUNTIME_IMAGE  Debian 12 with apt sources: the runtime stage
+#   NODE_IMAGE     Node.js 20 (>= 20.17) in /usr/local, as the official node images have it:
+#                  bin/node and lib/node_modules/npm; only those files are taken from it
+ARG DEBIAN_IMAGE=debian:bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG NODE_IMAGE=node:20-bookworm-slim
 
-ARG DEBIAN_RELEASE=bookworm
-ARG NODE_MAJOR=20
+FROM ${NODE_IMAGE} AS node
 
-FROM debian:${DEBIAN_RELEASE} AS build
-ARG NODE_MAJOR
+FROM ${DEBIAN_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive
-# Node.js from NodeSource, as install-deps.sh expects: Debian 12's own nodejs is 18 (too old),
-# and NodeSource's package also ships the headers in /usr/include/node that cmake-js compiles
-# the addon against (build.sh sets npm_config_nodedir=/usr, so nothing is downloaded).
-RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends ca-certificates curl gnupg \
- && install -d -m 0755 /etc/apt/keyrings \
- && curl -fsSL https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key | gpg --dearmor -o /etc/apt/keyrings/nodesource.gpg \
- && echo "deb [signed-by=/etc/apt/keyrings/nodesource.gpg] https://deb.nodesource.com/node_${NODE_MAJOR}.x nodistro main" \
-      > /etc/apt/sources.list.d/nodesource.list \
- && apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends nodejs \
- && rm -rf /var/lib/apt/lists/*
+# Behind a TLS-intercepting proxy npm must trust the proxy's CA: NODE_EXTRA_CA_CERTS names a PEM
+# file with it inside the build (for example mounted with `buildah build --volume`).
+ARG NODE_EXTRA_CA_CERTS
+# Debian 12's own nodejs is 18, too old: Node.js and npm come from NODE_IMAGE.
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
+ && echo "node $(node --version), npm $(npm --version)"
 WORKDIR /src
 # The system packages and npm dependencies first: a source change does not redo them.
 COPY package.json package-lock.json ./
 COPY scripts/install-deps.sh scripts/
-RUN bash scripts/install-deps.sh
+RUN bash scripts/install-deps.sh --build-only
 COPY . .
 RUN bash scripts/build.sh
 # The runtime needs no compiler, type checker or linter.
@@ -39,14 +46,14 @@ RUN npm prune --omit=dev --no-audit --no-fund
 # tests, fuzzer, test helpers or test BPF objects. npm pack makes exactly that tree in package/.
 RUN npm pack --silent >/dev/null && tar -xzf netoken-*.tgz && rm netoken-*.tgz
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 # libbpf1 (with libelf1 and zlib1g) for the native addon; iproute2 because the agent reads
-# interfaces and routes with `ip -json`. libstdc++6 is already part of the slim image.
+# interfaces and routes with `ip -json`. libstdc++6 is already part of Debian's base.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends libbpf1 libelf1 zlib1g iproute2 \
  && rm -rf /var/lib/apt/lists/*
-# NodeSource's node links only glibc and libstdc++, so the binary alone is the runtime.
-COPY --from=build /usr/bin/node /usr/local/bin/node
+# The official Node.js binary links only glibc and libstdc++, so the binary alone is the runtime.
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
 # npm pack's tree is the whole runtime: the bundle (dist/bundle, every JavaScript dependency in
 # it), the native addon and the BPF objects. No node_modules.

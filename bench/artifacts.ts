@@ -5,6 +5,8 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { bpfObjectPath } from '../src/lib/package.js';
+import { fixturePath } from '../test/lib/native.js';
 import { ROOT } from './report.js';
 
 export interface ProgRef {
@@ -12,12 +14,9 @@ export interface ProgRef {
   program: string;
 }
 
-const bpfObj = (name: string): string => path.join(ROOT, 'build/bpf', name);
-/** bpf/test's objects (scripts/build.sh builds them): the no-op baselines. */
-const testObj = (name: string): string => path.join(ROOT, 'build/bpf-test', name);
 const benchOut = (name: string): string => path.join(ROOT, 'build/bench', name);
 
-export const MARKER: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_mark_egress' };
+export const MARKER: ProgRef = { object: bpfObjectPath('marker'), program: 'nt_mark_egress' };
 export const MARKER_MARK_RESTORE: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_mark_restore' };
 export const MARKER_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_restore_only' };
 /** The benchmark wrapper of the marker built for kernels before 6.2 (no bpf_cast_to_kern_ctx). */
@@ -26,13 +25,14 @@ export const MARKER_COMPAT_RESTORE_ONLY: ProgRef = { object: benchOut('marker_be
 export const SEED: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_egress' };
 export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_mark_restore' };
 export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };
-export const TC_NOOP: ProgRef = { object: testObj('progs.bpf.o'), program: 'tc_noop' };
-export const XDP_NOOP: ProgRef = { object: testObj('progs.bpf.o'), program: 'xdp_pass' };
+/** bpf/test's objects (scripts/build.sh builds them): the no-op baselines. */
+export const TC_NOOP: ProgRef = { object: fixturePath('progs'), program: 'tc_noop' };
+export const XDP_NOOP: ProgRef = { object: fixturePath('progs'), program: 'xdp_pass' };
 /** The marker's clock probe: what the agent reads the kernel's clocks with to fill nt_clock. */
-export const CLOCK_PROBE: ProgRef = { object: bpfObj('marker.bpf.o'), program: 'nt_clock_probe' };
+export const CLOCK_PROBE: ProgRef = { object: bpfObjectPath('marker'), program: 'nt_clock_probe' };
 /** The ingress verifier's XDP entry point, and its tc entry (where XDP cannot attach). */
-export const VERIFIER: ProgRef = { object: bpfObj('verifier.bpf.o'), program: 'nt_verify_xdp' };
-export const VERIFIER_TC: ProgRef = { object: bpfObj('verifier.bpf.o'), program: 'nt_verify_tc' };
+export const VERIFIER: ProgRef = { object: bpfObjectPath('verifier'), program: 'nt_verify_xdp' };
+export const VERIFIER_TC: ProgRef = { object: bpfObjectPath('verifier'), program: 'nt_verify_tc' };
 /** An XDP program that drops every frame and does nothing else: the SYN flood's baseline. */
 export const XDP_DROP: ProgRef = { object: benchOut('xdp_drop.bpf.o'), program: 'nt_bench_drop_xdp' };
 

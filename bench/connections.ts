@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { agentIn, policyYaml, type AgentRun } from '../test/lib/agent.js';
 import { createTopology, exec, netnsPath, run, spawnIn, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
 import { NETBENCH, ensureBuilt, verifierMissing } from './artifacts.js';
-import { figure, unavailable, type Figure, type FigureSpec } from './report.js';
+import { figure, unavailable, type BenchResult, type Figure, type FigureSpec } from './report.js';
 
 const CONN_PORT = 5001;
 const SINK_PORT = 5002;
@@ -27,12 +27,6 @@ export interface ConnectionBenchOptions {
   /** client threads in the parallel connection-rate mode */
   parallel: number;
   log?: (line: string) => void;
-}
-
-export interface ConnectionBenchResult {
-  figures: Figure[];
-  details: Record<string, unknown>;
-  remarks: string[];
 }
 
 interface Attached {
@@ -236,7 +230,7 @@ interface Live {
   connections: number;
 }
 
-export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<ConnectionBenchResult> {
+export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<BenchResult> {
   const log = opts.log ?? ((): void => undefined);
   ensureBuilt();
   await sweepStale(PREFIX);

@@ -29,9 +29,10 @@ import { buildFrame, TCP_SYN } from '../src/lib/packet.js';
 import { agentIn, policyYaml, type AgentRun } from '../test/lib/agent.js';
 import { createTopology, exec, netnsPath, run, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
 import { SYNFLOOD, XDP_DROP, ensureBuilt } from './artifacts.js';
-import { figure, median, type Figure, type Target } from './report.js';
+import { figure, median, type BenchResult, type Figure, type Target } from './report.js';
 import { untilDecided, type RowSpec } from './decide.js';
 import { startServer } from './connections.js';
+import { sleep } from '../src/lib/wait.js';
 
 const PREFIX = 'ntflood-';
 /** An unmarked flood dies at the verifier almost as fast as at the cheapest XDP drop. */
@@ -56,12 +57,6 @@ export interface FloodBenchOptions {
   /** no new round after this many seconds of flooding */
   budgetSeconds?: number;
   log?: (line: string) => void;
-}
-
-export interface FloodBenchResult {
-  figures: Figure[];
-  details: Record<string, unknown>;
-  remarks: string[];
 }
 
 interface FloodConfig {
@@ -147,8 +142,6 @@ const CONFIGS: readonly FloodConfig[] = [
     attach: async () => null,
   },
 ];
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Sum of the veth's per-queue counters named rx_queue_<n>_<stat> (ethtool -S). */
 function ethtoolSum(text: string, stat: string): number {
@@ -255,7 +248,7 @@ async function flood(l: Live, seconds: number, cpu: number, softirqPid: number):
   };
 }
 
-export async function runFloodBench(opts: FloodBenchOptions): Promise<FloodBenchResult> {
+export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResult> {
   const log = opts.log ?? ((): void => undefined);
   ensureBuilt();
   await sweepStale(PREFIX);

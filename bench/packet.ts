@@ -53,9 +53,10 @@ import {
   ensureBuilt,
   type ProgRef,
 } from './artifacts.js';
-import { figure, median, type Figure, type Target } from './report.js';
+import { countLabel, figure, median, type BenchResult, type Figure, type Target } from './report.js';
 import { paired, untilDecided, type Budget, type RowSpec } from './decide.js';
 import { TcAction, XdpAction } from '../src/native/bpf.js';
+import { Rng } from '../fuzz/rng.js';
 
 /** What the restore wrappers return when a repetition did not do what it measures (bench/bpf/restore.h). */
 const WRAPPER_ERRORS: Record<number, string> = {
@@ -404,30 +405,13 @@ export interface PacketBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface PacketBenchResult {
-  figures: Figure[];
-  details: Record<string, unknown>;
-  remarks: string[];
-}
-
-/** Deterministic 32-bit generator (mulberry32), so every run fills the same trie. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 const ipU32 = (text: string): number => text.split('.').reduce((n, o) => n * 256 + Number(o), 0);
 const contains = (net: number, len: number, ip: number): boolean => len === 0 || (net ^ ip) >>> (32 - len) === 0;
 
 /** Fills the trie up to `count` entries with random /16../32 prefixes that cover neither test destination. */
 function trieFiller(egress4: NativeMap, slot: number): (count: number) => number {
-  const next = prng(0x4e54);
+  const rng = Rng.seeded(0x4e54);
+  const next = (): number => rng.u32();
   const seen = new Set<string>();
   const rule = encodeEgressRule(POLICY, [], slot);
   const avoid = [ipU32(COVERED_DST), ipU32(UNCOVERED_DST)];
@@ -449,14 +433,14 @@ function trieFiller(egress4: NativeMap, slot: number): (count: number) => number
   };
 }
 
-const prefixLabel = (n: number): string => `${n.toLocaleString('en-US').replace(/,/g, ' ')} prefix${n === 1 ? '' : 'es'}`;
+const prefixLabel = (n: number): string => countLabel(n, n === 1 ? 'prefix' : 'prefixes');
 
 function retvalProblem(got: number, want: number): string | null {
   if (got === want) return null;
   return `returned ${got}, want ${want}${WRAPPER_ERRORS[got] ? `: ${WRAPPER_ERRORS[got]}` : ''}`;
 }
 
-export async function runPacketBench(opts: PacketBenchOptions): Promise<PacketBenchResult> {
+export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchResult> {
   const log = opts.log ?? ((): void => undefined);
   ensureBuilt();
   const b = binding();

@@ -8,9 +8,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../src/lib/files.js';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../src/lib/package.js';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const ROOT = PACKAGE_ROOT;
 
 /** 'inconclusive': the ratio's interval reaches both sides of the target (too much noise to tell). */
 export type Verdict = 'pass' | 'FAIL' | 'inconclusive' | 'info' | 'not yet available';
@@ -46,6 +46,13 @@ export interface Figure {
   note?: string;
 }
 
+/** What each benchmark returns: its rows, the raw numbers for latest.json, and remarks for latest.md. */
+export interface BenchResult {
+  figures: Figure[];
+  details: Record<string, unknown>;
+  remarks: string[];
+}
+
 export interface FigureSpec {
   group: Figure['group'];
   benchmark: string;
@@ -68,6 +75,19 @@ export function median(xs: readonly number[]): number {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
+
+/** Nearest-rank percentile (q in 0..1). */
+export function percentile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] as number;
+}
+
+/** x rounded to `digits` decimals, for details and remarks. */
+export const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** "100 000 prefixes": a count with its thousands apart, for row configurations. */
+export const countLabel = (n: number, what: string): string => `${n.toLocaleString('en-US').replace(/,/g, ' ')} ${what}`;
 
 /** (max - min) / median: the run-to-run spread of one configuration. */
 export function spread(xs: readonly number[]): number {

@@ -16,7 +16,7 @@ import { runConnectionBench, type ConnectionBenchOptions } from './connections.j
 import { runPacketBench, type PacketBenchOptions } from './packet.js';
 import { runFloodBench, type FloodBenchOptions } from './flood.js';
 import { runControlPlaneBench, type ControlPlaneBenchOptions } from './controlplane.js';
-import { ROOT, describeMachine, loadAverage, textTable, writeResults, type Figure, type Results } from './report.js';
+import { ROOT, describeMachine, loadAverage, textTable, writeResults, type BenchResult, type Figure, type Results } from './report.js';
 
 export interface BenchOptions {
   packet: Omit<PacketBenchOptions, 'log'> | null;
@@ -60,30 +60,17 @@ export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
   const figures: Figure[] = [];
   const details: Record<string, unknown> = {};
   const remarks: string[] = [];
-  if (opts.packet) {
-    const r = await runPacketBench({ ...opts.packet, log });
+  const add = async (section: string, run: () => Promise<BenchResult>): Promise<void> => {
+    const r = await run();
     figures.push(...r.figures);
-    details.packet = r.details;
+    details[section] = r.details;
     remarks.push(...r.remarks);
-  }
-  if (opts.connections) {
-    const r = await runConnectionBench({ ...opts.connections, log });
-    figures.push(...r.figures);
-    details.connections = r.details;
-    remarks.push(...r.remarks);
-  }
-  if (opts.flood) {
-    const r = await runFloodBench({ ...opts.flood, log });
-    figures.push(...r.figures);
-    details.flood = r.details;
-    remarks.push(...r.remarks);
-  }
-  if (opts.controlplane) {
-    const r = await runControlPlaneBench({ ...opts.controlplane, log });
-    figures.push(...r.figures);
-    details.controlplane = r.details;
-    remarks.push(...r.remarks);
-  }
+  };
+  const { packet, connections, flood, controlplane } = opts;
+  if (packet) await add('packet', () => runPacketBench({ ...packet, log }));
+  if (connections) await add('connections', () => runConnectionBench({ ...connections, log }));
+  if (flood) await add('flood', () => runFloodBench({ ...flood, log }));
+  if (controlplane) await add('controlplane', () => runControlPlaneBench({ ...controlplane, log }));
   return {
     startedAt: started.toISOString(),
     durationSeconds: (Date.now() - started.getTime()) / 1000,

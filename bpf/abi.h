@@ -26,7 +26,7 @@
 #include <linux/types.h>
 #endif
 
-/* Wire format (DESIGN.md): kind | len=12 | ExID (2, network order) | value (8). */
+/* Wire format (docs/wire-format.md): kind | len=12 | ExID (2, network order) | value (8). */
 #define NT_OPT_LEN          12
 #define NT_OPT_VALUE_LEN    8
 #define NT_OPT_KIND_DEFAULT 253
@@ -105,6 +105,11 @@ struct nt_policy {
 	__u32 epoch_seconds;  /* keyed only, > 0 */
 	__u32 bind;           /* keyed only, enum nt_bind bits */
 	__u8 token[8];        /* static: the value put on the wire, in wire order */
+	/*
+	 * The second token / key verifiers accept (NT_PF_HAS_PREVIOUS): during a key rotation the
+	 * next one, published before markers sign with it, or the previous one, being retired.
+	 * The marker never uses it.
+	 */
 	__u8 token_previous[8];
 	__u8 key[16];         /* keyed: SipHash-2-4 key (k0 = bytes 0..7 LE, k1 = 8..15 LE) */
 	__u8 key_previous[16];

@@ -169,7 +169,7 @@ function addresses(frame: Buffer, p: ParsedFrame): { src: Buffer; dst: Buffer } 
     : { src: frame.subarray(l3 + 8, l3 + 24), dst: frame.subarray(l3 + 24, l3 + 40) };
 }
 
-/** DESIGN.md's rule, checked on the input of a packet that was marked: only a payload-less, well-formed SYN with room may grow. */
+/** The marker's rule (docs/wire-format.md, "Which SYNs are marked"), checked on the input of a packet that was marked: only a payload-less, well-formed SYN with room may grow. */
 function eligibility(input: Buffer, pi: ParsedFrame, policy: PolicyDef | null): Violation[] {
   const t = pi.tcp;
   if (!t) return [];

@@ -9,9 +9,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { binding, type NativeObject, type NativeProgram } from '../src/native/binding.js';
 import { CounterSlots } from '../src/agent/counters.js';
+import { bpfObjectPath } from '../src/lib/package.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { generateCase, type FuzzCase } from './generate.js';
 import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
@@ -21,8 +21,8 @@ import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKi
 import { installVerifierWorld } from './verifier-world.js';
 import { describeSequence, generateFragmentCase, runSequence, sequenceCounters, sequenceKind, type SequenceVerdict } from './fragments.js';
 
-export const DEFAULT_MARKER_OBJECT = fileURLToPath(new URL('../../build/bpf/marker.bpf.o', import.meta.url));
-export const DEFAULT_VERIFIER_OBJECT = fileURLToPath(new URL('../../build/bpf/verifier.bpf.o', import.meta.url));
+export const DEFAULT_MARKER_OBJECT = bpfObjectPath('marker');
+export const DEFAULT_VERIFIER_OBJECT = bpfObjectPath('verifier');
 
 /** sizeof(struct __sk_buff) and the offsets of the fields test_run accepts that we set. */
 const SKB_CTX_SIZE = 192;

@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { COUNTERS } from '../src/lib/abi.js';
 import { ipv4HeaderChecksum, tcpChecksum } from '../src/lib/packet.js';
@@ -21,15 +20,15 @@ import { VERDICT_CODES, checkVerifierRun, describeVerifierVerdict, verdictDrops,
 import { generateCase } from './generate.js';
 import type { Verdict } from './model.js';
 import { TcAction } from '../src/native/bpf.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../src/lib/package.js';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const MAIN = path.join(repoRoot, 'dist/fuzz/main.js');
+const MAIN = path.join(PACKAGE_ROOT, 'dist/fuzz/main.js');
 const FIXED_SEED = 20261126;
 const FIXED_COUNT = 80000;
 const TIME_COUNT = 40000;
 
 // The marker object must match the sources (make is a no-op when it does).
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 interface CliResult {
   code: number | null;
@@ -83,7 +82,7 @@ test(`fixed seed ${FIXED_SEED}: ${FIXED_COUNT} cases, every invariant holds`, as
 });
 
 test(`the marker built for kernels before 6.2 (marker_compat.bpf.o), fixed seed ${FIXED_SEED}: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
-  const compat = path.join(repoRoot, 'build/bpf/marker_compat.bpf.o');
+  const compat = bpfObjectPath('marker_compat');
   const r = await cli(['--target', 'marker', '--object', compat, '--seed', String(FIXED_SEED), '--count', String(TIME_COUNT), '--json']);
   const text = r.stdout.trimEnd();
   assert.equal(r.code, 0, `fuzz run of ${compat} exited ${r.code}:\n${text}\n${r.stderr}`);
@@ -418,7 +417,7 @@ const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: str
 test('bugs planted in a copy of the verifier are caught, each by its invariant', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'netoken-planted-'));
   try {
-    cpSync(path.join(repoRoot, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
+    cpSync(path.join(PACKAGE_ROOT, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
     const pristine = readdirSync(path.join(dir, 'bpf', 'lib')).map((n) => [n, readFileSync(path.join(dir, 'bpf', 'lib', n), 'utf8')] as const);
     /** what the unchanged verifier already reports on this seed (known bugs), to tell the planted ones apart */
     const baseline = new Set<string>();
@@ -491,7 +490,7 @@ test(`fragment sequences, fixed seed ${FRAGMENTS_FIXED_SEED} and a time-derived 
 test('fragment sequences catch a verifier that reads a first fragment up to its IP length instead of what reassembly keeps', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'netoken-planted-frag-'));
   try {
-    cpSync(path.join(repoRoot, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
+    cpSync(path.join(PACKAGE_ROOT, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
     const file = path.join(dir, 'bpf', 'lib', 'syn.h');
     const from = '\t\t\ts->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);';
     const text = readFileSync(file, 'utf8');

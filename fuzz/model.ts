@@ -1,10 +1,10 @@
 /**
  * What the egress marker must do with a packet, worked out from the bytes alone: mark it
  * (under which policy), pass it unchanged counting one skip reason, or pass it unchanged and
- * uncounted. Written from DESIGN.md and the counter contract in bpf/abi.h; where the contract
- * leaves a choice (which reason wins when several apply, how far IPv6 extension headers are
- * walked) it follows the order the marker documents in bpf/lib/mark.h. The fuzzer compares
- * every run against this, byte for byte and counter for counter.
+ * uncounted. Written from docs/wire-format.md and the counter contract in bpf/abi.h; where
+ * the contract leaves a choice (which reason wins when several apply, how far IPv6 extension
+ * headers are walked) it follows the order the marker documents in bpf/lib/mark.h. The fuzzer
+ * compares every run against this, byte for byte and counter for counter.
  */
 import { COUNTERS, TokenModeCode } from '../src/lib/abi.js';
 import { HARD_HEADER_LEN, lookupPolicy, policyById, type Device, type PolicyDef } from './world.js';

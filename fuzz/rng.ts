@@ -1,7 +1,9 @@
 /**
- * A small seeded PRNG (sfc32) for the packet fuzzer. Every case gets its own generator,
- * derived from (run seed, case number) alone, so that `--replay seed:case` rebuilds one
- * case without generating the ones before it. No dependency, same numbers on every machine.
+ * The project's one seeded PRNG (sfc32), for the packet fuzzer and the benchmarks. Every fuzz
+ * case gets its own generator, derived from (run seed, case number) alone, so that `--replay
+ * seed:case` rebuilds one case without generating the ones before it; a benchmark takes one
+ * generator per seed, so that every run draws the same destination sets. No dependency, same
+ * numbers on every machine.
  */
 
 /** murmur3's 32-bit finaliser: spreads every input bit over the output. */
@@ -25,6 +27,11 @@ export class Rng {
   static forCase(seed: number, index: number): Rng {
     const hi = Math.floor(index / 0x100000000) >>> 0;
     return new Rng(mix32(seed ^ 0x9e3779b9), mix32(index ^ 0x7f4a7c15), mix32(hi ^ mix32(seed)), 0x2545f491);
+  }
+
+  /** One generator for `seed` (a non-negative integer): the same numbers every time. */
+  static seeded(seed: number): Rng {
+    return Rng.forCase(seed, 0);
   }
 
   constructor(a: number, b: number, c: number, d: number) {

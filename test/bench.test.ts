@@ -111,6 +111,29 @@ test('the benchmarks run and record every row, measured or not yet available', a
     const counters = (results.details.flood as { verifierCounters: Record<string, number> }).verifierCounters;
     assert.ok((counters.verify_dropped ?? 0) > 0, `the verifier dropped ${counters.verify_dropped} SYNs of the flood, want some`);
 
+    // Control plane: one set of rows from each of its benchmarks (bench/controlplane/).
+    const policies = `${QUICK.controlplane.loadPolicies} policies applied`;
+    for (const [name, configs] of [
+      [/^kubectl apply → token on the wire$/, [`p50 of ${QUICK.controlplane.applies} applies`, `p99 of ${QUICK.controlplane.applies} applies`]],
+      [/^kubectl delete → hook gone from the interface$/, [`p50 of ${QUICK.controlplane.applies} deletes`, `p99 of ${QUICK.controlplane.applies} deletes`]],
+      [/^agent resident memory$/, ['idle, no policy', policies, 'idle, standalone (policy file, one policy)']],
+      [/^operator resident memory$/, ['idle, no policy', policies]],
+      [/^agent CPU$/, ['idle, no policy', policies, 'idle, standalone (policy file, one policy)']],
+      [/^operator CPU$/, ['idle, no policy', policies]],
+      [/^map update: first apply of one policy$/, ['1 000 prefixes']],
+      [/^map update: re-apply, one prefix changed$/, ['1 000 prefixes']],
+      [/^status aggregation, pure function \(aggregateStatus\)$/, [`${QUICK.controlplane.simulatedNodes} nodes`]],
+      [/^status aggregation: last node report → policy status shows every node$/, [`${QUICK.controlplane.simulatedNodes} nodes`]],
+    ] as const) {
+      const got = find('control plane', name);
+      assert.deepEqual(got.map((f) => f.config), configs, `control plane ${name}: the configurations of its rows`);
+      for (const f of got) {
+        const floor = / CPU$/.test(f.benchmark) ? 0 : Number.MIN_VALUE; // an idle process may use no CPU in a short window
+        assert.ok(f.value !== null && f.value >= floor, `${f.benchmark} (${f.config}): got ${f.value} ${f.unit}`);
+      }
+    }
+    assert.deepEqual(find('control plane', /^kubectl apply → token on the wire$/)[1]!.target, { kind: 'at most', ratio: 1 }, 'apply → wire p99 against its budget');
+
     // The machine and both files.
     assert.ok(results.machine.nproc > 0 && results.machine.kernel.length > 0 && results.machine.loadAverageStart.length === 3);
     const json = JSON.parse(readFileSync(files.json, 'utf8')) as Results;

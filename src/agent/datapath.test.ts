@@ -16,9 +16,10 @@ import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
 import { binding } from '../native/binding.js';
-import { Datapath, defaultObjectPath } from './datapath.js';
+import { Datapath } from './datapath.js';
 import { computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
+import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
 
 const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' };
@@ -33,7 +34,7 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
   const opened: Datapath[] = [];
   try {
     const open = (): Datapath => {
-      const dp = Datapath.open({ stateDir, runDir, objectPath: defaultObjectPath(), attach: 'auto', tcPriority: 1, log: silentLogger() });
+      const dp = Datapath.open({ stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto', tcPriority: 1, log: silentLogger() });
       opened.push(dp);
       return dp;
     };
@@ -158,7 +159,7 @@ test('where the kernel refuses the marker, the agent loads its build for kernels
   try {
     // A "marker" the kernel refuses (a test program that reads out of bounds), and the real compat build beside it.
     copyFileSync(fixture('rejected'), path.join(dir, 'marker.bpf.o'));
-    copyFileSync(defaultObjectPath('marker_compat'), path.join(dir, 'marker_compat.bpf.o'));
+    copyFileSync(bpfObjectPath('marker_compat'), path.join(dir, 'marker_compat.bpf.o'));
     dp = Datapath.open({ stateDir: path.join(root, 'state'), runDir, objectPath: path.join(dir, 'marker.bpf.o'), attach: 'auto', tcPriority: 1, log });
     const p = binding().programFromId(dp.programId);
     assert.equal(p.info.name, 'nt_mark_egress', 'the marker program of the compat build');

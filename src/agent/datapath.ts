@@ -24,8 +24,8 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { LAYOUT_VERSION, decodeConfig, encodeConfig, rulePolicyId, withCounterSlot } from '../lib/abi.js';
-import { packagePath } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
+import { bpfObjectPath } from '../lib/package.js';
 import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
 import { ensureBpffs } from './bpffs.js';
 import { WallClock } from './clock.js';
@@ -59,10 +59,6 @@ function sleepSync(ms: number): void {
 
 /** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
-
-export function defaultObjectPath(name = 'marker'): string {
-  return packagePath('build/bpf', `${name}.bpf.o`);
-}
 
 export interface ApplyResult {
   hooks: HookStatus[];
@@ -132,7 +128,7 @@ export class Datapath {
     };
     this.slots = CounterSlots.of(this.obj);
     // Same pin root: the verifier shares nt_policies, the counter maps and nt_clock with the marker.
-    const verifierPath = opts.verifierObjectPath ?? defaultObjectPath('verifier');
+    const verifierPath = opts.verifierObjectPath ?? bpfObjectPath('verifier');
     try {
       const obj = b.openObject(verifierPath, { pinRoot: mapsDir });
       this.verifier = {

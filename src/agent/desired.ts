@@ -20,7 +20,7 @@ import {
   IngressActionCode, IngressFlag, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
   encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
-import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, selectorMatches } from '../lib/types.js';
+import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, keyGenerations, secondKey, selectorMatches } from '../lib/types.js';
 import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
 
 export type Direction = 'egress' | 'ingress';
@@ -41,6 +41,8 @@ export interface PolicyOutcome {
   interfaces: string[];
   errors: PolicyProblem[];
   warnings: PolicyProblem[];
+  /** the key generations this node signs with and accepts, when the Secret numbers its keys */
+  keys?: { signs: number; accepts: number[] };
 }
 
 export interface DesiredHook {
@@ -177,7 +179,11 @@ export function computeDesired(input: DesiredInput): DesiredState {
       bind: bindMask(p.spec.token.bind),
       current: keys.current,
     };
-    if (keys.previous) slot.previous = keys.previous;
+    // The slot holds two keys: the one markers sign with, and one more verifiers accept (next, else previous).
+    const second = secondKey(keys);
+    if (second) slot.previous = second;
+    const gens = keyGenerations(keys);
+    if (gens) out.keys = gens;
     state.policySlots.set(id, encodePolicy(slot));
     // Interfaces whose frames the programs cannot read get a refused hook and no rule.
     const usable = sel.selected.filter((i) => typeof linkLayer(i) === 'string');

@@ -8,10 +8,9 @@ import { release } from 'node:os';
 import { type Condition, setCondition } from '../lib/conditions.js';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
+import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
 import type { AgentStatus } from './agent.js';
-
-export const AGENT_VERSION = '0.1.0';
 
 export interface NodeStateInterface {
   name: string;
@@ -26,6 +25,8 @@ export interface NodeStateInterface {
 export interface NodeStatePolicy {
   name: string;
   generation: number;
+  /** the key generations this node signs with and accepts (when the Secret numbers its keys) */
+  keys?: { signs: number; accepts: number[] };
   interfaces: NodeStateInterface[];
   counters: Record<string, number>;
   errors: { reason: string; message: string }[];
@@ -54,7 +55,7 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     const errors = [...p.errors, ...s.hookErrors.filter((x) => p.interfaces.includes(x.name)).map((e) => ({ reason: e.reason, message: `${e.name}: ${e.message}` }))];
     const counters: Record<string, number> = {};
     for (const [k, v] of Object.entries(p.counters)) counters[k] = Number(v);
-    policies.push({ name: p.name, generation: p.generation, interfaces, counters, errors });
+    policies.push({ name: p.name, generation: p.generation, ...(p.keys ? { keys: p.keys } : {}), interfaces, counters, errors });
   }
   policies.sort((a, b) => a.name.localeCompare(b.name));
   const failing = policies.filter((p) => p.errors.length);
@@ -65,7 +66,7 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     ? { type: 'Degraded', status: 'True', reason: failing[0]!.errors[0]!.reason, message: failing.map((p) => `${p.name}: ${p.errors.map((e) => e.message).join(', ')}`).join('; ').slice(0, 1000) }
     : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' }, now);
   return {
-    agent: { version: AGENT_VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
+    agent: { version: VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
     conditions,
     policies,
     interfaces: s.interfaces.map((i) => ({ name: i.name, ifindex: i.ifindex, counters: Object.fromEntries(Object.entries(i.counters).map(([k, v]) => [k, Number(v)])) })),

@@ -22,8 +22,15 @@ export interface RunState {
   /** the same at ingress (the verifier, when XDP is not used) */
   tcIngress: Record<string, TcRecord>;
   /** `${ifindex}` -> the verifier's XDP program we attached, and in which mode */
-  xdp: Record<string, { name: string; mode: XdpMode }>;
+  xdp: Record<string, XdpRecord>;
 }
+
+/**
+ * An XDP program of ours. progId tells it from anyone else's with CAP_BPF alone: reading a
+ * program's name by its id (BPF_PROG_GET_FD_BY_ID) needs CAP_SYS_ADMIN, which the agent's pod
+ * does not have. It is absent in run states written before it was recorded.
+ */
+export type XdpRecord = { name: string; mode: XdpMode; progId?: number };
 
 const EMPTY_RUN_STATE: RunState = { ids: {}, tc: {}, tcIngress: {}, xdp: {} };
 

@@ -10,9 +10,10 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { packagePath } from '../lib/files.js';
+import { PACKAGE_ROOT } from '../lib/package.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js';
 import { parsePcap, toEthernet } from '../lib/pcap.js';
+import { sleep, waitUntil } from '../lib/wait.js';
 
 /** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
 const KEY = Buffer.from('netoken-demo-key', 'ascii');
@@ -22,7 +23,7 @@ const EXID = 0x4e54;
 const MARKED_PORT = 8080;
 const UNMARKED_PORT = 9090;
 
-const bin = packagePath('bin/netoken.js');
+const bin = path.join(PACKAGE_ROOT, 'bin/netoken.js');
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -107,14 +108,10 @@ s.once('timeout', () => { s.destroy(); console.log(JSON.stringify({ ok: false, e
 s.once('error', (e) => console.log(JSON.stringify({ ok: false, error: e.code })));
 `;
 
-async function waitFor(what: string, ms: number, check: () => boolean): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
+/** Polls a check of the demo's own state every 100 ms until it holds. */
+const waitFor = async (what: string, ms: number, check: () => boolean): Promise<void> => {
+  await waitUntil(what, ms, () => check() || undefined, { everyMs: 100 });
+};
 
 export async function runDemo(opts: { keep: boolean }): Promise<number> {
   if (process.getuid?.() !== 0) {
@@ -254,7 +251,7 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
 
     say('\nthe client connects (its SYNs to the server carry a keyed token)');
     for (const [host, port] of listen.slice(0, 3)) attempt('client', nsC, host, port, true);
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     dump.kill('SIGINT');
     await new Promise((r) => dump.once('exit', r));
 

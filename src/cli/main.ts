@@ -7,13 +7,14 @@ import { Agent, type AgentStatus } from '../agent/agent.js';
 import { agentMetrics } from '../agent/metrics.js';
 import type { PolicySource } from '../agent/source.js';
 import { serveEndpoints } from '../lib/http.js';
-import { Datapath, defaultObjectPath } from '../agent/datapath.js';
+import { Datapath } from '../agent/datapath.js';
 import { detachAll } from '../agent/hooks/detach.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
 import { UsageError, agentConfig, commonConfig, inspectConfig, outputFormat, type RawOptions } from './config.js';
 import { operatorFlags, parseOperatorOptions, runOperator } from './operator.js';
 import { printStatus } from './status.js';
+import { bpfObjectPath } from '../lib/package.js';
 
 function common(cmd: Command): Command {
   return cmd
@@ -29,7 +30,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   const datapath = Datapath.open({
     stateDir: cfg.stateDir,
     runDir: cfg.runDir,
-    objectPath: cfg.objectPath ?? defaultObjectPath(),
+    objectPath: cfg.objectPath ?? bpfObjectPath('marker'),
     attach: cfg.attach,
     ingressAttach: cfg.ingressAttach,
     tcPriority: cfg.tcPriority,

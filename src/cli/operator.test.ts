@@ -11,6 +11,7 @@ test('operator flags default as documented', () => {
   assert.equal(cfg.identity, 'op-1');
   assert.equal(cfg.metricsAddress, ':9091');
   assert.equal(cfg.finalizerTimeoutMs, 120_000);
+  assert.equal(cfg.keyRetireMarginMs, 60_000);
   assert.equal(cfg.kubeconfig, undefined);
   assert.equal(cfg.logLevel, 'info');
 });
@@ -25,6 +26,7 @@ test('flags are parsed', () => {
   assert.equal(cfg.leaderElect, false);
   assert.equal(parseOperatorOptions({ leaderElect: true }, {}).leaderElect, true, 'a bare --leader-elect means true');
   assert.equal(cfg.finalizerTimeoutMs, 90_000);
+  assert.equal(parseOperatorOptions({ keyRetireMargin: '5s' }, {}).keyRetireMarginMs, 5000);
   assert.equal(cfg.metricsAddress, '127.0.0.1:0');
   assert.equal(cfg.kubeconfig, '/k');
   assert.equal(parseOperatorOptions({ metricsAddress: '' }, {}).metricsAddress, '', 'empty turns the endpoints off');
@@ -35,6 +37,7 @@ test('bad flags are refused with a message that says what is expected', () => {
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ leaderElect: 'yes' }, /--leader-elect must be true or false, got "yes"/],
     [{ finalizerTimeout: '2 minutes' }, /--finalizer-timeout must be a duration such as 2m or 90s/],
+    [{ keyRetireMargin: 'soon' }, /--key-retire-margin must be a duration such as 1m or 30s, got "soon"/],
     [{ metricsAddress: 'localhost:http' }, /--metrics-address: "localhost:http" is not a listen address/],
     [{ metricsAddress: ':70000' }, /--metrics-address/],
     [{ namespace: 'Bad_NS' }, /--namespace must be a namespace name/],

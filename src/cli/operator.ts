@@ -26,6 +26,8 @@ export interface OperatorConfig {
   /** "host:port" for /metrics /healthz /readyz; empty = off */
   metricsAddress: string;
   finalizerTimeoutMs: number;
+  /** how long a retired key stays accepted after every node signs with the new one, besides epoch and skew */
+  keyRetireMarginMs: number;
   logLevel: string;
   logFormat: LogFormat | undefined;
 }
@@ -39,6 +41,7 @@ export function operatorFlags(cmd: Command): Command {
     .option('--lease-name <name>', 'name of the leader-election Lease (default netoken-operator)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here; empty turns them off (default :9091)')
     .option('--finalizer-timeout <duration>', 'how long a deleted policy waits for nodes that stopped reporting (default 2m)')
+    .option('--key-retire-margin <duration>', 'how long a rotated-out key stays accepted after every node signs with the new one, on top of the epoch and clock skew (default 1m)')
     .option('--log-level <level>', 'error, warn, info or debug (default info)')
     .option('--log-format <format>', 'json or text (default: text on a terminal, json otherwise)');
 }
@@ -58,6 +61,9 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
   const timeoutText = String(o.finalizerTimeout ?? '2m');
   const timeout = parseDuration(timeoutText);
   if (timeout === null) throw new UsageError(`--finalizer-timeout must be a duration such as 2m or 90s, got "${timeoutText}"`);
+  const marginText = String(o.keyRetireMargin ?? '1m');
+  const margin = parseDuration(marginText);
+  if (margin === null) throw new UsageError(`--key-retire-margin must be a duration such as 1m or 30s, got "${marginText}"`);
   const kubeconfig = typeof o.kubeconfig === 'string' && o.kubeconfig !== '' ? path.resolve(o.kubeconfig) : undefined;
   const metricsAddress = String(o.metricsAddress ?? ':9091');
   if (metricsAddress !== '') {
@@ -75,6 +81,7 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
     identity: defaultIdentity(env),
     metricsAddress,
     finalizerTimeoutMs: Math.round(timeout * 1000),
+    keyRetireMarginMs: Math.round(margin * 1000),
     logLevel: common.logLevel,
     logFormat: common.logFormat,
   };
@@ -103,6 +110,7 @@ export async function runOperator(cfg: OperatorConfig): Promise<number> {
     identity: cfg.identity,
     leaseName: cfg.leaseName,
     finalizerTimeoutMs: cfg.finalizerTimeoutMs,
+    retireMarginMs: cfg.keyRetireMarginMs,
     onLostLeadership: (why) => {
       // Like controller-runtime: a process that lost the Lease may hold stale views; start afresh.
       log.error('leadership lost; exiting so that a fresh process starts as a standby', { identity: cfg.identity, why });

@@ -1,18 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   CLOCK_SIZE, CONFIG_SIZE, COUNTERS, COUNTERS_SIZE, COUNTER_OWNER_SIZE, EGRESS_RULE_SIZE, IFACE_SIZE, INGRESS_RULE_SIZE, IngressActionCode,
   IngressFlag, LAYOUT_VERSION, LPM4_KEY_SIZE, LPM6_KEY_SIZE, NT_COUNTER_CELLS, NT_MAX_COUNTER_SLOTS, POLICY_SIZE, PORT_KEY_SIZE, REPLAY_KEY_SIZE,
   REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, TokenModeCode, decodeClock, decodeConfig, decodeCounterOwner, decodeEgressRule, decodeIface,
   decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeConfig, encodeCounterOwner, encodeEgressRule, encodeEnforcingKey,
   encodeIface, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumCounterCells, withCounterSlot,
+  NT_MAX_POLICIES, NT_MAX_PORTS, NT_OPT_LEN,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
+import { PACKAGE_ROOT, bpfObjectPath } from './package.js';
 
-const object = fileURLToPath(new URL('../../../build/bpf/marker.bpf.o', import.meta.url));
-const verifierObject = fileURLToPath(new URL('../../../build/bpf/verifier.bpf.o', import.meta.url));
+const object = bpfObjectPath('marker');
+const verifierObject = bpfObjectPath('verifier');
 
 function btfSizes(file: string): (name: string) => number {
   const btf = execFileSync('bpftool', ['btf', 'dump', 'file', file], { encoding: 'utf8' });
@@ -22,7 +25,7 @@ function btfSizes(file: string): (name: string) => number {
     return Number(m[1]);
   };
 }
-const header = fileURLToPath(new URL('../../../bpf/abi.h', import.meta.url));
+const header = path.join(PACKAGE_ROOT, 'bpf/abi.h');
 
 test('struct sizes agree with the BTF of the built marker object', () => {
   const size = btfSizes(object);
@@ -52,16 +55,15 @@ test('struct sizes agree with the BTF of the built verifier object', () => {
   assert.equal(size('nt_replay_val'), REPLAY_VAL_SIZE);
 });
 
-test('the layout version and the counter array sizes follow abi.h', () => {
-  const text = execFileSync('cat', [header], { encoding: 'utf8' });
-  const define = (name: string): number => {
-    const m = new RegExp(`#define ${name}\\s+(\\d+)`).exec(text);
-    assert.ok(m, `${name} not in abi.h`);
-    return Number(m[1]);
-  };
-  assert.equal(define('NT_LAYOUT_VERSION'), LAYOUT_VERSION);
-  assert.equal(define('NT_MAX_COUNTER_SLOTS'), NT_MAX_COUNTER_SLOTS);
-  assert.equal(define('NT_COUNTER_CELLS'), NT_COUNTER_CELLS);
+test('the limits, the layout version and the counter array sizes are the ones abi.h defines', () => {
+  const text = readFileSync(header, 'utf8');
+  const define = (name: string): number => Number(new RegExp(`^#define ${name}\\s+(\\w+)`, 'm').exec(text)?.[1]);
+  assert.equal(NT_OPT_LEN, define('NT_OPT_LEN'));
+  assert.equal(NT_MAX_PORTS, define('NT_MAX_PORTS'));
+  assert.equal(NT_MAX_POLICIES, define('NT_MAX_POLICIES'));
+  assert.equal(LAYOUT_VERSION, define('NT_LAYOUT_VERSION'));
+  assert.equal(NT_MAX_COUNTER_SLOTS, define('NT_MAX_COUNTER_SLOTS'));
+  assert.equal(NT_COUNTER_CELLS, define('NT_COUNTER_CELLS'));
   assert.ok(COUNTERS.length <= NT_COUNTER_CELLS, 'every counter has a cell');
 });
 

@@ -1,10 +1,7 @@
 /**
- * Files other processes read while we write them (status, state, results), and where the
- * package's own files are.
+ * Files other processes read while we write them (status, state, results).
  */
-import { chmodSync, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { chmodSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 
 /**
  * Write text to a temporary sibling, then rename it over `file`: a reader or a crash never
@@ -25,29 +22,4 @@ export function writeFileAtomic(file: string, text: string, mode = 0o644): void 
     rmSync(tmp, { force: true });
     throw err;
   }
-}
-
-let root: string | undefined;
-
-/**
- * The package's root directory, where package.json, bin/ and build/ are: found by walking up
- * from this module, which is dist/src/lib/files.js in a build and a chunk of dist/bundle/ in
- * the bundle that ships. Every file the code opens beside itself (the native addon, the BPF
- * objects, the CLI) is found from here.
- */
-export function packageRoot(): string {
-  if (root) return root;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}: netoken's files are not where it was installed`);
-    dir = up;
-  }
-  root = dir;
-  return dir;
-}
-
-/** A path below the package root. */
-export function packagePath(...parts: string[]): string {
-  return path.join(packageRoot(), ...parts);
 }

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NT_MAX_PORTS } from './abi.js';
 import { PolicyError, decodeKeys, parseDuration, validatePolicy } from './policy.js';
 
 const base = () => ({
@@ -56,7 +57,7 @@ test('the cross-field rules of the CRD hold here too', () => {
   assert.ok(fields(() => validatePolicy(staticEpoch)).some((f) => f.startsWith('spec.token.epochSeconds: is only valid when mode is Keyed')));
   const rot = base();
   (rot.spec.token as Record<string, unknown>).rotation = { period: '10s' };
-  assert.ok(fields(() => validatePolicy(rot)).some((f) => f.includes('at least 1m')));
+  assert.ok(fields(() => validatePolicy(rot)).some((f) => f.includes('spec.token.rotation.period: "10s" is shorter than a rotation takes: at least 2m')));
 });
 
 test('decodeKeys checks lengths and never shows the key', () => {
@@ -81,4 +82,32 @@ test('parseDuration reads Go durations', () => {
   assert.equal(parseDuration('1h30m'), 5400);
   assert.equal(parseDuration('500ms'), 0.5);
   assert.equal(parseDuration('1 day'), null);
+});
+
+test('rotation: the period covers a whole rotation (epoch + skew + 2m), stallTimeout at least 10s, onStall Proceed or Wait', () => {
+  const withRotation = (token: Record<string, unknown>) => {
+    const p = base();
+    Object.assign(p.spec.token as Record<string, unknown>, token);
+    return p;
+  };
+  const keyed = { mode: 'Keyed', epochSeconds: 300 };
+  assert.deepEqual(validatePolicy(withRotation({ ...keyed, rotation: { period: '7m5s' } })).spec.token.rotation, { period: '7m5s' });
+  assert.ok(fields(() => validatePolicy(withRotation({ ...keyed, rotation: { period: '7m4s' } })))
+    .some((f) => f.startsWith('spec.token.rotation.period: "7m4s" is shorter than a rotation takes: at least 7m5s')));
+  // An explicit skew counts as given.
+  assert.ok(fields(() => validatePolicy(withRotation({ ...keyed, clockSkewSeconds: 60, rotation: { period: '7m5s' } }))).some((f) => f.includes('at least 8m')));
+  const full = validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '2m', onStall: 'Wait' } }));
+  assert.deepEqual(full.spec.token.rotation, { period: '24h', stallTimeout: '2m', onStall: 'Wait' });
+  assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '5s' } }))).some((f) => f.startsWith('spec.token.rotation.stallTimeout: "5s" must be a duration of at least 10s')));
+  assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', onStall: 'Never' } }))).some((f) => f.startsWith('spec.token.rotation.onStall')));
+});
+
+test('a destination holds as many ports as a map entry has room for (NT_MAX_PORTS), no more', () => {
+  const ports = (n: number): number[] => Array.from({ length: n }, (_, i) => 1000 + i);
+  const full = base();
+  full.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS);
+  assert.equal(validatePolicy(full).spec.egress?.destinations[0]?.ports.length, NT_MAX_PORTS);
+  const over = base();
+  over.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS + 1);
+  assert.deepEqual(fields(() => validatePolicy(over)), [`spec.egress.destinations[0].ports: at most ${NT_MAX_PORTS} items, got ${NT_MAX_PORTS + 1}`]);
 });

@@ -4,13 +4,13 @@
  * schema and CEL enforce at `kubectl apply`, so standalone mode rejects what a
  * cluster would, plus the key checks only the agent can make.
  */
+import { NT_MAX_PORTS } from './abi.js';
 import { parseCidr } from './cidr.js';
 import {
-  API, BIND_FIELDS, type BindField, type Destination, type LabelSelector, type TokenKeys, type TokenMode,
-  type TokenPolicy, type TokenPolicySpec, keyLength,
+  API, BIND_FIELDS, DEFAULT_CLOCK_SKEW_SECONDS, KEY_GENERATION_ANNOTATION, type BindField, type Destination, type KeyRotationSpec,
+  type LabelSelector, type TokenKeys, type TokenMode, type TokenPolicy, type TokenPolicySpec, keyLength,
 } from './types.js';
 
-export const MAX_PORTS_PER_ENTRY = 16;
 export const MAX_EPOCH_SECONDS = 86400;
 /** spec.token.clockSkewSeconds: an hour of clock difference is more than any working fleet has */
 export const MAX_CLOCK_SKEW_SECONDS = 3600;
@@ -110,6 +110,22 @@ const IFNAME = /^[^\s/:]{1,15}$/;
 const DURATION = /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/;
 
 /** Parse a Go-style duration ("24h", "1h30m") into seconds; null if malformed. */
+/** What a rotation takes besides the epoch and the clock skew: time to publish the new key to every node, and a margin before the old one goes. */
+export const ROTATION_OVERHEAD_SECONDS = 120;
+
+/** The shortest rotation period a policy may ask for. */
+export function minRotationSeconds(epochSeconds: number, clockSkewSeconds: number): number {
+  return epochSeconds + clockSkewSeconds + ROTATION_OVERHEAD_SECONDS;
+}
+
+/** 185 -> "3m5s", as Go prints a duration. */
+export function formatSeconds(secs: number): string {
+  const h = Math.floor(secs / 3600);
+  const m = Math.floor((secs % 3600) / 60);
+  const s = Math.round(secs % 60);
+  return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s || (!h && !m) ? `${s}s` : ''}`;
+}
+
 export function parseDuration(text: string): number | null {
   if (!DURATION.test(text)) return null;
   const unit: Record<string, number> = { ns: 1e-9, us: 1e-6, µs: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 };
@@ -221,14 +237,25 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
     if (tok.bind !== undefined && mode === 'Static') c.fail('spec.token.bind', 'is only valid when mode is Keyed');
     if (bind.length === 0) bind = [...BIND_FIELDS];
     bind = BIND_FIELDS.filter((f) => bind.includes(f)) as BindField[];
-    const rot = c.obj(tok.rotation, 'spec.token.rotation', ['period']);
-    let rotation: { period: string } | undefined;
+    const rot = c.obj(tok.rotation, 'spec.token.rotation', ['period', 'stallTimeout', 'onStall']);
+    let rotation: KeyRotationSpec | undefined;
     if (rot) {
       const period = c.str(rot.period, 'spec.token.rotation.period');
       const secs = period === undefined ? null : parseDuration(period);
+      // A rotation publishes the new key, switches markers to it, then keeps the old one for an epoch, the skew and a margin.
+      const needed = minRotationSeconds(epochSeconds ?? 0, mode === 'Keyed' ? (clockSkewSeconds ?? Math.min(DEFAULT_CLOCK_SKEW_SECONDS, epochSeconds ?? 0)) : 0);
       if (period === undefined) c.fail('spec.token.rotation.period', 'is required');
-      else if (secs === null || secs < 60) c.fail('spec.token.rotation.period', `"${period}" must be a duration of at least 1m, like 24h or 90m`);
-      else rotation = { period };
+      else if (secs === null) c.fail('spec.token.rotation.period', `"${period}" must be a duration, like 24h or 90m`);
+      else if (secs < needed) c.fail('spec.token.rotation.period', `"${period}" is shorter than a rotation takes: at least ${formatSeconds(needed)} (epochSeconds + clockSkewSeconds + ${ROTATION_OVERHEAD_SECONDS} s to publish the new key to every node and retire the old one)`);
+      const stallTimeout = c.str(rot.stallTimeout, 'spec.token.rotation.stallTimeout');
+      const stallSecs = stallTimeout === undefined ? null : parseDuration(stallTimeout);
+      if (stallTimeout !== undefined && (stallSecs === null || stallSecs < 10)) c.fail('spec.token.rotation.stallTimeout', `"${stallTimeout}" must be a duration of at least 10s, like 10m`);
+      const onStall = rot.onStall === undefined ? undefined : c.oneOf(rot.onStall, 'spec.token.rotation.onStall', ['Proceed', 'Wait'] as const);
+      if (period !== undefined && secs !== null && secs >= needed) {
+        rotation = { period };
+        if (stallTimeout !== undefined && stallSecs !== null && stallSecs >= 10) rotation.stallTimeout = stallTimeout;
+        if (onStall) rotation.onStall = onStall;
+      }
     }
     if (mode && secretName) {
       token = { mode, secretRef: { name: secretName }, bind };
@@ -249,7 +276,7 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
       const d = c.obj(x, p, ['cidr', 'ports']);
       if (!d) return undefined;
       const cidr = d.cidr === undefined ? c.fail(join(p, 'cidr'), 'is required') : checkCidr(c, d.cidr, join(p, 'cidr'));
-      const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), MAX_PORTS_PER_ENTRY);
+      const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), NT_MAX_PORTS);
       return cidr === undefined ? undefined : { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
     }, 10000);
     egress = { destinations };
@@ -333,6 +360,18 @@ export function decodeKeys(secret: unknown, mode: TokenMode, where: string): Tok
     const name = (((secret ?? {}) as Obj).metadata as Obj | undefined)?.name;
     throw new Error(`${where} (Secret "${String(name)}"): has no "current" key (want ${keyLength(mode)} bytes for a ${mode} token)`);
   }
+  const keys: TokenKeys = { current };
   const previous = readSecretKey(secret, 'previous', mode, where);
-  return previous ? { current, previous } : { current };
+  if (previous) keys.previous = previous;
+  const next = readSecretKey(secret, 'next', mode, where);
+  if (next) keys.next = next;
+  const meta = (((secret ?? {}) as Obj).metadata ?? {}) as Obj;
+  const gen = ((meta.annotations ?? {}) as Obj)[KEY_GENERATION_ANNOTATION];
+  if (gen !== undefined) {
+    if (typeof gen !== 'string' || !/^\d{1,15}$/.test(gen)) {
+      throw new Error(`${where} (Secret "${String(meta.name)}"): annotation ${KEY_GENERATION_ANNOTATION} must be a whole number, got ${JSON.stringify(gen).slice(0, 40)}`);
+    }
+    keys.generation = Number(gen);
+  }
+  return keys;
 }

@@ -29,6 +29,16 @@ export interface Destination {
   ports: number[];
 }
 
+/** spec.token.rotation: how the operator replaces the key (see src/operator/rotation.ts). */
+export interface KeyRotationSpec {
+  /** time between rotations, a Go duration */
+  period: string;
+  /** how long a step may wait for nodes before the rotation counts as stalled (default 10m) */
+  stallTimeout?: string;
+  /** what a stalled rotation does after stallTimeout: go on without the silent nodes (default), or wait for them */
+  onStall?: 'Proceed' | 'Wait';
+}
+
 export interface TokenPolicySpec {
   nodeSelector: LabelSelector;
   interfaces: { names: string[]; patterns: string[] };
@@ -39,7 +49,7 @@ export interface TokenPolicySpec {
     /** Keyed only: seconds of clock difference a verifier tolerates (see effectiveSkewSeconds) */
     clockSkewSeconds?: number;
     bind: BindField[];
-    rotation?: { period: string };
+    rotation?: KeyRotationSpec;
   };
   option: { kind: number; experimentId: number };
   egress?: { destinations: Destination[] };
@@ -65,10 +75,39 @@ export interface TokenPolicy {
   spec: TokenPolicySpec;
 }
 
-/** Key material of one policy, decoded from its Secret. Never log it. */
+/**
+ * Key material of one policy, decoded from its Secret. Never log it.
+ * Markers sign with `current`; verifiers accept `current`, `next` (a key published before
+ * markers switch to it) and `previous` (a key being retired); when both are there, `next`
+ * is accepted and `previous` is not (a verifier holds two keys).
+ */
 export interface TokenKeys {
   current: Buffer;
   previous?: Buffer;
+  next?: Buffer;
+  /** the generation of `current` (Secret annotation netoken.io/key-generation), when the Secret says */
+  generation?: number;
+}
+
+/** The Secret annotation that numbers `current`: `next` is one more, `previous` one less. */
+export const KEY_GENERATION_ANNOTATION = 'netoken.io/key-generation';
+
+/** The key a verifier accepts beside `current`: the published `next`, else the retired `previous`. */
+export function secondKey(keys: TokenKeys): Buffer | undefined {
+  return keys.next ?? keys.previous;
+}
+
+/**
+ * Which key generations a node with these keys signs with and accepts, for its report to the
+ * operator; undefined when the Secret numbers none.
+ */
+export function keyGenerations(keys: TokenKeys): { signs: number; accepts: number[] } | undefined {
+  const g = keys.generation;
+  if (g === undefined) return undefined;
+  const accepts = [g];
+  if (keys.next) accepts.push(g + 1);
+  else if (keys.previous && g > 0) accepts.unshift(g - 1);
+  return { signs: g, accepts };
 }
 
 /** The clock skew a verifier tolerates when a Keyed policy does not say. */

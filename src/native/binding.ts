@@ -13,7 +13,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { packagePath } from '../lib/files.js';
+import { PACKAGE_ROOT } from '../lib/package.js';
 
 export type Direction = 'ingress' | 'egress';
 
@@ -243,7 +243,7 @@ export interface NativeBinding {
   openSynCapture(ifindex: number, opts?: { snaplen?: number }): NativeSynCapture;
 }
 
-const addonPath = packagePath('build/Release/netoken_native.node');
+const addonPath = path.join(PACKAGE_ROOT, 'build/Release/netoken_native.node');
 
 let cached: NativeBinding | undefined;
 

@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import { TCP_ACK, TCP_SYN, parseFrame } from '../lib/packet.js';
 import { binding, type CapturedFrame } from './binding.js';
 import { isNativeError } from './errors.js';
+import { sleep } from '../lib/wait.js';
 
 const LO = 1;
 
@@ -39,7 +40,7 @@ test('only opening SYNs pass the filter, once each way on loopback, IPv4 and IPv
     const udp = createSocket('udp4');
     await new Promise<void>((res) => udp.send('not a SYN', p4, '127.0.0.1', () => res()));
     udp.close();
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     const frames = cap.recv(1000);
     for (const f of frames) {
       const p = parseFrame(asEthernet(f));

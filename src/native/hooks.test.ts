@@ -13,12 +13,12 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { rmSync } from 'node:fs';
-import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type Direction, type NativeProgram } from './binding.js';
 import { AttachType, LinkType, XdpAttached, XdpFlags } from './bpf.js';
 import { isNativeError } from './errors.js';
+import { sleep } from '../lib/wait.js';
 import { fixture, makePinDir, runTag, u32 } from '../../test/lib/native.js';
 
 const thisFile = fileURLToPath(import.meta.url);
@@ -79,7 +79,7 @@ async function traffic(): Promise<void> {
         sock.send(Buffer.from('netoken'), 9, '10.77.0.9', (err) => (err ? reject(err) : resolve())),
       );
     }
-    await delay(100);
+    await sleep(100);
   } finally {
     sock.close();
   }

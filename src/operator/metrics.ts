@@ -22,6 +22,7 @@ export class OperatorMetrics {
   readonly leader: Gauge;
   readonly queueDepth: Gauge;
   readonly keyRotations: Counter;
+  readonly keyRotationSteps: Counter<'step'>;
   readonly secretsCreated: Counter;
   private readonly sources: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined } = {
     leader: () => 0, queueDepth: () => 0, policies: () => undefined,
@@ -67,7 +68,13 @@ export class OperatorMetrics {
     });
     this.keyRotations = new Counter({
       name: 'netoken_key_rotations_total',
-      help: 'Key Secrets rotated (previous := current, current := a new random key).',
+      help: 'Key Secrets whose current key was replaced: markers switched to a published key, or a key was revoked.',
+      registers,
+    });
+    this.keyRotationSteps = new Counter({
+      name: 'netoken_key_rotation_steps_total',
+      help: 'Key rotation steps written to key Secrets: publish (a next key for verifiers), switch (markers sign with it), retire (the previous key dropped), revoke (replaced at once).',
+      labelNames: ['step'],
       registers,
     });
     this.secretsCreated = new Counter({

@@ -6,8 +6,8 @@
  * or a present Secret look missing).
  *
  * Reconcile of "policy/<name>": finalizer, validation of what the CRD schema cannot check,
- * the key Secret (generate, rotate, check), then the status rolled up from the nodes, written
- * only when it changed. Reconcile of "nodestate/<name>": delete the report of a Node that is gone.
+ * the key Secret (generate or check it, then the next step of a key rotation, rotation.ts),
+ * then the status rolled up from the nodes, written only when it changed. Reconcile of "nodestate/<name>": delete the report of a Node that is gone.
  */
 import {
   ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
@@ -15,9 +15,10 @@ import {
 } from '@kubernetes/client-node';
 import { Watched, describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
-import { PolicyError, validatePolicy } from '../lib/policy.js';
-import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy } from '../lib/types.js';
+import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
+import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorMatches } from '../lib/types.js';
 import { secretError } from './errors.js';
+import { EventRecorder, type EventSink } from './events.js';
 import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
 import type { Probe } from '../lib/http.js';
 import { Heartbeat } from './health.js';
@@ -25,8 +26,9 @@ import { LeaderElector } from './leader.js';
 import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
 import { KeyedQueue, type ReconcileResult } from './queue.js';
-import { type SecretLike, planSecret } from './secrets.js';
-import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, stableJson } from './status.js';
+import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
+import { type SecretLike, isManaged, planSecret } from './secrets.js';
+import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, policyEntry, stableJson } from './status.js';
 
 export interface OperatorOptions {
   kc: KubeConfig;
@@ -43,6 +45,10 @@ export interface OperatorOptions {
   retryPeriodMs?: number;
   /** every policy is reconciled again this often even without changes; it defaults to 10 minutes */
   resyncMs?: number;
+  /** how long a retired key stays accepted after every node signs with the new one, besides epoch and skew (rotation.ts) */
+  retireMarginMs?: number;
+  /** where Events go; it defaults to the API server */
+  events?: EventSink;
   /** called once when leadership is lost; the process should exit */
   onLostLeadership: (why: string) => void;
 }
@@ -94,6 +100,7 @@ export class Operator {
   private readonly queue: KeyedQueue;
   private readonly elector: LeaderElector | undefined;
   private readonly heartbeat = new Heartbeat();
+  private readonly events: EventSink;
   private leading = false;
   private stopping = false;
   private diffTimer: NodeJS.Timeout | null = null;
@@ -109,6 +116,7 @@ export class Operator {
   constructor(private readonly o: OperatorOptions) {
     this.custom = o.kc.makeApiClient(CustomObjectsApi);
     this.core = o.kc.makeApiClient(CoreV1Api);
+    this.events = o.events ?? new EventRecorder({ kc: o.kc, component: 'netoken-operator', instance: o.identity, log: o.log });
     const changed = (): void => this.scheduleDiff();
     const common = { kc: o.kc, log: o.log, onChange: changed };
     const restarted = (what: string) => () => o.metrics.watchRestarts.labels(what).inc();
@@ -360,10 +368,15 @@ export class Operator {
     }
 
     let requeueAt: number | undefined;
+    let rotation: RotationPlan | undefined;
     if (policy) {
       const r = await this.ensureSecret(policy, log);
       problem = r.problem;
-      requeueAt = r.nextRotationAt;
+      requeueAt = r.recheckAt;
+      if (r.secret) {
+        rotation = await this.rotateKeys(policy, r.secret, raw, log);
+        requeueAt = rotation.requeueAt;
+      }
     }
 
     const status = aggregateStatus({
@@ -373,6 +386,7 @@ export class Operator {
       nodes: this.nodes.list(),
       nodeStates: this.nodeStates.list(),
       problem,
+      ...(rotation ? { keyRotation: rotation.condition, rotationStalled: rotation.stalled } : {}),
       previous: currentStatus(raw.status).conditions,
     });
     await this.writeStatus(name, raw, status, log);
@@ -380,8 +394,8 @@ export class Operator {
     return { requeueAfterMs: Math.min(Math.max(0, requeueAt - Date.now()) + 100, MAX_REQUEUE_MS) };
   }
 
-  /** Generates, rotates or checks the key Secret; returns what is wrong with it, if anything. */
-  private async ensureSecret(policy: TokenPolicy, log: Logger): Promise<{ problem?: PolicyProblem; nextRotationAt?: number }> {
+  /** Generates or checks the key Secret; returns it when it holds valid keys, else what is wrong with it. */
+  private async ensureSecret(policy: TokenPolicy, log: Logger): Promise<{ problem?: PolicyProblem; secret?: SecretLike; recheckAt?: number }> {
     const secretName = policy.spec.token.secretRef.name;
     const slog = log.child({ secret: `${this.o.namespace}/${secretName}` });
     // One Secret holds keys of one length: policies of both modes cannot share it.
@@ -400,7 +414,7 @@ export class Operator {
     const plan = planSecret({ policy, namespace: this.o.namespace, secret, now: Date.now() });
     switch (plan.action) {
       case 'none':
-        return { nextRotationAt: plan.nextRotationAt };
+        return { secret };
       case 'invalid':
         // Logged with the status change it causes (once, not on every reconcile).
         return { problem: { reason: 'SecretInvalid', message: plan.message, degraded: true } };
@@ -409,26 +423,83 @@ export class Operator {
           await this.core.createNamespacedSecret({ namespace: this.o.namespace, body: plan.secret });
         } catch (err) {
           // Made meanwhile (by another policy sharing it): the watch brings it, and we look again.
-          if (err instanceof ApiException && err.code === 409) return { nextRotationAt: Date.now() + 1000 };
+          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
           throw secretError('creating', secretName, err);
         }
         this.o.metrics.secretsCreated.inc();
-        slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes: policy.spec.token.mode === 'Static' ? 8 : 16 });
-        return { nextRotationAt: plan.nextRotationAt };
-      case 'patch':
+        slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes: policy.spec.token.mode === 'Static' ? 8 : 16, keyGeneration: 1 });
+        this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} generated (key generation 1)`);
+        return {};
+      case 'regenerate':
         try {
           await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
         } catch (err) {
-          throw secretError(plan.why === 'rotation' ? 'rotating' : 'regenerating', secretName, err);
+          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
+          throw secretError('regenerating', secretName, err);
         }
-        if (plan.why === 'rotation') {
-          this.o.metrics.keyRotations.inc();
-          slog.info('key rotated; the previous key stays valid as previous', { period: policy.spec.token.rotation?.period });
-        } else {
-          slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode });
-        }
-        return { nextRotationAt: plan.nextRotationAt };
+        slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] });
+        this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} regenerated: its key did not fit token mode ${policy.spec.token.mode}`);
+        return {};
     }
+  }
+
+  /**
+   * The next step of the key rotation of a policy's Secret (rotation.ts). The nodes that take
+   * part are those selected by any policy using the Secret and that run an agent (have a
+   * TokenNodeState); each reports the key generations it signs with and accepts.
+   */
+  private async rotateKeys(policy: TokenPolicy, secret: SecretLike, raw: RawPolicy, log: Logger): Promise<RotationPlan> {
+    const secretName = policy.spec.token.secretRef.name;
+    const keys = decodeKeys(secret, policy.spec.token.mode, `namespace ${this.o.namespace}`);
+    const users = this.policies.list().filter((p) => secretNameOf(p) === secretName && !p.metadata?.deletionTimestamp);
+    const states = new Map(this.nodeStates.list().map((s) => [nameOf(s), s]));
+    const nodes = new Map<string, NodeKeys | undefined>();
+    for (const n of this.nodes.list()) {
+      const node = nameOf(n);
+      const state = states.get(node);
+      if (!state) continue; // no agent runs there (yet): it holds no key
+      for (const p of users) {
+        if (!selectorMatches(p.spec?.nodeSelector ?? {}, n.metadata?.labels ?? {})) continue;
+        const got = policyEntry(state, nameOf(p))?.keys;
+        const had = nodes.get(node);
+        if (!nodes.has(node)) nodes.set(node, got && { signs: got.signs, accepts: [...got.accepts] });
+        else if (had && got) nodes.set(node, { signs: had.signs === got.signs ? had.signs : -1, accepts: had.accepts.filter((g) => got.accepts.includes(g)) });
+        else nodes.set(node, undefined);
+      }
+    }
+    const plan = planRotation({
+      policy,
+      annotations: (raw.metadata?.annotations ?? {}) as Record<string, string>,
+      secret,
+      keys,
+      nodes,
+      drive: isManaged(secret) || policy.spec.token.rotation !== undefined,
+      now: Date.now(),
+      ...(this.o.retireMarginMs !== undefined ? { retireMarginMs: this.o.retireMarginMs } : {}),
+    });
+    if (plan.patch) {
+      try {
+        await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
+      } catch (err) {
+        // Someone else wrote the Secret meanwhile (another policy sharing it): look again with what they wrote.
+        if (err instanceof ApiException && err.code === 409) return { ...plan, requeueAt: Date.now() + 500 };
+        throw secretError('rotating the key in', secretName, err);
+      }
+      const step = plan.action as string;
+      if (step !== 'number' && step !== 'mark-switched') this.o.metrics.keyRotationSteps.labels(step).inc();
+      if (step === 'switch' || step === 'revoke') this.o.metrics.keyRotations.inc();
+      const level = step === 'revoke' || plan.stalled.length ? 'warn' : 'info';
+      log[level](`key rotation: ${step}`, {
+        secret: `${this.o.namespace}/${secretName}`, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] ?? keys.generation, nodes: nodes.size,
+        ...(plan.stalled.length ? { stalled: plan.stalled.slice(0, 10) } : {}),
+      });
+    }
+    for (const e of plan.events) this.event(policy, e.type, e.reason, e.message, raw.metadata?.uid);
+    return plan;
+  }
+
+  private event(policy: TokenPolicy, type: 'Normal' | 'Warning', reason: string, message: string, uid?: string): void {
+    this.events.record({ kind: 'TokenPolicy', name: policy.metadata.name, ...(uid ?? policy.metadata.uid ? { uid: uid ?? policy.metadata.uid } : {}) }, type, reason, message);
   }
 
   private async finalize(raw: RawPolicy, log: Logger): Promise<ReconcileResult | void> {

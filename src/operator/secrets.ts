@@ -1,16 +1,15 @@
 /**
  * Key Secrets: what the operator does with a policy's Secret, as a pure plan. It generates a
- * crypto-random key when the Secret is missing, rotates it when rotation.period has passed
- * since the netoken.io/rotated-at annotation (previous := current, current := new), and leaves
- * a user's Secret alone unless the policy asks for rotation. A Secret the operator made and
+ * crypto-random key (generation 1) when the Secret is missing. A Secret the operator made and
  * whose key no longer fits the mode (the policy switched between Static and Keyed) is
- * regenerated; a user's Secret with a bad key is reported, never rewritten.
+ * regenerated as the next generation with no old key; a user's Secret with a bad key is
+ * reported, never rewritten. Rotation of a valid Secret is planned in rotation.ts.
  *
  * Plans hold key bytes: execute them, never log them.
  */
 import { randomBytes } from 'node:crypto';
 import { decodeKeys, parseDuration } from '../lib/policy.js';
-import { type TokenPolicy, keyLength } from '../lib/types.js';
+import { KEY_GENERATION_ANNOTATION, type TokenPolicy, keyLength } from '../lib/types.js';
 
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'netoken-operator';
@@ -38,14 +37,14 @@ export interface NewSecret {
 }
 
 export interface SecretPatch {
-  metadata: { resourceVersion: string; annotations: Record<string, string> };
-  data: { current: string; previous: string | null };
+  metadata: { resourceVersion: string; annotations: Record<string, string | null> };
+  data: { current: string; previous: null; next: null };
 }
 
 export type SecretPlan =
-  | { action: 'create'; secret: NewSecret; nextRotationAt?: number }
-  | { action: 'patch'; why: 'rotation' | 'regenerate'; patch: SecretPatch; nextRotationAt?: number }
-  | { action: 'none'; nextRotationAt?: number }
+  | { action: 'create'; secret: NewSecret }
+  | { action: 'regenerate'; patch: SecretPatch }
+  | { action: 'none' }
   | { action: 'invalid'; message: string };
 
 /** RFC 3339 in whole seconds, as Kubernetes writes times. */
@@ -95,8 +94,6 @@ export function planSecret(input: PlanInput): SecretPlan {
   const mode = policy.spec.token.mode;
   const name = policy.spec.token.secretRef.name;
   const len = keyLength(mode);
-  const period = rotationPeriodMs(policy);
-  const next = period === undefined ? {} : { nextRotationAt: now + period };
 
   if (!secret) {
     return {
@@ -108,44 +105,34 @@ export function planSecret(input: PlanInput): SecretPlan {
           name,
           namespace,
           labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-          annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now) },
+          annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now), [KEY_GENERATION_ANNOTATION]: '1' },
         },
         type: 'Opaque',
         data: { current: random(len).toString('base64') },
       },
-      ...next,
     };
   }
 
-  const resourceVersion = secret.metadata?.resourceVersion ?? '';
-  let current: Buffer;
+  const generation = secret.metadata?.annotations?.[KEY_GENERATION_ANNOTATION];
   try {
-    current = decodeKeys(secret, mode, `namespace ${namespace}`).current;
+    decodeKeys(secret, mode, `namespace ${namespace}`);
+    return { action: 'none' };
   } catch (err) {
-    if (!isManaged(secret)) return { action: 'invalid', message: (err as Error).message };
-    // Ours, but the key no longer fits (the mode changed): the old key is useless to every
-    // verifier of the new mode, so start afresh without a previous key.
-    return {
-      action: 'patch',
-      why: 'regenerate',
-      patch: {
-        metadata: { resourceVersion, annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now) } },
-        data: { current: random(len).toString('base64'), previous: null },
-      },
-      ...next,
-    };
+    // A bad annotation is not a reason to throw keys away, even our own.
+    const badGeneration = generation !== undefined && !/^\d{1,15}$/.test(generation);
+    if (!isManaged(secret) || badGeneration) return { action: 'invalid', message: (err as Error).message };
   }
-
-  if (period === undefined) return { action: 'none' };
-  const due = rotationDueAt(secret, period);
-  if (now < due) return { action: 'none', nextRotationAt: due };
+  // Ours, but the keys no longer fit (the mode changed): old keys are useless to every verifier
+  // of the new mode, so start afresh with the next generation and no old key.
+  const g = Number(generation);
   return {
-    action: 'patch',
-    why: 'rotation',
+    action: 'regenerate',
     patch: {
-      metadata: { resourceVersion, annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now) } },
-      data: { current: random(len).toString('base64'), previous: current.toString('base64') },
+      metadata: {
+        resourceVersion: secret.metadata?.resourceVersion ?? '',
+        annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now), [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1) },
+      },
+      data: { current: random(len).toString('base64'), previous: null, next: null },
     },
-    ...next,
   };
 }

@@ -1,7 +1,7 @@
 /**
  * TokenPolicy status from the nodes' reports, as a pure function: which nodes the policy
  * selects, which of them applied the current generation, which failed and why, and the
- * Ready and Degraded conditions that sum it up.
+ * Ready and Degraded conditions that sum it up; and the KeyRotation condition.
  */
 import { type Condition, setCondition } from '../lib/conditions.js';
 import { type LabelSelector, selectorMatches } from '../lib/types.js';
@@ -16,6 +16,8 @@ export interface NodeLike {
 export interface NodeStatePolicyLike {
   name: string;
   generation?: number;
+  /** the key generations the node signs with and accepts (rotation.ts) */
+  keys?: { signs: number; accepts: number[] };
   interfaces?: { name: string; direction?: string; state?: string; reason?: string }[];
   errors?: { reason: string; message?: string }[];
 }
@@ -59,6 +61,10 @@ export interface AggregateInput {
   nodes: readonly NodeLike[];
   nodeStates: readonly NodeStateLike[];
   problem?: PolicyProblem;
+  /** the KeyRotation condition (rotation.ts), when the key Secret could be read */
+  keyRotation?: { status: 'True' | 'False'; reason: string; message: string };
+  /** nodes a key rotation waits for past its stall timeout: Degraded, KeyRotationStalled */
+  rotationStalled?: readonly string[];
   /** the conditions in the current status, so transition times survive */
   previous?: readonly Condition[];
   now?: Date;
@@ -119,6 +125,15 @@ export function aggregateStatus(input: AggregateInput): PolicyStatus {
   let degraded: Omit<Condition, 'lastTransitionTime'> = failed.length
     ? { type: 'Degraded', status: 'True', reason: 'NodesFailing', message: failText }
     : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' };
+  const stalled = input.rotationStalled ?? [];
+  if (!failed.length && stalled.length) {
+    degraded = {
+      type: 'Degraded',
+      status: 'True',
+      reason: 'KeyRotationStalled',
+      message: `key rotation stalled: ${stalled.length} node${stalled.length === 1 ? '' : 's'} did not report the key step within rotation.stallTimeout: ${listNames([...stalled], 10)}`,
+    };
+  }
   if (input.problem) {
     ready_ = { type: 'Ready', status: 'False', reason: input.problem.reason, message: input.problem.message };
     if (input.problem.degraded) degraded = { type: 'Degraded', status: 'True', reason: input.problem.reason, message: input.problem.message };
@@ -138,6 +153,7 @@ export function aggregateStatus(input: AggregateInput): PolicyStatus {
   }
   let conditions = setCondition(input.previous ?? [], { ...ready_, message: clip(ready_.message), observedGeneration: generation }, now);
   conditions = setCondition(conditions, { ...degraded, message: clip(degraded.message), observedGeneration: generation }, now);
+  if (input.keyRotation) conditions = setCondition(conditions, { type: 'KeyRotation', ...input.keyRotation, message: clip(input.keyRotation.message), observedGeneration: generation }, now);
   // Other condition types someone else set are kept as they are.
   return {
     observedGeneration: generation,

@@ -6,6 +6,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { agentIn, agentMetricsIn, kernelHooks, type AgentRun } from '../lib/agent.js';
@@ -14,7 +16,8 @@ import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, startOperator, waitNodeState as waitNodeStateIn } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { TestCluster, repoRoot } from './cluster.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
 const NODE = 'node-a';
@@ -85,15 +88,12 @@ data: {current: ${KEY.toString('base64')}}
 
   type PolicyStatus = { status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[]; nodes?: { selected: number; ready: number; failed: number }; failedNodes?: { node: string; reason: string; message: string }[] } };
   const waitPolicy = async (name: string, pred: (p: PolicyStatus) => boolean, what: string, ms = 30_000): Promise<PolicyStatus> => {
-    const end = Date.now() + ms;
     let last: PolicyStatus | null = null;
-    while (Date.now() < end) {
+    return waitUntil(what, ms, async () => {
       const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'json']);
       last = r.code === 0 ? (JSON.parse(r.stdout) as PolicyStatus) : null;
-      if (last && pred(last)) return last;
-      await new Promise((res) => setTimeout(res, 300));
-    }
-    throw new Error(`timed out waiting for ${what}; status: ${JSON.stringify(last?.status)}\noperator log:\n${operator.log().slice(-3000)}`);
+      return last && pred(last) ? last : undefined;
+    }, { everyMs: 300, context: () => `status: ${JSON.stringify(last?.status)}\noperator log:\n${operator.log().slice(-3000)}` });
   };
 
   after(async () => {
@@ -115,6 +115,8 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]
     assert.equal(st.metadata.ownerReferences?.[0]?.kind, 'Node', 'owned by its Node');
     assert.equal(st.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
     assert.equal(st.status?.policies?.[0]?.generation, 1);
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
     const p = await waitPolicy('web', (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', 'web Ready');
@@ -151,7 +153,7 @@ egress: {}`));
 
   test('API server unreachable: marking never stops; an edit made meanwhile applies on return', async () => {
     await bridge.stop();
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'still marked while the API server is away');
     const server3 = await startServer(topo.server.ns, { port: 0 });
     try {
@@ -159,7 +161,7 @@ egress: {}`));
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
 egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}]}`));
-      await new Promise((r) => setTimeout(r, 1000));
+      await sleep(1000);
       assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
       await bridge.start();
       await waitNodeState((s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3, 'caught up to generation 3', 60_000);
@@ -196,7 +198,7 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
     await waitNodeState((s) => (s.status?.policies ?? []).length === 0, 'policy removed');
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, []);
     const end = Date.now() + 30_000;
-    while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 300));
+    while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await sleep(300);
     assert.notEqual((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code, 0, `the finalizer was released\n${operator.log().slice(-2000)}`);
   });
 });

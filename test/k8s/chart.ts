@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CommandError, repoRoot, toolPaths, toolVersions, type CommandResult, type TestCluster } from './cluster.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 export const chartDir: string = join(repoRoot, 'charts/netoken');
 
@@ -201,13 +202,14 @@ export async function waitAdmissionPolicy(cluster: TestCluster, namespace: strin
     if (Date.now() > deadline) {
       throw new CommandError(`the chart's admission policy is not enforced 30 s after it was applied (last probe: exit ${r.code}, ${r.stderr.trim()})`, r);
     }
-    await new Promise((res) => setTimeout(res, 250));
+    await sleep(250);
   }
 }
 
 /** A TokenNodeState as the tests read it. */
 export interface NodeState {
   status?: {
+    agent?: { version: string; kernelRelease: string; tcx: boolean };
     conditions?: { type: string; status: string; reason: string; message: string }[];
     policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
   };
@@ -218,15 +220,12 @@ export interface NodeState {
 export async function waitNodeState(
   cluster: TestCluster, node: string, pred: (s: NodeState) => boolean, what: string, ms: number, agentLog: () => string,
 ): Promise<NodeState> {
-  const end = Date.now() + ms;
   let last: NodeState | null = null;
-  while (Date.now() < end) {
+  return waitUntil(what, ms, async () => {
     const r = await cluster.kubectl(['get', 'tokennodestate', node, '-o', 'json']);
     last = r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
-    if (last && pred(last)) return last;
-    await new Promise((res) => setTimeout(res, 250));
-  }
-  throw new Error(`timed out waiting for ${what}; TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}`);
+    return last && pred(last) ? last : undefined;
+  }, { everyMs: 250, context: () => `TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}` });
 }
 
 export interface OperatorRun {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { NT_MAX_PORTS } from '../../src/lib/abi.js';
 import { repoRoot, TestCluster } from './cluster.js';
 
 interface Condition {
@@ -159,6 +160,15 @@ describe('TokenPolicy on a real API server', () => {
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'skew-ok']);
   });
 
+  test('rotation: a period of exactly what a rotation takes is accepted, onStall defaults to Proceed', async () => {
+    await cluster.apply(policy('rot-min', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 300, rotation: {period: 7m5s}}'));
+    const got = await cluster.getJson<{ spec: { token: { rotation?: { period: string; onStall?: string } } } }>(['tokenpolicy', 'rot-min']);
+    assert.deepEqual(got.spec.token.rotation, { period: '7m5s', onStall: 'Proceed' });
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'rot-min']);
+    const err = await rejected(policy('rot-skew', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 300, clockSkewSeconds: 60, rotation: {period: 7m5s}}'));
+    assert.ok(err.includes('token.rotation.period is shorter than a rotation takes'), `an explicit skew counts: ${err}`);
+  });
+
   test('option kind 252 is refused by the schema enum', async () => {
     const err = await rejected(policy('kind-252', '{secretRef: {name: k}}', 'egress: {}\n  option: {kind: 252}'));
     assert.ok(err.includes('spec.option.kind: Unsupported value: 252'), err);
@@ -170,8 +180,13 @@ describe('TokenPolicy on a real API server', () => {
       ['exid', '{secretRef: {name: k}}', 'egress: {}\n  option: {experimentId: 65536}', /spec\.option\.experimentId: Invalid value: 65536/],
       ['epoch', '{mode: Keyed, secretRef: {name: k}, epochSeconds: 86401}', 'egress: {}', /spec\.token\.epochSeconds: Invalid value: 86401/],
       ['port0', '{secretRef: {name: k}}', 'egress: {destinations: [{cidr: 10.0.0.0/8, ports: [0]}]}', /ports\[0\]: Invalid value: 0/],
-      ['port17', '{secretRef: {name: k}}', `egress: {destinations: [{cidr: 10.0.0.0/8, ports: [${Array.from({ length: 17 }, (_, i) => i + 1).join(',')}]}]}`, /Too many: 17: must have at most 16 items/],
-      ['rotate', '{secretRef: {name: k}, rotation: {period: 30s}}', 'egress: {}', /rotation\.period must be at least 1m/],
+      // The CRD's limit is the BPF map entry's (NT_MAX_PORTS).
+      ['ports', '{secretRef: {name: k}}', `egress: {destinations: [{cidr: 10.0.0.0/8, ports: [${Array.from({ length: NT_MAX_PORTS + 1 }, (_, i) => i + 1).join(',')}]}]}`,
+        new RegExp(`Too many: ${NT_MAX_PORTS + 1}: must have at most ${NT_MAX_PORTS} items`)],
+      ['rotate', '{secretRef: {name: k}, rotation: {period: 30s}}', 'egress: {}', /token\.rotation\.period is shorter than a rotation takes: at least\s+epochSeconds \+ clockSkewSeconds \+ 2m/],
+      ['rotkeyed', '{mode: Keyed, epochSeconds: 300, secretRef: {name: k}, rotation: {period: 7m4s}}', 'egress: {}', /token\.rotation\.period is shorter than a rotation takes/],
+      ['stall', '{secretRef: {name: k}, rotation: {period: 24h, stallTimeout: 5s}}', 'egress: {}', /rotation\.stallTimeout must be at least 10s/],
+      ['onstall', '{secretRef: {name: k}, rotation: {period: 24h, onStall: Never}}', 'egress: {}', /spec\.token\.rotation\.onStall: Unsupported value: "Never"/],
       ['rotfmt', '{secretRef: {name: k}, rotation: {period: 1d}}', 'egress: {}', /spec\.token\.rotation\.period: Invalid value: "1d"/],
       ['ifname', '{secretRef: {name: k}}', 'egress: {}\n  interfaces: {names: [a-very-long-interface]}', /may not be (longer|more) than 15/],
       ['action', '{secretRef: {name: k}}', 'ingress: {action: Drop}', /spec\.ingress\.action: Unsupported value: "Drop"/],

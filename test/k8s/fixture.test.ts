@@ -4,30 +4,21 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
-import { TestCluster } from './cluster.js';
+import { fixtureChild, processAlive, TestCluster } from './cluster.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const clusterModule = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), 'cluster.js')).href;
 
-/** Alive = exists and is not a zombie waiting for a parent that is gone. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
+const alive = processAlive;
 
 async function waitGone(pids: number[], dir: string, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (!pids.some(alive) && !existsSync(dir)) return;
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   assert.deepEqual(pids.filter(alive), [], `processes still running ${ms} ms later`);
   assert.equal(existsSync(dir), false, `${dir} still exists ${ms} ms later`);
@@ -52,19 +43,7 @@ for (const signal of ['SIGINT', 'SIGKILL'] as const) {
       process.stdout.write(JSON.stringify({ dir: c.dir, pids: c.pids() }) + '\\n');
       setInterval(() => {}, 1 << 30);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const exited = new Promise<NodeJS.Signals | null>((res) => child.once('exit', (_code, sig) => res(sig)));
-    const deadline = Date.now() + 120_000;
-    while (!out.includes('\n')) {
-      if (child.exitCode !== null) assert.fail(`child exited early: ${err}`);
-      if (Date.now() > deadline) assert.fail(`child did not start a cluster in time: ${err}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const info = JSON.parse(out.split('\n')[0] as string) as { dir: string; pids: number[] };
+    const { child, info, exited } = await fixtureChild<{ dir: string; pids: number[] }>(script, 120_000);
     assert.equal(info.pids.length, 2);
     assert.ok(info.pids.every(alive), 'cluster processes run before the signal');
     child.kill(signal);

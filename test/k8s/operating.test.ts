@@ -25,6 +25,7 @@ import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { type K8sObject, type OperatorRun, agentKubeconfig, installChartRbac, parseObjects, render, startOperator, waitNodeState } from './chart.js';
 import { TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { type Inventory, addExposition, exprNeeds } from './promql.js';
+import { waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
 const NODE = 'node-ops';
@@ -167,10 +168,10 @@ spec:
     await waitNodeState(cluster, NODE, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => p.interfaces.every((i) => i.state === 'Attached')),
       'both policies attached', 30_000, () => agent.log());
     for (const name of ['web', 'guard']) {
-      await waitFor(async () => {
+      await waitUntil(`policy ${name} Ready`, 30_000, async () => {
         const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
-        return r.stdout === 'True';
-      }, `policy ${name} Ready\n${operator.log().slice(-3000)}`);
+        return r.stdout === 'True' || undefined;
+      }, { everyMs: 300, context: () => operator.log().slice(-3000) });
     }
     // Traffic: a marked handshake out, and an unmarked SYN in at the enforcing port (dropped).
     assert.ok((await connect(topo.client.ns, topo.server.ipv4, server.port)).ok, 'a marked handshake');
@@ -316,12 +317,3 @@ subjects: [{kind: ServiceAccount, name: oncall, namespace: ${NS}}]
     assert.match(missing.stderr, /TokenPolicy "nosuch" not found/);
   });
 });
-
-async function waitFor(pred: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}

@@ -15,6 +15,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { installChartRbac, operatorKubeconfig } from './chart.js';
 import { TestCluster, freePorts, repoRoot } from './cluster.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 
 const NS = 'netoken-system';
 const cli = process.env.NETOKEN_CLI || join(repoRoot, 'bin/netoken.js');
@@ -44,9 +45,6 @@ interface SecretJson {
   data?: Record<string, string>;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
 
 function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
   return new Promise((res) => {
@@ -83,7 +81,7 @@ class OperatorProcess {
     const port = (await freePorts(1))[0] as number;
     const args = [
       cli, 'operator', `--kubeconfig=${kubeconfig}`, `--namespace=${NS}`, `--metrics-address=127.0.0.1:${port}`,
-      `--finalizer-timeout=${FINALIZER_TIMEOUT_S}s`, '--log-format=json', '--log-level=debug',
+      `--finalizer-timeout=${FINALIZER_TIMEOUT_S}s`, '--key-retire-margin=1s', '--log-format=json', '--log-level=debug',
     ];
     // Own process group, listed for the cluster's watchdog: if this test process is killed, the
     // operator goes with the API server instead of retrying against nothing for ever.
@@ -141,19 +139,18 @@ class OperatorProcess {
 
 /** Polls `check` until it returns a value (not undefined) or throws no more; fails after `ms` with the last reason. */
 async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>, logs?: () => string): Promise<T> {
-  const deadline = Date.now() + ms;
   let last = 'no attempt';
-  for (;;) {
+  const probe = async (): Promise<T | undefined> => {
     try {
       const v = await check();
-      if (v !== undefined) return v;
-      last = 'not yet';
+      if (v === undefined) last = 'not yet';
+      return v;
     } catch (err) {
       last = (err as Error).message;
+      return undefined;
     }
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms (last: ${last})${logs ? `\noperator log:\n${logs()}` : ''}`);
-    await sleep(250);
-  }
+  };
+  return waitUntil(what, ms, probe, { everyMs: 250, context: () => `last: ${last}${logs ? `\noperator log:\n${logs()}` : ''}` });
 }
 
 function cond(p: PolicyJson | undefined, type: string): Cond | undefined {
@@ -330,25 +327,65 @@ describe('netoken operator on a real API server', () => {
     }, logs);
   });
 
-  test('rotation: when rotation.period has passed since rotated-at, previous := current and current := a new key', async () => {
-    await cluster.apply(policyYaml('rot', '{mode: Keyed, epochSeconds: 30, secretRef: {name: rot-key}, rotation: {period: 1m}}'));
+  test('rotation in steps: publish next, switch once every node accepts it, retire once every node signs with it; Events and the KeyRotation condition', async () => {
+    const keys = (signs: number, accepts: number[]): unknown => ({ ...(applied('rot', 1) as object), keys: { signs, accepts } });
+    await writeNodeState('n3', [keys(1, [1])]);
+    await cluster.apply(policyYaml('rot', '{mode: Static, secretRef: {name: rot-key}, rotation: {period: 3m}}', '{matchLabels: {role: db}}'));
     const first = await eventually('Secret rot-key generated', 20_000, () => getSecret('rot-key'), logs);
     const k1 = first.data?.current ?? '';
-    assert.equal(Buffer.from(k1, 'base64').length, 16);
-    // A key made an hour ago is 59 minutes overdue for a 1m period.
+    assert.equal(first.metadata.annotations?.['netoken.io/key-generation'], '1');
+    // A key made an hour ago is overdue for a 3m period: the new key is published, not switched to.
     const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z');
     await cluster.kubectlOk(['annotate', 'secret', '-n', NS, 'rot-key', `netoken.io/rotated-at=${hourAgo}`, '--overwrite']);
-    const rotated = await eventually('rot-key rotated', 20_000, async () => {
+    const published = await eventually('generation 2 published', 20_000, async () => {
       const s = await getSecret('rot-key');
-      return s?.data?.current !== k1 && s?.data?.previous !== undefined ? s : undefined;
+      return s?.data?.next ? s : undefined;
     }, logs);
-    assert.equal(rotated.data?.previous, k1, 'the old key is kept as previous');
-    assert.equal(Buffer.from(rotated.data?.current ?? '', 'base64').length, 16, 'the new key has the Keyed length');
-    const stamp = Date.parse(rotated.metadata.annotations?.['netoken.io/rotated-at'] ?? '');
-    assert.ok(Math.abs(Date.now() - stamp) < 60_000, `rotated-at is now, got ${rotated.metadata.annotations?.['netoken.io/rotated-at']}`);
+    assert.equal(published.data?.current, k1, 'markers keep the old key while node n3 has not accepted the new one');
+    const k2 = published.data?.next ?? '';
+    assert.equal(Buffer.from(k2, 'base64').length, 8);
     await sleep(2000);
-    assert.equal((await getSecret('rot-key'))?.data?.previous, k1, 'rotated once, not again');
+    assert.equal((await getSecret('rot-key'))?.data?.current, k1, 'still waiting for n3');
+    const waiting = await eventually('KeyRotation Publishing', 20_000, async () => {
+      const c = cond(await getPolicy('rot'), 'KeyRotation');
+      return c?.reason === 'Publishing' ? c : undefined;
+    }, logs);
+    assert.equal(waiting.status, 'True');
+    assert.equal(waiting.message, 'key generation 2 published: 0 of 1 nodes accept it; waiting for n3');
+
+    // n3 accepts 2: markers switch.
+    await writeNodeState('n3', [keys(1, [1, 2])]);
+    const switched = await eventually('markers switched to generation 2', 20_000, async () => {
+      const s = await getSecret('rot-key');
+      return s?.data?.current === k2 ? s : undefined;
+    }, logs);
+    assert.equal(switched.data?.previous, k1, 'the old key stays accepted as previous');
+    assert.equal(switched.data?.next, undefined);
+    assert.equal(switched.metadata.annotations?.['netoken.io/key-generation'], '2');
+    // n3 signs with 2: a Static key is retired after the margin (1 s here).
+    await writeNodeState('n3', [keys(2, [1, 2])]);
+    const retired = await eventually('generation 1 retired', 20_000, async () => {
+      const s = await getSecret('rot-key');
+      return s && s.data?.previous === undefined && s.data?.current === k2 ? s : undefined;
+    }, logs);
+    assert.deepEqual(Object.keys(retired.data ?? {}), ['current']);
+    await sleep(2000);
+    assert.equal((await getSecret('rot-key'))?.data?.current, k2, 'rotated once, not again');
     assert.equal(await opA.metric('netoken_key_rotations_total'), 1);
+    const idle = await eventually('KeyRotation Idle', 20_000, async () => {
+      const c = cond(await getPolicy('rot'), 'KeyRotation');
+      return c?.reason === 'Idle' ? c : undefined;
+    }, logs);
+    assert.equal(idle.message, 'no rotation under way; markers sign with key generation 2');
+    const ev = await cluster.kubectl(['get', 'events', '-A', '--field-selector', 'involvedObject.kind=TokenPolicy,involvedObject.name=rot', '-o', 'json']);
+    const reasons = (JSON.parse(ev.stdout) as { items: { reason: string }[] }).items.map((e) => e.reason);
+    assert.deepEqual(['KeyGenerated', 'RotationStarted', 'KeySwitched', 'KeyRetired'].filter((r) => !reasons.includes(r)), [], `Events: ${reasons.join(', ')}`);
+    const described = await cluster.kubectlOk(['describe', 'tokenpolicy', 'rot']);
+    assert.match(described, /KeySwitched/, 'kubectl describe shows the Events');
+
+    // n3 stops reporting the policy; the policy goes.
+    await writeNodeState('n3', []);
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'rot']);
   });
 
   test('status rolls up the nodes: one failing → Ready False / Degraded True naming it; fixed → Ready True', async () => {

@@ -7,12 +7,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import type { StatusReport } from '../../src/cli/status.js';
 import { CommandError, run, spawnIn, waitForExit } from './netns.js';
+import { waitUntil } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const ROOT = PACKAGE_ROOT;
 export const BIN = path.join(ROOT, 'bin/netoken.js');
 const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
 
@@ -63,6 +64,11 @@ export interface AgentRun {
 export interface AgentOptions {
   /** environment for the agent process, on top of this one's (e.g. a faked wall clock) */
   env?: Record<string, string>;
+  /**
+   * run the agent with only these capabilities (e.g. ['bpf', 'net_admin', 'perfmon'], as the
+   * chart's pod has them), through `setpriv --bounding-set`; default: all of root's
+   */
+  capabilities?: string[];
 }
 
 export function agentIn(ns: string, label: string, opts: AgentOptions = {}): AgentRun {
@@ -72,10 +78,11 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
   const policyFile = path.join(dir, 'policy.yaml');
   let logText = '';
   const spawnAgent = (args: string[]): void => {
-    const child = spawnIn(ns, process.execPath, [
-      BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
-      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args,
-    ], opts.env ? { env: { ...process.env, ...opts.env } } : {});
+    const argv = [process.execPath, BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
+      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args];
+    const caps = opts.capabilities;
+    const [cmd, ...rest] = caps ? ['setpriv', '--inh-caps=-all', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ...argv] : argv;
+    const child = spawnIn(ns, cmd as string, rest, opts.env ? { env: { ...process.env, ...opts.env } } : {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (logText += d));
     child.stdout?.setEncoding('utf8');
@@ -111,15 +118,12 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
       }
     },
     async waitStatus(pred, timeoutMs = 15_000, what = 'agent status') {
-      const end = Date.now() + timeoutMs;
       let last: AgentStatus | null = null;
-      while (Date.now() < end) {
+      return waitUntil(what, timeoutMs, () => {
         if (a.child && a.child.exitCode !== null) throw new Error(`agent exited with ${a.child.exitCode}\n${logText}`);
         last = a.status();
-        if (last && pred(last)) return last;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`timed out waiting for ${what}; last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}`);
+        return last && pred(last) ? last : undefined;
+      }, { everyMs: 100, context: () => `last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}` });
     },
     async cli(args) {
       try {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DEFAULT_PREFIX, removeTempDir, spawnIn, trackTempDir, waitForExit } from './netns.js';
 import { parsePcap, type PcapPacket } from '../../src/lib/pcap.js';
+import { sleep } from '../../src/lib/wait.js';
 
 export interface CaptureOptions {
   /** pcap-filter expression; in VLAN topologies use vlanAware() so tagged frames match */
@@ -100,7 +101,7 @@ export async function startCapture(ns: string, dev: string, opts: CaptureOptions
   const stop = (stopOpts: StopOptions = {}): Promise<CaptureResult> => {
     stopped ??= (async () => {
       try {
-        await new Promise((r) => setTimeout(r, stopOpts.settleMs ?? 200));
+        await sleep(stopOpts.settleMs ?? 200);
         child.kill('SIGTERM');
         if (!(await waitForExit(child, 5_000))) {
           child.kill('SIGKILL');

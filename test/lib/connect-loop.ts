@@ -11,6 +11,7 @@
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { sleep } from '../../src/lib/wait.js';
 
 interface Failure {
   at: number;
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
     maxMs = Math.max(maxMs, r.ms);
     if (r.ok) ok++;
     else failures.push({ at: Math.round(performance.now() - start), error: r.error ?? 'unknown', elapsedMs: Math.round(r.ms) });
-    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    if (pauseMs > 0) await sleep(pauseMs);
   }
   process.stdout.write(`${JSON.stringify({ attempts, ok, failures, maxMs: Math.round(maxMs) })}\n`);
 }

@@ -10,10 +10,11 @@
  *       open the data path and apply a desired state holding just these ingress hooks
  *       ({ifindex, name, layer, xdpNative}[]); prints the ApplyResult
  */
-import { Datapath, defaultObjectPath } from '../../src/agent/datapath.js';
+import { Datapath } from '../../src/agent/datapath.js';
 import type { DesiredHook, DesiredState } from '../../src/agent/desired.js';
 import { linkLayer, listInterfaces, nativeXdpCandidate } from '../../src/agent/interfaces.js';
 import { createLogger } from '../../src/lib/log.js';
+import { bpfObjectPath } from '../../src/lib/package.js';
 
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -28,7 +29,7 @@ async function main(argv: string[]): Promise<void> {
     const hooks = JSON.parse(hooksJson) as Array<Pick<DesiredHook, 'ifindex' | 'name' | 'layer' | 'xdpNative'>>;
     const log = createLogger({ format: 'json', level: 'error' });
     const dp = Datapath.open({
-      stateDir, runDir, objectPath: defaultObjectPath('marker'), attach: 'auto',
+      stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto',
       ingressAttach: ingressAttach as 'auto' | 'xdp-native' | 'xdp-generic' | 'tc', tcPriority: 1, log,
     });
     try {

@@ -22,7 +22,7 @@ net.createServer((c) => {
 `;
 
 export interface LoopbackBridge {
-  /** stop forwarding (connections are cut); start() again to restore */
+  /** stop forwarding (connections are cut); start() again to restore (a no-op while forwarding) */
   stop(): Promise<void>;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -34,6 +34,7 @@ export async function bridgeLoopback(ns: string, port: number): Promise<Loopback
   let server: Server | null = null;
   const open = new Set<Socket>();
   const startHost = (): Promise<void> => new Promise((resolve, reject) => {
+    if (server) return resolve(); // already forwarding
     server = createServer((c) => {
       const up = createConnection(port, '127.0.0.1');
       open.add(c);

@@ -5,12 +5,12 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding } from '../../src/native/binding.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-/** Repository root (this file runs from dist/test/lib/). */
-export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+/** Repository root: the package root of a checkout. */
+export const repoRoot = PACKAGE_ROOT;
 
 let fixturesBuilt = false;
 
@@ -27,6 +27,11 @@ export function fixture(name: Fixture): string {
     execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf/test')], { stdio: ['ignore', 'ignore', 'pipe'] });
     fixturesBuilt = true;
   }
+  return fixturePath(name);
+}
+
+/** Where bpf/test/<name>.bpf.c compiles to, without building it. */
+export function fixturePath(name: Fixture): string {
   return path.join(repoRoot, 'build/bpf-test', `${name}.bpf.o`);
 }
 

@@ -9,22 +9,21 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding } from '../../src/native/binding.js';
 import { decodeClock, encodeClock } from '../../src/lib/abi.js';
 import { measureClock } from '../../src/agent/clock.js';
 import { fixture } from '../lib/native.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 test('both clock paths give unix time within a few milliseconds of the wall clock; the TAI offset is whole seconds', () => {
   const b = binding();
   if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
   const pinDir = `/sys/fs/bpf/netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`;
   mkdirSync(pinDir, { mode: 0o700 });
-  const marker = b.openObject(path.join(repoRoot, 'build/bpf/marker.bpf.o'), { pinRoot: pinDir });
+  const marker = b.openObject(bpfObjectPath('marker'), { pinRoot: pinDir });
   const clockTest = b.openObject(fixture('clock'), { pinRoot: pinDir });
   const probe = marker.program('nt_clock_probe');
   const prog = clockTest.program('nt_test_clock');

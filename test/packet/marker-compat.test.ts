@@ -3,8 +3,7 @@
  * agent loads where the kernel lacks bpf_cast_to_kern_ctx() (before 6.2), which asks
  * bpf_check_mtu() and bpf_l4_csum_replace() what the other build reads from the kernel's skb.
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { bpfObjectPath } from '../../src/lib/package.js';
 
-process.env.NT_TEST_MARKER_OBJECT = path.join(fileURLToPath(new URL('../../../', import.meta.url)), 'build/bpf/marker_compat.bpf.o');
+process.env.NT_TEST_MARKER_OBJECT = bpfObjectPath('marker_compat');
 await import('./marker.test.js');

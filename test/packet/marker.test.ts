@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode, type CounterName } from '../../src/lib/abi.js';
@@ -39,11 +38,11 @@ import {
 } from '../../src/lib/packet.js';
 import { TcAction } from '../../src/native/bpf.js';
 import { fixture } from '../lib/native.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const MARKER_OBJ = process.env.NT_TEST_MARKER_OBJECT ?? path.join(repoRoot, 'build/bpf/marker.bpf.o');
+const MARKER_OBJ = process.env.NT_TEST_MARKER_OBJECT ?? bpfObjectPath('marker');
 const ENCAP_OBJ = fixture('encap');
-const HELPER = path.join(repoRoot, 'dist/test/packet/netns-helper.js');
+const HELPER = path.join(PACKAGE_ROOT, 'dist/test/packet/netns-helper.js');
 
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
 const LO = 1;
@@ -59,7 +58,7 @@ const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '0103
 type Counter = CounterName;
 
 // Build the objects once per run (make is a no-op when they are up to date).
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 function runTag(): string {
   return `${process.pid}-${randomBytes(3).toString('hex')}`;

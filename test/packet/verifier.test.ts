@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import {
@@ -26,10 +25,11 @@ import { computeDesired } from '../../src/agent/desired.js';
 import type { HostInterface } from '../../src/agent/interfaces.js';
 import { validatePolicy } from '../../src/lib/policy.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
+import { sleep } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-const VERIFIER_OBJ = path.join(repoRoot, 'build/bpf/verifier.bpf.o');
-const MARKER_OBJ = path.join(repoRoot, 'build/bpf/marker.bpf.o');
+const VERIFIER_OBJ = bpfObjectPath('verifier');
+const MARKER_OBJ = bpfObjectPath('marker');
 
 /** test_run's device without a ctx: the loopback device of the caller's namespace. */
 const LO = 1;
@@ -44,7 +44,7 @@ const KEY_OLD = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
 const EPOCH_SECONDS = 3600;
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
 
-execFileSync('make', ['-s', '-C', path.join(repoRoot, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
 
 type Counter = (typeof COUNTERS)[number];
 type Verdict = 'pass' | 'drop';
@@ -624,7 +624,7 @@ test('replay limit: the same flow and sequence number is accepted N times a seco
   const other = keyedSyn({ ...v4, tcp: { ...v4.tcp!, seq: 7 } }, KEY, e);
   assert.deepEqual(v.run('tc', other).changed, { '1/1/verify_valid': 1 });
   // A new one-second window.
-  await new Promise((r) => setTimeout(r, 1100));
+  await sleep(1100);
   run('after a second', 'pass', { '1/1/verify_valid': 1 });
   assert.equal(v.maps.replay.keys().length, 2, 'two flows remembered');
 });

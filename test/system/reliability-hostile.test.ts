@@ -20,6 +20,7 @@ import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, type Topology } from '../lib/netns.js';
 import { connect, startServer } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters } from './reliability-lib.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const KIND = 253;
 const EXID = 0x4e54;
@@ -203,7 +204,7 @@ describe('hostile and broken input', () => {
       assert.ok(logLines(agent, /the kernel refused a policy/).some((l) => l.includes('"policy":"huge"')), 'the log names the policy');
       // A refused version is not tried again while nothing changes.
       const again = logLines(agent, /the kernel refused a policy/).length;
-      await new Promise((r) => setTimeout(r, 1500));
+      await sleep(1500);
       assert.equal(logLines(agent, /the kernel refused a policy/).length, again, 'no retry storm');
 
       agent.writePolicy(file('ntfull1'));

@@ -20,6 +20,7 @@ import { createTopology, type Topology } from '../lib/netns.js';
 import { startServer, tcpCounters } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns } from './reliability-lib.js';
 import { layoutDir } from '../../src/agent/layout.js';
+import { sleep } from '../../src/lib/wait.js';
 
 const KIND = 253;
 const EXID = 0x4e54;
@@ -100,7 +101,7 @@ describe('kill -9 mid-reconcile', () => {
       let marked = pinnedCounters(agent.stateDir).marked ?? 0n;
       const tcpBefore = await tcpCounters(topo.client.ns);
       const watch = await watchSyns({ clientNs: topo.client.ns, serverNs: topo.server.ns, serverDev: topo.server.dev, addr: topo.server.ipv4, port: server.port, kind: KIND, exid: EXID, token: TOKEN });
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
 
       /** While the agent is down: the old program alone at egress, the same link and maps, counters not behind. */
       const checkDown = async (what: string): Promise<void> => {
@@ -146,7 +147,7 @@ describe('kill -9 mid-reconcile', () => {
           // After a file edit: killed once the new version has started to go in.
           writeVersion(k);
           await firstEntryOf(k);
-          await new Promise((r) => setTimeout(r, KILL_DELAY_MS[k - 1] ?? 0));
+          await sleep(KILL_DELAY_MS[k - 1] ?? 0);
           await kill(k, k - 1, `cycle ${k}, after an edit`);
         } else {
           // Killed while idle, edited while down, killed again during the restart's reconcile.
@@ -157,12 +158,12 @@ describe('kill -9 mid-reconcile', () => {
           await agent.start();
           restarts++;
           await firstEntryOf(k);
-          await new Promise((r) => setTimeout(r, KILL_DELAY_MS[k - 1] ?? 0));
+          await sleep(KILL_DELAY_MS[k - 1] ?? 0);
           await kill(k, k - 1, `cycle ${k}, during the restart's reconcile`);
         }
         await restart(k, `cycle ${k}`);
       }
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       const seen = await watch.stop();
       const tcpAfter = await tcpCounters(topo.client.ns);
       const sent = (tcpAfter.TcpActiveOpens ?? 0) - (tcpBefore.TcpActiveOpens ?? 0) + (tcpAfter.TcpExtTCPSynRetrans ?? 0) - (tcpBefore.TcpExtTCPSynRetrans ?? 0);

@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TCP_ACK, TCP_RST, TCP_SYN, buildFrame, findTokenOption, parseFrame, tokenOption, type ParsedFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
@@ -21,9 +20,10 @@ import { createTopology, exec, run, spawnIn, waitForExit, type Topology } from '
 import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
 import { connect, startServer, tcpCounters } from '../lib/tcp.js';
+import { sleep } from '../../src/lib/wait.js';
+import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
+const CONNECT_LOOP = path.join(PACKAGE_ROOT, 'dist/test/lib/connect-loop.js');
 const KIND = 253;
 const EXID = 0x4e54;
 const EPOCH_SECONDS = 60;
@@ -73,7 +73,7 @@ async function reconciled(agent: AgentRun, before: AgentStatus, what: string): P
   return agent.waitStatus((s) => s.reconciles > before.reconciles && s.documentErrors.length === 0, 15_000, what);
 }
 
-const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
+const BINDING = path.join(PACKAGE_ROOT, 'dist/src/native/binding.js');
 
 /** Program ids TCX runs at the ingress of `ifindex` in `ns`, as the kernel reports them. */
 async function tcxIngress(ns: string, ifindex: number): Promise<number[]> {
@@ -249,30 +249,29 @@ ingress:
       let out = '';
       loop.stdout?.setEncoding('utf8');
       loop.stdout?.on('data', (d: string) => (out += d));
-      const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-      await pause(1500);
+      await sleep(1500);
       // The operator's order: verifiers learn the new key first, markers switch, the old key goes.
       let s = server.status()!;
       server.writePolicy(file(K1, K0));
       s = await reconciled(server, s, 'server: K1 added');
-      await pause(1000);
+      await sleep(1000);
       let cs = client.status()!;
       client.writePolicy(file(K1, K0));
       cs = await reconciled(client, cs, 'client: marks with K1');
-      await pause(1500);
+      await sleep(1500);
       server.writePolicy(file(K1));
       client.writePolicy(file(K1));
       await reconciled(server, s, 'server: K0 gone');
       await reconciled(client, cs, 'client: K0 gone');
       // A second full rotation, the same way.
-      await pause(1000);
+      await sleep(1000);
       s = server.status()!;
       server.writePolicy(file(K2, K1));
       s = await reconciled(server, s, 'server: K2 added');
       cs = client.status()!;
       client.writePolicy(file(K2, K1));
       cs = await reconciled(client, cs, 'client: marks with K2');
-      await pause(500);
+      await sleep(500);
       server.writePolicy(file(K2));
       await reconciled(server, s, 'server: K1 gone');
       assert.ok(await waitForExit(loop, 20_000), 'the loop ends');

@@ -1,14 +1,15 @@
 /**
  * XDP hooks for the verifier. An XDP program attached over netlink stays on its device
- * without a pin: the run state records where we put one, and its program name tells ours
- * from anyone else's. A foreign XDP program is never replaced.
+ * without a pin: the run state records where we put one and its program id, and the id (or,
+ * with CAP_SYS_ADMIN, the program's name) tells ours from anyone else's. A foreign XDP program
+ * is never replaced.
  */
 import { binding, type NativeProgram } from '../../native/binding.js';
 import { XdpAttached, XdpFlags } from '../../native/bpf.js';
 import { hasErrno } from '../../native/errors.js';
 import type { Logger } from '../../lib/log.js';
 import type { DesiredHook } from '../desired.js';
-import type { XdpMode } from '../run-state.js';
+import type { XdpMode, XdpRecord } from '../run-state.js';
 import { type HookContext, type HookStatus, hookBase } from './hook.js';
 
 /** The verifier's XDP program as the kernel names it: how we tell ours from anyone else's. */
@@ -24,8 +25,13 @@ function xdpFlags(mode: XdpMode): number {
   return mode === 'xdp-native' ? XdpFlags.DRV_MODE : XdpFlags.SKB_MODE;
 }
 
-/** Is XDP program `id` the verifier (of this or an earlier run)? */
-function isOurXdp(id: number): boolean {
+/**
+ * Is XDP program `id` the verifier (of this or an earlier run)? The id we recorded when we
+ * attached it answers with CAP_BPF alone; the program's name is read only where the agent
+ * may look programs up by id (CAP_SYS_ADMIN), e.g. for a record from an older run state.
+ */
+function isOurXdp(id: number, recorded: XdpRecord | undefined): boolean {
+  if (recorded?.progId === id) return true;
   try {
     const p = binding().programFromId(id);
     const name = p.info.name;
@@ -48,7 +54,7 @@ export function ensureXdp(ctx: HookContext, hook: DesiredHook, prog: NativeProgr
   const ifx = String(hook.ifindex);
   const q = b.xdpQuery(hook.ifindex);
   if (q.progId !== 0) {
-    if (!isOurXdp(q.progId)) throw xdpBusy(hook.name, q.progId);
+    if (!isOurXdp(q.progId, ctx.run.xdp[ifx])) throw xdpBusy(hook.name, q.progId);
     const cur = xdpModeOf(q.attachMode);
     if (cur && modes.includes(cur)) {
       if (q.progId !== prog.info.id) {
@@ -56,7 +62,7 @@ export function ensureXdp(ctx: HookContext, hook: DesiredHook, prog: NativeProgr
         b.xdpAttach(hook.ifindex, prog.fd, xdpFlags(cur));
         ctx.log.info('hook reused, program replaced', { interface: hook.name, direction: 'ingress', mode: cur });
       }
-      ctx.run.xdp[ifx] = { name: hook.name, mode: cur };
+      ctx.run.xdp[ifx] = { name: hook.name, mode: cur, progId: prog.info.id };
       return { ...hookBase(hook), mode: cur, progId: prog.info.id };
     }
     // Ours, in a mode the preference no longer allows.
@@ -67,7 +73,7 @@ export function ensureXdp(ctx: HookContext, hook: DesiredHook, prog: NativeProgr
     try {
       // UPDATE_IF_NOEXIST: if someone attached in the meantime, fail rather than replace theirs.
       b.xdpAttach(hook.ifindex, prog.fd, xdpFlags(mode) | XdpFlags.UPDATE_IF_NOEXIST);
-      ctx.run.xdp[ifx] = { name: hook.name, mode };
+      ctx.run.xdp[ifx] = { name: hook.name, mode, progId: prog.info.id };
       ctx.log.info('hook attached', { interface: hook.name, direction: 'ingress', mode });
       return { ...hookBase(hook), mode, progId: prog.info.id };
     } catch (err) {
@@ -79,11 +85,11 @@ export function ensureXdp(ctx: HookContext, hook: DesiredHook, prog: NativeProgr
 }
 
 /** Detach the verifier's XDP program from `ifindex` if it is still ours there. */
-export function removeXdp(ifindex: number, x: { name: string; mode: XdpMode }, log: Logger): boolean {
+export function removeXdp(ifindex: number, x: XdpRecord, log: Logger): boolean {
   const b = binding();
   try {
     const q = b.xdpQuery(ifindex);
-    if (q.progId === 0 || !isOurXdp(q.progId)) return false;
+    if (q.progId === 0 || !isOurXdp(q.progId, x)) return false;
     const mode = xdpModeOf(q.attachMode) ?? x.mode;
     b.xdpDetach(ifindex, xdpFlags(mode));
     log.info('hook removed', { interface: x.name, direction: 'ingress', mode });
