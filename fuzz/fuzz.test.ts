@@ -405,11 +405,11 @@ test('the verifier counter check catches a verdict counted under the wrong reaso
 const PLANTED_CASES = 5000;
 const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: string; caughtBy: string[] }> = [
   { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (scan.ours_len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
-  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\t\tr->flags |= NT_OPTS_EOL;\n\t\t\tnext = NT_TCP_OPT_BUF;\n', to: '\t\t\tnext = idx + 1;\n', caughtBy: ['passed-bad-token'] },
+  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\t\tr->end = idx;\n\t\t\tr->flags = flags | NT_OPTS_EOL;\n\t\t\treturn;\n', to: '\t\t\tidx++;\n\t\t\tcontinue;\n', caughtBy: ['passed-bad-token'] },
   { name: 'the next epoch always accepted, however far the boundary', file: 'lib/keyed.h', from: '\te->hi = (now + skew) / epoch_seconds;', to: '\te->hi = e->cur + 1;', caughtBy: ['passed-bad-token', 'counter'] },
   { name: 'the clock skew ignored at the start of an epoch', file: 'lib/keyed.h', from: '\te->lo = (now >= skew ? now - skew : 0) / epoch_seconds;', to: '\te->lo = e->cur;', caughtBy: ['dropped-valid'] },
   { name: 'a first fragment read up to its IP length, not to what reassembly keeps', file: 'lib/syn.h', from: '\t\t\ts->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);', to: '\t\t\ts->l4_end = ip_end;', caughtBy: ['passed-bad-token', 'counter'] },
-  { name: 'unreadable frames passed where a policy enforces', file: 'lib/verify.h', from: '\tnt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);\n\treturn NT_V_DROP;\n}\n\n/**\n * nt_verify_syn()', to: '\treturn NT_V_PASS;\n}\n\n/**\n * nt_verify_syn()', caughtBy: ['passed-unreadable'] },
+  { name: 'unreadable frames passed where a policy enforces', file: 'lib/verify.h', from: '\tnt_count(rule->counter_slot, NT_C_V_DROPPED);\n\treturn NT_V_DROP;\n}\n\n/**\n * nt_verify_syn()', to: '\treturn NT_V_PASS;\n}\n\n/**\n * nt_verify_syn()', caughtBy: ['passed-unreadable'] },
   { name: 'exempt sources looked up by policy only', file: 'lib/verify.h', from: '.prefixlen = 32 + 32,', to: '.prefixlen = 32,', caughtBy: ['dropped-exempt'] },
   { name: 'the previous static token accepted when there is none', file: 'lib/verify.h', from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous', to: '\t__builtin_memcpy(&want, policy->token_previous', caughtBy: ['passed-bad-token', 'counter'] },
 ];

@@ -10,8 +10,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import path, { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { layoutDir } from '../../src/agent/layout.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
@@ -301,15 +302,16 @@ console.log(JSON.stringify(names));`;
     return { xdp: link?.xdp?.prog?.name ?? null, xdpMode: link?.xdp?.mode ?? null, ingressTcx: ingress, egressTcx: egress.tcx.length, clsact: egress.clsact };
   };
 
-  /** Pinned maps and links under the node's /sys/fs/bpf/netoken: path → kernel object id. */
+  /** Pinned maps (of the current layout) and links under the node's /sys/fs/bpf/netoken: path → kernel object id. */
   const pins = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = {};
+    const dirs = { maps: path.relative('/sys/fs/bpf/netoken', layoutDir('/sys/fs/bpf/netoken')), links: 'links' } as const;
     for (const kind of ['maps', 'links'] as const) {
-      const files = (await node.execOk('ls', [`/sys/fs/bpf/netoken/${kind}`])).split('\n').filter((f) => f && !f.endsWith('.json'));
+      const files = (await node.execOk('ls', [`/sys/fs/bpf/netoken/${dirs[kind]}`])).split('\n').filter((f) => f && !f.endsWith('.json'));
       for (const f of files) {
-        const path = `/sys/fs/bpf/netoken/${kind}/${f}`;
-        const info = JSON.parse(await node.execOk('bpftool', ['-j', kind === 'maps' ? 'map' : 'link', 'show', 'pinned', path])) as { id: number };
-        out[`${kind}/${f}`] = info.id;
+        const pin = `/sys/fs/bpf/netoken/${dirs[kind]}/${f}`;
+        const info = JSON.parse(await node.execOk('bpftool', ['-j', kind === 'maps' ? 'map' : 'link', 'show', 'pinned', pin])) as { id: number };
+        out[`${dirs[kind]}/${f}`] = info.id;
       }
     }
     return out;
