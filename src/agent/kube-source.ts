@@ -6,7 +6,7 @@
  * deleted or stops holding a key does not take the policy's keys away: the keys read last
  * stay in use (a verifier keeps enforcing) and the policy reports SecretUnavailable.
  */
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Node, type V1Secret } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Node, type V1Secret } from '../lib/kube-client.js';
 import { Watched } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
@@ -36,8 +36,8 @@ export class KubeSource implements PolicySource {
   private lastKeys = new Map<string, { secret: string; mode: string; keys: TokenKeys }>();
 
   constructor(private readonly o: KubeSourceOptions) {
-    const custom = o.kc.makeApiClient(CustomObjectsApi);
-    const core = o.kc.makeApiClient(CoreV1Api);
+    const custom = new CustomObjectsApi(o.kc);
+    const core = new CoreV1Api(o.kc);
     const changed = (): void => this.onChange?.();
     const common = { kc: o.kc, log: o.log, onChange: changed };
     this.policies = new Watched<KubernetesObject>({

@@ -3,7 +3,7 @@
  * Node, so it goes with the Node). Writes are rate-limited: the status is written when
  * something other than counters changed, and counters at most once per counterInterval.
  */
-import { ApiException, CustomObjectsApi, type KubeConfig, PatchStrategy, type V1Node, setHeaderOptions } from '@kubernetes/client-node';
+import { ApiException, CustomObjectsApi, type KubeConfig, PatchStrategy, type V1Node, setHeaderOptions } from '../lib/kube-client.js';
 import { release } from 'node:os';
 import { type Condition, setCondition } from '../lib/conditions.js';
 import { describeError } from '../lib/kube.js';
@@ -94,7 +94,7 @@ export class NodeStateWriter {
   writes = 0;
 
   constructor(private readonly o: NodeStateWriterOptions) {
-    this.api = o.kc.makeApiClient(CustomObjectsApi);
+    this.api = new CustomObjectsApi(o.kc);
   }
 
   /** Write when due; returns true when a write happened. Errors are logged, never thrown. */

@@ -100,7 +100,7 @@ function keyringFromFile(file: string, name: string | undefined): Keyring {
 async function keyringFromCluster(name: string, namespace: string, kubeconfig: string | undefined): Promise<Keyring> {
   // Loaded only when needed: the Kubernetes client is large.
   const [{ loadKubeConfig, describeError }, k8s, { API_GROUP, API_VERSION }] = await Promise.all([
-    import('../lib/kube.js'), import('@kubernetes/client-node'), import('../lib/types.js'),
+    import('../lib/kube.js'), import('../lib/kube-client.js'), import('../lib/types.js'),
   ]);
   const kc = loadKubeConfig(kubeconfig);
   const ask = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
@@ -115,7 +115,7 @@ async function keyringFromCluster(name: string, namespace: string, kubeconfig: s
       throw new Error(`reading ${what}: ${describeError(err)}`);
     }
   };
-  const raw = await ask(`TokenPolicy "${name}"`, () => kc.makeApiClient(k8s.CustomObjectsApi).getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name }));
+  const raw = await ask(`TokenPolicy "${name}"`, () => new k8s.CustomObjectsApi(kc).getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name }));
   let policy;
   try {
     policy = validatePolicy(raw, `TokenPolicy "${name}"`);
@@ -123,7 +123,7 @@ async function keyringFromCluster(name: string, namespace: string, kubeconfig: s
     throw new Error(err instanceof PolicyError ? err.message : (err as Error).message);
   }
   const secretName = policy.spec.token.secretRef.name;
-  const secret = await ask(`Secret "${secretName}" in namespace ${namespace}`, () => kc.makeApiClient(k8s.CoreV1Api).readNamespacedSecret({ name: secretName, namespace }));
+  const secret = await ask(`Secret "${secretName}" in namespace ${namespace}`, () => new k8s.CoreV1Api(kc).readNamespacedSecret({ name: secretName, namespace }));
   return keyringFor(policy, secret, `namespace ${namespace}`);
 }
 

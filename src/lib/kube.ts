@@ -4,7 +4,7 @@
  * re-lists on 410 Gone but stops on any other error; this wrapper restarts it with
  * backoff and re-lists periodically so a silently lost watch cannot go unnoticed.
  */
-import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from './kube-client.js';
 import type { Logger } from './log.js';
 
 export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {

@@ -7,7 +7,7 @@
  * TokenPolicies are cluster-scoped, so their Events live in the "default" namespace, as a
  * Node's do; `kubectl describe tokenpolicy NAME` finds them there.
  */
-import { CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type CoreV1Event, type KubeConfig } from '../lib/kube-client.js';
 import { randomBytes } from 'node:crypto';
 import { describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
@@ -36,7 +36,7 @@ export class EventRecorder implements EventSink {
   private pending = new Set<Promise<void>>();
 
   constructor(private readonly o: { kc: KubeConfig; component: string; instance: string; log: Logger; now?: () => number }) {
-    this.core = o.kc.makeApiClient(CoreV1Api);
+    this.core = new CoreV1Api(o.kc);
   }
 
   record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {

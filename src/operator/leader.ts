@@ -7,7 +7,7 @@
  * has lost leadership and must stop acting at once. Every write carries the resourceVersion it
  * read, so two candidates can never both succeed.
  */
-import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
+import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '../lib/kube-client.js';
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/kube.js';
 
@@ -73,7 +73,7 @@ export class LeaderElector {
   private readonly log: Logger;
 
   constructor(private readonly o: LeaderOptions) {
-    this.api = o.kc.makeApiClient(CoordinationV1Api);
+    this.api = new CoordinationV1Api(o.kc);
     this.leaseMs = o.leaseDurationMs ?? 15_000;
     this.renewDeadlineMs = o.renewDeadlineMs ?? 10_000;
     this.retryMs = o.retryPeriodMs ?? 2_000;

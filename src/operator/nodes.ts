@@ -4,7 +4,7 @@
  * cluster without it (or one where the reference was never set) does not keep reports of
  * nodes that no longer exist, and so that a deleted policy is not held for them.
  */
-import { ApiException, type CoreV1Api, type CustomObjectsApi } from '@kubernetes/client-node';
+import { ApiException, type CoreV1Api, type CustomObjectsApi } from '../lib/kube-client.js';
 import { API_GROUP, API_VERSION } from '../lib/types.js';
 
 /** Names of the TokenNodeStates whose Node is not in `nodeNames`. */

@@ -12,7 +12,7 @@
 import {
   ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
   type V1Node, type V1Secret, setHeaderOptions,
-} from '@kubernetes/client-node';
+} from '../lib/kube-client.js';
 import { Watched, describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
@@ -114,8 +114,8 @@ export class Operator {
   private readonly lastWrites = new Map<string, { json: string; at: number }>();
 
   constructor(private readonly o: OperatorOptions) {
-    this.custom = o.kc.makeApiClient(CustomObjectsApi);
-    this.core = o.kc.makeApiClient(CoreV1Api);
+    this.custom = new CustomObjectsApi(o.kc);
+    this.core = new CoreV1Api(o.kc);
     this.events = o.events ?? new EventRecorder({ kc: o.kc, component: 'netoken-operator', instance: o.identity, log: o.log });
     const changed = (): void => this.scheduleDiff();
     const common = { kc: o.kc, log: o.log, onChange: changed };
