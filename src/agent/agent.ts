@@ -13,43 +13,13 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
-import type { TokenKeys, TokenPolicy } from '../lib/types.js';
+import type { TokenPolicy } from '../lib/types.js';
 import type { ApplyResult, CounterRow, Datapath } from './datapath.js';
 import { detachAll } from './hooks/detach.js';
 import type { HookError, HookStatus } from './hooks/hook.js';
 import { type DesiredState, type PolicyOutcome, computeDesired } from './desired.js';
 import { type HostInterface, listInterfaces } from './interfaces.js';
-import type { DocumentError, PolicySource, Snapshot } from './source.js';
-
-/**
- * Keys a source still holds for a policy whose Secret can no longer be read (deleted, or
- * holding something that is not a key): the policy keeps working with them and reports why.
- * `problem` names the Secret and what is wrong with it, never its content.
- */
-export interface KeptKeys extends TokenKeys {
-  problem: string;
-}
-
-/**
- * Remember keys that were read; when they cannot be read any more, hand out the last ones
- * read for the same Secret and mode, marked with the reason (never a key's content).
- */
-export function keptOrFresh(last: Map<string, { secret: string; mode: string; keys: TokenKeys }>, p: TokenPolicy, got: TokenKeys | Error): TokenKeys | Error {
-  const secret = p.spec.token.secretRef.name;
-  const mode = p.spec.token.mode;
-  if (!(got instanceof Error)) {
-    last.set(p.metadata.name, { secret, mode, keys: got });
-    return got;
-  }
-  const before = last.get(p.metadata.name);
-  if (!before || before.secret !== secret || before.mode !== mode) return got;
-  const kept: KeptKeys = { ...before.keys, problem: got.message };
-  return kept;
-}
-
-function keptKeysProblem(k: TokenKeys | Error | undefined): string | undefined {
-  return k && !(k instanceof Error) && typeof (k as Partial<KeptKeys>).problem === 'string' ? (k as KeptKeys).problem : undefined;
-}
+import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
 
 export interface PolicyStatus extends PolicyOutcome {
   /** counters summed over this node's interfaces */

@@ -11,8 +11,7 @@ import { Watched } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type TokenKeys, type TokenPolicy } from '../lib/types.js';
-import type { DocumentError, PolicySource, Snapshot } from './source.js';
-import { keptOrFresh } from './agent.js';
+import { type DocumentError, type PolicySource, type Snapshot, keptOrFresh } from './source.js';
 
 export interface KubeSourceOptions {
   kc: KubeConfig;
