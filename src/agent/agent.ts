@@ -21,7 +21,8 @@ import { type DesiredState, type PolicyOutcome, computeDesired } from './desired
 import { type HostInterface, listInterfaces } from './interfaces.js';
 import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
 
-export interface PolicyStatus extends PolicyOutcome {
+/** What this node did with one policy: the outcome of applying it and its counters. */
+export interface NodePolicyStatus extends PolicyOutcome {
   /** counters summed over this node's interfaces */
   counters: Record<string, string>;
 }
@@ -38,7 +39,7 @@ export interface AgentStatus {
   updatedAt: string;
   programId: number;
   ready: boolean;
-  policies: PolicyStatus[];
+  policies: NodePolicyStatus[];
   hooks: HookStatus[];
   /** per hooked interface, its counters under no policy (those that are not zero) */
   interfaces: InterfaceCounters[];

@@ -25,7 +25,8 @@ import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, sele
 
 export type Direction = 'egress' | 'ingress';
 
-export interface PolicyProblem {
+/** Something a node found wrong (an error) or worth saying (a warning) while applying a policy. */
+export interface Finding {
   reason: string;
   message: string;
 }
@@ -39,8 +40,8 @@ export interface PolicyOutcome {
   id: number;
   /** interfaces the policy's hooks are (to be) on */
   interfaces: string[];
-  errors: PolicyProblem[];
-  warnings: PolicyProblem[];
+  errors: Finding[];
+  warnings: Finding[];
   /** the key generations this node signs with and accepts, when the Secret numbers its keys */
   keys?: { signs: number; accepts: number[] };
 }
