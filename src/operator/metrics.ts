@@ -6,6 +6,7 @@
  * key material).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ReconcileKind } from './keys.js';
 
 /** What the policy gauges need of a TokenPolicy: its name and the status the operator wrote. */
 export interface PolicyStatusView {
@@ -110,7 +111,7 @@ export class OperatorMetrics {
     nodeGauge('ready', 'Selected nodes that applied the current generation of a TokenPolicy (status.nodes.ready).');
     nodeGauge('failed', 'Selected nodes that failed to apply a TokenPolicy (status.nodes.failed).');
     for (const watch of ['tokenpolicies', 'tokennodestates', 'nodes', 'secrets']) this.watchRestarts.labels(watch).inc(0);
-    for (const kind of ['policy', 'nodestate']) this.reconcileErrors.labels(kind).inc(0);
+    for (const kind of ['policy', 'nodestate'] satisfies ReconcileKind[]) this.reconcileErrors.labels(kind).inc(0);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'netoken_operator_' });
   }
 
@@ -124,9 +125,8 @@ export class OperatorMetrics {
     this.sources.policies = s.policies;
   }
 
-  /** A reconcile of `key` ("policy/<name>" or "nodestate/<name>") took `seconds`. */
-  observeReconcile(key: string, seconds: number, failed: boolean): void {
-    const kind = key.slice(0, key.indexOf('/')) || 'unknown';
+  /** A reconcile of a key of `kind` took `seconds`. */
+  observeReconcile(kind: ReconcileKind, seconds: number, failed: boolean): void {
     this.reconcileDuration.labels(kind, failed ? 'error' : 'success').observe(seconds);
     if (failed) this.reconcileErrors.labels(kind).inc();
   }

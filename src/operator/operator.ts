@@ -5,9 +5,10 @@
  * once every cache has listed (a half-filled cache would make a deleted policy look released
  * or a present Secret look missing).
  *
- * Reconcile of "policy/<name>": finalizer, validation of what the CRD schema cannot check,
+ * Reconcile of a policy key: finalizer, validation of what the CRD schema cannot check,
  * the key Secret (generate or check it, then the next step of a key rotation, rotation.ts),
- * then the status rolled up from the nodes, written only when it changed. Reconcile of "nodestate/<name>": delete the report of a Node that is gone.
+ * then the status rolled up from the nodes, written only when it changed. Reconcile of a
+ * nodestate key: delete the report of a Node that is gone.
  */
 import {
   ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
@@ -26,6 +27,7 @@ import { LeaderElector } from './leader.js';
 import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
 import { KeyedQueue, type ReconcileResult } from './queue.js';
+import { type ReconcileKey, keyId, nodeStateKey, policyKey } from './keys.js';
 import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
 import { type SecretLike, isManaged, planSecret } from './secrets.js';
 import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, policyEntry, stableJson } from './status.js';
@@ -97,7 +99,7 @@ export class Operator {
   private readonly nodeStates: Watched<RawNodeState>;
   private readonly nodes: Watched<V1Node>;
   private readonly secrets: Watched<V1Secret>;
-  private readonly queue: KeyedQueue;
+  private readonly queue: KeyedQueue<ReconcileKey>;
   private readonly elector: LeaderElector | undefined;
   private readonly heartbeat = new Heartbeat();
   private readonly events: EventSink;
@@ -137,10 +139,11 @@ export class Operator {
       ...common, what: 'secrets', path: `/api/v1/namespaces/${o.namespace}/secrets`,
       list: () => this.core.listNamespacedSecret({ namespace: o.namespace }), onRestart: restarted('secrets'),
     });
-    this.queue = new KeyedQueue({
+    this.queue = new KeyedQueue<ReconcileKey>({
       reconcile: (key) => this.reconcile(key),
+      keyId,
       log: o.log,
-      onDone: (key, seconds, error) => o.metrics.observeReconcile(key, seconds, error !== undefined),
+      onDone: (key, seconds, error) => o.metrics.observeReconcile(key.kind, seconds, error !== undefined),
     });
     o.metrics.setSources({
       queueDepth: () => this.queue.depth,
@@ -241,9 +244,9 @@ export class Operator {
   }
 
   private enqueueAll(): void {
-    for (const p of this.policies.list()) this.queue.enqueue(`policy/${nameOf(p)}`);
+    for (const p of this.policies.list()) this.queue.enqueue(policyKey(nameOf(p)));
     const nodeNames = new Set(this.nodes.list().map(nameOf));
-    for (const n of orphanedNodeStates(this.nodeStates.list(), nodeNames)) this.queue.enqueue(`nodestate/${n}`);
+    for (const n of orphanedNodeStates(this.nodeStates.list(), nodeNames)) this.queue.enqueue(nodeStateKey(n));
   }
 
   /** Watch events come in bursts; look at what changed once per burst. */
@@ -259,7 +262,10 @@ export class Operator {
   /** Enqueues the keys of the objects that changed since the last pass, and the policies they affect. */
   private diff(): void {
     const policies = this.policies.list();
-    const keys = new Set<string>();
+    const keys = new Map<string, ReconcileKey>();
+    const add = (k: ReconcileKey): void => {
+      keys.set(keyId(k), k);
+    };
     // Policies sharing a Secret see each other (a mode conflict), so a change in one touches all.
     const changedSecrets = new Set<string>();
     const nextPolicies = new Map<string, { rv: string; secret: string }>();
@@ -269,7 +275,7 @@ export class Operator {
       nextPolicies.set(nameOf(p), { rv, secret });
       const prev = this.seenPolicies.get(nameOf(p));
       if (prev?.rv === rv) continue;
-      keys.add(`policy/${nameOf(p)}`);
+      add(policyKey(nameOf(p)));
       changedSecrets.add(secret);
       if (prev) changedSecrets.add(prev.secret);
     }
@@ -285,7 +291,7 @@ export class Operator {
     for (const n of this.seenSecrets.keys()) if (!nextSecrets.has(n)) changedSecrets.add(n);
     this.seenSecrets = nextSecrets;
     if (changedSecrets.size) {
-      for (const p of policies) if (changedSecrets.has(secretNameOf(p) ?? '')) keys.add(`policy/${nameOf(p)}`);
+      for (const p of policies) if (changedSecrets.has(secretNameOf(p) ?? '')) add(policyKey(nameOf(p)));
     }
 
     // Node labels decide selection: a node joining, leaving or relabelled touches every policy.
@@ -298,7 +304,7 @@ export class Operator {
     }
     for (const n of this.seenNodes.keys()) if (!nextNodes.has(n)) nodesChanged = true;
     this.seenNodes = nextNodes;
-    if (nodesChanged) for (const p of policies) keys.add(`policy/${nameOf(p)}`);
+    if (nodesChanged) for (const p of policies) add(policyKey(nameOf(p)));
 
     const nextStates = new Map<string, { rv: string; policies: string[] }>();
     for (const s of this.nodeStates.list()) {
@@ -307,26 +313,27 @@ export class Operator {
       nextStates.set(nameOf(s), { rv, policies: listed });
       const prev = this.seenStates.get(nameOf(s));
       if (prev?.rv === rv) continue;
-      for (const p of [...listed, ...(prev?.policies ?? [])]) keys.add(`policy/${p}`);
-      if (!nextNodes.has(nameOf(s))) keys.add(`nodestate/${nameOf(s)}`);
+      for (const p of [...listed, ...(prev?.policies ?? [])]) add(policyKey(p));
+      if (!nextNodes.has(nameOf(s))) add(nodeStateKey(nameOf(s)));
     }
     for (const [n, prev] of this.seenStates) {
       if (nextStates.has(n)) continue;
-      for (const p of prev.policies) keys.add(`policy/${p}`);
+      for (const p of prev.policies) add(policyKey(p));
     }
     this.seenStates = nextStates;
-    if (nodesChanged) for (const n of orphanedNodeStates(this.nodeStates.list(), new Set(nextNodes.keys()))) keys.add(`nodestate/${n}`);
+    if (nodesChanged) for (const n of orphanedNodeStates(this.nodeStates.list(), new Set(nextNodes.keys()))) add(nodeStateKey(n));
 
-    for (const k of keys) this.queue.enqueue(k);
+    for (const k of keys.values()) this.queue.enqueue(k);
   }
 
-  private async reconcile(key: string): Promise<ReconcileResult | void> {
-    const slash = key.indexOf('/');
-    const kind = key.slice(0, slash);
-    const name = key.slice(slash + 1);
+  private async reconcile(key: ReconcileKey): Promise<ReconcileResult | void> {
     try {
-      if (kind === 'policy') return await this.reconcilePolicy(name);
-      if (kind === 'nodestate') return await this.reconcileNodeState(name);
+      switch (key.kind) {
+        case 'policy':
+          return await this.reconcilePolicy(key.name);
+        case 'nodestate':
+          return await this.reconcileNodeState(key.name);
+      }
     } catch (err) {
       throw err instanceof ApiException ? new Error(describeError(err)) : err;
     }

@@ -133,3 +133,22 @@ test('requeueAfterMs runs the key again later; the earliest request wins', async
   assert.ok((runs[2] ?? 0) >= 55, `x's second run came after its requeue delay, at ${runs[2]} ms`);
   await q.close();
 });
+
+test('typed keys: equal keys (by keyId) coalesce, and reconcile gets the key as a value', async () => {
+  const seen: { kind: string; name: string }[] = [];
+  const q = new KeyedQueue<{ kind: string; name: string }>({
+    reconcile: async (k) => {
+      seen.push(k);
+    },
+    keyId: (k) => `${k.kind}/${k.name}`,
+    log: silentLogger(),
+    concurrency: 1,
+  });
+  q.enqueue({ kind: 'policy', name: 'web' });
+  q.enqueue({ kind: 'nodestate', name: 'web' });
+  q.enqueue({ kind: 'policy', name: 'web' });
+  assert.equal(q.depth, 2, 'policy/web once, nodestate/web once');
+  q.resume();
+  await q.idle();
+  assert.deepEqual(seen, [{ kind: 'policy', name: 'web' }, { kind: 'nodestate', name: 'web' }]);
+});

@@ -5,6 +5,9 @@
  * more after it finishes (so the last change is always seen). Failures retry with a per-key
  * exponential backoff; a reconcile can ask to run again after a delay (rotation, timeouts).
  * Nothing runs while the queue is paused: a standby operator collects keys but acts on none.
+ *
+ * Keys are typed values (for the operator, which kind of object and its name); `keyId` turns
+ * one into the string that tells two keys apart.
  */
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/kube.js';
@@ -14,10 +17,12 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
-export type ReconcileFn = (key: string) => Promise<ReconcileResult | void>;
+export type ReconcileFn<K = string> = (key: K) => Promise<ReconcileResult | void>;
 
-export interface QueueOptions {
-  reconcile: ReconcileFn;
+export interface QueueOptions<K = string> {
+  reconcile: ReconcileFn<K>;
+  /** What tells two keys apart; it defaults to String(key). */
+  keyId?: (key: K) => string;
   log: Logger;
   /** How many different keys may reconcile at once; it defaults to 2. */
   concurrency?: number;
@@ -26,25 +31,29 @@ export interface QueueOptions {
   /** Longest retry delay; it defaults to 60000 ms. */
   maxBackoffMs?: number;
   /** Called after every reconcile with its duration (and the error, if it threw). */
-  onDone?: (key: string, seconds: number, error?: unknown) => void;
+  onDone?: (key: K, seconds: number, error?: unknown) => void;
 }
 
 /** Timers longer than this are re-armed in steps (setTimeout overflows past 2^31-1 ms). */
 const MAX_TIMER_MS = 3_600_000;
 
-export class KeyedQueue {
-  /** waiting keys in arrival order; never holds a key that is running */
-  private readonly waiting = new Set<string>();
+export class KeyedQueue<K = string> {
+  /** waiting keys in arrival order, by id; never holds a key that is running */
+  private readonly waiting = new Map<string, K>();
+  /** running keys by id, with when they started */
   private readonly running = new Map<string, number>();
   /** keys enqueued while running: they go back to `waiting` when their run ends */
-  private readonly again = new Set<string>();
+  private readonly again = new Map<string, K>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   private readonly idleWaiters: (() => void)[] = [];
+  private readonly id: (key: K) => string;
   private active = false;
   private closed = false;
 
-  constructor(private readonly o: QueueOptions) {}
+  constructor(private readonly o: QueueOptions<K>) {
+    this.id = o.keyId ?? String;
+  }
 
   /** Start (or resume) running reconciles. */
   resume(): void {
@@ -62,28 +71,30 @@ export class KeyedQueue {
     return !this.active;
   }
 
-  /** Reconcile `key` as soon as possible. */
-  enqueue(key: string): void {
+  /** Reconcile `key` as soon as possible (a key enqueued again while running keeps its newest value). */
+  enqueue(key: K): void {
     if (this.closed) return;
-    if (this.running.has(key)) this.again.add(key);
-    else this.waiting.add(key);
+    const id = this.id(key);
+    if (this.running.has(id)) this.again.set(id, key);
+    else this.waiting.set(id, key);
     this.pump();
   }
 
   /** Reconcile `key` after `ms` milliseconds, unless an earlier run of it is already due. */
-  enqueueAfter(key: string, ms: number, now = Date.now()): void {
+  enqueueAfter(key: K, ms: number, now = Date.now()): void {
     if (this.closed) return;
+    const id = this.id(key);
     const at = now + Math.max(0, ms);
-    const prev = this.timers.get(key);
+    const prev = this.timers.get(id);
     if (prev && prev.at <= at) return;
     if (prev) clearTimeout(prev.timer);
     const timer = setTimeout(() => {
-      this.timers.delete(key);
+      this.timers.delete(id);
       if (at - Date.now() > 0) this.enqueueAfter(key, at - Date.now());
       else this.enqueue(key);
     }, Math.min(Math.max(0, ms), MAX_TIMER_MS));
     timer.unref();
-    this.timers.set(key, { at, timer });
+    this.timers.set(id, { at, timer });
   }
 
   /** Keys waiting to run (not counting delayed ones). */
@@ -122,19 +133,20 @@ export class KeyedQueue {
   private pump(): void {
     const limit = this.o.concurrency ?? 2;
     while (this.active && this.running.size < limit) {
-      const key = this.waiting.values().next();
-      if (key.done) break;
-      this.waiting.delete(key.value);
-      void this.runOne(key.value);
+      const next = this.waiting.entries().next();
+      if (next.done) break;
+      const [id, key] = next.value;
+      this.waiting.delete(id);
+      void this.runOne(id, key);
     }
     if (this.isIdle()) {
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
-  private async runOne(key: string): Promise<void> {
+  private async runOne(id: string, key: K): Promise<void> {
     const started = Date.now();
-    this.running.set(key, started);
+    this.running.set(id, started);
     let result: ReconcileResult | void = undefined;
     let error: unknown;
     let failed = false;
@@ -144,21 +156,25 @@ export class KeyedQueue {
       failed = true;
       error = err;
     }
-    this.running.delete(key);
+    this.running.delete(id);
     const seconds = (Date.now() - started) / 1000;
     this.o.onDone?.(key, seconds, failed ? error : undefined);
     if (!this.closed) {
       if (failed) {
-        const n = (this.failures.get(key) ?? 0) + 1;
-        this.failures.set(key, n);
+        const n = (this.failures.get(id) ?? 0) + 1;
+        this.failures.set(id, n);
         const wait = Math.min((this.o.baseBackoffMs ?? 1000) * 2 ** (n - 1), this.o.maxBackoffMs ?? 60_000);
-        this.o.log.warn('reconcile failed; retrying', { key, error: describeError(error), retryMs: wait, failures: n });
+        this.o.log.warn('reconcile failed; retrying', { key: id, error: describeError(error), retryMs: wait, failures: n });
         this.enqueueAfter(key, wait);
       } else {
-        this.failures.delete(key);
+        this.failures.delete(id);
         if (result?.requeueAfterMs !== undefined) this.enqueueAfter(key, result.requeueAfterMs);
       }
-      if (this.again.delete(key)) this.waiting.add(key);
+      const rerun = this.again.get(id);
+      if (rerun !== undefined) {
+        this.again.delete(id);
+        this.waiting.set(id, rerun);
+      }
     }
     this.pump();
   }
