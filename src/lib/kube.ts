@@ -3,6 +3,10 @@
  * configuration, and a list+watch cache that restarts itself. client-node's ListWatch
  * re-lists on 410 Gone but stops on any other error; this wrapper restarts it with
  * backoff and re-lists periodically so a silently lost watch cannot go unnoticed.
+ *
+ * The cache hands each change to its owner as an event with the object before and after
+ * (an informer's add/update/delete): a re-list after a restart is compared with what was
+ * cached, so objects that changed or went while the watch was down are reported too.
  */
 import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 import type { Logger } from './log.js';
@@ -27,8 +31,23 @@ export interface WatchedOptions<T extends KubernetesObject> {
   what: string;
   /** full re-list period (default 10 minutes) */
   resyncMs?: number;
-  onChange: () => void;
+  /** each change, with the object before it (an update) */
+  onEvent?: (e: WatchEvent<T>) => void;
+  /** after each change or batch of changes (a list) */
+  onChange?: () => void;
   onRestart?: () => void;
+}
+
+/** One change of a cached object: added, updated (with the object before) or deleted (the last object seen). */
+export type WatchEvent<T> =
+  | { type: 'add'; object: T }
+  | { type: 'update'; object: T; old: T }
+  | { type: 'delete'; object: T };
+
+/** An object's cache key: namespace/name, or the name of a cluster-scoped object. */
+export function objectKey(o: KubernetesObject): string {
+  const name = o.metadata?.name ?? '';
+  return o.metadata?.namespace ? `${o.metadata.namespace}/${name}` : name;
 }
 
 export class Watched<T extends KubernetesObject> {
@@ -42,7 +61,8 @@ export class Watched<T extends KubernetesObject> {
   /** the current ListWatch has listed: its cache is authoritative */
   private instanceSynced = false;
   restarts = 0;
-  private lastItems: T[] = [];
+  /** the objects as last delivered, by objectKey (kept while the API server is unreachable) */
+  private readonly store = new Map<string, T>();
 
   constructor(private readonly o: WatchedOptions<T>) {}
 
@@ -59,14 +79,14 @@ export class Watched<T extends KubernetesObject> {
   private async connect(): Promise<void> {
     this.instanceSynced = false;
     const lw = new ListWatch<T>(this.o.path, new Watch(this.o.kc), () => this.o.list(), false, this.o.labelSelector, this.o.fieldSelector);
-    const changed = (): void => {
-      if (!this.instanceSynced) return;
-      this.lastItems = [...lw.list()];
-      this.o.onChange();
+    const changed = (obj: T, deleted: boolean): void => {
+      if (!this.instanceSynced || this.lw !== lw) return;
+      this.deliver(obj, deleted);
+      this.o.onChange?.();
     };
-    lw.on('add', changed);
-    lw.on('update', changed);
-    lw.on('delete', changed);
+    lw.on('add', (obj) => changed(obj, false));
+    lw.on('update', (obj) => changed(obj, false));
+    lw.on('delete', (obj) => changed(obj, true));
     lw.on('error', (err: unknown) => {
       if (this.stopped) return;
       this.o.log.warn('watch failed; keeping the last known objects and retrying', {
@@ -87,8 +107,33 @@ export class Watched<T extends KubernetesObject> {
     this.instanceSynced = true;
     this.synced = true;
     this.backoff = 1000;
-    this.lastItems = [...lw.list()];
-    this.o.onChange();
+    this.replace(lw.list());
+    this.o.onChange?.();
+  }
+
+  /** Records one object from the watch and reports how it changed. */
+  private deliver(obj: T, deleted: boolean): void {
+    const key = objectKey(obj);
+    const old = this.store.get(key);
+    if (deleted) {
+      if (!old) return;
+      this.store.delete(key);
+      this.o.onEvent?.({ type: 'delete', object: old });
+      return;
+    }
+    this.store.set(key, obj);
+    if (!old) this.o.onEvent?.({ type: 'add', object: obj });
+    else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) this.o.onEvent?.({ type: 'update', object: obj, old });
+  }
+
+  /** A fresh list: what is new or changed since the cache last saw it, and what went meanwhile. */
+  private replace(items: readonly T[]): void {
+    const listed = new Set<string>();
+    for (const obj of items) {
+      listed.add(objectKey(obj));
+      this.deliver(obj, false);
+    }
+    for (const [key, old] of [...this.store]) if (!listed.has(key)) this.deliver(old, true);
   }
 
   private scheduleRestart(): void {
@@ -118,8 +163,12 @@ export class Watched<T extends KubernetesObject> {
 
   /** The objects as last seen (kept while the API server is unreachable). */
   list(): T[] {
-    if (this.lw && this.instanceSynced) this.lastItems = [...this.lw.list()];
-    return this.lastItems;
+    return [...this.store.values()];
+  }
+
+  /** One object by namespace/name (or name), as last seen. */
+  get(key: string): T | undefined {
+    return this.store.get(key);
   }
 
   async stop(): Promise<void> {

@@ -14,7 +14,7 @@ import {
   ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
   type V1Node, type V1Secret, setHeaderOptions,
 } from '@kubernetes/client-node';
-import { Watched, describeError } from '../lib/kube.js';
+import { type WatchEvent, Watched, describeError } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorMatches } from '../lib/types.js';
@@ -28,6 +28,9 @@ import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
 import { KeyedQueue, type ReconcileResult } from './queue.js';
 import { type ReconcileKey, keyId, nodeStateKey, policyKey } from './keys.js';
+import {
+  type PolicyLookup, nodeStatesForNode, nodeStatesForNodeState, policiesForNode, policiesForNodeState, policiesForPolicy, policiesForSecret,
+} from './mapping.js';
 import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
 import { type SecretLike, isManaged, planSecret } from './secrets.js';
 import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, policyEntry, stableJson } from './status.js';
@@ -105,13 +108,7 @@ export class Operator {
   private readonly events: EventSink;
   private leading = false;
   private stopping = false;
-  private diffTimer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
-  // What the last change pass saw, to tell which objects changed since.
-  private seenPolicies = new Map<string, { rv: string; secret: string }>();
-  private seenSecrets = new Map<string, string>();
-  private seenNodes = new Map<string, string>();
-  private seenStates = new Map<string, { rv: string; policies: string[] }>();
   /** per policy: the status last written, and when */
   private readonly lastWrites = new Map<string, { json: string; at: number }>();
 
@@ -119,25 +116,34 @@ export class Operator {
     this.custom = o.kc.makeApiClient(CustomObjectsApi);
     this.core = o.kc.makeApiClient(CoreV1Api);
     this.events = o.events ?? new EventRecorder({ kc: o.kc, component: 'netoken-operator', instance: o.identity, log: o.log });
-    const changed = (): void => this.scheduleDiff();
-    const common = { kc: o.kc, log: o.log, onChange: changed };
+    // Each cache event goes through the mapping function of its kind to the keys it affects.
+    const common = { kc: o.kc, log: o.log, onChange: () => this.maybeResume() };
+    const mapped = <T>(map: (old: T | undefined, cur: T | undefined) => ReconcileKey[]) => (e: WatchEvent<T>): void =>
+      this.enqueue(e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined));
     const restarted = (what: string) => () => o.metrics.watchRestarts.labels(what).inc();
     const listCustom = (plural: string) => () =>
       this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural }) as Promise<KubernetesListObject<KubernetesObject>>;
     this.policies = new Watched<RawPolicy>({
       ...common, what: 'tokenpolicies', path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
       list: listCustom('tokenpolicies') as () => Promise<KubernetesListObject<RawPolicy>>, onRestart: restarted('tokenpolicies'),
+      onEvent: mapped<RawPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup)),
     });
     this.nodeStates = new Watched<RawNodeState>({
       ...common, what: 'tokennodestates', path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
       list: listCustom('tokennodestates') as () => Promise<KubernetesListObject<RawNodeState>>, onRestart: restarted('tokennodestates'),
+      onEvent: mapped<RawNodeState>((old, cur) => [
+        ...policiesForNodeState(old, cur),
+        ...nodeStatesForNodeState(cur, (n) => this.nodes.get(n) !== undefined),
+      ]),
     });
     this.nodes = new Watched<V1Node>({
       ...common, what: 'nodes', path: '/api/v1/nodes', list: () => this.core.listNode(), onRestart: restarted('nodes'),
+      onEvent: mapped<V1Node>((old, cur) => [...policiesForNode(old, cur, this.lookup), ...nodeStatesForNode(old, cur)]),
     });
     this.secrets = new Watched<V1Secret>({
       ...common, what: 'secrets', path: `/api/v1/namespaces/${o.namespace}/secrets`,
       list: () => this.core.listNamespacedSecret({ namespace: o.namespace }), onRestart: restarted('secrets'),
+      onEvent: mapped<V1Secret>((old, cur) => policiesForSecret(old, cur, this.lookup)),
     });
     this.queue = new KeyedQueue<ReconcileKey>({
       reconcile: (key) => this.reconcile(key),
@@ -187,7 +193,6 @@ export class Operator {
     this.stopping = true;
     this.leading = false;
     this.queue.pause();
-    if (this.diffTimer) clearTimeout(this.diffTimer);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     await Promise.race([this.queue.close(), new Promise((res) => setTimeout(res, 10_000).unref())]);
     if (opts.releaseLease ?? true) await this.elector?.stop();
@@ -249,82 +254,16 @@ export class Operator {
     for (const n of orphanedNodeStates(this.nodeStates.list(), nodeNames)) this.queue.enqueue(nodeStateKey(n));
   }
 
-  /** Watch events come in bursts; look at what changed once per burst. */
-  private scheduleDiff(): void {
-    if (this.diffTimer || this.stopping) return;
-    this.diffTimer = setTimeout(() => {
-      this.diffTimer = null;
-      this.diff();
-      this.maybeResume();
-    }, 20);
+  private enqueue(keys: readonly ReconcileKey[]): void {
+    if (this.stopping) return;
+    for (const k of keys) this.queue.enqueue(k);
   }
 
-  /** Enqueues the keys of the objects that changed since the last pass, and the policies they affect. */
-  private diff(): void {
-    const policies = this.policies.list();
-    const keys = new Map<string, ReconcileKey>();
-    const add = (k: ReconcileKey): void => {
-      keys.set(keyId(k), k);
-    };
-    // Policies sharing a Secret see each other (a mode conflict), so a change in one touches all.
-    const changedSecrets = new Set<string>();
-    const nextPolicies = new Map<string, { rv: string; secret: string }>();
-    for (const p of policies) {
-      const rv = p.metadata?.resourceVersion ?? '';
-      const secret = secretNameOf(p) ?? '';
-      nextPolicies.set(nameOf(p), { rv, secret });
-      const prev = this.seenPolicies.get(nameOf(p));
-      if (prev?.rv === rv) continue;
-      add(policyKey(nameOf(p)));
-      changedSecrets.add(secret);
-      if (prev) changedSecrets.add(prev.secret);
-    }
-    for (const [n, prev] of this.seenPolicies) if (!nextPolicies.has(n)) changedSecrets.add(prev.secret);
-    this.seenPolicies = nextPolicies;
-
-    const nextSecrets = new Map<string, string>();
-    for (const s of this.secrets.list()) {
-      const rv = s.metadata?.resourceVersion ?? '';
-      nextSecrets.set(nameOf(s), rv);
-      if (this.seenSecrets.get(nameOf(s)) !== rv) changedSecrets.add(nameOf(s));
-    }
-    for (const n of this.seenSecrets.keys()) if (!nextSecrets.has(n)) changedSecrets.add(n);
-    this.seenSecrets = nextSecrets;
-    if (changedSecrets.size) {
-      for (const p of policies) if (changedSecrets.has(secretNameOf(p) ?? '')) add(policyKey(nameOf(p)));
-    }
-
-    // Node labels decide selection: a node joining, leaving or relabelled touches every policy.
-    let nodesChanged = false;
-    const nextNodes = new Map<string, string>();
-    for (const n of this.nodes.list()) {
-      const labels = stableJson(n.metadata?.labels ?? {});
-      nextNodes.set(nameOf(n), labels);
-      if (this.seenNodes.get(nameOf(n)) !== labels) nodesChanged = true;
-    }
-    for (const n of this.seenNodes.keys()) if (!nextNodes.has(n)) nodesChanged = true;
-    this.seenNodes = nextNodes;
-    if (nodesChanged) for (const p of policies) add(policyKey(nameOf(p)));
-
-    const nextStates = new Map<string, { rv: string; policies: string[] }>();
-    for (const s of this.nodeStates.list()) {
-      const rv = s.metadata?.resourceVersion ?? '';
-      const listed = (s.status?.policies ?? []).map((p) => p.name);
-      nextStates.set(nameOf(s), { rv, policies: listed });
-      const prev = this.seenStates.get(nameOf(s));
-      if (prev?.rv === rv) continue;
-      for (const p of [...listed, ...(prev?.policies ?? [])]) add(policyKey(p));
-      if (!nextNodes.has(nameOf(s))) add(nodeStateKey(nameOf(s)));
-    }
-    for (const [n, prev] of this.seenStates) {
-      if (nextStates.has(n)) continue;
-      for (const p of prev.policies) add(policyKey(p));
-    }
-    this.seenStates = nextStates;
-    if (nodesChanged) for (const n of orphanedNodeStates(this.nodeStates.list(), new Set(nextNodes.keys()))) add(nodeStateKey(n));
-
-    for (const k of keys.values()) this.queue.enqueue(k);
-  }
+  /** What the mapping functions look up among the policies. */
+  private readonly lookup: PolicyLookup = {
+    policiesUsingSecret: (secret) => this.policies.list().filter((p) => secretNameOf(p) === secret).map(nameOf),
+    allPolicies: () => this.policies.list().map(nameOf),
+  };
 
   private async reconcile(key: ReconcileKey): Promise<ReconcileResult | void> {
     try {
@@ -340,9 +279,9 @@ export class Operator {
   }
 
   private async reconcileNodeState(name: string): Promise<void> {
-    const state = this.nodeStates.list().find((s) => nameOf(s) === name);
+    const state = this.nodeStates.get(name);
     if (!state) return;
-    if (this.nodes.list().some((n) => nameOf(n) === name)) return;
+    if (this.nodes.get(name)) return;
     const log = this.o.log.child({ node: name });
     const r = await collectNodeState(this.core, this.custom, name, state.metadata?.uid);
     if (r === 'deleted') log.info('TokenNodeState of a deleted Node removed');
@@ -350,7 +289,7 @@ export class Operator {
   }
 
   private async reconcilePolicy(name: string): Promise<ReconcileResult | void> {
-    const raw = this.policies.list().find((p) => nameOf(p) === name);
+    const raw = this.policies.get(name);
     if (!raw) {
       this.lastWrites.delete(name);
       return; // gone: nothing left to do
@@ -417,7 +356,7 @@ export class Operator {
         },
       };
     }
-    const secret = this.secrets.list().find((s) => nameOf(s) === secretName) as SecretLike | undefined;
+    const secret = this.secrets.get(`${this.o.namespace}/${secretName}`) as SecretLike | undefined;
     const plan = planSecret({ policy, namespace: this.o.namespace, secret, now: Date.now() });
     switch (plan.action) {
       case 'none':
