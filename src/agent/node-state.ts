@@ -3,10 +3,10 @@
  * Node, so it goes with the Node). Writes are rate-limited: the status is written when
  * something other than counters changed, and counters at most once per counterInterval.
  */
-import { ApiException, CustomObjectsApi, type KubeConfig, PatchStrategy, type V1Node, setHeaderOptions } from '@kubernetes/client-node';
+import { ApiException, CustomObjectsApi, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { release } from 'node:os';
 import { type Condition, setCondition } from '../lib/conditions.js';
-import { describeError } from '../lib/kube.js';
+import { describeError, mergePatch } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
@@ -110,7 +110,7 @@ export class NodeStateWriter {
       await this.ensureObject(node);
       await this.api.patchClusterCustomObjectStatus(
         { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name: this.o.nodeName, body: { status } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        mergePatch,
       );
       this.lastShape = shape;
       this.lastCounters = counters;

@@ -8,8 +8,11 @@
  * (an informer's add/update/delete): a re-list after a restart is compared with what was
  * cached, so objects that changed or went while the watch was down are reported too.
  */
-import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { ApiException, KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, PatchStrategy, Watch, setHeaderOptions } from '@kubernetes/client-node';
 import type { Logger } from './log.js';
+
+/** Request options for a JSON merge patch (client-node defaults to a JSON patch; custom resources take no strategic merge). */
+export const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {
   const kc = new KubeConfig();

@@ -11,10 +11,10 @@
  * nodestate key: delete the report of a Node that is gone.
  */
 import {
-  ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
-  type V1Node, type V1Secret, setHeaderOptions,
+  ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject,
+  type V1Node, type V1Secret,
 } from '@kubernetes/client-node';
-import { type WatchEvent, Watched, describeError } from '../lib/kube.js';
+import { type WatchEvent, Watched, describeError, mergePatch } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorMatches } from '../lib/types.js';
@@ -32,7 +32,7 @@ import {
   type PolicyLookup, nodeStatesForNode, nodeStatesForNodeState, policiesForNode, policiesForNodeState, policiesForPolicy, policiesForSecret,
 } from './mapping.js';
 import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
-import { type SecretLike, isManaged, planSecret } from './secrets.js';
+import { type SecretLike, applySecretPlan, isManaged, planSecret } from './secrets.js';
 import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, policyEntry, stableJson } from './status.js';
 
 export interface OperatorOptions {
@@ -72,8 +72,6 @@ interface RawPolicy extends KubernetesObject {
 }
 
 type RawNodeState = KubernetesObject & NodeStateLike;
-
-const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 function nameOf(o: KubernetesObject): string {
   return o.metadata?.name ?? '';
@@ -358,32 +356,22 @@ export class Operator {
     }
     const secret = this.secrets.get(`${this.o.namespace}/${secretName}`) as SecretLike | undefined;
     const plan = planSecret({ policy, namespace: this.o.namespace, secret, now: Date.now() });
-    switch (plan.action) {
+    const r = await applySecretPlan(this.core, this.o.namespace, secretName, plan);
+    switch (r.done) {
       case 'none':
         return { secret };
       case 'invalid':
         // Logged with the status change it causes (once, not on every reconcile).
-        return { problem: { reason: 'SecretInvalid', message: plan.message, degraded: true } };
-      case 'create':
-        try {
-          await this.core.createNamespacedSecret({ namespace: this.o.namespace, body: plan.secret });
-        } catch (err) {
-          // Made meanwhile (by another policy sharing it): the watch brings it, and we look again.
-          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
-          throw secretError('creating', secretName, err);
-        }
+        return { problem: { reason: 'SecretInvalid', message: r.message, degraded: true } };
+      case 'raced':
+        return { recheckAt: r.recheckAt };
+      case 'created':
         this.o.metrics.secretsCreated.inc();
         slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes: policy.spec.token.mode === 'Static' ? 8 : 16, keyGeneration: 1 });
         this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} generated (key generation 1)`);
         return {};
-      case 'regenerate':
-        try {
-          await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
-        } catch (err) {
-          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
-          throw secretError('regenerating', secretName, err);
-        }
-        slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] });
+      case 'regenerated':
+        slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode });
         this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} regenerated: its key did not fit token mode ${policy.spec.token.mode}`);
         return {};
     }
