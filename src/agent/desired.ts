@@ -17,7 +17,7 @@
  */
 import { parseCidr } from '../lib/cidr.js';
 import {
-  IngressActionCode, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
+  IngressActionCode, bindMask, MAX_POLICIES_PER_NODE, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
   encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
 } from '../lib/abi.js';
 import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, keyGenerations, secondKey, selectorMatches } from '../lib/types.js';
@@ -159,7 +159,7 @@ export function computeDesired(input: DesiredInput): DesiredState {
     out.selected = true;
     const id = ids.get(name);
     if (id === undefined) {
-      out.errors.push({ reason: 'TooManyPolicies', message: `at most ${NT_MAX_POLICIES - 1} policies can apply to one node` });
+      out.errors.push({ reason: 'TooManyPolicies', message: `at most ${MAX_POLICIES_PER_NODE} policies can apply to one node` });
       continue;
     }
     const keys = input.keys.get(name);

@@ -9,6 +9,11 @@ import type { Cidr } from './cidr.js';
 export const NT_OPT_LEN = 12;
 export const NT_MAX_PORTS = 16;
 export const NT_MAX_POLICIES = 1024;
+/**
+ * Policies that can apply to one node: one per slot of nt_policies but slot 0 ("no policy").
+ * The same number bounds TokenNodeState's status.policies (crds/) and is the README's limit.
+ */
+export const MAX_POLICIES_PER_NODE = NT_MAX_POLICIES - 1;
 
 export enum TokenModeCode {
   None = 0,

@@ -8,8 +8,8 @@
  * Plans hold key bytes: execute them (applySecretPlan, below), never log them.
  */
 import { randomBytes } from 'node:crypto';
-import { ApiException, type CoreV1Api } from '@kubernetes/client-node';
-import { mergePatch } from '../lib/kube.js';
+import { ApiException, type ConfigurationOptions, type CoreV1Api, PatchStrategy } from '@kubernetes/client-node';
+import { requestOptions } from '../lib/kube.js';
 import { secretError } from './errors.js';
 import { decodeKeys, parseDuration } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenPolicy, keyLength } from '../lib/types.js';
@@ -149,9 +149,11 @@ export type SecretOutcome =
 
 /**
  * Carries out a plan against the API server: creates the Secret or patches it (guarded by the
- * resourceVersion the plan was made from). Errors name the Secret, never its content.
+ * resourceVersion the plan was made from). Errors name the Secret, never its content. `signal`
+ * aborts the write in flight (the operator's write fence).
  */
-export async function applySecretPlan(core: CoreV1Api, namespace: string, name: string, plan: SecretPlan, now = Date.now()): Promise<SecretOutcome> {
+export async function applySecretPlan(core: CoreV1Api, namespace: string, name: string, plan: SecretPlan, signal?: AbortSignal, now = Date.now()): Promise<SecretOutcome> {
+  const opts = (contentType?: string): ConfigurationOptions => requestOptions({ contentType, signal });
   switch (plan.action) {
     case 'none':
       return { done: 'none' };
@@ -159,7 +161,7 @@ export async function applySecretPlan(core: CoreV1Api, namespace: string, name: 
       return { done: 'invalid', message: plan.message };
     case 'create':
       try {
-        await core.createNamespacedSecret({ namespace, body: plan.secret });
+        await core.createNamespacedSecret({ namespace, body: plan.secret }, opts());
       } catch (err) {
         if (err instanceof ApiException && err.code === 409) return { done: 'raced', recheckAt: now + 1000 };
         throw secretError('creating', name, err);
@@ -167,9 +169,10 @@ export async function applySecretPlan(core: CoreV1Api, namespace: string, name: 
       return { done: 'created' };
     case 'regenerate':
       try {
-        await core.patchNamespacedSecret({ namespace, name, body: plan.patch }, mergePatch);
+        await core.patchNamespacedSecret({ namespace, name, body: plan.patch }, opts(PatchStrategy.MergePatch));
       } catch (err) {
-        if (err instanceof ApiException && err.code === 409) return { done: 'raced', recheckAt: now + 1000 };
+        // Changed since the plan was made: a quiet retry from the newer version.
+        if (err instanceof ApiException && err.code === 409) throw err;
         throw secretError('regenerating', name, err);
       }
       return { done: 'regenerated' };
