@@ -22,7 +22,7 @@ import type { TokenPolicy } from '../lib/types.js';
 import type { ApplyResult, CounterRow, Datapath } from './datapath.js';
 import { detachAll } from './hooks/detach.js';
 import type { HookError, HookStatus } from './hooks/hook.js';
-import { type DesiredState, type PolicyOutcome, computeDesired } from './desired.js';
+import { type DesiredState, EncodingMemo, type PolicyOutcome, computeDesired } from './desired.js';
 import { type HostInterface, listInterfaces } from './interfaces.js';
 import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
 
@@ -108,6 +108,8 @@ export class Agent {
   /** policy name -> the version last applied without the kernel refusing it */
   private applied = new Map<string, TokenPolicy>();
   private refused = new Map<string, Refusal>();
+  /** encodings kept across reconciles: an edit of a large policy costs what changed */
+  private readonly memo = new EncodingMemo();
 
   constructor(private readonly opts: AgentOptions) {
     this.list = opts.listInterfaces ?? listInterfaces;
@@ -237,6 +239,7 @@ export class Agent {
         nodeLabels: snap.nodeLabels,
         interfaces,
         previousIds: datapath.previousIds(),
+        memo: this.memo,
       });
       // Only a refusal needs the world's signature (all policies' specs): computed when there is one.
       let worldText: string | undefined;
