@@ -102,6 +102,8 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
   lists = 0;
   /** watch requests so far */
   watches = 0;
+  /** bookmarks received so far (each moves the resourceVersion on without an object) */
+  bookmarks = 0;
 
   constructor(private readonly o: InformerOptions<T, S>) {
     this.watcher = new Watch(o.kc);
@@ -142,6 +144,11 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
 
   get size(): number {
     return this.store.size;
+  }
+
+  /** The resourceVersion the next watch resumes from. */
+  get version(): string {
+    return this.resourceVersion;
   }
 
   /** The objects whose index `name` holds `value`. */
@@ -316,6 +323,7 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
           this.remove(objectKey(obj as T), obj as T);
           break;
         case 'BOOKMARK':
+          this.bookmarks++;
           break;
         case 'ERROR': {
           const status = obj as { code?: number; reason?: string; message?: string };
