@@ -1,11 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from './log.js';
+import { sleep } from './wait.js';
 import { KeyedQueue, type ReconcileFn } from './workqueue.js';
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
 
 /** A reconcile that records start/end of each run and waits `ms` (or what `gate` says). */
 function recorder(ms = 5): { log: string[]; fn: ReconcileFn; running: () => number; maxParallelPerKey: Map<string, number> } {

@@ -12,6 +12,7 @@ import { CoreV1Api, KubeConfig, type V1ConfigMap } from '@kubernetes/client-node
 import { type InformerEvent, Informer } from '../../src/lib/informer.js';
 import { isConflict } from '../../src/lib/kube.js';
 import { silentLogger } from '../../src/lib/log.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 import type { TokenPolicy } from '../../src/lib/types.js';
 import { KeyedQueue } from '../../src/lib/workqueue.js';
 import { applySecretPlan, planSecret } from '../../src/operator/secrets.js';
@@ -19,17 +20,6 @@ import { TestCluster } from './cluster.js';
 
 const NS = 'informer';
 const OTHER = 'elsewhere';
-const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
-
-async function until<T>(what: string, ms: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(100);
-  }
-}
 
 describe('informer and work queue against a real API server', () => {
   let cluster: TestCluster;
@@ -80,7 +70,7 @@ describe('informer and work queue against a real API server', () => {
       await cluster.kubectlOk(['-n', NS, 'patch', 'configmap', 'cm-007', '--type=merge', '-p', '{"data":{"v":"seven"}}']);
       await cluster.kubectlOk(['-n', NS, 'delete', 'configmap', 'cm-008']);
       await cluster.kubectlOk(['-n', NS, 'create', 'configmap', 'cm-new', '--from-literal=v=new']);
-      await until('three events', 10_000, () => (events.length >= 3 ? true : undefined));
+      await waitUntil('three events', 10_000, () => (events.length >= 3 ? true : undefined));
       const update = events.find((e) => e.type === 'update');
       assert.ok(update && update.type === 'update');
       assert.equal(update.old.data?.v, '7');
@@ -104,7 +94,7 @@ describe('informer and work queue against a real API server', () => {
         await cluster.kubectlOk(['-n', NS, 'patch', 'configmap', `cm-${String(100 + i).padStart(3, '0')}`, '--type=merge', '-p', `{"data":{"round":"${i}"}}`]);
         await sleep(200);
       }
-      await until('every change seen', 10_000, () => (events.length >= 30 ? true : undefined));
+      await waitUntil('every change seen', 10_000, () => (events.length >= 30 ? true : undefined));
       assert.ok(informer.watches - start >= 3, `watches: ${informer.watches - start}, want several (each lasts 1-2 s)`);
       assert.equal(informer.lists, 1, 'a watch that times out resumes from its resourceVersion without listing again');
       assert.equal(informer.restarts, 0);
@@ -127,7 +117,7 @@ describe('informer and work queue against a real API server', () => {
         await cluster.kubectlOk(['-n', OTHER, 'create', 'configmap', `other-${i}`]);
         await sleep(200);
       }
-      await until('a bookmark', 20_000, () => (informer.bookmarks > 0 ? true : undefined));
+      await waitUntil('a bookmark', 20_000, () => (informer.bookmarks > 0 ? true : undefined));
       assert.equal(events.length, 0, 'no event: nothing watched changed');
       assert.ok(BigInt(informer.version) > from, `the resourceVersion moved on from ${from} to ${informer.version}`);
       assert.equal(informer.lists, 1);
@@ -137,15 +127,15 @@ describe('informer and work queue against a real API server', () => {
   });
 
   test('a write refused with 409 Conflict (a plan made from a stale read) is retried quietly until it lands', async () => {
+    // A Keyed policy whose Secret (one the operator made) holds an 8-byte key: the plan regenerates it.
     const policy = {
-      apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'rot' },
-      spec: { nodeSelector: {}, interfaces: { names: [], patterns: [] }, token: { mode: 'Static', secretRef: { name: 'rot-key' }, bind: [], rotation: { period: '1m' } }, option: { kind: 253, experimentId: 0x4e54 }, egress: { destinations: [] } },
-    } as TokenPolicy;
-    const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z');
-    await cluster.apply(`apiVersion: v1\nkind: Secret\nmetadata: {name: rot-key, namespace: ${NS}, annotations: {netoken.io/rotated-at: "${hourAgo}"}}\ntype: Opaque\ndata: {current: ${Buffer.alloc(8, 1).toString('base64')}}\n`);
-    const stale = await core.readNamespacedSecret({ name: 'rot-key', namespace: NS });
+      apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'regen' },
+      spec: { nodeSelector: {}, interfaces: { names: [], patterns: [] }, token: { mode: 'Keyed', epochSeconds: 60, secretRef: { name: 'regen-key' }, bind: [] }, option: { kind: 253, experimentId: 0x4e54 }, egress: { destinations: [] } },
+    } as unknown as TokenPolicy;
+    await cluster.apply(`apiVersion: v1\nkind: Secret\nmetadata: {name: regen-key, namespace: ${NS}, labels: {app.kubernetes.io/managed-by: netoken-operator}}\ntype: Opaque\ndata: {current: ${Buffer.alloc(8, 1).toString('base64')}}\n`);
+    const stale = await core.readNamespacedSecret({ name: 'regen-key', namespace: NS });
     // Someone else writes the Secret after it was read: the plan's resourceVersion is stale now.
-    await cluster.kubectlOk(['-n', NS, 'label', 'secret', 'rot-key', 'touched=yes']);
+    await cluster.kubectlOk(['-n', NS, 'label', 'secret', 'regen-key', 'touched=yes']);
     let reads = 0;
     const outcomes: string[] = [];
     const warnings: string[] = [];
@@ -156,21 +146,21 @@ describe('informer and work queue against a real API server', () => {
       isConflict,
       reconcile: async () => {
         // The first attempt acts on the stale read, as a lagging cache would; the next reads afresh.
-        const secret = reads++ === 0 ? stale : await core.readNamespacedSecret({ name: 'rot-key', namespace: NS });
+        const secret = reads++ === 0 ? stale : await core.readNamespacedSecret({ name: 'regen-key', namespace: NS });
         const plan = planSecret({ policy, namespace: NS, secret, now: Date.now() });
-        assert.equal(plan.action, 'patch', 'the key is due for rotation');
-        await applySecretPlan(core, NS, 'rot-key', plan);
+        assert.equal(plan.action, 'regenerate', 'the key does not fit the mode');
+        await applySecretPlan(core, NS, 'regen-key', plan);
       },
       onDone: (_k, _s, outcome) => outcomes.push(outcome),
     });
     queue.resume();
-    queue.enqueue('rot-key');
-    await until('the rotation lands', 10_000, () => (outcomes.includes('success') ? true : undefined));
+    queue.enqueue('regen-key');
+    await waitUntil('the write lands', 10_000, async () => (outcomes.includes('success') ? true : undefined));
     await queue.close();
     assert.deepEqual(outcomes, ['conflict', 'success'], 'the stale write got 409 and went again at once');
     assert.deepEqual(warnings, [], 'a conflict is no failure: nothing is logged as one');
-    const rotated = await core.readNamespacedSecret({ name: 'rot-key', namespace: NS });
-    assert.equal(rotated.data?.previous, Buffer.alloc(8, 1).toString('base64'), 'rotated once: previous is the old key');
-    assert.equal(rotated.metadata?.labels?.touched, 'yes', "the other writer's change is kept");
+    const written = await core.readNamespacedSecret({ name: 'regen-key', namespace: NS });
+    assert.equal(Buffer.from(written.data?.current ?? '', 'base64').length, 16, 'regenerated once, for the Keyed mode');
+    assert.equal(written.metadata?.labels?.touched, 'yes', "the other writer's change is kept");
   });
 });

@@ -15,6 +15,7 @@ import { MAX_POLICIES_PER_NODE } from '../../src/lib/abi.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { API_GROUP, API_VERSION } from '../../src/lib/types.js';
+import { sleep, waitUntil } from '../../src/lib/wait.js';
 import { agentIn, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
 import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
@@ -113,15 +114,12 @@ spec:
     assert.ok(bytes < 100 * MAX_POLICIES_PER_NODE, `a small report: ${bytes} bytes for ${MAX_POLICIES_PER_NODE} policies`);
     assert.match(report.status?.conditions?.find((c) => c.type === 'Degraded')?.message ?? '', /1 more policies select this node than the 1023 it can apply; not applied: scale-1023/);
 
-    const items = await (async () => {
-      const end = Date.now() + 120_000;
-      for (;;) {
-        const all = await policies();
-        if (all.filter(ready).length === MAX_POLICIES_PER_NODE && all.find((p) => p.metadata.name === name(MAX_POLICIES_PER_NODE))?.status?.nodes?.failed === 1) return all;
-        if (Date.now() > end) assert.fail(`not all Ready: ${all.filter(ready).length} of ${MAX_POLICIES_PER_NODE}\n${context()}`);
-        await new Promise((res) => setTimeout(res, 500));
-      }
-    })();
+    let seen = 0;
+    const items = await waitUntil(`${MAX_POLICIES_PER_NODE} policies Ready`, 120_000, async () => {
+      const all = await policies();
+      seen = all.filter(ready).length;
+      return seen === MAX_POLICIES_PER_NODE && all.find((p) => p.metadata.name === name(MAX_POLICIES_PER_NODE))?.status?.nodes?.failed === 1 ? all : undefined;
+    }, { everyMs: 500, context: () => `${seen} Ready\n${context()}` });
     t.diagnostic(`${POLICIES} policies: applied by the agent in ${reconciles} reconciles, a report of ${bytes} bytes, all Ready ${((Date.now() - t0) / 1000).toFixed(1)} s after kubectl create began`);
     const last = items.find((p) => p.metadata.name === name(MAX_POLICIES_PER_NODE));
     assert.equal(last?.status?.conditions?.find((c) => c.type === 'Ready')?.reason, 'NodesFailing');
@@ -141,14 +139,14 @@ spec:
   });
 
   test("the operator's status writes, finalizers and labels on policies cost the agent no reconcile", async () => {
-    await new Promise((res) => setTimeout(res, 3000));
+    await sleep(3000);
     const before = agent.status()?.reconciles ?? 0;
     // What a policy's spec does not say: its status, its labels, another Secret in the namespace, the Node's status.
     await cluster.kubectlOk(['patch', 'tokenpolicy', name(5), '--subresource=status', '--type=merge', '-p', '{"status":{"observedGeneration":1}}']);
     await cluster.kubectlOk(['label', 'tokenpolicy', name(6), 'team=web']);
     await cluster.kubectlOk(['create', 'secret', 'generic', 'unrelated', '-n', NS, '--from-literal=x=y']);
     await cluster.kubectlOk(['annotate', 'node', NODE, 'heartbeat=1']);
-    await new Promise((res) => setTimeout(res, 3000));
+    await sleep(3000);
     assert.equal(agent.status()?.reconciles, before, 'nothing the node does changed');
     // A spec edit does reconcile.
     await cluster.kubectlOk(['patch', 'tokenpolicy', name(6), '--type=merge', '-p', `{"spec":{"egress":{"destinations":[{"cidr":"${destination(6)}/32","ports":[1]}]}}}`]);
