@@ -7,7 +7,9 @@
 import { CoreV1Api, CustomObjectsApi, Watch } from '@kubernetes/client-node';
 import { API, API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { sleep } from '../../src/lib/wait.js';
-import { aggregateStatus, type NodeLike, type NodeStateLike } from '../../src/operator/status.js';
+import type { NodeInfo } from '../../src/lib/cached.js';
+import { type NodeReport, type RawNodeState, cacheNodeState } from '../../src/operator/cache.js';
+import { aggregateStatus } from '../../src/operator/status.js';
 import { countLabel, figure, median, round, type Figure } from '../report.js';
 import { Events, GROUP, now } from './common.js';
 import { mergePatch, policyYaml, secretYaml, type PolicyObject, type Session } from './session.js';
@@ -24,13 +26,13 @@ async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Pr
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
-function simulatedNodes(n: number, policy: string, generation: number): { nodes: NodeLike[]; states: NodeStateLike[] } {
-  const nodes: NodeLike[] = [];
-  const states: NodeStateLike[] = [];
+function simulatedNodes(n: number, policy: string, generation: number): { nodes: NodeInfo[]; states: NodeReport[] } {
+  const nodes: NodeInfo[] = [];
+  const states: NodeReport[] = [];
   for (let i = 0; i < n; i++) {
     const name = `sim-${String(i).padStart(5, '0')}`;
-    nodes.push({ metadata: { name, labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name } } });
-    states.push({ metadata: { name }, status: { policies: [{ name: policy, generation, interfaces: [{ name: 'eth0', direction: 'Egress', state: 'Attached' }], errors: [] }] } });
+    nodes.push({ metadata: { name, labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name }, creationTimestamp: '2026-01-01T00:00:00Z' } });
+    states.push(cacheNodeState({ metadata: { name }, status: { agent: { version: 'bench' }, policies: [{ name: policy, generation, interfaces: ['eth0'] }] } } as RawNodeState));
   }
   return { nodes, states };
 }
@@ -38,8 +40,9 @@ function simulatedNodes(n: number, policy: string, generation: number): { nodes:
 /** Microseconds per aggregateStatus call over n nodes, for each of `runs` timed loops of at least 100 ms. */
 export function pureAggregation(n: number, runs: number): number[] {
   const { nodes, states } = simulatedNodes(n, 'agg', 1);
-  const input = { name: 'agg', generation: 1, selector: { matchLabels: { [SIM_LABEL]: 'yes' } }, nodes, nodeStates: states };
-  const check = aggregateStatus(input);
+  const byName = new Map(states.map((s) => [s.metadata.name, s]));
+  const input = { name: 'agg', generation: 1, matched: nodes, reportOf: (node: string) => byName.get(node) };
+  const check = aggregateStatus(input).status;
   if (check.nodes.ready !== n) throw new Error(`aggregateStatus counted ${check.nodes.ready} ready nodes of ${n}`);
   const out: number[] = [];
   for (let r = 0; r < runs; r++) {
@@ -76,7 +79,8 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
   const report = (generation: number): Record<string, unknown> => ({
     status: {
       agent: { version: 'bench', kernelRelease: 'bench', tcx: true },
-      policies: [{ name: policy, generation, interfaces: [{ name: 'eth0', direction: 'Egress', attachMode: 'tcx', state: 'Attached' }], counters: {}, errors: [] }],
+      policies: [{ name: policy, generation, interfaces: ['eth0'] }],
+      interfaces: [{ name: 'eth0', ifindex: 2, hooks: [{ direction: 'Egress', attachMode: 'tcx', state: 'Attached' }] }],
     },
   });
   const writeReports = (generation: number): Promise<void> =>

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IngressActionCode, IngressFlag, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey } from '../lib/abi.js';
+import { IngressActionCode, IngressFlag, MAX_POLICIES_PER_NODE, decodeEgressRule, decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey } from '../lib/abi.js';
 import { validatePolicy } from '../lib/policy.js';
 import type { TokenKeys } from '../lib/types.js';
-import { computeDesired } from './desired.js';
+import { EncodingMemo, computeDesired } from './desired.js';
 import type { HostInterface } from './interfaces.js';
 
 const ifs: HostInterface[] = [
@@ -201,4 +201,62 @@ test('keyed slots carry the clock skew the verifier tolerates: clockSkewSeconds,
   assert.equal(skew('a'), 5);
   assert.equal(skew('b'), 2);
   assert.equal(skew('c'), 20);
+});
+
+test(`at the limit: ${MAX_POLICIES_PER_NODE} policies apply to one node, the next one reports TooManyPolicies`, () => {
+  const names = Array.from({ length: MAX_POLICIES_PER_NODE + 1 }, (_, i) => `p-${String(i).padStart(4, '0')}`);
+  const policies = names.map((n, i) => policy(n, { interfaces: { names: ['eth0'] }, egress: { destinations: [{ cidr: `10.${i >> 8}.${i & 255}.0/24` }] } }));
+  const keys = new Map(names.map((n) => [n, key(1)]));
+  const d = computeDesired({ policies, keys, nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  const applied = d.outcomes.filter((o) => o.id > 0);
+  assert.equal(applied.length, MAX_POLICIES_PER_NODE);
+  assert.equal(new Set(applied.map((o) => o.id)).size, MAX_POLICIES_PER_NODE, 'each its own slot');
+  const over = d.outcomes.filter((o) => o.id === 0);
+  assert.deepEqual(over.map((o) => [o.name, o.errors[0]?.reason]), [['p-1023', 'TooManyPolicies']]);
+  assert.match(over[0]?.errors[0]?.message ?? '', /at most 1023 policies can apply to one node/);
+  assert.equal(d.egress4.size, MAX_POLICIES_PER_NODE);
+});
+
+test('an EncodingMemo kept across computations changes nothing: random edits give what a fresh computation gives', () => {
+  let x = 0x4e54;
+  const rnd = (n: number): number => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+  const pool = ['10.0.0.0/8', '10.1.0.0/16', '10.1.2.0/24', '192.0.2.0/24', '192.0.2.7/32', '2001:db8::/32', '2001:db8:1::/48', '0.0.0.0/0', '203.0.113.0/24', '198.51.100.0/24'];
+  const dest = (): { cidr: string; ports: number[] } => {
+    const n = rnd(4) === 0 ? 9 + rnd(8) : rnd(3);
+    return { cidr: pool[rnd(pool.length)] as string, ports: Array.from({ length: n }, () => 1 + rnd(40)) };
+  };
+  const memo = new EncodingMemo();
+  const seen = new Set<string>();
+  let specs = ['a', 'b', 'c'].map((n) => ({ name: n, dests: Array.from({ length: 3 + rnd(5) }, dest), ifs: ['eth0'] }));
+  for (let round = 0; round < 300; round++) {
+    // Edit one policy: change, add or drop a destination, or its interfaces.
+    specs = specs.map((s) => {
+      if (rnd(3) !== 0) return s;
+      const dests = [...s.dests];
+      const what = rnd(4);
+      if (what === 0 && dests.length) dests[rnd(dests.length)] = dest();
+      else if (what === 1) dests.push(dest());
+      else if (what === 2 && dests.length > 1) dests.splice(rnd(dests.length), 1);
+      return { ...s, dests, ifs: what === 3 ? (rnd(2) ? ['eth0', 'eth1'] : ['eth1']) : s.ifs };
+    });
+    const policies = specs.map((s) => policy(s.name, { interfaces: { names: s.ifs }, egress: { destinations: s.dests } }));
+    const keys = new Map(specs.map((s, i) => [s.name, key(i + 1)]));
+    const input = { policies, keys, nodeLabels: {}, interfaces: ifs, previousIds: new Map<string, number>() };
+    const withMemo = computeDesired({ ...input, memo });
+    const fresh = computeDesired(input);
+    const entries = (m: Map<string, [Buffer, Buffer]>): string[] => [...m].map(([h, [k, v]]) => `${h}=${k.toString('hex')}:${v.toString('hex')}`).sort();
+    assert.deepEqual(entries(withMemo.egress4), entries(fresh.egress4), `round ${round}: egress4`);
+    assert.deepEqual(entries(withMemo.egress6), entries(fresh.egress6), `round ${round}: egress6`);
+    const problems = (d: typeof fresh): string[] => d.outcomes.flatMap((o) => [...o.errors, ...o.warnings].map((e) => `${o.name}:${e.reason}:${e.message}`)).sort();
+    assert.deepEqual(problems(withMemo), problems(fresh), `round ${round}: errors and warnings`);
+    for (const o of fresh.outcomes) for (const e of [...o.errors, ...o.warnings]) seen.add(e.reason);
+  }
+  assert.deepEqual([...seen].sort(), ['DestinationConflict', 'TooManyPorts'], 'the edits ran into conflicts and merged port lists that are too long');
 });

@@ -12,8 +12,7 @@ import { parseAllDocuments } from 'yaml';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import type { Logger } from '../lib/log.js';
 import type { TokenKeys, TokenPolicy } from '../lib/types.js';
-import type { DocumentError, PolicySource, Snapshot } from './source.js';
-import { keptOrFresh } from './agent.js';
+import { type DocumentError, type PolicySource, type Snapshot, keptOrFresh } from './source.js';
 
 type Obj = Record<string, unknown>;
 

@@ -29,7 +29,8 @@ export function writeChanged(map: NativeMap, have: Entries, want: Entries): numb
   let n = 0;
   for (const [hex, entry] of want) {
     const cur = have.get(hex);
-    if (cur && cur[1].equals(entry[1])) continue;
+    // Entries the agent built before are the same objects (EncodingMemo): identity first.
+    if (cur === entry || (cur && (cur[1] === entry[1] || cur[1].equals(entry[1])))) continue;
     map.update(entry[0], entry[1]);
     have.set(hex, entry);
     n++;

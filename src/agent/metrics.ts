@@ -15,6 +15,8 @@ export interface AgentMetrics {
   watchRestarted(what: string): void;
   /** cluster mode: the API watches whose restarts are counted (each series starts at 0) */
   watching(names: readonly string[]): void;
+  /** cluster mode: a TokenNodeState write of so many bytes */
+  nodeStateWritten(bytes: number): void;
 }
 
 export interface AgentMetricsOptions {
@@ -33,7 +35,14 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
     registers: [registry],
   });
   const errors = new Counter({ name: 'netoken_agent_reconcile_errors_total', help: 'Reconciles that failed.', registers: [registry] });
-  const restarts = new Counter({ name: 'netoken_agent_watch_restarts_total', help: 'API watches restarted after an error or for a periodic re-list.', labelNames: ['resource'], registers: [registry] });
+  const restarts = new Counter({
+    name: 'netoken_agent_watch_restarts_total',
+    help: 'API watches that failed and were restarted, or whose cache had to be listed again (410 Gone).',
+    labelNames: ['resource'],
+    registers: [registry],
+  });
+  const reportWrites = new Counter({ name: 'netoken_agent_node_state_writes_total', help: 'Writes of this node\'s TokenNodeState (cluster mode).', registers: [registry] });
+  const reportBytes = new Counter({ name: 'netoken_agent_node_state_write_bytes_total', help: 'Bytes of the TokenNodeState status written (cluster mode).', registers: [registry] });
   new Counter({
     name: 'netoken_packets_total',
     help: 'Packets counted by the BPF programs, by policy, interface and reason (marked, skipped_*, verify_*).',
@@ -95,6 +104,10 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
     },
     watching(names) {
       for (const w of names) restarts.labels(w).inc(0);
+    },
+    nodeStateWritten(bytes) {
+      reportWrites.inc();
+      reportBytes.inc(bytes);
     },
   };
 }

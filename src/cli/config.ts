@@ -71,7 +71,7 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
     if (!nodeName) {
       throw new UsageError('cluster mode needs the node name: --node-name or NODE_NAME (from the downward API); for standalone mode give --policy-file');
     }
-    const every = parseDuration(String(o.counterInterval ?? '60s'));
+    const every = parseDuration(String(o.counterInterval ?? '5m'));
     if (every === null || every < 1) throw new UsageError(`--counter-interval must be a duration of at least 1s, got "${String(o.counterInterval)}"`);
     cluster = {
       kubeconfig: typeof o.kubeconfig === 'string' ? path.resolve(o.kubeconfig) : undefined,

@@ -39,7 +39,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   const holder: { agent?: Agent } = {};
   const metrics = agentMetrics(datapath, () => holder.agent, { node: cfg.cluster?.nodeName ?? hostname() });
   let source: PolicySource;
-  let onStatus: ((s: AgentStatus) => Promise<void>) | undefined;
+  let onStatus: ((s: AgentStatus) => void) | undefined;
   if (cfg.cluster) {
     const c = cfg.cluster;
     // Loaded only in cluster mode: the Kubernetes client alone is some 80 MiB of heap.
@@ -51,11 +51,11 @@ async function runAgent(o: RawOptions): Promise<number> {
     const kc = loadKubeConfig(c.kubeconfig);
     metrics.watching(KubeSource.WATCHES);
     const kube = new KubeSource({ kc, nodeName: c.nodeName, namespace: c.namespace, log, onWatchRestart: (w) => metrics.watchRestarted(w) });
-    const writer = new NodeStateWriter({ kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs });
+    const writer = new NodeStateWriter({
+      kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs, node: () => kube.nodeObject(), onWrite: (bytes) => metrics.nodeStateWritten(bytes),
+    });
     source = kube;
-    onStatus = async (s) => {
-      await writer.maybeWrite(s, kube.nodeObject());
-    };
+    onStatus = (s) => writer.update(s);
     log.info('agent starting', { mode: 'cluster', node: c.nodeName, namespace: c.namespace, stateDir: cfg.stateDir, programId: datapath.programId });
   } else {
     const labels = { 'kubernetes.io/hostname': hostname(), ...cfg.nodeLabels };
@@ -109,7 +109,7 @@ export async function run(argv: string[]): Promise<number> {
     .option('--kubeconfig <file>', 'cluster: kubeconfig (default: in-cluster config)')
     .option('--node-name <name>', 'cluster: this node (default $NODE_NAME)')
     .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
-    .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 60s)')
+    .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 5m)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here (default :9090 in a cluster, off standalone)')
     .option('--attach <mode>', 'marker hook: auto (TCX, else clsact), tcx or tc (default auto)')
     .option('--ingress-attach <mode>', 'verifier hook: auto (native XDP on devices a hardware driver made, when the driver takes it; tc elsewhere), xdp-native, xdp-generic or tc (default auto)')

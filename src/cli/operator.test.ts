@@ -12,6 +12,7 @@ test('operator flags default as documented', () => {
   assert.equal(cfg.metricsAddress, ':9091');
   assert.equal(cfg.finalizerTimeoutMs, 120_000);
   assert.equal(cfg.keyRetireMarginMs, 60_000);
+  assert.equal(cfg.agentGraceMs, 120_000);
   assert.equal(cfg.kubeconfig, undefined);
   assert.equal(cfg.logLevel, 'info');
 });
@@ -22,11 +23,12 @@ test('POD_NAMESPACE sets the namespace unless --namespace is given', () => {
 });
 
 test('flags are parsed', () => {
-  const cfg = parseOperatorOptions({ leaderElect: 'false', finalizerTimeout: '90s', metricsAddress: '127.0.0.1:0', kubeconfig: '/k', logLevel: 'debug', logFormat: 'json' }, {});
+  const cfg = parseOperatorOptions({ leaderElect: 'false', finalizerTimeout: '90s', agentGrace: '5s', metricsAddress: '127.0.0.1:0', kubeconfig: '/k', logLevel: 'debug', logFormat: 'json' }, {});
   assert.equal(cfg.leaderElect, false);
   assert.equal(parseOperatorOptions({ leaderElect: true }, {}).leaderElect, true, 'a bare --leader-elect means true');
   assert.equal(cfg.finalizerTimeoutMs, 90_000);
   assert.equal(parseOperatorOptions({ keyRetireMargin: '5s' }, {}).keyRetireMarginMs, 5000);
+  assert.equal(cfg.agentGraceMs, 5000);
   assert.equal(cfg.metricsAddress, '127.0.0.1:0');
   assert.equal(cfg.kubeconfig, '/k');
   assert.equal(parseOperatorOptions({ metricsAddress: '' }, {}).metricsAddress, '', 'empty turns the endpoints off');
@@ -38,6 +40,7 @@ test('bad flags are refused with a message that says what is expected', () => {
     [{ leaderElect: 'yes' }, /--leader-elect must be true or false, got "yes"/],
     [{ finalizerTimeout: '2 minutes' }, /--finalizer-timeout must be a duration such as 2m or 90s/],
     [{ keyRetireMargin: 'soon' }, /--key-retire-margin must be a duration such as 1m or 30s, got "soon"/],
+    [{ agentGrace: 'soon' }, /--agent-grace must be a duration such as 2m or 30s, got "soon"/],
     [{ metricsAddress: 'localhost:http' }, /--metrics-address: "localhost:http" is not a listen address/],
     [{ metricsAddress: ':70000' }, /--metrics-address/],
     [{ namespace: 'Bad_NS' }, /--namespace must be a namespace name/],

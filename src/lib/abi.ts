@@ -15,6 +15,11 @@ export const LAYOUT_VERSION = 2;
 export const NT_MAX_COUNTER_SLOTS = 1024;
 /** u64 cells per counter slot (struct nt_counters), one per counter. */
 export const NT_COUNTER_CELLS = 32;
+/**
+ * Policies that can apply to one node: one per slot of nt_policies but slot 0 ("no policy").
+ * The same number bounds TokenNodeState's status.policies (crds/) and is the README's limit.
+ */
+export const MAX_POLICIES_PER_NODE = NT_MAX_POLICIES - 1;
 
 export enum TokenModeCode {
   None = 0,

@@ -29,9 +29,11 @@ export const PatchStrategy = {
   ServerSideApply: 'application/apply-patch+yaml',
 } as const;
 
-/** Per-call options, as client-node's setHeaderOptions() makes them: extra request headers. */
+/** Per-call options: extra request headers, the body's Content-Type, a signal that aborts the call. */
 export interface CallOptions {
   headers?: Record<string, string>;
+  contentType?: string;
+  signal?: AbortSignal;
 }
 
 export function setHeaderOptions(key: string, value: string): CallOptions {
@@ -46,6 +48,8 @@ export interface ListOptions {
   fieldSelector?: string;
   resourceVersion?: string;
   limit?: number;
+  /** the continue token of the page before (the generated calls' name for `continue`) */
+  _continue?: string;
 }
 
 const enc = encodeURIComponent;
@@ -55,7 +59,7 @@ async function call<T>(kc: KubeConfig, method: string, path: string, o: { query?
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig names no current cluster');
   const url = new URL(cluster.server.replace(/\/+$/, '') + path);
-  for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+  for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) url.searchParams.set(k === '_continue' ? 'continue' : k, String(v));
   const opts: https.RequestOptions = { method };
   // Credentials (tokens, client certificates, exec and OIDC plugins), the cluster's CA and proxies.
   await kc.applyToHTTPSOptions(opts);
@@ -63,13 +67,14 @@ async function call<T>(kc: KubeConfig, method: string, path: string, o: { query?
   let payload: Buffer | undefined;
   if (o.body !== undefined) {
     payload = Buffer.from(JSON.stringify(o.body));
-    headers['Content-Type'] = method === 'PATCH' ? PatchStrategy.JsonPatch : 'application/json';
+    headers['Content-Type'] = o.options?.contentType ?? (method === 'PATCH' ? PatchStrategy.JsonPatch : 'application/json');
     headers['Content-Length'] = String(payload.length);
   }
   Object.assign(headers, o.options?.headers);
   const transport = url.protocol === 'http:' ? http : https;
   return new Promise<T>((resolve, reject) => {
-    const req = transport.request(url, { ...opts, method, headers }, (res) => {
+    const signal = o.options?.signal;
+    const req = transport.request(url, { ...opts, method, headers, ...(signal ? { signal } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
@@ -97,33 +102,33 @@ abstract class Api {
 
 /** The core group's calls netoken makes (/api/v1). */
 export class CoreV1Api extends Api {
-  listNode(p: ListOptions = {}): Promise<V1NodeList> {
-    return call(this.kc, 'GET', '/api/v1/nodes', { query: { ...p } });
+  listNode(p: ListOptions = {}, options?: CallOptions): Promise<V1NodeList> {
+    return call(this.kc, 'GET', '/api/v1/nodes', { query: { ...p }, ...(options ? { options } : {}) });
   }
 
-  readNode(p: { name: string }): Promise<V1Node> {
-    return call(this.kc, 'GET', `/api/v1/nodes/${enc(p.name)}`);
+  readNode(p: { name: string }, options?: CallOptions): Promise<V1Node> {
+    return call(this.kc, 'GET', `/api/v1/nodes/${enc(p.name)}`, options ? { options } : {});
   }
 
-  listNamespacedSecret(p: { namespace: string } & ListOptions): Promise<V1SecretList> {
+  listNamespacedSecret(p: { namespace: string } & ListOptions, options?: CallOptions): Promise<V1SecretList> {
     const { namespace, ...q } = p;
-    return call(this.kc, 'GET', `/api/v1/namespaces/${enc(namespace)}/secrets`, { query: q });
+    return call(this.kc, 'GET', `/api/v1/namespaces/${enc(namespace)}/secrets`, { query: q, ...(options ? { options } : {}) });
   }
 
-  readNamespacedSecret(p: { name: string; namespace: string }): Promise<V1Secret> {
-    return call(this.kc, 'GET', `/api/v1/namespaces/${enc(p.namespace)}/secrets/${enc(p.name)}`);
+  readNamespacedSecret(p: { name: string; namespace: string }, options?: CallOptions): Promise<V1Secret> {
+    return call(this.kc, 'GET', `/api/v1/namespaces/${enc(p.namespace)}/secrets/${enc(p.name)}`, options ? { options } : {});
   }
 
-  createNamespacedSecret(p: { namespace: string; body: V1Secret }): Promise<V1Secret> {
-    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/secrets`, { body: p.body });
+  createNamespacedSecret(p: { namespace: string; body: V1Secret }, options?: CallOptions): Promise<V1Secret> {
+    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/secrets`, { body: p.body, ...(options ? { options } : {}) });
   }
 
   patchNamespacedSecret(p: { name: string; namespace: string; body: object }, options?: CallOptions): Promise<V1Secret> {
     return call(this.kc, 'PATCH', `/api/v1/namespaces/${enc(p.namespace)}/secrets/${enc(p.name)}`, { body: p.body, ...(options ? { options } : {}) });
   }
 
-  createNamespacedEvent(p: { namespace: string; body: CoreV1Event }): Promise<CoreV1Event> {
-    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/events`, { body: p.body });
+  createNamespacedEvent(p: { namespace: string; body: CoreV1Event }, options?: CallOptions): Promise<CoreV1Event> {
+    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/events`, { body: p.body, ...(options ? { options } : {}) });
   }
 }
 
@@ -139,17 +144,17 @@ export class CustomObjectsApi extends Api {
     return `/apis/${enc(p.group)}/${enc(p.version)}/${enc(p.plural)}${name === undefined ? '' : `/${enc(name)}`}`;
   }
 
-  listClusterCustomObject(p: ClusterObject & ListOptions): Promise<KubernetesListObject<KubernetesObject>> {
+  listClusterCustomObject(p: ClusterObject & ListOptions, options?: CallOptions): Promise<KubernetesListObject<KubernetesObject>> {
     const { group, version, plural, ...q } = p;
-    return call(this.kc, 'GET', this.path({ group, version, plural }), { query: q });
+    return call(this.kc, 'GET', this.path({ group, version, plural }), { query: q, ...(options ? { options } : {}) });
   }
 
-  getClusterCustomObject(p: ClusterObject & { name: string }): Promise<object> {
-    return call(this.kc, 'GET', this.path(p, p.name));
+  getClusterCustomObject(p: ClusterObject & { name: string }, options?: CallOptions): Promise<object> {
+    return call(this.kc, 'GET', this.path(p, p.name), options ? { options } : {});
   }
 
-  createClusterCustomObject(p: ClusterObject & { body: object }): Promise<object> {
-    return call(this.kc, 'POST', this.path(p), { body: p.body });
+  createClusterCustomObject(p: ClusterObject & { body: object }, options?: CallOptions): Promise<object> {
+    return call(this.kc, 'POST', this.path(p), { body: p.body, ...(options ? { options } : {}) });
   }
 
   patchClusterCustomObject(p: ClusterObject & { name: string; body: object }, options?: CallOptions): Promise<object> {
@@ -161,8 +166,8 @@ export class CustomObjectsApi extends Api {
   }
 
   /** `body`: DeleteOptions (preconditions, propagationPolicy, ...). */
-  deleteClusterCustomObject(p: ClusterObject & { name: string; body?: object }): Promise<object> {
-    return call(this.kc, 'DELETE', this.path(p, p.name), p.body === undefined ? {} : { body: p.body });
+  deleteClusterCustomObject(p: ClusterObject & { name: string; body?: object }, options?: CallOptions): Promise<object> {
+    return call(this.kc, 'DELETE', this.path(p, p.name), { ...(p.body === undefined ? {} : { body: p.body }), ...(options ? { options } : {}) });
   }
 }
 
@@ -172,15 +177,15 @@ export class CoordinationV1Api extends Api {
     return `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases${name === undefined ? '' : `/${enc(name)}`}`;
   }
 
-  readNamespacedLease(p: { name: string; namespace: string }): Promise<V1Lease> {
-    return call(this.kc, 'GET', this.path(p.namespace, p.name));
+  readNamespacedLease(p: { name: string; namespace: string }, options?: CallOptions): Promise<V1Lease> {
+    return call(this.kc, 'GET', this.path(p.namespace, p.name), options ? { options } : {});
   }
 
-  createNamespacedLease(p: { namespace: string; body: V1Lease }): Promise<V1Lease> {
-    return call(this.kc, 'POST', this.path(p.namespace), { body: p.body });
+  createNamespacedLease(p: { namespace: string; body: V1Lease }, options?: CallOptions): Promise<V1Lease> {
+    return call(this.kc, 'POST', this.path(p.namespace), { body: p.body, ...(options ? { options } : {}) });
   }
 
-  replaceNamespacedLease(p: { name: string; namespace: string; body: V1Lease }): Promise<V1Lease> {
-    return call(this.kc, 'PUT', this.path(p.namespace, p.name), { body: p.body });
+  replaceNamespacedLease(p: { name: string; namespace: string; body: V1Lease }, options?: CallOptions): Promise<V1Lease> {
+    return call(this.kc, 'PUT', this.path(p.namespace, p.name), { body: p.body, ...(options ? { options } : {}) });
   }
 }

@@ -6,10 +6,13 @@
  *
  * TokenPolicies are cluster-scoped, so their Events live in the "default" namespace, as a
  * Node's do; `kubectl describe tokenpolicy NAME` finds them there.
+ *
+ * Only the leader writes them: `fence` gives the signal of the write fence (leader.ts), or
+ * undefined while this process may not write; such an Event is dropped.
  */
 import { CoreV1Api, type CoreV1Event, type KubeConfig } from '../lib/kube-client.js';
 import { randomBytes } from 'node:crypto';
-import { describeError } from '../lib/kube.js';
+import { describeError, requestOptions } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { API } from '../lib/types.js';
 
@@ -35,11 +38,13 @@ export class EventRecorder implements EventSink {
   /** writes in flight, for tests and shutdown */
   private pending = new Set<Promise<void>>();
 
-  constructor(private readonly o: { kc: KubeConfig; component: string; instance: string; log: Logger; now?: () => number }) {
+  constructor(private readonly o: { kc: KubeConfig; component: string; instance: string; log: Logger; now?: () => number; fence?: () => AbortSignal | undefined }) {
     this.core = new CoreV1Api(o.kc);
   }
 
   record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const signal = this.o.fence?.();
+    if (this.o.fence && (!signal || signal.aborted)) return;
     const now = (this.o.now ?? Date.now)();
     const key = JSON.stringify([target.kind, target.name, target.uid ?? '', reason, message]);
     const last = this.recent.get(key);
@@ -61,7 +66,7 @@ export class EventRecorder implements EventSink {
       lastTimestamp: at,
       count: 1,
     };
-    const p = this.core.createNamespacedEvent({ namespace: EVENTS_NAMESPACE, body }).then(
+    const p = this.core.createNamespacedEvent({ namespace: EVENTS_NAMESPACE, body }, requestOptions({ signal })).then(
       () => undefined,
       (err: unknown) => {
         this.recent.delete(key);

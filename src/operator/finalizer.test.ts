@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FINALIZER, hasFinalizer, lastWritten, releaseDecision } from './finalizer.js';
+import { type NodeReport, type RawNodeState, cacheNodeState } from './cache.js';
+import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
 import { orphanedNodeStates } from './nodes.js';
-import type { NodeStateLike } from './status.js';
 
 const deleted = '2026-03-01T12:00:00Z';
 const at = (s: string): number => Date.parse(s);
 const minute = 60_000;
 
-function state(name: string, written: string, policies: string[]): NodeStateLike {
-  return { metadata: { name, managedFields: [{ time: written }] }, status: { policies: policies.map((p) => ({ name: p, generation: 1 })) } };
+function state(name: string, written: string, policies: string[]): NodeReport {
+  return cacheNodeState({ metadata: { name, managedFields: [{ time: written }] }, status: { policies: policies.map((p) => ({ name: p, generation: 1 })) } } as RawNodeState);
 }
 
 test('the finalizer is found by name', () => {
@@ -60,12 +60,12 @@ test('after the timeout, a node that still writes is waited for until it too is 
   assert.equal(releaseDecision({ ...input, now: at('2026-03-01T12:03:31Z') }).release, true);
 });
 
-test('lastWritten takes the latest of managed-fields times and countersUpdatedAt', () => {
-  const s: NodeStateLike = {
+test('when a report was last written: the latest of managed-fields times and countersUpdatedAt', () => {
+  const s = {
     metadata: { name: 'a', creationTimestamp: '2026-01-01T00:00:00Z', managedFields: [{ time: '2026-02-01T00:00:00Z' }, { time: new Date('2026-02-02T00:00:00Z') }] },
     status: { countersUpdatedAt: '2026-01-15T00:00:00Z' },
-  };
-  assert.equal(lastWritten(s), at('2026-02-02T00:00:00Z'));
+  } as unknown as RawNodeState;
+  assert.equal(cacheNodeState(s).lastWrittenMs, at('2026-02-02T00:00:00Z'));
 });
 
 test('orphaned TokenNodeStates are those without a Node of the same name', () => {

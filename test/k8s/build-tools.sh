@@ -255,34 +255,35 @@ GO
     die "the etcd just built does not report $v: $("$etcd_dir/etcd" --version 2>&1 | head -n 3)"
 }
 
-build_helm() {
-  local v="$HELM_VERSION"
-  if reports_version "$helm_dir/helm" "$v" version --template '{{.Version}}'; then
-    say "helm $v: reusing $helm_dir"
+# A tool that is one package of one Go module: reused when the binary there already reports
+# <expect>, else built through a wrapper module and checked.
+#   build_module_tool <tool> <out dir> <version> <module> <ldflags> <package> <expect> <version args>...
+build_module_tool() {
+  local tool="$1" out="$2" v="$3" module="$4" ldflags="$5" pkg="$6" want="$7"
+  shift 7
+  if reports_version "$out/$tool" "$want" "$@"; then
+    say "$tool $v: reusing $out"
     return
   fi
-  local mod_dir="$tools_dir/src/helm-$v"
-  write_wrapper helm helm.sh/helm/v3 "$v" "$mod_dir"
-  run_build "helm $v" "$mod_dir" "$helm_dir" \
+  local mod_dir="$tools_dir/src/$tool-$v"
+  write_wrapper "$tool" "$module" "$v" "$mod_dir"
+  run_build "$tool $v" "$mod_dir" "$out" "$ldflags" "$pkg"
+  reports_version "$out/$tool" "$want" "$@" ||
+    die "the $tool just built does not report $v: $("$out/$tool" "$@" 2>&1 | head -n 3)"
+}
+
+build_helm() {
+  local v="$HELM_VERSION"
+  build_module_tool helm "$helm_dir" "$v" helm.sh/helm/v3 \
     "-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    helm.sh/helm/v3/cmd/helm
-  reports_version "$helm_dir/helm" "$v" version --template '{{.Version}}' ||
-    die "the helm just built does not report $v: $("$helm_dir/helm" version 2>&1 | head -n 3)"
+    helm.sh/helm/v3/cmd/helm "$v" version --template '{{.Version}}'
 }
 
 build_promtool() {
   local v="$PROMETHEUS_VERSION"
-  if reports_version "$promtool_dir/promtool" "version $v" --version; then
-    say "promtool $v: reusing $promtool_dir"
-    return
-  fi
-  local mod_dir="$tools_dir/src/promtool-$v"
-  write_wrapper promtool github.com/prometheus/prometheus "$v" "$mod_dir"
-  run_build "promtool $v" "$mod_dir" "$promtool_dir" \
+  build_module_tool promtool "$promtool_dir" "$v" github.com/prometheus/prometheus \
     "-s -w -X github.com/prometheus/common/version.Version=$v -X github.com/prometheus/common/version.Branch=module-proxy" \
-    github.com/prometheus/prometheus/cmd/promtool
-  reports_version "$promtool_dir/promtool" "version $v" --version ||
-    die "the promtool just built does not report $v: $("$promtool_dir/promtool" --version 2>&1 | head -n 3)"
+    github.com/prometheus/prometheus/cmd/promtool "version $v" --version
 }
 
 # An OCI image archive (for `FROM oci-archive:...` in buildah, or `docker load`) whose only

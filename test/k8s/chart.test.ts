@@ -274,7 +274,7 @@ describe('Helm chart: lint and templates', () => {
     assert.deepEqual(c.args.slice(0, 1), ['agent']);
     assert.ok(!c.args.some((a) => a.startsWith('--policy-file')), 'cluster mode: no --policy-file');
     for (const a of ['--node-name=$(NODE_NAME)', '--namespace=$(POD_NAMESPACE)', '--state-dir=/sys/fs/bpf/netoken', '--run-dir=/run/netoken',
-      '--metrics-address=:9090', '--counter-interval=60s', '--log-format=json', '--log-level=info']) {
+      '--metrics-address=:9090', '--counter-interval=5m', '--log-format=json', '--log-level=info']) {
       assert.ok(c.args.includes(a), `agent args include ${a}; got ${c.args.join(' ')}`);
     }
     assert.equal(c.env.find((e) => e.name === 'NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName', 'NODE_NAME from the downward API');

@@ -211,9 +211,20 @@ export interface NodeState {
   status?: {
     agent?: { version: string; kernelRelease: string; tcx: boolean };
     conditions?: { type: string; status: string; reason: string; message: string }[];
-    policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
+    policies?: { name: string; generation: number; interfaces?: string[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
+    interfaces?: { name: string; ifindex?: number; hooks?: { direction: string; state: string; attachMode?: string; programId?: number; reason?: string }[]; counters?: Record<string, number> }[];
   };
   metadata: { ownerReferences?: { kind: string; name: string }[] };
+}
+
+/** A policy is attached on the node: it lists interfaces, and every hook on each of them is attached. */
+export function policyAttached(s: NodeState, policy: string): boolean {
+  const p = s.status?.policies?.find((x) => x.name === policy);
+  if (!p?.interfaces?.length) return false;
+  return p.interfaces.every((name) => {
+    const hooks = s.status?.interfaces?.find((i) => i.name === name)?.hooks ?? [];
+    return hooks.length > 0 && hooks.every((h) => h.state === 'Attached');
+  });
 }
 
 /** Polls node `node`'s TokenNodeState until `pred` holds; fails with its last status and the tail of `agentLog()`. */

@@ -7,7 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NT_MAX_PORTS } from '../../src/lib/abi.js';
+import type { AgentStatus } from '../../src/agent/agent.js';
+import { type NodeStateStatus, nodeStateStatus } from '../../src/agent/node-state.js';
+import { MAX_POLICIES_PER_NODE, NT_MAX_PORTS } from '../../src/lib/abi.js';
 import { repoRoot, TestCluster } from './cluster.js';
 
 interface Condition {
@@ -75,7 +77,7 @@ describe('TokenPolicy on a real API server', () => {
 
   test('both CRDs are established with the printer columns users see', async () => {
     for (const [crd, columns] of [
-      ['tokenpolicies.netoken.io', ['Mode', 'Ready', 'Nodes Ready', 'Selected', 'Age']],
+      ['tokenpolicies.netoken.io', ['Mode', 'Ready', 'Reason', 'Nodes Ready', 'Selected', 'Without Agent', 'Age']],
       ['tokennodestates.netoken.io', ['Ready', 'Agent', 'Kernel', 'Counters Updated', 'Age']],
     ] as const) {
       const got = await cluster.getJson<Crd>(['crd', crd]);
@@ -110,8 +112,10 @@ describe('TokenPolicy on a real API server', () => {
 
     const table = await cluster.kubectlOk(['get', 'tokenpolicies']);
     const header = table.split('\n')[0] ?? '';
-    assert.match(header, /^NAME\s+MODE\s+READY\s+NODES READY\s+SELECTED\s+AGE$/, `table header: ${header}`);
+    assert.match(header, /^NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED\s+AGE$/, `table header: ${header}`);
     assert.match(table, /edge-web\s+Keyed\s/);
+    const wide = (await cluster.kubectlOk(['get', 'tokenpolicies', '-o', 'wide'])).split('\n')[0] ?? '';
+    assert.match(wide, /^NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED\s+WITHOUT AGENT\s+AGE$/, `wide header: ${wide}`);
   });
 
   test('a Static policy defaults mode and accepts every documented field', async () => {
@@ -211,36 +215,54 @@ describe('TokenPolicy on a real API server', () => {
     assert.ok(err.includes('exemptSources entry 10.1.2.3/8 has bits set past its prefix length'), err);
   });
 
-  test('a TokenNodeState takes an agent-written status and prints its columns', async () => {
+  test('a TokenNodeState takes the status an agent writes, up to the 1023 policies a node can apply, and prints its columns', async () => {
     await cluster.apply('apiVersion: netoken.io/v1alpha1\nkind: TokenNodeState\nmetadata: {name: node-a}\n');
-    const status = {
-      status: {
-        agent: { version: '0.1.0', kernelRelease: '6.18.0', tcx: true },
-        countersUpdatedAt: '2026-01-01T00:00:00Z',
-        conditions: [{ type: 'Ready', status: 'True', reason: 'AllPoliciesApplied', message: 'ok', lastTransitionTime: '2026-01-01T00:00:00Z' }],
-        policies: [
-          {
-            name: 'edge-web',
-            generation: 1,
-            interfaces: [
-              { name: 'eth0', ifindex: 2, direction: 'Egress', attachMode: 'tcx', programId: 42, state: 'Attached' },
-              { name: 'eth1', direction: 'Ingress', state: 'Failed', reason: 'InterfaceNotFound' },
-            ],
-            counters: { marked: 10, skippedSynPayload: 1 },
-            errors: [{ reason: 'InterfaceNotFound', message: 'eth1 does not exist' }],
-          },
-        ],
-      },
-    };
-    await cluster.kubectlOk(['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]);
-    const got = await cluster.getJson<typeof status>(['tokennodestate', 'node-a']);
-    assert.deepEqual(got.status.policies, status.status.policies);
+    const agentStatus = (policies: number): AgentStatus => ({
+      updatedAt: '2026-01-01T00:00:00Z', programId: 42, ready: true, reconciles: 1, lastReconcileMs: 1, documentErrors: [],
+      policies: Array.from({ length: policies }, (_, i) => ({
+        name: `p-${String(i).padStart(4, '0')}`, generation: 1, selected: true, id: i + 1 <= MAX_POLICIES_PER_NODE ? i + 1 : 0,
+        interfaces: i + 1 <= MAX_POLICIES_PER_NODE ? ['eth0'] : [], warnings: [], counters: { marked: '10', skipped_payload: '0' },
+        errors: i + 1 <= MAX_POLICIES_PER_NODE ? [] : [{ reason: 'TooManyPolicies', message: `at most ${MAX_POLICIES_PER_NODE} policies can apply to one node` }],
+      })),
+      hooks: [{ ifindex: 2, name: 'eth0', direction: 'egress', mode: 'tcx', progId: 42, policies: ['p-0000'] }],
+      hookErrors: [{ ifindex: 3, name: 'gre0', direction: 'egress', reason: 'UnsupportedDevice', message: 'gre0 is a gre device' }],
+      interfaces: [{ name: 'eth0', ifindex: 2, counters: { unreadable: '3' } }],
+    } as AgentStatus);
+    const write = (s: unknown) => cluster.kubectl(['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: s })]);
+
+    const one = nodeStateStatus(agentStatus(1), []);
+    const r1 = await write(one);
+    assert.equal(r1.code, 0, r1.stderr);
+    const got = await cluster.getJson<{ status: NodeStateStatus }>(['tokennodestate', 'node-a']);
+    assert.deepEqual(got.status.policies, [{ name: 'p-0000', generation: 1, interfaces: ['eth0'], counters: { marked: 10 } }], 'zero counters are left out');
+    assert.deepEqual(got.status.interfaces, [
+      { name: 'eth0', ifindex: 2, hooks: [{ direction: 'Egress', attachMode: 'tcx', programId: 42, state: 'Attached' }], counters: { unreadable: 3 } },
+      { name: 'gre0', ifindex: 3, hooks: [{ direction: 'Egress', state: 'Failed', reason: 'UnsupportedDevice' }] },
+    ]);
     const table = await cluster.kubectlOk(['get', 'tokennodestates']);
     assert.match(table.split('\n')[0] ?? '', /^NAME\s+READY\s+AGENT\s+KERNEL\s+COUNTERS UPDATED\s+AGE$/);
-    assert.match(table, /node-a\s+True\s+0\.1\.0\s+6\.18\.0\s/);
+    assert.match(table, /node-a\s+True\s+0\.1\.0\s+\S+\s/);
 
-    const bad = { status: { policies: [{ name: 'p', interfaces: [{ name: 'eth0', direction: 'Egress', state: 'Attached', attachMode: 'bpfman' }] }] } };
-    const r = await cluster.kubectl(['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', JSON.stringify(bad)]);
+    // At the limit: every policy a node can apply fits in its report.
+    const full = nodeStateStatus(agentStatus(MAX_POLICIES_PER_NODE), []);
+    assert.equal(full.policies.length, 1023);
+    const r2 = await write(full);
+    assert.equal(r2.code, 0, `a report of ${MAX_POLICIES_PER_NODE} policies is taken: ${r2.stderr.slice(0, 500)}`);
+    // Past it: the agent lists what it applied and counts the rest, so the report is still taken.
+    const over = nodeStateStatus(agentStatus(MAX_POLICIES_PER_NODE + 2), []);
+    assert.equal(over.policies.length, MAX_POLICIES_PER_NODE);
+    assert.equal(over.policiesOverLimit, 2);
+    assert.match(over.conditions.find((c) => c.type === 'Degraded')?.message ?? '', /2 more policies select this node than the 1023 it can apply; not applied: p-1023, p-1024/);
+    const r3 = await write(over);
+    assert.equal(r3.code, 0, r3.stderr.slice(0, 500));
+    // And the schema holds the same number: one entry more is refused.
+    const tooMany = { ...full, policies: [...full.policies, { name: 'p-extra', generation: 1 }] };
+    const r4 = await write(tooMany);
+    assert.notEqual(r4.code, 0, 'a report listing 1024 policies is refused');
+    assert.match(r4.stderr, /status\.policies: Too many: 1024: must have at most 1023 items/);
+
+    const bad = { interfaces: [{ name: 'eth0', hooks: [{ direction: 'Egress', state: 'Attached', attachMode: 'bpfman' }] }] };
+    const r = await write(bad);
     assert.notEqual(r.code, 0, 'an unknown attachMode must be refused');
     assert.match(r.stderr, /attachMode: Unsupported value: "bpfman"/);
   });

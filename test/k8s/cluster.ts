@@ -97,6 +97,11 @@ export interface KubectlOptions {
 export interface StartOptions {
   /** Install crds/*.yaml and wait until they are served; it defaults to true. */
   crds?: boolean;
+  /**
+   * Keep an audit log of every write (create, update, patch, delete) at Metadata level: who,
+   * what, when, and the answer (auditEvents() reads it). It defaults to false.
+   */
+  audit?: boolean;
   /** Milliseconds to wait for etcd and then the API server to be ready; it defaults to 120000 each. */
   readyTimeoutMs?: number;
   /** Run inside a test node's namespaces as that node's control plane (node.ts), not on the host's loopback. */
@@ -125,6 +130,17 @@ export interface NodePlacement {
 
 /** The API server's port inside a test node's network namespace. */
 export const NODE_API_PORT = 6443;
+
+/** The fields of an audit event the tests read. */
+export interface AuditEvent {
+  stage: string;
+  verb: string;
+  user: { username: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
+  responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
+  stageTimestamp: string;
+}
 
 export interface ServiceAccountTokenOptions {
   /** Bind the token to this Pod (name and uid), as the kubelet does for a pod's own token. */
@@ -358,6 +374,8 @@ export class TestCluster {
   readonly dir: string;
   /** The certificates: ca.crt/ca.key and what issueCertificate() made. */
   readonly pki: string;
+  /** The audit log (StartOptions.audit). */
+  readonly auditLog: string;
   private readonly procs: Proc[] = [];
   private watchdog: ChildProcess | undefined;
   private stopped = false;
@@ -370,6 +388,7 @@ export class TestCluster {
     this.tools = tools;
     this.kubeconfig = join(dir, 'admin.kubeconfig');
     this.pki = join(dir, 'pki');
+    this.auditLog = join(dir, 'audit.log');
   }
 
   /** Starts etcd and kube-apiserver, writes the admin kubeconfig, installs the CRDs. */
@@ -459,6 +478,7 @@ export class TestCluster {
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${join(pki, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+      ...(opts.audit ? this.auditFlags() : []),
       '--v=1',
     ]);
     const tls = { ca: join(pki, 'ca.crt'), cert: join(pki, 'admin.crt'), key: join(pki, 'admin.key') };
@@ -469,6 +489,27 @@ export class TestCluster {
       'client-key-data': b64(readFileSync(tls.key)),
     });
     if (opts.crds ?? true) await this.installCrds();
+  }
+
+  private auditFlags(): string[] {
+    const policy = join(this.dir, 'audit-policy.yaml');
+    writeFileSync(policy, [
+      'apiVersion: audit.k8s.io/v1',
+      'kind: Policy',
+      'omitStages: [RequestReceived]',
+      'rules:',
+      '  - level: Metadata',
+      '    verbs: [create, update, patch, delete, deletecollection]',
+      '  - level: None',
+      '',
+    ].join('\n'));
+    return [`--audit-policy-file=${policy}`, `--audit-log-path=${this.auditLog}`, '--audit-log-format=json', '--audit-log-mode=blocking'];
+  }
+
+  /** The audit log's events so far (StartOptions.audit), oldest first. */
+  auditEvents(): AuditEvent[] {
+    if (!existsSync(this.auditLog)) return [];
+    return readFileSync(this.auditLog, 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as AuditEvent);
   }
 
   /** CA, API server serving cert, admin client cert (group system:masters), ServiceAccount key pair. */

@@ -22,7 +22,7 @@ import { agentIn, agentMetricsIn, type AgentRun } from '../lib/agent.js';
 import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type K8sObject, type OperatorRun, agentKubeconfig, installChartRbac, parseObjects, render, startOperator, waitNodeState } from './chart.js';
+import { type K8sObject, type OperatorRun, agentKubeconfig, installChartRbac, parseObjects, policyAttached, render, startOperator, waitNodeState } from './chart.js';
 import { TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { type Inventory, addExposition, exprNeeds } from './promql.js';
 import { waitUntil } from '../../src/lib/wait.js';
@@ -165,7 +165,7 @@ spec:
     agent = agentIn(topo.client.ns, 'ops');
     await agent.startCluster(await agentKubeconfig(cluster, NODE, NS), NODE, NS);
     operator = await startOperator(cluster, operatorPort, { namespace: NS, podName: 'op-ops' });
-    await waitNodeState(cluster, NODE, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => p.interfaces.every((i) => i.state === 'Attached')),
+    await waitNodeState(cluster, NODE, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => policyAttached(s, p.name)),
       'both policies attached', 30_000, () => agent.log());
     for (const name of ['web', 'guard']) {
       await waitUntil(`policy ${name} Ready`, 30_000, async () => {
