@@ -195,9 +195,9 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     await runReadme(['kubectl', 'apply', '-f', '-'], yaml);
     const table = await waitFor(async () => {
       const out = await kubectlOk(['get', 'tokenpolicies']);
-      return /^web-egress\s+Keyed\s+True\s+1\s+1\s/m.test(out) ? out : null;
+      return /^web-egress\s+Keyed\s+True\s+AllNodesReady\s+1\s+1\s/m.test(out) ? out : null;
     }, 'kubectl get tokenpolicies: web-egress READY True on 1 of 1 node', 60_000);
-    assert.match(table, /NAME\s+MODE\s+READY\s+NODES READY\s+SELECTED/);
+    assert.match(table, /NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED/);
     const states = await kubectlOk(['get', 'tokennodestates']);
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
     const nodeState = await node.cluster.getJson<{ status: { policies: { name: string; interfaces: { name: string; state: string }[] }[] } }>(['tokennodestate', node.name]);
