@@ -47,7 +47,7 @@ export const DEFAULTS: {
 };
 
 export const QUICK: typeof DEFAULTS = {
-  packet: { repeat: 1000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
+  packet: { repeat: 10_000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
   flood: { seconds: 0.5, runs: 1, maxRuns: 2, budgetSeconds: 5 },
   controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },
