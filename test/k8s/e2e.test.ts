@@ -200,9 +200,14 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     assert.match(table, /NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED/);
     const states = await kubectlOk(['get', 'tokennodestates']);
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
-    const nodeState = await node.cluster.getJson<{ status: { policies: { name: string; interfaces: { name: string; state: string }[] }[] } }>(['tokennodestate', node.name]);
-    assert.deepEqual(nodeState.status.policies.find((p) => p.name === 'web-egress')?.interfaces.map((i) => [i.name, i.state]), [[node.dev, 'Attached']],
+    type NodeState = {
+      status: { policies: { name: string; interfaces: string[] }[]; interfaces: { name: string; hooks: { direction: string; state: string }[] }[] };
+    };
+    const nodeState = await node.cluster.getJson<NodeState>(['tokennodestate', node.name]);
+    assert.deepEqual(nodeState.status.policies.find((p) => p.name === 'web-egress')?.interfaces, [node.dev],
       'the policy (no interfaces given) is on the interface of the node\'s default route');
+    assert.deepEqual(nodeState.status.interfaces.find((i) => i.name === node.dev)?.hooks.map((h) => [h.direction, h.state]), [['Egress', 'Attached']],
+      'its egress hook is attached there');
 
     const secret = await node.cluster.getJson<{ data: { current: string } }>(['secret', '-n', NS, 'web-egress-token']);
     const key = Buffer.from(secret.data.current, 'base64');
