@@ -105,7 +105,10 @@ spec:
     const over = st.policies.filter((p) => p.id === 0);
     assert.deepEqual(over.map((p) => [p.name, p.errors[0]?.reason]), [[name(MAX_POLICIES_PER_NODE), 'TooManyPolicies']]);
     const reconciles = st.reconciles - reconcilesBefore;
-    assert.ok(reconciles < 100, `the agent coalesced the burst: ${reconciles} reconciles for ${POLICIES} policies`);
+    // kubectl creates one policy at a time, for as long as the machine lets it: the agent
+    // reconciles at most once per batching delay (100 ms) while they come, never once a policy.
+    const windows = Math.ceil((Date.now() - t0) / 100);
+    assert.ok(reconciles <= windows + 5 && reconciles < POLICIES / 2, `the agent coalesced the burst: ${reconciles} reconciles for ${POLICIES} policies in ${windows} batching windows`);
 
     const report = await waitNodeState(cluster, NODE, (s) => (s.status?.policies?.length ?? 0) === MAX_POLICIES_PER_NODE, 'the report lists 1023 policies', 60_000, () => agent.log());
     const extra = report.status as NodeState['status'] & { policiesOverLimit?: number };
