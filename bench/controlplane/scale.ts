@@ -181,9 +181,12 @@ class ReadyWatch {
     this.ready.clear();
   }
 
-  /** The time the watch first shows `n` policies ready. */
-  async all(n: number, timeoutMs: number, context: () => string): Promise<number> {
-    return (await this.events.waitFor((e) => e.ready >= n, timeoutMs, `${n} policies Ready on ${this.nodes} nodes`, () => `${this.count} are\n${context()}`)).t;
+  /** The time the watch first shows `n` policies ready (register it before causing that; it is awaited later). */
+  all(n: number, timeoutMs: number, context: () => string): Promise<number> {
+    const p = this.events.waitFor((e) => e.ready >= n, timeoutMs, `${n} policies Ready on ${this.nodes} nodes`, () => `${this.count} are\n${context()}`).then((e) => e.t);
+    // A failure before the caller awaits it must not count as unhandled.
+    p.catch(() => undefined);
+    return p;
   }
 
   stop(): void {
@@ -332,7 +335,8 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     const cpu0 = cpuSeconds(s);
     mark = audit.mark();
     const c0 = now();
-    const allReady = b.all(n, 300_000, s.context);
+    // Generous: on a busy machine the API server alone takes minutes over the simulated reports; the row's budget judges the time.
+    const allReady = b.all(n, 900_000, s.context);
     await s.c.kubectlOk(['create', '-f', '-'], { input: docs('b'), timeoutMs: 180_000 });
     const createdAllMs = now() - c0;
     // Each simulated node's agent sees the new policies and reports them applied.
