@@ -20,7 +20,9 @@ export type Target =
   | { kind: 'at most'; ratio: number }
   | { kind: 'at least'; ratio: number }
   /** unchanged within noise: 1.00 lies inside the ratio's interval */
-  | { kind: 'unchanged' };
+  | { kind: 'unchanged' }
+  /** a count that must be zero (writes a quiet cluster must not make): judged on the value, there is no ratio */
+  | { kind: 'zero' };
 
 export interface Baseline {
   benchmark: string;
@@ -128,6 +130,8 @@ export function judge(ratio: number | null, interval: [number, number] | null, t
       return lo >= target.ratio ? 'pass' : hi < target.ratio ? 'FAIL' : 'inconclusive';
     case 'unchanged':
       return lo <= 1 && 1 <= hi ? 'pass' : 'FAIL';
+    case 'zero':
+      return 'info'; // judged on the value (figure), never on a ratio
   }
 }
 
@@ -157,7 +161,7 @@ export function figure(spec: FigureSpec): Figure {
     ratio,
     interval,
     target,
-    verdict: judge(ratio, interval, target),
+    verdict: target?.kind === 'zero' ? (value === null ? 'info' : value === 0 ? 'pass' : 'FAIL') : judge(ratio, interval, target),
     ...(spec.note ? { note: spec.note } : {}),
   };
 }
@@ -270,6 +274,8 @@ export function fmtTarget(t: Target | null): string {
       return `≥ ${t.ratio.toFixed(2)}×`;
     case 'unchanged':
       return '1.00× inside the interval';
+    case 'zero':
+      return '= 0';
   }
 }
 

@@ -2,8 +2,12 @@
  * `npm run bench`: every benchmark, a table on stdout, and the recorded results in
  * bench/results/latest.json and bench/results/latest.md (the README links the latter).
  *
- *   node dist/bench/run.js [--only packet|connections|flood|controlplane] [--repeat N] [--runs N]
+ *   node dist/bench/run.js [--only packet|connections|flood|controlplane|scale] [--repeat N] [--runs N]
  *                          [--seconds S] [--parallel N] [--out DIR] [--quick]
+ *
+ * --only scale runs the control plane's cluster-scale rows (bench/controlplane/scale.ts: 1000
+ * policies on one node and on 1000 nodes, steady state, a node joining) and its map update rows
+ * of the largest prefix count, without the other control-plane rows.
  *
  * --quick runs everything with tiny counts, to see that it works; its numbers mean nothing,
  * so it writes nothing unless --out is given.
@@ -43,14 +47,22 @@ export const DEFAULTS: {
   flood: { seconds: 2, runs: 9, maxRuns: 40, budgetSeconds: 300 },
   // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: several minutes, most of it
   // the control plane settling 1 000 policies and the API server taking 1 000 node reports per edit.
-  controlplane: { applies: 20, loadPolicies: 1000, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
+  controlplane: {
+    applies: 20, loadPolicies: 1000, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2,
+    // 1000 policies on 1000 nodes and a 90 s steady-state window, on a cluster of its own: 10 minutes on a busy
+    // 2-CPU machine, most of it the API server taking 999 reports of 1000 policies (61 MiB).
+    scale: { policies: 1000, nodes: 1000, steadySeconds: 90, memorySeconds: 8 },
+  },
 };
 
 export const QUICK: typeof DEFAULTS = {
   packet: { repeat: 10_000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
   flood: { seconds: 0.5, runs: 1, maxRuns: 2, budgetSeconds: 5 },
-  controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },
+  controlplane: {
+    applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1,
+    scale: { policies: 20, nodes: 10, steadySeconds: 3, memorySeconds: 1 },
+  },
 };
 
 export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
@@ -101,7 +113,7 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
     },
   });
-  const sections = ['packet', 'connections', 'flood', 'controlplane'];
+  const sections = ['packet', 'connections', 'flood', 'controlplane', 'scale'];
   if (values.only !== undefined && !sections.includes(values.only)) {
     throw new Error(`--only must be one of ${sections.map((s) => `"${s}"`).join(', ')}, got "${values.only}"`);
   }
@@ -127,7 +139,7 @@ async function main(): Promise<void> {
     packet: want('packet') ? packet : null,
     connections: want('connections') ? connections : null,
     flood: want('flood') ? flood : null,
-    controlplane: want('controlplane') ? base.controlplane : null,
+    controlplane: values.only === 'scale' ? { ...base.controlplane, scaleOnly: true } : want('controlplane') ? base.controlplane : null,
     log: (line) => console.error(`bench: ${line}`),
   });
   const m = results.machine;

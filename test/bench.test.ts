@@ -134,6 +134,33 @@ test('the benchmarks run and record every row, measured or not yet available', a
     }
     assert.deepEqual(find('control plane', /^kubectl apply → token on the wire$/)[1]!.target, { kind: 'at most', ratio: 1 }, 'apply → wire p99 against its budget');
 
+    // Control plane at cluster scale (scale.ts): each row once, with its budget where the design sets one.
+    const sc = QUICK.controlplane.scale;
+    const grid = `${sc.policies} policies × ${sc.nodes} nodes`;
+    for (const [name, config, target] of [
+      [/^one prefix changed: computeDesired \+ apply$/, '1 000 prefixes', { kind: 'at most', ratio: 1 }],
+      [/^scale: kubectl create → all applied on the wire and Ready$/, `${sc.policies} policies × 1 node`, { kind: 'at most', ratio: 1 }],
+      [/^agent resident memory growth, idle → policies applied$/, `${sc.policies} policies applied`, { kind: 'at most', ratio: 1 }],
+      [/^scale: kubectl create → all Ready on every node$/, grid, { kind: 'at most', ratio: 1 }],
+      [/^scale: operator writes to TokenPolicies \(status, finalizer\) per policy$/, grid, null],
+      [/^scale: TokenNodeState writes per node \(agents\)$/, grid, null],
+      [/^scale: request bytes written to the API server$/, grid, null],
+      [/^steady state: TokenNodeState writes of the node's agent$/, `${grid}, ${sc.steadySeconds} s window`, { kind: 'at most', ratio: 1 }],
+      [/^steady state: TokenPolicy status writes$/, `${grid}, ${sc.steadySeconds} s window`, { kind: 'zero' }],
+      [/^one node joins: operator status writes per policy$/, `${grid} + 1`, { kind: 'at most', ratio: 1 }],
+      [/^one node joins: reconciles of the real node's agent$/, `${grid} + 1`, { kind: 'zero' }],
+    ] as const) {
+      const got = find('control plane', name);
+      assert.deepEqual(got.map((f) => f.config), [config], `control plane ${name}: the configuration of its row`);
+      const f = got[0]!;
+      assert.ok(f.value !== null && f.value >= 0, `${f.benchmark}: got ${f.value} ${f.unit}`);
+      assert.deepEqual(f.target, target, `${f.benchmark}: its target`);
+      if (target) assert.ok(['pass', 'FAIL', 'inconclusive'].includes(f.verdict), `${f.benchmark}: a row with a target gets a verdict, got ${f.verdict}`);
+    }
+    // Every policy was Ready on every node, each node's report taken: the writes were counted from the audit log.
+    assert.ok(find('control plane', /^scale: operator writes to TokenPolicies/)[0]!.value! >= 1, 'the operator wrote each policy\'s status at least once');
+    assert.ok(find('control plane', /^scale: TokenNodeState writes per node/)[0]!.value! >= 1, 'each node wrote its report at least once');
+
     // The machine and both files.
     assert.ok(results.machine.nproc > 0 && results.machine.kernel.length > 0 && results.machine.loadAverageStart.length === 3);
     const json = JSON.parse(readFileSync(files.json, 'utf8')) as Results;

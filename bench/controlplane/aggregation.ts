@@ -18,7 +18,7 @@ import { mergePatch, policyYaml, secretYaml, type PolicyObject, type Session } f
 const SIM_LABEL = 'netoken-bench/sim';
 
 /** Runs fn over items, at most `width` at a time. */
-async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) await fn(items[next++] as T);

@@ -18,10 +18,11 @@ const WIRE_PORT = 7443;
 /** The budget: kubectl apply → token on the wire, p99 ≤ 2 s. */
 const APPLY_BUDGET_MS = 2000;
 const HOOK_WATCH = fileURLToPath(new URL('./hook-watch.js', import.meta.url));
-const SYN_LOOP = fileURLToPath(new URL('./syn-loop.js', import.meta.url));
+/** The connection loop (syn-loop.ts): node syn-loop.js <host> <port> <everyMs>. */
+export const SYN_LOOP = fileURLToPath(new URL('./syn-loop.js', import.meta.url));
 
 /** SYNs seen at the peer, from tcpdump writing pcap to a pipe; the timestamps are the capture's. */
-class SynCapture {
+export class SynCapture {
   readonly events = new Events<{ atMs: number; token: Buffer | null }>();
   syns = 0;
   marked = 0;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { Datapath, type ApplyResult } from '../../src/agent/datapath.js';
-import { computeDesired, type DesiredState } from '../../src/agent/desired.js';
+import { EncodingMemo, computeDesired, type DesiredState } from '../../src/agent/desired.js';
 import { detachAll } from '../../src/agent/hooks/detach.js';
 import { listInterfaces } from '../../src/agent/interfaces.js';
 import { layoutDir } from '../../src/agent/layout.js';
@@ -66,15 +66,17 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
     const first = benchPolicy(name, input.dev, cidrs.slice(0, n));
     const changed = benchPolicy(name, input.dev, [...cidrs.slice(0, n - 1), cidrs[n] as string]);
     const r: MapSizeResult = {
-      prefixes: n, firstApplyMs: [], changedApplyMs: [], unchangedApplyMs: [], rawWriteMs: [], computeMs: [], reopenMs: [], restartApplyMs: [],
+      prefixes: n, firstApplyMs: [], changedApplyMs: [], changedComputeMs: [], unchangedApplyMs: [], rawWriteMs: [], computeMs: [], reopenMs: [], restartApplyMs: [],
       writes: { first: [0, 0], changed: [0, 0], unchanged: [0, 0], restart: [0, 0] },
     };
     for (let run = 0; run < input.runs; run++) {
       const stateDir = `${input.stateBase}-${n}-${run}`;
       const runDir = `${input.runBase}-${n}-${run}`;
       const opts = { stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto' as const, tcPriority: 1, log };
+      // The memo lives as long as the agent process: kept from the first apply to the change, fresh after the restart.
+      let memo = new EncodingMemo();
       const desiredFor = (p: TokenPolicy, dp: Datapath): DesiredState =>
-        computeDesired({ policies: [p], keys, nodeLabels: {}, interfaces, previousIds: dp.previousIds() });
+        computeDesired({ policies: [p], keys, nodeLabels: {}, interfaces, previousIds: dp.previousIds(), memo });
       let dp: Datapath | null = null;
       try {
         dp = Datapath.open(opts);
@@ -105,7 +107,9 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         r.firstApplyMs.push(performance.now() - t);
         if (a1.errors.length > 0 || a1.hooks.length !== 1) throw new Error(`the first apply did not attach one hook: ${JSON.stringify(a1.errors)}`);
 
+        t = performance.now();
         const want2 = desiredFor(changed, dp);
+        r.changedComputeMs.push(performance.now() - t);
         t = performance.now();
         const a2 = dp.apply(want2);
         r.changedApplyMs.push(performance.now() - t);
@@ -119,6 +123,7 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         t = performance.now();
         dp = Datapath.open(opts);
         r.reopenMs.push(performance.now() - t);
+        memo = new EncodingMemo();
         const want3 = desiredFor(changed, dp);
         t = performance.now();
         const a4 = dp.apply(want3);

@@ -43,7 +43,8 @@ export interface Usage {
   childCpuPercent: number;
 }
 
-async function measureWindow(pids: Record<string, number>, seconds: number): Promise<Record<string, Usage>> {
+/** Resident memory (4 samples a second) and CPU of each process over a window of `seconds`. */
+export async function measureWindow(pids: Record<string, number>, seconds: number): Promise<Record<string, Usage>> {
   const start = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuTicks(pid)]));
   const rss: Record<string, number[]> = Object.fromEntries(Object.keys(pids).map((k) => [k, []]));
   const t0 = performance.now();

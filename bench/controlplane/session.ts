@@ -22,7 +22,8 @@ import { PREFIX } from './common.js';
 import { nodePid } from './proc.js';
 
 const NS = 'netoken-system';
-const NODE = 'bench-node';
+/** The real node: the agent's Node and TokenNodeState. */
+export const NODE = 'bench-node';
 /** The node agent's labels, and the selector of every policy meant for it alone (not for the simulated nodes). */
 export const NODE_SELECTOR = 'role: bench';
 
@@ -66,6 +67,13 @@ export interface PolicyObject {
   status?: { observedGeneration?: number; nodes?: { selected: number; ready: number; failed: number }; conditions?: { type: string; status: string }[] };
 }
 
+export interface SessionOptions {
+  /** keep the API server's audit log of writes (TestCluster's StartOptions.audit) */
+  audit?: boolean;
+  /** the agent's --counter-interval: how often counters alone may be written to its TokenNodeState */
+  counterInterval?: string;
+}
+
 export class Session {
   cluster: TestCluster | null = null;
   topo: Topology | null = null;
@@ -99,11 +107,13 @@ export class Session {
     return t;
   }
 
+  constructor(private readonly opts: SessionOptions = {}) {}
+
   context = (): string => `agent log:\n${this.agent?.log().slice(-3000) ?? ''}\noperator log:\n${this.operatorLog.last()}`;
 
   async start(log: (line: string) => void): Promise<void> {
     const t0 = performance.now();
-    this.cluster = await TestCluster.start();
+    this.cluster = await TestCluster.start({ audit: this.opts.audit ?? false });
     this.kc.loadFromFile(this.cluster.kubeconfig);
     this.topo = await createTopology({ name: 'cp', kind: 'pair', prefix: PREFIX });
     this.bridge = await bridgeLoopback(this.topo.client.ns, Number(new URL(this.cluster.server).port));
@@ -115,7 +125,7 @@ metadata: {name: ${NODE}, labels: {${NODE_SELECTOR}}}
     const agentKc = await agentKubeconfig(this.cluster, NODE, NS);
     this.agent = agentIn(this.topo.client.ns, 'cp');
     // The agent's own defaults where they matter for its cost (startCluster asks for 1 s counters and debug logs).
-    await this.agent.startCluster(agentKc, NODE, NS, ['--counter-interval', '60s', '--log-level', 'info', '--interface-poll', '2s']);
+    await this.agent.startCluster(agentKc, NODE, NS, ['--counter-interval', this.opts.counterInterval ?? '60s', '--log-level', 'info', '--interface-poll', '2s']);
     const opKc = await operatorKubeconfig(this.cluster, NS);
     this.operatorPort = (await freePorts(1))[0] as number;
     const child = spawn(

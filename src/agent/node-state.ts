@@ -197,6 +197,8 @@ export class NodeStateWriter {
   private exists = false;
   private latest: AgentStatus | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** when the timer fires (ms since the epoch) */
+  private timerAt = 0;
   private writing: Promise<void> | null = null;
   private failures = 0;
   private stopped = false;
@@ -240,10 +242,18 @@ export class NodeStateWriter {
   }
 
   private schedule(): void {
-    if (this.stopped || this.writing || this.timer) return;
+    if (this.stopped || this.writing) return;
     const now = Date.now();
+    // A write due within the minimum interval between writes: a change now would be written at most that much sooner.
+    if (this.timer && this.timerAt <= now + (this.o.minWriteIntervalMs ?? 2000)) return;
     const at = this.due(now);
     if (at === undefined) return;
+    // A change pending behind a counters-only write (due a counter interval later) is written when it is due itself.
+    if (this.timer) {
+      if (this.timerAt <= at) return;
+      clearTimeout(this.timer);
+    }
+    this.timerAt = at;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.writeNow();

@@ -128,6 +128,9 @@ export interface NodePlacement {
   client(cmd: string, args: string[]): string[];
 }
 
+/** The user of the admin kubeconfig (group system:masters), as the audit log names it. */
+export const ADMIN_USER = 'netoken-test-admin';
+
 /** The API server's port inside a test node's network namespace. */
 export const NODE_API_PORT = 6443;
 
@@ -524,7 +527,7 @@ export class TestCluster {
       this.issueCertificate('kubelet-client', '/O=system:masters/CN=kube-apiserver-kubelet-client', 'client');
     }
     this.issueCertificate('serving', '/CN=kube-apiserver', 'server', sans);
-    this.issueCertificate('admin', '/O=system:masters/CN=netoken-test-admin', 'client');
+    this.issueCertificate('admin', `/O=system:masters/CN=${ADMIN_USER}`, 'client');
     const sa = generateKeyPairSync('ec', {
       namedCurve: 'prime256v1',
       publicKeyEncoding: { type: 'spki', format: 'pem' },
