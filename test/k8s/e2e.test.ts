@@ -22,6 +22,7 @@ import { netnsPath, run, spawnIn, waitForExit } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { ImageBuilder, type BuildResult } from './image.js';
+import { type NodeState, policyAttached } from './chart.js';
 import { TestNode } from './node.js';
 
 const NS = 'netoken-system';
@@ -195,14 +196,15 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     await runReadme(['kubectl', 'apply', '-f', '-'], yaml);
     const table = await waitFor(async () => {
       const out = await kubectlOk(['get', 'tokenpolicies']);
-      return /^web-egress\s+Keyed\s+True\s+1\s+1\s/m.test(out) ? out : null;
+      return /^web-egress\s+Keyed\s+True\s+AllNodesReady\s+1\s+1\s/m.test(out) ? out : null;
     }, 'kubectl get tokenpolicies: web-egress READY True on 1 of 1 node', 60_000);
-    assert.match(table, /NAME\s+MODE\s+READY\s+NODES READY\s+SELECTED/);
+    assert.match(table, /NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED/);
     const states = await kubectlOk(['get', 'tokennodestates']);
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
-    const nodeState = await node.cluster.getJson<{ status: { policies: { name: string; interfaces: { name: string; state: string }[] }[] } }>(['tokennodestate', node.name]);
-    assert.deepEqual(nodeState.status.policies.find((p) => p.name === 'web-egress')?.interfaces.map((i) => [i.name, i.state]), [[node.dev, 'Attached']],
+    const nodeState = await node.cluster.getJson<NodeState>(['tokennodestate', node.name]);
+    assert.deepEqual(nodeState.status?.policies?.find((p) => p.name === 'web-egress')?.interfaces, [node.dev],
       'the policy (no interfaces given) is on the interface of the node\'s default route');
+    assert.ok(policyAttached(nodeState, 'web-egress'), `its hooks there are attached: ${JSON.stringify(nodeState.status?.interfaces)}`);
 
     const secret = await node.cluster.getJson<{ data: { current: string } }>(['secret', '-n', NS, 'web-egress-token']);
     const key = Buffer.from(secret.data.current, 'base64');
