@@ -18,19 +18,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
-import {
-  IngressActionCode,
-  TokenModeCode,
-  decodeConfig,
-  encodeClock,
-  encodeConfig,
-  encodeEgressRule,
-  encodeIngressRule,
-  encodeLpmKey,
-  encodePolicy,
-  encodePortKey,
-  type CounterName,
-} from '../src/lib/abi.js';
+import { decodeConfig, encodeClock, encodeConfig, encodeEgressRule, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, IngressActionCode, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND, TokenModeCode, type CounterName } from '../src/lib/abi.js';
 import { CounterSlots } from '../src/agent/counters.js';
 import { raiseEgressGeneration } from '../src/agent/map-sync.js';
 import { BIND_ALL, epochAt, keyedToken } from '../src/lib/siphash.js';
@@ -57,6 +45,7 @@ import { countLabel, figure, median, type BenchResult, type Figure, type Target 
 import { paired, untilDecided, type Budget, type RowSpec } from './decide.js';
 import { TcAction, XdpAction } from '../src/native/bpf.js';
 import { Rng } from '../fuzz/rng.js';
+import { KEYED_KEY as KEY, KEYED_KEY_PREVIOUS as KEY_PREVIOUS } from '../test/lib/keys.js';
 
 /** What the restore wrappers return when a repetition did not do what it measures (bench/bpf/restore.h). */
 const WRAPPER_ERRORS: Record<number, string> = {
@@ -71,11 +60,7 @@ const TEST_IFINDEX = 1;
 const POLICY = 1;
 /** A keyed policy with a current and a previous key, protecting KEYED_PORT at ingress. */
 const KEYED_VERIFY_POLICY = 2;
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN = Buffer.from('4e546f6b656e2121', 'hex');
-const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-const KEY_PREVIOUS = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
 /** A key the verifier does not have: its tokens are invalid under both keys and both epochs. */
 const KEY_FOREIGN = Buffer.from('5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a', 'hex');
 /** Day-long epochs for the verifier's keyed policy: a token made at the start stays valid for the whole benchmark. */

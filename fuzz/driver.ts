@@ -397,10 +397,18 @@ export async function fuzz<V>(f: Fuzzer<V>, opts: FuzzOptions<V>): Promise<FuzzS
 /** A failing case as a person reads it: how to replay it, what broke, the bytes in and out. */
 export function formatFailure<V>(f: Fuzzer<V>, run: CaseRun<V>, replayHint: string): string {
   const c = run.fuzzCase;
-  const lines = [
+  return [
     `FAIL seed=${c.seed} case=${c.index} target=${f.target.name}`,
     ...run.violations.map((v) => `  invariant ${v.invariant}: ${v.detail}`),
     `  replay:   ${replayHint} --replay ${c.seed}:${c.index}`,
+    ...describeRun(f, run),
+  ].join('\n');
+}
+
+/** One run's device, recipe, expected verdict, return value and the bytes in and out, a line each. */
+export function describeRun<V>(f: Fuzzer<V>, run: CaseRun<V>): string[] {
+  const c = run.fuzzCase;
+  return [
     `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
     `  recipe:   ${c.recipe.join('; ')}`,
     `  expected: ${f.target.describe(run.verdict)}`,
@@ -408,5 +416,4 @@ export function formatFailure<V>(f: Fuzzer<V>, run: CaseRun<V>, replayHint: stri
     `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
     `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
   ];
-  return lines.join('\n');
 }

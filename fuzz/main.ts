@@ -25,7 +25,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { COUNTERS } from '../src/lib/abi.js';
-import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fragmentsTarget, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, describeRun, formatFailure, fragmentsTarget, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
 import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -153,17 +153,8 @@ function printReplay<V>(f: Fuzzer<V>, run: CaseRun<V>, cfg: Config): void {
     return;
   }
   const c = run.fuzzCase;
-  process.stdout.write(
-    [
-      `ok seed=${c.seed} case=${c.index} target=${f.target.name}: every invariant held`,
-      `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
-      `  recipe:   ${c.recipe.join('; ')}`,
-      `  expected: ${f.target.describe(run.verdict)}`,
-      `  retval:   ${run.retval}`,
-      `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
-      `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
-    ].join('\n') + '\n',
-  );
+  const lines = [`ok seed=${c.seed} case=${c.index} target=${f.target.name}: every invariant held`, ...describeRun(f, run)];
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 async function inside(cfg: Config): Promise<number> {

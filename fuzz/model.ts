@@ -7,6 +7,7 @@
  * compares every run against this, byte for byte and counter for counter.
  */
 import { COUNTERS, TokenModeCode } from '../src/lib/abi.js';
+import { ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP } from '../src/lib/packet.js';
 import { HARD_HEADER_LEN, lookupPolicy, policyById, type Device, type PolicyDef } from './world.js';
 
 export type CounterName = (typeof COUNTERS)[number];
@@ -36,11 +37,6 @@ export type Verdict =
   /** grown by our option, one `marked` under the policy */
   | { action: 'mark'; layout: MarkLayout };
 
-const ETH_P_IP = 0x0800;
-const ETH_P_IPV6 = 0x86dd;
-const ETH_P_8021Q = 0x8100;
-const ETH_P_8021AD = 0x88a8;
-const IPPROTO_TCP = 6;
 const VLAN_MAX_DEPTH = 2;
 const IPV6_EXT_MAX = 6;
 const IPV6_EXT = new Set([0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254]);

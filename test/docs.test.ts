@@ -1,7 +1,8 @@
 /**
  * The docs match the tree: the README's Layout table names every folder at the top of the
  * repository and under src/ (and none that is gone), and every relative link in README.md
- * and docs/ leads to a file that exists, and to a heading that exists where it names one.
+ * and docs/ leads to a file that exists, and to a heading that exists where it names one; every
+ * repository path the Architecture section names exists.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -66,4 +67,16 @@ test('relative links in README.md and docs/ lead to files and headings that exis
   }
   assert.ok(links >= 10, `found ${links} relative links; the pattern must have missed some`);
   assert.deepEqual(broken, []);
+});
+
+test("every repository path the README's Architecture section names exists", () => {
+  const section = /^## Architecture\n([\s\S]*?)^## /m.exec(readme)?.[1];
+  assert.ok(section, 'the README has an Architecture section');
+  // A backticked path: folders and a name (`src/agent/datapath.ts`, `native/`), or a bare file name
+  // (which must then be at the top of the repository: name paths in full).
+  const paths = [...section.matchAll(/`([^`\s]+)`/g)].map((m) => m[1] as string)
+    .filter((p) => /^[\w.-]+(\/[\w.-]+)*\/?$/.test(p) && (p.includes('/') || /\.(ts|js|h|c|yaml|json|md|sh)$/.test(p)));
+  assert.ok(paths.length >= 20, `found ${paths.length} paths; the pattern must have missed some`);
+  const missing = paths.filter((p) => !existsSync(path.join(PACKAGE_ROOT, p)));
+  assert.deepEqual(missing, [], 'paths the Architecture section names that do not exist');
 });

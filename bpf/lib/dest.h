@@ -21,6 +21,7 @@
 #define NT_LIB_DEST_H
 
 #include "common.h"
+#include "map_decl.h"
 #include "maps.h"
 #include "counters.h"
 #include "syn.h"
@@ -40,12 +41,8 @@ struct nt_dst_entry {
 };
 
 /* Not pinned: a cache belongs to the programs of one load. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NT_DST_CACHE_SIZE);
-	__type(key, __u32);
-	__type(value, struct nt_dst_entry);
-} nt_dst_cache SEC(".maps");
+NT_LOCAL_MAP(nt_dst_cache, BPF_MAP_TYPE_PERCPU_ARRAY, NT_DST_CACHE_SIZE, __u32,
+	     struct nt_dst_entry);
 
 /** nt_dst_trie() - the longest-prefix rule for the destination of SYN @s on @ifindex, or NULL. */
 static __always_inline struct nt_egress_rule *nt_dst_trie(__u32 ifindex, const struct nt_syn *s)

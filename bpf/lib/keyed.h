@@ -10,6 +10,7 @@
 
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "map_decl.h"
 #include "maps.h"
 #include "siphash.h"
 #include "syn.h"
@@ -99,12 +100,8 @@ struct nt_clock_reading {
 	__u64 unix_s;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct nt_clock_reading);
-} nt_clock_readings SEC(".maps");
+NT_LOCAL_MAP(nt_clock_readings, BPF_MAP_TYPE_PERCPU_ARRAY, 1, __u32,
+	     struct nt_clock_reading);
 
 /**
  * nt_keyed_unix_s() - seconds since the unix epoch, from the clock the agent wrote.

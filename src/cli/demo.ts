@@ -14,12 +14,11 @@ import { PACKAGE_ROOT } from '../lib/package.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js';
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 import { sleep, waitUntil } from '../lib/wait.js';
+import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../lib/abi.js';
 
 /** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
 const KEY = Buffer.from('netoken-demo-key', 'ascii');
 const EPOCH_SECONDS = 60;
-const KIND = 253;
-const EXID = 0x4e54;
 const MARKED_PORT = 8080;
 const UNMARKED_PORT = 9090;
 

@@ -14,9 +14,8 @@ import { TCP_ACK, TCP_SYN, buildFrame, tokenOption } from '../lib/packet.js';
 import { LINKTYPE_LINUX_SLL, PACKET_OUTGOING, parsePcap, pcapHeader, pcapRecord, sllHeader, writePcap } from '../lib/pcap.js';
 import { inspectConfig, UsageError, type RawOptions } from './config.js';
 import { runInspect, type Summary, type SynRecord } from './inspect.js';
+import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../lib/abi.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 const EPOCH = 60;
 /** 10 s into an epoch: a token of the next epoch means a clock at least 50 s ahead. */
 const T0 = (29_000_000 * EPOCH + 10) * 1000;

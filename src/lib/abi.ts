@@ -7,6 +7,9 @@
 import type { Cidr } from './cidr.js';
 
 export const NT_OPT_LEN = 12;
+/** NT_OPT_KIND_DEFAULT and NT_OPT_EXID_DEFAULT: the token option's kind and ExID ("NT") unless a policy names others. */
+export const NT_OPT_KIND_DEFAULT = 253;
+export const NT_OPT_EXID_DEFAULT = 0x4e54;
 export const NT_MAX_PORTS = 16;
 export const NT_MAX_POLICIES = 1024;
 /** NT_LAYOUT_VERSION: the layout of the pinned maps as a whole (see src/agent/layout.ts). */

@@ -4,7 +4,7 @@
  * schema and CEL enforce at `kubectl apply`, so standalone mode rejects what a
  * cluster would, plus the key checks only the agent can make.
  */
-import { NT_MAX_PORTS } from './abi.js';
+import { NT_MAX_PORTS, NT_OPT_EXID_DEFAULT, NT_OPT_KIND_DEFAULT } from './abi.js';
 import { parseCidr } from './cidr.js';
 import {
   API, BIND_FIELDS, DEFAULT_CLOCK_SKEW_SECONDS, KEY_GENERATION_ANNOTATION, type BindField, type Destination, type KeyRotationSpec,
@@ -266,8 +266,8 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
   }
 
   const opt = c.obj(spec.option, 'spec.option', ['kind', 'experimentId']) ?? {};
-  const kind = c.int(opt.kind ?? 253, 'spec.option.kind', 253, 254);
-  const experimentId = c.int(opt.experimentId ?? 0x4e54, 'spec.option.experimentId', 0, 0xffff);
+  const kind = c.int(opt.kind ?? NT_OPT_KIND_DEFAULT, 'spec.option.kind', 253, 254);
+  const experimentId = c.int(opt.experimentId ?? NT_OPT_EXID_DEFAULT, 'spec.option.experimentId', 0, 0xffff);
 
   let egress: TokenPolicySpec['egress'];
   if (spec.egress !== undefined && spec.egress !== null) {

@@ -8,32 +8,21 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
-import { toEthernet } from '../../src/lib/pcap.js';
-import { agentIn, agentMetricsIn, kernelHooks, type AgentRun } from '../lib/agent.js';
-import { startCapture } from '../lib/capture.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, policyAttached, startOperator, waitNodeState as waitNodeStateIn } from './chart.js';
-import { TestCluster, repoRoot } from './cluster.js';
+import { agentMetricsIn, kernelHooks, type AgentRun } from '../lib/agent.js';
+import { type LoopbackBridge } from '../lib/loopback-bridge.js';
+import { keySecret, nodeYaml, tokenPolicy as policy, yamlStream } from '../lib/manifests.js';
+import { type Topology } from '../lib/netns.js';
+import { type TcpServer } from '../lib/tcp.js';
+import { type NodeState, type OperatorRun, policyAttached } from './chart.js';
+import { type TestCluster, repoRoot } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 
-const NS = 'netoken-system';
 const NODE = 'node-a';
 const KEY = Buffer.from('0a1b2c3d4e5f6071', 'hex');
 
-
-function policy(name: string, spec: string): string {
-  return `apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: ${name}}
-spec:
-${spec.replace(/^/gm, '  ')}
-`;
-}
-
 describe('agent in cluster mode', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
   let bridge: LoopbackBridge;
@@ -44,46 +33,18 @@ describe('agent in cluster mode', () => {
   /** the server on the port the policy marks after the edit */
   let server2: TcpServer;
 
-  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> =>
-    waitNodeStateIn(cluster, NODE, pred, what, ms, () => agent.log());
-  const synToServer = async (port: number): Promise<Buffer | null> => {
-    const cap = await startCapture(topo.server.ns, topo.server.dev, { filter: 'tcp' });
-    const r = await connect(topo.client.ns, topo.server.ipv4, port);
-    const res = await cap.stop();
-    assert.ok(r.ok, `handshake to ${port}: ${JSON.stringify(r)}`);
-    const syn = res.frames.map((f) => parseFrame(toEthernet(res.linkType, f))).find((p) => p.tcp && p.tcp.flags & TCP_SYN && !(p.tcp.flags & TCP_ACK));
-    assert.ok(syn, 'the SYN reached the server');
-    assert.equal(syn.tcpChecksumOk, true);
-    return findTokenOption(syn, 253, 0x4e54);
-  };
+  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> => env.nodeState(NODE, agent, pred, what, ms);
+  const synToServer = (port: number): Promise<Buffer | null> => env.synToken(topo.server.ipv4, port);
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'k8s', kind: 'pair' });
-    const port = Number(new URL(cluster.server).port);
-    bridge = await bridgeLoopback(topo.client.ns, port);
-    server = await startServer(topo.server.ns, { port: 0 });
-    await cluster.apply(`apiVersion: v1
-kind: Namespace
-metadata: {name: ${NS}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: ${NODE}, labels: {role: edge}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: web-token, namespace: ${NS}}
-type: Opaque
-data: {current: ${KEY.toString('base64')}}
-`);
-    // The agent runs with exactly the chart's RBAC and admission policy, as a Pod-bound token on its node.
-    await installChartRbac(cluster, NS);
-    const kubeconfig = await agentKubeconfig(cluster, NODE, NS);
-    agent = agentIn(topo.client.ns, 'k8s');
-    await agent.startCluster(kubeconfig, NODE, NS);
+    env = await ClusterNodes.start('k8s');
+    ({ cluster, topo } = env);
+    server = await env.server();
+    await cluster.apply(yamlStream([nodeYaml(NODE, { role: 'edge' }), keySecret('web-token', { current: KEY }, { namespace: NS })]));
+    bridge = await env.bridge('client');
+    agent = await env.startAgent('client', NODE, 'k8s');
     // The operator as a real process, with the chart's RBAC: it rolls node reports up into policy status.
-    operator = await startOperator(cluster, OPERATOR_METRICS, { namespace: NS, podName: 'op-e2e', extraArgs: ['--finalizer-timeout=30s'] });
+    operator = await env.startOperator('op-e2e', { metricsPort: OPERATOR_METRICS, extraArgs: ['--finalizer-timeout=30s'] });
   });
 
   type PolicyStatus = { status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[]; nodes?: { selected: number; ready: number; failed: number; withoutAgent: number }; failedNodes?: { node: string; reason: string; message: string }[] } };
@@ -97,13 +58,7 @@ data: {current: ${KEY.toString('base64')}}
   };
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agent?.cleanup();
-    await server?.stop();
-    await server2?.stop();
-    await bridge?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   test('apply → the node marks real handshakes and reports Ready in its TokenNodeState', async () => {
@@ -125,7 +80,7 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]
   });
 
   test('an edit applies: the generation moves and the new port is marked', async () => {
-    server2 = await startServer(topo.server.ns, { port: 0 });
+    server2 = await env.server();
     await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
@@ -155,20 +110,16 @@ egress: {}`));
     await bridge.stop();
     await sleep(1500);
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'still marked while the API server is away');
-    const server3 = await startServer(topo.server.ns, { port: 0 });
-    try {
-      await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
+    const server3 = await env.server();
+    await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
 egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}]}`));
-      await sleep(1000);
-      assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
-      await bridge.start();
-      await waitNodeState((s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3, 'caught up to generation 3', 60_000);
-      assert.equal((await synToServer(server3.port))?.toString('hex'), KEY.toString('hex'));
-    } finally {
-      await server3.stop();
-    }
+    await sleep(1000);
+    assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
+    await bridge.start();
+    await waitNodeState((s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3, 'caught up to generation 3', 60_000);
+    assert.equal((await synToServer(server3.port))?.toString('hex'), KEY.toString('hex'));
   });
 
   test('keys never appear in metrics, logs or status', async () => {

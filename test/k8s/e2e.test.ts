@@ -22,6 +22,7 @@ import { netnsPath, run, spawnIn, waitForExit } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { ImageBuilder, type BuildResult } from './image.js';
+import { type NodeState, policyAttached } from './chart.js';
 import { TestNode } from './node.js';
 
 const NS = 'netoken-system';
@@ -200,14 +201,10 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     assert.match(table, /NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED/);
     const states = await kubectlOk(['get', 'tokennodestates']);
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
-    type NodeState = {
-      status: { policies: { name: string; interfaces: string[] }[]; interfaces: { name: string; hooks: { direction: string; state: string }[] }[] };
-    };
     const nodeState = await node.cluster.getJson<NodeState>(['tokennodestate', node.name]);
-    assert.deepEqual(nodeState.status.policies.find((p) => p.name === 'web-egress')?.interfaces, [node.dev],
+    assert.deepEqual(nodeState.status?.policies?.find((p) => p.name === 'web-egress')?.interfaces, [node.dev],
       'the policy (no interfaces given) is on the interface of the node\'s default route');
-    assert.deepEqual(nodeState.status.interfaces.find((i) => i.name === node.dev)?.hooks.map((h) => [h.direction, h.state]), [['Egress', 'Attached']],
-      'its egress hook is attached there');
+    assert.ok(policyAttached(nodeState, 'web-egress'), `its hooks there are attached: ${JSON.stringify(nodeState.status?.interfaces)}`);
 
     const secret = await node.cluster.getJson<{ data: { current: string } }>(['secret', '-n', NS, 'web-egress-token']);
     const key = Buffer.from(secret.data.current, 'base64');

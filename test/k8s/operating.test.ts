@@ -18,16 +18,16 @@ import { COUNTERS } from '../../src/lib/abi.js';
 import { buildFrame, tokenOption } from '../../src/lib/packet.js';
 import { writePcap } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { agentIn, agentMetricsIn, type AgentRun } from '../lib/agent.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type K8sObject, type OperatorRun, agentKubeconfig, installChartRbac, parseObjects, policyAttached, render, startOperator, waitNodeState } from './chart.js';
-import { TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
+import { agentMetricsIn, type AgentRun } from '../lib/agent.js';
+import { keySecret, nodeYaml, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { type Topology } from '../lib/netns.js';
+import { connect, type TcpServer } from '../lib/tcp.js';
+import { type K8sObject, type OperatorRun, parseObjects, policyAttached, render } from './chart.js';
+import { type TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 import { type Inventory, addExposition, exprNeeds } from './promql.js';
 import { waitUntil } from '../../src/lib/wait.js';
 
-const NS = 'netoken-system';
 const NODE = 'node-ops';
 const STATIC_TOKEN = randomBytes(8);
 const GUARD_KEY = randomBytes(16);
@@ -121,9 +121,9 @@ describe('the chart\'s alerts and dashboard, with promtool', () => {
 });
 
 describe('the dashboard and the alerts against a real agent and operator', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
-  let bridge: LoopbackBridge;
   let agent: AgentRun;
   let server: TcpServer;
   let operator: OperatorRun;
@@ -131,42 +131,25 @@ describe('the dashboard and the alerts against a real agent and operator', () =>
   let guardPort: number;
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'ops', kind: 'pair' });
-    bridge = await bridgeLoopback(topo.client.ns, Number(new URL(cluster.server).port));
-    server = await startServer(topo.server.ns, { port: 0 });
+    env = await ClusterNodes.start('ops');
+    ({ cluster, topo } = env);
+    server = await env.server();
     [operatorPort, guardPort] = (await freePorts(2)) as [number, number];
-    await installChartRbac(cluster, NS);
-    const secret = (name: string, key: Buffer): string => JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: NS }, type: 'Opaque', data: { current: key.toString('base64') } });
-    await cluster.apply(`${secret('web-token', STATIC_TOKEN)}
----
-${secret('guard-key', GUARD_KEY)}
----
-apiVersion: v1
-kind: Node
-metadata: {name: ${NODE}, labels: {role: edge}}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: web}
-spec:
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Static, secretRef: {name: web-token}}
-  egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: guard}
-spec:
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Keyed, secretRef: {name: guard-key}, epochSeconds: ${EPOCH_SECONDS}}
-  ingress: {action: Enforce, ports: [${guardPort}]}
-`);
-    agent = agentIn(topo.client.ns, 'ops');
-    await agent.startCluster(await agentKubeconfig(cluster, NODE, NS), NODE, NS);
-    operator = await startOperator(cluster, operatorPort, { namespace: NS, podName: 'op-ops' });
-    await waitNodeState(cluster, NODE, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => policyAttached(s, p.name)),
-      'both policies attached', 30_000, () => agent.log());
+    await cluster.apply(yamlStream([
+      keySecret('web-token', { current: STATIC_TOKEN }, { namespace: NS }),
+      keySecret('guard-key', { current: GUARD_KEY }, { namespace: NS }),
+      nodeYaml(NODE, { role: 'edge' }),
+      tokenPolicy('web', `interfaces: {names: [${topo.client.dev}]}
+token: {mode: Static, secretRef: {name: web-token}}
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}`),
+      tokenPolicy('guard', `interfaces: {names: [${topo.client.dev}]}
+token: {mode: Keyed, secretRef: {name: guard-key}, epochSeconds: ${EPOCH_SECONDS}}
+ingress: {action: Enforce, ports: [${guardPort}]}`),
+    ]));
+    agent = await env.startAgent('client', NODE, 'ops');
+    operator = await env.startOperator('op-ops', { metricsPort: operatorPort });
+    await env.nodeState(NODE, agent, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => policyAttached(s, p.name)),
+      'both policies attached');
     for (const name of ['web', 'guard']) {
       await waitUntil(`policy ${name} Ready`, 30_000, async () => {
         const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
@@ -179,12 +162,7 @@ spec:
   });
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agent?.cleanup();
-    await server?.stop();
-    await bridge?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   const scrapeAgent = (): Promise<string> => agentMetricsIn(topo.client.ns);

@@ -9,89 +9,55 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
-import { toEthernet } from '../../src/lib/pcap.js';
-import { agentIn, type AgentRun } from '../lib/agent.js';
-import { startCapture } from '../lib/capture.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, run, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
+import { type AgentRun } from '../lib/agent.js';
+import { keySecret, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { run, type Topology } from '../lib/netns.js';
+import { type TcpServer } from '../lib/tcp.js';
 import { keyLeaks } from '../system/reliability-lib.js';
-import { agentKubeconfig, installChartRbac, policyAttached, waitNodeState as waitNodeStateIn, type NodeState } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { agentKubeconfig, policyAttached, type NodeState } from './chart.js';
+import { type TestCluster } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 
-const NS = 'netoken-system';
 const NODE = 'node-rel';
 const GOOD = randomBytes(8);
 const VICTIM = randomBytes(8);
 const VICTIM2 = randomBytes(8);
 const GARBAGE = randomBytes(5);
 
-
-function secret(name: string, data: Record<string, Buffer>): string {
-  return `apiVersion: v1
-kind: Secret
-metadata: {name: ${name}, namespace: ${NS}}
-type: Opaque
-data: {${Object.entries(data).map(([k, v]) => `${k}: ${v.toString('base64')}`).join(', ')}}
-`;
-}
+const secret = (name: string, data: Record<string, Buffer>): string => keySecret(name, data, { namespace: NS });
 
 describe('a key Secret deleted or holding garbage (cluster mode)', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
-  let bridge: LoopbackBridge;
   let agent: AgentRun;
   let p1: TcpServer;
   let p2: TcpServer;
   /** a second server address: the two policies must not claim the same prefix (the first name would win it) */
   let addr2 = '';
 
-  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 30_000): Promise<NodeState> =>
-    waitNodeStateIn(cluster, NODE, pred, what, ms, () => agent.log());
+  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 30_000): Promise<NodeState> => env.nodeState(NODE, agent, pred, what, ms);
   const policyOf = (s: NodeState, name: string): NonNullable<NonNullable<NodeState['status']>['policies']>[number] | undefined => s.status?.policies?.find((p) => p.name === name);
-  const tokenTo = async (port: number): Promise<string | null> => {
-    const cap = await startCapture(topo.server.ns, topo.server.dev, { filter: `tcp dst port ${port}` });
-    const r = await connect(topo.client.ns, port === p2.port ? addr2 : topo.server.ipv4, port);
-    const res = await cap.stop();
-    assert.ok(r.ok, `handshake to ${port}: ${JSON.stringify(r)}`);
-    const syn = res.frames.map((f) => parseFrame(toEthernet(res.linkType, f))).find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
-    assert.ok(syn, 'the SYN was captured');
-    return findTokenOption(syn, 253, 0x4e54)?.toString('hex') ?? null;
-  };
+  const tokenTo = async (port: number): Promise<string | null> => (await env.synToken(port === p2.port ? addr2 : topo.server.ipv4, port))?.toString('hex') ?? null;
   const alive = (): void => assert.ok(agent.child && agent.child.exitCode === null, `the agent is still running\n${agent.log().slice(-3000)}`);
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'relk8s', kind: 'pair' });
-    bridge = await bridgeLoopback(topo.client.ns, Number(new URL(cluster.server).port));
-    p1 = await startServer(topo.server.ns, { port: 0 });
-    p2 = await startServer(topo.server.ns, { port: 0 });
+    env = await ClusterNodes.start('relk8s');
+    ({ cluster, topo } = env);
+    p1 = await env.server();
+    p2 = await env.server();
     addr2 = topo.server.ipv4.replace(/\.\d+$/, '.77');
     await run('ip', ['-n', topo.server.ns, 'addr', 'add', `${addr2}/32`, 'dev', topo.server.dev]);
-    await installChartRbac(cluster, NS);
-    await cluster.apply(secret('good-key', { current: GOOD }) + '---\n' + secret('victim-key', { current: VICTIM }));
-    const kubeconfig = await agentKubeconfig(cluster, NODE, NS);
-    agent = agentIn(topo.client.ns, 'relk8s');
-    await agent.startCluster(kubeconfig, NODE, NS);
-    const policy = (name: string, secretName: string, addr: string, port: number): string => `apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: ${name}}
-spec:
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Static, secretRef: {name: ${secretName}}}
-  egress: {destinations: [{cidr: ${addr}/32, ports: [${port}]}]}
-`;
-    await cluster.apply(policy('good', 'good-key', topo.server.ipv4, p1.port) + '---\n' + policy('victim', 'victim-key', addr2, p2.port));
+    await cluster.apply(yamlStream([secret('good-key', { current: GOOD }), secret('victim-key', { current: VICTIM })]));
+    agent = await env.startAgent('client', NODE, 'relk8s');
+    const policy = (name: string, secretName: string, addr: string, port: number): string => tokenPolicy(name, `interfaces: {names: [${topo.client.dev}]}
+token: {mode: Static, secretRef: {name: ${secretName}}}
+egress: {destinations: [{cidr: ${addr}/32, ports: [${port}]}]}`);
+    await cluster.apply(yamlStream([policy('good', 'good-key', topo.server.ipv4, p1.port), policy('victim', 'victim-key', addr2, p2.port)]));
   });
 
   after(async () => {
-    await agent?.cleanup();
-    await p1?.stop();
-    await p2?.stop();
-    await bridge?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   test('both policies mark with their keys', async () => {

@@ -10,15 +10,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { ROOT, agentIn, counter, type AgentRun } from '../lib/agent.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type OperatorRun, agentKubeconfig, installChartRbac, startOperator } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { ROOT, counter, type AgentRun } from '../lib/agent.js';
+import { type LoopbackBridge } from '../lib/loopback-bridge.js';
+import { nodeYaml, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { spawnIn, waitForExit, type Topology } from '../lib/netns.js';
+import { connect, type TcpServer } from '../lib/tcp.js';
+import { type OperatorRun } from './chart.js';
+import { type TestCluster } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 
-const NS = 'netoken-system';
 const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
 const EPOCH_SECONDS = 5;
 const RETIRE_MARGIN = '2s';
@@ -32,6 +33,7 @@ interface Policy { status?: { conditions?: Condition[] } }
 interface NodeKeysReport { status?: { policies?: { name: string; keys?: { signs: number; accepts: number[] } }[] } }
 
 describe('key rotation across two nodes', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
   let bridgeA: LoopbackBridge;
@@ -64,48 +66,27 @@ describe('key rotation across two nodes', () => {
   const rotate = (value: string): Promise<unknown> => cluster.kubectlOk(['annotate', 'tokenpolicy', 'mark', `netoken.io/rotate=${value}`, '--overwrite']);
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'rot', kind: 'pair' });
-    const port = Number(new URL(cluster.server).port);
-    bridgeA = await bridgeLoopback(topo.client.ns, port);
-    bridgeB = await bridgeLoopback(topo.server.ns, port);
-    echo = await startServer(topo.server.ns, { port: 0 });
-    await cluster.apply(`apiVersion: v1
-kind: Namespace
-metadata: {name: ${NS}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-a, labels: {role: client}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-b, labels: {role: server}}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: mark}
-spec:
-  nodeSelector: {matchLabels: {role: client}}
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}
-  egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${echo.port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: guard}
-spec:
-  nodeSelector: {matchLabels: {role: server}}
-  interfaces: {names: [${topo.server.dev}]}
-  token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}
-  ingress: {action: Enforce, ports: [${echo.port}]}
-`);
-    await installChartRbac(cluster, NS);
-    operator = await startOperator(cluster, OPERATOR_METRICS, { namespace: NS, podName: 'op-rot', extraArgs: [`--key-retire-margin=${RETIRE_MARGIN}`] });
-    agentA = agentIn(topo.client.ns, 'rot-a');
-    agentB = agentIn(topo.server.ns, 'rot-b');
-    await agentA.startCluster(await agentKubeconfig(cluster, 'node-a', NS), 'node-a', NS);
-    await agentB.startCluster(await agentKubeconfig(cluster, 'node-b', NS), 'node-b', NS);
+    env = await ClusterNodes.start('rot');
+    ({ cluster, topo } = env);
+    echo = await env.server();
+    const token = `token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}`;
+    await cluster.apply(yamlStream([
+      nodeYaml('node-a', { role: 'client' }),
+      nodeYaml('node-b', { role: 'server' }),
+      tokenPolicy('mark', `nodeSelector: {matchLabels: {role: client}}
+interfaces: {names: [${topo.client.dev}]}
+${token}
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${echo.port}]}]}`),
+      tokenPolicy('guard', `nodeSelector: {matchLabels: {role: server}}
+interfaces: {names: [${topo.server.dev}]}
+${token}
+ingress: {action: Enforce, ports: [${echo.port}]}`),
+    ]));
+    operator = await env.startOperator('op-rot', { metricsPort: OPERATOR_METRICS, extraArgs: [`--key-retire-margin=${RETIRE_MARGIN}`] });
+    bridgeA = await env.bridge('client');
+    bridgeB = await env.bridge('server');
+    agentA = await env.startAgent('client', 'node-a', 'rot-a');
+    agentB = await env.startAgent('server', 'node-b', 'rot-b');
     await eventually('both nodes hold key generation 1', 60_000, async () => {
       const a = await reported('node-a', 'mark');
       const b = await reported('node-b', 'guard');
@@ -114,14 +95,7 @@ spec:
   });
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agentA?.cleanup();
-    await agentB?.cleanup();
-    await echo?.stop();
-    await bridgeA?.close();
-    await bridgeB?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   test('the key rotates four times while A connects to B, with B and then A cut off from the API for a while: no connection fails, no token is refused', async (t) => {

@@ -12,19 +12,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import { MAX_POLICIES_PER_NODE } from '../../src/lib/abi.js';
-import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
-import { toEthernet } from '../../src/lib/pcap.js';
 import { API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
-import { agentIn, type AgentRun } from '../lib/agent.js';
-import { startCapture } from '../lib/capture.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, run, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, startOperator, waitNodeState } from './chart.js';
-import { TestCluster, freePorts } from './cluster.js';
+import { type AgentRun } from '../lib/agent.js';
+import { keySecret, nodeYaml, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { run, type Topology } from '../lib/netns.js';
+import { type TcpServer } from '../lib/tcp.js';
+import { type NodeState, type OperatorRun, waitNodeState } from './chart.js';
+import { type TestCluster } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 
-const NS = 'netoken-system';
 const NODE = 'node-scale';
 const POLICIES = MAX_POLICIES_PER_NODE + 1;
 const KEY = randomBytes(8);
@@ -37,9 +34,9 @@ interface PolicyItem {
 }
 
 describe(`${POLICIES} policies for one node: the limit, on the wire and in status`, () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
-  let bridge: LoopbackBridge;
   let agent: AgentRun;
   let operator: OperatorRun;
   let server: TcpServer;
@@ -51,55 +48,33 @@ describe(`${POLICIES} policies for one node: the limit, on the wire and in statu
   const context = (): string => `agent log:\n${agent.log().slice(-3000)}\noperator log:\n${operator.log().slice(-3000)}`;
 
   before(async () => {
-    cluster = await TestCluster.start();
+    env = await ClusterNodes.start('scale');
+    ({ cluster, topo } = env);
     const kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     custom = kc.makeApiClient(CustomObjectsApi);
-    topo = await createTopology({ name: 'scale', kind: 'pair' });
-    bridge = await bridgeLoopback(topo.client.ns, Number(new URL(cluster.server).port));
-    server = await startServer(topo.server.ns, { port: 0 });
+    server = await env.server();
     // Three of the destinations are addresses of the peer, so handshakes to them can be captured there.
     for (const i of [0, 700, MAX_POLICIES_PER_NODE]) await run('ip', ['-n', topo.server.ns, 'addr', 'add', `${destination(i)}/32`, 'dev', topo.server.dev]);
     await run('ip', ['-n', topo.client.ns, 'route', 'add', '198.18.0.0/16', 'dev', topo.client.dev]);
-    await installChartRbac(cluster, NS);
-    await cluster.apply(`apiVersion: v1
-kind: Node
-metadata: {name: ${NODE}, labels: {role: scale}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: scale-token, namespace: ${NS}}
-type: Opaque
-data: {current: ${KEY.toString('base64')}}
-`);
-    agent = agentIn(topo.client.ns, 'scale');
-    await agent.startCluster(await agentKubeconfig(cluster, NODE, NS), NODE, NS, ['--log-level', 'info']);
-    operator = await startOperator(cluster, (await freePorts(1))[0] as number, { namespace: NS, podName: 'op-scale' });
+    await cluster.apply(yamlStream([nodeYaml(NODE, { role: 'scale' }), keySecret('scale-token', { current: KEY }, { namespace: NS })]));
+    agent = await env.startAgent('client', NODE, 'scale', ['--log-level', 'info']);
+    operator = await env.startOperator('op-scale');
     await agent.waitStatus((s) => s.ready, 60_000, 'the agent synced');
   });
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agent?.cleanup();
-    await server?.stop();
-    await bridge?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   test('one kubectl create: 1023 applied and Ready, the one past the limit failing with TooManyPolicies', async (t) => {
     const reconcilesBefore = agent.status()?.reconciles ?? 0;
     const t0 = Date.now();
-    const docs = Array.from({ length: POLICIES }, (_, i) => `apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: ${name(i)}}
-spec:
-  nodeSelector: {matchLabels: {role: scale}}
-  interfaces: {names: [${topo.client.dev}]}
-  token: {secretRef: {name: scale-token}}
-  egress: {destinations: [{cidr: ${destination(i)}/32, ports: [${server.port}]}]}
-`);
-    await cluster.kubectlOk(['create', '-f', '-'], { input: docs.join('---\n'), timeoutMs: 180_000 });
+    const docs = Array.from({ length: POLICIES }, (_, i) => tokenPolicy(name(i), `nodeSelector: {matchLabels: {role: scale}}
+interfaces: {names: [${topo.client.dev}]}
+token: {secretRef: {name: scale-token}}
+egress: {destinations: [{cidr: ${destination(i)}/32, ports: [${server.port}]}]}`));
+    await cluster.kubectlOk(['create', '-f', '-'], { input: yamlStream(docs), timeoutMs: 180_000 });
 
     const st = await agent.waitStatus((s) => s.policies.filter((p) => p.id > 0).length === MAX_POLICIES_PER_NODE && s.policies.length === POLICIES, 120_000, `${MAX_POLICIES_PER_NODE} policies applied`);
     const over = st.policies.filter((p) => p.id === 0);
@@ -131,13 +106,7 @@ spec:
 
     // On the wire: a policy in the middle marks its destination; the one past the limit does not.
     for (const [i, marked] of [[0, true], [700, true], [MAX_POLICIES_PER_NODE, false]] as const) {
-      const cap = await startCapture(topo.server.ns, topo.server.dev, { filter: `tcp and dst host ${destination(i)}` });
-      const r = await connect(topo.client.ns, destination(i), server.port);
-      const res = await cap.stop();
-      assert.ok(r.ok, `handshake to ${destination(i)}: ${JSON.stringify(r)}`);
-      const syn = res.frames.map((f) => parseFrame(toEthernet(res.linkType, f))).find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
-      assert.ok(syn, `the SYN to ${destination(i)} was captured`);
-      assert.equal(findTokenOption(syn, 253, 0x4e54)?.toString('hex') ?? null, marked ? KEY.toString('hex') : null, `${name(i)} ${marked ? 'marks' : 'does not mark'}`);
+      assert.equal((await env.synToken(destination(i), server.port))?.toString('hex') ?? null, marked ? KEY.toString('hex') : null, `${name(i)} ${marked ? 'marks' : 'does not mark'}`);
     }
   });
 

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
-import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode, type CounterName } from '../../src/lib/abi.js';
+import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND, TokenModeCode, type CounterName } from '../../src/lib/abi.js';
 import { CounterSlots } from '../../src/agent/counters.js';
 import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
@@ -39,6 +39,7 @@ import {
 import { TcAction } from '../../src/native/bpf.js';
 import { fixture } from '../lib/native.js';
 import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
+import { KEYED_KEY } from '../lib/keys.js';
 
 const MARKER_OBJ = process.env.NT_TEST_MARKER_OBJECT ?? bpfObjectPath('marker');
 const ENCAP_OBJ = fixture('encap');
@@ -47,8 +48,6 @@ const HELPER = path.join(PACKAGE_ROOT, 'dist/test/packet/netns-helper.js');
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
 const LO = 1;
 
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN = Buffer.from('a1b2c3d4e5f60718', 'hex');
 const POLICY = 3;
 
@@ -402,8 +401,6 @@ test('a rule pointing at an empty policy slot does not mark; a keyed policy befo
 
 // ---------------------------------------------------------------------------------------
 // Keyed tokens
-
-const KEYED_KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
 
 function flowOf(spec: FrameSpec): { src: string; dst: string; sport: number; dport: number; seq: number } {
   return { src: spec.src!, dst: spec.dst!, sport: spec.tcp!.sport, dport: spec.tcp!.dport, seq: spec.tcp!.seq ?? 0 };

@@ -11,10 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
-import {
-  BindBit, COUNTERS, IngressActionCode, IngressFlag, TokenModeCode, decodeIngressRule, encodeClock, encodeEgressRule, encodeExemptValue,
-  encodeEnforcingKey, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
-} from '../../src/lib/abi.js';
+import { BindBit, COUNTERS, decodeIngressRule, encodeClock, encodeEgressRule, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, IngressActionCode, IngressFlag, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND, TokenModeCode } from '../../src/lib/abi.js';
 import { CounterSlots } from '../../src/agent/counters.js';
 import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
 import { parseCidr } from '../../src/lib/cidr.js';
@@ -27,6 +24,7 @@ import { validatePolicy } from '../../src/lib/policy.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
 import { sleep } from '../../src/lib/wait.js';
 import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
+import { KEYED_KEY as KEY, KEYED_KEY_PREVIOUS as KEY_OLD } from '../lib/keys.js';
 
 const VERIFIER_OBJ = bpfObjectPath('verifier');
 const MARKER_OBJ = bpfObjectPath('marker');
@@ -34,12 +32,8 @@ const MARKER_OBJ = bpfObjectPath('marker');
 /** test_run's device without a ctx: the loopback device of the caller's namespace. */
 const LO = 1;
 
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN = Buffer.from('a1b2c3d4e5f60718', 'hex');
 const TOKEN_OLD = Buffer.from('0102030405060708', 'hex');
-const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-const KEY_OLD = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
 /** Long epochs: a test run never straddles two, and checkEpoch() retries if one does. */
 const EPOCH_SECONDS = 3600;
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');

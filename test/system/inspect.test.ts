@@ -19,9 +19,8 @@ import { BIN, agentIn, type AgentRun } from '../lib/agent.js';
 import { createTopology, exec, spawnIn, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
+import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 /** Long epochs: the raw tokens below are made a moment before the SYN is seen. */
 const EPOCH_SECONDS = 3600;
 

@@ -11,19 +11,15 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
-import { toEthernet } from '../../src/lib/pcap.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
 import { TOKEN, agentIn, kernelHooks, policyYaml, type AgentRun } from '../lib/agent.js';
-import { startCapture } from '../lib/capture.js';
 import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, type Topology } from '../lib/netns.js';
-import { connect, startServer } from '../lib/tcp.js';
+import { tokenOnSyn } from '../lib/syn-token.js';
+import { startServer } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters } from './reliability-lib.js';
 import { sleep } from '../../src/lib/wait.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN_A = Buffer.from('a1a1a1a1a1a1a1a1', 'hex');
 const TOKEN_B = Buffer.from('b2b2b2b2b2b2b2b2', 'hex');
 const TOKEN_C = Buffer.from('c3c3c3c3c3c3c3c3', 'hex');
@@ -32,18 +28,6 @@ const topologies: Topology[] = [];
 after(async () => {
   for (const t of topologies) await t.destroy();
 });
-
-/** The token on the SYN of one handshake from the client to `addr`:`port`, or null; the handshake must complete. */
-async function tokenOnSyn(t: Topology, addr: string, port: number): Promise<Buffer | null> {
-  const cap = await startCapture(t.server.ns, t.server.dev, { filter: `tcp dst port ${port}` });
-  const r = await connect(t.client.ns, addr, port);
-  const res = await cap.stop();
-  assert.ok(r.ok, `handshake to ${addr}:${port}: ${JSON.stringify(r)}`);
-  const syn = res.frames.map((f) => parseFrame(toEthernet(res.linkType, f))).find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
-  assert.ok(syn, `the SYN to ${addr}:${port} was captured`);
-  assert.equal(syn.tcpChecksumOk, true, 'TCP checksum');
-  return findTokenOption(syn, KIND, EXID);
-}
 
 /** Log lines (JSON) of the agent whose message or fields match `re`. */
 function logLines(agent: AgentRun, re: RegExp): string[] {

@@ -12,7 +12,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { encodeLpmKey, decodeLpmKey } from '../../src/lib/abi.js';
+import { decodeLpmKey, encodeLpmKey, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { binding } from '../../src/native/binding.js';
 import { TOKEN, agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
@@ -22,8 +22,6 @@ import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns 
 import { layoutDir } from '../../src/agent/layout.js';
 import { sleep } from '../../src/lib/wait.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 const N = 9999;
 const CYCLES = 5;
 /** how long after the first new entry each cycle's kill comes: at once, or later in the writes or deletes */

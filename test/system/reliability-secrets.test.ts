@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { writeFileAtomic } from '../../src/lib/files.js';
 import { agentIn, type AgentRun } from '../lib/agent.js';
+import { keySecret, rawSecret, tokenPolicy, yamlStream } from '../lib/manifests.js';
 import { createTopology, run, type Topology } from '../lib/netns.js';
 import { connect, startServer } from '../lib/tcp.js';
 import { keyLeaks } from './reliability-lib.js';
@@ -35,52 +36,27 @@ after(async () => {
 
 const mode = (p: string): string => `0${(statSync(p).mode & 0o777).toString(8)}`;
 
-function policies(port: number, dev: string, serverDev: string): string {
-  return `apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-static}
-spec:
-  nodeSelector: {matchLabels: {role: client}}
-  token: {mode: Static, secretRef: {name: static-key}}
-  interfaces: {names: [${dev}]}
-  egress: {destinations: [{cidr: 192.0.2.0/24}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-keyed}
-spec:
-  token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
-  nodeSelector: {matchLabels: {role: client}}
-  interfaces: {names: [${dev}]}
-  egress: {destinations: [{cidr: 0.0.0.0/0, ports: [${port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-guard}
-spec:
-  token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
-  nodeSelector: {matchLabels: {role: server}}
-  interfaces: {names: [${serverDev}]}
-  ingress: {action: Enforce, ports: [${port}]}
-`;
+function policies(port: number, dev: string, serverDev: string): string[] {
+  return [
+    tokenPolicy('s-static', `nodeSelector: {matchLabels: {role: client}}
+token: {mode: Static, secretRef: {name: static-key}}
+interfaces: {names: [${dev}]}
+egress: {destinations: [{cidr: 192.0.2.0/24}]}`),
+    tokenPolicy('s-keyed', `token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
+nodeSelector: {matchLabels: {role: client}}
+interfaces: {names: [${dev}]}
+egress: {destinations: [{cidr: 0.0.0.0/0, ports: [${port}]}]}`),
+    tokenPolicy('s-guard', `token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
+nodeSelector: {matchLabels: {role: server}}
+interfaces: {names: [${serverDev}]}
+ingress: {action: Enforce, ports: [${port}]}`),
+  ];
 }
 
-const staticSecret = (data: string): string => `---
-apiVersion: v1
-kind: Secret
-metadata: {name: static-key}
-type: Opaque
-${data}
-`;
-const keyedSecret = (data: string): string => `---
-apiVersion: v1
-kind: Secret
-metadata: {name: keyed-key}
-type: Opaque
-${data}
-`;
-const GOOD_STATIC = staticSecret(`data: {current: ${KS.toString('base64')}}`);
-const GOOD_KEYED = keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  previous: ${KP.toString('base64')}`);
+const staticSecret = (data: string): string => rawSecret('static-key', data);
+const keyedSecret = (data: string): string => rawSecret('keyed-key', data);
+const GOOD_STATIC = keySecret('static-key', { current: KS });
+const GOOD_KEYED = keySecret('keyed-key', { current: KK, previous: KP });
 
 async function metrics(ns: string): Promise<string> {
   const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '-e', `fetch("http://${METRICS}/metrics").then(r => r.text()).then(t => process.stdout.write(t))`]);
@@ -99,10 +75,10 @@ describe('keys stay secret', () => {
     try {
       const echo = await startServer(topo.server.ns, { port: 0 });
       const base = policies(echo.port, topo.client.dev, topo.server.dev);
-      const write = (secrets: string): void => {
-        for (const a of agents) a.writePolicy(base + secrets);
+      const write = (secrets: string[]): void => {
+        for (const a of agents) a.writePolicy(yamlStream([...base, ...secrets]));
       };
-      write(GOOD_STATIC + GOOD_KEYED);
+      write([GOOD_STATIC, GOOD_KEYED]);
       // The policy file holds keys: readable by others, it is warned about (once).
       chmodSync(client.policyFile, 0o644);
       await client.start(['--node-label', 'role=client', '--metrics-address', METRICS]);
@@ -118,15 +94,15 @@ describe('keys stay secret', () => {
       assert.equal(server.log().split('\n').filter((l) => /holds token keys but others/.test(l)).length, 0, 'a 0600 policy file is not');
 
       // Every way a Secret breaks; each must be reported without its content, and none may take the keys away.
-      const broken: Array<[string, string, RegExp]> = [
-        ['the keyed Secret deleted', GOOD_STATIC, /s-keyed.*SecretUnavailable.*Secret "keyed-key" named by spec\.token\.secretRef is not in policy\.yaml; the keys read before stay in use/],
-        ['a key of the wrong length', GOOD_STATIC + keyedSecret(`data: {current: ${GARBAGE.toString('base64')}}`), /holds 7 bytes; a Keyed token needs exactly 16/],
-        ['a key that is not base64', GOOD_STATIC + keyedSecret(`data: {current: "${GARBAGE_TEXT}"}`), /data\.current is not valid base64/],
-        ['a duplicated key', GOOD_STATIC + keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  current: ${KP.toString('base64')}`), /Map keys must be unique at line \d+/],
-        ['an unterminated quote', GOOD_STATIC + keyedSecret(`data:\n  current: "${KK.toString('base64')}\n`), /invalid YAML/],
-        ['a bad escape', GOOD_STATIC + keyedSecret(`data:\n  current: "${KK.toString('base64')}\\q"`), /invalid escape sequence/],
-        ['a tag made of the key', GOOD_STATIC + keyedSecret(`data:\n  current: !<${KK.toString('base64')}> ${KK.toString('base64')}`), /./],
-        ['the static key in a block scalar header', staticSecret(`data:\n  current: |${KS.toString('hex')}\n    x`) + GOOD_KEYED, /./],
+      const broken: Array<[string, string[], RegExp]> = [
+        ['the keyed Secret deleted', [GOOD_STATIC], /s-keyed.*SecretUnavailable.*Secret "keyed-key" named by spec\.token\.secretRef is not in policy\.yaml; the keys read before stay in use/],
+        ['a key of the wrong length', [GOOD_STATIC, keyedSecret(`data: {current: ${GARBAGE.toString('base64')}}`)], /holds 7 bytes; a Keyed token needs exactly 16/],
+        ['a key that is not base64', [GOOD_STATIC, keyedSecret(`data: {current: "${GARBAGE_TEXT}"}`)], /data\.current is not valid base64/],
+        ['a duplicated key', [GOOD_STATIC, keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  current: ${KP.toString('base64')}`)], /Map keys must be unique at line \d+/],
+        ['an unterminated quote', [GOOD_STATIC, keyedSecret(`data:\n  current: "${KK.toString('base64')}\n`)], /invalid YAML/],
+        ['a bad escape', [GOOD_STATIC, keyedSecret(`data:\n  current: "${KK.toString('base64')}\\q"`)], /invalid escape sequence/],
+        ['a tag made of the key', [GOOD_STATIC, keyedSecret(`data:\n  current: !<${KK.toString('base64')}> ${KK.toString('base64')}`)], /./],
+        ['the static key in a block scalar header', [staticSecret(`data:\n  current: |${KS.toString('hex')}\n    x`), GOOD_KEYED], /./],
       ];
       for (const [what, secrets, want] of broken) {
         const before = client.status()!.reconciles;
@@ -140,7 +116,7 @@ describe('keys stay secret', () => {
         await handshake(what);
         t.diagnostic(`${what}: ${[...s.documentErrors.map((e) => e.message), ...s.policies.flatMap((p) => p.errors.map((e) => `${p.name}: ${e.reason}: ${e.message}`))].join(' | ') || 'accepted'}`);
       }
-      write(GOOD_STATIC + GOOD_KEYED);
+      write([GOOD_STATIC, GOOD_KEYED]);
       const last = client.status()!.reconciles;
       const fixed = await client.waitStatus((x) => x.reconciles > last && x.ready, 15_000, 'the Secrets fixed');
       assert.deepEqual(fixed.policies.flatMap((p) => p.errors), [], 'every error clears');

@@ -10,7 +10,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode } from '../../src/lib/abi.js';
+import { encodeEgressRule, encodeLpmKey, encodePolicy, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND, TokenModeCode } from '../../src/lib/abi.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { binding } from '../../src/native/binding.js';
 import { layoutDir } from '../../src/agent/layout.js';
@@ -20,8 +20,6 @@ import { createTopology, netnsPath, run, type Topology } from '../lib/netns.js';
 import { startServer, tcpCounters } from '../lib/tcp.js';
 import { pinnedCounters, watchSyns } from './reliability-lib.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 const HELPER = path.join(ROOT, 'dist/test/packet/netns-helper.js');
 /** The policy's slot under layout 1, as its agent recorded it in the run state. */
 const POLICY_ID = 1;
