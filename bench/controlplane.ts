@@ -85,7 +85,12 @@ export async function runControlPlaneBench(opts: ControlPlaneBenchOptions): Prom
     try {
       await s.start(log);
       const wire = await applyToWire(s, opts.applies, log);
-      details.applyToWire = { applyMs: wire.applyMs.map((x) => round(x)), deleteMs: wire.deleteMs.map((x) => round(x)), synsCaptured: wire.syns, synsMarked: wire.marked };
+      details.applyToWire = {
+        applyMs: wire.applyMs.map((x) => round(x)),
+        deleteMs: wire.deleteMs.map((x) => round(x)),
+        synsCaptured: wire.syns,
+        synsMarked: wire.marked,
+      };
       const load = await resources(s, opts.loadPolicies, opts.windowSeconds, log);
       details.resources = load;
       const agg = await clusterAggregation(s, opts.simulatedNodes, opts.aggregationRuns, log);
@@ -115,7 +120,8 @@ export async function runControlPlaneBench(opts: ControlPlaneBenchOptions): Prom
   }
   const text = JSON.stringify({ figures, details, remarks });
   for (const t of tokens) {
-    if ([t.toString('hex'), t.toString('base64'), t.toString('base64url')].some((enc) => text.includes(enc))) throw new Error('a token of this run appears in the results');
+    if ([t.toString('hex'), t.toString('base64'), t.toString('base64url')].some((enc) => text.includes(enc)))
+      throw new Error('a token of this run appears in the results');
   }
   return { figures, details, remarks };
 }

@@ -36,7 +36,10 @@ export type Samples = Map<string, Map<number, number>>;
  * The paired runs of `row` and what it is divided by: with a baseline row, the rounds in
  * which both were measured, in order; with a budget, that value beside every run.
  */
-export function paired(samples: Samples, row: Pick<RowSpec, 'id' | 'baseline' | 'budget'>): { runs: number[]; baselineRuns?: number[] } {
+export function paired(
+  samples: Samples,
+  row: Pick<RowSpec, 'id' | 'baseline' | 'budget'>,
+): { runs: number[]; baselineRuns?: number[] } {
   const own = samples.get(row.id) ?? new Map<number, number>();
   if (row.budget !== undefined) {
     const runs = [...own.values()];
@@ -88,7 +91,10 @@ export async function untilDecided(
       // The undecided rows and what they are divided by, in table order.
       const need = new Set(open.flatMap((r) => (r.baseline && r.budget === undefined ? [r.id, r.baseline] : [r.id])));
       active = rows.filter((r) => need.has(r.id)).map((r) => r.id);
-      if (round === budget.minRounds) log(`${open.length} verdict(s) not decided after ${round} rounds (${open.map((r) => r.id).join(', ')}): measuring those again`);
+      if (round === budget.minRounds)
+        log(
+          `${open.length} verdict(s) not decided after ${round} rounds (${open.map((r) => r.id).join(', ')}): measuring those again`,
+        );
     }
     const values = await measure(active, round);
     for (const [id, v] of values) samples.get(id)?.set(round, v);

@@ -107,7 +107,9 @@ const CONFIGS: readonly FloodConfig[] = [
     name: 'no-op XDP program (XDP_DROP)',
     handled: 'dropped at XDP',
     attach: async (t) => {
-      await run('ip', ['-n', t.server.ns, 'link', 'set', 'dev', t.server.dev, 'xdpdrv', 'obj', XDP_DROP.object, 'sec', 'xdp'], { timeoutMs: 15_000 });
+      await run('ip', ['-n', t.server.ns, 'link', 'set', 'dev', t.server.dev, 'xdpdrv', 'obj', XDP_DROP.object, 'sec', 'xdp'], {
+        timeoutMs: 15_000,
+      });
       return null;
     },
   },
@@ -118,13 +120,23 @@ const CONFIGS: readonly FloodConfig[] = [
     attach: async (t, label) => {
       const agent = agentIn(t.server.ns, label);
       try {
-        agent.writePolicy(policyYaml([{ name: 'flood', spec: `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${PORT}]}` }]));
+        agent.writePolicy(
+          policyYaml([
+            { name: 'flood', spec: `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${PORT}]}` },
+          ]),
+        );
         // Native XDP, asked for: the comparison is with a no-op program there (auto takes tc on a veth).
         await agent.start(['--log-level', 'warn', '--ingress-attach', 'xdp-native']);
-        const s = await agent.waitStatus((x) => x.ready || x.hookErrors.length > 0 || x.documentErrors.length > 0, 30_000, 'the agent to attach the verifier');
+        const s = await agent.waitStatus(
+          (x) => x.ready || x.hookErrors.length > 0 || x.documentErrors.length > 0,
+          30_000,
+          'the agent to attach the verifier',
+        );
         const hook = s.hooks.find((h) => h.direction === 'ingress');
         if (hook?.mode !== 'xdp-native') {
-          throw new Error(`the agent attached the verifier as ${hook?.mode ?? 'nothing'}, want xdp-native (hook errors: ${JSON.stringify(s.hookErrors)})`);
+          throw new Error(
+            `the agent attached the verifier as ${hook?.mode ?? 'nothing'}, want xdp-native (hook errors: ${JSON.stringify(s.hookErrors)})`,
+          );
         }
         // The hook stays when the agent stops; its counters are checked after the floods.
         await agent.stop('SIGTERM');
@@ -208,8 +220,15 @@ async function snapshot(l: Live, softirqPid: number): Promise<Snapshot> {
   const pid = l.server?.pid;
   if (pid === undefined) throw new Error('the listener is not running');
   // The listener lives in the server namespace: its /proc/PID/net is that namespace's.
-  const tcp = procCounters(`${readFileSync(`/proc/${pid}/net/snmp`, 'utf8')}\n${readFileSync(`/proc/${pid}/net/netstat`, 'utf8')}`);
-  return { xdpDrops: ethtoolSum(stdout, 'xdp_drops'), ringDrops: ethtoolSum(stdout, 'drops'), tcp, ksoftirqdNs: cpuNs(softirqPid) };
+  const tcp = procCounters(
+    `${readFileSync(`/proc/${pid}/net/snmp`, 'utf8')}\n${readFileSync(`/proc/${pid}/net/netstat`, 'utf8')}`,
+  );
+  return {
+    xdpDrops: ethtoolSum(stdout, 'xdp_drops'),
+    ringDrops: ethtoolSum(stdout, 'drops'),
+    tcp,
+    ksoftirqdNs: cpuNs(softirqPid),
+  };
 }
 
 /** Starts netbench's listener in the server namespace; resolves once it listens. */
@@ -228,7 +247,17 @@ async function flood(l: Live, seconds: number, cpu: number, softirqPid: number):
   const before = await snapshot(l, softirqPid);
   const { stdout } = await run(
     'nsenter',
-    [`--net=${netnsPath(l.topo.client.ns)}`, '--', 'taskset', '-c', String(cpu), SYNFLOOD, l.topo.client.dev, l.frameHex, String(seconds)],
+    [
+      `--net=${netnsPath(l.topo.client.ns)}`,
+      '--',
+      'taskset',
+      '-c',
+      String(cpu),
+      SYNFLOOD,
+      l.topo.client.dev,
+      l.frameHex,
+      String(seconds),
+    ],
     { timeoutMs: seconds * 1000 + 30_000 },
   );
   const r = JSON.parse(stdout.trim()) as { sent: number; refused: number; seconds: number; cpuSeconds: number };
@@ -236,7 +265,15 @@ async function flood(l: Live, seconds: number, cpu: number, softirqPid: number):
   await sleep(50);
   const after = await snapshot(l, softirqPid);
   const tcp: Record<string, number> = {};
-  for (const k of ['TcpInSegs', 'TcpInCsumErrors', 'TcpOutSegs', 'TcpExtSyncookiesSent', 'TcpExtListenDrops', 'TcpExtListenOverflows', 'TcpExtTCPReqQFullDrop']) {
+  for (const k of [
+    'TcpInSegs',
+    'TcpInCsumErrors',
+    'TcpOutSegs',
+    'TcpExtSyncookiesSent',
+    'TcpExtListenDrops',
+    'TcpExtListenOverflows',
+    'TcpExtTCPReqQFullDrop',
+  ]) {
     tcp[k] = (after.tcp[k] ?? 0) - (before.tcp[k] ?? 0);
   }
   const delta = { xdpDrops: after.xdpDrops - before.xdpDrops, ringDrops: after.ringDrops - before.ringDrops, tcp };
@@ -270,7 +307,19 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
       const l: Live = { cfg, topo, frameHex: frame.toString('hex'), server: null, agent: null };
       live.push(l);
       await run('ip', ['-n', topo.server.ns, 'route', 'add', `${FLOOD_SRC}/32`, 'dev', topo.server.dev]);
-      await run('ip', ['-n', topo.server.ns, 'neigh', 'replace', FLOOD_SRC, 'lladdr', topo.client.mac, 'dev', topo.server.dev, 'nud', 'permanent']);
+      await run('ip', [
+        '-n',
+        topo.server.ns,
+        'neigh',
+        'replace',
+        FLOOD_SRC,
+        'lladdr',
+        topo.client.mac,
+        'dev',
+        topo.server.dev,
+        'nud',
+        'permanent',
+      ]);
       l.server = await startListener(topo);
       l.agent = await cfg.attach(topo, `flood-${cfg.id}`);
       const mode = await xdpMode(topo);
@@ -281,14 +330,14 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
     // Rounds of one flood per configuration, order rotating, until the verifier's verdict is
     // decided (bench/decide.ts): after the first rounds only it and the no-op drop go on.
     const byRound = new Map<string, Map<number, FloodRun>>(live.map((l) => [l.cfg.id, new Map()]));
-    const rateRows: RowSpec[] = [
-      { id: 'drop' },
-      { id: 'verifier', baseline: 'drop', target: RATE_TARGET },
-      { id: 'none' },
-    ];
+    const rateRows: RowSpec[] = [{ id: 'drop' }, { id: 'verifier', baseline: 'drop', target: RATE_TARGET }, { id: 'none' }];
     const decided = await untilDecided(
       rateRows,
-      { minRounds: opts.runs, maxRounds: Math.max(opts.runs, opts.maxRuns ?? opts.runs), seconds: opts.budgetSeconds ?? Infinity },
+      {
+        minRounds: opts.runs,
+        maxRounds: Math.max(opts.runs, opts.maxRuns ?? opts.runs),
+        seconds: opts.budgetSeconds ?? Infinity,
+      },
       async (ids, r) => {
         const values = new Map<string, number>();
         const here = live.filter((l) => ids.includes(l.cfg.id));
@@ -322,14 +371,19 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
     const none = all('none');
     const sum = (k: string): number => total(none, (x) => x.delta.tcp[k] ?? 0);
     if (sum('TcpInSegs') < total(none, (x) => x.sent) * 0.99 || sum('TcpInCsumErrors') > 0) {
-      throw new Error(`flood with no hook: ${sum('TcpInSegs')} of ${total(none, (x) => x.sent)} SYNs reached TCP (${sum('TcpInCsumErrors')} with a bad checksum), want all, none bad`);
+      throw new Error(
+        `flood with no hook: ${sum('TcpInSegs')} of ${total(none, (x) => x.sent)} SYNs reached TCP (${sum('TcpInCsumErrors')} with a bad checksum), want all, none bad`,
+      );
     }
     const counters: Record<string, number> = {};
     const verifier = live.find((l) => l.cfg.id === 'verifier');
-    for (const c of (await verifier?.agent?.statusReport())?.counters ?? []) counters[c.counter] = (counters[c.counter] ?? 0) + Number(c.value);
+    for (const c of (await verifier?.agent?.statusReport())?.counters ?? [])
+      counters[c.counter] = (counters[c.counter] ?? 0) + Number(c.value);
     const xdpDropped = total(all('verifier'), (x) => x.delta.xdpDrops);
     if ((counters.verify_dropped ?? 0) !== xdpDropped) {
-      throw new Error(`the verifier counted ${counters.verify_dropped ?? 0} SYNs dropped, the veth ${xdpDropped} XDP drops: want the same`);
+      throw new Error(
+        `the verifier counted ${counters.verify_dropped ?? 0} SYNs dropped, the veth ${xdpDropped} XDP drops: want the same`,
+      );
     }
 
     const cpuPerSyn = (x: FloodRun): number => (x.handled > 0 ? ((x.cpuSeconds + x.ksoftirqdSeconds) * 1e9) / x.handled : 0);
@@ -358,7 +412,7 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
         value: (x: FloodRun): number => x.handled / x.seconds,
         target: RATE_TARGET,
         note:
-          'handled: dropped at XDP (the veth\'s xdp_drops counter, the same for both programs) or, with no hook, taken in by TCP (TcpInSegs), ' +
+          "handled: dropped at XDP (the veth's xdp_drops counter, the same for both programs) or, with no hook, taken in by TCP (TcpInSegs), " +
           'per second of the flood. One AF_PACKET generator (bench/net/synflood.c) on one CPU; the receiving veth runs XDP (native) or the stack ' +
           'in softirq on that CPU right after each frame, so a costlier receiver slows the flood.',
       },
@@ -368,8 +422,8 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
         value: cpuPerSyn,
         target: null,
         note:
-          'CPU time of the generator\'s thread (the receiving side\'s softirq work is charged to it) plus its CPU\'s ksoftirqd, per SYN handled: ' +
-          'unlike the rate, not changed by other work taking the CPU away. The generator\'s own share is the same in every configuration.',
+          "CPU time of the generator's thread (the receiving side's softirq work is charged to it) plus its CPU's ksoftirqd, per SYN handled: " +
+          "unlike the rate, not changed by other work taking the CPU away. The generator's own share is the same in every configuration.",
       },
     ];
     for (const row of rows) {
@@ -396,7 +450,8 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
         );
       }
     }
-    if (decided.undecided.length > 0) remarks.push(`SYN flood: the verifier's rate was not decided within ${decided.rounds} rounds (counts as not met).`);
+    if (decided.undecided.length > 0)
+      remarks.push(`SYN flood: the verifier's rate was not decided within ${decided.rounds} rounds (counts as not met).`);
     const details = {
       rounds: decided.rounds,
       cpu,

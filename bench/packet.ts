@@ -18,7 +18,21 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
-import { decodeConfig, encodeClock, encodeConfig, encodeEgressRule, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, IngressActionCode, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND, TokenModeCode, type CounterName } from '../src/lib/abi.js';
+import {
+  decodeConfig,
+  encodeClock,
+  encodeConfig,
+  encodeEgressRule,
+  encodeIngressRule,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  IngressActionCode,
+  NT_OPT_EXID_DEFAULT as EXID,
+  NT_OPT_KIND_DEFAULT as KIND,
+  TokenModeCode,
+  type CounterName,
+} from '../src/lib/abi.js';
 import { CounterSlots } from '../src/agent/counters.js';
 import { raiseEgressGeneration } from '../src/agent/map-sync.js';
 import { BIND_ALL, epochAt, keyedToken } from '../src/lib/siphash.js';
@@ -91,7 +105,14 @@ const FRAMES = {
   dataSegment: buildFrame({
     src: SYN_SRC,
     dst: COVERED_DST,
-    tcp: { sport: 40000, dport: PORT, seq: 0x01020305, ack: 7, flags: TCP_ACK | TCP_PSH, options: Buffer.from('0101080a0001e24100000001', 'hex') },
+    tcp: {
+      sport: 40000,
+      dport: PORT,
+      seq: 0x01020305,
+      ack: 7,
+      flags: TCP_ACK | TCP_PSH,
+      options: Buffer.from('0101080a0001e24100000001', 'hex'),
+    },
     payload: Buffer.alloc(1448, 0x5a),
   }),
   syn: buildFrame(synSpec(COVERED_DST)),
@@ -104,7 +125,9 @@ const FRAMES = {
 /** A SYN to KEYED_PORT carrying the keyed token of `key` for the epoch of `nowMs`. */
 function keyedSyn(key: Buffer, nowMs: number): Buffer {
   const flow = { src: SYN_SRC, dst: COVERED_DST, sport: SYN_SPORT, dport: KEYED_PORT, seq: SYN_SEQ };
-  return buildFrame(synSpec(COVERED_DST, withToken(keyedToken(key, flow, BIND_ALL, epochAt(nowMs, VERIFY_EPOCH_SECONDS))), KEYED_PORT));
+  return buildFrame(
+    synSpec(COVERED_DST, withToken(keyedToken(key, flow, BIND_ALL, epochAt(nowMs, VERIFY_EPOCH_SECONDS))), KEYED_PORT),
+  );
 }
 
 export interface MarkerMaps {
@@ -125,8 +148,22 @@ const slotKey = (id: number): Buffer => {
   k.writeUInt32LE(id);
   return k;
 };
-const STATIC_POLICY = encodePolicy({ mode: TokenModeCode.Static, kind: KIND, exid: EXID, epochSeconds: 0, bind: 0, current: TOKEN });
-const KEYED_POLICY = encodePolicy({ mode: TokenModeCode.Keyed, kind: KIND, exid: EXID, epochSeconds: 60, bind: BIND_ALL, current: KEY });
+const STATIC_POLICY = encodePolicy({
+  mode: TokenModeCode.Static,
+  kind: KIND,
+  exid: EXID,
+  epochSeconds: 0,
+  bind: 0,
+  current: TOKEN,
+});
+const KEYED_POLICY = encodePolicy({
+  mode: TokenModeCode.Keyed,
+  kind: KIND,
+  exid: EXID,
+  epochSeconds: 60,
+  bind: BIND_ALL,
+  current: KEY,
+});
 const KEYED_VERIFY = encodePolicy({
   mode: TokenModeCode.Keyed,
   kind: KIND,
@@ -193,7 +230,7 @@ export function cases(nowMs: number): readonly PacketCase[] {
       target: { kind: 'at most', ratio: 1.0 },
       expectCounter: 'skipped_no_policy',
       note:
-        'the attached program, the tail call, the parse and the answer for the destination from this CPU\'s destination cache (bpf/lib/dest.h), ' +
+        "the attached program, the tail call, the parse and the answer for the destination from this CPU's destination cache (bpf/lib/dest.h), " +
         'counted under the interface; held to 60 ns at every trie size (the row below shows what the trie itself costs)',
     },
     {
@@ -219,7 +256,7 @@ export function cases(nowMs: number): readonly PacketCase[] {
       restoreOnly: SEED_RESTORE_ONLY,
       frame: FRAMES.syn,
       retval: TcAction.OK,
-      note: 'reference: bench/seed/seed.bpf.c, the seed write-up\'s algorithm with its defects (TCP checksum left stale, no checks); marking alone, restore subtracted',
+      note: "reference: bench/seed/seed.bpf.c, the seed write-up's algorithm with its defects (TCP checksum left stale, no checks); marking alone, restore subtracted",
     },
     {
       id: 'marker-syn-static',
@@ -256,14 +293,21 @@ export function cases(nowMs: number): readonly PacketCase[] {
       baseline: 'marker-syn-static',
       target: { kind: 'at most', ratio: 1.6 },
       expectCounter: 'marked',
-      note: 'marking alone (restore subtracted): the static row\'s work plus the epoch from the wall clock (nt_clock, filled as the agent fills it; read once per coarse clock tick and CPU) and one SipHash-2-4 over the bound fields',
+      note: "marking alone (restore subtracted): the static row's work plus the epoch from the wall clock (nt_clock, filled as the agent fills it; read once per coarse clock tick and CPU) and one SipHash-2-4 over the bound fields",
       around: ({ maps }) => {
         maps.policies.update(slotKey(POLICY), KEYED_POLICY);
         return () => maps.policies.update(slotKey(POLICY), STATIC_POLICY);
       },
     },
     // Ingress: the verifier's XDP entry against a no-op XDP program, its tc entry against the no-op tc program.
-    { id: 'xdp-noop', benchmark: 'no-op XDP program', prog: XDP_NOOP, frame: FRAMES.dataSegment, retval: XdpAction.PASS, ingress: true },
+    {
+      id: 'xdp-noop',
+      benchmark: 'no-op XDP program',
+      prog: XDP_NOOP,
+      frame: FRAMES.dataSegment,
+      retval: XdpAction.PASS,
+      ingress: true,
+    },
     {
       id: 'verifier-nonsyn',
       benchmark: 'verifier, non-SYN (1448-byte TCP data segment)',
@@ -457,7 +501,11 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
       opened.push(map);
       return map;
     };
-    const m: MarkerMaps = { policies: mapOf(MARKER, 'nt_policies'), egress4: mapOf(MARKER, 'nt_egress4'), config: mapOf(MARKER, 'nt_config') };
+    const m: MarkerMaps = {
+      policies: mapOf(MARKER, 'nt_policies'),
+      egress4: mapOf(MARKER, 'nt_egress4'),
+      config: mapOf(MARKER, 'nt_config'),
+    };
     // Counter slots as the agent gives them out: the device's own, and (device, policy) for each policy's rules.
     const slots = CounterSlots.of(objects.get(MARKER.object) as NativeObject);
     m.policies.update(slotKey(POLICY), STATIC_POLICY);
@@ -469,7 +517,10 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
     mapOf(MARKER, 'nt_clock').update(slotKey(0), encodeClock(clock.taiOffsetNs, clock.bootOffsetNs));
     const ports = mapOf(VERIFIER, 'nt_ingress_ports');
     ports.update(encodePortKey(TEST_IFINDEX, PORT), encodeIngressRule(POLICY, IngressActionCode.Enforce, { slot: markSlot }));
-    ports.update(encodePortKey(TEST_IFINDEX, KEYED_PORT), encodeIngressRule(KEYED_VERIFY_POLICY, IngressActionCode.Enforce, { slot: slots.slot(TEST_IFINDEX, KEYED_VERIFY_POLICY) }));
+    ports.update(
+      encodePortKey(TEST_IFINDEX, KEYED_PORT),
+      encodeIngressRule(KEYED_VERIFY_POLICY, IngressActionCode.Enforce, { slot: slots.slot(TEST_IFINDEX, KEYED_VERIFY_POLICY) }),
+    );
     const fill = trieFiller(m.egress4, markSlot);
     const all = cases(Date.now());
 
@@ -499,7 +550,11 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
     };
 
     /** Total of one counter over every slot (the counter maps are shared by every object under pinRoot). */
-    const counterTotal = (name: CounterName): bigint => slots.rows().filter((r) => r.counter === name).reduce((n, r) => n + r.value, 0n);
+    const counterTotal = (name: CounterName): bigint =>
+      slots
+        .rows()
+        .filter((r) => r.counter === name)
+        .reduce((n, r) => n + r.value, 0n);
     // The destination cache on, as the agent leaves it after an apply.
     raiseEgressGeneration(m.config);
     // Every row once, before any measurement: it must return its verdict and raise its counter.
@@ -529,7 +584,9 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
       const live = all.filter((c) => k === 0 || !c.ingress);
       const ms = fill(n);
       (details.fillMs as Record<string, number>)[String(n)] = Math.round(ms);
-      log(`per packet: ${prefixLabel(n)} in the trie (filled in ${Math.round(ms)} ms), ${live.length} rows, at least ${opts.runs} runs of ${opts.repeat} repetitions`);
+      log(
+        `per packet: ${prefixLabel(n)} in the trie (filled in ${Math.round(ms)} ms), ${live.length} rows, at least ${opts.runs} runs of ${opts.repeat} repetitions`,
+      );
       const gross = new Map<string, { marking: number[]; restoreOnly: number[] }>();
       const specs: RowSpec[] = live.map((c) => ({
         id: c.id,
@@ -537,32 +594,45 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
         ...(c.budget !== undefined ? { budget: c.budget } : {}),
         target: c.target ?? null,
       }));
-      const result = await untilDecided(specs, budget, (ids, r) => {
-        const values = new Map<string, number>();
-        const rows = live.filter((c) => ids.includes(c.id));
-        // Rotate the order so that slow drift does not always land on the same row.
-        for (let i = 0; i < rows.length; i++) {
-          const c = rows[(i + r) % rows.length] as PacketCase;
-          const t = runOnce(c, c.prog, opts.repeat);
-          if (c.restoreOnly) {
-            const base = runOnce(c, c.restoreOnly, opts.repeat);
-            const g = gross.get(c.id) ?? { marking: [], restoreOnly: [] };
-            g.marking.push(t);
-            g.restoreOnly.push(base);
-            gross.set(c.id, g);
-            values.set(c.id, t - base);
-          } else {
-            values.set(c.id, t);
+      const result = await untilDecided(
+        specs,
+        budget,
+        (ids, r) => {
+          const values = new Map<string, number>();
+          const rows = live.filter((c) => ids.includes(c.id));
+          // Rotate the order so that slow drift does not always land on the same row.
+          for (let i = 0; i < rows.length; i++) {
+            const c = rows[(i + r) % rows.length] as PacketCase;
+            const t = runOnce(c, c.prog, opts.repeat);
+            if (c.restoreOnly) {
+              const base = runOnce(c, c.restoreOnly, opts.repeat);
+              const g = gross.get(c.id) ?? { marking: [], restoreOnly: [] };
+              g.marking.push(t);
+              g.restoreOnly.push(base);
+              gross.set(c.id, g);
+              values.set(c.id, t - base);
+            } else {
+              values.set(c.id, t);
+            }
           }
-        }
-        return values;
-      }, log);
-      (details.rounds as Record<string, unknown>)[String(n)] = { rounds: result.rounds, seconds: Math.round(result.seconds), undecided: result.undecided };
+          return values;
+        },
+        log,
+      );
+      (details.rounds as Record<string, unknown>)[String(n)] = {
+        rounds: result.rounds,
+        seconds: Math.round(result.seconds),
+        undecided: result.undecided,
+      };
       undecided.push(...result.undecided.map((id) => `${all.find((c) => c.id === id)?.benchmark ?? id} (${prefixLabel(n)})`));
       (details.grossNs as Record<string, unknown>)[String(n)] = Object.fromEntries(gross);
       for (const c of live) {
         const base = c.baseline ? all.find((x) => x.id === c.baseline) : undefined;
-        const { runs, baselineRuns } = paired(result.samples, { id: c.id, ...(c.baseline ? { baseline: c.baseline } : {}), ...(c.budget !== undefined ? { budget: c.budget } : {}) });
+        const { runs, baselineRuns } = paired(result.samples, {
+          id: c.id,
+          ...(c.baseline ? { baseline: c.baseline } : {}),
+          ...(c.budget !== undefined ? { budget: c.budget } : {}),
+        });
         const baseOwn = base ? [...(result.samples.get(base.id)?.values() ?? [])] : [];
         const f = figure({
           group: 'per packet',
@@ -586,8 +656,11 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
     figures.push(...ingressFigures);
 
     const remarks: string[] = [];
-    if (undecided.length > 0) remarks.push(`Not decided within ${opts.maxRuns} runs or ${opts.seconds} s (counts as not met): ${undecided.join('; ')}.`);
-    const first = (details.grossNs as Record<string, Record<string, { marking: number[]; restoreOnly: number[] }>>)[String(opts.prefixCounts[0])];
+    if (undecided.length > 0)
+      remarks.push(`Not decided within ${opts.maxRuns} runs or ${opts.seconds} s (counts as not met): ${undecided.join('; ')}.`);
+    const first = (details.grossNs as Record<string, Record<string, { marking: number[]; restoreOnly: number[] }>>)[
+      String(opts.prefixCounts[0])
+    ];
     for (const [id, g] of Object.entries(first ?? {})) {
       const c = all.find((x) => x.id === id);
       remarks.push(

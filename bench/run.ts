@@ -20,7 +20,16 @@ import { runConnectionBench, type ConnectionBenchOptions } from './connections.j
 import { runPacketBench, type PacketBenchOptions } from './packet.js';
 import { runFloodBench, type FloodBenchOptions } from './flood.js';
 import { runControlPlaneBench, type ControlPlaneBenchOptions } from './controlplane.js';
-import { ROOT, describeMachine, loadAverage, textTable, writeResults, type BenchResult, type Figure, type Results } from './report.js';
+import {
+  ROOT,
+  describeMachine,
+  loadAverage,
+  textTable,
+  writeResults,
+  type BenchResult,
+  type Figure,
+  type Results,
+} from './report.js';
 
 export interface BenchOptions {
   packet: Omit<PacketBenchOptions, 'log'> | null;
@@ -48,7 +57,13 @@ export const DEFAULTS: {
   // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: several minutes, most of it
   // the control plane settling 1 000 policies and the API server taking 1 000 node reports per edit.
   controlplane: {
-    applies: 20, loadPolicies: 1000, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2,
+    applies: 20,
+    loadPolicies: 1000,
+    windowSeconds: 8,
+    prefixCounts: [10_000, 100_000],
+    mapRuns: 3,
+    simulatedNodes: 1000,
+    aggregationRuns: 2,
     // 1000 policies on 1000 nodes and a 90 s steady-state window, on a cluster of its own: 10 minutes on a busy
     // 2-CPU machine, most of it the API server taking 999 reports of 1000 policies (61 MiB).
     scale: { policies: 1000, nodes: 1000, steadySeconds: 90, memorySeconds: 8 },
@@ -60,7 +75,13 @@ export const QUICK: typeof DEFAULTS = {
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
   flood: { seconds: 0.5, runs: 1, maxRuns: 2, budgetSeconds: 5 },
   controlplane: {
-    applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1,
+    applies: 3,
+    loadPolicies: 10,
+    windowSeconds: 1,
+    prefixCounts: [1000],
+    mapRuns: 1,
+    simulatedNodes: 20,
+    aggregationRuns: 1,
     scale: { policies: 20, nodes: 10, steadySeconds: 3, memorySeconds: 1 },
   },
 };
@@ -139,7 +160,8 @@ async function main(): Promise<void> {
     packet: want('packet') ? packet : null,
     connections: want('connections') ? connections : null,
     flood: want('flood') ? flood : null,
-    controlplane: values.only === 'scale' ? { ...base.controlplane, scaleOnly: true } : want('controlplane') ? base.controlplane : null,
+    controlplane:
+      values.only === 'scale' ? { ...base.controlplane, scaleOnly: true } : want('controlplane') ? base.controlplane : null,
     log: (line) => console.error(`bench: ${line}`),
   });
   const m = results.machine;

@@ -17,9 +17,24 @@ import { generateCase, type FuzzCase } from './generate.js';
 import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
 import { installWorld, type Device } from './world.js';
 import { generateVerifierCase } from './verifier-generate.js';
-import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKind, verifierVerdict, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
+import {
+  checkVerifierRun,
+  describeVerifierVerdict,
+  verifierCounters,
+  verifierKind,
+  verifierVerdict,
+  type VerifierHook,
+  type VerifierVerdict,
+} from './verifier-model.js';
 import { installVerifierWorld } from './verifier-world.js';
-import { describeSequence, generateFragmentCase, runSequence, sequenceCounters, sequenceKind, type SequenceVerdict } from './fragments.js';
+import {
+  describeSequence,
+  generateFragmentCase,
+  runSequence,
+  sequenceCounters,
+  sequenceKind,
+  type SequenceVerdict,
+} from './fragments.js';
 
 export const DEFAULT_MARKER_OBJECT = bpfObjectPath('marker');
 export const DEFAULT_VERIFIER_OBJECT = bpfObjectPath('verifier');
@@ -81,7 +96,12 @@ export function markerTarget(objectPath = DEFAULT_MARKER_OBJECT): Target<Verdict
     generate: generateCase,
     verdict: (frame, device, c) => markerVerdict(frame, { device, gsoSegs: c.gsoSegs, gsoSize: c.gsoSize }),
     kind: (v) => v.action,
-    counters: (v) => (v.action === 'pass' ? [] : v.action === 'skip' ? [{ policyId: v.policyId, counter: v.counter }] : [{ policyId: v.layout.policy.id, counter: 'marked' }]),
+    counters: (v) =>
+      v.action === 'pass'
+        ? []
+        : v.action === 'skip'
+          ? [{ policyId: v.policyId, counter: v.counter }]
+          : [{ policyId: v.layout.policy.id, counter: 'marked' }],
     describe: describeVerdict,
     check: checkMarkerRun,
   };
@@ -122,19 +142,24 @@ export function verifierTarget(hook: VerifierHook, objectPath = DEFAULT_VERIFIER
  * lets through may become a SYN without a valid token toward a port a policy enforces.
  */
 export function fragmentsTarget(objectPath = DEFAULT_VERIFIER_OBJECT): Target<SequenceVerdict> {
-  const xdpCtx = (device: Device) => (frame: Buffer): Buffer => {
-    const ctx = Buffer.alloc(XDP_CTX_SIZE);
-    ctx.writeUInt32LE(frame.length, XDP_CTX_DATA_END);
-    ctx.writeUInt32LE(device.ifindex, XDP_CTX_INGRESS_IFINDEX);
-    return ctx;
-  };
+  const xdpCtx =
+    (device: Device) =>
+    (frame: Buffer): Buffer => {
+      const ctx = Buffer.alloc(XDP_CTX_SIZE);
+      ctx.writeUInt32LE(frame.length, XDP_CTX_DATA_END);
+      ctx.writeUInt32LE(device.ifindex, XDP_CTX_INGRESS_IFINDEX);
+      return ctx;
+    };
   return {
     name: 'fragments',
     objectPath,
     programName: 'nt_verify_xdp',
     install: installVerifierWorld,
     generate: (seed, index) => generateFragmentCase(seed, index),
-    verdict: (frame, _device, c) => ({ frames: (c.frames ?? [frame]).map((f) => verifierVerdict(f, c.device)), outcome: 'not run' }),
+    verdict: (frame, _device, c) => ({
+      frames: (c.frames ?? [frame]).map((f) => verifierVerdict(f, c.device)),
+      outcome: 'not run',
+    }),
     kind: sequenceKind,
     counters: sequenceCounters,
     describe: describeSequence,
@@ -170,7 +195,8 @@ export class Fuzzer<V = Verdict> {
    * /sys/fs/bpf (removed by close()), and install its state for `devices`.
    */
   static open<T>(target: Target<T>, devices: readonly Device[]): Fuzzer<T> {
-    if (devices.length === 0 || devices[0]?.ifindex !== 1) throw new Error('the first fuzz device must be the loopback device (ifindex 1)');
+    if (devices.length === 0 || devices[0]?.ifindex !== 1)
+      throw new Error('the first fuzz device must be the loopback device (ifindex 1)');
     const b = binding();
     if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
     const pinDir = `/sys/fs/bpf/netoken-fuzz-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -215,7 +241,14 @@ export class Fuzzer<V = Verdict> {
         return { fuzzCase: c, device, ...this.target.run(this.prog, c, device) };
       } catch (err) {
         const e = err as Error & { code?: string };
-        return { fuzzCase: c, device, verdict: this.target.verdict(c.frame, device, c), retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+        return {
+          fuzzCase: c,
+          device,
+          verdict: this.target.verdict(c.frame, device, c),
+          retval: NaN,
+          out: Buffer.alloc(0),
+          violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }],
+        };
       }
     }
     const ctxIn = this.target.ctxIn ? this.target.ctxIn(device, c) : skbCtx(device, c);
@@ -227,15 +260,33 @@ export class Fuzzer<V = Verdict> {
     } catch (err) {
       // The kernel refused the input (a generator bug or a stricter kernel): report it like a failure, with the seed.
       const e = err as Error & { code?: string };
-      return { fuzzCase: c, device, verdict, retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+      return {
+        fuzzCase: c,
+        device,
+        verdict,
+        retval: NaN,
+        out: Buffer.alloc(0),
+        violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }],
+      };
     }
-    const run: CaseRun<V> = { fuzzCase: c, device, verdict, retval: r.retval, out: r.data, violations: this.target.check(c.frame, verdict, r.retval, r.data) };
+    const run: CaseRun<V> = {
+      fuzzCase: c,
+      device,
+      verdict,
+      retval: r.retval,
+      out: r.data,
+      violations: this.target.check(c.frame, verdict, r.retval, r.data),
+    };
     if (before) {
       // Left open by the model, but still a count of this one packet on this device: at most two counters, each up by one.
       const delta = diffCounters(before, this.counters());
       run.counterDelta = delta;
       const odd = [...delta].filter(([k, n]) => n !== 1n || !k.startsWith(`${device.ifindex}/`));
-      if (odd.length > 0 || delta.size > 2) run.violations.push({ invariant: 'counter', detail: `counters changed by ${fmtCounts(delta)}: want at most two counters of ifindex ${device.ifindex}, each up by one` });
+      if (odd.length > 0 || delta.size > 2)
+        run.violations.push({
+          invariant: 'counter',
+          detail: `counters changed by ${fmtCounts(delta)}: want at most two counters of ifindex ${device.ifindex}, each up by one`,
+        });
     }
     return run;
   }
@@ -279,7 +330,8 @@ function diffCounters(before: Counters, after: Counters): Map<string, bigint> {
   return d;
 }
 
-const fmtCounts = (m: Map<string, bigint>): string => (m.size === 0 ? '{}' : `{${[...m].map(([k, v]) => `${k}: ${v}`).join(', ')}}`);
+const fmtCounts = (m: Map<string, bigint>): string =>
+  m.size === 0 ? '{}' : `{${[...m].map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
 
 export interface FuzzOptions<V = Verdict> {
   seed: number;
@@ -358,7 +410,10 @@ export async function fuzz<V>(f: Fuzzer<V>, opts: FuzzOptions<V>): Promise<FuzzS
         const got = diffCounters(before, f.counters());
         const want = expectedCounters(f, run);
         if (diffCounters(want, got).size > 0) {
-          fail({ ...run, violations: [{ invariant: 'counter', detail: `counters changed by ${fmtCounts(got)}, want ${fmtCounts(want)}` }] });
+          fail({
+            ...run,
+            violations: [{ invariant: 'counter', detail: `counters changed by ${fmtCounts(got)}, want ${fmtCounts(want)}` }],
+          });
         }
       }
       expected = f.counters();

@@ -8,7 +8,15 @@
  * policy and must not exempt another's SYNs.
  */
 import type { NativeObject } from '../src/native/binding.js';
-import { IngressActionCode, IngressFlag, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../src/lib/abi.js';
+import {
+  IngressActionCode,
+  IngressFlag,
+  encodeEnforcingKey,
+  encodeExemptValue,
+  encodeIngressRule,
+  encodePortKey,
+  encodeSrcKey,
+} from '../src/lib/abi.js';
 import { CounterSlots } from '../src/agent/counters.js';
 import { cidrContains, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { EMPTY_POLICY_ID, installPolicies, type Device } from './world.js';
@@ -37,7 +45,12 @@ export const ODD_ACTION = 7;
 const NO_REPLAY = 0xffffffff;
 
 const { Monitor, Enforce } = IngressActionCode;
-const r = (port: number, policyId: number, action: number, replayLimit = 0): IngressRuleDef => ({ port, policyId, action, replayLimit });
+const r = (port: number, policyId: number, action: number, replayLimit = 0): IngressRuleDef => ({
+  port,
+  policyId,
+  action,
+  replayLimit,
+});
 
 /**
  * Protected ports by position in the run's device list (0 is the loopback device). A run
@@ -60,18 +73,8 @@ export const INGRESS_RULES: ReadonlyArray<readonly IngressRuleDef[]> = [
     r(8888, 10, Enforce),
     r(0, 4, Monitor),
   ],
-  [
-    r(0, 6, Enforce),
-    r(443, 2, Monitor),
-    r(8443, 7, Enforce),
-  ],
-  [
-    r(443, 1, Monitor),
-    r(8443, 7, Enforce),
-    r(22, 6, Enforce, NO_REPLAY),
-    r(25, 5, Enforce),
-    r(8888, 10, Monitor),
-  ],
+  [r(0, 6, Enforce), r(443, 2, Monitor), r(8443, 7, Enforce)],
+  [r(443, 1, Monitor), r(8443, 7, Enforce), r(22, 6, Enforce, NO_REPLAY), r(25, 5, Enforce), r(8888, 10, Monitor)],
 ];
 
 /** Rules for an interface no case runs on: they must never decide anything. */
@@ -151,7 +154,11 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
   const slots = CounterSlots.of(obj);
   try {
     const encode = (ifindex: number, rule: IngressRuleDef): Buffer =>
-      encodeIngressRule(rule.policyId, rule.action as IngressActionCode, { replayLimit: rule.replayLimit, slot: slots.slot(ifindex, rule.policyId), flags: exemptFlags(rule.policyId) });
+      encodeIngressRule(rule.policyId, rule.action as IngressActionCode, {
+        replayLimit: rule.replayLimit,
+        slot: slots.slot(ifindex, rule.policyId),
+        flags: exemptFlags(rule.policyId),
+      });
     const put = (ifindex: number, rule: IngressRuleDef): void => {
       ports.update(encodePortKey(ifindex, rule.port), encode(ifindex, rule));
     };
@@ -168,7 +175,8 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
     });
     for (const rule of DECOY_RULES) put(DECOY_INGRESS_IFINDEX, rule);
     enforcing(DECOY_INGRESS_IFINDEX, DECOY_RULES);
-    for (const e of EXEMPT) (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
+    for (const e of EXEMPT)
+      (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
   } finally {
     for (const m of [ports, exempt4, exempt6]) m.close();
     slots.close();

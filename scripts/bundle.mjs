@@ -21,16 +21,28 @@ const clientNodePieces = {
   name: 'client-node-pieces',
   setup(b) {
     b.onResolve({ filter: /^\.\/serializer\.js$/ }, (args) =>
-      args.importer.endsWith(`${CLIENT_NODE}dist${path.sep}cache.js`) ? { path: 'selector-serializer', namespace: 'netoken' } : undefined,
+      args.importer.endsWith(`${CLIENT_NODE}dist${path.sep}cache.js`)
+        ? { path: 'selector-serializer', namespace: 'netoken' }
+        : undefined,
     );
     b.onLoad({ filter: /^selector-serializer$/, namespace: 'netoken' }, () => ({
       contents: 'export class ObjectSerializer { static serialize(data) { return data; } }',
       loader: 'js',
     }));
     b.onResolve({ filter: /.*/ }, async (args) => {
-      if (args.pluginData === 'resolving' || !(args.importer.includes(CLIENT_NODE) || args.path.startsWith('@kubernetes/client-node'))) return undefined;
-      const r = await b.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: 'resolving' });
-      if (r.errors.length > 0 || r.external || !r.path.includes(CLIENT_NODE)) return r.errors.length > 0 ? { errors: r.errors } : r;
+      if (
+        args.pluginData === 'resolving' ||
+        !(args.importer.includes(CLIENT_NODE) || args.path.startsWith('@kubernetes/client-node'))
+      )
+        return undefined;
+      const r = await b.resolve(args.path, {
+        kind: args.kind,
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        pluginData: 'resolving',
+      });
+      if (r.errors.length > 0 || r.external || !r.path.includes(CLIENT_NODE))
+        return r.errors.length > 0 ? { errors: r.errors } : r;
       return { path: r.path, sideEffects: false };
     });
   },
@@ -47,7 +59,9 @@ await build({
   outdir,
   chunkNames: 'chunk-[hash]',
   // CommonJS dependencies call require(): give the ES module bundle one.
-  banner: { js: "import { createRequire as __netokenRequire } from 'node:module'; const require = __netokenRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __netokenRequire } from 'node:module'; const require = __netokenRequire(import.meta.url);",
+  },
   // ws tries these optional native speed-ups and does without them.
   external: ['bufferutil', 'utf-8-validate'],
   legalComments: 'none',

@@ -31,8 +31,19 @@ function simulatedNodes(n: number, policy: string, generation: number): { nodes:
   const states: NodeReport[] = [];
   for (let i = 0; i < n; i++) {
     const name = `sim-${String(i).padStart(5, '0')}`;
-    nodes.push({ metadata: { name, labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name }, creationTimestamp: '2026-01-01T00:00:00Z' } });
-    states.push(cacheNodeState({ metadata: { name }, status: { agent: { version: 'bench' }, policies: [{ name: policy, generation, interfaces: ['eth0'] }] } } as RawNodeState));
+    nodes.push({
+      metadata: {
+        name,
+        labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name },
+        creationTimestamp: '2026-01-01T00:00:00Z',
+      },
+    });
+    states.push(
+      cacheNodeState({
+        metadata: { name },
+        status: { agent: { version: 'bench' }, policies: [{ name: policy, generation, interfaces: ['eth0'] }] },
+      } as RawNodeState),
+    );
   }
   return { nodes, states };
 }
@@ -70,7 +81,12 @@ export interface AggregationResult {
 }
 
 /** The operator rolling `n` simulated nodes' reports up into one policy's status. */
-export async function clusterAggregation(s: Session, n: number, runs: number, log: (line: string) => void): Promise<AggregationResult> {
+export async function clusterAggregation(
+  s: Session,
+  n: number,
+  runs: number,
+  log: (line: string) => void,
+): Promise<AggregationResult> {
   const core = s.kc.makeApiClient(CoreV1Api);
   const custom = s.kc.makeApiClient(CustomObjectsApi);
   const policy = 'cp-agg';
@@ -85,13 +101,21 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
   });
   const writeReports = (generation: number): Promise<void> =>
     inPool(names, 16, async (name) => {
-      await custom.patchClusterCustomObjectStatus({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report(generation) }, mergePatch);
+      await custom.patchClusterCustomObjectStatus(
+        { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report(generation) },
+        mergePatch,
+      );
     });
 
   const t0 = performance.now();
   await inPool(names, 16, async (name) => {
     await core.createNode({ body: { metadata: { name, labels: { [SIM_LABEL]: 'yes' } } } });
-    await custom.createClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } } });
+    await custom.createClusterCustomObject({
+      group: API_GROUP,
+      version: API_VERSION,
+      plural: 'tokennodestates',
+      body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } },
+    });
   });
   await writeReports(1);
   await s.c.apply(secretYaml(`${policy}-token`, s.token()));
@@ -105,13 +129,18 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
     (_phase: string, obj: PolicyObject) => events.push({ t: now(), p: obj }),
     () => undefined,
   );
-  const complete = (g: number) => (e: { p: PolicyObject }): boolean => e.p.status?.observedGeneration === g && e.p.status.nodes?.ready === n && e.p.status.nodes.selected === n;
+  const complete =
+    (g: number) =>
+    (e: { p: PolicyObject }): boolean =>
+      e.p.status?.observedGeneration === g && e.p.status.nodes?.ready === n && e.p.status.nodes.selected === n;
   try {
     await sleep(500);
     const sel = `${JSON.stringify(SIM_LABEL)}: "yes"`;
     const c0 = now();
     const created = events.waitFor(complete(1), 120_000, `${policy}'s status to show ${n} nodes Ready`, s.context);
-    await s.c.kubectlOk(['create', '-f', '-'], { input: policyYaml(policy, 'agg', 'eth0', `${policy}-token`, '192.0.2.0/24', 443, sel) });
+    await s.c.kubectlOk(['create', '-f', '-'], {
+      input: policyYaml(policy, 'agg', 'eth0', `${policy}-token`, '192.0.2.0/24', 443, sel),
+    });
     const createMs = (await created).t - c0;
     log(`control plane: ${policy} created → status shows ${n} nodes Ready after ${Math.round(createMs)} ms`);
 
@@ -121,9 +150,20 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
     for (let r = 0; r < runs; r++) {
       const g = r + 2;
       // An edit (a new generation): every node is pending until its report says it applied it.
-      const pending = events.waitFor((e) => e.p.status?.observedGeneration === g, 60_000, `${policy}'s status for generation ${g}`, s.context);
+      const pending = events.waitFor(
+        (e) => e.p.status?.observedGeneration === g,
+        60_000,
+        `${policy}'s status for generation ${g}`,
+        s.context,
+      );
       await custom.patchClusterCustomObject(
-        { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name: policy, body: { spec: { egress: { destinations: [{ cidr: '192.0.2.0/24', ports: [1000 + r] }] } } } },
+        {
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: 'tokenpolicies',
+          name: policy,
+          body: { spec: { egress: { destinations: [{ cidr: '192.0.2.0/24', ports: [1000 + r] }] } } },
+        },
         mergePatch,
       );
       await pending;
@@ -135,7 +175,9 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
       lagMs.push(Math.max(0, e.t - r1));
       totalMs.push(e.t - r0);
       reportMs.push(r1 - r0);
-      log(`control plane: edit ${r + 1}/${runs}: ${n} reports written in ${Math.round(r1 - r0)} ms; status complete ${Math.round(e.t - r1)} ms after the last`);
+      log(
+        `control plane: edit ${r + 1}/${runs}: ${n} reports written in ${Math.round(r1 - r0)} ms; status complete ${Math.round(e.t - r1)} ms after the last`,
+      );
     }
     return { createMs, lagMs, totalMs, reportMs, setupMs };
   } finally {
@@ -144,15 +186,27 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
 }
 
 /** The rows: the pure function's cost per call and the cluster's lag from the last node report to a complete status. */
-export function aggregationFigures(pureRuns: number[], agg: AggregationResult, simulatedNodes: number): { figures: Figure[]; remarks: string[] } {
+export function aggregationFigures(
+  pureRuns: number[],
+  agg: AggregationResult,
+  simulatedNodes: number,
+): { figures: Figure[]; remarks: string[] } {
   const nodesLabel = countLabel(simulatedNodes, 'nodes');
   const figures = [
     figure({
-      group: GROUP, benchmark: 'status aggregation, pure function (aggregateStatus)', config: nodesLabel, unit: 'µs', runs: pureRuns,
+      group: GROUP,
+      benchmark: 'status aggregation, pure function (aggregateStatus)',
+      config: nodesLabel,
+      unit: 'µs',
+      runs: pureRuns,
       note: 'One call of src/operator/status.ts aggregateStatus for one policy selecting every node, each node reporting it applied; median of 9 loops of at least 100 ms.',
     }),
     figure({
-      group: GROUP, benchmark: 'status aggregation: last node report → policy status shows every node', config: nodesLabel, unit: 'ms', runs: agg.lagMs,
+      group: GROUP,
+      benchmark: 'status aggregation: last node report → policy status shows every node',
+      config: nodesLabel,
+      unit: 'ms',
+      runs: agg.lagMs,
       note:
         'Simulated nodes (a Node and a TokenNodeState each, written by the benchmark as an agent would) report a new policy generation, 16 writes at a time; ' +
         'the time from the last report written to the watch event of the TokenPolicy whose status counts every node Ready on that generation, per policy edit.',

@@ -66,7 +66,15 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
     const first = benchPolicy(name, input.dev, cidrs.slice(0, n));
     const changed = benchPolicy(name, input.dev, [...cidrs.slice(0, n - 1), cidrs[n] as string]);
     const r: MapSizeResult = {
-      prefixes: n, firstApplyMs: [], changedApplyMs: [], changedComputeMs: [], unchangedApplyMs: [], rawWriteMs: [], computeMs: [], reopenMs: [], restartApplyMs: [],
+      prefixes: n,
+      firstApplyMs: [],
+      changedApplyMs: [],
+      changedComputeMs: [],
+      unchangedApplyMs: [],
+      rawWriteMs: [],
+      computeMs: [],
+      reopenMs: [],
+      restartApplyMs: [],
       writes: { first: [0, 0], changed: [0, 0], unchanged: [0, 0], restart: [0, 0] },
     };
     for (let run = 0; run < input.runs; run++) {
@@ -90,7 +98,14 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         shape.close();
         // The baseline: the same entries into a fresh trie of the same shape, one update each.
         const raw = (): number => {
-          const m = b.createMap({ type: spec.type, keySize: spec.keySize, valueSize: spec.valueSize, maxEntries: spec.maxEntries, flags: spec.flags, name: 'ntbench_raw' });
+          const m = b.createMap({
+            type: spec.type,
+            keySize: spec.keySize,
+            valueSize: spec.valueSize,
+            maxEntries: spec.maxEntries,
+            flags: spec.flags,
+            name: 'ntbench_raw',
+          });
           try {
             const t0 = performance.now();
             for (const [k, v] of entries) m.update(k, v);
@@ -105,7 +120,8 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         t = performance.now();
         const a1 = dp.apply(want);
         r.firstApplyMs.push(performance.now() - t);
-        if (a1.errors.length > 0 || a1.hooks.length !== 1) throw new Error(`the first apply did not attach one hook: ${JSON.stringify(a1.errors)}`);
+        if (a1.errors.length > 0 || a1.hooks.length !== 1)
+          throw new Error(`the first apply did not attach one hook: ${JSON.stringify(a1.errors)}`);
 
         t = performance.now();
         const want2 = desiredFor(changed, dp);
@@ -137,7 +153,9 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         held.close();
         const missing = [...want3.egress4.keys()].filter((k) => !heldKeys.has(k)).length;
         if (heldKeys.size !== n || missing !== 0) {
-          throw new Error(`after the changed apply the trie holds ${heldKeys.size} entries (${missing} of the policy's missing); want exactly the policy's ${n}`);
+          throw new Error(
+            `after the changed apply the trie holds ${heldKeys.size} entries (${missing} of the policy's missing); want exactly the policy's ${n}`,
+          );
         }
         if (run === 0) r.writes = { first: counts(a1), changed: counts(a2), unchanged: counts(a3), restart: counts(a4) };
       } finally {

@@ -70,13 +70,18 @@ export async function runMapBench(opts: MapUpdateOptions, log: (line: string) =>
       runBase: path.join(tmpdir(), base),
     };
     log(`control plane: map updates with ${opts.prefixCounts.join(', ')} prefixes, ${opts.mapRuns} runs each`);
-    const { stdout } = await run('nsenter', [`--net=${netnsPath(topo.client.ns)}`, '--', process.execPath, CHILD, JSON.stringify(input)], {
-      timeoutMs: 900_000,
-    });
+    const { stdout } = await run(
+      'nsenter',
+      [`--net=${netnsPath(topo.client.ns)}`, '--', process.execPath, CHILD, JSON.stringify(input)],
+      {
+        timeoutMs: 900_000,
+      },
+    );
     return JSON.parse(stdout.trim().split('\n').pop() ?? '[]') as MapSizeResult[];
   } finally {
     for (const dir of ['/sys/fs/bpf', tmpdir()]) {
-      for (const e of existsSync(dir) ? readdirSync(dir) : []) if (e.startsWith(base)) rmSync(path.join(dir, e), { recursive: true, force: true });
+      for (const e of existsSync(dir) ? readdirSync(dir) : [])
+        if (e.startsWith(base)) rmSync(path.join(dir, e), { recursive: true, force: true });
     }
     await topo.destroy();
   }
@@ -97,16 +102,31 @@ export function mapFigures(results: readonly MapSizeResult[]): { figures: Figure
       ['map update: first apply of one policy', r.firstApplyMs],
       ['map update: re-apply, one prefix changed', r.changedApplyMs],
     ] as const) {
-      figures.push(figure({ group: GROUP, benchmark, config, unit: 'ms', runs, baseline: { benchmark: baseline, value: rawValue }, baselineRuns: r.rawWriteMs, note }));
+      figures.push(
+        figure({
+          group: GROUP,
+          benchmark,
+          config,
+          unit: 'ms',
+          runs,
+          baseline: { benchmark: baseline, value: rawValue },
+          baselineRuns: r.rawWriteMs,
+          note,
+        }),
+      );
     }
     figures.push(
       figure({
-        group: GROUP, benchmark: 'one prefix changed: computeDesired + apply', config, unit: 'ms',
+        group: GROUP,
+        benchmark: 'one prefix changed: computeDesired + apply',
+        config,
+        unit: 'ms',
         runs: r.changedApplyMs.map((x, i) => x + (r.changedComputeMs[i] ?? NaN)),
-        baseline: { benchmark: 'budget', value: CHANGE_BUDGET_MS }, target: { kind: 'at most', ratio: 1 },
+        baseline: { benchmark: 'budget', value: CHANGE_BUDGET_MS },
+        target: { kind: 'at most', ratio: 1 },
         note:
-          'What an agent\'s reconcile spends on an edit of one prefix in a large policy: computeDesired (src/agent/desired.ts) with the EncodingMemo kept from the ' +
-          'policy\'s first apply, as the agent keeps it, then Datapath.apply of the result; the same runs as the map update rows.',
+          "What an agent's reconcile spends on an edit of one prefix in a large policy: computeDesired (src/agent/desired.ts) with the EncodingMemo kept from the " +
+          "policy's first apply, as the agent keeps it, then Datapath.apply of the result; the same runs as the map update rows.",
       }),
     );
     const w = r.writes;

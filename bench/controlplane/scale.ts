@@ -97,7 +97,12 @@ class AuditSlices {
     } finally {
       closeSync(fd);
     }
-    return buf.toString('utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as AuditEvent).filter((e) => e.stage === 'ResponseComplete');
+    return buf
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as AuditEvent)
+      .filter((e) => e.stage === 'ResponseComplete');
   }
 
   counts(from: number, to?: number): WriteCounts {
@@ -137,7 +142,11 @@ async function requestBytes(s: Session): Promise<Record<string, number>> {
 }
 
 function bytesSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+  return Object.fromEntries(
+    Object.entries(after)
+      .map(([k, v]) => [k, v - (before[k] ?? 0)])
+      .filter(([, v]) => (v as number) > 0),
+  );
 }
 
 /** Policies of one label whose status says Ready with `nodes` nodes ready on their generation, from a watch. */
@@ -147,7 +156,10 @@ class ReadyWatch {
   private abort: (() => void) | null = null;
   private nodes = 1;
 
-  constructor(private readonly s: Session, private readonly label: string) {}
+  constructor(
+    private readonly s: Session,
+    private readonly label: string,
+  ) {}
 
   async start(): Promise<void> {
     const req = await new Watch(this.s.kc).watch(
@@ -162,9 +174,11 @@ class ReadyWatch {
 
   private push(phase: string, p: PolicyObject): void {
     const name = p.metadata?.name ?? '';
-    const ok = phase !== 'DELETED' &&
+    const ok =
+      phase !== 'DELETED' &&
       p.status?.observedGeneration === p.metadata?.generation &&
-      p.status?.nodes?.ready === this.nodes && p.status.nodes.selected === this.nodes &&
+      p.status?.nodes?.ready === this.nodes &&
+      p.status.nodes.selected === this.nodes &&
       (p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false);
     if (ok) this.ready.add(name);
     else this.ready.delete(name);
@@ -183,7 +197,14 @@ class ReadyWatch {
 
   /** The time the watch first shows `n` policies ready (register it before causing that; it is awaited later). */
   all(n: number, timeoutMs: number, context: () => string): Promise<number> {
-    const p = this.events.waitFor((e) => e.ready >= n, timeoutMs, `${n} policies Ready on ${this.nodes} nodes`, () => `${this.count} are\n${context()}`).then((e) => e.t);
+    const p = this.events
+      .waitFor(
+        (e) => e.ready >= n,
+        timeoutMs,
+        `${n} policies Ready on ${this.nodes} nodes`,
+        () => `${this.count} are\n${context()}`,
+      )
+      .then((e) => e.t);
     // A failure before the caller awaits it must not count as unhandled.
     p.catch(() => undefined);
     return p;
@@ -221,7 +242,11 @@ export interface ScaleResult {
   nodes: number;
   oneNode: {
     /** kubectl create → each of: kubectl returned, applied by the agent, listed in its TokenNodeState, marked SYN at the peer, all Ready (ms) */
-    createdMs: number; appliedMs: number; reportedMs: number; wireMs: number; readyMs: number;
+    createdMs: number;
+    appliedMs: number;
+    reportedMs: number;
+    wireMs: number;
+    readyMs: number;
     agentReconciles: number;
     reportBytes: number;
     writes: WriteCounts;
@@ -229,7 +254,14 @@ export interface ScaleResult {
   memory: { idleMiB: number[]; loadedMiB: number[] };
   deleteMs: number;
   setupMs: number;
-  allNodes: { createdMs: number; readyMs: number; reportsMs: number; writes: WriteCounts; bytes: Record<string, number>; cpuSeconds: Record<string, number> };
+  allNodes: {
+    createdMs: number;
+    readyMs: number;
+    reportsMs: number;
+    writes: WriteCounts;
+    bytes: Record<string, number>;
+    cpuSeconds: Record<string, number>;
+  };
   /** gapsS: per write of the agent's report in the window, seconds since its previous one */
   steady: { seconds: number; writes: WriteCounts; agentReconciles: number; synsMarked: number; gapsS: number[] };
   join: { readyMs: number; writes: WriteCounts; agentReconciles: number };
@@ -254,16 +286,31 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
   const loop = spawnIn(t.client.ns, process.execPath, [SYN_LOOP, last, String(PORT), '5']);
   const reconciles = (): number => s.a.status()?.reconciles ?? 0;
   const nodeState = async (name: string): Promise<NodeStateObject> =>
-    (await custom.getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name })) as NodeStateObject;
+    (await custom.getClusterCustomObject({
+      group: API_GROUP,
+      version: API_VERSION,
+      plural: 'tokennodestates',
+      name,
+    })) as NodeStateObject;
   /** A node joins as a real one would: its Node, `pauseMs` later (its agent starting) its TokenNodeState and report. */
   const join = async (name: string, report: Record<string, unknown>, pauseMs = 0): Promise<void> => {
     await core.createNode({ body: { metadata: { name, labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name } } } });
     if (pauseMs) await sleep(pauseMs);
-    await custom.createClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } } });
-    await custom.patchClusterCustomObjectStatus({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report }, mergePatch);
+    await custom.createClusterCustomObject({
+      group: API_GROUP,
+      version: API_VERSION,
+      plural: 'tokennodestates',
+      body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } },
+    });
+    await custom.patchClusterCustomObjectStatus(
+      { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report },
+      mergePatch,
+    );
   };
   const docs = (set: string): string =>
-    Array.from({ length: n }, (_, i) => policyYaml(policyName(set, i), `scale-${set}`, t.client.dev, 'sc-token', `${destination(i)}/32`, PORT)).join('---\n');
+    Array.from({ length: n }, (_, i) =>
+      policyYaml(policyName(set, i), `scale-${set}`, t.client.dev, 'sc-token', `${destination(i)}/32`, PORT),
+    ).join('---\n');
   const watches: ReadyWatch[] = [];
   try {
     await capture.events.waitFor(() => true, 10_000, 'the first SYN of the connection loop at the peer');
@@ -278,24 +325,48 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     const r0 = reconciles();
     let mark = audit.mark();
     const t0 = now();
-    const wire = capture.events.waitFor((e) => e.atMs >= t0 && e.token !== null && e.token.equals(token), 120_000, `a SYN to ${last} with the token`, s.context);
+    const wire = capture.events.waitFor(
+      (e) => e.atMs >= t0 && e.token !== null && e.token.equals(token),
+      120_000,
+      `a SYN to ${last} with the token`,
+      s.context,
+    );
     const ready = a.all(n, 120_000, s.context);
     await s.c.kubectlOk(['create', '-f', '-'], { input: docs('a'), timeoutMs: 180_000 });
     const createdMs = now() - t0;
-    const applied = await s.a.waitStatus((st) => st.policies.filter((p) => p.name.startsWith('sc-a-') && p.id > 0 && p.errors.length === 0).length === n, 120_000, `the agent to apply ${n} policies`);
+    const applied = await s.a.waitStatus(
+      (st) => st.policies.filter((p) => p.name.startsWith('sc-a-') && p.id > 0 && p.errors.length === 0).length === n,
+      120_000,
+      `the agent to apply ${n} policies`,
+    );
     const appliedMs = now() - t0;
-    const report = await waitUntil(`the node's TokenNodeState to list ${n} policies`, 120_000, async () => {
-      const ns = await nodeState(NODE);
-      return (ns.status?.policies ?? []).filter((p) => p.name.startsWith('sc-a-') && p.generation === 1).length === n ? ns : undefined;
-    }, { everyMs: 200, context: s.context });
+    const report = await waitUntil(
+      `the node's TokenNodeState to list ${n} policies`,
+      120_000,
+      async () => {
+        const ns = await nodeState(NODE);
+        return (ns.status?.policies ?? []).filter((p) => p.name.startsWith('sc-a-') && p.generation === 1).length === n
+          ? ns
+          : undefined;
+      },
+      { everyMs: 200, context: s.context },
+    );
     const reportedMs = now() - t0;
     const wireMs = (await wire).atMs - t0;
     const readyMs = (await ready) - t0;
     const oneNode = {
-      createdMs, appliedMs, reportedMs, wireMs, readyMs, agentReconciles: applied.reconciles - r0,
-      reportBytes: JSON.stringify(report.status).length, writes: audit.counts(mark),
+      createdMs,
+      appliedMs,
+      reportedMs,
+      wireMs,
+      readyMs,
+      agentReconciles: applied.reconciles - r0,
+      reportBytes: JSON.stringify(report.status).length,
+      writes: audit.counts(mark),
     };
-    log(`scale: ${n} policies on one node: applied ${Math.round(appliedMs)} ms, reported ${Math.round(reportedMs)} ms, on the wire ${Math.round(wireMs)} ms, all Ready ${Math.round(readyMs)} ms (${oneNode.agentReconciles} reconciles)`);
+    log(
+      `scale: ${n} policies on one node: applied ${Math.round(appliedMs)} ms, reported ${Math.round(reportedMs)} ms, on the wire ${Math.round(wireMs)} ms, all Ready ${Math.round(readyMs)} ms (${oneNode.agentReconciles} reconciles)`,
+    );
     await sleep(2000);
     const loaded = (await measureWindow({ agent: s.pids().agent }, opts.memorySeconds)).agent?.rssMiB ?? [];
     const entry = { ...(report.status?.policies?.[0] ?? {}) } as Record<string, unknown>;
@@ -305,14 +376,21 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     // 2. Those deleted; M - 1 simulated nodes join, reporting no policy; N new policies.
     let d0 = now();
     await s.c.kubectlOk(['delete', 'tokenpolicies', '-l', 'netoken-bench=scale-a', '--wait=false'], { timeoutMs: 120_000 });
-    await waitUntil(`the ${n} policies to be deleted`, 180_000, async () => {
-      const left = await s.c.kubectlOk(['get', 'tokenpolicies', '-o', 'name'], { timeoutMs: 60_000 });
-      return left.trim() === '' ? true : undefined;
-    }, { everyMs: 500, context: s.context });
+    await waitUntil(
+      `the ${n} policies to be deleted`,
+      180_000,
+      async () => {
+        const left = await s.c.kubectlOk(['get', 'tokenpolicies', '-o', 'name'], { timeoutMs: 60_000 });
+        return left.trim() === '' ? true : undefined;
+      },
+      { everyMs: 500, context: s.context },
+    );
     const deleteMs = now() - d0;
     log(`scale: ${n} policies deleted and released in ${Math.round(deleteMs)} ms`);
     const empty = (await nodeState(NODE)).status ?? {};
-    const reportOf = (policies: string[]): Record<string, unknown> => ({ status: { ...empty, policies: policies.map((name) => ({ ...entry, name, generation: 1 })) } });
+    const reportOf = (policies: string[]): Record<string, unknown> => ({
+      status: { ...empty, policies: policies.map((name) => ({ ...entry, name, generation: 1 })) },
+    });
     const sims = Array.from({ length: m - 1 }, (_, i) => simName(i));
     d0 = now();
     const none = reportOf([]);
@@ -341,10 +419,15 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     const createdAllMs = now() - c0;
     // Each simulated node's agent sees the new policies and reports them applied.
     await inPool(sims, 16, async (name) => {
-      await custom.patchClusterCustomObjectStatus({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: full }, mergePatch);
+      await custom.patchClusterCustomObjectStatus(
+        { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: full },
+        mergePatch,
+      );
     });
     const reportsMs = now() - c0;
-    log(`scale: ${sims.length} simulated reports of ${n} policies written ${Math.round(reportsMs)} ms after kubectl create began`);
+    log(
+      `scale: ${sims.length} simulated reports of ${n} policies written ${Math.round(reportsMs)} ms after kubectl create began`,
+    );
     const allReadyMs = (await allReady) - c0;
     const allCpu = cpuSince(cpu0, cpuSeconds(s));
     const allWrites = audit.counts(mark);
@@ -359,10 +442,22 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     log(`scale: steady state, ${opts.steadySeconds} s window`);
     await sleep(opts.steadySeconds * 1000);
     // Each write of the agent's report in the window, with the time since its write before (any time in the run).
-    const reportWrites = audit.events(0).filter((e) => writerOf(e) === 'agent' && e.objectRef?.resource === 'tokennodestates').map((e) => Date.parse(e.stageTimestamp));
-    const inWindow = audit.events(mark).filter((e) => writerOf(e) === 'agent' && e.objectRef?.resource === 'tokennodestates').map((e) => Date.parse(e.stageTimestamp));
+    const reportWrites = audit
+      .events(0)
+      .filter((e) => writerOf(e) === 'agent' && e.objectRef?.resource === 'tokennodestates')
+      .map((e) => Date.parse(e.stageTimestamp));
+    const inWindow = audit
+      .events(mark)
+      .filter((e) => writerOf(e) === 'agent' && e.objectRef?.resource === 'tokennodestates')
+      .map((e) => Date.parse(e.stageTimestamp));
     const gapsS = inWindow.map((t) => round((t - Math.max(0, ...reportWrites.filter((x) => x < t))) / 1000));
-    const steady = { seconds: opts.steadySeconds, writes: audit.counts(mark), agentReconciles: reconciles() - sr0, synsMarked: capture.marked - marked0, gapsS };
+    const steady = {
+      seconds: opts.steadySeconds,
+      writes: audit.counts(mark),
+      agentReconciles: reconciles() - sr0,
+      synsMarked: capture.marked - marked0,
+      gapsS,
+    };
 
     // 4. One node joins: its Node, then (its agent started) its report of every policy applied.
     const jr0 = reconciles();
@@ -378,8 +473,22 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     log(`scale: a node joined: all ${n} policies Ready on ${m + 1} nodes after ${Math.round(joinReadyMs)} ms`);
     s.checkNoTokens();
     return {
-      policies: n, nodes: m, oneNode, memory: { idleMiB: idle, loadedMiB: loaded }, deleteMs, setupMs,
-      allNodes: { createdMs: createdAllMs, readyMs: allReadyMs, reportsMs, writes: allWrites, bytes: allBytes, cpuSeconds: allCpu }, steady, join: joinResult,
+      policies: n,
+      nodes: m,
+      oneNode,
+      memory: { idleMiB: idle, loadedMiB: loaded },
+      deleteMs,
+      setupMs,
+      allNodes: {
+        createdMs: createdAllMs,
+        readyMs: allReadyMs,
+        reportsMs,
+        writes: allWrites,
+        bytes: allBytes,
+        cpuSeconds: allCpu,
+      },
+      steady,
+      join: joinResult,
     };
   } finally {
     for (const w of watches) w.stop();
@@ -391,7 +500,10 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
 }
 
 const fmtWrites = (w: WriteCounts): string =>
-  Object.entries(w).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  Object.entries(w)
+    .sort((x, y) => y[1] - x[1])
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ') || 'none';
 
 /** The rows. */
 export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: string[] } {
@@ -402,36 +514,49 @@ export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: stri
   const setup =
     `A test kube-apiserver with its audit log, the real operator and a cluster-mode agent in a network namespace (counters at the agent's default interval, ${SCALE_COUNTER_INTERVAL}); ` +
     'every policy selects every node, one destination each, one shared Secret.';
-  const sims =
-    `${m - 1} simulated nodes beside the real one: a Node and a TokenNodeState each, whose report is the real agent's own report with the row's policies, written 16 at a time by the benchmark as their agents would.`;
+  const sims = `${m - 1} simulated nodes beside the real one: a Node and a TokenNodeState each, whose report is the real agent's own report with the row's policies, written 16 at a time by the benchmark as their agents would.`;
   const figures: Figure[] = [];
   const o = r.oneNode;
   const oneMs = Math.max(o.appliedMs, o.reportedMs, o.wireMs, o.readyMs);
   figures.push(
     figure({
-      group: GROUP, benchmark: 'scale: kubectl create → all applied on the wire and Ready', config: `${pol} × 1 node`, unit: 'ms', runs: [oneMs],
-      baseline: { benchmark: 'budget', value: ONE_NODE_BUDGET_MS }, target: { kind: 'at most', ratio: 1 },
+      group: GROUP,
+      benchmark: 'scale: kubectl create → all applied on the wire and Ready',
+      config: `${pol} × 1 node`,
+      unit: 'ms',
+      runs: [oneMs],
+      baseline: { benchmark: 'budget', value: ONE_NODE_BUDGET_MS },
+      target: { kind: 'at most', ratio: 1 },
       note:
         `${setup} From the start of one \`kubectl create\` of all the policies until the last of: the agent applied every one (its status), its TokenNodeState lists every one on generation 1, ` +
-        'a SYN to the last policy\'s destination (sent every 5 ms on the node) is captured at the peer carrying the token, and a watch shows every policy Ready. ' +
+        "a SYN to the last policy's destination (sent every 5 ms on the node) is captured at the peer carrying the token, and a watch shows every policy Ready. " +
         '`kubectl create` sends the policies one request at a time; when it returned is in the checks below.',
     }),
   );
   const growth = median(r.memory.loadedMiB) - median(r.memory.idleMiB);
   figures.push(
     figure({
-      group: GROUP, benchmark: 'agent resident memory growth, idle → policies applied', config: `${pol} applied`, unit: 'MiB', runs: [growth],
-      baseline: { benchmark: 'budget', value: RSS_GROWTH_BUDGET_MIB }, target: { kind: 'at most', ratio: 1 },
+      group: GROUP,
+      benchmark: 'agent resident memory growth, idle → policies applied',
+      config: `${pol} applied`,
+      unit: 'MiB',
+      runs: [growth],
+      baseline: { benchmark: 'budget', value: RSS_GROWTH_BUDGET_MIB },
+      target: { kind: 'at most', ratio: 1 },
       note: 'Median VmRSS (/proc/PID/status, 4 samples a second over a window) of the cluster-mode agent with all the policies applied on its node, less the median of the same window before they were created.',
     }),
   );
   const w = r.allNodes.writes;
   figures.push(
     figure({
-      group: GROUP, benchmark: 'scale: kubectl create → all Ready on every node', config: `${pol} × ${nodes}`, unit: 'ms', runs: [r.allNodes.readyMs],
-      baseline: { benchmark: 'budget', value: ALL_NODES_BUDGET_MS }, target: { kind: 'at most', ratio: 1 },
-      note:
-        `${setup} ${sims} The simulated nodes write their reports once \`kubectl create\` has returned; the time is from its start until a watch shows every policy Ready with every node ready on generation 1.`,
+      group: GROUP,
+      benchmark: 'scale: kubectl create → all Ready on every node',
+      config: `${pol} × ${nodes}`,
+      unit: 'ms',
+      runs: [r.allNodes.readyMs],
+      baseline: { benchmark: 'budget', value: ALL_NODES_BUDGET_MS },
+      target: { kind: 'at most', ratio: 1 },
+      note: `${setup} ${sims} The simulated nodes write their reports once \`kubectl create\` has returned; the time is from its start until a watch shows every policy Ready with every node ready on generation 1.`,
     }),
   );
   const opWrites = sum(w, (who, _v, res) => who === 'operator' && res.startsWith('tokenpolicies'));
@@ -439,11 +564,29 @@ export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: stri
   const totalBytes = Object.values(r.allNodes.bytes).reduce((x, y) => x + y, 0);
   const writesNote = `Counted from the API server's audit log (every create, update, patch and delete, by the user that made it) from the start of \`kubectl create\` until every policy was Ready; ${sims}`;
   figures.push(
-    figure({ group: GROUP, benchmark: 'scale: operator writes to TokenPolicies (status, finalizer) per policy', config: `${pol} × ${nodes}`, unit: 'writes', runs: [opWrites / n], note: writesNote }),
-    figure({ group: GROUP, benchmark: 'scale: TokenNodeState writes per node (agents)', config: `${pol} × ${nodes}`, unit: 'writes', runs: [nsWrites / m], note: writesNote }),
     figure({
-      group: GROUP, benchmark: 'scale: request bytes written to the API server', config: `${pol} × ${nodes}`, unit: 'MiB', runs: [totalBytes / 2 ** 20],
-      note: 'The growth of kube-apiserver\'s apiserver_request_body_size_bytes_sum (its /metrics) for create, update, patch and delete over the same time, every resource and writer; the policies\' own YAML included. By resource in latest.json.',
+      group: GROUP,
+      benchmark: 'scale: operator writes to TokenPolicies (status, finalizer) per policy',
+      config: `${pol} × ${nodes}`,
+      unit: 'writes',
+      runs: [opWrites / n],
+      note: writesNote,
+    }),
+    figure({
+      group: GROUP,
+      benchmark: 'scale: TokenNodeState writes per node (agents)',
+      config: `${pol} × ${nodes}`,
+      unit: 'writes',
+      runs: [nsWrites / m],
+      note: writesNote,
+    }),
+    figure({
+      group: GROUP,
+      benchmark: 'scale: request bytes written to the API server',
+      config: `${pol} × ${nodes}`,
+      unit: 'MiB',
+      runs: [totalBytes / 2 ** 20],
+      note: "The growth of kube-apiserver's apiserver_request_body_size_bytes_sum (its /metrics) for create, update, patch and delete over the same time, every resource and writer; the policies' own YAML included. By resource in latest.json.",
     }),
   );
   const st = r.steady;
@@ -451,31 +594,53 @@ export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: stri
   const policyStatus = sum(st.writes, (who, _v, res) => who === 'operator' && res === 'tokenpolicies/status');
   const steadyNote =
     `${setup} ${sims} A ${st.seconds} s window starting 5 s after every policy was Ready, the node's SYN loop marking throughout; writes from the audit log. ` +
-    'The simulated nodes write nothing then, so the TokenNodeState row is the real agent\'s writes in the window: at most one per 5 minutes means at most one in any window up to 5 minutes; ' +
+    "The simulated nodes write nothing then, so the TokenNodeState row is the real agent's writes in the window: at most one per 5 minutes means at most one in any window up to 5 minutes; " +
     'the rate per 5 minutes and the time from each write to the one before are in the checks below.';
   figures.push(
     figure({
-      group: GROUP, benchmark: 'steady state: TokenNodeState writes of the node\'s agent', config: `${pol} × ${nodes}, ${st.seconds} s window`, unit: 'writes', runs: [agentNs],
-      baseline: { benchmark: 'budget (1 per 5 min)', value: Math.max(1, Math.floor(st.seconds / NODE_STATE_PERIOD_S)) }, target: { kind: 'at most', ratio: 1 }, note: steadyNote,
+      group: GROUP,
+      benchmark: "steady state: TokenNodeState writes of the node's agent",
+      config: `${pol} × ${nodes}, ${st.seconds} s window`,
+      unit: 'writes',
+      runs: [agentNs],
+      baseline: { benchmark: 'budget (1 per 5 min)', value: Math.max(1, Math.floor(st.seconds / NODE_STATE_PERIOD_S)) },
+      target: { kind: 'at most', ratio: 1 },
+      note: steadyNote,
     }),
     figure({
-      group: GROUP, benchmark: 'steady state: TokenPolicy status writes', config: `${pol} × ${nodes}, ${st.seconds} s window`, unit: 'writes', runs: [policyStatus],
-      target: { kind: 'zero' }, note: steadyNote,
+      group: GROUP,
+      benchmark: 'steady state: TokenPolicy status writes',
+      config: `${pol} × ${nodes}, ${st.seconds} s window`,
+      unit: 'writes',
+      runs: [policyStatus],
+      target: { kind: 'zero' },
+      note: steadyNote,
     }),
   );
   const j = r.join;
   const joinStatus = sum(j.writes, (who, _v, res) => who === 'operator' && res === 'tokenpolicies/status');
   const joinNote =
     `${setup} ${sims} A node joins: its Node, 1 s later its TokenNodeState reporting every policy applied (as its agent would once started); ` +
-    'counted from the Node\'s creation until 5 s after a watch showed every policy Ready on the new node count. Every policy selects the new node, so every status changes once.';
+    "counted from the Node's creation until 5 s after a watch showed every policy Ready on the new node count. Every policy selects the new node, so every status changes once.";
   figures.push(
     figure({
-      group: GROUP, benchmark: 'one node joins: operator status writes per policy', config: `${pol} × ${nodes} + 1`, unit: 'writes', runs: [joinStatus / n],
-      baseline: { benchmark: 'budget', value: 1 }, target: { kind: 'at most', ratio: 1 }, note: joinNote,
+      group: GROUP,
+      benchmark: 'one node joins: operator status writes per policy',
+      config: `${pol} × ${nodes} + 1`,
+      unit: 'writes',
+      runs: [joinStatus / n],
+      baseline: { benchmark: 'budget', value: 1 },
+      target: { kind: 'at most', ratio: 1 },
+      note: joinNote,
     }),
     figure({
-      group: GROUP, benchmark: 'one node joins: reconciles of the real node\'s agent', config: `${pol} × ${nodes} + 1`, unit: 'reconciles', runs: [j.agentReconciles],
-      target: { kind: 'zero' }, note: `${joinNote} The agent's reconcile count is in its status file.`,
+      group: GROUP,
+      benchmark: "one node joins: reconciles of the real node's agent",
+      config: `${pol} × ${nodes} + 1`,
+      unit: 'reconciles',
+      runs: [j.agentReconciles],
+      target: { kind: 'zero' },
+      note: `${joinNote} The agent's reconcile count is in its status file.`,
     }),
   );
   const remarks = [
@@ -484,8 +649,12 @@ export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: stri
     `scale: agent resident memory ${round(median(r.memory.idleMiB))} MiB idle, ${round(median(r.memory.loadedMiB))} MiB with ${pol} applied.`,
     `scale: deleting the ${pol} took ${round(r.deleteMs / 1000, 1)} s until all were released; ${m - 1} simulated nodes joined in ${round(r.setupMs / 1000, 1)} s.`,
     `scale, ${pol} × ${nodes}: \`kubectl create\` returned after ${round(r.allNodes.createdMs / 1000, 1)} s, the simulated reports were written ${round(r.allNodes.reportsMs / 1000, 1)} s after \`kubectl create\` began; writes until all Ready: ${fmtWrites(w)}; ` +
-      `request bytes: ${Object.entries(r.allNodes.bytes).map(([k, v]) => `${k} ${round(v / 2 ** 20, 2)} MiB`).join(', ')}; ` +
-      `CPU seconds used meanwhile: ${Object.entries(r.allNodes.cpuSeconds).map(([k, v]) => `${k} ${v}`).join(', ')}.`,
+      `request bytes: ${Object.entries(r.allNodes.bytes)
+        .map(([k, v]) => `${k} ${round(v / 2 ** 20, 2)} MiB`)
+        .join(', ')}; ` +
+      `CPU seconds used meanwhile: ${Object.entries(r.allNodes.cpuSeconds)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}.`,
     `scale, steady state over ${st.seconds} s: the node's agent wrote its TokenNodeState ${agentNs} times` +
       `${st.gapsS.length ? ` (${st.gapsS.map((g) => `${g} s`).join(', ')} after its write before)` : ''}, ${round((agentNs * NODE_STATE_PERIOD_S) / st.seconds, 2)} per 5 minutes if the window is taken as the rate, ` +
       `and reconciled ${st.agentReconciles} times while marking ${st.synsMarked} SYNs; all writes: ${fmtWrites(st.writes)}.`,

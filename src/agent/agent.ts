@@ -181,7 +181,14 @@ export class Agent {
   isIdle(): boolean {
     const s = this.status;
     const synced = this.opts.source.isSynced?.() ?? true;
-    return synced && this.lastOk && s !== null && s.hooks.length === 0 && s.hookErrors.length === 0 && s.policies.every((p) => p.id === 0);
+    return (
+      synced &&
+      this.lastOk &&
+      s !== null &&
+      s.hooks.length === 0 &&
+      s.hookErrors.length === 0 &&
+      s.policies.every((p) => p.id === 0)
+    );
   }
 
   lastStatus(): AgentStatus | null {
@@ -233,14 +240,15 @@ export class Agent {
       const interfaces = this.interfaces ?? (this.interfaces = await this.list());
       this.ifSignature = signature(interfaces);
       const snap = source.snapshot();
-      const desiredFor = (policies: readonly TokenPolicy[]): DesiredState => computeDesired({
-        policies,
-        keys: snap.keys,
-        nodeLabels: snap.nodeLabels,
-        interfaces,
-        previousIds: datapath.previousIds(),
-        memo: this.memo,
-      });
+      const desiredFor = (policies: readonly TokenPolicy[]): DesiredState =>
+        computeDesired({
+          policies,
+          keys: snap.keys,
+          nodeLabels: snap.nodeLabels,
+          interfaces,
+          previousIds: datapath.previousIds(),
+          memo: this.memo,
+        });
       // Only a refusal needs the world's signature (all policies' specs): computed when there is one.
       let worldText: string | undefined;
       const world = (): string => (worldText ??= worldSignature(snap, this.ifSignature));
@@ -266,11 +274,13 @@ export class Agent {
       } catch (err) {
         ({ desired, result, refused: refusedNow } = this.isolate(wanted, desiredFor, err as Error));
       }
-      for (const [name, message] of refusedNow) this.refused.set(name, { version: versionOf(byName.get(name)!), world: world(), message });
+      for (const [name, message] of refusedNow)
+        this.refused.set(name, { version: versionOf(byName.get(name)!), world: world(), message });
       for (const [name, message] of known) refusedNow.set(name, message);
       for (const name of [...this.refused.keys()]) if (!refusedNow.has(name)) this.refused.delete(name);
       const appliedVersions = new Map<string, TokenPolicy>();
-      for (const p of wanted) if (!refusedNow.has(p.metadata.name) || this.applied.get(p.metadata.name) === p) appliedVersions.set(p.metadata.name, p);
+      for (const p of wanted)
+        if (!refusedNow.has(p.metadata.name) || this.applied.get(p.metadata.name) === p) appliedVersions.set(p.metadata.name, p);
       for (const [name, p] of this.applied) if (refusedNow.has(name) && byName.has(name)) appliedVersions.set(name, p);
       this.applied = appliedVersions;
 
@@ -280,10 +290,17 @@ export class Agent {
         const before = this.lastOutcomes.get(o.name);
         // Each error and warning is logged when it appears, not on every reconcile.
         const said = new Set([...(before?.errors ?? []), ...(before?.warnings ?? [])].map((f) => `${f.reason}\n${f.message}`));
-        for (const e of o.errors) if (!said.has(`${e.reason}\n${e.message}`)) log.warn(e.message, { policy: o.name, reason: e.reason });
-        for (const w of o.warnings) if (!said.has(`${w.reason}\n${w.message}`)) log.warn(w.message, { policy: o.name, reason: w.reason });
+        for (const e of o.errors)
+          if (!said.has(`${e.reason}\n${e.message}`)) log.warn(e.message, { policy: o.name, reason: e.reason });
+        for (const w of o.warnings)
+          if (!said.has(`${w.reason}\n${w.message}`)) log.warn(w.message, { policy: o.name, reason: w.reason });
         if (!before || before.generation !== o.generation || before.interfaces.join() !== o.interfaces.join()) {
-          log.info('policy applied', { policy: o.name, generation: o.generation, selected: o.selected, interfaces: o.interfaces });
+          log.info('policy applied', {
+            policy: o.name,
+            generation: o.generation,
+            selected: o.selected,
+            interfaces: o.interfaces,
+          });
         }
       }
       for (const gone of this.lastOutcomes.keys()) if (!now.has(gone)) log.info('policy removed', { policy: gone });
@@ -329,7 +346,9 @@ export class Agent {
     first: Error,
   ): { desired: DesiredState; result: ApplyResult; refused: Map<string, string> } {
     const { log, datapath } = this.opts;
-    log.error('the kernel refused the desired state; applying the policies one at a time to find which it refuses', { error: first.message });
+    log.error('the kernel refused the desired state; applying the policies one at a time to find which it refuses', {
+      error: first.message,
+    });
     const base = new Map<string, TokenPolicy>();
     for (const p of wanted) {
       const last = this.applied.get(p.metadata.name);
@@ -355,7 +374,11 @@ export class Agent {
       } catch (err) {
         const message = refusalMessage(err as Error);
         refused.set(p.metadata.name, message);
-        log.error('the kernel refused a policy; it keeps its last applied version, if any', { policy: p.metadata.name, generation: p.metadata.generation ?? 0, error: message });
+        log.error('the kernel refused a policy; it keeps its last applied version, if any', {
+          policy: p.metadata.name,
+          generation: p.metadata.generation ?? 0,
+          error: message,
+        });
         result = datapath.apply(desired);
       }
     }
@@ -366,7 +389,12 @@ export class Agent {
    * What status says of each policy of the snapshot: what was applied, plus KernelRefused for
    * refused versions and SecretUnavailable where a source kept keys it can no longer read.
    */
-  private outcomes(snap: Snapshot, desired: DesiredState, refused: ReadonlyMap<string, string>, desiredFor: (p: readonly TokenPolicy[]) => DesiredState): PolicyOutcome[] {
+  private outcomes(
+    snap: Snapshot,
+    desired: DesiredState,
+    refused: ReadonlyMap<string, string>,
+    desiredFor: (p: readonly TokenPolicy[]) => DesiredState,
+  ): PolicyOutcome[] {
     let all: Map<string, PolicyOutcome> | undefined;
     const out: PolicyOutcome[] = [];
     const appliedOutcomes = new Map(desired.outcomes.map((o) => [o.name, o]));
@@ -377,11 +405,31 @@ export class Agent {
       const message = refused.get(name);
       if (message !== undefined) {
         if (applied) {
-          o = { ...applied, errors: [...applied.errors, { reason: 'KernelRefused', message: `the kernel refused generation ${p.metadata.generation ?? 0} (${message}); generation ${applied.generation} stays applied` }] };
+          o = {
+            ...applied,
+            errors: [
+              ...applied.errors,
+              {
+                reason: 'KernelRefused',
+                message: `the kernel refused generation ${p.metadata.generation ?? 0} (${message}); generation ${applied.generation} stays applied`,
+              },
+            ],
+          };
         } else {
           all ??= new Map(desiredFor(snap.policies).outcomes.map((x) => [x.name, x]));
           const full = all.get(name);
-          o = { name, generation: p.metadata.generation ?? 0, selected: full?.selected ?? true, id: 0, interfaces: [], warnings: full?.warnings ?? [], errors: [...(full?.errors ?? []), { reason: 'KernelRefused', message: `the kernel refused this policy's BPF state: ${message}` }] };
+          o = {
+            name,
+            generation: p.metadata.generation ?? 0,
+            selected: full?.selected ?? true,
+            id: 0,
+            interfaces: [],
+            warnings: full?.warnings ?? [],
+            errors: [
+              ...(full?.errors ?? []),
+              { reason: 'KernelRefused', message: `the kernel refused this policy's BPF state: ${message}` },
+            ],
+          };
         }
       } else if (applied) {
         o = applied;
@@ -389,7 +437,11 @@ export class Agent {
         continue;
       }
       const kept = keptKeysProblem(snap.keys.get(name));
-      if (kept && o.selected) o = { ...o, errors: [...o.errors, { reason: 'SecretUnavailable', message: `${kept}; the keys read before stay in use` }] };
+      if (kept && o.selected)
+        o = {
+          ...o,
+          errors: [...o.errors, { reason: 'SecretUnavailable', message: `${kept}; the keys read before stay in use` }],
+        };
       out.push(o);
     }
     return out;
@@ -406,7 +458,9 @@ export class Agent {
 /** The kernel's answer, with what to do about the common one: a map that is full. */
 function refusalMessage(err: Error & { code?: string }): string {
   const full = err.code === 'ENOSPC' || err.code === 'E2BIG' || /No space left/.test(err.message);
-  return full ? `${err.message}: the map is full; give this node fewer destinations × interfaces (or ports, exempt sources)` : err.message;
+  return full
+    ? `${err.message}: the map is full; give this node fewer destinations × interfaces (or ports, exempt sources)`
+    : err.message;
 }
 
 const versions = new WeakMap<TokenPolicy, string>();

@@ -12,7 +12,14 @@
  * lose a count the programs make at the same moment. A pair's totals are both slots summed.
  */
 import {
-  COUNTERS, type CounterName, type CounterOwner, NT_COUNTER_CELLS, NT_MAX_COUNTER_SLOTS, decodeCounterOwner, encodeCounterOwner, encodeIface,
+  COUNTERS,
+  type CounterName,
+  type CounterOwner,
+  NT_COUNTER_CELLS,
+  NT_MAX_COUNTER_SLOTS,
+  decodeCounterOwner,
+  encodeCounterOwner,
+  encodeIface,
   sumCounterCells,
 } from '../lib/abi.js';
 import { binding, type NativeMap, type NativeObject } from '../native/binding.js';
@@ -31,7 +38,8 @@ export interface CounterMaps {
   ifaces: NativeMap;
 }
 
-const pairKey = (ifindex: number, policyId: number, carried = false): string => `${ifindex}/${policyId}${carried ? '/carried' : ''}`;
+const pairKey = (ifindex: number, policyId: number, carried = false): string =>
+  `${ifindex}/${policyId}${carried ? '/carried' : ''}`;
 
 function slotKey(slot: number): Buffer {
   const k = Buffer.alloc(4);
@@ -102,7 +110,11 @@ export class CounterSlots {
 
   /** The counter maps of a loaded marker or verifier object (new handles, closed by close()). */
   static of(obj: NativeObject): CounterSlots {
-    return new CounterSlots({ counters: obj.map('nt_counters'), owners: obj.map('nt_counter_slots'), ifaces: obj.map('nt_ifaces') });
+    return new CounterSlots({
+      counters: obj.map('nt_counters'),
+      owners: obj.map('nt_counter_slots'),
+      ifaces: obj.map('nt_ifaces'),
+    });
   }
 
   /** Slots in use. */

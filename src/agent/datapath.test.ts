@@ -22,9 +22,20 @@ import { layoutDir } from './layout.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
 
-const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' };
+const GHOST = {
+  name: 'ntghost0',
+  ifindex: 0x7ffffff0,
+  up: true,
+  loopback: false,
+  mtu: 1500,
+  defaultRoute: false,
+  linkType: 'ether',
+  kind: 'veth',
+};
 
-function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id: number) => Buffer | null, stateDir: string) => void): void {
+function withDatapath(
+  fn: (open: () => Datapath, trie: () => string[], slot: (id: number) => Buffer | null, stateDir: string) => void,
+): void {
   const b = binding();
   if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
   const root = path.join('/sys/fs/bpf', `netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`);
@@ -34,7 +45,14 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
   const opened: Datapath[] = [];
   try {
     const open = (): Datapath => {
-      const dp = Datapath.open({ stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto', tcPriority: 1, log: silentLogger() });
+      const dp = Datapath.open({
+        stateDir,
+        runDir,
+        objectPath: bpfObjectPath('marker'),
+        attach: 'auto',
+        tcPriority: 1,
+        log: silentLogger(),
+      });
       opened.push(dp);
       return dp;
     };
@@ -47,15 +65,18 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
       }
     };
     const trie = (): string[] =>
-      read('nt_egress4', (m) => m.keys().map((k) => {
-        const d = decodeLpmKey(k);
-        return `${formatIp(d.addr)}/${d.prefixLen}`;
-      })).sort();
-    const slot = (id: number): Buffer | null => read('nt_policies', (m) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(id);
-      return m.lookup(k);
-    });
+      read('nt_egress4', (m) =>
+        m.keys().map((k) => {
+          const d = decodeLpmKey(k);
+          return `${formatIp(d.addr)}/${d.prefixLen}`;
+        }),
+      ).sort();
+    const slot = (id: number): Buffer | null =>
+      read('nt_policies', (m) => {
+        const k = Buffer.alloc(4);
+        k.writeUInt32LE(id);
+        return m.lookup(k);
+      });
     fn(open, trie, slot, stateDir);
   } finally {
     for (const dp of opened) dp.close();
@@ -65,15 +86,28 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
 }
 
 function desired(dp: Datapath, cidrs: string[]): DesiredState {
-  const policies = cidrs.length === 0 ? [] : [validatePolicy({
-    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'p' },
-    spec: {
-      token: { mode: 'Static', secretRef: { name: 'p-token' } },
-      interfaces: { names: [GHOST.name] },
-      egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
-    },
-  })];
-  const d = computeDesired({ policies, keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]), nodeLabels: {}, interfaces: [GHOST], previousIds: dp.previousIds() });
+  const policies =
+    cidrs.length === 0
+      ? []
+      : [
+          validatePolicy({
+            apiVersion: 'netoken.io/v1alpha1',
+            kind: 'TokenPolicy',
+            metadata: { name: 'p' },
+            spec: {
+              token: { mode: 'Static', secretRef: { name: 'p-token' } },
+              interfaces: { names: [GHOST.name] },
+              egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
+            },
+          }),
+        ];
+  const d = computeDesired({
+    policies,
+    keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]),
+    nodeLabels: {},
+    interfaces: [GHOST],
+    previousIds: dp.previousIds(),
+  });
   d.hooks.clear();
   return d;
 }
@@ -132,8 +166,13 @@ test('every rule counts in the slot of its interface and policy, the interface h
       const own = slotOf(GHOST.ifindex, 0);
       const pol = slotOf(GHOST.ifindex, id);
       assert.ok(own > 0 && pol > 0 && own !== pol, `slots: interface ${own}, policy ${pol}`);
-      assert.deepEqual(decodeIface(ifaces.lookup(u32(GHOST.ifindex))!), { slot: own }, 'nt_ifaces names the interface\'s own slot');
-      for (const k of e4.keys()) assert.equal(decodeEgressRule(e4.lookup(k)!).slot, pol, 'the rule carries the (interface, policy) slot');
+      assert.deepEqual(
+        decodeIface(ifaces.lookup(u32(GHOST.ifindex))!),
+        { slot: own },
+        "nt_ifaces names the interface's own slot",
+      );
+      for (const k of e4.keys())
+        assert.equal(decodeEgressRule(e4.lookup(k)!).slot, pol, 'the rule carries the (interface, policy) slot');
       dp.apply(desired(dp, []));
       assert.equal(slotOf(GHOST.ifindex, id), 0, 'no rule left: the slot is free');
       assert.equal(slotOf(GHOST.ifindex, 0), 0, 'no rule and no hook on the interface: its slot is free');
@@ -153,18 +192,37 @@ test('where the kernel refuses the marker, the agent loads its build for kernels
   const log = winston.createLogger({
     level: 'info',
     format: winston.format.json(),
-    transports: [new winston.transports.Stream({ stream: new Writable({ write: (c: Buffer, _e, cb) => { lines.push(c.toString()); cb(); } }) })],
+    transports: [
+      new winston.transports.Stream({
+        stream: new Writable({
+          write: (c: Buffer, _e, cb) => {
+            lines.push(c.toString());
+            cb();
+          },
+        }),
+      }),
+    ],
   });
   let dp: Datapath | undefined;
   try {
     // A "marker" the kernel refuses (a test program that reads out of bounds), and the real compat build beside it.
     copyFileSync(fixture('rejected'), path.join(dir, 'marker.bpf.o'));
     copyFileSync(bpfObjectPath('marker_compat'), path.join(dir, 'marker_compat.bpf.o'));
-    dp = Datapath.open({ stateDir: path.join(root, 'state'), runDir, objectPath: path.join(dir, 'marker.bpf.o'), attach: 'auto', tcPriority: 1, log });
+    dp = Datapath.open({
+      stateDir: path.join(root, 'state'),
+      runDir,
+      objectPath: path.join(dir, 'marker.bpf.o'),
+      attach: 'auto',
+      tcPriority: 1,
+      log,
+    });
     const p = binding().programFromId(dp.programId);
     assert.equal(p.info.name, 'nt_mark_egress', 'the marker program of the compat build');
     p.close();
-    assert.ok(lines.some((l) => l.includes('marker_compat.bpf.o') && l.includes('before 6.2')), `the log says which build was loaded: ${lines.join('')}`);
+    assert.ok(
+      lines.some((l) => l.includes('marker_compat.bpf.o') && l.includes('before 6.2')),
+      `the log says which build was loaded: ${lines.join('')}`,
+    );
   } finally {
     dp?.close();
     rmSync(root, { recursive: true, force: true });

@@ -94,12 +94,27 @@ export class Datapath {
   private settleTimer: NodeJS.Timeout | null = null;
   /** the verifier object, or why it did not load (then ingress hooks fail; marking is unaffected) */
   private readonly verifier:
-    | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; tcL3: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
+    | {
+        obj: NativeObject;
+        xdp: NativeProgram;
+        tc: NativeProgram;
+        tcL3: NativeProgram;
+        ports: NativeMap;
+        exempt4: NativeMap;
+        exempt6: NativeMap;
+      }
     | { error: string };
   private readonly hooks: HookContext;
   private readonly tc: TcAttacher;
   /** what each map holds: read from the pins at open, then kept up to date by apply() */
-  private readonly held: { policies: Entries; egress4: Entries; egress6: Entries; ports: Entries; exempt4: Entries; exempt6: Entries };
+  private readonly held: {
+    policies: Entries;
+    egress4: Entries;
+    egress6: Entries;
+    ports: Entries;
+    exempt4: Entries;
+    exempt6: Entries;
+  };
   private readonly clock: WallClock;
 
   private constructor(private readonly opts: DatapathOptions) {
@@ -112,7 +127,8 @@ export class Datapath {
     this.older = olderLayouts(opts.stateDir);
     if (this.older.length > 0) {
       opts.log.info('maps of an older layout are pinned: moving to the current one once its hooks run our programs', {
-        layouts: this.older.map((l) => l.version), layout: LAYOUT_VERSION,
+        layouts: this.older.map((l) => l.version),
+        layout: LAYOUT_VERSION,
       });
     }
     this.obj = openMarker(opts.objectPath, mapsDir, opts.log);
@@ -132,14 +148,22 @@ export class Datapath {
     try {
       const obj = b.openObject(verifierPath, { pinRoot: mapsDir });
       this.verifier = {
-        obj, xdp: obj.program(XDP_PROGRAM_NAME), tc: obj.program('nt_verify_tc'), tcL3: obj.program('nt_verify_tc_l3'),
-        ports: obj.map('nt_ingress_ports'), exempt4: obj.map('nt_exempt4'), exempt6: obj.map('nt_exempt6'),
+        obj,
+        xdp: obj.program(XDP_PROGRAM_NAME),
+        tc: obj.program('nt_verify_tc'),
+        tcL3: obj.program('nt_verify_tc_l3'),
+        ports: obj.map('nt_ingress_ports'),
+        exempt4: obj.map('nt_exempt4'),
+        exempt6: obj.map('nt_exempt6'),
       };
     } catch (err) {
       // An older kernel may refuse the verifier (it needs 5.18+): marking still works.
       const e = err as Error;
       this.verifier = { error: e.message };
-      opts.log.error('the ingress verifier did not load; ingress policies cannot be applied on this node', { object: verifierPath, error: e.message });
+      opts.log.error('the ingress verifier did not load; ingress policies cannot be applied on this node', {
+        object: verifierPath,
+        error: e.message,
+      });
     }
     const v = 'error' in this.verifier ? null : this.verifier;
     this.held = {
@@ -150,7 +174,13 @@ export class Datapath {
       exempt4: v ? readEntries(v.exempt4) : new Map(),
       exempt6: v ? readEntries(v.exempt6) : new Map(),
     };
-    this.hooks = { stateDir: opts.stateDir, run: readRunState(opts.runDir), links: new Map(), tcPriority: opts.tcPriority, log: opts.log };
+    this.hooks = {
+      stateDir: opts.stateDir,
+      run: readRunState(opts.runDir),
+      links: new Map(),
+      tcPriority: opts.tcPriority,
+      log: opts.log,
+    };
     this.tc = new TcAttacher(this.hooks, opts.attach);
     this.clock = new WallClock(this.clockProbe, this.maps.clock, opts.log);
     this.clock.start();
@@ -200,7 +230,10 @@ export class Datapath {
     // 2. counter slots, before the rules that count in them
     const counted = this.countInSlots(desired);
     // 3. destination rules; the marker's destination caches ask the tries again
-    for (const [map, have, want] of [[this.maps.egress4, held.egress4, counted.egress4], [this.maps.egress6, held.egress6, counted.egress6]] as const) {
+    for (const [map, have, want] of [
+      [this.maps.egress4, held.egress4, counted.egress4],
+      [this.maps.egress6, held.egress6, counted.egress6],
+    ] as const) {
       sync(map, have, want, 'write');
       sync(map, have, want, 'delete');
     }
@@ -228,13 +261,22 @@ export class Datapath {
     const realized = new Map<string, AttachMode | 'failed'>();
     for (const [key, hook] of desired.hooks) {
       try {
-        const st = hook.direction === 'egress' ? this.tc.ensure(hook, hook.layer === 'none' ? this.progL3 : this.prog) : this.ensureIngressHook(hook);
+        const st =
+          hook.direction === 'egress'
+            ? this.tc.ensure(hook, hook.layer === 'none' ? this.progL3 : this.prog)
+            : this.ensureIngressHook(hook);
         result.hooks.push(st);
         realized.set(key, st.mode);
       } catch (err) {
         const e = err as Error;
         this.opts.log.error('attach failed', { interface: hook.name, direction: hook.direction, error: e.message });
-        result.errors.push({ ifindex: hook.ifindex, name: hook.name, direction: hook.direction, reason: 'AttachFailed', message: e.message });
+        result.errors.push({
+          ifindex: hook.ifindex,
+          name: hook.name,
+          direction: hook.direction,
+          reason: 'AttachFailed',
+          message: e.message,
+        });
         // Keep whatever of ours is there: an old hook is better than none.
         realized.set(key, 'failed');
       }
@@ -280,7 +322,10 @@ export class Datapath {
       pairs,
     };
     if (uncounted > 0) {
-      this.opts.log.warn('every counter slot is taken: some interface and policy pairs are not counted', { uncounted, slots: this.slots.size });
+      this.opts.log.warn('every counter slot is taken: some interface and policy pairs are not counted', {
+        uncounted,
+        slots: this.slots.size,
+      });
     }
     return out;
   }
@@ -325,7 +370,12 @@ export class Datapath {
         this.maps.config.update(key, encodeConfig({ ...now, carriedLayout: old.version }));
       }
       old.remove();
-      this.opts.log.info('moved off an older map layout', { from: old.version, to: LAYOUT_VERSION, countersCarried: carried, countersDropped: dropped });
+      this.opts.log.info('moved off an older map layout', {
+        from: old.version,
+        to: LAYOUT_VERSION,
+        countersCarried: carried,
+        countersDropped: dropped,
+      });
     }
     this.older = [];
   }
@@ -336,14 +386,18 @@ export class Datapath {
     const v = this.verifier;
     const pref = this.opts.ingressAttach ?? 'auto';
     if (pref === 'xdp-native' || pref === 'xdp-generic') {
-      if (hook.layer !== 'ethernet') throw new Error(`${hook.name} has no Ethernet header, which the verifier at XDP reads; use --ingress-attach auto or tc`);
+      if (hook.layer !== 'ethernet')
+        throw new Error(`${hook.name} has no Ethernet header, which the verifier at XDP reads; use --ingress-attach auto or tc`);
       return ensureXdp(this.hooks, hook, v.xdp, [pref]);
     }
     if (pref === 'auto' && hook.xdpNative) {
       try {
         return ensureXdp(this.hooks, hook, v.xdp, ['xdp-native']);
       } catch (err) {
-        this.opts.log.info('native XDP not possible here, verifying at tc ingress', { interface: hook.name, error: (err as Error).message });
+        this.opts.log.info('native XDP not possible here, verifying at tc ingress', {
+          interface: hook.name,
+          error: (err as Error).message,
+        });
       }
     }
     return this.tc.ensure(hook, hook.layer === 'none' ? v.tcL3 : v.tc);
@@ -400,7 +454,8 @@ function openMarker(objectPath: string, pinRoot: string, log: Logger): NativeObj
     if (compat === objectPath || !existsSync(compat)) throw err;
     const obj = b.openObject(compat, { pinRoot });
     log.info('the kernel refused the marker; loaded its build for kernels before 6.2 (checksum state and MTU through helpers)', {
-      object: compat, error: (err as Error).message,
+      object: compat,
+      error: (err as Error).message,
     });
     return obj;
   }

@@ -17,10 +17,30 @@
  */
 import { type Cidr, parseCidr } from '../lib/cidr.js';
 import {
-  IngressActionCode, IngressFlag, bindMask, MAX_POLICIES_PER_NODE, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
-  encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
+  IngressActionCode,
+  IngressFlag,
+  bindMask,
+  MAX_POLICIES_PER_NODE,
+  NT_MAX_POLICIES,
+  NT_MAX_PORTS,
+  TokenModeCode,
+  encodeEgressRule,
+  encodeExemptValue,
+  encodeIngressRule,
+  encodeEnforcingKey,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  encodeSrcKey,
 } from '../lib/abi.js';
-import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, keyGenerations, secondKey, selectorMatches } from '../lib/types.js';
+import {
+  type TokenKeys,
+  type TokenPolicy,
+  effectiveSkewSeconds,
+  keyGenerations,
+  secondKey,
+  selectorMatches,
+} from '../lib/types.js';
 import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
 
 export type Direction = 'egress' | 'ingress';
@@ -115,8 +135,14 @@ export class EncodingMemo {
     const n = dests.length;
     const same = last !== undefined && last.texts.length === n;
     const out: DestCache = {
-      id, texts: new Array<string>(n), ports: new Array<readonly number[]>(n), cidrs: new Array<Cidr>(n), unique: false, prefixes: null,
-      rules: new Array<Buffer | undefined>(n), entries: new Array<KeyEntry | undefined>(n),
+      id,
+      texts: new Array<string>(n),
+      ports: new Array<readonly number[]>(n),
+      cidrs: new Array<Cidr>(n),
+      unique: false,
+      prefixes: null,
+      rules: new Array<Buffer | undefined>(n),
+      entries: new Array<KeyEntry | undefined>(n),
     };
     const changed: number[] = [];
     for (let k = 0; k < n; k++) {
@@ -307,7 +333,10 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     ids: new Map(),
   };
   const applicable = sorted.filter((p) => selectorMatches(p.spec.nodeSelector, input.nodeLabels));
-  const ids = assignIds(applicable.map((p) => p.metadata.name), input.previousIds);
+  const ids = assignIds(
+    applicable.map((p) => p.metadata.name),
+    input.previousIds,
+  );
   /** policy slot -> name, to name the policy that won a destination */
   const nameOfId = new Map([...ids].map(([n, i]) => [i, n]));
   const portOwner = new Map<string, string>();
@@ -316,10 +345,23 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     const layer = linkLayer(i);
     if (!out.interfaces.includes(i.name)) out.interfaces.push(i.name);
     if (typeof layer !== 'string') {
-      state.refused.set(hk, { ifindex: i.ifindex, name: i.name, direction, reason: 'UnsupportedDevice', message: layer.unsupported });
+      state.refused.set(hk, {
+        ifindex: i.ifindex,
+        name: i.name,
+        direction,
+        reason: 'UnsupportedDevice',
+        message: layer.unsupported,
+      });
       return;
     }
-    const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction, policies: [], layer, xdpNative: nativeXdpCandidate(i) };
+    const hook = state.hooks.get(hk) ?? {
+      ifindex: i.ifindex,
+      name: i.name,
+      direction,
+      policies: [],
+      layer,
+      xdpNative: nativeXdpCandidate(i),
+    };
     hook.policies.push(name);
     state.hooks.set(hk, hook);
   };
@@ -327,7 +369,13 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
   for (const p of sorted) {
     const name = p.metadata.name;
     const out: PolicyOutcome = {
-      name, generation: p.metadata.generation ?? 0, selected: false, id: 0, interfaces: [], errors: [], warnings: [],
+      name,
+      generation: p.metadata.generation ?? 0,
+      selected: false,
+      id: 0,
+      interfaces: [],
+      errors: [],
+      warnings: [],
     };
     state.outcomes.push(out);
     if (!selectorMatches(p.spec.nodeSelector, input.nodeLabels)) continue;
@@ -339,7 +387,10 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     }
     const keys = input.keys.get(name);
     if (!keys || keys instanceof Error) {
-      out.errors.push({ reason: 'SecretUnavailable', message: keys?.message ?? `Secret "${p.spec.token.secretRef.name}" not found` });
+      out.errors.push({
+        reason: 'SecretUnavailable',
+        message: keys?.message ?? `Secret "${p.spec.token.secretRef.name}" not found`,
+      });
       continue;
     }
     const sel = selectInterfaces(p.spec.interfaces, input.interfaces);
@@ -395,10 +446,19 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     }
   }
 
-  function addEgress(egress: NonNullable<TokenPolicy['spec']['egress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
+  function addEgress(
+    egress: NonNullable<TokenPolicy['spec']['egress']>,
+    id: number,
+    name: string,
+    out: PolicyOutcome,
+    selected: HostInterface[],
+  ): void {
     const dests = egress.destinations.length
       ? egress.destinations
-      : [{ cidr: '0.0.0.0/0', ports: [] }, { cidr: '::/0', ports: [] }];
+      : [
+          { cidr: '0.0.0.0/0', ports: [] },
+          { cidr: '::/0', ports: [] },
+        ];
     const plan = memo.destinations(name, id, dests);
     // Merge destinations of the same prefix within one policy (union of ports; empty = all).
     let prefixes: Iterable<[Cidr, readonly number[] | null, number]>;
@@ -429,7 +489,10 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
       if (!rule) {
         const list = ports ? sortedPorts(ports) : [];
         if (list.length > NT_MAX_PORTS) {
-          out.errors.push({ reason: 'TooManyPorts', message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}` });
+          out.errors.push({
+            reason: 'TooManyPorts',
+            message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}`,
+          });
           continue;
         }
         rule = memo.egressRule(id, list);
@@ -460,7 +523,13 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     for (const i of selected) addHook(i, 'egress', name, out);
   }
 
-  function addIngress(ingress: NonNullable<TokenPolicy['spec']['ingress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
+  function addIngress(
+    ingress: NonNullable<TokenPolicy['spec']['ingress']>,
+    id: number,
+    name: string,
+    out: PolicyOutcome,
+    selected: HostInterface[],
+  ): void {
     const action = ingress.action === 'Enforce' ? IngressActionCode.Enforce : IngressActionCode.Monitor;
     // Exemptions first in the maps' write order (datapath.ts): never enforce before they are in place.
     let flags = 0;

@@ -12,7 +12,15 @@
  * Secret of the namespace cost a comparison, not a reconcile. Each policy is validated and
  * each key decoded once per version, not on every reconcile.
  */
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Node, type V1Secret } from '../lib/kube-client.js';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  type V1Node,
+  type V1Secret,
+} from '../lib/kube-client.js';
 import { type CachedMeta, type CachedSecret, type NodeInfo, cacheNode, cacheSecret, cachedMeta } from '../lib/cached.js';
 import { type Cacheable, type InformerEvent, Informer } from '../lib/informer.js';
 import type { Logger } from '../lib/log.js';
@@ -86,7 +94,10 @@ export class KubeSource implements PolicySource {
       ...common,
       what: 'tokenpolicies',
       path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
-      list: (page) => custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', ...page }) as Promise<KubernetesListObject<KubernetesObject>>,
+      list: (page) =>
+        custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', ...page }) as Promise<
+          KubernetesListObject<KubernetesObject>
+        >,
       transform: cachePolicy,
       onEvent: (e) => this.policyChanged(e),
       onRestart: () => o.onWatchRestart?.('tokenpolicies'),

@@ -69,7 +69,8 @@ function layout1(stateDir: string): OldLayout | null {
       try {
         for (const key of m.keys()) {
           const values = m.lookup(key);
-          if (values) out.push({ ifindex: key.readUInt32LE(0), policyId: key.readUInt32LE(4), counter: key.readUInt32LE(8), values });
+          if (values)
+            out.push({ ifindex: key.readUInt32LE(0), policyId: key.readUInt32LE(4), counter: key.readUInt32LE(8), values });
         }
       } finally {
         m.close();

@@ -21,7 +21,6 @@ import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
 import type { AgentStatus } from './agent.js';
 
-
 /** Interfaces listed in a report at most (status.interfaces); past it they are counted, not listed. */
 export const MAX_REPORTED_INTERFACES = 256;
 /** What one policy's entry holds at most (the CRD's bounds): its interfaces, and its errors. */
@@ -96,7 +95,8 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
       continue;
     }
     const errors = [...p.errors];
-    for (const i of p.interfaces) for (const e of hookErrorsOn.get(i) ?? []) errors.push({ reason: e.reason, message: `${e.name}: ${e.message}` });
+    for (const i of p.interfaces)
+      for (const e of hookErrorsOn.get(i) ?? []) errors.push({ reason: e.reason, message: `${e.name}: ${e.message}` });
     const entry: NodeStatePolicy = { name: p.name, generation: p.generation, ...(p.keys ? { keys: p.keys } : {}) };
     if (p.interfaces.length) entry.interfaces = p.interfaces.slice(0, MAX_ENTRY_INTERFACES);
     const counters = numbers(p.counters);
@@ -121,10 +121,19 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     return i;
   };
   for (const h of s.hooks) {
-    (iface(h.name, h.ifindex).hooks ??= []).push({ direction: h.direction === 'egress' ? 'Egress' : 'Ingress', attachMode: h.mode, programId: h.progId, state: 'Attached' });
+    (iface(h.name, h.ifindex).hooks ??= []).push({
+      direction: h.direction === 'egress' ? 'Egress' : 'Ingress',
+      attachMode: h.mode,
+      programId: h.progId,
+      state: 'Attached',
+    });
   }
   for (const e of s.hookErrors) {
-    (iface(e.name, e.ifindex).hooks ??= []).push({ direction: e.direction === 'egress' ? 'Egress' : 'Ingress', state: 'Failed', reason: e.reason });
+    (iface(e.name, e.ifindex).hooks ??= []).push({
+      direction: e.direction === 'egress' ? 'Egress' : 'Ingress',
+      state: 'Failed',
+      reason: e.reason,
+    });
   }
   for (const c of s.interfaces) {
     const counters = numbers(c.counters);
@@ -137,17 +146,46 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
   const failing = policies.filter((p) => p.errors?.length);
   const faults = [
     ...failing.map((p) => `${p.name}: ${(p.errors ?? []).map((e) => e.message).join(', ')}`),
-    ...(overLimit.length ? [`${overLimit.length} more policies select this node than the ${MAX_POLICIES_PER_NODE} it can apply; not applied: ${listNames(overLimit)}`] : []),
+    ...(overLimit.length
+      ? [
+          `${overLimit.length} more policies select this node than the ${MAX_POLICIES_PER_NODE} it can apply; not applied: ${listNames(overLimit)}`,
+        ]
+      : []),
   ];
-  let conditions = setCondition(prev, failing.length || overLimit.length
-    ? {
-      type: 'Ready', status: 'False', reason: failing.length ? 'PoliciesFailing' : 'TooManyPolicies',
-      message: [...failing.map((p) => `${p.name}: ${p.errors?.[0]?.reason}`), ...(overLimit.length ? [`${overLimit.length} not applied: TooManyPolicies`] : [])].join('; ').slice(0, 1000),
-    }
-    : { type: 'Ready', status: 'True', reason: 'AllPoliciesApplied', message: 'every policy that selects this node is applied' }, now);
-  conditions = setCondition(conditions, faults.length
-    ? { type: 'Degraded', status: 'True', reason: failing[0]?.errors?.[0]?.reason ?? 'TooManyPolicies', message: faults.join('; ').slice(0, 1000) }
-    : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' }, now);
+  let conditions = setCondition(
+    prev,
+    failing.length || overLimit.length
+      ? {
+          type: 'Ready',
+          status: 'False',
+          reason: failing.length ? 'PoliciesFailing' : 'TooManyPolicies',
+          message: [
+            ...failing.map((p) => `${p.name}: ${p.errors?.[0]?.reason}`),
+            ...(overLimit.length ? [`${overLimit.length} not applied: TooManyPolicies`] : []),
+          ]
+            .join('; ')
+            .slice(0, 1000),
+        }
+      : {
+          type: 'Ready',
+          status: 'True',
+          reason: 'AllPoliciesApplied',
+          message: 'every policy that selects this node is applied',
+        },
+    now,
+  );
+  conditions = setCondition(
+    conditions,
+    faults.length
+      ? {
+          type: 'Degraded',
+          status: 'True',
+          reason: failing[0]?.errors?.[0]?.reason ?? 'TooManyPolicies',
+          message: faults.join('; ').slice(0, 1000),
+        }
+      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' },
+    now,
+  );
   const out: NodeStateStatus = {
     agent: { version: VERSION, kernelRelease: release(), tcx: s.hooks.some((h) => h.mode === 'tcx') },
     conditions,
@@ -235,7 +273,8 @@ export class NodeStateWriter {
     const status = nodeStateStatus(this.latest, this.conditions, new Date(now));
     const shapeChanged = shapeOf(status) !== this.lastShape;
     const countersChanged = countersOf(status) !== this.lastCounters;
-    const earliest = this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000) + (this.failures ? Math.min(1000 * 2 ** this.failures, 60_000) : 0);
+    const earliest =
+      this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000) + (this.failures ? Math.min(1000 * 2 ** this.failures, 60_000) : 0);
     if (shapeChanged) return Math.max(now, earliest);
     if (countersChanged) return Math.max(now, earliest, this.lastCounterWriteAt + this.o.counterIntervalMs);
     return undefined;
@@ -277,7 +316,10 @@ export class NodeStateWriter {
     const body = { status };
     try {
       await this.ensureObject();
-      await this.api.patchClusterCustomObjectStatus({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name: this.o.nodeName, body }, mergePatch);
+      await this.api.patchClusterCustomObjectStatus(
+        { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name: this.o.nodeName, body },
+        mergePatch,
+      );
       this.lastShape = shapeOf(status);
       this.lastCounters = countersOf(status);
       this.lastWriteAt = now;
@@ -291,19 +333,31 @@ export class NodeStateWriter {
       if (err instanceof ApiException && err.code === 404) this.exists = false;
       this.failures++;
       this.lastWriteAt = now;
-      this.o.log.warn('writing TokenNodeState failed; will retry', { node: this.o.nodeName, error: describeError(err), failures: this.failures });
+      this.o.log.warn('writing TokenNodeState failed; will retry', {
+        node: this.o.nodeName,
+        error: describeError(err),
+        failures: this.failures,
+      });
     }
   }
 
   private async ensureObject(): Promise<void> {
     if (this.exists) return;
-    const metadata: Record<string, unknown> = { name: this.o.nodeName, labels: { 'app.kubernetes.io/managed-by': 'netoken-agent' } };
+    const metadata: Record<string, unknown> = {
+      name: this.o.nodeName,
+      labels: { 'app.kubernetes.io/managed-by': 'netoken-agent' },
+    };
     const node = this.o.node?.();
     if (node?.metadata?.uid) {
       metadata.ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: this.o.nodeName, uid: node.metadata.uid }];
     }
     try {
-      await this.api.createClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', body: { apiVersion: API, kind: 'TokenNodeState', metadata } });
+      await this.api.createClusterCustomObject({
+        group: API_GROUP,
+        version: API_VERSION,
+        plural: 'tokennodestates',
+        body: { apiVersion: API, kind: 'TokenNodeState', metadata },
+      });
     } catch (err) {
       if (!(err instanceof ApiException && err.code === 409)) throw err;
     }

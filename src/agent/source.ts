@@ -42,7 +42,11 @@ export interface KeptKeys extends TokenKeys {
  * Remember keys that were read; when they cannot be read any more, hand out the last ones
  * read for the same Secret and mode, marked with the reason (never a key's content).
  */
-export function keptOrFresh(last: Map<string, { secret: string; mode: string; keys: TokenKeys }>, p: TokenPolicy, got: TokenKeys | Error): TokenKeys | Error {
+export function keptOrFresh(
+  last: Map<string, { secret: string; mode: string; keys: TokenKeys }>,
+  p: TokenPolicy,
+  got: TokenKeys | Error,
+): TokenKeys | Error {
   const secret = p.spec.token.secretRef.name;
   const mode = p.spec.token.mode;
   if (!(got instanceof Error)) {

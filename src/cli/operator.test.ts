@@ -23,7 +23,18 @@ test('POD_NAMESPACE sets the namespace unless --namespace is given', () => {
 });
 
 test('flags are parsed', () => {
-  const cfg = parseOperatorOptions({ leaderElect: 'false', finalizerTimeout: '90s', agentGrace: '5s', metricsAddress: '127.0.0.1:0', kubeconfig: '/k', logLevel: 'debug', logFormat: 'json' }, {});
+  const cfg = parseOperatorOptions(
+    {
+      leaderElect: 'false',
+      finalizerTimeout: '90s',
+      agentGrace: '5s',
+      metricsAddress: '127.0.0.1:0',
+      kubeconfig: '/k',
+      logLevel: 'debug',
+      logFormat: 'json',
+    },
+    {},
+  );
   assert.equal(cfg.leaderElect, false);
   assert.equal(parseOperatorOptions({ leaderElect: true }, {}).leaderElect, true, 'a bare --leader-elect means true');
   assert.equal(cfg.finalizerTimeoutMs, 90_000);
@@ -47,6 +58,10 @@ test('bad flags are refused with a message that says what is expected', () => {
     [{ logLevel: 'loud' }, /--log-level must be one of/],
   ];
   for (const [o, want] of cases) {
-    assert.throws(() => parseOperatorOptions(o, {}), (err: unknown) => err instanceof UsageError && want.test(err.message), `options ${JSON.stringify(o)}`);
+    assert.throws(
+      () => parseOperatorOptions(o, {}),
+      (err: unknown) => err instanceof UsageError && want.test(err.message),
+      `options ${JSON.stringify(o)}`,
+    );
   }
 });

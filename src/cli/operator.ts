@@ -39,12 +39,21 @@ export function operatorFlags(cmd: Command): Command {
   return cmd
     .option('--kubeconfig <file>', 'kubeconfig to use (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
     .option('--namespace <ns>', 'namespace of the key Secrets and the leader Lease (default $POD_NAMESPACE, else netoken-system)')
-    .option('--leader-elect [bool]', 'true: only the holder of the Lease reconciles, so replicas can stand by; --leader-elect=false turns it off (default true)')
+    .option(
+      '--leader-elect [bool]',
+      'true: only the holder of the Lease reconciles, so replicas can stand by; --leader-elect=false turns it off (default true)',
+    )
     .option('--lease-name <name>', 'name of the leader-election Lease (default netoken-operator)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here; empty turns them off (default :9091)')
     .option('--finalizer-timeout <duration>', 'how long a deleted policy waits for nodes that stopped reporting (default 2m)')
-    .option('--key-retire-margin <duration>', 'how long a rotated-out key stays accepted after every node signs with the new one, on top of the epoch and clock skew (default 1m)')
-    .option('--agent-grace <duration>', 'how long a node that just joined has to start its agent before policies report it as running none (default 2m)')
+    .option(
+      '--key-retire-margin <duration>',
+      'how long a rotated-out key stays accepted after every node signs with the new one, on top of the epoch and clock skew (default 1m)',
+    )
+    .option(
+      '--agent-grace <duration>',
+      'how long a node that just joined has to start its agent before policies report it as running none (default 2m)',
+    )
     .option('--log-level <level>', 'error, warn, info or debug (default info)')
     .option('--log-format <format>', 'json or text (default: text on a terminal, json otherwise)');
 }
@@ -55,12 +64,14 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = process.env): OperatorConfig {
   const common = commonConfig(o, env);
   const namespace = String(o.namespace ?? (env.POD_NAMESPACE || DEFAULT_OPERATOR_NAMESPACE));
-  if (!DNS_LABEL.test(namespace)) throw new UsageError(`--namespace must be a namespace name (lowercase letters, digits, '-'), got "${namespace}"`);
+  if (!DNS_LABEL.test(namespace))
+    throw new UsageError(`--namespace must be a namespace name (lowercase letters, digits, '-'), got "${namespace}"`);
   // A bare --leader-elect (as controller-runtime takes it) means true.
   const le = String(o.leaderElect ?? true);
   if (le !== 'true' && le !== 'false') throw new UsageError(`--leader-elect must be true or false, got "${le}"`);
   const leaseName = String(o.leaseName ?? DEFAULT_LEASE_NAME);
-  if (leaseName.length > 253 || !DNS_SUBDOMAIN.test(leaseName)) throw new UsageError(`--lease-name must be an object name, got "${leaseName}"`);
+  if (leaseName.length > 253 || !DNS_SUBDOMAIN.test(leaseName))
+    throw new UsageError(`--lease-name must be an object name, got "${leaseName}"`);
   const timeoutText = String(o.finalizerTimeout ?? '2m');
   const timeout = parseDuration(timeoutText);
   if (timeout === null) throw new UsageError(`--finalizer-timeout must be a duration such as 2m or 90s, got "${timeoutText}"`);

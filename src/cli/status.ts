@@ -51,7 +51,10 @@ export function collectStatus(cfg: CommonConfig): StatusReport {
       owners.close();
     }
   }
-  report.counters.sort((a, b2) => a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter));
+  report.counters.sort(
+    (a, b2) =>
+      a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter),
+  );
   const linksDir = path.join(cfg.stateDir, 'links');
   if (existsSync(linksDir)) {
     for (const f of readdirSafe(linksDir)) {
@@ -86,7 +89,16 @@ function readdirSafe(dir: string): string[] {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 export function formatStatus(r: StatusReport): string {
@@ -99,26 +111,62 @@ export function formatStatus(r: StatusReport): string {
     out += 'HOOKS\n';
     const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'UNREADABLE', 'POLICIES']];
     const unreadable = (ifname: string): string =>
-      r.counters.filter((c) => c.policy === '-' && c.interface === ifname && c.counter === 'unreadable').reduce((n, c) => n + BigInt(c.value), 0n).toString();
+      r.counters
+        .filter((c) => c.policy === '-' && c.interface === ifname && c.counter === 'unreadable')
+        .reduce((n, c) => n + BigInt(c.value), 0n)
+        .toString();
     for (const h of a.hooks) {
       let live = '-';
       if (h.mode === 'tcx') live = r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO';
-      else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic') live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
-      hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, unreadable(h.name), h.policies.join(',')]);
+      else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic')
+        live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
+      hookRows.push([
+        h.name,
+        String(h.ifindex),
+        h.direction,
+        h.mode,
+        String(h.progId),
+        h.linkId ? String(h.linkId) : '-',
+        live,
+        unreadable(h.name),
+        h.policies.join(','),
+      ]);
     }
     for (const e of a.hookErrors) {
-      hookRows.push([e.name, String(e.ifindex), e.direction, e.reason === 'UnsupportedDevice' ? 'REFUSED' : 'FAILED', '-', '-', '-', '-', e.message]);
+      hookRows.push([
+        e.name,
+        String(e.ifindex),
+        e.direction,
+        e.reason === 'UnsupportedDevice' ? 'REFUSED' : 'FAILED',
+        '-',
+        '-',
+        '-',
+        '-',
+        e.message,
+      ]);
     }
     out += table(hookRows) + '\n';
     out += 'POLICIES\n';
-    const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS']];
+    const polRows = [
+      ['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS'],
+    ];
     const sum = (policy: string, counter: string): string =>
-      r.counters.filter((c) => c.policy === policy && c.counter === counter).reduce((n, c) => n + BigInt(c.value), 0n).toString();
+      r.counters
+        .filter((c) => c.policy === policy && c.counter === counter)
+        .reduce((n, c) => n + BigInt(c.value), 0n)
+        .toString();
     for (const p of a.policies) {
       const problems = [...p.errors, ...p.warnings].map((e) => `${e.reason}: ${e.message}`).join('; ');
       polRows.push([
-        p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-',
-        sum(p.name, 'marked'), sum(p.name, 'verify_valid'), sum(p.name, 'verify_missing'), sum(p.name, 'verify_invalid'), sum(p.name, 'verify_dropped'),
+        p.name,
+        String(p.generation),
+        p.selected ? 'yes' : 'no',
+        p.interfaces.join(',') || '-',
+        sum(p.name, 'marked'),
+        sum(p.name, 'verify_valid'),
+        sum(p.name, 'verify_missing'),
+        sum(p.name, 'verify_invalid'),
+        sum(p.name, 'verify_dropped'),
         problems || '-',
       ]);
     }
@@ -130,7 +178,11 @@ export function formatStatus(r: StatusReport): string {
   }
   out += '\nCOUNTERS\n';
   if (r.counters.length === 0) out += '(none yet)\n';
-  else out += table([['POLICY', 'INTERFACE', 'COUNTER', 'VALUE'], ...r.counters.map((c) => [c.policy, c.interface, c.counter, c.value])]);
+  else
+    out += table([
+      ['POLICY', 'INTERFACE', 'COUNTER', 'VALUE'],
+      ...r.counters.map((c) => [c.policy, c.interface, c.counter, c.value]),
+    ]);
   return out;
 }
 

@@ -4,12 +4,53 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  CLOCK_SIZE, CONFIG_SIZE, COUNTERS, COUNTERS_SIZE, COUNTER_OWNER_SIZE, EGRESS_RULE_SIZE, IFACE_SIZE, INGRESS_RULE_SIZE, IngressActionCode,
-  IngressFlag, LAYOUT_VERSION, LPM4_KEY_SIZE, LPM6_KEY_SIZE, NT_COUNTER_CELLS, NT_MAX_COUNTER_SLOTS, POLICY_SIZE, PORT_KEY_SIZE, REPLAY_KEY_SIZE,
-  REPLAY_VAL_SIZE, SRC4_KEY_SIZE, SRC6_KEY_SIZE, TokenModeCode, decodeClock, decodeConfig, decodeCounterOwner, decodeEgressRule, decodeIface,
-  decodeIngressRule, decodeLpmKey, decodePortKey, decodeSrcKey, encodeClock, encodeConfig, encodeCounterOwner, encodeEgressRule, encodeEnforcingKey,
-  encodeIface, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumCounterCells, withCounterSlot,
-  NT_MAX_POLICIES, NT_MAX_PORTS, NT_OPT_LEN,
+  CLOCK_SIZE,
+  CONFIG_SIZE,
+  COUNTERS,
+  COUNTERS_SIZE,
+  COUNTER_OWNER_SIZE,
+  EGRESS_RULE_SIZE,
+  IFACE_SIZE,
+  INGRESS_RULE_SIZE,
+  IngressActionCode,
+  IngressFlag,
+  LAYOUT_VERSION,
+  LPM4_KEY_SIZE,
+  LPM6_KEY_SIZE,
+  NT_COUNTER_CELLS,
+  NT_MAX_COUNTER_SLOTS,
+  POLICY_SIZE,
+  PORT_KEY_SIZE,
+  REPLAY_KEY_SIZE,
+  REPLAY_VAL_SIZE,
+  SRC4_KEY_SIZE,
+  SRC6_KEY_SIZE,
+  TokenModeCode,
+  decodeClock,
+  decodeConfig,
+  decodeCounterOwner,
+  decodeEgressRule,
+  decodeIface,
+  decodeIngressRule,
+  decodeLpmKey,
+  decodePortKey,
+  decodeSrcKey,
+  encodeClock,
+  encodeConfig,
+  encodeCounterOwner,
+  encodeEgressRule,
+  encodeEnforcingKey,
+  encodeIface,
+  encodeIngressRule,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  encodeSrcKey,
+  sumCounterCells,
+  withCounterSlot,
+  NT_MAX_POLICIES,
+  NT_MAX_PORTS,
+  NT_OPT_LEN,
 } from './abi.js';
 import { parseCidr } from './cidr.js';
 import { PACKAGE_ROOT, bpfObjectPath } from './package.js';
@@ -86,8 +127,22 @@ test('encodings round-trip and put fields where the header says', () => {
   assert.deepEqual(decodeEgressRule(encodeEgressRule(3, [80, 443])), { policyId: 3, ports: [80, 443], slot: 0 });
   assert.equal(encodeEgressRule(3, [443], 0x102).toString('hex'), '03000000' + '0100' + '0201' + 'bb01' + '00'.repeat(30));
   assert.deepEqual(decodeEgressRule(withCounterSlot(encodeEgressRule(3, [443]), 9)), { policyId: 3, ports: [443], slot: 9 });
-  assert.throws(() => encodeEgressRule(1, Array.from({ length: 17 }, (_, i) => i + 1)), /at most 16 ports/);
-  const p = encodePolicy({ mode: TokenModeCode.Static, kind: 253, exid: 0x4e54, epochSeconds: 0, bind: 0, current: Buffer.from('0102030405060708', 'hex') });
+  assert.throws(
+    () =>
+      encodeEgressRule(
+        1,
+        Array.from({ length: 17 }, (_, i) => i + 1),
+      ),
+    /at most 16 ports/,
+  );
+  const p = encodePolicy({
+    mode: TokenModeCode.Static,
+    kind: 253,
+    exid: 0x4e54,
+    epochSeconds: 0,
+    bind: 0,
+    current: Buffer.from('0102030405060708', 'hex'),
+  });
   assert.equal(p.length, POLICY_SIZE);
   assert.equal(p.subarray(0, 4).toString('hex'), '01fd544e');
   assert.equal(p.subarray(16, 24).toString('hex'), '0102030405060708');
@@ -98,12 +153,28 @@ test('ingress encodings put fields where the header says', () => {
   assert.deepEqual(decodePortKey(encodePortKey(7, 0)), { ifindex: 7, port: 0, enforcing: false });
   assert.deepEqual(decodePortKey(encodeEnforcingKey(7)), { ifindex: 7, port: 0, enforcing: true });
   assert.equal(encodeEnforcingKey(7).readUInt16LE(6), 1, 'scope NT_SCOPE_ENFORCING at offsetof(struct nt_port_key, scope)');
-  assert.equal(encodeIngressRule(3, IngressActionCode.Enforce, { replayLimit: 5 }).toString('hex'), '03000000' + '01000000' + '05000000' + '00000000');
-  assert.equal(encodeIngressRule(3, IngressActionCode.Enforce, { slot: 7, flags: IngressFlag.Exempt6 }).toString('hex'), '03000000' + '01000000' + '00000000' + '0700' + '0200');
-  assert.deepEqual(decodeIngressRule(withCounterSlot(encodeIngressRule(9, IngressActionCode.Monitor), 4)), { policyId: 9, action: IngressActionCode.Monitor, replayLimit: 0, slot: 4, flags: 0 });
+  assert.equal(
+    encodeIngressRule(3, IngressActionCode.Enforce, { replayLimit: 5 }).toString('hex'),
+    '03000000' + '01000000' + '05000000' + '00000000',
+  );
+  assert.equal(
+    encodeIngressRule(3, IngressActionCode.Enforce, { slot: 7, flags: IngressFlag.Exempt6 }).toString('hex'),
+    '03000000' + '01000000' + '00000000' + '0700' + '0200',
+  );
+  assert.deepEqual(decodeIngressRule(withCounterSlot(encodeIngressRule(9, IngressActionCode.Monitor), 4)), {
+    policyId: 9,
+    action: IngressActionCode.Monitor,
+    replayLimit: 0,
+    slot: 4,
+    flags: 0,
+  });
   const k4 = encodeSrcKey(3, parseCidr('10.0.0.0/8'));
   assert.equal(k4.toString('hex'), '28000000' + '00000003' + '0a000000');
-  assert.deepEqual(decodeSrcKey(encodeSrcKey(2, parseCidr('2001:db8::/32'))), { policyId: 2, prefixLen: 32, addr: parseCidr('2001:db8::/32').addr });
+  assert.deepEqual(decodeSrcKey(encodeSrcKey(2, parseCidr('2001:db8::/32'))), {
+    policyId: 2,
+    prefixLen: 32,
+    addr: parseCidr('2001:db8::/32').addr,
+  });
   const clock = encodeClock(-37_000_000_000n, 1_700_000_000_123_456_789n);
   assert.equal(clock.length, CLOCK_SIZE);
   assert.deepEqual(decodeClock(clock), { taiOffsetNs: -37_000_000_000n, bootOffsetNs: 1_700_000_000_123_456_789n, valid: true });
@@ -116,7 +187,10 @@ test('counter, interface and config encodings put fields where the header says',
   assert.equal(encodeIface(0x1234).toString('hex'), '3412' + '0000' + '00000000');
   assert.deepEqual(decodeIface(encodeIface(5)), { slot: 5 });
   assert.equal(encodeConfig({ egressGeneration: 2, carriedLayout: 1 }).toString('hex'), '02000000' + '01000000');
-  assert.deepEqual(decodeConfig(encodeConfig({ egressGeneration: 0xffffffff, carriedLayout: 0 })), { egressGeneration: 0xffffffff, carriedLayout: 0 });
+  assert.deepEqual(decodeConfig(encodeConfig({ egressGeneration: 0xffffffff, carriedLayout: 0 })), {
+    egressGeneration: 0xffffffff,
+    carriedLayout: 0,
+  });
   // Two CPUs' struct nt_counters, summed cell by cell.
   const v = Buffer.alloc(2 * COUNTERS_SIZE);
   v.writeBigUInt64LE(3n, 0);

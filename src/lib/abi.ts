@@ -151,7 +151,8 @@ export function decodeEgressRule(v: Buffer): { policyId: number; ports: number[]
 
 /** An encoded rule of either kind (egress: EGRESS_RULE_SIZE bytes, ingress: INGRESS_RULE_SIZE) with its counter slot set. */
 export function withCounterSlot(rule: Buffer, slot: number): Buffer {
-  const off = rule.length === EGRESS_RULE_SIZE ? EGRESS_RULE_SLOT_OFF : rule.length === INGRESS_RULE_SIZE ? INGRESS_RULE_SLOT_OFF : -1;
+  const off =
+    rule.length === EGRESS_RULE_SIZE ? EGRESS_RULE_SLOT_OFF : rule.length === INGRESS_RULE_SIZE ? INGRESS_RULE_SLOT_OFF : -1;
   if (off < 0) throw new RangeError(`not an encoded rule: ${rule.length} bytes`);
   const v = Buffer.from(rule);
   v.writeUInt16LE(slot, off);
@@ -261,7 +262,13 @@ export function encodeIngressRule(policyId: number, action: IngressActionCode, o
   return v;
 }
 
-export function decodeIngressRule(v: Buffer): { policyId: number; action: IngressActionCode; replayLimit: number; slot: number; flags: number } {
+export function decodeIngressRule(v: Buffer): {
+  policyId: number;
+  action: IngressActionCode;
+  replayLimit: number;
+  slot: number;
+  flags: number;
+} {
   return {
     policyId: v.readUInt32LE(0),
     action: v.readUInt32LE(4) as IngressActionCode,

@@ -32,10 +32,7 @@ export interface Cacheable {
 }
 
 /** One change of a cached object: added, updated (with the object before) or deleted (its last state). */
-export type InformerEvent<S> =
-  | { type: 'add'; object: S }
-  | { type: 'update'; object: S; old: S }
-  | { type: 'delete'; object: S };
+export type InformerEvent<S> = { type: 'add'; object: S } | { type: 'update'; object: S; old: S } | { type: 'delete'; object: S };
 
 export interface InformerOptions<T extends KubernetesObject, S extends Cacheable> {
   kc: KubeConfig;
@@ -240,7 +237,11 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
       if (gen !== this.generation || this.stopped) return;
       this.restarts++;
       this.o.onRestart?.();
-      this.o.log.warn('list failed; keeping the last known objects and retrying', { watch: this.o.what, error: describeError(err), retryMs: this.backoffMs });
+      this.o.log.warn('list failed; keeping the last known objects and retrying', {
+        watch: this.o.what,
+        error: describeError(err),
+        retryMs: this.backoffMs,
+      });
       this.retry(() => this.relist());
       return;
     }
@@ -303,7 +304,11 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
       } else if (err && !cut) {
         this.restarts++;
         this.o.onRestart?.();
-        this.o.log.warn('watch failed; keeping the last known objects and retrying', { watch: this.o.what, error: describeError(err), retryMs: this.backoffMs });
+        this.o.log.warn('watch failed; keeping the last known objects and retrying', {
+          watch: this.o.what,
+          error: describeError(err),
+          retryMs: this.backoffMs,
+        });
         this.retry(() => this.watch());
       } else {
         // The server-side timeout ended it (or it went silent and was cut): resume where it stopped.
@@ -328,7 +333,13 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
         case 'ERROR': {
           const status = obj as { code?: number; reason?: string; message?: string };
           if (status.code === 410) expired = true;
-          else this.o.log.warn('the watch reported an error', { watch: this.o.what, code: status.code, reason: status.reason, message: status.message });
+          else
+            this.o.log.warn('the watch reported an error', {
+              watch: this.o.what,
+              code: status.code,
+              reason: status.reason,
+              message: status.message,
+            });
           if (this.request) this.request.abort();
           else endNow = true;
           return;
@@ -356,11 +367,14 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
       return;
     }
     // A watch that outlives its server-side timeout has lost its connection without noticing.
-    this.timer = setTimeout(() => {
-      cut = true;
-      this.o.log.debug('watch silent past its timeout; reconnecting', { watch: this.o.what });
-      request.abort();
-    }, (timeoutSeconds + WATCH_GRACE_SECONDS) * 1000);
+    this.timer = setTimeout(
+      () => {
+        cut = true;
+        this.o.log.debug('watch silent past its timeout; reconnecting', { watch: this.o.what });
+        request.abort();
+      },
+      (timeoutSeconds + WATCH_GRACE_SECONDS) * 1000,
+    );
     this.timer.unref();
   }
 }

@@ -13,7 +13,16 @@ import http, { STATUS_CODES } from 'node:http';
 import https from 'node:https';
 import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
-import type { CoreV1Event, KubernetesListObject, KubernetesObject, V1Lease, V1Node, V1NodeList, V1Secret, V1SecretList } from '@kubernetes/client-node';
+import type {
+  CoreV1Event,
+  KubernetesListObject,
+  KubernetesObject,
+  V1Lease,
+  V1Node,
+  V1NodeList,
+  V1Secret,
+  V1SecretList,
+} from '@kubernetes/client-node';
 
 export { KubeConfig, ApiException };
 export { Watch } from '@kubernetes/client-node/dist/watch.js';
@@ -55,11 +64,17 @@ export interface ListOptions {
 const enc = encodeURIComponent;
 
 /** One API call: the response body parsed, or an ApiException carrying the status and the body. */
-async function call<T>(kc: KubeConfig, method: string, path: string, o: { query?: Query; body?: unknown; options?: CallOptions } = {}): Promise<T> {
+async function call<T>(
+  kc: KubeConfig,
+  method: string,
+  path: string,
+  o: { query?: Query; body?: unknown; options?: CallOptions } = {},
+): Promise<T> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig names no current cluster');
   const url = new URL(cluster.server.replace(/\/+$/, '') + path);
-  for (const [k, v] of Object.entries(o.query ?? {})) if (v !== undefined) url.searchParams.set(k === '_continue' ? 'continue' : k, String(v));
+  for (const [k, v] of Object.entries(o.query ?? {}))
+    if (v !== undefined) url.searchParams.set(k === '_continue' ? 'continue' : k, String(v));
   const opts: https.RequestOptions = { method };
   // Credentials (tokens, client certificates, exec and OIDC plugins), the cluster's CA and proxies.
   await kc.applyToHTTPSOptions(opts);
@@ -88,7 +103,10 @@ async function call<T>(kc: KubeConfig, method: string, path: string, o: { query?
         }
         const code = res.statusCode ?? 0;
         if (code >= 200 && code < 300) resolve(body as T);
-        else reject(new ApiException(code, STATUS_CODES[code] ?? 'Unknown API Status Code!', body, res.headers as Record<string, string>));
+        else
+          reject(
+            new ApiException(code, STATUS_CODES[code] ?? 'Unknown API Status Code!', body, res.headers as Record<string, string>),
+          );
       });
     });
     req.on('error', reject);
@@ -120,15 +138,24 @@ export class CoreV1Api extends Api {
   }
 
   createNamespacedSecret(p: { namespace: string; body: V1Secret }, options?: CallOptions): Promise<V1Secret> {
-    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/secrets`, { body: p.body, ...(options ? { options } : {}) });
+    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/secrets`, {
+      body: p.body,
+      ...(options ? { options } : {}),
+    });
   }
 
   patchNamespacedSecret(p: { name: string; namespace: string; body: object }, options?: CallOptions): Promise<V1Secret> {
-    return call(this.kc, 'PATCH', `/api/v1/namespaces/${enc(p.namespace)}/secrets/${enc(p.name)}`, { body: p.body, ...(options ? { options } : {}) });
+    return call(this.kc, 'PATCH', `/api/v1/namespaces/${enc(p.namespace)}/secrets/${enc(p.name)}`, {
+      body: p.body,
+      ...(options ? { options } : {}),
+    });
   }
 
   createNamespacedEvent(p: { namespace: string; body: CoreV1Event }, options?: CallOptions): Promise<CoreV1Event> {
-    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/events`, { body: p.body, ...(options ? { options } : {}) });
+    return call(this.kc, 'POST', `/api/v1/namespaces/${enc(p.namespace)}/events`, {
+      body: p.body,
+      ...(options ? { options } : {}),
+    });
   }
 }
 
@@ -144,7 +171,10 @@ export class CustomObjectsApi extends Api {
     return `/apis/${enc(p.group)}/${enc(p.version)}/${enc(p.plural)}${name === undefined ? '' : `/${enc(name)}`}`;
   }
 
-  listClusterCustomObject(p: ClusterObject & ListOptions, options?: CallOptions): Promise<KubernetesListObject<KubernetesObject>> {
+  listClusterCustomObject(
+    p: ClusterObject & ListOptions,
+    options?: CallOptions,
+  ): Promise<KubernetesListObject<KubernetesObject>> {
     const { group, version, plural, ...q } = p;
     return call(this.kc, 'GET', this.path({ group, version, plural }), { query: q, ...(options ? { options } : {}) });
   }
@@ -167,7 +197,10 @@ export class CustomObjectsApi extends Api {
 
   /** `body`: DeleteOptions (preconditions, propagationPolicy, ...). */
   deleteClusterCustomObject(p: ClusterObject & { name: string; body?: object }, options?: CallOptions): Promise<object> {
-    return call(this.kc, 'DELETE', this.path(p, p.name), { ...(p.body === undefined ? {} : { body: p.body }), ...(options ? { options } : {}) });
+    return call(this.kc, 'DELETE', this.path(p, p.name), {
+      ...(p.body === undefined ? {} : { body: p.body }),
+      ...(options ? { options } : {}),
+    });
   }
 }
 

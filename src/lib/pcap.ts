@@ -14,7 +14,6 @@ export const LINKTYPE_RAW = 101;
 /** sll_pkttype of a frame this host sent (PACKET_OUTGOING); the others are frames it received. */
 export const PACKET_OUTGOING = 4;
 
-
 const MAGIC_MICRO = 0xa1b2c3d4;
 const MAGIC_NANO = 0xa1b23c4d;
 const MAGIC_PCAPNG = 0x0a0d0d0a;
@@ -124,7 +123,8 @@ export function networkLayer(linkType: number, frame: Buffer): NetworkLayer | un
     default:
       return undefined;
   }
-  let headerEnd = linkType === LINKTYPE_ETHERNET ? ETH_HEADER_LEN : linkType === LINKTYPE_LINUX_SLL ? SLL_HEADER_LEN : SLL2_HEADER_LEN;
+  let headerEnd =
+    linkType === LINKTYPE_ETHERNET ? ETH_HEADER_LEN : linkType === LINKTYPE_LINUX_SLL ? SLL_HEADER_LEN : SLL2_HEADER_LEN;
   if (frame.length < headerEnd) {
     return undefined;
   }

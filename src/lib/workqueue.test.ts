@@ -4,7 +4,6 @@ import { silentLogger } from './log.js';
 import { sleep } from './wait.js';
 import { KeyedQueue, type ReconcileFn } from './workqueue.js';
 
-
 /** A reconcile that records start/end of each run and waits `ms` (or what `gate` says). */
 function recorder(ms = 5): { log: string[]; fn: ReconcileFn; running: () => number; maxParallelPerKey: Map<string, number> } {
   const log: string[] = [];
@@ -148,7 +147,10 @@ test('typed keys: equal keys (by keyId) coalesce, and reconcile gets the key as 
   assert.equal(q.depth, 2, 'policy/web once, nodestate/web once');
   q.resume();
   await q.idle();
-  assert.deepEqual(seen, [{ kind: 'policy', name: 'web' }, { kind: 'nodestate', name: 'web' }]);
+  assert.deepEqual(seen, [
+    { kind: 'policy', name: 'web' },
+    { kind: 'nodestate', name: 'web' },
+  ]);
 });
 
 test('batching delay: changes to a key within the delay cost one reconcile; keys run in arrival order', async () => {
@@ -202,7 +204,10 @@ test('a conflict is no failure: the key runs again at once, then after short gro
   const deadline = Date.now() + 2000;
   while (times.length < 4 && Date.now() < deadline) await sleep(2);
   assert.deepEqual(outcomes, ['conflict', 'conflict', 'conflict', 'success']);
-  assert.ok((times[3] ?? 0) - (times[0] ?? 0) < 500, `three conflicts cost ${(times[3] ?? 0) - (times[0] ?? 0)} ms, not a failure's 5 s backoff`);
+  assert.ok(
+    (times[3] ?? 0) - (times[0] ?? 0) < 500,
+    `three conflicts cost ${(times[3] ?? 0) - (times[0] ?? 0)} ms, not a failure's 5 s backoff`,
+  );
   assert.deepEqual(warnings, [], 'no warning for a conflict');
   await q.close();
 });

@@ -136,11 +136,14 @@ export class KeyedQueue<K = string> {
     const prev = this.timers.get(id);
     if (prev && prev.at <= at) return;
     if (prev) clearTimeout(prev.timer);
-    const timer = setTimeout(() => {
-      this.timers.delete(id);
-      if (at - Date.now() > 0) this.enqueueAfter(key, at - Date.now());
-      else this.enqueueNow(key);
-    }, Math.min(Math.max(0, ms), MAX_TIMER_MS));
+    const timer = setTimeout(
+      () => {
+        this.timers.delete(id);
+        if (at - Date.now() > 0) this.enqueueAfter(key, at - Date.now());
+        else this.enqueueNow(key);
+      },
+      Math.min(Math.max(0, ms), MAX_TIMER_MS),
+    );
     timer.unref();
     this.timers.set(id, { at, timer });
   }
@@ -187,17 +190,20 @@ export class KeyedQueue<K = string> {
     if (this.batchTimer || this.closed) return;
     const first = this.batching.values().next();
     if (first.done) return;
-    this.batchTimer = setTimeout(() => {
-      this.batchTimer = null;
-      const now = Date.now();
-      for (const [id, b] of this.batching) {
-        if (b.at > now) break;
-        this.batching.delete(id);
-        this.ready.set(id, b.key);
-      }
-      this.armBatchTimer();
-      this.pump();
-    }, Math.max(0, first.value.at - Date.now()));
+    this.batchTimer = setTimeout(
+      () => {
+        this.batchTimer = null;
+        const now = Date.now();
+        for (const [id, b] of this.batching) {
+          if (b.at > now) break;
+          this.batching.delete(id);
+          this.ready.set(id, b.key);
+        }
+        this.armBatchTimer();
+        this.pump();
+      },
+      Math.max(0, first.value.at - Date.now()),
+    );
   }
 
   private pump(): void {
@@ -245,7 +251,10 @@ export class KeyedQueue<K = string> {
         this.conflicts.delete(id);
         const n = (this.failures.get(id) ?? 0) + 1;
         this.failures.set(id, n);
-        const wait = Math.max(Math.min((this.o.baseBackoffMs ?? 1000) * 2 ** (n - 1), this.o.maxBackoffMs ?? 60_000), this.retryDelay());
+        const wait = Math.max(
+          Math.min((this.o.baseBackoffMs ?? 1000) * 2 ** (n - 1), this.o.maxBackoffMs ?? 60_000),
+          this.retryDelay(),
+        );
         this.o.log.warn('reconcile failed; retrying', { key: id, error: describeError(error), retryMs: wait, failures: n });
         this.enqueueAfter(key, wait);
       } else if (outcome === 'conflict') {

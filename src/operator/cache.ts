@@ -44,7 +44,13 @@ export interface NodeReport extends Cacheable {
 }
 
 export function cachePolicy(o: KubernetesObject & { spec?: unknown; status?: unknown }): CachedPolicy {
-  return { apiVersion: o.apiVersion, kind: o.kind, metadata: cachedMeta(o.metadata), spec: o.spec as CachedPolicy['spec'], status: o.status };
+  return {
+    apiVersion: o.apiVersion,
+    kind: o.kind,
+    metadata: cachedMeta(o.metadata),
+    spec: o.spec as CachedPolicy['spec'],
+    status: o.status,
+  };
 }
 
 /** A TokenNodeState as an agent writes it (and as older agents wrote it: interfaces as objects with a state). */
@@ -87,7 +93,9 @@ function internKeys(k: { signs: number; accepts: number[] }): NodeKeys {
 }
 
 /** Why a node's entry for a policy counts as failed, or undefined when it does not. */
-export function entryFailure(entry: NonNullable<NonNullable<RawNodeState['status']>['policies']>[number]): EntryFailure | undefined {
+export function entryFailure(
+  entry: NonNullable<NonNullable<RawNodeState['status']>['policies']>[number],
+): EntryFailure | undefined {
   const errors = entry.errors ?? [];
   const err = errors[0];
   if (err) {

@@ -38,7 +38,16 @@ export class EventRecorder implements EventSink {
   /** writes in flight, for tests and shutdown */
   private pending = new Set<Promise<void>>();
 
-  constructor(private readonly o: { kc: KubeConfig; component: string; instance: string; log: Logger; now?: () => number; fence?: () => AbortSignal | undefined }) {
+  constructor(
+    private readonly o: {
+      kc: KubeConfig;
+      component: string;
+      instance: string;
+      log: Logger;
+      now?: () => number;
+      fence?: () => AbortSignal | undefined;
+    },
+  ) {
     this.core = new CoreV1Api(o.kc);
   }
 
@@ -55,7 +64,12 @@ export class EventRecorder implements EventSink {
     const at = new Date(now);
     const body: CoreV1Event = {
       metadata: { name: `${target.name}.${now.toString(16)}${randomBytes(2).toString('hex')}`, namespace: EVENTS_NAMESPACE },
-      involvedObject: { apiVersion: target.apiVersion ?? API, kind: target.kind, name: target.name, ...(target.uid ? { uid: target.uid } : {}) },
+      involvedObject: {
+        apiVersion: target.apiVersion ?? API,
+        kind: target.kind,
+        name: target.name,
+        ...(target.uid ? { uid: target.uid } : {}),
+      },
       type,
       reason,
       message: message.length <= MAX_MESSAGE ? message : `${message.slice(0, MAX_MESSAGE - 3)}...`,
@@ -70,7 +84,11 @@ export class EventRecorder implements EventSink {
       () => undefined,
       (err: unknown) => {
         this.recent.delete(key);
-        this.o.log.warn('writing an Event failed', { reason, object: `${target.kind}/${target.name}`, error: describeError(err) });
+        this.o.log.warn('writing an Event failed', {
+          reason,
+          object: `${target.kind}/${target.name}`,
+          error: describeError(err),
+        });
       },
     );
     this.pending.add(p);

@@ -56,7 +56,8 @@ export function releaseDecision(input: ReleaseInput): ReleaseDecision {
     // Silent means: nothing written since the deletion, or for a whole timeout since.
     const silentSince = Math.max(deletedAt, input.now - input.timeoutMs);
     if (timedOut && !input.nodeNames.has(node)) givenUp.push({ node, why: 'its Node no longer exists' });
-    else if (timedOut && written < silentSince) givenUp.push({ node, why: `its TokenNodeState has not been written since ${new Date(written).toISOString()}` });
+    else if (timedOut && written < silentSince)
+      givenUp.push({ node, why: `its TokenNodeState has not been written since ${new Date(written).toISOString()}` });
     else {
       waitingOn.push(node);
       if (timedOut) recheckAt = Math.min(recheckAt, written + input.timeoutMs);

@@ -3,9 +3,7 @@
  * TokenNodeState of a node that may be gone. The queue tells keys apart by keyId.
  */
 
-export type ReconcileKey =
-  | { kind: 'policy'; name: string }
-  | { kind: 'nodestate'; name: string };
+export type ReconcileKey = { kind: 'policy'; name: string } | { kind: 'nodestate'; name: string };
 
 export type ReconcileKind = ReconcileKey['kind'];
 

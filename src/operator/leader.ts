@@ -151,7 +151,9 @@ export class LeaderElector {
     try {
       ok = await Promise.race([this.tryAcquireOrRenew(), timeout]);
     } catch (err) {
-      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', { error: describeError(err) });
+      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', {
+        error: describeError(err),
+      });
     } finally {
       clearTimeout(timer);
     }
@@ -169,7 +171,11 @@ export class LeaderElector {
     } else if (this.leading) {
       const heldByOther = this.observedHolder !== '' && this.observedHolder !== this.o.identity;
       if (heldByOther || now - this.lastRenew >= this.renewDeadlineMs) {
-        this.lose(heldByOther ? `the Lease is now held by ${this.observedHolder}` : `could not renew the Lease for ${Math.round(now - this.lastRenew)} ms`);
+        this.lose(
+          heldByOther
+            ? `the Lease is now held by ${this.observedHolder}`
+            : `could not renew the Lease for ${Math.round(now - this.lastRenew)} ms`,
+        );
         return;
       }
     }
@@ -180,11 +186,15 @@ export class LeaderElector {
   private armDeadline(): void {
     if (this.deadline) clearTimeout(this.deadline);
     const left = this.lastRenew + this.renewDeadlineMs - performance.now();
-    this.deadline = setTimeout(() => {
-      this.deadline = null;
-      if (this.leading && !this.mayWrite()) this.lose(`could not renew the Lease within the renew deadline (${this.renewDeadlineMs} ms)`);
-      else if (this.leading) this.armDeadline();
-    }, Math.max(0, left));
+    this.deadline = setTimeout(
+      () => {
+        this.deadline = null;
+        if (this.leading && !this.mayWrite())
+          this.lose(`could not renew the Lease within the renew deadline (${this.renewDeadlineMs} ms)`);
+        else if (this.leading) this.armDeadline();
+      },
+      Math.max(0, left),
+    );
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {
@@ -233,8 +243,18 @@ export class LeaderElector {
         body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
-          metadata: { name: this.o.name, namespace: this.o.namespace, labels: { 'app.kubernetes.io/managed-by': 'netoken-operator' } },
-          spec: { holderIdentity: this.o.identity, leaseDurationSeconds: Math.ceil(this.leaseMs / 1000), acquireTime: stamp, renewTime: stamp, leaseTransitions: 0 },
+          metadata: {
+            name: this.o.name,
+            namespace: this.o.namespace,
+            labels: { 'app.kubernetes.io/managed-by': 'netoken-operator' },
+          },
+          spec: {
+            holderIdentity: this.o.identity,
+            leaseDurationSeconds: Math.ceil(this.leaseMs / 1000),
+            acquireTime: stamp,
+            renewTime: stamp,
+            leaseTransitions: 0,
+          },
         },
       });
     } catch (err) {
@@ -266,7 +286,10 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name: this.o.name,
         namespace: this.o.namespace,
-        body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: stamp, acquireTime: stamp } },
+        body: {
+          ...lease,
+          spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: stamp, acquireTime: stamp },
+        },
       });
       this.log.info('released the leader Lease');
     } catch (err) {

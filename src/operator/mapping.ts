@@ -56,7 +56,15 @@ function secretOf(p: CachedPolicy | undefined): string | undefined {
 function policyShape(p: CachedPolicy): string {
   const m = p.metadata;
   const asks = [m.annotations?.[ROTATE_ANNOTATION] ?? null, m.annotations?.[REVOKE_ANNOTATION] ?? null];
-  return stableJson([m.uid, m.generation, m.deletionTimestamp ?? null, m.finalizers ?? [], secretOf(p) ?? null, p.spec?.token?.mode ?? null, asks]);
+  return stableJson([
+    m.uid,
+    m.generation,
+    m.deletionTimestamp ?? null,
+    m.finalizers ?? [],
+    secretOf(p) ?? null,
+    p.spec?.token?.mode ?? null,
+    asks,
+  ]);
 }
 
 /**
@@ -66,7 +74,11 @@ function policyShape(p: CachedPolicy): string {
  * operator's own status write among them) affects nothing; netoken.io/rotate and
  * netoken.io/revoke do.
  */
-export function policiesForPolicy(old: CachedPolicy | undefined, cur: CachedPolicy | undefined, lookup: PolicyLookup): ReconcileKey[] {
+export function policiesForPolicy(
+  old: CachedPolicy | undefined,
+  cur: CachedPolicy | undefined,
+  lookup: PolicyLookup,
+): ReconcileKey[] {
   if (!changed(old, cur)) return [];
   if (old && cur && policyShape(old) === policyShape(cur)) return [];
   const name = nameOf(cur ?? old);
@@ -81,7 +93,11 @@ function secretShape(s: CachedSecret): string {
 }
 
 /** A key Secret was made, deleted, or changed in its keys, type, labels or annotations: the policies that name it. */
-export function policiesForSecret(old: CachedSecret | undefined, cur: CachedSecret | undefined, lookup: PolicyLookup): ReconcileKey[] {
+export function policiesForSecret(
+  old: CachedSecret | undefined,
+  cur: CachedSecret | undefined,
+  lookup: PolicyLookup,
+): ReconcileKey[] {
   if (!changed(old, cur)) return [];
   if (old && cur && secretShape(old) === secretShape(cur)) return [];
   return lookup.policiesUsingSecret(nameOf(cur ?? old)).map(policyKey);
@@ -126,7 +142,11 @@ export function nodeStatesForNode(old: NodeInfo | undefined, cur: NodeInfo | und
  * over-limit count moved; and, when it was written at all, the policies it lists that are being
  * deleted (their finalizer waits for it). Counters moving affect nothing else.
  */
-export function policiesForNodeState(old: NodeReport | undefined, cur: NodeReport | undefined, lookup: PolicyLookup): ReconcileKey[] {
+export function policiesForNodeState(
+  old: NodeReport | undefined,
+  cur: NodeReport | undefined,
+  lookup: PolicyLookup,
+): ReconcileKey[] {
   if (!changed(old, cur)) return [];
   const diff = changedEntries(old, cur);
   const names = new Set(diff.entries);

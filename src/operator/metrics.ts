@@ -26,8 +26,14 @@ export class OperatorMetrics {
   readonly keyRotations: Counter;
   readonly keyRotationSteps: Counter<'step'>;
   readonly secretsCreated: Counter;
-  private readonly sources: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined } = {
-    leader: () => 0, queueDepth: () => 0, policies: () => undefined,
+  private readonly sources: {
+    leader: () => number;
+    queueDepth: () => number;
+    policies: () => readonly PolicyStatusView[] | undefined;
+  } = {
+    leader: () => 0,
+    queueDepth: () => 0,
+    policies: () => undefined,
   };
 
   constructor(opts: { processMetrics?: boolean } = {}) {
@@ -120,7 +126,11 @@ export class OperatorMetrics {
    * Where the gauges read their values at scrape time; `policies` answers undefined until the
    * caches have listed (a half-filled cache would report policies as gone).
    */
-  setSources(s: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined }): void {
+  setSources(s: {
+    leader: () => number;
+    queueDepth: () => number;
+    policies: () => readonly PolicyStatusView[] | undefined;
+  }): void {
     this.sources.leader = s.leader;
     this.sources.queueDepth = s.queueDepth;
     this.sources.policies = s.policies;

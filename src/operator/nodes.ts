@@ -8,7 +8,10 @@ import { ApiException, type CallOptions, type CoreV1Api, type CustomObjectsApi }
 import { API_GROUP, API_VERSION } from '../lib/types.js';
 
 /** Names of the TokenNodeStates whose Node is not in `nodeNames`. */
-export function orphanedNodeStates(nodeStates: Iterable<{ metadata?: { name?: string } }>, nodeNames: { has(name: string): boolean }): string[] {
+export function orphanedNodeStates(
+  nodeStates: Iterable<{ metadata?: { name?: string } }>,
+  nodeNames: { has(name: string): boolean },
+): string[] {
   const out: string[] = [];
   for (const s of nodeStates) {
     const name = s.metadata?.name;
@@ -25,7 +28,11 @@ export type CollectResult = 'deleted' | 'node-exists' | 'already-gone';
  * go with the delete (the write fence's abort signal).
  */
 export async function collectNodeState(
-  core: CoreV1Api, custom: CustomObjectsApi, name: string, uid: string | undefined, deleteOptions?: CallOptions,
+  core: CoreV1Api,
+  custom: CustomObjectsApi,
+  name: string,
+  uid: string | undefined,
+  deleteOptions?: CallOptions,
 ): Promise<CollectResult> {
   try {
     await core.readNode({ name });
@@ -34,14 +41,17 @@ export async function collectNodeState(
     if (!(err instanceof ApiException && err.code === 404)) throw err;
   }
   try {
-    await custom.deleteClusterCustomObject({
-      group: API_GROUP,
-      version: API_VERSION,
-      plural: 'tokennodestates',
-      name,
-      // Only the object we judged: a TokenNodeState re-created meanwhile has another uid.
-      body: uid ? { preconditions: { uid } } : {},
-    }, deleteOptions);
+    await custom.deleteClusterCustomObject(
+      {
+        group: API_GROUP,
+        version: API_VERSION,
+        plural: 'tokennodestates',
+        name,
+        // Only the object we judged: a TokenNodeState re-created meanwhile has another uid.
+        body: uid ? { preconditions: { uid } } : {},
+      },
+      deleteOptions,
+    );
     return 'deleted';
   } catch (err) {
     if (err instanceof ApiException && (err.code === 404 || err.code === 409)) return 'already-gone';

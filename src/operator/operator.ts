@@ -19,8 +19,16 @@
  * count on holding the Lease, and aborted in flight when leadership ends (leader.ts).
  */
 import {
-  ApiException, type CallOptions, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject,
-  type KubernetesObject, PatchStrategy, type V1Node, type V1Secret,
+  ApiException,
+  type CallOptions,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  PatchStrategy,
+  type V1Node,
+  type V1Secret,
 } from '../lib/kube-client.js';
 import { type Cacheable, type InformerEvent, Informer, type ListPage } from '../lib/informer.js';
 import { describeError, isConflict, requestOptions } from '../lib/kube.js';
@@ -37,14 +45,28 @@ import { Heartbeat } from './health.js';
 import { type ReconcileKey, keyId, nodeStateKey, policyKey } from './keys.js';
 import { LeaderElector } from './leader.js';
 import {
-  type PolicyLookup, nodeStatesForNode, nodeStatesForNodeState, policiesForNode, policiesForNodeState, policiesForPolicy, policiesForSecret,
+  type PolicyLookup,
+  nodeStatesForNode,
+  nodeStatesForNodeState,
+  policiesForNode,
+  policiesForNodeState,
+  policiesForPolicy,
+  policiesForSecret,
 } from './mapping.js';
 import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
 import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
 import { type SecretLike, applySecretPlan, isManaged, planSecret } from './secrets.js';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
-import { DEFAULT_AGENT_GRACE_MS, type PolicyProblem, type PolicyStatus, aggregateStatus, currentStatus, progressOnly, stableJson } from './status.js';
+import {
+  DEFAULT_AGENT_GRACE_MS,
+  type PolicyProblem,
+  type PolicyStatus,
+  aggregateStatus,
+  currentStatus,
+  progressOnly,
+  stableJson,
+} from './status.js';
 
 export interface OperatorOptions {
   kc: KubeConfig;
@@ -106,7 +128,9 @@ function modeOf(p: CachedPolicy): string {
 /** The conditions and node counts of a policy's status, as the metrics show them. */
 function policyStatusView(status: unknown): Omit<PolicyStatusView, 'name'> {
   const s = currentStatus(status);
-  const out: Omit<PolicyStatusView, 'name'> = { conditions: (s.conditions ?? []).filter((c) => typeof c.type === 'string' && typeof c.status === 'string') };
+  const out: Omit<PolicyStatusView, 'name'> = {
+    conditions: (s.conditions ?? []).filter((c) => typeof c.type === 'string' && typeof c.status === 'string'),
+  };
   if (s.nodes) out.nodes = s.nodes;
   return out;
 }
@@ -142,16 +166,24 @@ export class Operator {
     const common = { kc: o.kc, log: o.log, onSynced: () => this.maybeResume() };
     const restarted = (what: string) => () => o.metrics.watchRestarts.labels(what).inc();
     const listCustom = (plural: string) => (page: { limit: number; _continue?: string }) =>
-      this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural, ...page }) as Promise<KubernetesListObject<KubernetesObject>>;
+      this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural, ...page }) as Promise<
+        KubernetesListObject<KubernetesObject>
+      >;
     // Each cache event goes through the mapping function of its kind to the keys it affects.
-    const mapped = <S>(map: (old: S | undefined, cur: S | undefined) => ReconcileKey[]) => (e: InformerEvent<S>): void => {
-      if (this.stopping) return;
-      const keys = e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined);
-      for (const k of keys) this.queue.enqueue(k);
-    };
+    const mapped =
+      <S>(map: (old: S | undefined, cur: S | undefined) => ReconcileKey[]) =>
+      (e: InformerEvent<S>): void => {
+        if (this.stopping) return;
+        const keys =
+          e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined);
+        for (const k of keys) this.queue.enqueue(k);
+      };
     this.policies = new Informer<KubernetesObject, CachedPolicy>({
-      ...common, what: 'tokenpolicies', path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
-      list: listCustom('tokenpolicies'), transform: cachePolicy,
+      ...common,
+      what: 'tokenpolicies',
+      path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
+      list: listCustom('tokenpolicies'),
+      transform: cachePolicy,
       onRestart: restarted('tokenpolicies'),
       onEvent: mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup)),
     });
@@ -160,8 +192,11 @@ export class Operator {
       return s === undefined ? [] : [s];
     });
     this.reports = new Informer<RawNodeState, NodeReport>({
-      ...common, what: 'tokennodestates', path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
-      list: listCustom('tokennodestates') as (p: { limit: number }) => Promise<ListPage<RawNodeState>>, transform: cacheNodeState,
+      ...common,
+      what: 'tokennodestates',
+      path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
+      list: listCustom('tokennodestates') as (p: { limit: number }) => Promise<ListPage<RawNodeState>>,
+      transform: cacheNodeState,
       onRestart: restarted('tokennodestates'),
       onEvent: mapped<NodeReport>((old, cur) => [
         ...policiesForNodeState(old, cur, this.lookup),
@@ -170,17 +205,24 @@ export class Operator {
     });
     const mapNode = mapped<NodeInfo>((old, cur) => [...policiesForNode(old, cur, this.lookup), ...nodeStatesForNode(old, cur)]);
     this.nodes = new Informer<V1Node, NodeInfo>({
-      ...common, what: 'nodes', path: '/api/v1/nodes',
-      list: (page) => this.core.listNode(page), transform: cacheNode,
+      ...common,
+      what: 'nodes',
+      path: '/api/v1/nodes',
+      list: (page) => this.core.listNode(page),
+      transform: cacheNode,
       onRestart: restarted('nodes'),
       onEvent: (e) => {
-        if (e.type !== 'update' || stableJson(e.old.metadata.labels ?? {}) !== stableJson(e.object.metadata.labels ?? {})) this.selected.clear();
+        if (e.type !== 'update' || stableJson(e.old.metadata.labels ?? {}) !== stableJson(e.object.metadata.labels ?? {}))
+          this.selected.clear();
         mapNode(e);
       },
     });
     this.secrets = new Informer<V1Secret, CachedSecret>({
-      ...common, what: 'secrets', path: `/api/v1/namespaces/${o.namespace}/secrets`,
-      list: (page) => this.core.listNamespacedSecret({ namespace: o.namespace, ...page }), transform: cacheSecret,
+      ...common,
+      what: 'secrets',
+      path: `/api/v1/namespaces/${o.namespace}/secrets`,
+      list: (page) => this.core.listNamespacedSecret({ namespace: o.namespace, ...page }),
+      transform: cacheSecret,
       onRestart: restarted('secrets'),
       onEvent: mapped<CachedSecret>((old, cur) => policiesForSecret(old, cur, this.lookup)),
     });
@@ -196,9 +238,18 @@ export class Operator {
     o.metrics.setSources({
       queueDepth: () => this.queue.depth,
       leader: () => (this.leading ? 1 : 0),
-      policies: () => (this.synced ? this.policies.list().map((p) => ({ name: nameOf(p), ...policyStatusView(p.status) })) : undefined),
+      policies: () =>
+        this.synced ? this.policies.list().map((p) => ({ name: nameOf(p), ...policyStatusView(p.status) })) : undefined,
     });
-    this.events = o.events ?? new EventRecorder({ kc: o.kc, component: 'netoken-operator', instance: o.identity, log: o.log, fence: () => this.fenceSignal() });
+    this.events =
+      o.events ??
+      new EventRecorder({
+        kc: o.kc,
+        component: 'netoken-operator',
+        instance: o.identity,
+        log: o.log,
+        fence: () => this.fenceSignal(),
+      });
     if (o.leaderElect) {
       this.elector = new LeaderElector({
         kc: o.kc,
@@ -237,7 +288,10 @@ export class Operator {
   /** Starts the caches and the election (or, without election, reconciling at once). */
   async start(): Promise<void> {
     this.o.log.info('operator starting', {
-      namespace: this.o.namespace, identity: this.o.identity, leaderElect: this.o.leaderElect, finalizerTimeoutMs: this.o.finalizerTimeoutMs,
+      namespace: this.o.namespace,
+      identity: this.o.identity,
+      leaderElect: this.o.leaderElect,
+      finalizerTimeoutMs: this.o.finalizerTimeoutMs,
     });
     await Promise.all([this.policies.start(), this.reports.start(), this.nodes.start(), this.secrets.start()]);
     if (this.elector) this.elector.start();
@@ -267,7 +321,10 @@ export class Operator {
 
   private unsynced(): string[] {
     const caches: [string, { synced: boolean }][] = [
-      ['tokenpolicies', this.policies], ['tokennodestates', this.reports], ['nodes', this.nodes], ['secrets', this.secrets],
+      ['tokenpolicies', this.policies],
+      ['tokennodestates', this.reports],
+      ['nodes', this.nodes],
+      ['secrets', this.secrets],
     ];
     return caches.filter(([, c]) => !c.synced).map(([n]) => n);
   }
@@ -311,7 +368,8 @@ export class Operator {
   /** A resync: every policy, and every report whose Node is gone, from the cache. */
   private enqueueAll(): void {
     for (const p of this.policies.values()) this.queue.enqueue(policyKey(nameOf(p)));
-    for (const n of orphanedNodeStates(this.reports.values(), { has: (name) => this.nodes.get(name) !== undefined })) this.queue.enqueue(nodeStateKey(n));
+    for (const n of orphanedNodeStates(this.reports.values(), { has: (name) => this.nodes.get(name) !== undefined }))
+      this.queue.enqueue(nodeStateKey(n));
   }
 
   /** The write fence's signal while this process may write (it holds the Lease within its renew deadline), else undefined. */
@@ -326,7 +384,8 @@ export class Operator {
    */
   private async write<T>(call: (opts: CallOptions) => Promise<T>, contentType?: string): Promise<T> {
     const signal = this.fenceSignal();
-    if (!signal) throw new NotLeaderError('not the leader (or the Lease could not be renewed in time), or stopping: the write is not made');
+    if (!signal)
+      throw new NotLeaderError('not the leader (or the Lease could not be renewed in time), or stopping: the write is not made');
     return call(requestOptions({ contentType, signal }));
   }
 
@@ -344,7 +403,12 @@ export class Operator {
   }
 
   private event(p: CachedPolicy, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    this.events.record({ kind: 'TokenPolicy', name: nameOf(p), ...(p.metadata.uid ? { uid: p.metadata.uid } : {}) }, type, reason, message);
+    this.events.record(
+      { kind: 'TokenPolicy', name: nameOf(p), ...(p.metadata.uid ? { uid: p.metadata.uid } : {}) },
+      type,
+      reason,
+      message,
+    );
   }
 
   private async reconcile(key: ReconcileKey): Promise<ReconcileResult | void> {
@@ -387,10 +451,20 @@ export class Operator {
 
     if (!hasFinalizer(meta)) {
       // The resourceVersion makes it a conflict (a quiet retry) when the cache was behind.
-      await this.write((opts) => this.custom.patchClusterCustomObject({
-        group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name,
-        body: { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } },
-      }, opts), PatchStrategy.MergePatch);
+      await this.write(
+        (opts) =>
+          this.custom.patchClusterCustomObject(
+            {
+              group: API_GROUP,
+              version: API_VERSION,
+              plural: 'tokenpolicies',
+              name,
+              body: { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } },
+            },
+            opts,
+          ),
+        PatchStrategy.MergePatch,
+      );
       log.info('finalizer added', { finalizer: FINALIZER });
     }
 
@@ -439,13 +513,18 @@ export class Operator {
    * else what is wrong with it; and a note for the Ready message when the key is one the
    * operator generated.
    */
-  private async ensureSecret(raw: CachedPolicy, policy: TokenPolicy, log: Logger): Promise<{ problem?: PolicyProblem; secret?: SecretLike; note?: string; recheckAt?: number }> {
+  private async ensureSecret(
+    raw: CachedPolicy,
+    policy: TokenPolicy,
+    log: Logger,
+  ): Promise<{ problem?: PolicyProblem; secret?: SecretLike; note?: string; recheckAt?: number }> {
     const secretName = policy.spec.token.secretRef.name;
     const where = `${this.o.namespace}/${secretName}`;
     const slog = log.child({ secret: where });
     // One Secret holds keys of one length: policies of both modes cannot share it.
-    const other = this.policies.byIndex('secret', secretName).find((p) =>
-      nameOf(p) !== policy.metadata.name && !p.metadata.deletionTimestamp && modeOf(p) !== policy.spec.token.mode);
+    const other = this.policies
+      .byIndex('secret', secretName)
+      .find((p) => nameOf(p) !== policy.metadata.name && !p.metadata.deletionTimestamp && modeOf(p) !== policy.spec.token.mode);
     if (other) {
       return {
         problem: {
@@ -476,12 +555,21 @@ export class Operator {
       case 'created':
         this.o.metrics.secretsCreated.inc();
         slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes, keyGeneration: 1 });
-        this.event(raw, 'Normal', 'KeyGenerated',
-          `Secret ${where} named by spec.token.secretRef did not exist: generated a random ${bytes}-byte ${policy.spec.token.mode} key in it (key generation 1; to bring your own key, write it there)`);
+        this.event(
+          raw,
+          'Normal',
+          'KeyGenerated',
+          `Secret ${where} named by spec.token.secretRef did not exist: generated a random ${bytes}-byte ${policy.spec.token.mode} key in it (key generation 1; to bring your own key, write it there)`,
+        );
         return { note: generated };
       case 'regenerated':
         slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode });
-        this.event(raw, 'Normal', 'KeyGenerated', `the key in Secret ${where} did not fit token mode ${policy.spec.token.mode}: generated a new ${bytes}-byte key`);
+        this.event(
+          raw,
+          'Normal',
+          'KeyGenerated',
+          `the key in Secret ${where} did not fit token mode ${policy.spec.token.mode}: generated a new ${bytes}-byte key`,
+        );
         return { note: generated };
     }
   }
@@ -504,7 +592,11 @@ export class Operator {
         if (!report?.agent) continue; // no agent runs there (yet): it holds no key
         let keys: NodeKeys | undefined;
         if (report.keys.size < names.size) {
-          for (const [p, k] of report.keys) if (names.has(p)) { keys = k; break; }
+          for (const [p, k] of report.keys)
+            if (names.has(p)) {
+              keys = k;
+              break;
+            }
         } else {
           for (const p of names) if ((keys = report.keys.get(p))) break;
         }
@@ -533,7 +625,10 @@ export class Operator {
     if (plan.patch) {
       const body = plan.patch;
       try {
-        await this.write((opts) => this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body }, opts), PatchStrategy.MergePatch);
+        await this.write(
+          (opts) => this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body }, opts),
+          PatchStrategy.MergePatch,
+        );
       } catch (err) {
         // Someone else wrote the Secret meanwhile (another policy sharing it): a quiet retry with what they wrote.
         if (isConflict(err)) throw err;
@@ -544,7 +639,9 @@ export class Operator {
       if (step === 'switch' || step === 'revoke') this.o.metrics.keyRotations.inc();
       const level = step === 'revoke' || plan.stalled.length ? 'warn' : 'info';
       log[level](`key rotation: ${step}`, {
-        secret: `${this.o.namespace}/${secretName}`, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] ?? keys.generation, nodes: nodes.size,
+        secret: `${this.o.namespace}/${secretName}`,
+        keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] ?? keys.generation,
+        nodes: nodes.size,
         ...(plan.stalled.length ? { stalled: plan.stalled.slice(0, 10) } : {}),
       });
     }
@@ -566,16 +663,39 @@ export class Operator {
     });
     if (d.release) {
       try {
-        await this.write((opts) => this.custom.patchClusterCustomObject({
-          group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name,
-          body: { metadata: { finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: meta.resourceVersion } },
-        }, opts), PatchStrategy.MergePatch);
+        await this.write(
+          (opts) =>
+            this.custom.patchClusterCustomObject(
+              {
+                group: API_GROUP,
+                version: API_VERSION,
+                plural: 'tokenpolicies',
+                name,
+                body: {
+                  metadata: {
+                    finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER),
+                    resourceVersion: meta.resourceVersion,
+                  },
+                },
+              },
+              opts,
+            ),
+          PatchStrategy.MergePatch,
+        );
       } catch (err) {
         if (err instanceof ApiException && err.code === 404) return;
         throw err;
       }
       if (d.givenUp.length) {
-        this.event(raw, 'Warning', 'NodesGivenUp', `released without ${d.givenUp.length} node(s) that did not answer within the finalizer timeout: ${d.givenUp.slice(0, 10).map((g) => `${g.node} (${g.why})`).join('; ')}`);
+        this.event(
+          raw,
+          'Warning',
+          'NodesGivenUp',
+          `released without ${d.givenUp.length} node(s) that did not answer within the finalizer timeout: ${d.givenUp
+            .slice(0, 10)
+            .map((g) => `${g.node} (${g.why})`)
+            .join('; ')}`,
+        );
       }
       log.info('finalizer removed: no node holds the policy any more', { givenUp: d.givenUp.map((g) => `${g.node}: ${g.why}`) });
       return;
@@ -615,8 +735,14 @@ export class Operator {
     if (last && last.json === json && t - last.at < RECENT_WRITE_MS) return undefined;
     if (!now && last && t - last.at < PROGRESS_INTERVAL_MS && progressOnly(before, status)) return last.at + PROGRESS_INTERVAL_MS;
     try {
-      await this.write((opts) => this.custom.patchClusterCustomObjectStatus(
-        { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body: { status } }, opts), PatchStrategy.MergePatch);
+      await this.write(
+        (opts) =>
+          this.custom.patchClusterCustomObjectStatus(
+            { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body: { status } },
+            opts,
+          ),
+        PatchStrategy.MergePatch,
+      );
     } catch (err) {
       if (err instanceof ApiException && err.code === 404) return undefined; // deleted meanwhile
       throw err;
@@ -632,8 +758,13 @@ export class Operator {
     const wasReady = readyOf(before);
     const degraded = status.conditions.find((c) => c.type === 'Degraded');
     const fields = {
-      ready: ready?.status, reason: ready?.reason, selected: status.nodes.selected, nodesReady: status.nodes.ready, failed: status.nodes.failed,
-      withoutAgent: status.nodes.withoutAgent, ...(ready?.status === 'True' ? {} : { detail: ready?.message }),
+      ready: ready?.status,
+      reason: ready?.reason,
+      selected: status.nodes.selected,
+      nodesReady: status.nodes.ready,
+      failed: status.nodes.failed,
+      withoutAgent: status.nodes.withoutAgent,
+      ...(ready?.status === 'True' ? {} : { detail: ready?.message }),
     };
     if (ready?.status === wasReady?.status && ready?.reason === wasReady?.reason) {
       log.debug('status updated', fields);

@@ -133,7 +133,10 @@ export function planSecret(input: PlanInput): SecretPlan {
     patch: {
       metadata: {
         resourceVersion: secret.metadata?.resourceVersion ?? '',
-        annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now), [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1) },
+        annotations: {
+          [ROTATED_AT_ANNOTATION]: timestamp(now),
+          [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1),
+        },
       },
       data: { current: random(len).toString('base64'), previous: null, next: null },
     },
@@ -152,7 +155,14 @@ export type SecretOutcome =
  * resourceVersion the plan was made from). Errors name the Secret, never its content. `signal`
  * aborts the write in flight (the operator's write fence).
  */
-export async function applySecretPlan(core: CoreV1Api, namespace: string, name: string, plan: SecretPlan, signal?: AbortSignal, now = Date.now()): Promise<SecretOutcome> {
+export async function applySecretPlan(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  plan: SecretPlan,
+  signal?: AbortSignal,
+  now = Date.now(),
+): Promise<SecretOutcome> {
   const opts = (contentType?: string): CallOptions => requestOptions({ contentType, signal });
   switch (plan.action) {
     case 'none':

@@ -89,7 +89,11 @@ function noAgentReason(n: NodeInfo): FailedNode {
   if (os !== undefined && os !== 'linux') {
     return { node: name, reason: 'NotLinux', message: `kubernetes.io/os is ${os}; the netoken agent runs on Linux nodes only` };
   }
-  return { node: name, reason: 'NoAgent', message: 'no netoken agent has reported from this node (outside the agent\'s nodeSelector, or its pod is not running)' };
+  return {
+    node: name,
+    reason: 'NoAgent',
+    message: "no netoken agent has reported from this node (outside the agent's nodeSelector, or its pod is not running)",
+  };
 }
 
 export function aggregateStatus(input: AggregateInput): Aggregate {
@@ -119,7 +123,11 @@ export function aggregateStatus(input: AggregateInput): Aggregate {
     const failure = report.failures.get(name);
     if (failure) failed.push({ node, reason: failure.reason, message: clip(failure.message, 512) });
     else if (applied === undefined && report.overLimit > 0) {
-      failed.push({ node, reason: 'TooManyPolicies', message: 'more policies select this node than it can apply; this one is not applied there' });
+      failed.push({
+        node,
+        reason: 'TooManyPolicies',
+        message: 'more policies select this node than it can apply; this one is not applied there',
+      });
     } else if (applied === generation) ready.push(node);
     else pending.push(node);
   }
@@ -146,9 +154,15 @@ export function aggregateStatus(input: AggregateInput): Aggregate {
   }
   if (input.problem) {
     ready_ = { type: 'Ready', status: 'False', reason: input.problem.reason, message: input.problem.message };
-    if (input.problem.degraded) degraded = { type: 'Degraded', status: 'True', reason: input.problem.reason, message: input.problem.message };
+    if (input.problem.degraded)
+      degraded = { type: 'Degraded', status: 'True', reason: input.problem.reason, message: input.problem.message };
   } else if (nSel === 0 && joining.length) {
-    ready_ = { type: 'Ready', status: 'False', reason: 'NodesPending', message: `waiting for the netoken agent to start on ${listNames(joining)}` };
+    ready_ = {
+      type: 'Ready',
+      status: 'False',
+      reason: 'NodesPending',
+      message: `waiting for the netoken agent to start on ${listNames(joining)}`,
+    };
   } else if (nSel === 0 && withoutAgent.length) {
     ready_ = {
       type: 'Ready',
@@ -168,15 +182,29 @@ export function aggregateStatus(input: AggregateInput): Aggregate {
       message: `${ready.length} of ${nSel} ${selectedNodes} applied generation ${generation}; waiting for ${listNames(pending)}`,
     };
   } else {
-    ready_ = { type: 'Ready', status: 'True', reason: 'AllNodesReady', message: `applied on all ${nSel} ${selectedNodes} at generation ${generation}` };
+    ready_ = {
+      type: 'Ready',
+      status: 'True',
+      reason: 'AllNodesReady',
+      message: `applied on all ${nSel} ${selectedNodes} at generation ${generation}`,
+    };
   }
   if (!input.problem && nSel > 0 && withoutAgent.length) {
     ready_.message += `; ${plural(withoutAgent.length, 'more matching node runs', 'more matching nodes run')} no netoken agent and ${withoutAgent.length === 1 ? 'is' : 'are'} left out: ${listNames(withoutAgent.map((w) => w.node))}`;
   }
   if (input.note) ready_.message += `; ${input.note}`;
-  let conditions = setCondition(input.previous ?? [], { ...ready_, message: clip(ready_.message), observedGeneration: generation }, now);
+  let conditions = setCondition(
+    input.previous ?? [],
+    { ...ready_, message: clip(ready_.message), observedGeneration: generation },
+    now,
+  );
   conditions = setCondition(conditions, { ...degraded, message: clip(degraded.message), observedGeneration: generation }, now);
-  if (input.keyRotation) conditions = setCondition(conditions, { type: 'KeyRotation', ...input.keyRotation, message: clip(input.keyRotation.message), observedGeneration: generation }, now);
+  if (input.keyRotation)
+    conditions = setCondition(
+      conditions,
+      { type: 'KeyRotation', ...input.keyRotation, message: clip(input.keyRotation.message), observedGeneration: generation },
+      now,
+    );
   // Other condition types someone else set are kept as they are.
   const status: PolicyStatus = {
     observedGeneration: generation,
@@ -194,12 +222,13 @@ export function aggregateStatus(input: AggregateInput): Aggregate {
  * Such a change may wait a little to be written together with the next.
  */
 export function progressOnly(before: Partial<PolicyStatus>, after: PolicyStatus): boolean {
-  const shape = (s: Partial<PolicyStatus>): string => stableJson({
-    g: s.observedGeneration,
-    c: (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
-    f: s.failedNodes,
-    w: s.nodesWithoutAgent,
-  });
+  const shape = (s: Partial<PolicyStatus>): string =>
+    stableJson({
+      g: s.observedGeneration,
+      c: (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
+      f: s.failedNodes,
+      w: s.nodesWithoutAgent,
+    });
   const pendingBoth = [before, after].every((s) => s.conditions?.find((c) => c.type === 'Ready')?.reason === 'NodesPending');
   return pendingBoth && shape(before) === shape(after);
 }
@@ -209,7 +238,11 @@ export function stableJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
   if (v && typeof v === 'object' && !(v instanceof Date)) {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`).join(',')}}`;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }
@@ -218,6 +251,7 @@ export function stableJson(v: unknown): string {
 export function currentStatus(status: unknown): Partial<PolicyStatus> {
   const s = (status ?? {}) as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const k of ['observedGeneration', 'conditions', 'nodes', 'failedNodes', 'nodesWithoutAgent']) if (s[k] !== undefined) out[k] = s[k];
+  for (const k of ['observedGeneration', 'conditions', 'nodes', 'failedNodes', 'nodesWithoutAgent'])
+    if (s[k] !== undefined) out[k] = s[k];
   return out as Partial<PolicyStatus>;
 }

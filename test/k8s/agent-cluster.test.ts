@@ -33,28 +33,48 @@ describe('agent in cluster mode', () => {
   /** the server on the port the policy marks after the edit */
   let server2: TcpServer;
 
-  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> => env.nodeState(NODE, agent, pred, what, ms);
+  const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> =>
+    env.nodeState(NODE, agent, pred, what, ms);
   const synToServer = (port: number): Promise<Buffer | null> => env.synToken(topo.server.ipv4, port);
 
   before(async () => {
     env = await ClusterNodes.start('k8s');
     ({ cluster, topo } = env);
     server = await env.server();
-    await cluster.apply(yamlStream([nodeYaml(NODE, { role: 'edge' }), keySecret('web-token', { current: KEY }, { namespace: NS })]));
+    await cluster.apply(
+      yamlStream([nodeYaml(NODE, { role: 'edge' }), keySecret('web-token', { current: KEY }, { namespace: NS })]),
+    );
     bridge = await env.bridge('client');
     agent = await env.startAgent('client', NODE, 'k8s');
     // The operator as a real process, with the chart's RBAC: it rolls node reports up into policy status.
     operator = await env.startOperator('op-e2e', { metricsPort: OPERATOR_METRICS, extraArgs: ['--finalizer-timeout=30s'] });
   });
 
-  type PolicyStatus = { status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason: string }[]; nodes?: { selected: number; ready: number; failed: number; withoutAgent: number }; failedNodes?: { node: string; reason: string; message: string }[] } };
-  const waitPolicy = async (name: string, pred: (p: PolicyStatus) => boolean, what: string, ms = 30_000): Promise<PolicyStatus> => {
+  type PolicyStatus = {
+    status?: {
+      observedGeneration?: number;
+      conditions?: { type: string; status: string; reason: string }[];
+      nodes?: { selected: number; ready: number; failed: number; withoutAgent: number };
+      failedNodes?: { node: string; reason: string; message: string }[];
+    };
+  };
+  const waitPolicy = async (
+    name: string,
+    pred: (p: PolicyStatus) => boolean,
+    what: string,
+    ms = 30_000,
+  ): Promise<PolicyStatus> => {
     let last: PolicyStatus | null = null;
-    return waitUntil(what, ms, async () => {
-      const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'json']);
-      last = r.code === 0 ? (JSON.parse(r.stdout) as PolicyStatus) : null;
-      return last && pred(last) ? last : undefined;
-    }, { everyMs: 300, context: () => `status: ${JSON.stringify(last?.status)}\noperator log:\n${operator.log().slice(-3000)}` });
+    return waitUntil(
+      what,
+      ms,
+      async () => {
+        const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'json']);
+        last = r.code === 0 ? (JSON.parse(r.stdout) as PolicyStatus) : null;
+        return last && pred(last) ? last : undefined;
+      },
+      { everyMs: 300, context: () => `status: ${JSON.stringify(last?.status)}\noperator log:\n${operator.log().slice(-3000)}` },
+    );
   };
 
   after(async () => {
@@ -62,10 +82,15 @@ describe('agent in cluster mode', () => {
   });
 
   test('apply → the node marks real handshakes and reports Ready in its TokenNodeState', async () => {
-    await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
+    await cluster.apply(
+      policy(
+        'web',
+        `nodeSelector: {matchLabels: {role: edge}}
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}`));
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}`,
+      ),
+    );
     const st = await waitNodeState((s) => policyAttached(s, 'web'), 'web attached');
     assert.equal(st.metadata.ownerReferences?.[0]?.kind, 'Node', 'owned by its Node');
     assert.equal(st.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
@@ -74,61 +99,108 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]
     assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
-    const p = await waitPolicy('web', (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', 'web Ready');
+    const p = await waitPolicy(
+      'web',
+      (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True',
+      'web Ready',
+    );
     assert.deepEqual(p.status?.nodes, { selected: 1, ready: 1, failed: 0, withoutAgent: 0 });
     assert.equal(p.status?.observedGeneration, 1);
   });
 
   test('an edit applies: the generation moves and the new port is marked', async () => {
     server2 = await env.server();
-    await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
+    await cluster.apply(
+      policy(
+        'web',
+        `nodeSelector: {matchLabels: {role: edge}}
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server2.port}]}]}`));
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server2.port}]}]}`,
+      ),
+    );
     await waitNodeState((s) => s.status?.policies?.[0]?.generation === 2, 'generation 2 applied');
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'));
     assert.equal(await synToServer(server.port), null, 'the old port is no longer marked');
   });
 
   test('a missing interface degrades that policy only', async () => {
-    await cluster.apply(policy('ghost', `interfaces: {names: [nosuchif0]}
+    await cluster.apply(
+      policy(
+        'ghost',
+        `interfaces: {names: [nosuchif0]}
 token: {mode: Static, secretRef: {name: web-token}}
-egress: {}`));
-    const st = await waitNodeState((s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True', 'Degraded');
+egress: {}`,
+      ),
+    );
+    const st = await waitNodeState(
+      (s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True',
+      'Degraded',
+    );
     const ghost = st.status?.policies?.find((p) => p.name === 'ghost');
     assert.equal(ghost?.errors?.[0]?.reason, 'InterfaceNotFound');
     assert.match(ghost!.errors![0]!.message, /nosuchif0/);
     assert.ok(policyAttached(st, 'web'), 'web unaffected');
-    const g = await waitPolicy('ghost', (x) => x.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True', 'ghost Degraded');
+    const g = await waitPolicy(
+      'ghost',
+      (x) => x.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True',
+      'ghost Degraded',
+    );
     assert.equal(g.status?.failedNodes?.[0]?.node, NODE);
     assert.match(JSON.stringify(g.status?.failedNodes), /nosuchif0/, 'the reason names the interface');
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'ghost', '--wait=false']);
-    await waitNodeState((s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'False', 'not degraded after delete');
+    await waitNodeState(
+      (s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'False',
+      'not degraded after delete',
+    );
   });
 
   test('API server unreachable: marking never stops; an edit made meanwhile applies on return', async () => {
     await bridge.stop();
     await sleep(1500);
-    assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'still marked while the API server is away');
+    assert.equal(
+      (await synToServer(server2.port))?.toString('hex'),
+      KEY.toString('hex'),
+      'still marked while the API server is away',
+    );
     const server3 = await env.server();
-    await cluster.apply(policy('web', `nodeSelector: {matchLabels: {role: edge}}
+    await cluster.apply(
+      policy(
+        'web',
+        `nodeSelector: {matchLabels: {role: edge}}
 interfaces: {names: [${topo.client.dev}]}
 token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}]}`));
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}]}`,
+      ),
+    );
     await sleep(1000);
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
     await bridge.start();
-    await waitNodeState((s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3, 'caught up to generation 3', 60_000);
+    await waitNodeState(
+      (s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3,
+      'caught up to generation 3',
+      60_000,
+    );
     assert.equal((await synToServer(server3.port))?.toString('hex'), KEY.toString('hex'));
   });
 
   test('keys never appear in metrics, logs or status', async () => {
     const agentMetrics = await agentMetricsIn(topo.client.ns);
-    assert.match(agentMetrics, new RegExp(`netoken_packets_total\\{policy="web",interface="[^"]+",reason="marked",node="${NODE}"\\} [1-9]`));
+    assert.match(
+      agentMetrics,
+      new RegExp(`netoken_packets_total\\{policy="web",interface="[^"]+",reason="marked",node="${NODE}"\\} [1-9]`),
+    );
     const opMetrics = await (await fetch(`http://127.0.0.1:${OPERATOR_METRICS}/metrics`)).text();
     const statuses = await cluster.kubectlOk(['get', 'tokenpolicies,tokennodestates', '-o', 'json']);
     const events = await cluster.kubectlOk(['get', 'events', '-A', '-o', 'json']);
-    for (const [where, text] of [['agent metrics', agentMetrics], ['operator metrics', opMetrics], ['agent log', agent.log()], ['operator log', operator.log()], ['status', statuses], ['events', events]] as const) {
+    for (const [where, text] of [
+      ['agent metrics', agentMetrics],
+      ['operator metrics', opMetrics],
+      ['agent log', agent.log()],
+      ['operator log', operator.log()],
+      ['status', statuses],
+      ['events', events],
+    ] as const) {
       for (const enc of [KEY.toString('hex'), KEY.toString('base64'), KEY.toString('base64url')]) {
         assert.ok(!text.includes(enc), `the key appears in ${where}`);
       }
@@ -150,6 +222,10 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, []);
     const end = Date.now() + 30_000;
     while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await sleep(300);
-    assert.notEqual((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code, 0, `the finalizer was released\n${operator.log().slice(-2000)}`);
+    assert.notEqual(
+      (await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code,
+      0,
+      `the finalizer was released\n${operator.log().slice(-2000)}`,
+    );
   });
 });

@@ -34,7 +34,11 @@ describe('informer and work queue against a real API server', () => {
     core = kc.makeApiClient(CoreV1Api);
     await cluster.kubectlOk(['create', 'namespace', NS]);
     await cluster.kubectlOk(['create', 'namespace', OTHER]);
-    const docs = Array.from({ length: 250 }, (_, i) => `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-${String(i).padStart(3, '0')}, namespace: ${NS}}\ndata: {v: "${i}"}\n`);
+    const docs = Array.from(
+      { length: 250 },
+      (_, i) =>
+        `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-${String(i).padStart(3, '0')}, namespace: ${NS}}\ndata: {v: "${i}"}\n`,
+    );
     await cluster.kubectlOk(['create', '-f', '-'], { input: docs.join('---\n'), timeoutMs: 120_000 });
   });
 
@@ -47,12 +51,18 @@ describe('informer and work queue against a real API server', () => {
     const events: InformerEvent<V1ConfigMap>[] = [];
     let pages = 0;
     const informer = new Informer<V1ConfigMap, V1ConfigMap>({
-      kc, log: silentLogger(), what: 'configmaps', path: `/api/v1/namespaces/${NS}/configmaps`,
+      kc,
+      log: silentLogger(),
+      what: 'configmaps',
+      path: `/api/v1/namespaces/${NS}/configmaps`,
       list: (page) => {
         pages++;
         return core.listNamespacedConfigMap({ namespace: NS, ...page });
       },
-      transform: (cm) => ({ metadata: { name: cm.metadata?.name, namespace: cm.metadata?.namespace, resourceVersion: cm.metadata?.resourceVersion }, data: cm.data }),
+      transform: (cm) => ({
+        metadata: { name: cm.metadata?.name, namespace: cm.metadata?.namespace, resourceVersion: cm.metadata?.resourceVersion },
+        data: cm.data,
+      }),
       onEvent: (e) => events.push(e),
       ...o,
     });
@@ -76,7 +86,10 @@ describe('informer and work queue against a real API server', () => {
       assert.ok(update && update.type === 'update');
       assert.equal(update.old.data?.v, '7');
       assert.equal(update.object.data?.v, 'seven');
-      assert.deepEqual(events.map((e) => `${e.type} ${e.object.metadata?.name}`), ['update cm-007', 'delete cm-008', 'add cm-new']);
+      assert.deepEqual(
+        events.map((e) => `${e.type} ${e.object.metadata?.name}`),
+        ['update cm-007', 'delete cm-008', 'add cm-new'],
+      );
       assert.equal(informer.get(`${NS}/cm-008`), undefined);
       assert.equal(informer.get(`${NS}/cm-new`)?.data?.v, 'new');
     } finally {
@@ -92,7 +105,16 @@ describe('informer and work queue against a real API server', () => {
       events.length = 0;
       // Changes keep coming while watch after watch times out.
       for (let i = 0; i < 30; i++) {
-        await cluster.kubectlOk(['-n', NS, 'patch', 'configmap', `cm-${String(100 + i).padStart(3, '0')}`, '--type=merge', '-p', `{"data":{"round":"${i}"}}`]);
+        await cluster.kubectlOk([
+          '-n',
+          NS,
+          'patch',
+          'configmap',
+          `cm-${String(100 + i).padStart(3, '0')}`,
+          '--type=merge',
+          '-p',
+          `{"data":{"round":"${i}"}}`,
+        ]);
         await sleep(200);
       }
       await waitUntil('every change seen', 10_000, () => (events.length >= 30 ? true : undefined));
@@ -100,7 +122,12 @@ describe('informer and work queue against a real API server', () => {
       assert.equal(informer.lists, 1, 'a watch that times out resumes from its resourceVersion without listing again');
       assert.equal(informer.restarts, 0);
       const api = await core.listNamespacedConfigMap({ namespace: NS });
-      for (const cm of api.items) assert.deepEqual(informer.get(`${NS}/${cm.metadata?.name}`)?.data, cm.data, `cm ${cm.metadata?.name} as the API server has it`);
+      for (const cm of api.items)
+        assert.deepEqual(
+          informer.get(`${NS}/${cm.metadata?.name}`)?.data,
+          cm.data,
+          `cm ${cm.metadata?.name} as the API server has it`,
+        );
       assert.equal(informer.size, api.items.length);
     } finally {
       informer.stop();
@@ -130,10 +157,20 @@ describe('informer and work queue against a real API server', () => {
   test('a write refused with 409 Conflict (a plan made from a stale read) is retried quietly until it lands', async () => {
     // A Keyed policy whose Secret (one the operator made) holds an 8-byte key: the plan regenerates it.
     const policy = {
-      apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'regen' },
-      spec: { nodeSelector: {}, interfaces: { names: [], patterns: [] }, token: { mode: 'Keyed', epochSeconds: 60, secretRef: { name: 'regen-key' }, bind: [] }, option: { kind: 253, experimentId: 0x4e54 }, egress: { destinations: [] } },
+      apiVersion: 'netoken.io/v1alpha1',
+      kind: 'TokenPolicy',
+      metadata: { name: 'regen' },
+      spec: {
+        nodeSelector: {},
+        interfaces: { names: [], patterns: [] },
+        token: { mode: 'Keyed', epochSeconds: 60, secretRef: { name: 'regen-key' }, bind: [] },
+        option: { kind: 253, experimentId: 0x4e54 },
+        egress: { destinations: [] },
+      },
     } as unknown as TokenPolicy;
-    await cluster.apply(`apiVersion: v1\nkind: Secret\nmetadata: {name: regen-key, namespace: ${NS}, labels: {app.kubernetes.io/managed-by: netoken-operator}}\ntype: Opaque\ndata: {current: ${Buffer.alloc(8, 1).toString('base64')}}\n`);
+    await cluster.apply(
+      `apiVersion: v1\nkind: Secret\nmetadata: {name: regen-key, namespace: ${NS}, labels: {app.kubernetes.io/managed-by: netoken-operator}}\ntype: Opaque\ndata: {current: ${Buffer.alloc(8, 1).toString('base64')}}\n`,
+    );
     const stale = await core.readNamespacedSecret({ name: 'regen-key', namespace: NS });
     // Someone else writes the Secret after it was read: the plan's resourceVersion is stale now.
     await cluster.kubectlOk(['-n', NS, 'label', 'secret', 'regen-key', 'touched=yes']);

@@ -10,7 +10,15 @@ import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { tokenOnSyn } from '../lib/syn-token.js';
 import { startServer, type TcpServer } from '../lib/tcp.js';
-import { DEFAULT_NAMESPACE, type NodeState, type OperatorRun, agentKubeconfig, installChartRbac, startOperator, waitNodeState } from './chart.js';
+import {
+  DEFAULT_NAMESPACE,
+  type NodeState,
+  type OperatorRun,
+  agentKubeconfig,
+  installChartRbac,
+  startOperator,
+  waitNodeState,
+} from './chart.js';
 import { TestCluster, freePorts } from './cluster.js';
 
 /** The namespace of the operator, the agents and the key Secrets. */
@@ -24,7 +32,10 @@ export class ClusterNodes {
   private readonly servers: TcpServer[] = [];
   private readonly operators: OperatorRun[] = [];
 
-  private constructor(readonly cluster: TestCluster, readonly topo: Topology) {}
+  private constructor(
+    readonly cluster: TestCluster,
+    readonly topo: Topology,
+  ) {}
 
   /** A fresh API server and a pair topology named `name`, with the chart's RBAC in NS. */
   static async start(name: string): Promise<ClusterNodes> {

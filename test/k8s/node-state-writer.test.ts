@@ -16,12 +16,30 @@ import { TestCluster } from './cluster.js';
 const NODE = 'writer-node';
 
 function policy(name: string, marked: number): NodePolicyStatus {
-  return { name, generation: 1, selected: true, id: 1, interfaces: ['eth0'], errors: [], warnings: [], counters: { marked: String(marked) } };
+  return {
+    name,
+    generation: 1,
+    selected: true,
+    id: 1,
+    interfaces: ['eth0'],
+    errors: [],
+    warnings: [],
+    counters: { marked: String(marked) },
+  };
 }
 
 function agentStatus(policies: NodePolicyStatus[]): AgentStatus {
   return {
-    updatedAt: new Date().toISOString(), programId: 1, ready: true, policies, hooks: [], interfaces: [], hookErrors: [], documentErrors: [], reconciles: 1, lastReconcileMs: 1,
+    updatedAt: new Date().toISOString(),
+    programId: 1,
+    ready: true,
+    policies,
+    hooks: [],
+    interfaces: [],
+    hookErrors: [],
+    documentErrors: [],
+    reconciles: 1,
+    lastReconcileMs: 1,
   };
 }
 
@@ -32,7 +50,14 @@ describe('TokenNodeState writer with the default counter interval', () => {
 
   const report = async (): Promise<NodeStateStatus | undefined> => {
     try {
-      return ((await custom.getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name: NODE })) as { status?: NodeStateStatus }).status;
+      return (
+        (await custom.getClusterCustomObject({
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: 'tokennodestates',
+          name: NODE,
+        })) as { status?: NodeStateStatus }
+      ).status;
     } catch {
       return undefined;
     }
@@ -43,7 +68,13 @@ describe('TokenNodeState writer with the default counter interval', () => {
     const kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     custom = kc.makeApiClient(CustomObjectsApi);
-    writer = new NodeStateWriter({ kc, nodeName: NODE, log: silentLogger(), counterIntervalMs: 300_000, minWriteIntervalMs: 200 });
+    writer = new NodeStateWriter({
+      kc,
+      nodeName: NODE,
+      log: silentLogger(),
+      counterIntervalMs: 300_000,
+      minWriteIntervalMs: 200,
+    });
   });
 
   after(async () => {
@@ -70,7 +101,14 @@ describe('TokenNodeState writer with the default counter interval', () => {
       return r?.policies.some((p) => p.name === 'b') ? r : undefined;
     });
     assert.ok(Date.now() - t0 < 10_000, `written ${Date.now() - t0} ms after the change`);
-    assert.deepEqual(st.policies.map((p) => [p.name, p.counters]), [['a', { marked: 3 }], ['b', { marked: 1 }]], 'with the newest counters');
+    assert.deepEqual(
+      st.policies.map((p) => [p.name, p.counters]),
+      [
+        ['a', { marked: 3 }],
+        ['b', { marked: 1 }],
+      ],
+      'with the newest counters',
+    );
     assert.equal(writer.writes, 2);
   });
 });

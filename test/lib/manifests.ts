@@ -11,7 +11,9 @@ export function yamlStream(docs: readonly string[]): string {
 }
 
 function flowMap(entries: Record<string, string>): string {
-  return `{${Object.entries(entries).map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
+  return `{${Object.entries(entries)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ')}}`;
 }
 
 function metadata(name: string, namespace?: string, labels?: Record<string, string>): string {
@@ -38,7 +40,11 @@ export interface SecretOptions {
 
 /** A Secret holding keys (`current`, `previous`, ...), base64 as the API server keeps them. */
 export function keySecret(name: string, keys: Record<string, Buffer>, opts: SecretOptions = {}): string {
-  return rawSecret(name, `data: ${flowMap(Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, v.toString('base64')])))}`, opts);
+  return rawSecret(
+    name,
+    `data: ${flowMap(Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, v.toString('base64')])))}`,
+    opts,
+  );
 }
 
 /** A Secret whose `data` block is written as given: for data that must be refused (not base64, broken YAML). */

@@ -20,7 +20,9 @@ export async function tokenOnSyn(t: Topology, addr: string, port: number): Promi
   const r = await connect(t.client.ns, addr, port);
   const res = await cap.stop();
   assert.ok(r.ok, `handshake to ${addr}:${port}: ${JSON.stringify(r)}`);
-  const syn = res.frames.map((f) => parseFrame(toEthernet(res.linkType, f))).find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
+  const syn = res.frames
+    .map((f) => parseFrame(toEthernet(res.linkType, f)))
+    .find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
   assert.ok(syn, `the SYN to ${addr}:${port} was captured`);
   assert.equal(syn.tcpChecksumOk, true, 'the SYN has a right TCP checksum');
   return findTokenOption(syn, NT_OPT_KIND_DEFAULT, NT_OPT_EXID_DEFAULT);

@@ -79,9 +79,26 @@ export interface SynWatch {
  * Connections in a loop from `clientNs` to `addr`:`port` (one at a time, echo checked), and a
  * capture in `serverNs` on `serverDev` of every opening SYN to that port, until stop().
  */
-export async function watchSyns(opts: { clientNs: string; serverNs: string; serverDev: string; addr: string; port: number; kind: number; exid: number; token: Buffer }): Promise<SynWatch> {
-  const cap: Capture = await startCapture(opts.serverNs, opts.serverDev, { filter: `tcp dst port ${opts.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn` });
-  const loop: ChildProcess = spawnIn(opts.clientNs, process.execPath, [CONNECT_LOOP, opts.addr, String(opts.port), '3600000', '5000']);
+export async function watchSyns(opts: {
+  clientNs: string;
+  serverNs: string;
+  serverDev: string;
+  addr: string;
+  port: number;
+  kind: number;
+  exid: number;
+  token: Buffer;
+}): Promise<SynWatch> {
+  const cap: Capture = await startCapture(opts.serverNs, opts.serverDev, {
+    filter: `tcp dst port ${opts.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn`,
+  });
+  const loop: ChildProcess = spawnIn(opts.clientNs, process.execPath, [
+    CONNECT_LOOP,
+    opts.addr,
+    String(opts.port),
+    '3600000',
+    '5000',
+  ]);
   let out = '';
   loop.stdout?.setEncoding('utf8');
   loop.stdout?.on('data', (d: string) => (out += d));
@@ -100,14 +117,25 @@ export async function watchSyns(opts: { clientNs: string; serverNs: string; serv
         if (findTokenOption(p, opts.kind, opts.exid)?.equals(opts.token)) marked++;
         else if (unmarked.length < 10) unmarked.push(`${p.src}:${p.tcp.sport} seq ${p.tcp.seq}`);
       }
-      return { syns, marked, unmarked, loop: JSON.parse(out.trim() || '{}') as LoopSummary, droppedByKernel: res.droppedByKernel };
+      return {
+        syns,
+        marked,
+        unmarked,
+        loop: JSON.parse(out.trim() || '{}') as LoopSummary,
+        droppedByKernel: res.droppedByKernel,
+      };
     },
   };
 }
 
 /** The encodings of a key someone might print by mistake. */
 export function keyEncodings(key: Buffer): string[] {
-  const out = [key.toString('hex'), key.toString('base64'), key.toString('base64url').replace(/=+$/, ''), key.toString('hex').toUpperCase()];
+  const out = [
+    key.toString('hex'),
+    key.toString('base64'),
+    key.toString('base64url').replace(/=+$/, ''),
+    key.toString('hex').toUpperCase(),
+  ];
   // Go-style byte lists and JSON Buffer dumps
   out.push(`[${[...key].join(' ')}]`, `[${[...key].join(',')}]`);
   return out;
