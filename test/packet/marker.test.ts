@@ -484,15 +484,13 @@ test('keyed: only the bound fields go into the value; the previous key is never 
     BindBit.SourceAddress | BindBit.DestinationAddress,
     0,
   ]) {
-    const m = new Marker()
-      .clock()
-      .policy(POLICY, {
-        mode: TokenModeCode.Keyed,
-        token: KEYED_KEY,
-        bind,
-        previous: Buffer.alloc(16, 0xee),
-        epochSeconds: 86400,
-      });
+    const m = new Marker().clock().policy(POLICY, {
+      mode: TokenModeCode.Keyed,
+      token: KEYED_KEY,
+      bind,
+      previous: Buffer.alloc(16, 0xee),
+      epochSeconds: 86400,
+    });
     withMarker(m.rule(LO, '0.0.0.0/0').rule(LO, '::/0'), () => {
       assertMarksKeyed(m, v4, bind, 86400);
       assertMarksKeyed(m, v6, bind, 86400);
