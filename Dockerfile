@@ -55,8 +55,9 @@ RUN apt-get update -qq \
 # The official Node.js binary links only glibc and libstdc++, so the binary alone is the runtime.
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
+# npm pack's tree is the whole runtime: the bundle (dist/bundle, every JavaScript dependency in
+# it), the native addon and the BPF objects. No node_modules.
 COPY --from=build /src/package ./
-COPY --from=build /src/node_modules ./node_modules
 # No USER here: the agent runs as root with three capabilities and the operator as 65532;
 # the chart sets both (securityContext).
 ENTRYPOINT ["node", "/app/bin/netoken.js"]

@@ -19,6 +19,15 @@ const benchOut = (name: string): string => path.join(ROOT, 'build/bench', name);
 export const MARKER: ProgRef = { object: bpfObjectPath('marker'), program: 'nt_mark_egress' };
 export const MARKER_MARK_RESTORE: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_mark_restore' };
 export const MARKER_RESTORE_ONLY: ProgRef = { object: benchOut('marker_bench.bpf.o'), program: 'nt_bench_restore_only' };
+/** The benchmark wrapper of the marker built for kernels before 6.2 (no bpf_cast_to_kern_ctx). */
+export const MARKER_COMPAT_MARK_RESTORE: ProgRef = {
+  object: benchOut('marker_bench_compat.bpf.o'),
+  program: 'nt_bench_mark_restore',
+};
+export const MARKER_COMPAT_RESTORE_ONLY: ProgRef = {
+  object: benchOut('marker_bench_compat.bpf.o'),
+  program: 'nt_bench_restore_only',
+};
 export const SEED: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_egress' };
 export const SEED_MARK_RESTORE: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_mark_restore' };
 export const SEED_RESTORE_ONLY: ProgRef = { object: benchOut('seed.bpf.o'), program: 'seed_restore_only' };
@@ -39,7 +48,9 @@ export const SYNFLOOD = benchOut('synflood');
 
 /** null when the ingress verifier is built, else why the rows that need it are not available. */
 export function verifierMissing(): string | null {
-  return existsSync(VERIFIER.object) ? null : `the ingress verifier is not built yet (${path.relative(ROOT, VERIFIER.object)} missing)`;
+  return existsSync(VERIFIER.object)
+    ? null
+    : `the ingress verifier is not built yet (${path.relative(ROOT, VERIFIER.object)} missing)`;
 }
 
 /**
@@ -50,7 +61,9 @@ export function ensureBuilt(): void {
   const needed = [MARKER.object, VERIFIER.object, TC_NOOP.object, path.join(ROOT, 'build/Release/netoken_native.node')];
   const absent = needed.filter((f) => !existsSync(f));
   if (absent.length > 0) {
-    throw new Error(`${absent.map((f) => path.relative(ROOT, f)).join(', ')} missing: run \`npm run build\` first (\`npm run bench\` does)`);
+    throw new Error(
+      `${absent.map((f) => path.relative(ROOT, f)).join(', ')} missing: run \`npm run build\` first (\`npm run bench\` does)`,
+    );
   }
   try {
     execFileSync('make', ['-s', '-C', path.join(ROOT, 'bench')], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -74,7 +74,9 @@ async function attachWithAgent(ns: string, label: string, spec: string, directio
       'the agent to apply the policy',
     );
     if (!s.hooks.some((h) => h.direction === direction)) {
-      throw new NotYetAvailable(`the agent attached no ${direction} hook (hook errors: ${JSON.stringify(s.hookErrors)}, document errors: ${JSON.stringify(s.documentErrors)})`);
+      throw new NotYetAvailable(
+        `the agent attached no ${direction} hook (hook errors: ${JSON.stringify(s.hookErrors)}, document errors: ${JSON.stringify(s.documentErrors)})`,
+      );
     }
     // The hooks stay when the agent stops; the counters checked after the runs prove they worked.
     await agent.stop('SIGTERM');
@@ -120,7 +122,8 @@ export const CONFIGS: readonly ConnConfig[] = [
     target: { kind: 'at least', ratio: 0.95 },
     attach: async (t, label) => attachedAgents([await attachWithAgent(t.client.ns, `${label}-c`, markerSpec(t), 'egress')]),
     check: (c, n) => ((c.marked ?? 0) >= n ? null : `the marker marked ${c.marked ?? 0} SYNs for ${n} connections`),
-    remark: (c, n) => `marker: ${c.marked ?? 0} SYNs marked for ${n} connections opened through it (a retransmitted SYN is marked again).`,
+    remark: (c, n) =>
+      `marker: ${c.marked ?? 0} SYNs marked for ${n} connections opened through it (a retransmitted SYN is marked again).`,
   },
   {
     // The verifier as auto attaches it on a veth: at tc, where it reads every received
@@ -132,12 +135,15 @@ export const CONFIGS: readonly ConnConfig[] = [
     bulkTarget: { kind: 'at least', ratio: 0.95 },
     connections: false,
     pending: verifierMissing,
-    attach: async (t, label) => attachedAgents([await attachWithAgent(
-      t.server.ns,
-      `${label}-s`,
-      `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [9]}`,
-      'ingress',
-    )]),
+    attach: async (t, label) =>
+      attachedAgents([
+        await attachWithAgent(
+          t.server.ns,
+          `${label}-s`,
+          `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [9]}`,
+          'ingress',
+        ),
+      ]),
     remark: (c) => `verifier on every received packet: ${c.verify_dropped ?? 0} dropped, ${c.unreadable ?? 0} unreadable.`,
   },
   {
@@ -160,7 +166,8 @@ export const CONFIGS: readonly ConnConfig[] = [
         throw err;
       }
     },
-    check: (c, n) => ((c.verify_valid ?? 0) >= n ? null : `the verifier accepted ${c.verify_valid ?? 0} SYNs for ${n} connections`),
+    check: (c, n) =>
+      (c.verify_valid ?? 0) >= n ? null : `the verifier accepted ${c.verify_valid ?? 0} SYNs for ${n} connections`,
     remark: (c, n) =>
       `marker + verifier: ${c.marked ?? 0} SYNs marked, ${c.verify_valid ?? 0} verified valid, ${c.verify_dropped ?? 0} dropped, for ${n} connections.`,
   },
@@ -176,7 +183,10 @@ export async function startServer(t: Topology, port = CONN_PORT): Promise<ChildP
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`netbench server in ${t.server.ns} did not start: ${stderr.trim()}`)), 10_000);
+      const timer = setTimeout(
+        () => reject(new Error(`netbench server in ${t.server.ns} did not start: ${stderr.trim()}`)),
+        10_000,
+      );
       lines.once('line', () => {
         clearTimeout(timer);
         resolve();
@@ -195,7 +205,9 @@ export async function startServer(t: Topology, port = CONN_PORT): Promise<ChildP
 }
 
 async function netbench(t: Topology, args: string[], seconds: number): Promise<Record<string, unknown>> {
-  const { stdout } = await run('nsenter', [`--net=${netnsPath(t.client.ns)}`, '--', NETBENCH, ...args], { timeoutMs: seconds * 1000 + 30_000 });
+  const { stdout } = await run('nsenter', [`--net=${netnsPath(t.client.ns)}`, '--', NETBENCH, ...args], {
+    timeoutMs: seconds * 1000 + 30_000,
+  });
   return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
 }
 
@@ -293,7 +305,10 @@ export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<
     for (const l of live) {
       counters[l.cfg.id] = (await l.attached?.counters()) ?? {};
       const problem = l.cfg.check?.(counters[l.cfg.id] ?? {}, l.connections);
-      if (problem) throw new Error(`connection benchmark "${l.cfg.name}" is not valid: ${problem}; counters: ${JSON.stringify(counters[l.cfg.id])}`);
+      if (problem)
+        throw new Error(
+          `connection benchmark "${l.cfg.name}" is not valid: ${problem}; counters: ${JSON.stringify(counters[l.cfg.id])}`,
+        );
     }
     const remarks = live.flatMap((l) => (l.cfg.remark ? [l.cfg.remark(counters[l.cfg.id] ?? {}, l.connections)] : []));
     details.connectionErrors = errors;
@@ -304,7 +319,13 @@ export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<
     const none = CONFIGS[0] as ConnConfig;
     for (const mode of modes) {
       const baseRuns = rates.get(`${mode.id}/${none.id}`) ?? [];
-      const baseValue = figure({ group: 'connection rate', benchmark: mode.benchmark, config: none.name, unit: 'conn/s', runs: baseRuns }).value;
+      const baseValue = figure({
+        group: 'connection rate',
+        benchmark: mode.benchmark,
+        config: none.name,
+        unit: 'conn/s',
+        runs: baseRuns,
+      }).value;
       for (const cfg of CONFIGS.filter((c) => c.connections !== false)) {
         const spec = {
           group: 'connection rate' as const,
@@ -326,7 +347,13 @@ export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<
       }
     }
     const bulkBaseRuns = bulk.get(none.id) ?? [];
-    const bulkBase = figure({ group: 'bulk throughput', benchmark: '', config: none.name, unit: 'Gbit/s', runs: bulkBaseRuns }).value;
+    const bulkBase = figure({
+      group: 'bulk throughput',
+      benchmark: '',
+      config: none.name,
+      unit: 'Gbit/s',
+      runs: bulkBaseRuns,
+    }).value;
     for (const cfg of CONFIGS.filter((c) => c.bulk)) {
       const runs = bulk.get(cfg.id) ?? [];
       const spec = {
@@ -338,7 +365,11 @@ export async function runConnectionBench(opts: ConnectionBenchOptions): Promise<
         target: cfg === none ? null : (cfg.bulkTarget ?? { kind: 'unchanged' as const }),
       };
       const reason = missing.get(cfg.id);
-      figures.push(reason !== undefined ? unavailable(spec, reason) : figure({ ...spec, runs, ...(cfg === none ? {} : { baselineRuns: bulkBaseRuns }) }));
+      figures.push(
+        reason !== undefined
+          ? unavailable(spec, reason)
+          : figure({ ...spec, runs, ...(cfg === none ? {} : { baselineRuns: bulkBaseRuns }) }),
+      );
     }
     return { figures, details, remarks };
   } finally {

@@ -13,9 +13,14 @@
  *
  * One file a benchmark, in bench/controlplane/: map-update.ts (with the child process it runs,
  * map-update-child.ts), aggregation.ts, resources.ts and apply-to-wire.ts; session.ts starts
- * the cluster the last three share. This file runs them in order and gathers their rows.
+ * the cluster the last three share. scale.ts runs last, on a cluster of its own: 1000 policies
+ * on one node and on 1000 nodes (999 simulated), a steady-state window and a node joining
+ * (10 minutes on a busy 2-CPU machine, most of it the API server taking the simulated reports).
+ * This file runs them in order and gathers their rows.
  *
- * This benchmark alone: `node dist/bench/run.js --only controlplane` (`npm run bench` runs all).
+ * This benchmark alone: `node dist/bench/run.js --only controlplane` (`npm run bench` runs all);
+ * the cluster-scale rows alone, with the map update rows of the largest prefix count:
+ * `node dist/bench/run.js --only scale`.
  */
 import { sweepStale } from '../test/lib/netns.js';
 import { ensureBuilt } from './artifacts.js';
@@ -25,6 +30,7 @@ import { applyToWire, wireFigures } from './controlplane/apply-to-wire.js';
 import { PREFIX } from './controlplane/common.js';
 import { mapFigures, runMapBench } from './controlplane/map-update.js';
 import { nodeBaselines, resourceFigures, resources, standaloneUsage } from './controlplane/resources.js';
+import { SCALE_COUNTER_INTERVAL, runScale, scaleFigures, type ScaleOptions } from './controlplane/scale.js';
 import { Session } from './controlplane/session.js';
 
 export interface ControlPlaneBenchOptions {
@@ -42,6 +48,10 @@ export interface ControlPlaneBenchOptions {
   simulatedNodes: number;
   /** policy edits whose status roll-up is timed */
   aggregationRuns: number;
+  /** the cluster-scale rows (scale.ts) */
+  scale: ScaleOptions;
+  /** only the cluster-scale rows and the map update rows of the largest prefix count (`--only scale`) */
+  scaleOnly?: boolean;
   log?: (line: string) => void;
 }
 
@@ -58,37 +68,60 @@ export async function runControlPlaneBench(opts: ControlPlaneBenchOptions): Prom
   };
 
   // Without the cluster first: nothing else runs while the maps are written.
-  const maps = await runMapBench(opts, log);
+  const prefixCounts = opts.scaleOnly ? [Math.max(...opts.prefixCounts)] : opts.prefixCounts;
+  const maps = await runMapBench({ prefixCounts, mapRuns: opts.mapRuns }, log);
   details.mapUpdate = maps;
+  const tokens: Buffer[] = [];
 
-  const pureRuns = pureAggregation(opts.simulatedNodes, 9);
-  details.aggregationPureUs = pureRuns;
-  const rssContext = await nodeBaselines();
-  details.rssContext = rssContext;
-  const alone = await standaloneUsage(opts.windowSeconds);
-  details.standaloneAgent = alone;
+  if (!opts.scaleOnly) {
+    const pureRuns = pureAggregation(opts.simulatedNodes, 9);
+    details.aggregationPureUs = pureRuns;
+    const rssContext = await nodeBaselines();
+    details.rssContext = rssContext;
+    const alone = await standaloneUsage(opts.windowSeconds);
+    details.standaloneAgent = alone;
 
-  const s = new Session();
-  try {
-    await s.start(log);
-    const wire = await applyToWire(s, opts.applies, log);
-    details.applyToWire = { applyMs: wire.applyMs.map((x) => round(x)), deleteMs: wire.deleteMs.map((x) => round(x)), synsCaptured: wire.syns, synsMarked: wire.marked };
-    const load = await resources(s, opts.loadPolicies, opts.windowSeconds, log);
-    details.resources = load;
-    const agg = await clusterAggregation(s, opts.simulatedNodes, opts.aggregationRuns, log);
-    details.aggregation = agg;
-    s.checkNoTokens();
+    const s = new Session();
+    try {
+      await s.start(log);
+      const wire = await applyToWire(s, opts.applies, log);
+      details.applyToWire = {
+        applyMs: wire.applyMs.map((x) => round(x)),
+        deleteMs: wire.deleteMs.map((x) => round(x)),
+        synsCaptured: wire.syns,
+        synsMarked: wire.marked,
+      };
+      const load = await resources(s, opts.loadPolicies, opts.windowSeconds, log);
+      details.resources = load;
+      const agg = await clusterAggregation(s, opts.simulatedNodes, opts.aggregationRuns, log);
+      details.aggregation = agg;
+      s.checkNoTokens();
 
-    add(wireFigures(wire));
-    add(resourceFigures(load, alone, rssContext, opts));
+      add(wireFigures(wire));
+      add(resourceFigures(load, alone, rssContext, opts));
+      add(mapFigures(maps));
+      add(aggregationFigures(pureRuns, agg, opts.simulatedNodes));
+    } finally {
+      tokens.push(...s.tokens);
+      await s.stop();
+    }
+  } else {
     add(mapFigures(maps));
-    add(aggregationFigures(pureRuns, agg, opts.simulatedNodes));
+  }
+
+  // A cluster of its own: its 1000 nodes and 2000 policies would weigh on the rows above.
+  const scale = new Session({ audit: true, counterInterval: SCALE_COUNTER_INTERVAL });
+  try {
+    const r = await runScale(opts.scale, log, scale);
+    details.scale = r;
+    add(scaleFigures(r));
   } finally {
-    await s.stop();
+    tokens.push(...scale.tokens);
   }
   const text = JSON.stringify({ figures, details, remarks });
-  for (const t of s.tokens) {
-    if ([t.toString('hex'), t.toString('base64'), t.toString('base64url')].some((enc) => text.includes(enc))) throw new Error('a token of this run appears in the results');
+  for (const t of tokens) {
+    if ([t.toString('hex'), t.toString('base64'), t.toString('base64url')].some((enc) => text.includes(enc)))
+      throw new Error('a token of this run appears in the results');
   }
   return { figures, details, remarks };
 }

@@ -20,7 +20,9 @@ export type Target =
   | { kind: 'at most'; ratio: number }
   | { kind: 'at least'; ratio: number }
   /** unchanged within noise: 1.00 lies inside the ratio's interval */
-  | { kind: 'unchanged' };
+  | { kind: 'unchanged' }
+  /** a count that must be zero (writes a quiet cluster must not make): judged on the value, there is no ratio */
+  | { kind: 'zero' };
 
 export interface Baseline {
   benchmark: string;
@@ -128,6 +130,8 @@ export function judge(ratio: number | null, interval: [number, number] | null, t
       return lo >= target.ratio ? 'pass' : hi < target.ratio ? 'FAIL' : 'inconclusive';
     case 'unchanged':
       return lo <= 1 && 1 <= hi ? 'pass' : 'FAIL';
+    case 'zero':
+      return 'info'; // judged on the value (figure), never on a ratio
   }
 }
 
@@ -157,7 +161,7 @@ export function figure(spec: FigureSpec): Figure {
     ratio,
     interval,
     target,
-    verdict: judge(ratio, interval, target),
+    verdict: target?.kind === 'zero' ? (value === null ? 'info' : value === 0 ? 'pass' : 'FAIL') : judge(ratio, interval, target),
     ...(spec.note ? { note: spec.note } : {}),
   };
 }
@@ -270,6 +274,8 @@ export function fmtTarget(t: Target | null): string {
       return `≥ ${t.ratio.toFixed(2)}×`;
     case 'unchanged':
       return '1.00× inside the interval';
+    case 'zero':
+      return '= 0';
   }
 }
 
@@ -297,7 +303,11 @@ export function tableRows(figures: readonly Figure[]): string[][] {
 export function textTable(figures: readonly Figure[]): string {
   const rows = [COLUMNS.map(String), ...tableRows(figures)];
   const widths = COLUMNS.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (r: string[]): string =>
+    r
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(rows[0] as string[]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }
 
@@ -359,19 +369,20 @@ export function markdown(r: Results): string {
 }
 
 const METHOD = [
-  'Per packet: `BPF_PROG_TEST_RUN` on crafted Ethernet frames, the kernel\'s mean ns per repetition; every row runs in turn within each run (the order rotates between runs) and the median of the runs is shown. ' +
+  "Per packet: `BPF_PROG_TEST_RUN` on crafted Ethernet frames; a run's value is the CPU time the calling thread spent in the test run divided by its repetitions (the kernel's own mean is whole nanoseconds), less the fixed cost of one call; every row runs in turn within each run (the order rotates between runs) and the median of the runs is shown. " +
+    'A row with a target gets more runs, with its baseline, until its verdict is decided or its runs or time run out; an absolute target (a time budget) is a ratio against that budget. ' +
     'The destination trie (`nt_egress4`) holds the stated number of prefixes for the test device (random /16../32 prefixes plus the one covering the marked destination).',
   'A test run repeats the program on one skb without resetting it, so a SYN would be marked only once. Marking rows therefore run a wrapper (bench/bpf/restore.h) that marks and then restores the frame, ' +
     'back to back with its restore-only twin; the value is the median of the per-run differences: the marking alone. The seed port (bench/seed/seed.bpf.c) is measured the same way.',
   'Test-run skbs are linear and not cloned; real egress SYNs are clones, and the first write copies their header, for the marker and the seed alike.',
   'Connection rate: two network namespaces joined by a veth pair (transmit checksum offload left on, as veth has it by default); bench/net/netbench.c opens connections one after another (one thread, and several threads at once), each a full handshake closed with an RST so that no TIME_WAIT socket holds the port. ' +
     'The marker is attached by the real `netoken agent` from a policy file covering the server, which is then stopped so that it uses no CPU during the runs (the pinned hook keeps marking); the marked-SYN counter is checked against the number of connections.',
-  'Bulk throughput: one connection writing 128 KiB at a time for the stated time; the sender half-closes and waits for the receiver\'s EOF, so every byte counted arrived. ' +
+  "Bulk throughput: one connection writing 128 KiB at a time for the stated time; the sender half-closes and waits for the receiver's EOF, so every byte counted arrived. " +
     '"Unchanged within noise": 1.00 lies inside the interval of the ratio.',
   'SYN flood: an AF_PACKET generator (bench/net/synflood.c) on one CPU sends unmarked SYNs with random source ports and sequence numbers over a veth pair to a port the verifier protects in Enforce; ' +
-    'the receiving veth runs XDP in native mode in softirq on the sending CPU, so the rate is what one core sends and receives. Handled: dropped at XDP (the veth\'s xdp_drops counter, checked against verify_dropped) or, with no hook, taken in by TCP (TcpInSegs).',
-  'Control plane: a test etcd and kube-apiserver (test/k8s), the real operator and a cluster-mode agent with the chart\'s RBAC, the agent on a veth in a network namespace; apply → wire ends at the first captured SYN carrying the new policy\'s token. ' +
-    'Map updates: the agent\'s Datapath against pinned maps of its own, beside a plain loop of map writes as the baseline. Memory and CPU: /proc/PID/status and /proc/PID/stat over a fixed window.',
+    "the receiving veth runs XDP in native mode in softirq on the sending CPU, so the rate is what one core sends and receives. Handled: dropped at XDP (the veth's xdp_drops counter, checked against verify_dropped) or, with no hook, taken in by TCP (TcpInSegs).",
+  "Control plane: a test etcd and kube-apiserver (test/k8s), the real operator and a cluster-mode agent with the chart's RBAC, the agent on a veth in a network namespace; apply → wire ends at the first captured SYN carrying the new policy's token. " +
+    "Map updates: the agent's Datapath against pinned maps of its own, beside a plain loop of map writes as the baseline. Memory and CPU: /proc/PID/status and /proc/PID/stat over a fixed window.",
   'Kernel test-run times are whole nanoseconds (the kernel divides the total by the repetitions), so a 26 ns row is known to about ±2%.',
 ];
 

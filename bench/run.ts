@@ -2,8 +2,12 @@
  * `npm run bench`: every benchmark, a table on stdout, and the recorded results in
  * bench/results/latest.json and bench/results/latest.md (the README links the latter).
  *
- *   node dist/bench/run.js [--only packet|connections|flood|controlplane] [--repeat N] [--runs N]
+ *   node dist/bench/run.js [--only packet|connections|flood|controlplane|scale] [--repeat N] [--runs N]
  *                          [--seconds S] [--parallel N] [--out DIR] [--quick]
+ *
+ * --only scale runs the control plane's cluster-scale rows (bench/controlplane/scale.ts: 1000
+ * policies on one node and on 1000 nodes, steady state, a node joining) and its map update rows
+ * of the largest prefix count, without the other control-plane rows.
  *
  * --quick runs everything with tiny counts, to see that it works; its numbers mean nothing,
  * so it writes nothing unless --out is given.
@@ -16,7 +20,16 @@ import { runConnectionBench, type ConnectionBenchOptions } from './connections.j
 import { runPacketBench, type PacketBenchOptions } from './packet.js';
 import { runFloodBench, type FloodBenchOptions } from './flood.js';
 import { runControlPlaneBench, type ControlPlaneBenchOptions } from './controlplane.js';
-import { ROOT, describeMachine, loadAverage, textTable, writeResults, type BenchResult, type Figure, type Results } from './report.js';
+import {
+  ROOT,
+  describeMachine,
+  loadAverage,
+  textTable,
+  writeResults,
+  type BenchResult,
+  type Figure,
+  type Results,
+} from './report.js';
 
 export interface BenchOptions {
   packet: Omit<PacketBenchOptions, 'log'> | null;
@@ -33,22 +46,44 @@ export const DEFAULTS: {
   controlplane: Omit<ControlPlaneBenchOptions, 'log'>;
 } = {
   // 9 runs: the interval of the median then leaves out the lowest and the highest run.
-  packet: { repeat: 1_000_000, runs: 9, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
+  // 9 runs at least; rows whose verdict is not decided by then are run again, up to 60 runs or 120 s per trie size.
+  packet: { repeat: 1_000_000, runs: 9, maxRuns: 60, seconds: 120, prefixCounts: [1, 1000, 100_000], singleShots: 1001 },
   // Short runs, many of them: the configurations alternate every second, so a change in the
   // load of a shared machine hits both sides of most pairs.
   connections: { seconds: 1, runs: 15, parallel: 4 },
-  // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup.
-  flood: { seconds: 2, runs: 9 },
-  // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: about 4 minutes, most of it
-  // the control plane settling 200 policies and the API server taking 1 000 node reports per edit.
-  controlplane: { applies: 20, loadPolicies: 200, windowSeconds: 8, prefixCounts: [10_000, 100_000], mapRuns: 3, simulatedNodes: 1000, aggregationRuns: 2 },
+  // 3 configurations x 9 floods of 2 s, alternating: about 65 s with the setup; while the
+  // verifier's verdict is undecided, it and the no-op drop go on, up to 40 floods or 300 s.
+  flood: { seconds: 2, runs: 9, maxRuns: 40, budgetSeconds: 300 },
+  // 20 applies (their p99 is the largest), 8 s windows, 1 000 simulated nodes: several minutes, most of it
+  // the control plane settling 1 000 policies and the API server taking 1 000 node reports per edit.
+  controlplane: {
+    applies: 20,
+    loadPolicies: 1000,
+    windowSeconds: 8,
+    prefixCounts: [10_000, 100_000],
+    mapRuns: 3,
+    simulatedNodes: 1000,
+    aggregationRuns: 2,
+    // 1000 policies on 1000 nodes and a 90 s steady-state window, on a cluster of its own: 10 minutes on a busy
+    // 2-CPU machine, most of it the API server taking 999 reports of 1000 policies (61 MiB).
+    scale: { policies: 1000, nodes: 1000, steadySeconds: 90, memorySeconds: 8 },
+  },
 };
 
 export const QUICK: typeof DEFAULTS = {
-  packet: { repeat: 1000, runs: 1, prefixCounts: [1, 100], singleShots: 11 },
+  packet: { repeat: 10_000, runs: 1, maxRuns: 2, seconds: 5, prefixCounts: [1, 100], singleShots: 11 },
   connections: { seconds: 0.3, runs: 1, parallel: 2 },
-  flood: { seconds: 0.5, runs: 1 },
-  controlplane: { applies: 3, loadPolicies: 10, windowSeconds: 1, prefixCounts: [1000], mapRuns: 1, simulatedNodes: 20, aggregationRuns: 1 },
+  flood: { seconds: 0.5, runs: 1, maxRuns: 2, budgetSeconds: 5 },
+  controlplane: {
+    applies: 3,
+    loadPolicies: 10,
+    windowSeconds: 1,
+    prefixCounts: [1000],
+    mapRuns: 1,
+    simulatedNodes: 20,
+    aggregationRuns: 1,
+    scale: { policies: 20, nodes: 10, steadySeconds: 3, memorySeconds: 1 },
+  },
 };
 
 export async function runBenchmarks(opts: BenchOptions): Promise<Results> {
@@ -99,7 +134,7 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
     },
   });
-  const sections = ['packet', 'connections', 'flood', 'controlplane'];
+  const sections = ['packet', 'connections', 'flood', 'controlplane', 'scale'];
   if (values.only !== undefined && !sections.includes(values.only)) {
     throw new Error(`--only must be one of ${sections.map((s) => `"${s}"`).join(', ')}, got "${values.only}"`);
   }
@@ -117,6 +152,7 @@ async function main(): Promise<void> {
     parallel: Math.round(positive('parallel', values.parallel, base.connections.parallel)),
   };
   const flood = {
+    ...base.flood,
     seconds: positive('seconds', values.seconds, base.flood.seconds),
     runs: Math.round(positive('runs', values.runs, base.flood.runs)),
   };
@@ -124,7 +160,8 @@ async function main(): Promise<void> {
     packet: want('packet') ? packet : null,
     connections: want('connections') ? connections : null,
     flood: want('flood') ? flood : null,
-    controlplane: want('controlplane') ? base.controlplane : null,
+    controlplane:
+      values.only === 'scale' ? { ...base.controlplane, scaleOnly: true } : want('controlplane') ? base.controlplane : null,
     log: (line) => console.error(`bench: ${line}`),
   });
   const m = results.machine;

@@ -11,6 +11,15 @@
 #ifndef NETOKEN_ABI_H
 #define NETOKEN_ABI_H
 
+/*
+ * The layout of the pinned maps as a whole. Raised whenever a map is added,
+ * removed, or changes its key or value in a way an older program would
+ * misread: an agent finding the maps of an older layout pinned loads the new
+ * objects beside them and moves over (src/agent/layout.ts). Layout 1 had
+ * per-CPU hash counters keyed by (ifindex, policy, counter).
+ */
+#define NT_LAYOUT_VERSION   2
+
 #ifdef __BPF__
 #include <linux/types.h>
 #else
@@ -29,7 +38,6 @@
 #define NT_MAX_PORTS        16   /* ports per destination entry; 0 used = every port */
 #define NT_MAX_POLICIES     1024 /* policy slots; slot 0 means "no policy" */
 #define NT_MAX_PREFIXES     131072
-#define NT_MAX_STATS        16384
 #define NT_MAX_PORT_RULES   65536  /* (ifindex, port) entries of nt_ingress_ports */
 #define NT_MAX_EXEMPT       65536  /* prefixes in each of nt_exempt4 / nt_exempt6 */
 #define NT_MAX_REPLAY       65536  /* flows remembered by the replay limit (LRU) */
@@ -56,7 +64,7 @@ struct nt_lpm6_key {
 struct nt_egress_rule {
 	__u32 policy_id;            /* index into nt_policies, never 0 */
 	__u16 nports;               /* 0 = every destination port */
-	__u16 _pad;
+	__u16 counter_slot;         /* nt_counters slot of (this interface, this policy) */
 	__u16 ports[NT_MAX_PORTS];  /* host byte order */
 };
 
@@ -168,11 +176,18 @@ enum nt_ingress_action {
 	NT_ACTION_ENFORCE = 1, /* also drop SYNs that are not valid (unless exempt) */
 };
 
+/* nt_ingress_rule.flags */
+enum nt_ingress_flags {
+	NT_IR_EXEMPT4 = 1 << 0, /* the policy has IPv4 exempt sources (nt_exempt4 is looked up) */
+	NT_IR_EXEMPT6 = 1 << 1, /* the same for IPv6 */
+};
+
 struct nt_ingress_rule {
 	__u32 policy_id;     /* index into nt_policies, never 0 */
 	__u32 action;        /* enum nt_ingress_action */
 	__u32 replay_limit;  /* valid SYNs accepted per (flow, seq) per second; 0 = no limit */
-	__u32 _pad;
+	__u16 counter_slot;  /* nt_counters slot of (this interface, this policy) */
+	__u16 flags;         /* enum nt_ingress_flags */
 };
 
 /*
@@ -209,11 +224,56 @@ struct nt_replay_val {
 	__u64 count;           /* valid SYNs in the window (atomic: CPUs share the entry) */
 };
 
-/* Per-CPU counters (PERCPU_HASH nt_stats): one u64 per (ifindex, policy, counter). */
-struct nt_stat_key {
-	__u32 ifindex;
-	__u32 policy_id; /* 0 when no policy matched */
-	__u32 counter;   /* enum nt_counter */
+/*
+ * Counters (Katran's pattern): a per-CPU array nt_counters of
+ * NT_MAX_COUNTER_SLOTS slots, each NT_COUNTER_CELLS u64 indexed by enum
+ * nt_counter. The agent gives each (interface, policy) pair it writes rules
+ * for a slot, and each hooked interface one of its own (policy 0, found
+ * through nt_ifaces), and puts the slot in the rule: counting is an inlined
+ * array access that cannot miss or fill up. Slot 0 is never given out
+ * (counts under it are lost: a rule written without a slot). Which pair a slot
+ * counts for is kept in nt_counter_slots, for whoever reads the counters.
+ */
+#define NT_MAX_COUNTER_SLOTS 1024
+#define NT_COUNTER_CELLS     32 /* enum nt_counter, with room for counters to come */
+
+struct nt_counters {
+	__u64 cells[NT_COUNTER_CELLS];
+};
+
+/* Value of nt_counter_slots (read by user space only): what a slot counts for. */
+struct nt_counter_owner {
+	__u32 ifindex;   /* 0 = the slot is free */
+	__u32 policy_id; /* 0 = the interface's own counters */
+	__u32 flags;     /* enum nt_owner_flags */
+};
+
+enum nt_owner_flags {
+	/*
+	 * Counts carried over from the maps of an older layout: no rule names
+	 * this slot, so the programs never write it; the pair's totals are its
+	 * counting slot plus this one.
+	 */
+	NT_OWNER_CARRIED = 1 << 0,
+};
+
+/* Value of nt_ifaces, by ifindex: an interface the agent hooks (or writes rules for). */
+struct nt_iface {
+	__u16 counter_slot; /* its own counters (policy 0): unreadable, skipped_no_policy, error_tail_call */
+	__u16 _pad;
+	__u32 _pad2;
+};
+
+/* The one entry of nt_config. */
+struct nt_config {
+	/*
+	 * Raised by the agent after every change of the egress tries or of
+	 * nt_ifaces: destination cache entries of another generation are
+	 * stale. 0: the cache is not used.
+	 */
+	__u32 egress_gen;
+	/* Read by the agent only: the older layout whose counters were carried into these (0: none). */
+	__u32 carried_layout;
 };
 
 enum nt_counter {
@@ -259,5 +319,11 @@ enum nt_counter {
 	NT_C_SKIP_TCP_AO,        /* the SYN carries TCP-AO (kind 29), whose MAC covers the options */
 	NT_C__MAX,
 };
+
+#ifdef __cplusplus
+static_assert(NT_C__MAX <= NT_COUNTER_CELLS, "enum nt_counter outgrew struct nt_counters: raise NT_COUNTER_CELLS (and NT_LAYOUT_VERSION)");
+#else
+_Static_assert(NT_C__MAX <= NT_COUNTER_CELLS, "enum nt_counter outgrew struct nt_counters: raise NT_COUNTER_CELLS (and NT_LAYOUT_VERSION)");
+#endif
 
 #endif /* NETOKEN_ABI_H */

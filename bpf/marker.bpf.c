@@ -28,30 +28,12 @@ int nt_mark_syn_prog_l3(struct __sk_buff *skb)
 }
 
 /*
- * Filled in by libbpf at load with this object's SYN program. Pinned like the
- * other maps: the kernel empties a program array when the last reference from
- * user space goes, and the pin is what keeps marking while no agent runs.
+ * Filled in by libbpf at load with this object's SYN program, one per link-layer
+ * form. Pinned like the other maps: the pin is what keeps marking while no
+ * agent runs (map_decl.h).
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, int(struct __sk_buff *));
-} nt_mark_jump SEC(".maps") = {
-	.values = { [0] = (void *)&nt_mark_syn_prog },
-};
-
-/* The same for devices without a link-layer header. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, int(struct __sk_buff *));
-} nt_mark_jump_l3 SEC(".maps") = {
-	.values = { [0] = (void *)&nt_mark_syn_prog_l3 },
-};
+NT_PINNED_JUMP(nt_mark_jump, nt_mark_syn_prog);
+NT_PINNED_JUMP(nt_mark_jump_l3, nt_mark_syn_prog_l3);
 
 /* The marker on a device whose frames start with an Ethernet header. */
 SEC("tc")

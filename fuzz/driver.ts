@@ -4,22 +4,37 @@
  * the egress marker, and the ingress verifier at XDP and at tc.
  *
  * Counters are checked too: the model says which (ifindex, policy, counter) each case must
- * bump, the expected totals are compared with nt_stats after every batch, and a batch that
- * disagrees is run again one case at a time to name the case.
+ * bump, the expected totals are compared with the counter slots after every batch, and a
+ * batch that disagrees is run again one case at a time to name the case.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
-import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../src/native/binding.js';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../src/lib/abi.js';
+import { binding, type NativeObject, type NativeProgram } from '../src/native/binding.js';
+import { CounterSlots } from '../src/agent/counters.js';
 import { bpfObjectPath } from '../src/lib/package.js';
 import { checkMarkerRun, type Violation } from './check.js';
 import { generateCase, type FuzzCase } from './generate.js';
 import { describeVerdict, markerVerdict, type CounterRef, type Verdict } from './model.js';
 import { installWorld, type Device } from './world.js';
 import { generateVerifierCase } from './verifier-generate.js';
-import { checkVerifierRun, describeVerifierVerdict, verifierCounters, verifierKind, verifierVerdict, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
+import {
+  checkVerifierRun,
+  describeVerifierVerdict,
+  verifierCounters,
+  verifierKind,
+  verifierVerdict,
+  type VerifierHook,
+  type VerifierVerdict,
+} from './verifier-model.js';
 import { installVerifierWorld } from './verifier-world.js';
-import { describeSequence, generateFragmentCase, runSequence, sequenceCounters, sequenceKind, type SequenceVerdict } from './fragments.js';
+import {
+  describeSequence,
+  generateFragmentCase,
+  runSequence,
+  sequenceCounters,
+  sequenceKind,
+  type SequenceVerdict,
+} from './fragments.js';
 
 export const DEFAULT_MARKER_OBJECT = bpfObjectPath('marker');
 export const DEFAULT_VERIFIER_OBJECT = bpfObjectPath('verifier');
@@ -81,7 +96,12 @@ export function markerTarget(objectPath = DEFAULT_MARKER_OBJECT): Target<Verdict
     generate: generateCase,
     verdict: (frame, device, c) => markerVerdict(frame, { device, gsoSegs: c.gsoSegs, gsoSize: c.gsoSize }),
     kind: (v) => v.action,
-    counters: (v) => (v.action === 'pass' ? [] : v.action === 'skip' ? [{ policyId: v.policyId, counter: v.counter }] : [{ policyId: v.layout.policy.id, counter: 'marked' }]),
+    counters: (v) =>
+      v.action === 'pass'
+        ? []
+        : v.action === 'skip'
+          ? [{ policyId: v.policyId, counter: v.counter }]
+          : [{ policyId: v.layout.policy.id, counter: 'marked' }],
     describe: describeVerdict,
     check: checkMarkerRun,
   };
@@ -122,19 +142,24 @@ export function verifierTarget(hook: VerifierHook, objectPath = DEFAULT_VERIFIER
  * lets through may become a SYN without a valid token toward a port a policy enforces.
  */
 export function fragmentsTarget(objectPath = DEFAULT_VERIFIER_OBJECT): Target<SequenceVerdict> {
-  const xdpCtx = (device: Device) => (frame: Buffer): Buffer => {
-    const ctx = Buffer.alloc(XDP_CTX_SIZE);
-    ctx.writeUInt32LE(frame.length, XDP_CTX_DATA_END);
-    ctx.writeUInt32LE(device.ifindex, XDP_CTX_INGRESS_IFINDEX);
-    return ctx;
-  };
+  const xdpCtx =
+    (device: Device) =>
+    (frame: Buffer): Buffer => {
+      const ctx = Buffer.alloc(XDP_CTX_SIZE);
+      ctx.writeUInt32LE(frame.length, XDP_CTX_DATA_END);
+      ctx.writeUInt32LE(device.ifindex, XDP_CTX_INGRESS_IFINDEX);
+      return ctx;
+    };
   return {
     name: 'fragments',
     objectPath,
     programName: 'nt_verify_xdp',
     install: installVerifierWorld,
     generate: (seed, index) => generateFragmentCase(seed, index),
-    verdict: (frame, _device, c) => ({ frames: (c.frames ?? [frame]).map((f) => verifierVerdict(f, c.device)), outcome: 'not run' }),
+    verdict: (frame, _device, c) => ({
+      frames: (c.frames ?? [frame]).map((f) => verifierVerdict(f, c.device)),
+      outcome: 'not run',
+    }),
     kind: sequenceKind,
     counters: sequenceCounters,
     describe: describeSequence,
@@ -162,7 +187,7 @@ export function counterKey(ifindex: number, policyId: number, counter: string): 
 export class Fuzzer<V = Verdict> {
   private readonly obj: NativeObject;
   private readonly prog: NativeProgram;
-  private readonly stats: NativeMap;
+  private readonly slots: CounterSlots;
   private closed = false;
 
   /**
@@ -170,7 +195,8 @@ export class Fuzzer<V = Verdict> {
    * /sys/fs/bpf (removed by close()), and install its state for `devices`.
    */
   static open<T>(target: Target<T>, devices: readonly Device[]): Fuzzer<T> {
-    if (devices.length === 0 || devices[0]?.ifindex !== 1) throw new Error('the first fuzz device must be the loopback device (ifindex 1)');
+    if (devices.length === 0 || devices[0]?.ifindex !== 1)
+      throw new Error('the first fuzz device must be the loopback device (ifindex 1)');
     const b = binding();
     if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
     const pinDir = `/sys/fs/bpf/netoken-fuzz-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -198,7 +224,7 @@ export class Fuzzer<V = Verdict> {
   ) {
     this.obj = obj;
     this.prog = obj.program(target.programName);
-    this.stats = obj.map('nt_stats');
+    this.slots = CounterSlots.of(obj);
   }
 
   generate(seed: number, index: number): FuzzCase {
@@ -215,7 +241,14 @@ export class Fuzzer<V = Verdict> {
         return { fuzzCase: c, device, ...this.target.run(this.prog, c, device) };
       } catch (err) {
         const e = err as Error & { code?: string };
-        return { fuzzCase: c, device, verdict: this.target.verdict(c.frame, device, c), retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+        return {
+          fuzzCase: c,
+          device,
+          verdict: this.target.verdict(c.frame, device, c),
+          retval: NaN,
+          out: Buffer.alloc(0),
+          violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }],
+        };
       }
     }
     const ctxIn = this.target.ctxIn ? this.target.ctxIn(device, c) : skbCtx(device, c);
@@ -227,34 +260,48 @@ export class Fuzzer<V = Verdict> {
     } catch (err) {
       // The kernel refused the input (a generator bug or a stricter kernel): report it like a failure, with the seed.
       const e = err as Error & { code?: string };
-      return { fuzzCase: c, device, verdict, retval: NaN, out: Buffer.alloc(0), violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }] };
+      return {
+        fuzzCase: c,
+        device,
+        verdict,
+        retval: NaN,
+        out: Buffer.alloc(0),
+        violations: [{ invariant: 'test-run', detail: `BPF_PROG_TEST_RUN failed: ${e.code ?? ''} ${e.message}` }],
+      };
     }
-    const run: CaseRun<V> = { fuzzCase: c, device, verdict, retval: r.retval, out: r.data, violations: this.target.check(c.frame, verdict, r.retval, r.data) };
+    const run: CaseRun<V> = {
+      fuzzCase: c,
+      device,
+      verdict,
+      retval: r.retval,
+      out: r.data,
+      violations: this.target.check(c.frame, verdict, r.retval, r.data),
+    };
     if (before) {
       // Left open by the model, but still a count of this one packet on this device: at most two counters, each up by one.
       const delta = diffCounters(before, this.counters());
       run.counterDelta = delta;
       const odd = [...delta].filter(([k, n]) => n !== 1n || !k.startsWith(`${device.ifindex}/`));
-      if (odd.length > 0 || delta.size > 2) run.violations.push({ invariant: 'counter', detail: `counters changed by ${fmtCounts(delta)}: want at most two counters of ifindex ${device.ifindex}, each up by one` });
+      if (odd.length > 0 || delta.size > 2)
+        run.violations.push({
+          invariant: 'counter',
+          detail: `counters changed by ${fmtCounts(delta)}: want at most two counters of ifindex ${device.ifindex}, each up by one`,
+        });
     }
     return run;
   }
 
-  /** Every counter of the target's nt_stats map, summed over CPUs. */
+  /** Every counter of the target's counter slots, summed over CPUs. */
   counters(): Counters {
     const out: Counters = new Map();
-    for (const k of this.stats.keys()) {
-      const { ifindex, policyId, counter } = decodeStatKey(k);
-      const v = this.stats.lookup(k);
-      if (v) out.set(counterKey(ifindex, policyId, COUNTERS[counter] ?? `counter${counter}`), sumPerCpu(v));
-    }
+    for (const r of this.slots.rows()) out.set(counterKey(r.ifindex, r.policyId, r.counter), r.value);
     return out;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stats.close();
+    this.slots.close();
     this.prog.close();
     this.obj.close();
     rmSync(this.pinDir, { recursive: true, force: true });
@@ -283,7 +330,8 @@ function diffCounters(before: Counters, after: Counters): Map<string, bigint> {
   return d;
 }
 
-const fmtCounts = (m: Map<string, bigint>): string => (m.size === 0 ? '{}' : `{${[...m].map(([k, v]) => `${k}: ${v}`).join(', ')}}`);
+const fmtCounts = (m: Map<string, bigint>): string =>
+  m.size === 0 ? '{}' : `{${[...m].map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
 
 export interface FuzzOptions<V = Verdict> {
   seed: number;
@@ -362,7 +410,10 @@ export async function fuzz<V>(f: Fuzzer<V>, opts: FuzzOptions<V>): Promise<FuzzS
         const got = diffCounters(before, f.counters());
         const want = expectedCounters(f, run);
         if (diffCounters(want, got).size > 0) {
-          fail({ ...run, violations: [{ invariant: 'counter', detail: `counters changed by ${fmtCounts(got)}, want ${fmtCounts(want)}` }] });
+          fail({
+            ...run,
+            violations: [{ invariant: 'counter', detail: `counters changed by ${fmtCounts(got)}, want ${fmtCounts(want)}` }],
+          });
         }
       }
       expected = f.counters();
@@ -401,10 +452,18 @@ export async function fuzz<V>(f: Fuzzer<V>, opts: FuzzOptions<V>): Promise<FuzzS
 /** A failing case as a person reads it: how to replay it, what broke, the bytes in and out. */
 export function formatFailure<V>(f: Fuzzer<V>, run: CaseRun<V>, replayHint: string): string {
   const c = run.fuzzCase;
-  const lines = [
+  return [
     `FAIL seed=${c.seed} case=${c.index} target=${f.target.name}`,
     ...run.violations.map((v) => `  invariant ${v.invariant}: ${v.detail}`),
     `  replay:   ${replayHint} --replay ${c.seed}:${c.index}`,
+    ...describeRun(f, run),
+  ].join('\n');
+}
+
+/** One run's device, recipe, expected verdict, return value and the bytes in and out, a line each. */
+export function describeRun<V>(f: Fuzzer<V>, run: CaseRun<V>): string[] {
+  const c = run.fuzzCase;
+  return [
     `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
     `  recipe:   ${c.recipe.join('; ')}`,
     `  expected: ${f.target.describe(run.verdict)}`,
@@ -412,5 +471,4 @@ export function formatFailure<V>(f: Fuzzer<V>, run: CaseRun<V>, replayHint: stri
     `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
     `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
   ];
-  return lines.join('\n');
 }

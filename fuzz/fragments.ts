@@ -19,7 +19,16 @@ import type { FuzzCase } from './generate.js';
 import { walkOptions, type CounterRef } from './model.js';
 import { Reassembler, type Reassembled } from './reassembly.js';
 import { Rng } from './rng.js';
-import { checkVerifierRun, acceptedValues, describeVerifierVerdict, verifierCounters, verifierVerdict, VERDICT_CODES, type VerifierHook, type VerifierVerdict } from './verifier-model.js';
+import {
+  checkVerifierRun,
+  acceptedValues,
+  describeVerifierVerdict,
+  verifierCounters,
+  verifierVerdict,
+  VERDICT_CODES,
+  type VerifierHook,
+  type VerifierVerdict,
+} from './verifier-model.js';
 import { INGRESS_RULES, isExempt, ruleFor } from './verifier-world.js';
 import { epochOf, policyById, type Device } from './world.js';
 
@@ -31,7 +40,8 @@ export interface SequenceVerdict {
   outcome: string;
 }
 
-const STACK = (rng: Rng): Buffer => Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
+const STACK = (rng: Rng): Buffer =>
+  Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
 
 /** Protected ports of the device the sequences arrive on (position 0), Enforce first. */
 const PORTS = (INGRESS_RULES[0] ?? []).filter((r) => r.port !== 0).map((r) => r.port);
@@ -48,18 +58,35 @@ export function generateFragmentCase(seed: number, index: number): FuzzCase {
   const rng = Rng.forCase(seed, index);
   const recipe: string[] = [];
   const family: 4 | 6 = rng.chance(0.5) ? 4 : 6;
-  const src = family === 4
-    ? rng.weighted<string>([[8, `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}`], [1, `10.9.${rng.int(256)}.${rng.range(1, 254)}`]])
-    : rng.weighted<string>([[8, `2001:db8:${rng.int(0x10000).toString(16)}::${rng.range(1, 0xffff).toString(16)}`], [1, `2001:db8:9::${rng.range(1, 0xffff).toString(16)}`]]);
-  const dst = family === 4 ? `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}` : `2001:db8:${rng.int(0x10000).toString(16)}::1`;
+  const src =
+    family === 4
+      ? rng.weighted<string>([
+          [8, `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}`],
+          [1, `10.9.${rng.int(256)}.${rng.range(1, 254)}`],
+        ])
+      : rng.weighted<string>([
+          [8, `2001:db8:${rng.int(0x10000).toString(16)}::${rng.range(1, 0xffff).toString(16)}`],
+          [1, `2001:db8:9::${rng.range(1, 0xffff).toString(16)}`],
+        ]);
+  const dst =
+    family === 4 ? `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}` : `2001:db8:${rng.int(0x10000).toString(16)}::1`;
   const dport = rng.chance(0.9) ? rng.pick(PORTS) : rng.int(0x10000);
   const sport = rng.int(0x10000);
   const seq = rng.u32();
   const rule = ruleFor(0, dport);
   const policy = rule ? policyById(rule.policyId) : undefined;
   // What the segment says and carries.
-  const flags = rng.weighted<number>([[80, TCP_SYN], [10, TCP_ACK], [5, TCP_SYN | TCP_ACK], [5, TCP_ACK | TCP_PSH]]);
-  const token = rng.weighted<string>([[45, 'valid'], [30, 'none'], [25, 'wrong']]);
+  const flags = rng.weighted<number>([
+    [80, TCP_SYN],
+    [10, TCP_ACK],
+    [5, TCP_SYN | TCP_ACK],
+    [5, TCP_ACK | TCP_PSH],
+  ]);
+  const token = rng.weighted<string>([
+    [45, 'valid'],
+    [30, 'none'],
+    [25, 'wrong'],
+  ]);
   let value = rng.bytes(8);
   if (token === 'valid' && policy?.mode === TokenModeCode.Static) value = policy.current;
   if (token === 'valid' && policy?.mode === TokenModeCode.Keyed && policy.epochSeconds !== 0) {
@@ -72,19 +99,35 @@ export function generateFragmentCase(seed: number, index: number): FuzzCase {
   const whole = buildFrame({ src, dst, tcp: { sport, dport, seq, flags, options: Buffer.concat(opts) }, payload });
   const l4 = 14 + (family === 4 ? 20 : 40);
   const seg = whole.subarray(l4);
-  recipe.push(`ipv${family} ${src}:${sport} -> ${dst}:${dport} flags 0x${flags.toString(16)} token ${token}${policy ? ` (policy ${policy.id})` : ''}, ${seg.length} TCP bytes`);
+  recipe.push(
+    `ipv${family} ${src}:${sport} -> ${dst}:${dport} flags 0x${flags.toString(16)} token ${token}${policy ? ` (policy ${policy.id})` : ''}, ${seg.length} TCP bytes`,
+  );
 
   const pieces = cut(rng, seg, family, recipe);
   const id = rng.u32();
   const frames = pieces.map((p) => {
     if (family === 4) {
-      return buildFrame({ src, dst, protocol: 6, payload: p.bytes, mf: p.more, fragOffset: p.offset / 8, df: false, ipId: id & 0xffff });
+      return buildFrame({
+        src,
+        dst,
+        protocol: 6,
+        payload: p.bytes,
+        mf: p.more,
+        fragOffset: p.offset / 8,
+        df: false,
+        ipId: id & 0xffff,
+      });
     }
     const word = p.offset | (p.more ? 1 : 0);
-    const frag: Ipv6ExtHeader = { type: 44, body: Buffer.from([word >> 8, word & 0xff, id >>> 24, (id >>> 16) & 0xff, (id >>> 8) & 0xff, id & 0xff]) };
+    const frag: Ipv6ExtHeader = {
+      type: 44,
+      body: Buffer.from([word >> 8, word & 0xff, id >>> 24, (id >>> 16) & 0xff, (id >>> 8) & 0xff, id & 0xff]),
+    };
     return buildFrame({ src, dst, ipv6Ext: [frag], protocol: 6, payload: p.bytes });
   });
-  recipe.push(`fragments: ${pieces.map((p) => `[${p.offset}+${p.bytes.length}${p.more ? ' MF' : ''}${p.why ? ` ${p.why}` : ''}]`).join(' ')}`);
+  recipe.push(
+    `fragments: ${pieces.map((p) => `[${p.offset}+${p.bytes.length}${p.more ? ' MF' : ''}${p.why ? ` ${p.why}` : ''}]`).join(' ')}`,
+  );
   return { seed, index, frame: frames[0] as Buffer, frames, device: 0, gsoSegs: 0, gsoSize: 0, recipe };
 }
 
@@ -101,7 +144,8 @@ function cut(rng: Rng, seg: Buffer, family: 4 | 6, recipe: string[]): Piece[] {
     [3, 'whole'],
   ]);
   recipe.push(`cut: ${how}`);
-  const tail = (from: number): Piece[] => (from < seg.length ? [{ offset: from, bytes: seg.subarray(from), more: false, why: '' }] : []);
+  const tail = (from: number): Piece[] =>
+    from < seg.length ? [{ offset: from, bytes: seg.subarray(from), more: false, why: '' }] : [];
   const split = (from: number): Piece[] => {
     // The rest in pieces of multiples of 8, the last one whatever is left.
     const out: Piece[] = [];
@@ -117,7 +161,8 @@ function cut(rng: Rng, seg: Buffer, family: 4 | 6, recipe: string[]): Piece[] {
   switch (how) {
     case 'clean': {
       const first = 8 * rng.range(1, Math.max(1, Math.floor(seg.length / 8)));
-      pieces = first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
+      pieces =
+        first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
       break;
     }
     case 'tiny first': {
@@ -136,7 +181,8 @@ function cut(rng: Rng, seg: Buffer, family: 4 | 6, recipe: string[]): Piece[] {
     }
     case 'overlap rewrites the header': {
       const first = 8 * rng.range(1, Math.max(1, Math.min(4, Math.floor(seg.length / 8))));
-      const base = first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
+      const base =
+        first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
       // Another copy of some bytes of the header, with the flags or an option changed.
       const at = 8 * rng.int(Math.min(3, Math.floor(seg.length / 8)) + 1);
       const len = Math.min(seg.length - at, 8 * rng.range(1, 4));
@@ -150,11 +196,16 @@ function cut(rng: Rng, seg: Buffer, family: 4 | 6, recipe: string[]): Piece[] {
     }
     case 'duplicate': {
       const first = 8 * rng.range(1, Math.max(1, Math.floor(seg.length / 8)));
-      pieces = first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
+      pieces =
+        first >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, first), more: true, why: '' }, ...split(first)];
       const again = rng.pick(pieces);
       const copy = Buffer.from(again.bytes);
       if (rng.chance(0.6) && copy.length > 0) copy[rng.int(copy.length)] = rng.int(256);
-      pieces.splice(rng.int(pieces.length + 1), 0, { ...again, bytes: rng.chance(0.3) ? copy.subarray(0, Math.max(1, copy.length - 8)) : copy, why: 'again' });
+      pieces.splice(rng.int(pieces.length + 1), 0, {
+        ...again,
+        bytes: rng.chance(0.3) ? copy.subarray(0, Math.max(1, copy.length - 8)) : copy,
+        why: 'again',
+      });
       break;
     }
     case 'two first fragments': {
@@ -162,7 +213,10 @@ function cut(rng: Rng, seg: Buffer, family: 4 | 6, recipe: string[]): Piece[] {
       const b = 8 * rng.range(1, Math.max(1, Math.floor(seg.length / 8)));
       const short = Buffer.from(seg.subarray(0, a));
       if (short.length > 13) short[13] = TCP_ACK;
-      pieces = [{ offset: 0, bytes: short, more: true, why: 'ACK-looking' }, ...(b >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, b), more: true, why: '' }, ...split(b)])];
+      pieces = [
+        { offset: 0, bytes: short, more: true, why: 'ACK-looking' },
+        ...(b >= seg.length ? tail(0) : [{ offset: 0, bytes: seg.subarray(0, b), more: true, why: '' }, ...split(b)]),
+      ];
       break;
     }
     case 'first stops in the options': {
@@ -202,7 +256,8 @@ export function judgeReassembled(d: Reassembled, position: number): { outcome: s
   const dport = seg.readUInt16BE(2);
   const rule = ruleFor(position, dport);
   const policy = rule ? policyById(rule.policyId) : undefined;
-  if (!rule || !policy || rule.action !== IngressActionCode.Enforce) return { outcome: 'reassembled SYN to a port nothing enforces' };
+  if (!rule || !policy || rule.action !== IngressActionCode.Enforce)
+    return { outcome: 'reassembled SYN to a port nothing enforces' };
   if (isExempt(policy.id, d.saddr)) return { outcome: 'reassembled SYN from an exempt source' };
   const w = walkOptions(seg.subarray(20, doff), policy.kind, policy.exid);
   if (typeof w === 'object' && w.len === 12) {
@@ -220,7 +275,14 @@ export function judgeReassembled(d: Reassembled, position: number): { outcome: s
 }
 
 /** Run a sequence through `prog` (the verifier at `hook`) on `device` at `position`, and reassemble what passes. */
-export function runSequence(prog: NativeProgram, hook: VerifierHook, c: FuzzCase, device: Device, position: number, ctxIn: (frame: Buffer) => Buffer | undefined): { verdict: SequenceVerdict; retval: number; out: Buffer; violations: Violation[] } {
+export function runSequence(
+  prog: NativeProgram,
+  hook: VerifierHook,
+  c: FuzzCase,
+  device: Device,
+  position: number,
+  ctxIn: (frame: Buffer) => Buffer | undefined,
+): { verdict: SequenceVerdict; retval: number; out: Buffer; violations: Violation[] } {
   const frames = c.frames ?? [c.frame];
   const verdicts: VerifierVerdict[] = [];
   const violations: Violation[] = [];
@@ -233,7 +295,8 @@ export function runSequence(prog: NativeProgram, hook: VerifierHook, c: FuzzCase
     const ctx = ctxIn(frame);
     const r = prog.testRun({ data: frame, ...(ctx ? { ctxIn: ctx } : {}) });
     lastRetval = r.retval;
-    for (const x of checkVerifierRun(hook, frame, v, r.retval, r.data)) violations.push({ invariant: x.invariant, detail: `fragment ${i}: ${x.detail}` });
+    for (const x of checkVerifierRun(hook, frame, v, r.retval, r.data))
+      violations.push({ invariant: x.invariant, detail: `fragment ${i}: ${x.detail}` });
     if (r.retval !== VERDICT_CODES[hook].pass) continue;
     const e = stack.push(frame);
     if (e.event === 'complete' || e.event === 'whole') {

@@ -14,13 +14,29 @@ import path from 'node:path';
 import { COUNTERS } from '../src/lib/abi.js';
 import { ipv4HeaderChecksum, tcpChecksum } from '../src/lib/packet.js';
 import { checkMarkerRun, type Violation } from './check.js';
-import { DEFAULT_VERIFIER_OBJECT, Fuzzer, fragmentsTarget, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import {
+  DEFAULT_VERIFIER_OBJECT,
+  Fuzzer,
+  fragmentsTarget,
+  fuzz,
+  markerTarget,
+  verifierTarget,
+  type CaseRun,
+  type FuzzSummary,
+  type Target,
+} from './driver.js';
 import { generateVerifierCase } from './verifier-generate.js';
-import { VERDICT_CODES, checkVerifierRun, describeVerifierVerdict, verdictDrops, type VerifierVerdict } from './verifier-model.js';
+import {
+  VERDICT_CODES,
+  checkVerifierRun,
+  describeVerifierVerdict,
+  verdictDrops,
+  type VerifierVerdict,
+} from './verifier-model.js';
 import { generateCase } from './generate.js';
 import type { Verdict } from './model.js';
 import { TcAction } from '../src/native/bpf.js';
-import { PACKAGE_ROOT } from '../src/lib/package.js';
+import { PACKAGE_ROOT, bpfObjectPath } from '../src/lib/package.js';
 
 const MAIN = path.join(PACKAGE_ROOT, 'dist/fuzz/main.js');
 const FIXED_SEED = 20261126;
@@ -68,7 +84,10 @@ function assertClean(s: FuzzSummary, seed: number, count: number): void {
   assert.equal(s.seed, seed, 'seed');
   assert.equal(s.cases, count, `cases run: got ${s.cases}, want ${count}`);
   assert.equal(s.failures, 0, `failing cases: ${JSON.stringify(s.violations)}`);
-  assert.ok(['mark', 'skip', 'pass'].every((k) => (s.verdicts[k] ?? 0) > 0), `verdict mix: ${JSON.stringify(s.verdicts)}`);
+  assert.ok(
+    ['mark', 'skip', 'pass'].every((k) => (s.verdicts[k] ?? 0) > 0),
+    `verdict mix: ${JSON.stringify(s.verdicts)}`,
+  );
 }
 
 let fixedRun: Promise<{ summary: FuzzSummary; text: string }> | undefined;
@@ -79,6 +98,26 @@ test(`fixed seed ${FIXED_SEED}: ${FIXED_COUNT} cases, every invariant holds`, as
   for (const line of text.split('\n')) t.diagnostic(line);
   assertClean(summary, FIXED_SEED, FIXED_COUNT);
   assert.equal(summary.devices.length, 3, 'runs on loopback and both small-MTU devices');
+});
+
+test(`the marker built for kernels before 6.2 (marker_compat.bpf.o), fixed seed ${FIXED_SEED}: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
+  const compat = bpfObjectPath('marker_compat');
+  const r = await cli([
+    '--target',
+    'marker',
+    '--object',
+    compat,
+    '--seed',
+    String(FIXED_SEED),
+    '--count',
+    String(TIME_COUNT),
+    '--json',
+  ]);
+  const text = r.stdout.trimEnd();
+  assert.equal(r.code, 0, `fuzz run of ${compat} exited ${r.code}:\n${text}\n${r.stderr}`);
+  const summary = JSON.parse(text.split('\n').find((l) => l.startsWith('{')) ?? '{}') as FuzzSummary;
+  for (const line of text.split('\n').filter((l) => !l.startsWith('{'))) t.diagnostic(line);
+  assertClean(summary, FIXED_SEED, TIME_COUNT);
 });
 
 test(`time-derived seed: ${TIME_COUNT} cases, every invariant holds`, async (t) => {
@@ -97,7 +136,10 @@ test('the generated packets reach every skip reason test runs can reach, and mar
   // An EOL no longer stops a mark: skipped_eol is never counted.
   const reachable = COUNTERS.filter((n) => n.startsWith('skipped_') && n !== 'skipped_encapsulated' && n !== 'skipped_eol');
   for (const n of ['marked', 'unreadable', ...reachable]) {
-    assert.ok((summary.counters[n] ?? 0) > 0, `counter ${n}: got ${summary.counters[n] ?? 0}, want > 0 (all: ${JSON.stringify(summary.counters)})`);
+    assert.ok(
+      (summary.counters[n] ?? 0) > 0,
+      `counter ${n}: got ${summary.counters[n] ?? 0}, want > 0 (all: ${JSON.stringify(summary.counters)})`,
+    );
   }
   for (const n of ['skipped_encapsulated', 'skipped_eol', 'error_grow', 'error_write_dropped', 'error_tail_call']) {
     assert.equal(summary.counters[n] ?? 0, 0, `counter ${n}`);
@@ -191,19 +233,91 @@ test('the checker catches every kind of broken output', () => {
       expectCaught(run, good, ['returned'], 'dropped', 2);
       expectCaught(run, good.subarray(0, good.length - 1), ['marked-length'], 'one byte short');
       expectCaught(run, Buffer.concat([good, Buffer.alloc(4, 1)]), ['marked-length'], 'four bytes too many');
-      expectCaught(run, mod((b) => (b[b.length - 1]! ^= 0x01)), ['marked-option', 'tcp-checksum'], 'token value bit flipped');
-      expectCaught(run, mod((b) => { b[good.length - 12] = 252; fixTcp(b); }), ['marked-option'], 'wrong option kind, checksum fixed');
-      expectCaught(run, mod((b) => { b[good.length - 11] = 8; fixTcp(b); }), ['marked-option'], 'option length 8, checksum fixed');
-      expectCaught(run, mod((b) => b.writeUInt16BE((b.readUInt16BE(l4 + 16) + 1) & 0xffff, l4 + 16)), ['tcp-checksum'], 'TCP checksum off by one');
-      expectCaught(run, mod((b) => { b[l4 + 12] = (b[l4 + 12] ?? 0) - 0x10; fixTcp(b); }), ['marked-headers'], 'doff one word short, checksum fixed');
-      expectCaught(run, mod((b) => { b[l4 + 14] = (b[l4 + 14] ?? 0) ^ 0xff; fixTcp(b); }), ['marked-bytes'], 'window changed, checksum fixed');
-      expectCaught(run, mod((b) => { b[l4 + 12] = (b[l4 + 12] ?? 0) | 0x01; fixTcp(b); }), ['marked-bytes'], 'reserved bit set, checksum fixed');
+      expectCaught(
+        run,
+        mod((b) => (b[b.length - 1]! ^= 0x01)),
+        ['marked-option', 'tcp-checksum'],
+        'token value bit flipped',
+      );
+      expectCaught(
+        run,
+        mod((b) => {
+          b[good.length - 12] = 252;
+          fixTcp(b);
+        }),
+        ['marked-option'],
+        'wrong option kind, checksum fixed',
+      );
+      expectCaught(
+        run,
+        mod((b) => {
+          b[good.length - 11] = 8;
+          fixTcp(b);
+        }),
+        ['marked-option'],
+        'option length 8, checksum fixed',
+      );
+      expectCaught(
+        run,
+        mod((b) => b.writeUInt16BE((b.readUInt16BE(l4 + 16) + 1) & 0xffff, l4 + 16)),
+        ['tcp-checksum'],
+        'TCP checksum off by one',
+      );
+      expectCaught(
+        run,
+        mod((b) => {
+          b[l4 + 12] = (b[l4 + 12] ?? 0) - 0x10;
+          fixTcp(b);
+        }),
+        ['marked-headers'],
+        'doff one word short, checksum fixed',
+      );
+      expectCaught(
+        run,
+        mod((b) => {
+          b[l4 + 14] = (b[l4 + 14] ?? 0) ^ 0xff;
+          fixTcp(b);
+        }),
+        ['marked-bytes'],
+        'window changed, checksum fixed',
+      );
+      expectCaught(
+        run,
+        mod((b) => {
+          b[l4 + 12] = (b[l4 + 12] ?? 0) | 0x01;
+          fixTcp(b);
+        }),
+        ['marked-bytes'],
+        'reserved bit set, checksum fixed',
+      );
       const lenOff = v4 ? l3 + 2 : l3 + 4;
-      expectCaught(run, mod((b) => { b.writeUInt16BE(b.readUInt16BE(lenOff) - 12, lenOff); fixIp(b); fixTcp(b); }), ['marked-headers'], 'IP length not raised, checksums fixed');
+      expectCaught(
+        run,
+        mod((b) => {
+          b.writeUInt16BE(b.readUInt16BE(lenOff) - 12, lenOff);
+          fixIp(b);
+          fixTcp(b);
+        }),
+        ['marked-headers'],
+        'IP length not raised, checksums fixed',
+      );
       if (v4) {
-        expectCaught(run, mod((b) => b.writeUInt16BE(b.readUInt16BE(l3 + 10) ^ 0x0100, l3 + 10)), ['ip-checksum'], 'IPv4 header checksum wrong');
+        expectCaught(
+          run,
+          mod((b) => b.writeUInt16BE(b.readUInt16BE(l3 + 10) ^ 0x0100, l3 + 10)),
+          ['ip-checksum'],
+          'IPv4 header checksum wrong',
+        );
         // The pseudo-header length left at the old value: the seed bug netoken's write-up had.
-        expectCaught(run, mod((b) => { const c = b.readUInt16BE(l4 + 16) + 12; b.writeUInt16BE((c & 0xffff) + (c >>> 16), l4 + 16); }), ['tcp-checksum'], 'pseudo-header length not updated');
+        expectCaught(
+          run,
+          mod((b) => {
+            const c = b.readUInt16BE(l4 + 16) + 12;
+            b.writeUInt16BE((c & 0xffff) + (c >>> 16), l4 + 16);
+          }),
+          ['tcp-checksum'],
+          'pseudo-header length not updated',
+        );
       }
       // Our option twice: feed the marked output back as the input and append it again,
       // with every length and checksum right.
@@ -213,7 +327,10 @@ test('the checker catches every kind of broken output', () => {
       fixIp(twice);
       fixTcp(twice);
       const remarked = checkMarkerRun(good, { action: 'mark', layout }, TcAction.UNSPEC, twice);
-      assert.ok(names(remarked).includes('marked-option') && names(remarked).includes('marked-eligible'), `option twice: got [${names(remarked).join(', ')}]`);
+      assert.ok(
+        names(remarked).includes('marked-option') && names(remarked).includes('marked-eligible'),
+        `option twice: got [${names(remarked).join(', ')}]`,
+      );
     }
 
     for (const run of [...skips, ...passes]) {
@@ -267,9 +384,21 @@ const VERIFIER_TIME_COUNT = 30000;
 function assertVerifierClean(s: FuzzSummary, text: string, seed: number, count: number): void {
   assert.equal(s.seed, seed, 'seed');
   assert.equal(s.cases, count, `${s.target}: cases run: got ${s.cases}, want ${count}`);
-  const fails = text.split('\nFAIL ').slice(1).filter((b) => b.includes(`target=${s.target}`))
-    .map((b) => b.split('\n').filter((l) => !l.startsWith('  input') && !l.startsWith('  output')).join('\n'));
-  assert.equal(s.failures, 0, `${s.target}: ${s.failures} failing cases ${JSON.stringify(s.violations)}; the first ones:\nFAIL ${fails.slice(0, 6).join('\nFAIL ')}`);
+  const fails = text
+    .split('\nFAIL ')
+    .slice(1)
+    .filter((b) => b.includes(`target=${s.target}`))
+    .map((b) =>
+      b
+        .split('\n')
+        .filter((l) => !l.startsWith('  input') && !l.startsWith('  output'))
+        .join('\n'),
+    );
+  assert.equal(
+    s.failures,
+    0,
+    `${s.target}: ${s.failures} failing cases ${JSON.stringify(s.violations)}; the first ones:\nFAIL ${fails.slice(0, 6).join('\nFAIL ')}`,
+  );
   for (const k of ['valid', 'drop', 'monitor', 'exempt', 'pass', 'unreadable']) {
     assert.ok((s.verdicts[k] ?? 0) > 0, `${s.target}: verdict ${k} never reached: ${JSON.stringify(s.verdicts)}`);
   }
@@ -277,14 +406,31 @@ function assertVerifierClean(s: FuzzSummary, text: string, seed: number, count: 
 
 let verifierFixedRun: Promise<{ summaries: FuzzSummary[]; text: string }> | undefined;
 const verifierFixed = (): Promise<{ summaries: FuzzSummary[]; text: string }> =>
-  (verifierFixedRun ??= cli(['--target', 'verifier', '--seed', String(VERIFIER_FIXED_SEED), '--count', String(VERIFIER_FIXED_COUNT), '--json', '--max-failures', String(VERIFIER_FIXED_COUNT)]).then((r) => {
+  (verifierFixedRun ??= cli([
+    '--target',
+    'verifier',
+    '--seed',
+    String(VERIFIER_FIXED_SEED),
+    '--count',
+    String(VERIFIER_FIXED_COUNT),
+    '--json',
+    '--max-failures',
+    String(VERIFIER_FIXED_COUNT),
+  ]).then((r) => {
     const lines = r.stdout.trimEnd().split('\n');
-    return { summaries: lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary), text: lines.filter((l) => !l.startsWith('{')).join('\n') };
+    return {
+      summaries: lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary),
+      text: lines.filter((l) => !l.startsWith('{')).join('\n'),
+    };
   }));
 
 test(`verifier, fixed seed ${VERIFIER_FIXED_SEED}: ${VERIFIER_FIXED_COUNT} cases at XDP and at tc, every invariant holds`, async (t) => {
   const { summaries, text } = await verifierFixed();
-  assert.deepEqual(summaries.map((x) => x.target), ['verifier-xdp', 'verifier-tc'], `both hooks ran:\n${text}`);
+  assert.deepEqual(
+    summaries.map((x) => x.target),
+    ['verifier-xdp', 'verifier-tc'],
+    `both hooks ran:\n${text}`,
+  );
   for (const line of text.split('\n').filter((l) => !l.startsWith(' ') && !l.startsWith('FAIL'))) t.diagnostic(line);
   for (const s of summaries) assertVerifierClean(s, text, VERIFIER_FIXED_SEED, VERIFIER_FIXED_COUNT);
 });
@@ -293,7 +439,17 @@ test(`verifier, time-derived seed: ${VERIFIER_TIME_COUNT} cases at each hook, ev
   const seed = ((Date.now() % 0x100000000) ^ (process.pid << 13)) >>> 0;
   t.diagnostic(`seed=${seed} (replay a failing case with: node dist/fuzz/main.js --target verifier-xdp --replay ${seed}:<case>)`);
   console.log(`fuzz: verifier time-derived seed=${seed}`);
-  const r = await cli(['--target', 'verifier', '--seed', String(seed), '--count', String(VERIFIER_TIME_COUNT), '--json', '--max-failures', String(VERIFIER_TIME_COUNT)]);
+  const r = await cli([
+    '--target',
+    'verifier',
+    '--seed',
+    String(seed),
+    '--count',
+    String(VERIFIER_TIME_COUNT),
+    '--json',
+    '--max-failures',
+    String(VERIFIER_TIME_COUNT),
+  ]);
   const lines = r.stdout.trimEnd().split('\n');
   const summaries = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as FuzzSummary);
   const text = lines.filter((l) => !l.startsWith('{')).join('\n');
@@ -306,15 +462,23 @@ test('the verifier cases reach every counter, and XDP and tc agree on every case
   const { summaries } = await verifierFixed();
   const [xdp, tc] = summaries as [FuzzSummary, FuzzSummary];
   for (const n of ['verify_valid', 'verify_missing', 'verify_invalid', 'verify_malformed', 'verify_dropped', 'verify_exempt']) {
-    assert.ok((xdp.counters[n] ?? 0) > 0, `counter ${n}: got ${xdp.counters[n] ?? 0}, want > 0 (all: ${JSON.stringify(xdp.counters)})`);
+    assert.ok(
+      (xdp.counters[n] ?? 0) > 0,
+      `counter ${n}: got ${xdp.counters[n] ?? 0}, want > 0 (all: ${JSON.stringify(xdp.counters)})`,
+    );
   }
   assert.equal(xdp.counters.verify_replay ?? 0, 0, 'no replay limit is ever reached');
   assert.ok((xdp.counters.unreadable ?? 0) > 0, `unreadable frames are counted: ${JSON.stringify(xdp.counters)}`);
-  for (const n of COUNTERS.filter((c) => !c.startsWith('verify_') && c !== 'unreadable')) assert.equal(xdp.counters[n] ?? 0, 0, `the verifier never counts ${n}`);
+  for (const n of COUNTERS.filter((c) => !c.startsWith('verify_') && c !== 'unreadable'))
+    assert.equal(xdp.counters[n] ?? 0, 0, `the verifier never counts ${n}`);
   assert.deepEqual(tc.verdicts, xdp.verdicts, 'the same cases, the same expectations');
   assert.deepEqual(tc.counters, xdp.counters, 'the tc entry point counts exactly what the XDP one counts');
   assert.equal(xdp.counters.verify_valid ?? 0, xdp.verdicts.valid ?? 0, 'verify_valid counts exactly the valid SYNs expected');
-  assert.equal(xdp.counters.unreadable ?? 0, xdp.verdicts.unreadable ?? 0, 'unreadable counts exactly the unreadable frames expected');
+  assert.equal(
+    xdp.counters.unreadable ?? 0,
+    xdp.verdicts.unreadable ?? 0,
+    'unreadable counts exactly the unreadable frames expected',
+  );
 });
 
 test('--target verifier-xdp --replay SEED:CASE rebuilds that verifier case', async () => {
@@ -328,7 +492,11 @@ test('--target verifier-xdp --replay SEED:CASE rebuilds that verifier case', asy
 });
 
 /** Real verifier runs (XDP, loopback, in this process) of the first cases the model expects `want` for. */
-function verifierSamples(f: Fuzzer<VerifierVerdict>, want: (v: VerifierVerdict) => boolean, n: number): Array<CaseRun<VerifierVerdict>> {
+function verifierSamples(
+  f: Fuzzer<VerifierVerdict>,
+  want: (v: VerifierVerdict) => boolean,
+  n: number,
+): Array<CaseRun<VerifierVerdict>> {
   const out: Array<CaseRun<VerifierVerdict>> = [];
   for (let i = 0; out.length < n && i < 200000; i++) {
     const run = f.runCase(f.generate(99, i));
@@ -344,10 +512,25 @@ test('the verifier checks catch wrong verdicts, changed packets and odd return c
     const { pass, drop } = VERDICT_CODES.xdp;
     const cases: Array<[string, (v: VerifierVerdict) => boolean, number, string]> = [
       ['a valid token dropped', (v) => v.action === 'verify' && v.result === 'verify_valid', drop, 'dropped-valid'],
-      ['a wrong token passed under Enforce', (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_invalid', pass, 'passed-bad-token'],
-      ['a missing token passed under Enforce', (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_missing', pass, 'passed-bad-token'],
+      [
+        'a wrong token passed under Enforce',
+        (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_invalid',
+        pass,
+        'passed-bad-token',
+      ],
+      [
+        'a missing token passed under Enforce',
+        (v) => v.action === 'verify' && verdictDrops(v) && v.result === 'verify_missing',
+        pass,
+        'passed-bad-token',
+      ],
       ['an exempt source dropped', (v) => v.action === 'verify' && v.exempt, drop, 'dropped-exempt'],
-      ['a Monitor verdict dropped', (v) => v.action === 'verify' && !v.enforce && v.result !== 'verify_valid' && !v.exempt, drop, 'dropped-monitor'],
+      [
+        'a Monitor verdict dropped',
+        (v) => v.action === 'verify' && !v.enforce && v.result !== 'verify_valid' && !v.exempt,
+        drop,
+        'dropped-monitor',
+      ],
       ['a non-SYN dropped', (v) => v.action === 'pass', drop, 'dropped-unverified'],
     ];
     for (const [what, pick, retval, invariant] of cases) {
@@ -356,9 +539,18 @@ test('the verifier checks catch wrong verdicts, changed packets and odd return c
         assert.deepEqual(got, [invariant], `${what}: ${describeVerifierVerdict(run.verdict)}`);
         const changed = Buffer.from(run.out);
         changed[changed.length - 1] = (changed[changed.length - 1] ?? 0) ^ 1;
-        assert.ok(checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, run.retval, changed).some((x) => x.invariant === 'unchanged'), `${what}: a changed byte`);
-        assert.ok(checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, 0, run.out).some((x) => x.invariant === 'returned'), `${what}: XDP_ABORTED`);
-        assert.ok(checkVerifierRun('tc', run.fuzzCase.frame, run.verdict, drop, run.out).some((x) => x.invariant === 'returned'), `${what}: XDP_DROP at tc`);
+        assert.ok(
+          checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, run.retval, changed).some((x) => x.invariant === 'unchanged'),
+          `${what}: a changed byte`,
+        );
+        assert.ok(
+          checkVerifierRun('xdp', run.fuzzCase.frame, run.verdict, 0, run.out).some((x) => x.invariant === 'returned'),
+          `${what}: XDP_ABORTED`,
+        );
+        assert.ok(
+          checkVerifierRun('tc', run.fuzzCase.frame, run.verdict, drop, run.out).some((x) => x.invariant === 'returned'),
+          `${what}: XDP_DROP at tc`,
+        );
       }
     }
   } finally {
@@ -381,7 +573,11 @@ test('the verifier counter check catches a verdict counted under the wrong reaso
     const s = await fuzz(f, { seed: 5, count: 3000, batch: 500, maxFailures: 50, onFailure: (r) => failures.push(r) });
     const counted = failures.filter((r) => r.violations.some((x) => x.invariant === 'counter'));
     assert.ok(counted.length > 0, `the wrong expectation went unnoticed: ${JSON.stringify(s.violations)}`);
-    for (const r of counted) assert.match(r.violations.find((x) => x.invariant === 'counter')?.detail ?? '', /verify_missing: 1.*want.*verify_invalid: 1/);
+    for (const r of counted)
+      assert.match(
+        r.violations.find((x) => x.invariant === 'counter')?.detail ?? '',
+        /verify_missing: 1.*want.*verify_invalid: 1/,
+      );
   } finally {
     f.close();
   }
@@ -394,21 +590,71 @@ test('the verifier counter check catches a verdict counted under the wrong reaso
  */
 const PLANTED_CASES = 5000;
 const PLANTED: ReadonlyArray<{ name: string; file: string; from: string; to: string; caughtBy: string[] }> = [
-  { name: 'any length of our option is read as a token', file: 'lib/verify.h', from: '\tif (scan.ours_len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n', to: '', caughtBy: ['passed-bad-token'] },
-  { name: 'an EOL is skipped like a NOP', file: 'lib/tcp.h', from: '\t\t\tr->flags |= NT_OPTS_EOL;\n\t\t\tnext = NT_TCP_OPT_BUF;\n', to: '\t\t\tnext = idx + 1;\n', caughtBy: ['passed-bad-token'] },
-  { name: 'the next epoch always accepted, however far the boundary', file: 'lib/keyed.h', from: '\te->hi = (now + skew) / epoch_seconds;', to: '\te->hi = e->cur + 1;', caughtBy: ['passed-bad-token', 'counter'] },
-  { name: 'the clock skew ignored at the start of an epoch', file: 'lib/keyed.h', from: '\te->lo = (now >= skew ? now - skew : 0) / epoch_seconds;', to: '\te->lo = e->cur;', caughtBy: ['dropped-valid'] },
-  { name: 'a first fragment read up to its IP length, not to what reassembly keeps', file: 'lib/syn.h', from: '\t\t\ts->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);', to: '\t\t\ts->l4_end = ip_end;', caughtBy: ['passed-bad-token', 'counter'] },
-  { name: 'unreadable frames passed where a policy enforces', file: 'lib/verify.h', from: '\tnt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);\n\treturn NT_V_DROP;\n}\n\n/**\n * nt_verify_syn()', to: '\treturn NT_V_PASS;\n}\n\n/**\n * nt_verify_syn()', caughtBy: ['passed-unreadable'] },
-  { name: 'exempt sources looked up by policy only', file: 'lib/verify.h', from: '.prefixlen = 32 + 32,', to: '.prefixlen = 32,', caughtBy: ['dropped-exempt'] },
-  { name: 'the previous static token accepted when there is none', file: 'lib/verify.h', from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous', to: '\t__builtin_memcpy(&want, policy->token_previous', caughtBy: ['passed-bad-token', 'counter'] },
+  {
+    name: 'any length of our option is read as a token',
+    file: 'lib/verify.h',
+    from: '\tif (scan.ours_len != NT_OPT_LEN)\n\t\treturn NT_C_V_INVALID;\n',
+    to: '',
+    caughtBy: ['passed-bad-token'],
+  },
+  {
+    name: 'an EOL is skipped like a NOP',
+    file: 'lib/tcp.h',
+    from: '\t\t\tr->end = idx;\n\t\t\tr->flags = flags | NT_OPTS_EOL;\n\t\t\treturn;\n',
+    to: '\t\t\tidx++;\n\t\t\tcontinue;\n',
+    caughtBy: ['passed-bad-token'],
+  },
+  {
+    name: 'the next epoch always accepted, however far the boundary',
+    file: 'lib/keyed.h',
+    from: '\te->hi = (now + skew) / epoch_seconds;',
+    to: '\te->hi = e->cur + 1;',
+    caughtBy: ['passed-bad-token', 'counter'],
+  },
+  {
+    name: 'the clock skew ignored at the start of an epoch',
+    file: 'lib/keyed.h',
+    from: '\te->lo = (now >= skew ? now - skew : 0) / epoch_seconds;',
+    to: '\te->lo = e->cur;',
+    caughtBy: ['dropped-valid'],
+  },
+  {
+    name: 'a first fragment read up to its IP length, not to what reassembly keeps',
+    file: 'lib/syn.h',
+    from: '\t\t\ts->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);',
+    to: '\t\t\ts->l4_end = ip_end;',
+    caughtBy: ['passed-bad-token', 'counter'],
+  },
+  {
+    name: 'unreadable frames passed where a policy enforces',
+    file: 'lib/verify.h',
+    from: '\tnt_count(rule->counter_slot, NT_C_V_DROPPED);\n\treturn NT_V_DROP;\n}\n\n/**\n * nt_verify_syn()',
+    to: '\treturn NT_V_PASS;\n}\n\n/**\n * nt_verify_syn()',
+    caughtBy: ['passed-unreadable'],
+  },
+  {
+    name: 'exempt sources looked up by policy only',
+    file: 'lib/verify.h',
+    from: '.prefixlen = 32 + 32,',
+    to: '.prefixlen = 32,',
+    caughtBy: ['dropped-exempt'],
+  },
+  {
+    name: 'the previous static token accepted when there is none',
+    file: 'lib/verify.h',
+    from: '\tif (!(policy->flags & NT_PF_HAS_PREVIOUS))\n\t\treturn 0;\n\t__builtin_memcpy(&want, policy->token_previous',
+    to: '\t__builtin_memcpy(&want, policy->token_previous',
+    caughtBy: ['passed-bad-token', 'counter'],
+  },
 ];
 
 test('bugs planted in a copy of the verifier are caught, each by its invariant', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'netoken-planted-'));
   try {
     cpSync(path.join(PACKAGE_ROOT, 'bpf'), path.join(dir, 'bpf'), { recursive: true });
-    const pristine = readdirSync(path.join(dir, 'bpf', 'lib')).map((n) => [n, readFileSync(path.join(dir, 'bpf', 'lib', n), 'utf8')] as const);
+    const pristine = readdirSync(path.join(dir, 'bpf', 'lib')).map(
+      (n) => [n, readFileSync(path.join(dir, 'bpf', 'lib', n), 'utf8')] as const,
+    );
     /** what the unchanged verifier already reports on this seed (known bugs), to tell the planted ones apart */
     const baseline = new Set<string>();
     const seen = async (object: string, into: Set<string>): Promise<number> => {
@@ -416,7 +662,10 @@ test('bugs planted in a copy of the verifier are caught, each by its invariant',
       let first = -1;
       try {
         await fuzz(f, {
-          seed: 31337, count: PLANTED_CASES, maxFailures: 400, batch: 256,
+          seed: 31337,
+          count: PLANTED_CASES,
+          maxFailures: 400,
+          batch: 256,
           // The baseline runs to the end; a planted bug's run ends at its first new invariant.
           shouldStop: () => into !== baseline && first >= 0,
           onFailure: (r) => {
@@ -444,7 +693,10 @@ test('bugs planted in a copy of the verifier are caught, each by its invariant',
       const got = new Set<string>();
       const first = await seen(object, got);
       const caught = bug.caughtBy.filter((x) => got.has(x));
-      assert.ok(caught.length > 0, `${bug.name}: not caught; invariants broken: [${[...got].join(', ')}], want one of [${bug.caughtBy.join(', ')}]`);
+      assert.ok(
+        caught.length > 0,
+        `${bug.name}: not caught; invariants broken: [${[...got].join(', ')}], want one of [${bug.caughtBy.join(', ')}]`,
+      );
       t.diagnostic(`planted "${bug.name}": caught by ${caught.join(', ')}, first at case ${first}`);
     }
   } finally {
@@ -460,9 +712,21 @@ const FRAGMENTS_COUNT = 25000;
 
 test(`fragment sequences, fixed seed ${FRAGMENTS_FIXED_SEED} and a time-derived one: nothing the verifier lets through reassembles into a SYN without a valid token`, async (t) => {
   const timeSeed = ((Date.now() % 0x100000000) ^ (process.pid << 11)) >>> 0;
-  t.diagnostic(`time-derived seed=${timeSeed} (replay a failing case with: node dist/fuzz/main.js --target fragments --replay ${timeSeed}:<case>)`);
+  t.diagnostic(
+    `time-derived seed=${timeSeed} (replay a failing case with: node dist/fuzz/main.js --target fragments --replay ${timeSeed}:<case>)`,
+  );
   for (const seed of [FRAGMENTS_FIXED_SEED, timeSeed]) {
-    const r = await cli(['--target', 'fragments', '--seed', String(seed), '--count', String(FRAGMENTS_COUNT), '--json', '--max-failures', '20']);
+    const r = await cli([
+      '--target',
+      'fragments',
+      '--seed',
+      String(seed),
+      '--count',
+      String(FRAGMENTS_COUNT),
+      '--json',
+      '--max-failures',
+      '20',
+    ]);
     const lines = r.stdout.trimEnd().split('\n');
     const s = JSON.parse(lines.find((l) => l.startsWith('{')) ?? 'null') as FuzzSummary | null;
     const text = lines.filter((l) => !l.startsWith('{')).join('\n');
@@ -471,7 +735,12 @@ test(`fragment sequences, fixed seed ${FRAGMENTS_FIXED_SEED} and a time-derived 
     assert.equal(s.failures, 0, `seed ${seed}: ${JSON.stringify(s.violations)}\n${text.slice(0, 4000)}`);
     assert.equal(s.cases, FRAGMENTS_COUNT);
     // The sequences reach every outcome: refused, reassembled with a valid token, from an exempt source, to unenforced ports.
-    for (const k of ['nothing reassembled', 'SYN with a valid token', 'SYN from an exempt source', 'SYN to a port nothing enforces']) {
+    for (const k of [
+      'nothing reassembled',
+      'SYN with a valid token',
+      'SYN from an exempt source',
+      'SYN to a port nothing enforces',
+    ]) {
       assert.ok((s.verdicts[k] ?? 0) > 0, `seed ${seed}: outcome "${k}" never reached: ${JSON.stringify(s.verdicts)}`);
     }
   }
@@ -492,10 +761,14 @@ test('fragment sequences catch a verifier that reads a first fragment up to its 
     const f = Fuzzer.open(fragmentsTarget(object), [{ name: 'lo', ifindex: 1, mtu: 65536 }]);
     try {
       await fuzz(f, {
-        seed: 31337, count: 5000, maxFailures: 5000, batch: 256,
+        seed: 31337,
+        count: 5000,
+        maxFailures: 5000,
+        batch: 256,
         shouldStop: () => bypasses.length > 0,
         onFailure: (r) => {
-          for (const v of r.violations) if (v.invariant === 'reassembled-bypass') bypasses.push(`case ${r.fuzzCase.index}: ${r.fuzzCase.recipe.join('; ')}`);
+          for (const v of r.violations)
+            if (v.invariant === 'reassembled-bypass') bypasses.push(`case ${r.fuzzCase.index}: ${r.fuzzCase.recipe.join('; ')}`);
         },
       });
     } finally {

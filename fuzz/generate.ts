@@ -5,7 +5,28 @@
  * of all of them (bit flips, byte sets, truncation, trailing bytes, length fields that lie).
  * A case depends only on (seed, index), see rng.ts.
  */
-import { buildFrame, ipv4HeaderChecksum, tcpChecksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader, type VlanTag } from '../src/lib/packet.js';
+import {
+  buildFrame,
+  ipv4HeaderChecksum,
+  tcpChecksum,
+  ETH_P_8021AD,
+  ETH_P_8021Q,
+  ETH_P_ARP,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_UDP,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  TCP_URG,
+  type ChecksumMode,
+  type Ipv6ExtHeader,
+  type VlanTag,
+} from '../src/lib/packet.js';
 import { Rng } from './rng.js';
 import { PORTS, POLICIES, V4_POOLS, V6_POOLS } from './world.js';
 
@@ -201,7 +222,8 @@ export function validOptions(rng: Rng, budget: number): { bytes: Buffer; starts:
   return { bytes: Buffer.concat(parts), starts };
 }
 
-const LINUX_SYN = (rng: Rng): Buffer => Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
+const LINUX_SYN = (rng: Rng): Buffer =>
+  Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
 
 function tcpOptions(rng: Rng, recipe: string[]): Buffer {
   const strategy = rng.weighted<string>([
@@ -228,7 +250,8 @@ function tcpOptions(rng: Rng, recipe: string[]): Buffer {
         () => Buffer.from('020405b4010303080101 0402'.replace(/ /g, ''), 'hex'),
         () => Buffer.from('020405b4', 'hex'),
         // macOS pads with EOL: never marked.
-        () => Buffer.concat([Buffer.from('020405b40103030601010 80a'.replace(/ /g, ''), 'hex'), ts, Buffer.from('04020000', 'hex')]),
+        () =>
+          Buffer.concat([Buffer.from('020405b40103030601010 80a'.replace(/ /g, ''), 'hex'), ts, Buffer.from('04020000', 'hex')]),
         () => Buffer.concat([LINUX_SYN(rng), Buffer.from('1e0c8101', 'hex'), rng.bytes(8)]),
         () => Buffer.concat([Buffer.from('0101', 'hex'), Buffer.from([19, 18]), rng.bytes(16), Buffer.from('020405b4', 'hex')]),
       ][pick]!();
@@ -242,7 +265,8 @@ function tcpOptions(rng: Rng, recipe: string[]): Buffer {
       const copies = rng.pick([1, 1, 2, 3]);
       const p = rng.pick(POLICIES);
       const parts: Buffer[] = [validOptions(rng, rng.range(0, 16)).bytes];
-      for (let i = 0; i < copies; i++) parts.splice(rng.int(parts.length + 1), 0, tokenLike(p.kind, p.exid, rng.pick([12, 12, 4, 8, 20]), rng));
+      for (let i = 0; i < copies; i++)
+        parts.splice(rng.int(parts.length + 1), 0, tokenLike(p.kind, p.exid, rng.pick([12, 12, 4, 8, 20]), rng));
       opts = Buffer.concat(parts);
       what = `ours x${copies} (kind ${p.kind} exid 0x${p.exid.toString(16)})`;
       break;
@@ -310,7 +334,11 @@ function tcpOptions(rng: Rng, recipe: string[]): Buffer {
       const fill = rng.int(3);
       what = `full ${len} (${['NOP', 'MSS', 'one option'][fill] ?? ''})`;
       if (fill === 0) opts = Buffer.alloc(len, 1);
-      else if (fill === 1) opts = Buffer.concat([...Array.from({ length: len >> 2 }, () => Buffer.from('020405b4', 'hex')), Buffer.alloc(len & 3, 1)]);
+      else if (fill === 1)
+        opts = Buffer.concat([
+          ...Array.from({ length: len >> 2 }, () => Buffer.from('020405b4', 'hex')),
+          Buffer.alloc(len & 3, 1),
+        ]);
       else opts = Buffer.concat([Buffer.from([rng.range(2, 255), len]), rng.bytes(len - 2)]);
       break;
     }
@@ -334,9 +362,21 @@ export function ipv4Options(rng: Rng): Buffer {
     const o = rng.weighted<() => Buffer>([
       [3, () => Buffer.from([1])],
       [1, () => Buffer.from([0])],
-      [2, () => { const n = rng.range(1, 9); return Buffer.concat([Buffer.from([7, 3 + 4 * n, 4]), Buffer.alloc(4 * n)]); }],
+      [
+        2,
+        () => {
+          const n = rng.range(1, 9);
+          return Buffer.concat([Buffer.from([7, 3 + 4 * n, 4]), Buffer.alloc(4 * n)]);
+        },
+      ],
       [1, () => Buffer.from([148, 4, 0, 0])],
-      [1, () => { const n = rng.range(0, 8); return Buffer.concat([Buffer.from([rng.range(2, 255), 2 + n]), rng.bytes(n)]); }],
+      [
+        1,
+        () => {
+          const n = rng.range(0, 8);
+          return Buffer.concat([Buffer.from([rng.range(2, 255), 2 + n]), rng.bytes(n)]);
+        },
+      ],
     ])();
     if (len + o.length > 40) break;
     parts.push(o);
@@ -402,7 +442,10 @@ function genSyn(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
     [8, rng.int(0x10000)],
   ]);
   const payload = rng.chance(0.08) ? rng.bytes(rng.range(1, 48)) : undefined;
-  recipe.push(`ipv${family} ${src} -> ${dst}`, `tcp flags 0x${flags.toString(16)} checksum ${String(checksum)}${payload ? ` payload ${payload.length}` : ''}`);
+  recipe.push(
+    `ipv${family} ${src} -> ${dst}`,
+    `tcp flags 0x${flags.toString(16)} checksum ${String(checksum)}${payload ? ` payload ${payload.length}` : ''}`,
+  );
 
   let ipOptions: Buffer | undefined;
   let mf = false;
@@ -439,7 +482,16 @@ function genSyn(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
     ipOptions,
     ipChecksum,
     ipv6Ext: ext,
-    tcp: { sport: rng.int(0x10000), dport: port(rng), seq: rng.u32(), ack: rng.chance(0.8) ? 0 : rng.u32(), flags, window: rng.int(0x10000), options, checksum },
+    tcp: {
+      sport: rng.int(0x10000),
+      dport: port(rng),
+      seq: rng.u32(),
+      ack: rng.chance(0.8) ? 0 : rng.u32(),
+      flags,
+      window: rng.int(0x10000),
+      options,
+      checksum,
+    },
     payload,
   });
   const l3 = 14 + 4 * vlan.length;
@@ -525,7 +577,10 @@ export function genOther(rng: Rng, recipe: string[]): { frame: Buffer; layout: L
 // ---------------------------------------------------------------------------------------
 // Mutations
 
-const INTERESTING = [0x00, 0x01, 0x02, 0x04, 0x05, 0x0c, 0x0f, 0x10, 0x12, 0x14, 0x28, 0x3f, 0x40, 0x45, 0x4f, 0x50, 0x60, 0x7f, 0x80, 0xf0, 0xfd, 0xfe, 0xff];
+const INTERESTING = [
+  0x00, 0x01, 0x02, 0x04, 0x05, 0x0c, 0x0f, 0x10, 0x12, 0x14, 0x28, 0x3f, 0x40, 0x45, 0x4f, 0x50, 0x60, 0x7f, 0x80, 0xf0, 0xfd,
+  0xfe, 0xff,
+];
 
 export function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]): Buffer {
   let f = Buffer.from(input);
@@ -581,12 +636,14 @@ export function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]
         if (family === null) break;
         const fieldOff = family === 4 ? l3 + 2 : l3 + 4;
         const cur = fieldOff + 2 <= f.length ? f.readUInt16BE(fieldOff) : 0;
-        const v = rng.chance(0.7) ? cur + rng.pick([-12, -4, -2, -1, 1, 2, 4, 12, 20]) : rng.pick([0, 1, 20, 40, 0xffff, rng.int(0x10000)]);
+        const v = rng.chance(0.7)
+          ? cur + rng.pick([-12, -4, -2, -1, 1, 2, 4, 12, 20])
+          : rng.pick([0, 1, 20, 40, 0xffff, rng.int(0x10000)]);
         set16(fieldOff, v, family === 4 ? 'tot_len' : 'payload_len');
         break;
       }
       case 'ihl/version':
-        if (family === 4) setAt(l3, rng.chance(0.7) ? 0x40 | rng.int(16) : rng.int(16) << 4 | ((f[l3] ?? 0) & 0x0f), 'ver/ihl');
+        if (family === 4) setAt(l3, rng.chance(0.7) ? 0x40 | rng.int(16) : (rng.int(16) << 4) | ((f[l3] ?? 0) & 0x0f), 'ver/ihl');
         else if (family === 6) setAt(l3, (rng.int(16) << 4) | ((f[l3] ?? 0) & 0x0f), 'version');
         break;
       case 'doff':
@@ -596,10 +653,24 @@ export function mutate(rng: Rng, input: Buffer, layout: Layout, recipe: string[]
         if (l4 !== null) setAt(l4 + 13, rng.chance(0.5) ? rng.int(256) : TCP_SYN, 'flags');
         break;
       case 'option byte':
-        if (l4 !== null && f.length > l4 + 20) setAt(rng.range(l4 + 20, f.length - 1), rng.chance(0.6) ? rng.pick(INTERESTING) : rng.int(256), 'opt');
+        if (l4 !== null && f.length > l4 + 20)
+          setAt(rng.range(l4 + 20, f.length - 1), rng.chance(0.6) ? rng.pick(INTERESTING) : rng.int(256), 'opt');
         break;
       case 'truncate': {
-        const marks = [l3, l3 + 19, l3 + 20, l3 + 39, l4 ?? l3, (l4 ?? l3) + 13, (l4 ?? l3) + 14, (l4 ?? l3) + 19, (l4 ?? l3) + 20, f.length - 1, f.length - 12, rng.range(14, f.length)];
+        const marks = [
+          l3,
+          l3 + 19,
+          l3 + 20,
+          l3 + 39,
+          l4 ?? l3,
+          (l4 ?? l3) + 13,
+          (l4 ?? l3) + 14,
+          (l4 ?? l3) + 19,
+          (l4 ?? l3) + 20,
+          f.length - 1,
+          f.length - 12,
+          rng.range(14, f.length),
+        ];
         const to = Math.max(14, Math.min(f.length, rng.pick(marks)));
         if (to < f.length) {
           f = f.subarray(0, to);
@@ -648,6 +719,7 @@ export function refreshChecksums(f: Buffer, layout: Layout): void {
   } else if (family === 6 && layout.l4 !== null && l3 + 40 <= f.length) {
     const l4 = layout.l4;
     const end = Math.min(f.length, l3 + 40 + f.readUInt16BE(l3 + 4));
-    if (l4 + 18 <= end) f.writeUInt16BE(tcpChecksum(f.subarray(l3 + 8, l3 + 24), f.subarray(l3 + 24, l3 + 40), f.subarray(l4, end)), l4 + 16);
+    if (l4 + 18 <= end)
+      f.writeUInt16BE(tcpChecksum(f.subarray(l3 + 8, l3 + 24), f.subarray(l3 + 24, l3 + 40), f.subarray(l4, end)), l4 + 16);
   }
 }

@@ -25,7 +25,20 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { COUNTERS } from '../src/lib/abi.js';
-import { DEFAULT_MARKER_OBJECT, DEFAULT_VERIFIER_OBJECT, Fuzzer, formatFailure, fragmentsTarget, fuzz, markerTarget, verifierTarget, type CaseRun, type FuzzSummary, type Target } from './driver.js';
+import {
+  DEFAULT_MARKER_OBJECT,
+  DEFAULT_VERIFIER_OBJECT,
+  Fuzzer,
+  describeRun,
+  formatFailure,
+  fragmentsTarget,
+  fuzz,
+  markerTarget,
+  verifierTarget,
+  type CaseRun,
+  type FuzzSummary,
+  type Target,
+} from './driver.js';
 import { MTU_DEVICES, discoverDevices, runInPrivateNetns } from './netns.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -60,7 +73,8 @@ interface Config {
 }
 
 function nonNegInt(text: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
-  if (!/^\d+$/.test(text) || Number(text) > max) throw new UsageError(`${what} must be an integer from 0 to ${max}, got "${text}"`);
+  if (!/^\d+$/.test(text) || Number(text) > max)
+    throw new UsageError(`${what} must be an integer from 0 to ${max}, got "${text}"`);
   return Number(text);
 }
 
@@ -95,7 +109,8 @@ function parseConfig(argv: string[]): Config {
   let replay: Config['replay'] = null;
   if (values.replay !== undefined) {
     const m = /^(\d+):(\d+)$/.exec(values.replay);
-    if (!m || m[1] === undefined || m[2] === undefined) throw new UsageError(`--replay wants SEED:CASE (e.g. 1234:56), got "${values.replay}"`);
+    if (!m || m[1] === undefined || m[2] === undefined)
+      throw new UsageError(`--replay wants SEED:CASE (e.g. 1234:56), got "${values.replay}"`);
     replay = { seed: nonNegInt(m[1], 'the replay seed', 0xffffffff), index: nonNegInt(m[2], 'the replay case') };
   }
   const timeSeed = ((Date.now() % 0x100000000) ^ (process.pid << 12)) >>> 0;
@@ -136,14 +151,28 @@ function makeTarget(name: TargetName, cfg: Config): Target<unknown> {
 function printSummary(s: FuzzSummary): void {
   const out: string[] = [];
   const last = s.start + s.cases - 1;
-  out.push(`fuzzed ${s.cases} packets (target ${s.target}, seed ${s.seed}, cases ${s.start}..${last}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ${s.casesPerSecond} cases/s`);
+  out.push(
+    `fuzzed ${s.cases} packets (target ${s.target}, seed ${s.seed}, cases ${s.start}..${last}) in ${(s.elapsedMs / 1000).toFixed(1)} s: ${s.casesPerSecond} cases/s`,
+  );
   out.push(`devices: ${s.devices.map((d) => `${d.name} (ifindex ${d.ifindex}, mtu ${d.mtu})`).join(', ')}`);
-  out.push(`expected (${s.target}): ${Object.entries(s.verdicts).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  out.push(
+    `expected (${s.target}): ${Object.entries(s.verdicts)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}`,
+  );
   const verifier = s.target.startsWith('verifier') || s.target === 'fragments';
-  const names = COUNTERS.filter((n) => (s.counters[n] ?? 0) > 0 || (verifier ? n.startsWith('verify_') : n.startsWith('skipped_') || n === 'marked'));
+  const names = COUNTERS.filter(
+    (n) => (s.counters[n] ?? 0) > 0 || (verifier ? n.startsWith('verify_') : n.startsWith('skipped_') || n === 'marked'),
+  );
   out.push(`counters: ${names.map((n) => `${n}=${s.counters[n] ?? 0}`).join(' ')}`);
   if (s.failures === 0) out.push(s.stoppedEarly ? 'stopped early; no invariant broken so far' : 'every invariant held');
-  else out.push(`${s.failures} failing case(s)${s.stoppedEarly ? ' (stopped early)' : ''}: ${Object.entries(s.violations).map(([k, v]) => `${k} x${v}`).join(', ')}`);
+  else
+    out.push(
+      `${s.failures} failing case(s)${s.stoppedEarly ? ' (stopped early)' : ''}: ${Object.entries(s.violations)
+        .map(([k, v]) => `${k} x${v}`)
+        .join(', ')}`,
+    );
   process.stdout.write(out.join('\n') + '\n');
 }
 
@@ -153,17 +182,8 @@ function printReplay<V>(f: Fuzzer<V>, run: CaseRun<V>, cfg: Config): void {
     return;
   }
   const c = run.fuzzCase;
-  process.stdout.write(
-    [
-      `ok seed=${c.seed} case=${c.index} target=${f.target.name}: every invariant held`,
-      `  device:   ${run.device.name} (ifindex ${run.device.ifindex}, mtu ${run.device.mtu})${c.gsoSegs || c.gsoSize ? `, gso_segs ${c.gsoSegs} gso_size ${c.gsoSize}` : ''}`,
-      `  recipe:   ${c.recipe.join('; ')}`,
-      `  expected: ${f.target.describe(run.verdict)}`,
-      `  retval:   ${run.retval}`,
-      `  input  (${c.frame.length} bytes): ${c.frame.toString('hex')}`,
-      `  output (${run.out.length} bytes): ${run.out.equals(c.frame) ? '(identical to the input)' : run.out.toString('hex')}`,
-    ].join('\n') + '\n',
-  );
+  const lines = [`ok seed=${c.seed} case=${c.index} target=${f.target.name}: every invariant held`, ...describeRun(f, run)];
+  process.stdout.write(lines.join('\n') + '\n');
 }
 
 async function inside(cfg: Config): Promise<number> {
@@ -200,7 +220,9 @@ async function runTarget(f: Fuzzer<unknown>, cfg: Config, stopped: () => boolean
     printReplay(f, run, cfg);
     return run.violations.length > 0 ? 1 : 0;
   }
-  process.stdout.write(`fuzzing the ${f.target.name}: seed=${cfg.seed} count=${cfg.count} (replay a case with: ${hint} --replay ${cfg.seed}:<case>)\n`);
+  process.stdout.write(
+    `fuzzing the ${f.target.name}: seed=${cfg.seed} count=${cfg.count} (replay a case with: ${hint} --replay ${cfg.seed}:<case>)\n`,
+  );
   let nextReport = 100000;
   const t0 = Date.now();
   const summary = await fuzz(f, {

@@ -7,6 +7,7 @@
  * compares every run against this, byte for byte and counter for counter.
  */
 import { COUNTERS, TokenModeCode } from '../src/lib/abi.js';
+import { ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP } from '../src/lib/packet.js';
 import { HARD_HEADER_LEN, lookupPolicy, policyById, type Device, type PolicyDef } from './world.js';
 
 export type CounterName = (typeof COUNTERS)[number];
@@ -36,11 +37,6 @@ export type Verdict =
   /** grown by our option, one `marked` under the policy */
   | { action: 'mark'; layout: MarkLayout };
 
-const ETH_P_IP = 0x0800;
-const ETH_P_IPV6 = 0x86dd;
-const ETH_P_8021Q = 0x8100;
-const ETH_P_8021AD = 0x88a8;
-const IPPROTO_TCP = 6;
 const VLAN_MAX_DEPTH = 2;
 const IPV6_EXT_MAX = 6;
 const IPV6_EXT = new Set([0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254]);
@@ -99,7 +95,10 @@ export function classify(f: Buffer): { pass: string } | { slow: true; dport: num
     if (l3 + 40 > f.length) return { slow: true, dport: null };
     if ((f[l3] ?? 0) >> 4 !== 6) return { slow: true, dport: null };
     const nh = f[l3 + 6] ?? 0;
-    if (nh !== IPPROTO_TCP) return IPV6_EXT.has(nh) && nh !== 50 ? { slow: true, dport: null } : { pass: nh === 50 ? 'ESP' : `upper layer ${nh} is not TCP` };
+    if (nh !== IPPROTO_TCP)
+      return IPV6_EXT.has(nh) && nh !== 50
+        ? { slow: true, dport: null }
+        : { pass: nh === 50 ? 'ESP' : `upper layer ${nh} is not TCP` };
     tcp = l3 + 40;
   } else {
     return { pass: `EtherType 0x${proto.toString(16)}` };
@@ -138,7 +137,8 @@ export function findSyn(f: Buffer): Syn | { pass: string } | { unreadable: strin
     const frag = f.readUInt16BE(l3 + 6);
     if ((frag & 0x1fff) !== 0) return { pass: 'later IPv4 fragment' };
     const ipLen = f.readUInt16BE(l3 + 2);
-    if (ipLen < ipHlen || l3 + ipLen > f.length) return { unreadable: `IPv4 total length ${ipLen} disagrees with its header or the frame` };
+    if (ipLen < ipHlen || l3 + ipLen > f.length)
+      return { unreadable: `IPv4 total length ${ipLen} disagrees with its header or the frame` };
     const l4 = l3 + ipHlen;
     const firstFragment = (frag & 0x2000) !== 0;
     s = {
@@ -202,7 +202,8 @@ export function findSyn(f: Buffer): Syn | { pass: string } | { unreadable: strin
   } else {
     return { pass: `EtherType 0x${proto.toString(16)}` };
   }
-  if (s.l4 + 8 > s.l4End) return { unreadable: 'not even the ports and sequence number in the IP length (or a first fragment\'s cut)' };
+  if (s.l4 + 8 > s.l4End)
+    return { unreadable: "not even the ports and sequence number in the IP length (or a first fragment's cut)" };
   const dport = f.readUInt16BE(s.l4 + 2);
   if (s.l4 + 20 > s.l4End) {
     if (s.l4 + 14 <= s.l4End) {
@@ -291,7 +292,13 @@ export function markerVerdict(frame: Buffer, ctx: RunContext): Verdict {
 
   const policyId = lookupPolicy(s.daddr, s.dport);
   const policy = policyById(policyId);
-  if (!policy) return { action: 'skip', counter: 'skipped_no_policy', policyId: 0, why: policyId ? `policy slot ${policyId} is empty` : 'no rule covers it' };
+  if (!policy)
+    return {
+      action: 'skip',
+      counter: 'skipped_no_policy',
+      policyId: 0,
+      why: policyId ? `policy slot ${policyId} is empty` : 'no rule covers it',
+    };
   const skip = (counter: CounterName, why: string): Verdict => ({ action: 'skip', counter, policyId, why });
 
   if (s.ipv6Ext) return skip('skipped_ipv6_ext_header', 'IPv6 extension headers');
@@ -307,8 +314,10 @@ export function markerVerdict(frame: Buffer, ctx: RunContext): Verdict {
 
   const reason = optionsVerdict(frame.subarray(s.l4 + 20, s.l4 + s.tcpLen), policy.kind, policy.exid);
   if (typeof reason === 'string') return skip(reason, 'option list');
-  if (frame.length + OPT_LEN > ctx.device.mtu + HARD_HEADER_LEN) return skip('skipped_mtu', `over the ${ctx.device.mtu}-byte MTU once grown`);
-  if (policy.mode === TokenModeCode.Keyed && policy.epochSeconds === 0) return skip('skipped_no_clock', 'keyed policy without an epoch length');
+  if (frame.length + OPT_LEN > ctx.device.mtu + HARD_HEADER_LEN)
+    return skip('skipped_mtu', `over the ${ctx.device.mtu}-byte MTU once grown`);
+  if (policy.mode === TokenModeCode.Keyed && policy.epochSeconds === 0)
+    return skip('skipped_no_clock', 'keyed policy without an epoch length');
   return { action: 'mark', layout: { family: s.family, l3: s.l3, l4: s.l4, tcpLen: s.tcpLen, at: reason.at, policy } };
 }
 

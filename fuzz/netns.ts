@@ -35,7 +35,8 @@ export function discoverDevices(names: readonly string[]): Device[] {
     return { name, ifindex: l.ifindex, mtu: l.mtu };
   };
   const lo = find('lo');
-  if (lo.ifindex !== 1) throw new Error(`loopback has ifindex ${lo.ifindex}, want 1 (test_run falls back to it for ctx ifindex 0 and 1)`);
+  if (lo.ifindex !== 1)
+    throw new Error(`loopback has ifindex ${lo.ifindex}, want 1 (test_run falls back to it for ctx ifindex 0 and 1)`);
   return [lo, ...names.map(find)];
 }
 

@@ -55,7 +55,8 @@ function parse(frame: Buffer): Parsed {
     if (l3 + 20 > frame.length) return { dropped: 'truncated IPv4 header' };
     const ihl = ((frame[l3] ?? 0) & 0x0f) * 4;
     const totLen = frame.readUInt16BE(l3 + 2);
-    if ((frame[l3] ?? 0) >> 4 !== 4 || ihl < 20 || totLen < ihl || l3 + totLen > frame.length) return { dropped: 'bad IPv4 header' };
+    if ((frame[l3] ?? 0) >> 4 !== 4 || ihl < 20 || totLen < ihl || l3 + totLen > frame.length)
+      return { dropped: 'bad IPv4 header' };
     const saddr = frame.subarray(l3 + 12, l3 + 16);
     const daddr = frame.subarray(l3 + 16, l3 + 20);
     const protocol = frame[l3 + 9] ?? 0;
@@ -65,7 +66,18 @@ function parse(frame: Buffer): Parsed {
     const data = frame.subarray(l3 + ihl, l3 + totLen);
     if (offset === 0 && !more) return { whole: { family: 4, saddr, daddr, protocol, data } };
     const id = frame.readUInt16BE(l3 + 4);
-    return { piece: { family: 4, key: `4/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}/${protocol}`, saddr, daddr, protocol, offset, data, more } };
+    return {
+      piece: {
+        family: 4,
+        key: `4/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}/${protocol}`,
+        saddr,
+        daddr,
+        protocol,
+        offset,
+        data,
+        more,
+      },
+    };
   }
   if (proto === ETH_P_IPV6) {
     if (l3 + 40 > frame.length) return { dropped: 'truncated IPv6 header' };
@@ -76,7 +88,10 @@ function parse(frame: Buffer): Parsed {
     const end = l3 + 40 + plen;
     const nh = frame[l3 + 6] ?? 0;
     // The sequences this model follows put the fragment header, if any, right after the fixed header.
-    if (nh !== 44) return nh === 6 ? { whole: { family: 6, saddr, daddr, protocol: 6, data: frame.subarray(l3 + 40, end) } } : { other: `next header ${nh}` };
+    if (nh !== 44)
+      return nh === 6
+        ? { whole: { family: 6, saddr, daddr, protocol: 6, data: frame.subarray(l3 + 40, end) } }
+        : { other: `next header ${nh}` };
     if (l3 + 48 > end) return { dropped: 'truncated fragment header' };
     const protocol = frame[l3 + 40] ?? 0;
     const word = frame.readUInt16BE(l3 + 42);
@@ -85,9 +100,21 @@ function parse(frame: Buffer): Parsed {
     const data = frame.subarray(l3 + 48, end);
     if (offset === 0 && !more) return { whole: { family: 6, saddr, daddr, protocol, data } };
     // RFC 8200 4.5 (ipv6frag_thdr_truncated): a first fragment must hold the whole TCP header.
-    if (offset === 0 && protocol === 6 && data.length < 20) return { dropped: 'an IPv6 first fragment without the whole TCP header' };
+    if (offset === 0 && protocol === 6 && data.length < 20)
+      return { dropped: 'an IPv6 first fragment without the whole TCP header' };
     const id = frame.readUInt32BE(l3 + 44);
-    return { piece: { family: 6, key: `6/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}`, saddr, daddr, protocol, offset, data, more } };
+    return {
+      piece: {
+        family: 6,
+        key: `6/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}`,
+        saddr,
+        daddr,
+        protocol,
+        offset,
+        data,
+        more,
+      },
+    };
   }
   return { other: `EtherType 0x${proto.toString(16)}` };
 }
@@ -166,7 +193,10 @@ export class Reassembler {
       const data = Buffer.alloc(q.len);
       for (const fr of q.frags) fr.data.copy(data, fr.offset);
       const first = q.first as Piece;
-      return { event: 'complete', datagram: { family: first.family, saddr: first.saddr, daddr: first.daddr, protocol: first.protocol, data } };
+      return {
+        event: 'complete',
+        datagram: { family: first.family, saddr: first.saddr, daddr: first.daddr, protocol: first.protocol, data },
+      };
     }
     return { event: 'queued' };
   }

@@ -7,10 +7,32 @@
  * non-SYNs carrying tokens, other traffic, and the marker fuzzer's mutations of all of it.
  * A case depends only on (seed, index), see rng.ts.
  */
-import { buildFrame, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, type ChecksumMode, type Ipv6ExtHeader } from '../src/lib/packet.js';
+import {
+  buildFrame,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  TCP_URG,
+  type ChecksumMode,
+  type Ipv6ExtHeader,
+} from '../src/lib/packet.js';
 import { TokenModeCode } from '../src/lib/abi.js';
 import { keyedToken } from '../src/lib/siphash.js';
-import { extLength, genOther, ipv4Options, ipv6Ext, mutate, someOption, testRunMinimum, validOptions, vlanTags, type FuzzCase, type Layout } from './generate.js';
+import {
+  extLength,
+  genOther,
+  ipv4Options,
+  ipv6Ext,
+  mutate,
+  someOption,
+  testRunMinimum,
+  validOptions,
+  vlanTags,
+  type FuzzCase,
+  type Layout,
+} from './generate.js';
 import { Rng } from './rng.js';
 import { POLICIES, epochOf, policyById, type PolicyDef } from './world.js';
 import { SRC_V4_POOLS, SRC_V6_POOLS, rulesFor, ruleFor } from './verifier-world.js';
@@ -41,7 +63,9 @@ function fromPool(rng: Rng, pools: ReadonlyArray<readonly [number, string]>, fam
 }
 
 function dstAddr(rng: Rng, family: 4 | 6): string {
-  return family === 4 ? `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}` : `2001:db8:${rng.int(0x10000).toString(16)}::${rng.range(1, 0xffff).toString(16)}`;
+  return family === 4
+    ? `10.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}`
+    : `2001:db8:${rng.int(0x10000).toString(16)}::${rng.range(1, 0xffff).toString(16)}`;
 }
 
 interface SynFields {
@@ -69,34 +93,36 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
   // A keyed policy without an epoch length signs nothing: any epoch will do for its near misses.
   const e = isKeyed && p.epochSeconds !== 0 ? epochOf(p) : 1n;
   const good = (): Buffer => (isKeyed ? keyed(p, p.current, f, e) : p.current);
-  const choice = rng.weighted<string>(isKeyed
-    ? [
-      [22, 'current key, this epoch'],
-      [10, 'current key, previous epoch'],
-      [6, 'previous key, this epoch'],
-      [4, 'previous key, previous epoch'],
-      [5, 'next epoch'],
-      [3, 'previous key, next epoch'],
-      [4, 'two epochs ago'],
-      [2, 'two epochs on'],
-      [5, 'another key'],
-      [8, 'another flow'],
-      [4, 'every field bound'],
-      [10, 'one bit off'],
-      [4, 'byte order reversed'],
-      [3, 'zero'],
-      [3, 'random'],
-      [4, "another policy's token"],
-    ]
-    : [
-      [30, 'current'],
-      [10, 'previous'],
-      [14, 'one bit off'],
-      [5, 'byte order reversed'],
-      [6, 'zero'],
-      [6, 'random'],
-      [8, "another policy's token"],
-    ]);
+  const choice = rng.weighted<string>(
+    isKeyed
+      ? [
+          [22, 'current key, this epoch'],
+          [10, 'current key, previous epoch'],
+          [6, 'previous key, this epoch'],
+          [4, 'previous key, previous epoch'],
+          [5, 'next epoch'],
+          [3, 'previous key, next epoch'],
+          [4, 'two epochs ago'],
+          [2, 'two epochs on'],
+          [5, 'another key'],
+          [8, 'another flow'],
+          [4, 'every field bound'],
+          [10, 'one bit off'],
+          [4, 'byte order reversed'],
+          [3, 'zero'],
+          [3, 'random'],
+          [4, "another policy's token"],
+        ]
+      : [
+          [30, 'current'],
+          [10, 'previous'],
+          [14, 'one bit off'],
+          [5, 'byte order reversed'],
+          [6, 'zero'],
+          [6, 'random'],
+          [8, "another policy's token"],
+        ],
+  );
   recipe.push(`token: ${choice} (policy ${p.id})`);
   switch (choice) {
     case 'current':
@@ -135,7 +161,7 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
     case 'every field bound':
       return keyed(p, p.current, f, e, 0x1f);
     case 'one bit off':
-      return flipBit(rng, rng.chance(0.7) ? good() : (p.previous ? (isKeyed ? keyed(p, p.previous, f, e) : p.previous) : good()));
+      return flipBit(rng, rng.chance(0.7) ? good() : p.previous ? (isKeyed ? keyed(p, p.previous, f, e) : p.previous) : good());
     case 'byte order reversed':
       return Buffer.from(good()).reverse();
     case 'zero':
@@ -144,7 +170,9 @@ function tokenValue(rng: Rng, p: PolicyDef, f: SynFields, recipe: string[]): Buf
       return rng.bytes(8);
     default: {
       const o = rng.pick(POLICIES);
-      return o.mode === TokenModeCode.Keyed && o.epochSeconds !== 0 ? keyed(o, o.current, f, epochOf(o)) : o.current.subarray(0, 8);
+      return o.mode === TokenModeCode.Keyed && o.epochSeconds !== 0
+        ? keyed(o, o.current, f, epochOf(o))
+        : o.current.subarray(0, 8);
     }
   }
 }
@@ -156,7 +184,8 @@ const opt = (kind: number, len: number, exid: number, value: Buffer): Buffer => 
   return Buffer.concat([head, body]).subarray(0, Math.max(2, len));
 };
 
-const STACK = (rng: Rng): Buffer => Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
+const STACK = (rng: Rng): Buffer =>
+  Buffer.concat([Buffer.from('020405b40402080a', 'hex'), rng.bytes(8), Buffer.from('01030307', 'hex')]);
 
 /** The option area: where our option goes and what surrounds it. */
 function optionArea(rng: Rng, p: PolicyDef, value: () => Buffer, recipe: string[]): Buffer {
@@ -203,7 +232,11 @@ function optionArea(rng: Rng, p: PolicyDef, value: () => Buffer, recipe: string[
       break;
     }
     case 'behind an EOL':
-      area = Buffer.concat([rng.chance(0.5) ? Buffer.from('020405b4', 'hex') : Buffer.alloc(0), Buffer.from([0, 1, 1, 1].slice(0, rng.range(1, 4))), ours()]);
+      area = Buffer.concat([
+        rng.chance(0.5) ? Buffer.from('020405b4', 'hex') : Buffer.alloc(0),
+        Buffer.from([0, 1, 1, 1].slice(0, rng.range(1, 4))),
+        ours(),
+      ]);
       break;
     case 'followed by an EOL':
       area = Buffer.concat([ours(), Buffer.from([0, 0, 0, 0])]);
@@ -271,27 +304,30 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
     [86, 'SYN'],
     [14, 'not a SYN'],
   ]);
-  const flags = kindOfCase === 'SYN'
-    ? rng.weighted<number>([
-      [80, TCP_SYN],
-      [8, TCP_SYN | TCP_ECE | TCP_CWR],
-      [3, TCP_SYN | TCP_FIN],
-      [3, TCP_SYN | TCP_PSH | TCP_URG],
-      [6, (rng.int(256) | TCP_SYN) & ~TCP_ACK],
-    ])
-    : rng.weighted<number>([
-      [5, TCP_SYN | TCP_ACK],
-      [4, TCP_ACK],
-      [2, TCP_RST],
-      [2, TCP_FIN | TCP_ACK],
-      [3, rng.int(256) & ~TCP_SYN],
-      [2, rng.int(256) | TCP_ACK],
-    ]);
+  const flags =
+    kindOfCase === 'SYN'
+      ? rng.weighted<number>([
+          [80, TCP_SYN],
+          [8, TCP_SYN | TCP_ECE | TCP_CWR],
+          [3, TCP_SYN | TCP_FIN],
+          [3, TCP_SYN | TCP_PSH | TCP_URG],
+          [6, (rng.int(256) | TCP_SYN) & ~TCP_ACK],
+        ])
+      : rng.weighted<number>([
+          [5, TCP_SYN | TCP_ACK],
+          [4, TCP_ACK],
+          [2, TCP_RST],
+          [2, TCP_FIN | TCP_ACK],
+          [3, rng.int(256) & ~TCP_SYN],
+          [2, rng.int(256) | TCP_ACK],
+        ]);
   // Mostly the token of the policy that protects the port; sometimes another policy's option.
   const rule = ruleFor(position, dport);
   const own = rule ? policyById(rule.policyId) : undefined;
   const p = own && rng.chance(0.85) ? own : rng.pick(POLICIES);
-  recipe.push(`ipv${family} ${f.src}:${f.sport} -> ${f.dst}:${f.dport} seq ${f.seq} flags 0x${flags.toString(16)}${own ? ` (port of policy ${own.id})` : ''}`);
+  recipe.push(
+    `ipv${family} ${f.src}:${f.sport} -> ${f.dst}:${f.dport} seq ${f.seq} flags 0x${flags.toString(16)}${own ? ` (port of policy ${own.id})` : ''}`,
+  );
   let area = optionArea(rng, p, () => tokenValue(rng, p, f, recipe), recipe);
 
   let doff: number | undefined;
@@ -356,9 +392,13 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
   // The first fragment of a SYN split by its sender: the TCP header or the options continue
   // in a fragment the verifier never sees together with this one. Any size: the stack keeps
   // a multiple of 8 of a fragment that is not the last.
-  const split = lie === 'none' && rng.chance(0.07)
-    ? rng.weighted<number>([[3, rng.pick(family === 4 ? [8, 16, 24, 32, 40] : [24, 32, 40])], [5, rng.range(1, 64)]])
-    : 0;
+  const split =
+    lie === 'none' && rng.chance(0.07)
+      ? rng.weighted<number>([
+          [3, rng.pick(family === 4 ? [8, 16, 24, 32, 40] : [24, 32, 40])],
+          [5, rng.range(1, 64)],
+        ])
+      : 0;
   const frame = buildFrame({
     vlan,
     src: f.src,
@@ -369,7 +409,17 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
     fragOffset,
     ipOptions,
     ipv6Ext: ext,
-    tcp: { sport: f.sport, dport: f.dport, seq: f.seq, ack: flags & TCP_ACK ? rng.u32() : 0, flags, window: rng.int(0x10000), options: area, checksum, ...(doff !== undefined ? { doff } : {}) },
+    tcp: {
+      sport: f.sport,
+      dport: f.dport,
+      seq: f.seq,
+      ack: flags & TCP_ACK ? rng.u32() : 0,
+      flags,
+      window: rng.int(0x10000),
+      options: area,
+      checksum,
+      ...(doff !== undefined ? { doff } : {}),
+    },
     payload,
   });
   const l3 = 14 + 4 * vlan.length;
@@ -384,7 +434,11 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
       recipe.push(`  its flags byte says 0x${(seg[NT_TCP_FLAGS_OFF] ?? 0).toString(16)}`);
     }
     const common = { vlan, src: f.src, dst: f.dst, ttl: 64, protocol: 6, payload: seg };
-    if (family === 4) return { frame: buildFrame({ ...common, ipOptions, mf: true, fragOffset: 0, df: false, ipId: rng.int(0x10000) }), layout: { l3, family, l4 } };
+    if (family === 4)
+      return {
+        frame: buildFrame({ ...common, ipOptions, mf: true, fragOffset: 0, df: false, ipId: rng.int(0x10000) }),
+        layout: { l3, family, l4 },
+      };
     const fragHeader: Ipv6ExtHeader = { type: 44, body: Buffer.concat([Buffer.from([0, 1]), rng.bytes(4)]) };
     const withFrag = [...ext, fragHeader];
     return { frame: buildFrame({ ...common, ipv6Ext: withFrag }), layout: { l3, family, l4: l3 + 40 + extLength(withFrag) } };
@@ -409,4 +463,3 @@ export function generateVerifierCase(seed: number, index: number, devices: numbe
   }
   return { seed, index, frame, device: position, gsoSegs: 0, gsoSize: 0, recipe };
 }
-

@@ -46,7 +46,10 @@ function findOption(opts: Buffer, kind: number, exid: number): { at: number; len
  * for keyed tokens, of the current epoch and of those the policy's clock skew reaches
  * (world.ts's acceptedEpochs).
  */
-export function acceptedValues(p: PolicyDef, syn: { saddr: Buffer; daddr: Buffer; sport: number; dport: number; seq: number }): Buffer[] {
+export function acceptedValues(
+  p: PolicyDef,
+  syn: { saddr: Buffer; daddr: Buffer; sport: number; dport: number; seq: number },
+): Buffer[] {
   if (p.mode === TokenModeCode.Static) return p.previous ? [p.current, p.previous] : [p.current];
   if (p.mode !== TokenModeCode.Keyed || p.epochSeconds === 0) return [];
   const flow = { src: formatIp(syn.saddr), dst: formatIp(syn.daddr), sport: syn.sport, dport: syn.dport, seq: syn.seq };
@@ -57,18 +60,38 @@ export function acceptedValues(p: PolicyDef, syn: { saddr: Buffer; daddr: Buffer
   return out;
 }
 
-function synResult(f: Buffer, s: { l4: number; saddr: Buffer; daddr: Buffer; cut: boolean; tcpLen: number }, p: PolicyDef): { result: VerifyResult; why: string } {
-  if (s.cut) return { result: 'verify_malformed', why: 'its TCP header or options go on past what the stack keeps of this packet (the IP length, or a first fragment cut to 8-byte units)' };
+function synResult(
+  f: Buffer,
+  s: { l4: number; saddr: Buffer; daddr: Buffer; cut: boolean; tcpLen: number },
+  p: PolicyDef,
+): { result: VerifyResult; why: string } {
+  if (s.cut)
+    return {
+      result: 'verify_malformed',
+      why: 'its TCP header or options go on past what the stack keeps of this packet (the IP length, or a first fragment cut to 8-byte units)',
+    };
   if (s.tcpLen < 20) return { result: 'verify_malformed', why: `doff ${s.tcpLen / 4}` };
   const found = findOption(f.subarray(s.l4 + 20, s.l4 + s.tcpLen), p.kind, p.exid);
   if (found === 'missing') return { result: 'verify_missing', why: 'no option of our kind and ExID before the end or an EOL' };
   if (found === 'malformed') return { result: 'verify_malformed', why: 'a bad option length before ours' };
   if (found.len !== OPT_LEN) return { result: 'verify_invalid', why: `our option has length ${found.len}` };
   const value = f.subarray(s.l4 + 20 + found.at + 4, s.l4 + 20 + found.at + OPT_LEN);
-  const syn = { saddr: s.saddr, daddr: s.daddr, sport: f.readUInt16BE(s.l4), dport: f.readUInt16BE(s.l4 + 2), seq: f.readUInt32BE(s.l4 + 4) };
+  const syn = {
+    saddr: s.saddr,
+    daddr: s.daddr,
+    sport: f.readUInt16BE(s.l4),
+    dport: f.readUInt16BE(s.l4 + 2),
+    seq: f.readUInt32BE(s.l4 + 4),
+  };
   const accepted = acceptedValues(p, syn);
-  if (accepted.some((v) => v.equals(value))) return { result: 'verify_valid', why: `token ${value.toString('hex')} is one the policy accepts` };
-  return { result: 'verify_invalid', why: accepted.length ? `token ${value.toString('hex')} is not one the policy accepts` : 'the policy accepts no value (keyed without an epoch length)' };
+  if (accepted.some((v) => v.equals(value)))
+    return { result: 'verify_valid', why: `token ${value.toString('hex')} is one the policy accepts` };
+  return {
+    result: 'verify_invalid',
+    why: accepted.length
+      ? `token ${value.toString('hex')} is not one the policy accepts`
+      : 'the policy accepts no value (keyed without an epoch length)',
+  };
 }
 
 /** The policy that enforces on the device at `position` for what has no port it can see, as the agent picks it (the first Enforce rule). */
@@ -82,7 +105,8 @@ export function verifierVerdict(frame: Buffer, position: number): VerifierVerdic
   // A SYN the fast path sees whole: its port's rule is looked up before anything else is read
   // (port 0 reads as "not seen" there: such a SYN goes on to the slow path whole).
   const fast = classify(frame);
-  if ('slow' in fast && fast.dport && !ruleFor(position, fast.dport)) return { action: 'pass', why: `no rule protects port ${fast.dport} here` };
+  if ('slow' in fast && fast.dport && !ruleFor(position, fast.dport))
+    return { action: 'pass', why: `no rule protects port ${fast.dport} here` };
   const found = findSyn(frame);
   if ('pass' in found) return { action: 'pass', why: found.pass };
   if ('unreadable' in found) return { action: 'unreadable', why: found.unreadable, enforcingPolicy: enforcingPolicy(position) };
@@ -91,10 +115,18 @@ export function verifierVerdict(frame: Buffer, position: number): VerifierVerdic
   const rule = ruleFor(position, dport);
   if (!rule) return { action: 'pass', why: `no rule protects port ${dport} here` };
   const policy = policyById(rule.policyId);
-  if (!policy) return { action: 'pass', why: `the rule for port ${dport} names policy slot ${rule.policyId}, which holds no policy` };
+  if (!policy)
+    return { action: 'pass', why: `the rule for port ${dport} names policy slot ${rule.policyId}, which holds no policy` };
   const { result, why } = synResult(frame, { ...found, saddr }, policy);
   const exempt = result !== 'verify_valid' && isExempt(policy.id, saddr);
-  return { action: 'verify', policyId: policy.id, result, exempt, enforce: rule.action === IngressActionCode.Enforce, why: `port ${dport}, policy ${policy.id}: ${why}` };
+  return {
+    action: 'verify',
+    policyId: policy.id,
+    result,
+    exempt,
+    enforce: rule.action === IngressActionCode.Enforce,
+    why: `port ${dport}, policy ${policy.id}: ${why}`,
+  };
 }
 
 /** Must the verifier drop it? */
@@ -145,17 +177,37 @@ export const VERDICT_CODES: Record<VerifierHook, { pass: number; drop: number; p
 };
 
 /** Check one run of the verifier: it returned pass or drop, changed nothing, and dropped exactly what the model drops. */
-export function checkVerifierRun(hook: VerifierHook, input: Buffer, v: VerifierVerdict, retval: number, out: Buffer): Violation[] {
+export function checkVerifierRun(
+  hook: VerifierHook,
+  input: Buffer,
+  v: VerifierVerdict,
+  retval: number,
+  out: Buffer,
+): Violation[] {
   const codes = VERDICT_CODES[hook];
   const violations: Violation[] = [];
   if (retval !== codes.pass && retval !== codes.drop) {
-    violations.push({ invariant: 'returned', detail: `program returned ${retval}, want ${codes.passName} (${codes.pass}) or ${codes.dropName} (${codes.drop})` });
+    violations.push({
+      invariant: 'returned',
+      detail: `program returned ${retval}, want ${codes.passName} (${codes.pass}) or ${codes.dropName} (${codes.drop})`,
+    });
   }
-  if (!out.equals(input)) violations.push({ invariant: 'unchanged', detail: `the verifier changed the packet (${input.length} bytes in, ${out.length} out): it must only read` });
+  if (!out.equals(input))
+    violations.push({
+      invariant: 'unchanged',
+      detail: `the verifier changed the packet (${input.length} bytes in, ${out.length} out): it must only read`,
+    });
   const dropped = retval === codes.drop;
   const must = verdictDrops(v);
   if (dropped && !must) {
-    const invariant = v.action !== 'verify' ? 'dropped-unverified' : v.result === 'verify_valid' ? 'dropped-valid' : v.exempt ? 'dropped-exempt' : 'dropped-monitor';
+    const invariant =
+      v.action !== 'verify'
+        ? 'dropped-unverified'
+        : v.result === 'verify_valid'
+          ? 'dropped-valid'
+          : v.exempt
+            ? 'dropped-exempt'
+            : 'dropped-monitor';
     violations.push({ invariant, detail: `dropped, want pass: ${describeVerifierVerdict(v)}` });
   } else if (!dropped && must && retval === codes.pass) {
     const invariant = v.action === 'unreadable' ? 'passed-unreadable' : 'passed-bad-token';

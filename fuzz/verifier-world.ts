@@ -8,7 +8,16 @@
  * policy and must not exempt another's SYNs.
  */
 import type { NativeObject } from '../src/native/binding.js';
-import { IngressActionCode, encodeEnforcingKey, encodeExemptValue, encodeIngressRule, encodePortKey, encodeSrcKey } from '../src/lib/abi.js';
+import {
+  IngressActionCode,
+  IngressFlag,
+  encodeEnforcingKey,
+  encodeExemptValue,
+  encodeIngressRule,
+  encodePortKey,
+  encodeSrcKey,
+} from '../src/lib/abi.js';
+import { CounterSlots } from '../src/agent/counters.js';
 import { cidrContains, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { EMPTY_POLICY_ID, installPolicies, type Device } from './world.js';
 
@@ -36,7 +45,12 @@ export const ODD_ACTION = 7;
 const NO_REPLAY = 0xffffffff;
 
 const { Monitor, Enforce } = IngressActionCode;
-const r = (port: number, policyId: number, action: number, replayLimit = 0): IngressRuleDef => ({ port, policyId, action, replayLimit });
+const r = (port: number, policyId: number, action: number, replayLimit = 0): IngressRuleDef => ({
+  port,
+  policyId,
+  action,
+  replayLimit,
+});
 
 /**
  * Protected ports by position in the run's device list (0 is the loopback device). A run
@@ -59,18 +73,8 @@ export const INGRESS_RULES: ReadonlyArray<readonly IngressRuleDef[]> = [
     r(8888, 10, Enforce),
     r(0, 4, Monitor),
   ],
-  [
-    r(0, 6, Enforce),
-    r(443, 2, Monitor),
-    r(8443, 7, Enforce),
-  ],
-  [
-    r(443, 1, Monitor),
-    r(8443, 7, Enforce),
-    r(22, 6, Enforce, NO_REPLAY),
-    r(25, 5, Enforce),
-    r(8888, 10, Monitor),
-  ],
+  [r(0, 6, Enforce), r(443, 2, Monitor), r(8443, 7, Enforce)],
+  [r(443, 1, Monitor), r(8443, 7, Enforce), r(22, 6, Enforce, NO_REPLAY), r(25, 5, Enforce), r(8888, 10, Monitor)],
 ];
 
 /** Rules for an interface no case runs on: they must never decide anything. */
@@ -131,29 +135,50 @@ export function isExempt(policyId: number, saddr: Buffer): boolean {
   return EXEMPT.some((e) => e.policyId === policyId && e.cidr.addr.length === saddr.length && cidrContains(e.cidr, saddr));
 }
 
-/** Write the policies, the clock, the protected ports and the exemptions into a loaded verifier. */
+/** IngressFlag bits of a policy: which families of exempt sources it has (what the agent puts in its rules). */
+function exemptFlags(policyId: number): number {
+  let flags = 0;
+  for (const e of EXEMPT) if (e.policyId === policyId) flags |= e.cidr.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6;
+  return flags;
+}
+
+/**
+ * Write the policies, the clock, the protected ports and the exemptions into a loaded
+ * verifier, each rule with the counter slot of its device and policy, as the agent does.
+ */
 export function installVerifierWorld(obj: NativeObject, devices: readonly Device[]): void {
   installPolicies(obj);
   const ports = obj.map('nt_ingress_ports');
   const exempt4 = obj.map('nt_exempt4');
   const exempt6 = obj.map('nt_exempt6');
+  const slots = CounterSlots.of(obj);
   try {
+    const encode = (ifindex: number, rule: IngressRuleDef): Buffer =>
+      encodeIngressRule(rule.policyId, rule.action as IngressActionCode, {
+        replayLimit: rule.replayLimit,
+        slot: slots.slot(ifindex, rule.policyId),
+        flags: exemptFlags(rule.policyId),
+      });
     const put = (ifindex: number, rule: IngressRuleDef): void => {
-      ports.update(encodePortKey(ifindex, rule.port), encodeIngressRule(rule.policyId, rule.action as IngressActionCode, rule.replayLimit));
+      ports.update(encodePortKey(ifindex, rule.port), encode(ifindex, rule));
     };
     // As the agent does: where a rule enforces, one of them also stands for what has no visible port.
     const enforcing = (ifindex: number, rules: readonly IngressRuleDef[]): void => {
       const e = rules.find((x) => x.action === IngressActionCode.Enforce);
-      if (e) ports.update(encodeEnforcingKey(ifindex), encodeIngressRule(e.policyId, IngressActionCode.Enforce, e.replayLimit));
+      if (e) ports.update(encodeEnforcingKey(ifindex), encode(ifindex, { ...e, action: IngressActionCode.Enforce }));
     };
     devices.forEach((d, i) => {
+      // Every hooked device has its own counters (unreadable frames), rules or not.
+      slots.slot(d.ifindex, 0);
       for (const rule of rulesFor(i)) put(d.ifindex, rule);
       enforcing(d.ifindex, rulesFor(i));
     });
     for (const rule of DECOY_RULES) put(DECOY_INGRESS_IFINDEX, rule);
     enforcing(DECOY_INGRESS_IFINDEX, DECOY_RULES);
-    for (const e of EXEMPT) (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
+    for (const e of EXEMPT)
+      (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
   } finally {
     for (const m of [ports, exempt4, exempt6]) m.close();
+    slots.close();
   }
 }

@@ -6,6 +6,8 @@
  */
 import type { NativeObject } from '../src/native/binding.js';
 import { BindBit, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, TokenModeCode } from '../src/lib/abi.js';
+import { CounterSlots } from '../src/agent/counters.js';
+import { raiseEgressGeneration } from '../src/agent/map-sync.js';
 import { cidrContains, formatIp, parseCidr, type Cidr } from '../src/lib/cidr.js';
 import { BIND_ALL, keyedToken } from '../src/lib/siphash.js';
 
@@ -57,7 +59,16 @@ const staticPolicy = (id: number, kind: number, exid: number, token: string, pre
   bind: 0,
 });
 
-const keyedPolicy = (id: number, kind: number, exid: number, key: string, bind: number, epochSeconds: number, skewSeconds: number, previous?: string): PolicyDef => ({
+const keyedPolicy = (
+  id: number,
+  kind: number,
+  exid: number,
+  key: string,
+  bind: number,
+  epochSeconds: number,
+  skewSeconds: number,
+  previous?: string,
+): PolicyDef => ({
   id,
   mode: TokenModeCode.Keyed,
   kind,
@@ -107,15 +118,41 @@ export const POLICIES: readonly PolicyDef[] = [
   staticPolicy(2, 254, 0x4e54, '0001fd0c4e540000'),
   staticPolicy(4, 253, 0xbeef, 'fe0c4e54fd0c0101'),
   staticPolicy(5, 254, 0x0000, '0000000000000000'),
-  keyedPolicy(6, 253, 0x6b79, '000102030405060708090a0b0c0d0e0f', BIND_ALL, KEYED_EPOCH_SECONDS, 600, 'ffeeddccbbaa99887766554433221100'),
+  keyedPolicy(
+    6,
+    253,
+    0x6b79,
+    '000102030405060708090a0b0c0d0e0f',
+    BIND_ALL,
+    KEYED_EPOCH_SECONDS,
+    600,
+    'ffeeddccbbaa99887766554433221100',
+  ),
   // The same kind and ExID as policy 1, bound to fewer fields, no skew.
-  keyedPolicy(7, 253, 0x4e54, '7f00000000000000000000000000ff01', BindBit.SourceAddress | BindBit.DestinationPort, KEYED_EPOCH_SECONDS, 0),
+  keyedPolicy(
+    7,
+    253,
+    0x4e54,
+    '7f00000000000000000000000000ff01',
+    BindBit.SourceAddress | BindBit.DestinationPort,
+    KEYED_EPOCH_SECONDS,
+    0,
+  ),
   // No epoch length: the marker cannot compute an epoch and must count skipped_no_clock.
   keyedPolicy(8, 254, 0x6b79, '11111111111111111111111111111111', BIND_ALL, 0, 5),
   // Near the end of its epoch with a skew that reaches the next one.
   keyedPolicy(9, 253, 0x9999, '9999999999999999aaaaaaaaaaaaaaaa', BIND_ALL, KEYED_EPOCH_SECONDS, 3600),
   // Near the start of its epoch with a skew that reaches back, and a previous key.
-  keyedPolicy(10, 254, 0x4e54, '0a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d', BIND_ALL, ODD_EPOCH_SECONDS, 3600, 'a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d0'),
+  keyedPolicy(
+    10,
+    254,
+    0x4e54,
+    '0a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d',
+    BIND_ALL,
+    ODD_EPOCH_SECONDS,
+    3600,
+    'a0a0a0a0b0b0b0b0c0c0c0c0d0d0d0d0',
+  ),
 ];
 
 /** Referenced by rules, never written: the slot stays NT_MODE_NONE. */
@@ -215,7 +252,19 @@ export function installPolicies(obj: NativeObject): void {
     for (const p of POLICIES) {
       const key = Buffer.alloc(4);
       key.writeUInt32LE(p.id);
-      policies.update(key, encodePolicy({ mode: p.mode, kind: p.kind, exid: p.exid, epochSeconds: p.epochSeconds, skewSeconds: p.skewSeconds, bind: p.bind, current: p.current, ...(p.previous ? { previous: p.previous } : {}) }));
+      policies.update(
+        key,
+        encodePolicy({
+          mode: p.mode,
+          kind: p.kind,
+          exid: p.exid,
+          epochSeconds: p.epochSeconds,
+          skewSeconds: p.skewSeconds,
+          bind: p.bind,
+          current: p.current,
+          ...(p.previous ? { previous: p.previous } : {}),
+        }),
+      );
     }
     // CLOCK_TAI now, taken as CLOCK_REALTIME: the two differ by the TAI-UTC offset, 37 s at most.
     clock.update(Buffer.alloc(4), encodeClock(BigInt(Date.now()) * 1_000_000n - WORLD_UNIX_SECONDS * 1_000_000_000n));
@@ -225,20 +274,33 @@ export function installPolicies(obj: NativeObject): void {
   }
 }
 
-/** Write the policies, the clock and the rules for `devices` (plus the decoy interface) into a loaded marker. */
+/**
+ * Write the policies, the clock and the rules for `devices` (plus the decoy interface) into
+ * a loaded marker, each rule with the counter slot of its device and policy, and turn the
+ * marker's destination cache on, as the agent does.
+ */
 export function installWorld(obj: NativeObject, devices: readonly Device[]): void {
   installPolicies(obj);
   const egress4 = obj.map('nt_egress4');
   const egress6 = obj.map('nt_egress6');
+  const config = obj.map('nt_config');
+  const slots = CounterSlots.of(obj);
   try {
     const put = (ifindex: number, r: RuleDef): void => {
-      (r.cidr.family === 4 ? egress4 : egress6).update(encodeLpmKey(ifindex, r.cidr), encodeEgressRule(r.policyId, r.ports));
+      (r.cidr.family === 4 ? egress4 : egress6).update(
+        encodeLpmKey(ifindex, r.cidr),
+        encodeEgressRule(r.policyId, r.ports, slots.slot(ifindex, r.policyId)),
+      );
     };
-    for (const d of devices) for (const r of RULES) put(d.ifindex, r);
+    for (const d of devices) {
+      slots.slot(d.ifindex, 0);
+      for (const r of RULES) put(d.ifindex, r);
+    }
     for (const r of DECOY_RULES) put(DECOY_IFINDEX, r);
+    raiseEgressGeneration(config);
   } finally {
-    egress4.close();
-    egress6.close();
+    for (const m of [egress4, egress6, config]) m.close();
+    slots.close();
   }
 }
 
@@ -258,7 +320,12 @@ export interface SynFields {
 export function tokenValue(p: PolicyDef, f: SynFields): Buffer | null {
   if (p.mode === TokenModeCode.Static) return p.current;
   if (p.mode !== TokenModeCode.Keyed || p.epochSeconds === 0) return null;
-  return keyedToken(p.current, { src: formatIp(f.saddr), dst: formatIp(f.daddr), sport: f.sport, dport: f.dport, seq: f.seq }, p.bind, epochOf(p));
+  return keyedToken(
+    p.current,
+    { src: formatIp(f.saddr), dst: formatIp(f.daddr), sport: f.sport, dport: f.dport, seq: f.seq },
+    p.bind,
+    epochOf(p),
+  );
 }
 
 /**

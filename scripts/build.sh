@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build every part: BPF objects (build/bpf ships; build/bpf-test is for tests only), the native
-# addon (build/Release), TypeScript (dist).
+# addon (build/Release), TypeScript (dist), and the bundle that ships (dist/bundle).
 # The container image runs exactly these steps (see Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +17,6 @@ npm run -s build:native >/tmp/netoken-native-build.log 2>&1 || { tail -40 /tmp/n
 
 step "TypeScript"
 npx tsc -p tsconfig.json
+
+step "bundle"
+node scripts/bundle.mjs

@@ -8,6 +8,8 @@ if [[ $(id -u) -ne 0 ]]; then echo "test: run as root (the tests load BPF progra
 bash scripts/build.sh
 echo "==> lint"
 npx eslint --max-warnings=0 .
+# The tree stays as `npm run format` leaves it.
+npx prettier --check --log-level=warn src test bench fuzz scripts
 
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 

@@ -30,7 +30,14 @@ async function lint(files: Record<string, string>): Promise<Record<string, strin
   const eslint = new ESLint({
     cwd: dir,
     overrideConfigFile: true,
-    overrideConfig: [{ files: ['**/*.ts'], languageOptions: { parser: tseslint.parser }, plugins: { local }, rules: { 'local/no-import-cycle': 'error' } }],
+    overrideConfig: [
+      {
+        files: ['**/*.ts'],
+        languageOptions: { parser: tseslint.parser },
+        plugins: { local },
+        rules: { 'local/no-import-cycle': 'error' },
+      },
+    ],
   });
   const out: Record<string, string[]> = {};
   for (const r of await eslint.lintFiles(['.'])) out[path.relative(dir, r.filePath)] = r.messages.map((m) => m.message);
@@ -57,7 +64,8 @@ test('a longer cycle across folders, through re-exports and dynamic import, is r
 
 test('shared imports without a way back are not cycles; packages and node: modules are not followed', async () => {
   const out = await lint({
-    'a.ts': "import { c } from './c.js';\nimport { b } from './b.js';\nimport path from 'node:path';\nexport const a = path.join(b, c);\n",
+    'a.ts':
+      "import { c } from './c.js';\nimport { b } from './b.js';\nimport path from 'node:path';\nexport const a = path.join(b, c);\n",
     'b.ts': "import { c } from './c.js';\nexport const b = c;\n",
     'c.ts': "import type { ESLint } from 'eslint';\nexport const c = 'c';\nexport type P = ESLint.Plugin;\n",
   });
@@ -75,8 +83,11 @@ test("the project's eslint.config.js applies the rule as an error to every TypeS
 test('shipped code in src/ may not import test, fuzz or bench code; its unit tests may', async () => {
   const eslint = new ESLint({ cwd: repoRoot });
   const lintAs = async (file: string, text: string): Promise<string[]> =>
-    (await eslint.lintText(text, { filePath: path.join(repoRoot, file) })).flatMap((r) => r.messages.map((m) => `${m.ruleId}: ${m.message}`));
-  const imports = "import { fixture } from '../../test/lib/native.js';\nimport { Rng } from '../../fuzz/rng.js';\nimport { ROOT } from '../../bench/report.js';\nexport const x = [fixture, Rng, ROOT];\n";
+    (await eslint.lintText(text, { filePath: path.join(repoRoot, file) })).flatMap((r) =>
+      r.messages.map((m) => `${m.ruleId}: ${m.message}`),
+    );
+  const imports =
+    "import { fixture } from '../../test/lib/native.js';\nimport { Rng } from '../../fuzz/rng.js';\nimport { ROOT } from '../../bench/report.js';\nexport const x = [fixture, Rng, ROOT];\n";
   const shipped = await lintAs('src/lib/x.ts', imports);
   assert.equal(shipped.filter((m) => m.startsWith('no-restricted-imports:')).length, 3, shipped.join('\n'));
   assert.deepEqual(await lintAs('src/lib/x.test.ts', imports), []);

@@ -10,7 +10,7 @@
 SEC("tc")
 int nt_bench_mark_restore(struct __sk_buff *skb)
 {
-	__u8 saved[NT_BENCH_FRAME_LEN];
+	__u8 *saved = nt_bench_slot();
 	int err;
 
 	err = nt_bench_save(skb, saved);

@@ -9,6 +9,8 @@
  * marks again. The *_restore_only programs do the same growing and restoring without
  * marking: bench/packet.ts subtracts their time to get the marking cost alone. The marker
  * and the seed port use this same header, so their restore costs are alike.
+ * The saved frame is kept in a per-CPU map rather than on the stack, which the
+ * marker needs all of (its call chain is close to the verifier's 512 bytes).
  */
 #ifndef NT_BENCH_RESTORE_H
 #define NT_BENCH_RESTORE_H
@@ -24,10 +26,31 @@
 #define NT_BENCH_NOT_MARKED 101 /* the marking code left the frame's length unchanged */
 #define NT_BENCH_RESTORE    102 /* could not put the frame back */
 
-/* Copy the frame to @saved. Returns 0 or NT_BENCH_BAD_FRAME. */
-static __always_inline int nt_bench_save(struct __sk_buff *skb, __u8 saved[NT_BENCH_FRAME_LEN])
+struct nt_bench_frame {
+	__u8 b[NT_BENCH_FRAME_LEN];
+};
+
+/* Where the frame is kept while the program runs: one entry, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nt_bench_frame);
+} nt_bench_saved SEC(".maps");
+
+/* This CPU's place for the frame, or NULL (never). */
+static __always_inline __u8 *nt_bench_slot(void)
 {
-	if (skb->len != NT_BENCH_FRAME_LEN)
+	__u32 zero = 0;
+	struct nt_bench_frame *f = bpf_map_lookup_elem(&nt_bench_saved, &zero);
+
+	return f ? f->b : NULL;
+}
+
+/* Copy the frame to @saved. Returns 0 or NT_BENCH_BAD_FRAME. */
+static __always_inline int nt_bench_save(struct __sk_buff *skb, __u8 *saved)
+{
+	if (!saved || skb->len != NT_BENCH_FRAME_LEN)
 		return NT_BENCH_BAD_FRAME;
 	if (bpf_skb_load_bytes(skb, 0, saved, NT_BENCH_FRAME_LEN))
 		return NT_BENCH_BAD_FRAME;
@@ -35,7 +58,7 @@ static __always_inline int nt_bench_save(struct __sk_buff *skb, __u8 saved[NT_BE
 }
 
 /* Shrink the frame back to its length and rewrite every byte. Returns 0 or NT_BENCH_RESTORE. */
-static __always_inline int nt_bench_restore(struct __sk_buff *skb, const __u8 saved[NT_BENCH_FRAME_LEN])
+static __always_inline int nt_bench_restore(struct __sk_buff *skb, const __u8 *saved)
 {
 	if (bpf_skb_change_tail(skb, NT_BENCH_FRAME_LEN, 0))
 		return NT_BENCH_RESTORE;
@@ -48,8 +71,7 @@ static __always_inline int nt_bench_restore(struct __sk_buff *skb, const __u8 sa
  * After the marking code ran: check that it grew the frame by @grow bytes, then restore.
  * Returns @act (the marking code's verdict) or an NT_BENCH_* error.
  */
-static __always_inline int nt_bench_finish(struct __sk_buff *skb, const __u8 saved[NT_BENCH_FRAME_LEN],
-					   __u32 grow, int act)
+static __always_inline int nt_bench_finish(struct __sk_buff *skb, const __u8 *saved, __u32 grow, int act)
 {
 	int err;
 
@@ -62,7 +84,7 @@ static __always_inline int nt_bench_finish(struct __sk_buff *skb, const __u8 sav
 /* The restore-only twin of a mark-and-restore program: grow by @grow, restore. */
 static __always_inline int nt_bench_grow_restore(struct __sk_buff *skb, __u32 grow, int act)
 {
-	__u8 saved[NT_BENCH_FRAME_LEN];
+	__u8 *saved = nt_bench_slot();
 	int err;
 
 	err = nt_bench_save(skb, saved);

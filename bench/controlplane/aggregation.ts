@@ -7,7 +7,9 @@
 import { CoreV1Api, CustomObjectsApi, Watch } from '@kubernetes/client-node';
 import { API, API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { sleep } from '../../src/lib/wait.js';
-import { aggregateStatus, type NodeLike, type NodeStateLike } from '../../src/operator/status.js';
+import type { NodeInfo } from '../../src/lib/cached.js';
+import { type NodeReport, type RawNodeState, cacheNodeState } from '../../src/operator/cache.js';
+import { aggregateStatus } from '../../src/operator/status.js';
 import { countLabel, figure, median, round, type Figure } from '../report.js';
 import { Events, GROUP, now } from './common.js';
 import { mergePatch, policyYaml, secretYaml, type PolicyObject, type Session } from './session.js';
@@ -16,7 +18,7 @@ import { mergePatch, policyYaml, secretYaml, type PolicyObject, type Session } f
 const SIM_LABEL = 'netoken-bench/sim';
 
 /** Runs fn over items, at most `width` at a time. */
-async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) await fn(items[next++] as T);
@@ -24,13 +26,24 @@ async function inPool<T>(items: readonly T[], width: number, fn: (item: T) => Pr
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
 }
 
-function simulatedNodes(n: number, policy: string, generation: number): { nodes: NodeLike[]; states: NodeStateLike[] } {
-  const nodes: NodeLike[] = [];
-  const states: NodeStateLike[] = [];
+function simulatedNodes(n: number, policy: string, generation: number): { nodes: NodeInfo[]; states: NodeReport[] } {
+  const nodes: NodeInfo[] = [];
+  const states: NodeReport[] = [];
   for (let i = 0; i < n; i++) {
     const name = `sim-${String(i).padStart(5, '0')}`;
-    nodes.push({ metadata: { name, labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name } } });
-    states.push({ metadata: { name }, status: { policies: [{ name: policy, generation, interfaces: [{ name: 'eth0', direction: 'Egress', state: 'Attached' }], errors: [] }] } });
+    nodes.push({
+      metadata: {
+        name,
+        labels: { [SIM_LABEL]: 'yes', 'kubernetes.io/hostname': name },
+        creationTimestamp: '2026-01-01T00:00:00Z',
+      },
+    });
+    states.push(
+      cacheNodeState({
+        metadata: { name },
+        status: { agent: { version: 'bench' }, policies: [{ name: policy, generation, interfaces: ['eth0'] }] },
+      } as RawNodeState),
+    );
   }
   return { nodes, states };
 }
@@ -38,8 +51,9 @@ function simulatedNodes(n: number, policy: string, generation: number): { nodes:
 /** Microseconds per aggregateStatus call over n nodes, for each of `runs` timed loops of at least 100 ms. */
 export function pureAggregation(n: number, runs: number): number[] {
   const { nodes, states } = simulatedNodes(n, 'agg', 1);
-  const input = { name: 'agg', generation: 1, selector: { matchLabels: { [SIM_LABEL]: 'yes' } }, nodes, nodeStates: states };
-  const check = aggregateStatus(input);
+  const byName = new Map(states.map((s) => [s.metadata.name, s]));
+  const input = { name: 'agg', generation: 1, matched: nodes, reportOf: (node: string) => byName.get(node) };
+  const check = aggregateStatus(input).status;
   if (check.nodes.ready !== n) throw new Error(`aggregateStatus counted ${check.nodes.ready} ready nodes of ${n}`);
   const out: number[] = [];
   for (let r = 0; r < runs; r++) {
@@ -67,7 +81,12 @@ export interface AggregationResult {
 }
 
 /** The operator rolling `n` simulated nodes' reports up into one policy's status. */
-export async function clusterAggregation(s: Session, n: number, runs: number, log: (line: string) => void): Promise<AggregationResult> {
+export async function clusterAggregation(
+  s: Session,
+  n: number,
+  runs: number,
+  log: (line: string) => void,
+): Promise<AggregationResult> {
   const core = s.kc.makeApiClient(CoreV1Api);
   const custom = s.kc.makeApiClient(CustomObjectsApi);
   const policy = 'cp-agg';
@@ -76,18 +95,27 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
   const report = (generation: number): Record<string, unknown> => ({
     status: {
       agent: { version: 'bench', kernelRelease: 'bench', tcx: true },
-      policies: [{ name: policy, generation, interfaces: [{ name: 'eth0', direction: 'Egress', attachMode: 'tcx', state: 'Attached' }], counters: {}, errors: [] }],
+      policies: [{ name: policy, generation, interfaces: ['eth0'] }],
+      interfaces: [{ name: 'eth0', ifindex: 2, hooks: [{ direction: 'Egress', attachMode: 'tcx', state: 'Attached' }] }],
     },
   });
   const writeReports = (generation: number): Promise<void> =>
     inPool(names, 16, async (name) => {
-      await custom.patchClusterCustomObjectStatus({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report(generation) }, mergePatch);
+      await custom.patchClusterCustomObjectStatus(
+        { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', name, body: report(generation) },
+        mergePatch,
+      );
     });
 
   const t0 = performance.now();
   await inPool(names, 16, async (name) => {
     await core.createNode({ body: { metadata: { name, labels: { [SIM_LABEL]: 'yes' } } } });
-    await custom.createClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokennodestates', body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } } });
+    await custom.createClusterCustomObject({
+      group: API_GROUP,
+      version: API_VERSION,
+      plural: 'tokennodestates',
+      body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name } },
+    });
   });
   await writeReports(1);
   await s.c.apply(secretYaml(`${policy}-token`, s.token()));
@@ -101,13 +129,18 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
     (_phase: string, obj: PolicyObject) => events.push({ t: now(), p: obj }),
     () => undefined,
   );
-  const complete = (g: number) => (e: { p: PolicyObject }): boolean => e.p.status?.observedGeneration === g && e.p.status.nodes?.ready === n && e.p.status.nodes.selected === n;
+  const complete =
+    (g: number) =>
+    (e: { p: PolicyObject }): boolean =>
+      e.p.status?.observedGeneration === g && e.p.status.nodes?.ready === n && e.p.status.nodes.selected === n;
   try {
     await sleep(500);
     const sel = `${JSON.stringify(SIM_LABEL)}: "yes"`;
     const c0 = now();
     const created = events.waitFor(complete(1), 120_000, `${policy}'s status to show ${n} nodes Ready`, s.context);
-    await s.c.kubectlOk(['create', '-f', '-'], { input: policyYaml(policy, 'agg', 'eth0', `${policy}-token`, '192.0.2.0/24', 443, sel) });
+    await s.c.kubectlOk(['create', '-f', '-'], {
+      input: policyYaml(policy, 'agg', 'eth0', `${policy}-token`, '192.0.2.0/24', 443, sel),
+    });
     const createMs = (await created).t - c0;
     log(`control plane: ${policy} created → status shows ${n} nodes Ready after ${Math.round(createMs)} ms`);
 
@@ -117,9 +150,20 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
     for (let r = 0; r < runs; r++) {
       const g = r + 2;
       // An edit (a new generation): every node is pending until its report says it applied it.
-      const pending = events.waitFor((e) => e.p.status?.observedGeneration === g, 60_000, `${policy}'s status for generation ${g}`, s.context);
+      const pending = events.waitFor(
+        (e) => e.p.status?.observedGeneration === g,
+        60_000,
+        `${policy}'s status for generation ${g}`,
+        s.context,
+      );
       await custom.patchClusterCustomObject(
-        { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name: policy, body: { spec: { egress: { destinations: [{ cidr: '192.0.2.0/24', ports: [1000 + r] }] } } } },
+        {
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: 'tokenpolicies',
+          name: policy,
+          body: { spec: { egress: { destinations: [{ cidr: '192.0.2.0/24', ports: [1000 + r] }] } } },
+        },
         mergePatch,
       );
       await pending;
@@ -131,7 +175,9 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
       lagMs.push(Math.max(0, e.t - r1));
       totalMs.push(e.t - r0);
       reportMs.push(r1 - r0);
-      log(`control plane: edit ${r + 1}/${runs}: ${n} reports written in ${Math.round(r1 - r0)} ms; status complete ${Math.round(e.t - r1)} ms after the last`);
+      log(
+        `control plane: edit ${r + 1}/${runs}: ${n} reports written in ${Math.round(r1 - r0)} ms; status complete ${Math.round(e.t - r1)} ms after the last`,
+      );
     }
     return { createMs, lagMs, totalMs, reportMs, setupMs };
   } finally {
@@ -140,15 +186,27 @@ export async function clusterAggregation(s: Session, n: number, runs: number, lo
 }
 
 /** The rows: the pure function's cost per call and the cluster's lag from the last node report to a complete status. */
-export function aggregationFigures(pureRuns: number[], agg: AggregationResult, simulatedNodes: number): { figures: Figure[]; remarks: string[] } {
+export function aggregationFigures(
+  pureRuns: number[],
+  agg: AggregationResult,
+  simulatedNodes: number,
+): { figures: Figure[]; remarks: string[] } {
   const nodesLabel = countLabel(simulatedNodes, 'nodes');
   const figures = [
     figure({
-      group: GROUP, benchmark: 'status aggregation, pure function (aggregateStatus)', config: nodesLabel, unit: 'µs', runs: pureRuns,
+      group: GROUP,
+      benchmark: 'status aggregation, pure function (aggregateStatus)',
+      config: nodesLabel,
+      unit: 'µs',
+      runs: pureRuns,
       note: 'One call of src/operator/status.ts aggregateStatus for one policy selecting every node, each node reporting it applied; median of 9 loops of at least 100 ms.',
     }),
     figure({
-      group: GROUP, benchmark: 'status aggregation: last node report → policy status shows every node', config: nodesLabel, unit: 'ms', runs: agg.lagMs,
+      group: GROUP,
+      benchmark: 'status aggregation: last node report → policy status shows every node',
+      config: nodesLabel,
+      unit: 'ms',
+      runs: agg.lagMs,
       note:
         'Simulated nodes (a Node and a TokenNodeState each, written by the benchmark as an agent would) report a new policy generation, 16 writes at a time; ' +
         'the time from the last report written to the watch event of the TokenPolicy whose status counts every node Ready on that generation, per policy edit.',

@@ -18,10 +18,11 @@ const WIRE_PORT = 7443;
 /** The budget: kubectl apply → token on the wire, p99 ≤ 2 s. */
 const APPLY_BUDGET_MS = 2000;
 const HOOK_WATCH = fileURLToPath(new URL('./hook-watch.js', import.meta.url));
-const SYN_LOOP = fileURLToPath(new URL('./syn-loop.js', import.meta.url));
+/** The connection loop (syn-loop.ts): node syn-loop.js <host> <port> <everyMs>. */
+export const SYN_LOOP = fileURLToPath(new URL('./syn-loop.js', import.meta.url));
 
 /** SYNs seen at the peer, from tcpdump writing pcap to a pipe; the timestamps are the capture's. */
-class SynCapture {
+export class SynCapture {
   readonly events = new Events<{ atMs: number; token: Buffer | null }>();
   syns = 0;
   marked = 0;
@@ -33,7 +34,19 @@ class SynCapture {
 
   static async start(ns: string, dev: string, port: number): Promise<SynCapture> {
     const filter = `tcp dst port ${port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn`;
-    const child = spawnIn(ns, 'tcpdump', ['-i', dev, '-U', '-w', '-', '-n', '--immediate-mode', '-s', '256', '--time-stamp-precision=nano', filter]);
+    const child = spawnIn(ns, 'tcpdump', [
+      '-i',
+      dev,
+      '-U',
+      '-w',
+      '-',
+      '-n',
+      '--immediate-mode',
+      '-s',
+      '256',
+      '--time-stamp-precision=nano',
+      filter,
+    ]);
     const c = new SynCapture(child);
     child.stdout?.on('data', (d: Buffer) => c.feed(d));
     child.stderr?.setEncoding('utf8');
@@ -144,14 +157,26 @@ export async function applyToWire(s: Session, applies: number, log: (line: strin
       const name = `cp-wire-${i}`;
       const token = tokens[i] as Buffer;
       const t0 = now();
-      const marked = capture.events.waitFor((e) => e.atMs >= t0 && e.token !== null && e.token.equals(token), 30_000, `a SYN with ${name}'s token`, s.context);
+      const marked = capture.events.waitFor(
+        (e) => e.atMs >= t0 && e.token !== null && e.token.equals(token),
+        30_000,
+        `a SYN with ${name}'s token`,
+        s.context,
+      );
       await s.c.apply(policyYaml(name, 'wire', t.client.dev, `${name}-token`, `${t.server.ipv4}/32`, WIRE_PORT, NODE_SELECTOR));
       applyMs.push((await marked).atMs - t0);
       const t1 = now();
-      const gone = hooks.events.waitFor((e) => e.t >= t1 && !e.attached, 30_000, `the hook to leave ${t.client.dev} after deleting ${name}`, s.context);
+      const gone = hooks.events.waitFor(
+        (e) => e.t >= t1 && !e.attached,
+        30_000,
+        `the hook to leave ${t.client.dev} after deleting ${name}`,
+        s.context,
+      );
       await s.c.kubectlOk(['delete', 'tokenpolicy', name, '--wait=false']);
       deleteMs.push((await gone).t - t1);
-      log(`control plane: apply ${i + 1}/${applies}: on the wire after ${Math.round(applyMs.at(-1) ?? 0)} ms, hook gone ${Math.round(deleteMs.at(-1) ?? 0)} ms after delete`);
+      log(
+        `control plane: apply ${i + 1}/${applies}: on the wire after ${Math.round(applyMs.at(-1) ?? 0)} ms, hook gone ${Math.round(deleteMs.at(-1) ?? 0)} ms after delete`,
+      );
     }
   } finally {
     loop.kill('SIGKILL');
@@ -160,10 +185,15 @@ export async function applyToWire(s: Session, applies: number, log: (line: strin
     await capture.stop();
   }
   // The finalizers of the deleted policies go once the node has reported them gone.
-  await waitUntil('the deleted policies to be released', 60_000, async () => {
-    const r = await s.c.kubectlOk(['get', 'tokenpolicies', '-l', 'netoken-bench=wire', '-o', 'name']);
-    return r.trim() === '' ? true : undefined;
-  }, { everyMs: 300, context: s.context });
+  await waitUntil(
+    'the deleted policies to be released',
+    60_000,
+    async () => {
+      const r = await s.c.kubectlOk(['get', 'tokenpolicies', '-l', 'netoken-bench=wire', '-o', 'name']);
+      return r.trim() === '' ? true : undefined;
+    },
+    { everyMs: 300, context: s.context },
+  );
   return { applyMs, deleteMs, syns: capture.syns, marked: capture.marked };
 }
 
@@ -176,14 +206,43 @@ export function wireFigures(wire: WireResult): { figures: Figure[]; remarks: str
   const deleteNote =
     'From the start of `kubectl delete` to the moment a 2 ms poll of the interface (TCX and tc) finds no hook of ours; each delete removes the only policy on the node.';
   const figures = [
-    figure({ group: GROUP, benchmark: 'kubectl apply → token on the wire', config: `p50 of ${n} applies`, unit: 'ms', runs: [percentile(wire.applyMs, 0.5)], note: wireNote }),
     figure({
-      group: GROUP, benchmark: 'kubectl apply → token on the wire', config: `p99 of ${n} applies`, unit: 'ms', runs: [percentile(wire.applyMs, 0.99)],
-      baseline: { benchmark: 'budget', value: APPLY_BUDGET_MS }, target: { kind: 'at most', ratio: 1 }, note: wireNote,
+      group: GROUP,
+      benchmark: 'kubectl apply → token on the wire',
+      config: `p50 of ${n} applies`,
+      unit: 'ms',
+      runs: [percentile(wire.applyMs, 0.5)],
+      note: wireNote,
     }),
-    figure({ group: GROUP, benchmark: 'kubectl delete → hook gone from the interface', config: `p50 of ${n} deletes`, unit: 'ms', runs: [percentile(wire.deleteMs, 0.5)], note: deleteNote }),
-    figure({ group: GROUP, benchmark: 'kubectl delete → hook gone from the interface', config: `p99 of ${n} deletes`, unit: 'ms', runs: [percentile(wire.deleteMs, 0.99)], note: deleteNote }),
+    figure({
+      group: GROUP,
+      benchmark: 'kubectl apply → token on the wire',
+      config: `p99 of ${n} applies`,
+      unit: 'ms',
+      runs: [percentile(wire.applyMs, 0.99)],
+      baseline: { benchmark: 'budget', value: APPLY_BUDGET_MS },
+      target: { kind: 'at most', ratio: 1 },
+      note: wireNote,
+    }),
+    figure({
+      group: GROUP,
+      benchmark: 'kubectl delete → hook gone from the interface',
+      config: `p50 of ${n} deletes`,
+      unit: 'ms',
+      runs: [percentile(wire.deleteMs, 0.5)],
+      note: deleteNote,
+    }),
+    figure({
+      group: GROUP,
+      benchmark: 'kubectl delete → hook gone from the interface',
+      config: `p99 of ${n} deletes`,
+      unit: 'ms',
+      runs: [percentile(wire.deleteMs, 0.99)],
+      note: deleteNote,
+    }),
   ];
-  const remarks = [`control plane: ${n} applies sent ${wire.syns} SYNs to the peer, ${wire.marked} of them marked; no token of the run appeared in the agent's or the operator's output.`];
+  const remarks = [
+    `control plane: ${n} applies sent ${wire.syns} SYNs to the peer, ${wire.marked} of them marked; no token of the run appeared in the agent's or the operator's output.`,
+  ];
   return { figures, remarks };
 }

@@ -9,8 +9,7 @@ import type { Figure } from '../report.js';
 export const PREFIX = 'ntbench-';
 export const GROUP: Figure['group'] = 'control plane';
 /** The option every policy of these rows uses: kind 253 with netoken's ExID. */
-export const KIND = 253;
-export const EXID = 0x4e54;
+export { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable with pcap timestamps. */
 export const now = (): number => performance.timeOrigin + performance.now();

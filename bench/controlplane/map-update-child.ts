@@ -10,9 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { Datapath, type ApplyResult } from '../../src/agent/datapath.js';
-import { computeDesired, type DesiredState } from '../../src/agent/desired.js';
+import { EncodingMemo, computeDesired, type DesiredState } from '../../src/agent/desired.js';
 import { detachAll } from '../../src/agent/hooks/detach.js';
 import { listInterfaces } from '../../src/agent/interfaces.js';
+import { layoutDir } from '../../src/agent/layout.js';
 import { silentLogger } from '../../src/lib/log.js';
 import { API, type TokenKeys, type TokenPolicy } from '../../src/lib/types.js';
 import { binding } from '../../src/native/binding.js';
@@ -65,15 +66,25 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
     const first = benchPolicy(name, input.dev, cidrs.slice(0, n));
     const changed = benchPolicy(name, input.dev, [...cidrs.slice(0, n - 1), cidrs[n] as string]);
     const r: MapSizeResult = {
-      prefixes: n, firstApplyMs: [], changedApplyMs: [], unchangedApplyMs: [], rawWriteMs: [], computeMs: [], reopenMs: [], restartApplyMs: [],
+      prefixes: n,
+      firstApplyMs: [],
+      changedApplyMs: [],
+      changedComputeMs: [],
+      unchangedApplyMs: [],
+      rawWriteMs: [],
+      computeMs: [],
+      reopenMs: [],
+      restartApplyMs: [],
       writes: { first: [0, 0], changed: [0, 0], unchanged: [0, 0], restart: [0, 0] },
     };
     for (let run = 0; run < input.runs; run++) {
       const stateDir = `${input.stateBase}-${n}-${run}`;
       const runDir = `${input.runBase}-${n}-${run}`;
       const opts = { stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto' as const, tcPriority: 1, log };
+      // The memo lives as long as the agent process: kept from the first apply to the change, fresh after the restart.
+      let memo = new EncodingMemo();
       const desiredFor = (p: TokenPolicy, dp: Datapath): DesiredState =>
-        computeDesired({ policies: [p], keys, nodeLabels: {}, interfaces, previousIds: dp.previousIds() });
+        computeDesired({ policies: [p], keys, nodeLabels: {}, interfaces, previousIds: dp.previousIds(), memo });
       let dp: Datapath | null = null;
       try {
         dp = Datapath.open(opts);
@@ -82,12 +93,19 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         r.computeMs.push(performance.now() - t);
         const entries = [...want.egress4.values()];
         if (entries.length !== n) throw new Error(`the desired state holds ${entries.length} trie entries for ${n} prefixes`);
-        const shape = b.mapFromPin(path.join(stateDir, 'maps', 'nt_egress4'));
+        const shape = b.mapFromPin(path.join(layoutDir(stateDir), 'nt_egress4'));
         const spec = shape.info;
         shape.close();
         // The baseline: the same entries into a fresh trie of the same shape, one update each.
         const raw = (): number => {
-          const m = b.createMap({ type: spec.type, keySize: spec.keySize, valueSize: spec.valueSize, maxEntries: spec.maxEntries, flags: spec.flags, name: 'ntbench_raw' });
+          const m = b.createMap({
+            type: spec.type,
+            keySize: spec.keySize,
+            valueSize: spec.valueSize,
+            maxEntries: spec.maxEntries,
+            flags: spec.flags,
+            name: 'ntbench_raw',
+          });
           try {
             const t0 = performance.now();
             for (const [k, v] of entries) m.update(k, v);
@@ -102,9 +120,12 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         t = performance.now();
         const a1 = dp.apply(want);
         r.firstApplyMs.push(performance.now() - t);
-        if (a1.errors.length > 0 || a1.hooks.length !== 1) throw new Error(`the first apply did not attach one hook: ${JSON.stringify(a1.errors)}`);
+        if (a1.errors.length > 0 || a1.hooks.length !== 1)
+          throw new Error(`the first apply did not attach one hook: ${JSON.stringify(a1.errors)}`);
 
+        t = performance.now();
         const want2 = desiredFor(changed, dp);
+        r.changedComputeMs.push(performance.now() - t);
         t = performance.now();
         const a2 = dp.apply(want2);
         r.changedApplyMs.push(performance.now() - t);
@@ -118,6 +139,7 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         t = performance.now();
         dp = Datapath.open(opts);
         r.reopenMs.push(performance.now() - t);
+        memo = new EncodingMemo();
         const want3 = desiredFor(changed, dp);
         t = performance.now();
         const a4 = dp.apply(want3);
@@ -126,12 +148,14 @@ async function measure(input: MapChildInput): Promise<MapSizeResult[]> {
         if (run % 2 === 0) r.rawWriteMs.push(raw());
 
         // What the kernel holds must be exactly the changed policy's prefixes.
-        const held = b.mapFromPin(path.join(stateDir, 'maps', 'nt_egress4'));
+        const held = b.mapFromPin(path.join(layoutDir(stateDir), 'nt_egress4'));
         const heldKeys = new Set(held.keys().map((k) => k.toString('hex')));
         held.close();
         const missing = [...want3.egress4.keys()].filter((k) => !heldKeys.has(k)).length;
         if (heldKeys.size !== n || missing !== 0) {
-          throw new Error(`after the changed apply the trie holds ${heldKeys.size} entries (${missing} of the policy's missing); want exactly the policy's ${n}`);
+          throw new Error(
+            `after the changed apply the trie holds ${heldKeys.size} entries (${missing} of the policy's missing); want exactly the policy's ${n}`,
+          );
         }
         if (run === 0) r.writes = { first: counts(a1), changed: counts(a2), unchanged: counts(a3), restart: counts(a4) };
       } finally {

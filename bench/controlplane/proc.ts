@@ -22,7 +22,10 @@ export function clockTicks(): number {
 /** utime+stime of the process and of its waited-for children (the agent runs `ip`), in clock ticks. */
 export function cpuTicks(pid: number): { self: number; children: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const f = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
   // Fields 14-17 of proc(5) (utime, stime, cutime, cstime); f[0] is field 3.
   return { self: (f[11] ?? 0) + (f[12] ?? 0), children: (f[13] ?? 0) + (f[14] ?? 0) };
 }

@@ -22,7 +22,8 @@ import { PREFIX } from './common.js';
 import { nodePid } from './proc.js';
 
 const NS = 'netoken-system';
-const NODE = 'bench-node';
+/** The real node: the agent's Node and TokenNodeState. */
+export const NODE = 'bench-node';
 /** The node agent's labels, and the selector of every policy meant for it alone (not for the simulated nodes). */
 export const NODE_SELECTOR = 'role: bench';
 
@@ -50,7 +51,15 @@ data: {current: ${token.toString('base64')}}
 `;
 }
 
-export function policyYaml(name: string, label: string, dev: string, secret: string, cidr: string, port: number, selector = ''): string {
+export function policyYaml(
+  name: string,
+  label: string,
+  dev: string,
+  secret: string,
+  cidr: string,
+  port: number,
+  selector = '',
+): string {
   return `apiVersion: netoken.io/v1alpha1
 kind: TokenPolicy
 metadata: {name: ${name}, labels: {netoken-bench: ${label}}}
@@ -63,7 +72,18 @@ ${selector ? `  nodeSelector: {matchLabels: {${selector}}}\n` : ''}  interfaces:
 
 export interface PolicyObject {
   metadata?: { name?: string; generation?: number };
-  status?: { observedGeneration?: number; nodes?: { selected: number; ready: number; failed: number }; conditions?: { type: string; status: string }[] };
+  status?: {
+    observedGeneration?: number;
+    nodes?: { selected: number; ready: number; failed: number };
+    conditions?: { type: string; status: string }[];
+  };
+}
+
+export interface SessionOptions {
+  /** keep the API server's audit log of writes (TestCluster's StartOptions.audit) */
+  audit?: boolean;
+  /** the agent's --counter-interval: how often counters alone may be written to its TokenNodeState */
+  counterInterval?: string;
 }
 
 export class Session {
@@ -99,11 +119,13 @@ export class Session {
     return t;
   }
 
+  constructor(private readonly opts: SessionOptions = {}) {}
+
   context = (): string => `agent log:\n${this.agent?.log().slice(-3000) ?? ''}\noperator log:\n${this.operatorLog.last()}`;
 
   async start(log: (line: string) => void): Promise<void> {
     const t0 = performance.now();
-    this.cluster = await TestCluster.start();
+    this.cluster = await TestCluster.start({ audit: this.opts.audit ?? false });
     this.kc.loadFromFile(this.cluster.kubeconfig);
     this.topo = await createTopology({ name: 'cp', kind: 'pair', prefix: PREFIX });
     this.bridge = await bridgeLoopback(this.topo.client.ns, Number(new URL(this.cluster.server).port));
@@ -115,13 +137,33 @@ metadata: {name: ${NODE}, labels: {${NODE_SELECTOR}}}
     const agentKc = await agentKubeconfig(this.cluster, NODE, NS);
     this.agent = agentIn(this.topo.client.ns, 'cp');
     // The agent's own defaults where they matter for its cost (startCluster asks for 1 s counters and debug logs).
-    await this.agent.startCluster(agentKc, NODE, NS, ['--counter-interval', '60s', '--log-level', 'info', '--interface-poll', '2s']);
+    await this.agent.startCluster(agentKc, NODE, NS, [
+      '--counter-interval',
+      this.opts.counterInterval ?? '60s',
+      '--log-level',
+      'info',
+      '--interface-poll',
+      '2s',
+    ]);
     const opKc = await operatorKubeconfig(this.cluster, NS);
     this.operatorPort = (await freePorts(1))[0] as number;
     const child = spawn(
       process.execPath,
-      [BIN, 'operator', `--kubeconfig=${opKc}`, `--namespace=${NS}`, `--metrics-address=127.0.0.1:${this.operatorPort}`, '--log-format=json', '--log-level=info'],
-      { cwd: ROOT, env: { ...process.env, POD_NAME: 'netoken-operator-bench', KUBECONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+      [
+        BIN,
+        'operator',
+        `--kubeconfig=${opKc}`,
+        `--namespace=${NS}`,
+        `--metrics-address=127.0.0.1:${this.operatorPort}`,
+        '--log-format=json',
+        '--log-level=info',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, POD_NAME: 'netoken-operator-bench', KUBECONFIG: '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      },
     );
     // Listed for the cluster's watchdog: if this process dies, the operator goes with the API server.
     if (child.pid !== undefined) appendFileSync(path.join(this.cluster.dir, 'pgids'), `${child.pid}\n`);
@@ -152,7 +194,10 @@ metadata: {name: ${NODE}, labels: {${NODE_SELECTOR}}}
 
   /** Fails the run when any token of the run appears in the agent's or the operator's output. */
   checkNoTokens(): void {
-    for (const [where, text] of [['agent', this.agent?.log() ?? ''], ['operator', this.operatorLog.text]] as const) {
+    for (const [where, text] of [
+      ['agent', this.agent?.log() ?? ''],
+      ['operator', this.operatorLog.text],
+    ] as const) {
       for (const t of this.tokens) {
         for (const enc of [t.toString('hex'), t.toString('base64'), t.toString('base64url')]) {
           if (text.includes(enc)) throw new Error(`a token of this run appears in the ${where}'s output`);

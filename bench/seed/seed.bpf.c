@@ -124,7 +124,7 @@ int seed_egress(struct __sk_buff *skb)
 SEC("tc")
 int seed_mark_restore(struct __sk_buff *skb)
 {
-	__u8 saved[NT_BENCH_FRAME_LEN];
+	__u8 *saved = nt_bench_slot();
 	int err;
 
 	err = nt_bench_save(skb, saved);

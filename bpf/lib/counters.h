@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Per-CPU packet counters keyed by (ifindex, policy, reason). */
+/*
+ * Per-CPU packet counters in slots the agent assigns (abi.h, struct
+ * nt_counters): a rule carries the slot of its (interface, policy), nt_ifaces
+ * the slot of an interface's own counters.
+ */
 #ifndef NT_LIB_COUNTERS_H
 #define NT_LIB_COUNTERS_H
 
@@ -7,33 +11,30 @@
 #include "maps.h"
 
 /**
- * nt_count() - add one to counter @counter of (@ifindex, @policy_id).
- *
- * The map is per-CPU, so a plain increment is race-free. A missing key is
- * created with BPF_NOEXIST; losing that race to another CPU (-EEXIST) only
- * means the key now exists, so the increment is retried once. A full map
- * loses the count, never the packet.
+ * nt_count() - add one to counter @counter (enum nt_counter) of slot @slot.
+ * An inlined per-CPU array access: a plain increment is race-free, and a
+ * slot out of range (never given out) loses the count, never the packet.
  */
-static __always_inline void nt_count(__u32 ifindex, __u32 policy_id, __u32 counter)
+static __always_inline void nt_count(__u32 slot, __u32 counter)
 {
-	struct nt_stat_key key = {
-		.ifindex = ifindex,
-		.policy_id = policy_id,
-		.counter = counter,
-	};
-	__u64 one = 1;
-	__u64 *val;
+	struct nt_counters *c = bpf_map_lookup_elem(&nt_counters, &slot);
 
-	val = bpf_map_lookup_elem(&nt_stats, &key);
-	if (val) {
-		*val += 1;
-		return;
-	}
-	if (bpf_map_update_elem(&nt_stats, &key, &one, BPF_NOEXIST) == 0)
-		return;
-	val = bpf_map_lookup_elem(&nt_stats, &key);
-	if (val)
-		*val += 1;
+	if (c)
+		c->cells[counter & (NT_COUNTER_CELLS - 1)] += 1;
+}
+
+/** nt_iface_slot() - the counter slot of interface @ifindex itself (policy 0), or 0 when the agent gave it none. */
+static __always_inline __u32 nt_iface_slot(__u32 ifindex)
+{
+	struct nt_iface *i = bpf_map_lookup_elem(&nt_ifaces, &ifindex);
+
+	return i ? i->counter_slot : 0;
+}
+
+/** nt_count_iface() - count @counter under interface @ifindex itself (policy 0): for the rare paths. */
+static __always_inline void nt_count_iface(__u32 ifindex, __u32 counter)
+{
+	nt_count(nt_iface_slot(ifindex), counter);
 }
 
 #endif /* NT_LIB_COUNTERS_H */

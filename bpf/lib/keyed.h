@@ -10,6 +10,7 @@
 
 #include <bpf/bpf_core_read.h>
 #include "common.h"
+#include "map_decl.h"
 #include "maps.h"
 #include "siphash.h"
 #include "syn.h"
@@ -85,19 +86,50 @@ static __always_inline __u64 nt_unix_ns(const struct nt_clock *c)
 	return nt_unix_ns_boot(c);
 }
 
+/*
+ * This CPU's last reading of the wall clock: reading CLOCK_TAI (or BOOTTIME)
+ * and dividing costs more than the SipHash of a keyed token, and SYNs come in
+ * bursts. A reading serves until the kernel's coarse clock ticks (1 to 10 ms)
+ * or the agent rewrites nt_clock: an epoch begins at most one tick late.
+ * Not pinned: it belongs to the programs of one load.
+ */
+struct nt_clock_reading {
+	__u64 tick_ns;        /* bpf_ktime_get_coarse_ns() when it was made; 0: none */
+	__s64 tai_offset_ns;  /* nt_clock as it was then */
+	__s64 boot_offset_ns;
+	__u64 unix_s;
+};
+
+NT_LOCAL_MAP(nt_clock_readings, BPF_MAP_TYPE_PERCPU_ARRAY, 1, __u32,
+	     struct nt_clock_reading);
+
 /**
  * nt_keyed_unix_s() - seconds since the unix epoch, from the clock the agent wrote.
  * Returns 0 with *@secs set, or -1 when the agent has not written the clock.
  */
 static __always_inline int nt_keyed_unix_s(__u64 *secs)
 {
+	struct nt_clock_reading *r;
 	__u32 zero = 0;
 	struct nt_clock *c;
+	__u64 tick;
 
 	c = bpf_map_lookup_elem(&nt_clock, &zero);
 	if (!c || !(c->flags & NT_CLOCK_VALID))
 		return -1;
+	tick = bpf_ktime_get_coarse_ns();
+	r = bpf_map_lookup_elem(&nt_clock_readings, &zero);
+	if (r && r->tick_ns == tick && r->tai_offset_ns == c->tai_offset_ns && r->boot_offset_ns == c->boot_offset_ns) {
+		*secs = r->unix_s;
+		return 0;
+	}
 	*secs = nt_unix_ns(c) / NT_NSEC_PER_SEC;
+	if (r) {
+		r->tick_ns = tick;
+		r->tai_offset_ns = c->tai_offset_ns;
+		r->boot_offset_ns = c->boot_offset_ns;
+		r->unix_s = *secs;
+	}
 	return 0;
 }
 

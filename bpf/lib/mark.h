@@ -5,8 +5,8 @@
  *
  * Two steps (see syn.h): nt_classify() lets every packet that is not a TCP
  * SYN through; nt_mark_syn() makes a SYN's headers linear, reads them in
- * place, looks up the policy, runs every check and only then changes the
- * packet, writing it in place too.
+ * place, finds the policy (dest.h), runs every check and only then changes
+ * the packet, writing it in place too.
  */
 #ifndef NT_LIB_MARK_H
 #define NT_LIB_MARK_H
@@ -15,60 +15,24 @@
 #include "maps.h"
 #include "counters.h"
 #include "syn.h"
+#include "dest.h"
 #include "token.h"
+#include "kskb.h"
 #include "insert.h"
 
 /**
- * nt_lookup_policy() - the policy id covering this SYN's destination and port
- * on @ifindex (longest prefix wins), or 0 when none does.
- */
-static __always_inline __u32 nt_lookup_policy(__u32 ifindex, const struct nt_syn *s)
-{
-	struct nt_egress_rule *rule;
-	__u16 dport = bpf_ntohs(s->flow.dport);
-
-	if (s->family == 4) {
-		struct nt_lpm4_key key = {
-			.prefixlen = 32 + 32,
-			.ifindex_be = bpf_htonl(ifindex),
-		};
-
-		__builtin_memcpy(key.addr, s->flow.daddr, 4);
-		rule = bpf_map_lookup_elem(&nt_egress4, &key);
-	} else {
-		struct nt_lpm6_key key = {
-			.prefixlen = 32 + 128,
-			.ifindex_be = bpf_htonl(ifindex),
-		};
-
-		__builtin_memcpy(key.addr, s->flow.daddr, 16);
-		rule = bpf_map_lookup_elem(&nt_egress6, &key);
-	}
-	if (!rule)
-		return 0;
-	if (rule->nports == 0)
-		return rule->policy_id;
-	for (int i = 0; i < NT_MAX_PORTS; i++) {
-		if (i >= rule->nports)
-			break;
-		if (rule->ports[i] == dport)
-			return rule->policy_id;
-	}
-	return 0;
-}
-
-/**
  * nt_syn_check() - every check that must pass before the packet is touched.
- * @opts: the option area, zero-filled past its end (nt_parse_syn())
- * @at:   out: where the option goes (see nt_tcp_append_option())
+ * @buf: the stack copy of the options, if nt_parse_syn() made one
+ * @at:  out: where the option goes (see nt_tcp_append_option())
  * Returns NT_C_MARKED when the option can be written, else the skip reason.
  */
 static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt_syn *s,
-					  const struct nt_policy *policy, const __u8 opts[NT_TCP_OPT_BUF],
+					  const struct nt_policy *policy, const __u8 buf[NT_TCP_OPT_BUF],
 					  __u32 *at)
 {
+
 	struct nt_opts_scan scan;
-	__u32 optlen, mtu_len = 0;
+	__u32 optlen;
 
 	/* Not marked (yet): the extension headers would have to be checked too. */
 	if (s->ipv6_ext)
@@ -106,7 +70,7 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 	}
 
 	optlen = s->tcp_len - sizeof(struct tcphdr);
-	nt_tcp_opts_scan(opts, optlen, policy->opt_kind, policy->exid, &scan);
+	nt_syn_scan(s, (void *)(long)skb->data, (void *)(long)skb->data_end, buf, policy->opt_kind, policy->exid, &scan);
 	if (scan.flags & NT_OPTS_BAD)
 		return NT_C_SKIP_MALFORMED;
 	if (scan.ours_at != NT_OPT_NONE)
@@ -118,64 +82,68 @@ static __always_inline __u32 nt_syn_check(struct __sk_buff *skb, const struct nt
 	/* After the last option, or in place of an EOL (scan.end is where it stands). */
 	*at = scan.end;
 
-	/*
-	 * Ask the device whether 12 more bytes still fit. A negative answer
-	 * means it could not tell (no device): the SYN is small, go ahead.
-	 */
-	if (bpf_check_mtu(skb, 0, &mtu_len, NT_OPT_LEN, 0) > 0)
+	/* Whether 12 more bytes still fit the device. */
+	if (nt_skb_over_mtu(skb, NT_OPT_LEN))
 		return NT_C_SKIP_MTU;
 	return NT_C_MARKED;
 }
 
 /**
- * nt_mark_parsed() - look up the policy of a parsed SYN, check it, append the option.
- * @opts: its option area (see nt_syn_check()). Returns the tc action.
+ * nt_mark_parsed() - find the policy of a parsed SYN, check it, append the option.
+ * @buf: the stack copy of its options, if there is one (see nt_syn_check());
+ *       used as scratch space once they have been looked at
+ * Returns the tc action.
  */
 static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt_syn *s,
-					  __u8 opts[NT_TCP_OPT_BUF])
+					     struct nt_opt_buf *buf)
 {
+	struct nt_dst_entry *dst;
 	struct nt_policy *policy;
 	__u8 value[NT_OPT_VALUE_LEN];
 	__u8 opt[NT_OPT_LEN] __attribute__((aligned(4)));
 	__u32 ifindex = skb->ifindex;
-	__u32 policy_id, reason, at = 0;
+	__u32 policy_id, slot, reason, at = 0;
 
-	policy_id = nt_lookup_policy(ifindex, s);
+	dst = nt_dst_lookup(ifindex, s);
+	if (!dst)
+		return NT_PASS;
+	policy_id = dst->found ? nt_rule_policy(&dst->rule, bpf_ntohs(s->flow.dport)) : 0;
 	policy = policy_id ? bpf_map_lookup_elem(&nt_policies, &policy_id) : NULL;
 	if (!policy || policy->mode == NT_MODE_NONE) {
-		nt_count(ifindex, 0, NT_C_SKIP_NO_POLICY);
+		nt_count(dst->if_slot, NT_C_SKIP_NO_POLICY);
 		return NT_PASS;
 	}
+	slot = dst->rule.counter_slot;
 
-	reason = nt_syn_check(skb, s, policy, opts, &at);
+	reason = nt_syn_check(skb, s, policy, buf->b, &at);
 	if (reason != NT_C_MARKED) {
-		nt_count(ifindex, policy_id, reason);
+		nt_count(slot, reason);
 		return NT_PASS;
 	}
 	switch (nt_token_value(policy, &s->flow, value)) {
 	case NT_TOKEN_OK:
 		break;
 	case NT_TOKEN_NO_CLOCK:
-		nt_count(ifindex, policy_id, NT_C_SKIP_NO_CLOCK);
+		nt_count(slot, NT_C_SKIP_NO_CLOCK);
 		return NT_PASS;
 	default:
-		nt_count(ifindex, policy_id, NT_C_SKIP_NO_POLICY);
+		nt_count(dst->if_slot, NT_C_SKIP_NO_POLICY);
 		return NT_PASS;
 	}
 	nt_token_option(opt, policy->opt_kind, policy->exid, value);
 
-	switch (nt_tcp_append_option(skb, s, opts, at, opt)) {
+	switch (nt_tcp_append_option(skb, s, at, opt, buf)) {
 	case NT_INS_OK:
-		nt_count(ifindex, policy_id, NT_C_MARKED);
+		nt_count(slot, NT_C_MARKED);
 		return NT_PASS;
 	case NT_INS_ENCAP:
-		nt_count(ifindex, policy_id, NT_C_SKIP_ENCAP);
+		nt_count(slot, NT_C_SKIP_ENCAP);
 		return NT_PASS;
 	case NT_INS_GROW:
-		nt_count(ifindex, policy_id, NT_C_ERR_GROW);
+		nt_count(slot, NT_C_ERR_GROW);
 		return NT_PASS;
 	default:
-		nt_count(ifindex, policy_id, NT_C_ERR_WRITE);
+		nt_count(slot, NT_C_ERR_WRITE);
 		return NT_DROP;
 	}
 }
@@ -194,19 +162,20 @@ static __always_inline int nt_mark_parsed(struct __sk_buff *skb, const struct nt
  */
 static __always_inline int nt_mark_syn(struct __sk_buff *skb, const int l2)
 {
-	struct nt_syn s = {};
-	__u8 opts[NT_TCP_OPT_BUF] __attribute__((aligned(8))) = {};
+	struct nt_syn s;
+	/* Only written (and read) when the options cannot be read in place. */
+	struct nt_opt_buf buf __attribute__((aligned(8)));
 
 	/* A fully linear skb is the rule for a SYN; else make its headers linear first. */
 	if ((long)skb->data_end - (long)skb->data < (long)skb->len)
 		bpf_skb_pull_data(skb, skb->len < NT_PULL_LEN ? skb->len : NT_PULL_LEN);
 	switch (nt_parse_syn(skb, NT_CTX_SKB, l2, skb->protocol, (void *)(long)skb->data,
-			     (void *)(long)skb->data_end, skb->len, &s, opts)) {
+			     (void *)(long)skb->data_end, skb->len, &s, buf.b)) {
 	case NT_PARSE_SYN:
-		return nt_mark_parsed(skb, &s, opts);
+		return nt_mark_parsed(skb, &s, &buf);
 	case NT_PARSE_UNREADABLE:
 		/* Cannot see whether it is a SYN, let alone which policy: count under none. */
-		nt_count(skb->ifindex, 0, NT_C_UNREADABLE);
+		nt_count_iface(skb->ifindex, NT_C_UNREADABLE);
 		return NT_PASS;
 	default:
 		return NT_PASS;
@@ -226,7 +195,7 @@ static __always_inline int nt_mark_entry(struct __sk_buff *skb, const int l2, vo
 			&dport) == NT_CLASS_PASS)
 		return NT_PASS;
 	bpf_tail_call_static(skb, jump, 0);
-	nt_count(skb->ifindex, 0, NT_C_ERR_TAIL_CALL);
+	nt_count_iface(skb->ifindex, NT_C_ERR_TAIL_CALL);
 	return NT_PASS;
 }
 

@@ -4,10 +4,12 @@
  * One parser in two steps, both by direct packet access:
  *  - nt_classify(): no helper calls, no map lookups. Every packet that is not
  *    a TCP SYN, and is not broken in a way worth counting, leaves here.
- *  - nt_parse_syn(): the headers and options of a possible SYN. The caller
- *    makes the headers linear first where it can (tc: bpf_skb_pull_data();
- *    XDP sees the whole frame). Only IPv6 extension headers, whose offsets
- *    the packet itself decides, are read with helper loads.
+ *  - nt_parse_syn(): the headers of a possible SYN, and where its options
+ *    are. The caller makes the headers linear first where it can (tc:
+ *    bpf_skb_pull_data(); XDP sees the whole frame), and the options are then
+ *    read in place (nt_syn_opts()). Only behind IPv6 extension headers, whose
+ *    offsets the packet itself decides, are the headers and options read with
+ *    helper loads, the options into a stack copy.
  *
  * Fragments. Only a first fragment holds a TCP header, and the stack keeps of
  * it only what reassembly keeps: a fragment that is not the last is cut to a
@@ -31,7 +33,7 @@
 
 /* The SYN fields a keyed token can be bound to (enum nt_bind), in wire order. */
 struct nt_flow {
-	__u8 saddr[16]; /* IPv4: first 4 bytes */
+	__u8 saddr[16]; /* IPv4: first 4 bytes, the rest zero */
 	__u8 daddr[16];
 	__be16 sport;
 	__be16 dport;
@@ -72,6 +74,9 @@ struct nt_syn {
 	 * and ports in s->flow are known for sure.
 	 */
 	__u8 cut;
+	/* The options lie in the linear area, at l4_off + 20 (else in the caller's stack copy). */
+	__u8 direct;
+	__u8 _pad[3];
 	struct nt_flow flow;
 };
 
@@ -82,6 +87,10 @@ struct nt_syn {
 #define NT_MAX_L3_OFF        22
 #define NT_DIRECT_MAX_L4_OFF 128
 #define NT_TCP_MAX_HDR_LEN   60
+
+/* What nt_classify()'s fast path reads: up to the TCP flags behind plain IPv4 or IPv6. */
+#define NT_FAST_V4_LEN (sizeof(struct nt_eth_hdr) + sizeof(struct iphdr) + NT_TCP_FLAGS_OFF + 1)
+#define NT_FAST_V6_LEN (sizeof(struct nt_eth_hdr) + sizeof(struct ipv6hdr) + NT_TCP_FLAGS_OFF + 1)
 
 /*
  * @x & 0xff, done where the compiler cannot see it. Verifier workaround: for
@@ -108,6 +117,41 @@ static __always_inline int nt_classify(void *data, void *data_end, const int l2,
 	__u8 *tcp;
 	__be16 proto;
 	__u32 off;
+
+	/*
+	 * The common frame first, in as few steps as it takes: Ethernet, then IPv4
+	 * without options and not a fragment, or IPv6 with TCP next, then TCP.
+	 * Anything else takes the general path below, which answers the same for these.
+	 */
+	if (l2 == NT_L2_ETH && data + NT_FAST_V4_LEN <= data_end) {
+		struct nt_eth_hdr *eth = data;
+		/*
+		 * Two words say it all for IPv4: EtherType, version and header length
+		 * (bytes 12..14), and fragment offset, More Fragments and protocol
+		 * (bytes 20..23 of the frame), each read and compared at once.
+		 */
+		__u32 w12 = *(__u32 *)(data + 12), w20 = *(__u32 *)(data + 20);
+
+		if ((w12 & bpf_htonl(0xffffff00)) == bpf_htonl(ETH_P_IP << 16 | 0x45 << 8) &&
+		    (w20 & bpf_htonl((NT_IP_MF | NT_IP_OFFSET) << 16 | 0xff)) == bpf_htonl(IPPROTO_TCP)) {
+			__u8 *t = data + sizeof(*eth) + sizeof(struct iphdr);
+
+			if (!nt_tcp_is_syn(t[NT_TCP_FLAGS_OFF]))
+				return NT_CLASS_PASS;
+			*dport = ((struct tcphdr *)t)->dest;
+			return NT_CLASS_SLOW;
+		} else if (eth->proto == bpf_htons(ETH_P_IPV6) && data + NT_FAST_V6_LEN <= data_end) {
+			struct ipv6hdr *ip6h = data + sizeof(*eth);
+			__u8 *t = (__u8 *)(ip6h + 1);
+
+			if ((*(__u8 *)ip6h >> 4) == 6 && ip6h->nexthdr == IPPROTO_TCP) {
+				if (!nt_tcp_is_syn(t[NT_TCP_FLAGS_OFF]))
+					return NT_CLASS_PASS;
+				*dport = ((struct tcphdr *)t)->dest;
+				return NT_CLASS_SLOW;
+			}
+		}
+	}
 
 	switch (nt_l2_parse(data, data_end, l2, skb_proto, &proto, &off)) {
 	case NT_L2_IP:
@@ -202,7 +246,9 @@ static __always_inline int nt_parse_ip(void *ctx, const int xdp, const int l2, _
 			s->l4_end = s->l4_off + ((ip_end - s->l4_off) & ~7U);
 		}
 		__builtin_memcpy(s->flow.saddr, &iph->saddr, 4);
+		__builtin_memset(s->flow.saddr + 4, 0, 12);
 		__builtin_memcpy(s->flow.daddr, &iph->daddr, 4);
+		__builtin_memset(s->flow.daddr + 4, 0, 12);
 	} else {
 		struct ipv6hdr *ip6h = data + l3_off;
 		struct nt_ipv6_ext w = {};
@@ -250,17 +296,18 @@ static __always_inline int nt_parse_ip(void *ctx, const int xdp, const int l2, _
 }
 
 /**
- * nt_read() - copy @len (a constant) packet bytes at @off into @to: in place
- * when @direct and the bytes are in the linear area, else with nt_load().
- * Returns 0, or -1 when the packet holds no such bytes.
+ * nt_read() - copy @len (a constant) packet bytes at @off into @to (4-byte
+ * aligned): in place when @direct and the bytes are in the linear area, else
+ * with nt_load(). Returns 0, or -1 when the packet holds no such bytes.
  */
 static __always_inline int nt_read(void *ctx, const int xdp, void *data, void *data_end,
 				   int direct, __u32 off, void *to, const __u32 len)
 {
 	if (direct) {
-		__u8 *p = data + nt_bound_off(off);
+		/* Word loads: packet access need not be aligned on the architectures BPF JITs well. */
+		const __u32 *p = data + nt_bound_off(off);
 
-		if ((void *)(p + len) > data_end)
+		if ((void *)p + len > data_end)
 			return -1;
 		__builtin_memcpy(to, p, len);
 		return 0;
@@ -269,21 +316,28 @@ static __always_inline int nt_read(void *ctx, const int xdp, void *data, void *d
 }
 
 /**
- * nt_parse_syn() - read the headers and options of a possible SYN.
+ * nt_parse_syn() - read the headers of a possible SYN, and find its options.
  * @l2, @skb_proto: as for nt_l2_parse()
  * @pkt_len:        the packet's length (the skb's, or the XDP frame's)
- * @opts:           NT_TCP_OPT_BUF bytes zeroed by the caller; on NT_PARSE_SYN
- *                  it holds the option area unless s->cut
- * Returns enum nt_parse; on NT_PARSE_SYN, @s describes the packet.
+ * @buf:            NT_TCP_OPT_BUF bytes of the caller's stack: where the
+ *                  options are copied (zero-filled past them) when they cannot
+ *                  be read in place
+ * Returns enum nt_parse; on NT_PARSE_SYN, @s describes the packet, and
+ * nt_syn_opts() finds the option area unless s->cut.
  */
 static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, __be16 skb_proto,
 					void *data, void *data_end, __u32 pkt_len, struct nt_syn *s,
-					__u8 opts[NT_TCP_OPT_BUF])
+					__u8 buf[NT_TCP_OPT_BUF])
 {
-	__u8 th[sizeof(struct tcphdr)];
+	__u8 th[sizeof(struct tcphdr)] __attribute__((aligned(4)));
 	__u32 l4_off, l4_end, optlen;
 	int r, direct;
 
+	s->tcp_len = 0;
+	s->first_frag = 0;
+	s->ipv6_ext = 0;
+	s->cut = 0;
+	s->direct = 0;
 	r = nt_parse_ip(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, s);
 	if (r != NT_PARSE_SYN)
 		return r;
@@ -334,11 +388,19 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 		return NT_PARSE_SYN;
 	}
 
-	/* 4..40 bytes of options, read below only when there are some. */
-	optlen = (s->tcp_len - sizeof(th)) & NT_TCP_OPT_BUF_MASK;
+	/* 0..40 bytes of options. */
+	optlen = s->tcp_len - sizeof(th);
+	if (direct) {
+		/* Within the packet but not the linear area: the caller did not pull enough. */
+		if (data + nt_bound_off(l4_off) + sizeof(th) + optlen > data_end)
+			return NT_PARSE_UNREADABLE;
+		s->direct = 1;
+		return NT_PARSE_SYN;
+	}
+	__builtin_memset(buf, 0, NT_TCP_OPT_BUF);
 	if (optlen == 0)
 		return NT_PARSE_SYN;
-	if (!direct) {
+	{
 		/*
 		 * Verifier workaround: clang tests a copy of the length, so the
 		 * verifier would not know the one passed is not zero. 1..64 by
@@ -347,35 +409,49 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 		__u32 n = optlen - 1;
 
 		asm volatile("%0 &= 63\n\t%0 += 1" : "+r"(n));
-		if (nt_load(ctx, xdp, l4_off + sizeof(th), opts, n))
-			return NT_PARSE_UNREADABLE;
-		return NT_PARSE_SYN;
-	}
-	/* The option area, a multiple of 4 bytes, copied a word at a time. */
-	{
-		__u8 *o = data + nt_bound_off(l4_off) + sizeof(th);
-		int missing = 0;
-
-#pragma clang loop unroll(full)
-		for (__u32 i = 0; i < NT_TCP_MAX_OPT_LEN; i += 4) {
-			if (i >= optlen || missing)
-				continue;
-			if ((void *)(o + i + 4) > data_end) {
-				missing = 1;
-				continue;
-			}
-			__builtin_memcpy(&opts[i], o + i, 4);
-		}
-		/*
-		 * Keep @opts a buffer in memory: with every index constant, clang would
-		 * otherwise turn its 40 bytes into 40 spilled scalars and run out of stack.
-		 */
-		asm volatile("" : : "r"(opts) : "memory");
-		/* Within the packet but not the linear area: the caller did not pull enough. */
-		if (missing)
+		if (nt_load(ctx, xdp, l4_off + sizeof(th), buf, n))
 			return NT_PARSE_UNREADABLE;
 	}
 	return NT_PARSE_SYN;
+}
+
+/**
+ * nt_syn_scan() - nt_tcp_opts_scan() over the options of SYN @s
+ * (nt_parse_syn(), not cut): in the packet [@data, @data_end) when s->direct,
+ * else in the stack copy @buf.
+ */
+static __always_inline void nt_syn_scan(const struct nt_syn *s, void *data, void *data_end, const __u8 *buf,
+					__u8 kind, __u16 exid, struct nt_opts_scan *r)
+{
+	__u32 optlen = s->tcp_len - sizeof(struct tcphdr);
+
+	if (s->direct)
+		nt_tcp_opts_scan(data + nt_bound_off(s->l4_off) + sizeof(struct tcphdr), 1, data_end, optlen,
+				 kind, exid, r);
+	else
+		nt_tcp_opts_scan(buf, 0, NULL, optlen, kind, exid, r);
+}
+
+/**
+ * nt_syn_opt_value() - the 8 bytes after kind, length and ExID of the option
+ * that starts @at bytes into the option area of SYN @s, where nt_syn_scan()
+ * found a 12-byte option (so they lie inside the area), as they are in memory.
+ * Returns 0, or -1 (never, for such an option) when they cannot be read.
+ */
+static __always_inline int nt_syn_opt_value(const struct nt_syn *s, void *data, void *data_end, const __u8 *buf,
+					    __u32 at, __u64 *value)
+{
+	if (s->direct) {
+		const __u64 *v = data + nt_bound_off(s->l4_off) + sizeof(struct tcphdr) + (at & 31) + 4;
+
+		if ((void *)(v + 1) > data_end)
+			return -1;
+		*value = *v;
+		return 0;
+	}
+	/* A stack copy at a variable offset: the verifier takes only byte loads there. */
+	__builtin_memcpy(value, &buf[(at & 31) + 4], sizeof(*value));
+	return 0;
 }
 
 #endif /* NT_LIB_SYN_H */

@@ -20,12 +20,28 @@
 #define NT_TCPOPT_AO  29 /* TCP-AO (RFC 5925): its MAC covers the options */
 
 /*
- * Stack copy of the option area: larger than the 40 bytes TCP allows, so that
- * reading a few bytes past any option start, or a length masked with
- * NT_TCP_OPT_BUF_MASK, stays inside it.
+ * The options Linux opens a connection with, in its order: MSS (2, len 4),
+ * SACK-permitted (4, 2), timestamps (8, 10), NOP, window scale (3, 3). As
+ * three big-endian words at bytes 0, 4 and 16, with what varies masked out.
  */
-#define NT_TCP_OPT_BUF     64
-#define NT_TCP_OPT_BUF_MASK (NT_TCP_OPT_BUF - 1)
+#define NT_LINUX_SYN_OPTS_LEN 20
+#define NT_LINUX_SYN_W0       0x02040000 /* & 0xffff0000: MSS kind and length */
+#define NT_LINUX_SYN_W1       0x0402080a /* SACK-permitted, timestamps kind and length */
+#define NT_LINUX_SYN_W4       0x01030300 /* & 0xffffff00: NOP, window scale kind and length */
+
+/*
+ * Stack copy of the option area, for options that cannot be read in place
+ * (behind IPv6 extension headers): larger than the 40 bytes TCP allows, so
+ * that an index masked with NT_TCP_OPT_IDX_MASK plus the 4 bytes an option
+ * start is looked at stays inside it.
+ */
+#define NT_TCP_OPT_BUF      72
+#define NT_TCP_OPT_IDX_MASK 63
+
+/* That copy as a type, so that a global function can take a pointer to it (BTF gives its size). */
+struct nt_opt_buf {
+	__u8 b[NT_TCP_OPT_BUF];
+};
 
 /* A connection-opening SYN: SYN set, ACK clear (a SYN-ACK is not ours to mark). */
 static __always_inline int nt_tcp_is_syn(__u8 flags)
@@ -53,8 +69,10 @@ struct nt_opts_scan {
 
 /**
  * nt_tcp_opts_scan() - walk the options of a SYN, as the receiving stack does.
- * @opts:   the option area, copied into a zeroed NT_TCP_OPT_BUF-byte buffer
- * @optlen: its length in bytes (doff * 4 - 20), at most 40
+ * @opts:   the option area: in the packet, or a stack copy of NT_TCP_OPT_BUF bytes
+ * @in_pkt: @opts is in the packet, before @end (data_end); a constant
+ * @optlen: its length in bytes (doff * 4 - 20), at most 40; in the packet,
+ *          the caller has checked that all of it lies before @end
  * @kind:   our option kind
  * @exid:   our ExID, host byte order
  *
@@ -62,60 +80,91 @@ struct nt_opts_scan {
  * are our ExID (whatever its length: the caller judges it), at an EOL (which
  * ends the list), or at an option whose length is below 2 or runs past the
  * area. The marker and the verifier read the same answer: nothing after the
- * stop is looked at.
+ * stop is looked at. It goes from option to option, at most
+ * NT_TCP_MAX_OPT_LEN steps (forty one-byte options); the five options a Linux
+ * SYN starts with, when they are there, are passed in one step (the kernel's
+ * own parser has such a fast path for timestamps): the walk would find
+ * nothing in them, for any @kind of ours (253 or 254).
  */
-static __always_inline void nt_tcp_opts_scan(const __u8 *opts, __u32 optlen, __u8 kind, __u16 exid,
-					     struct nt_opts_scan *r)
+static __always_inline void nt_tcp_opts_scan(const __u8 *opts, const int in_pkt, const void *end, __u32 optlen,
+					     __u8 kind, __u16 exid, struct nt_opts_scan *r)
 {
-	__u32 next = 0; /* where the next option starts; NT_TCP_OPT_BUF once the walk has stopped */
+	__u32 idx = 0, start = 0;
+	__u8 flags = 0;
 
-	r->end = optlen;
 	r->ours_at = NT_OPT_NONE;
 	r->ours_len = 0;
-	r->flags = 0;
+	if (optlen >= NT_LINUX_SYN_OPTS_LEN && kind > 8 && (!in_pkt || (const void *)(opts + NT_LINUX_SYN_OPTS_LEN) <= end)) {
+		const __u32 *w = (const __u32 *)opts;
+
+		if ((bpf_ntohl(w[0]) & 0xffff0000) == NT_LINUX_SYN_W0 && bpf_ntohl(w[1]) == NT_LINUX_SYN_W1 &&
+		    (bpf_ntohl(w[4]) & 0xffffff00) == NT_LINUX_SYN_W4)
+			start = NT_LINUX_SYN_OPTS_LEN;
+	}
 	/*
-	 * Verifier workaround: a loop over a variable index into the stack makes
-	 * the verifier track every offset precisely and it gives up (state
-	 * explosion). Visiting each of the 40 positions at a constant index, and
-	 * looking only at the one where an option starts, keeps every stack read
-	 * constant and the walk cheap to verify.
+	 * Verifier workaround: idx = start, computed so that the verifier sees a
+	 * number it does not know (it does not fold optlen - optlen) instead of a
+	 * constant. Each position the walk can stop at would otherwise be a state
+	 * of its own, checked again through all the code after the walk.
 	 */
-#pragma clang loop unroll(full)
-	for (__u32 idx = 0; idx < NT_TCP_MAX_OPT_LEN; idx++) {
+	idx = optlen;
+	asm volatile("%0 -= %1\n\t%0 += %2" : "+r"(idx) : "r"(optlen), "r"(start));
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < NT_TCP_MAX_OPT_LEN; i++) {
+		const __u8 *p;
 		__u8 k, len;
 
-		/* No break: a constant trip count lets the compiler unroll fully. */
-		if (idx >= optlen || idx != next)
-			continue;
-		k = opts[idx];
+		if (idx >= optlen)
+			break;
+		/*
+		 * Verifier workaround: a mask it cannot see through (idx < 40 already).
+		 * It bounds the offset, and it gives idx the same range on every path
+		 * into the next step, so that the verifier can tell it has seen the
+		 * state before instead of following each path on its own.
+		 */
+		asm volatile("%0 &= %1" : "+r"(idx) : "i"(NT_TCP_OPT_IDX_MASK));
+		p = opts + idx;
+		/* In the packet the area was checked whole; these tell the verifier. */
+		if (in_pkt && (const void *)(p + 1) > end)
+			goto bad;
+		k = p[0];
 		if (k == NT_TCPOPT_EOL) {
 			r->end = idx;
-			r->flags |= NT_OPTS_EOL;
-			next = NT_TCP_OPT_BUF;
-			continue;
+			r->flags = flags | NT_OPTS_EOL;
+			return;
 		}
 		if (k == NT_TCPOPT_NOP) {
-			next = idx + 1;
+			idx++;
 			continue;
 		}
-		len = opts[idx + 1];
-		if (idx + 1 >= optlen || len < 2 || idx + len > optlen) {
-			r->end = idx;
-			r->flags |= NT_OPTS_BAD;
-			next = NT_TCP_OPT_BUF;
-			continue;
-		}
-		if (k == kind && len >= 4 && opts[idx + 2] == (__u8)(exid >> 8) &&
-		    opts[idx + 3] == (__u8)exid) {
-			r->ours_at = idx;
-			r->ours_len = len;
-			next = NT_TCP_OPT_BUF;
-			continue;
+		if (idx + 1 >= optlen)
+			goto bad;
+		if (in_pkt && (const void *)(p + 2) > end)
+			goto bad;
+		len = p[1];
+		if (len < 2 || idx + len > optlen)
+			goto bad;
+		if (k == kind && len >= 4) {
+			if (in_pkt && (const void *)(p + 4) > end)
+				goto bad;
+			if (p[2] == (__u8)(exid >> 8) && p[3] == (__u8)exid) {
+				r->ours_at = idx;
+				r->ours_len = len;
+				r->end = optlen;
+				r->flags = flags;
+				return;
+			}
 		}
 		if (k == NT_TCPOPT_AO)
-			r->flags |= NT_OPTS_AO;
-		next = idx + len;
+			flags |= NT_OPTS_AO;
+		idx += len;
 	}
+	r->end = optlen;
+	r->flags = flags;
+	return;
+bad:
+	r->end = idx;
+	r->flags = flags | NT_OPTS_BAD;
 }
 
 #endif /* NT_LIB_TCP_H */

@@ -89,11 +89,11 @@ static __always_inline int nt_keyed_ok(const struct nt_policy *policy, const str
 
 /**
  * nt_syn_verdict() - look at the option area of SYN @s.
- * @opts: the option area, zero-filled past its end (nt_parse_syn())
+ * @data, @data_end, @buf: where its options are (nt_syn_scan())
  * Returns NT_C_V_VALID, NT_C_V_MISSING, NT_C_V_INVALID or NT_C_V_MALFORMED.
  */
 static __always_inline __u32 nt_syn_verdict(const struct nt_syn *s, const struct nt_policy *policy,
-					    const __u8 opts[NT_TCP_OPT_BUF])
+					    void *data, void *data_end, const __u8 *buf)
 {
 	struct nt_opts_scan scan;
 	__u64 mem;
@@ -101,13 +101,14 @@ static __always_inline __u32 nt_syn_verdict(const struct nt_syn *s, const struct
 	/* Cut (reassembly completes it from bytes not seen here) or a bad data offset. */
 	if (s->cut || s->tcp_len < sizeof(struct tcphdr))
 		return NT_C_V_MALFORMED;
-	nt_tcp_opts_scan(opts, s->tcp_len - sizeof(struct tcphdr), policy->opt_kind, policy->exid, &scan);
+	nt_syn_scan(s, data, data_end, buf, policy->opt_kind, policy->exid, &scan);
 	if (scan.ours_at == NT_OPT_NONE)
 		return (scan.flags & NT_OPTS_BAD) ? NT_C_V_MALFORMED : NT_C_V_MISSING;
 	if (scan.ours_len != NT_OPT_LEN)
 		return NT_C_V_INVALID;
 	/* The walk put the whole option inside the area: ours_at + 12 <= 40. */
-	__builtin_memcpy(&mem, &opts[(scan.ours_at & 31) + 4], sizeof(mem));
+	if (nt_syn_opt_value(s, data, data_end, buf, scan.ours_at, &mem))
+		return NT_C_V_MALFORMED;
 	switch (policy->mode) {
 	case NT_MODE_STATIC:
 		return nt_static_ok(policy, mem) ? NT_C_V_VALID : NT_C_V_INVALID;
@@ -116,6 +117,29 @@ static __always_inline __u32 nt_syn_verdict(const struct nt_syn *s, const struct
 	default:
 		return NT_C_V_INVALID;
 	}
+}
+
+/*
+ * nt_syn_verdict() for each kind of context, as global functions: the kernel's
+ * verifier checks a global function once, on its own, and its callers see only
+ * that it returns a counter. Inlined, each of the many ways the option walk
+ * can end would be checked again through all the code that follows, past the
+ * verifier's limit.
+ */
+__attribute__((noinline)) __u32 nt_verdict_xdp(struct xdp_md *ctx, const struct nt_syn *s,
+					       const struct nt_policy *policy, const struct nt_opt_buf *buf)
+{
+	if (!ctx || !s || !policy || !buf)
+		return NT_C_V_MALFORMED;
+	return nt_syn_verdict(s, policy, (void *)(long)ctx->data, (void *)(long)ctx->data_end, buf->b);
+}
+
+__attribute__((noinline)) __u32 nt_verdict_skb(struct __sk_buff *skb, const struct nt_syn *s,
+					       const struct nt_policy *policy, const struct nt_opt_buf *buf)
+{
+	if (!skb || !s || !policy || !buf)
+		return NT_C_V_MALFORMED;
+	return nt_syn_verdict(s, policy, (void *)(long)skb->data, (void *)(long)skb->data_end, buf->b);
 }
 
 /**
@@ -161,9 +185,11 @@ static __always_inline int nt_replay_over(const struct nt_ingress_rule *rule, __
 	return *(volatile __u64 *)&v->count > limit;
 }
 
-/** nt_exempt() - is the source of @f in the policy's exemptSources? */
-static __always_inline int nt_exempt(__u32 policy_id, const struct nt_flow *f)
+/** nt_exempt() - is the source of @f in the exemptSources of @rule's policy? Asks the tries only where it has some. */
+static __always_inline int nt_exempt(const struct nt_ingress_rule *rule, __u32 policy_id, const struct nt_flow *f)
 {
+	if (!(rule->flags & (f->family == 4 ? NT_IR_EXEMPT4 : NT_IR_EXEMPT6)))
+		return 0;
 	if (f->family == 4) {
 		struct nt_src4_key key = {
 			.prefixlen = 32 + 32,
@@ -194,11 +220,11 @@ static __always_inline int nt_verify_unreadable(__u32 ifindex)
 	struct nt_port_key key = { .ifindex = ifindex, .scope = NT_SCOPE_ENFORCING };
 	struct nt_ingress_rule *rule;
 
-	nt_count(ifindex, 0, NT_C_UNREADABLE);
+	nt_count_iface(ifindex, NT_C_UNREADABLE);
 	rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
 	if (!rule || rule->action != NT_ACTION_ENFORCE)
 		return NT_V_PASS;
-	nt_count(ifindex, rule->policy_id, NT_C_V_DROPPED);
+	nt_count(rule->counter_slot, NT_C_V_DROPPED);
 	return NT_V_DROP;
 }
 
@@ -213,12 +239,13 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 					 __u32 ifindex, void *data, void *data_end, __u32 pkt_len,
 					 struct nt_ingress_rule *rule)
 {
-	struct nt_syn s = {};
-	__u8 opts[NT_TCP_OPT_BUF] __attribute__((aligned(8))) = {};
+	struct nt_syn s;
+	/* Only written when the options cannot be read in place. */
+	struct nt_opt_buf buf __attribute__((aligned(8)));
 	struct nt_policy *policy;
-	__u32 policy_id, verdict;
+	__u32 policy_id, slot, verdict;
 
-	switch (nt_parse_syn(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, &s, opts)) {
+	switch (nt_parse_syn(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, &s, buf.b)) {
 	case NT_PARSE_SYN:
 		break;
 	case NT_PARSE_UNREADABLE:
@@ -236,19 +263,23 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	verdict = nt_syn_verdict(&s, policy, opts);
+	if (xdp)
+		verdict = nt_verdict_xdp(ctx, &s, policy, &buf);
+	else
+		verdict = nt_verdict_skb(ctx, &s, policy, &buf);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
-	nt_count(ifindex, policy_id, verdict);
+	slot = rule->counter_slot;
+	nt_count(slot, verdict);
 	if (verdict == NT_C_V_VALID)
 		return NT_V_PASS;
-	if (nt_exempt(policy_id, &s.flow)) {
-		nt_count(ifindex, policy_id, NT_C_V_EXEMPT);
+	if (nt_exempt(rule, policy_id, &s.flow)) {
+		nt_count(slot, NT_C_V_EXEMPT);
 		return NT_V_PASS;
 	}
 	if (rule->action != NT_ACTION_ENFORCE)
 		return NT_V_PASS;
-	nt_count(ifindex, policy_id, NT_C_V_DROPPED);
+	nt_count(slot, NT_C_V_DROPPED);
 	return NT_V_DROP;
 }
 

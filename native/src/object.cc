@@ -49,24 +49,24 @@ Napi::Value ObjectHandle::Path(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), path_);
 }
 
-Napi::Value ObjectHandle::ProgramNames(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env, "bpf_object__for_each_program");
+// The names of an object's programs or maps in ELF order: next is bpf_object__next_program or
+// bpf_object__next_map, name the matching bpf_program__name or bpf_map__name.
+template <typename T, typename Next, typename Name>
+static Napi::Array Names(Napi::Env env, const bpf_object *obj, Next next, Name name) {
   Napi::Array out = Napi::Array::New(env);
   uint32_t i = 0;
-  bpf_program *prog;
-  bpf_object__for_each_program(prog, obj_) { out.Set(i++, bpf_program__name(prog)); }
+  for (T *it = next(obj, nullptr); it; it = next(obj, it)) out.Set(i++, name(it));
   return out;
 }
 
+Napi::Value ObjectHandle::ProgramNames(const Napi::CallbackInfo &info) {
+  CheckOpen(info.Env(), "bpf_object__next_program");
+  return Names<bpf_program>(info.Env(), obj_, bpf_object__next_program, bpf_program__name);
+}
+
 Napi::Value ObjectHandle::MapNames(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  CheckOpen(env, "bpf_object__for_each_map");
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t i = 0;
-  bpf_map *map;
-  bpf_object__for_each_map(map, obj_) { out.Set(i++, bpf_map__name(map)); }
-  return out;
+  CheckOpen(info.Env(), "bpf_object__next_map");
+  return Names<bpf_map>(info.Env(), obj_, bpf_object__next_map, bpf_map__name);
 }
 
 Napi::Value ObjectHandle::Program(const Napi::CallbackInfo &info) {

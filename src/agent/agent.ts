@@ -1,8 +1,12 @@
 /**
  * The node agent's reconcile core, shared by standalone and cluster mode:
  * Snapshot (policies, keys, labels) + host interfaces -> DesiredState -> Datapath.
- * Reconciles are serialized (one at a time; a change during one queues exactly one more),
- * triggered by source changes and by interfaces appearing, disappearing or changing.
+ * Reconciles run from the same work queue as the operator's, with one key (this node): one at
+ * a time, a change during one queues exactly one more, a burst of changes within the batching
+ * delay costs one reconcile, and a reconcile that fails is retried with a backoff. They are
+ * triggered by source changes and by interfaces appearing, disappearing or changing; the
+ * interfaces are the ones the last poll listed (listing them forks `ip`, so it is not done on
+ * every reconcile).
  *
  * When the kernel refuses the desired state (a map full, an update it rejects), the policies
  * are applied one at a time on top of the versions that applied last, to find the ones it
@@ -13,45 +17,17 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
-import type { TokenKeys, TokenPolicy } from '../lib/types.js';
+import { KeyedQueue } from '../lib/workqueue.js';
+import type { TokenPolicy } from '../lib/types.js';
 import type { ApplyResult, CounterRow, Datapath } from './datapath.js';
 import { detachAll } from './hooks/detach.js';
 import type { HookError, HookStatus } from './hooks/hook.js';
-import { type DesiredState, type PolicyOutcome, computeDesired } from './desired.js';
+import { type DesiredState, EncodingMemo, type PolicyOutcome, computeDesired } from './desired.js';
 import { type HostInterface, listInterfaces } from './interfaces.js';
-import type { DocumentError, PolicySource, Snapshot } from './source.js';
+import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
 
-/**
- * Keys a source still holds for a policy whose Secret can no longer be read (deleted, or
- * holding something that is not a key): the policy keeps working with them and reports why.
- * `problem` names the Secret and what is wrong with it, never its content.
- */
-export interface KeptKeys extends TokenKeys {
-  problem: string;
-}
-
-/**
- * Remember keys that were read; when they cannot be read any more, hand out the last ones
- * read for the same Secret and mode, marked with the reason (never a key's content).
- */
-export function keptOrFresh(last: Map<string, { secret: string; mode: string; keys: TokenKeys }>, p: TokenPolicy, got: TokenKeys | Error): TokenKeys | Error {
-  const secret = p.spec.token.secretRef.name;
-  const mode = p.spec.token.mode;
-  if (!(got instanceof Error)) {
-    last.set(p.metadata.name, { secret, mode, keys: got });
-    return got;
-  }
-  const before = last.get(p.metadata.name);
-  if (!before || before.secret !== secret || before.mode !== mode) return got;
-  const kept: KeptKeys = { ...before.keys, problem: got.message };
-  return kept;
-}
-
-function keptKeysProblem(k: TokenKeys | Error | undefined): string | undefined {
-  return k && !(k instanceof Error) && typeof (k as Partial<KeptKeys>).problem === 'string' ? (k as KeptKeys).problem : undefined;
-}
-
-export interface PolicyStatus extends PolicyOutcome {
+/** What this node did with one policy: the outcome of applying it and its counters. */
+export interface NodePolicyStatus extends PolicyOutcome {
   /** counters summed over this node's interfaces */
   counters: Record<string, string>;
 }
@@ -68,7 +44,7 @@ export interface AgentStatus {
   updatedAt: string;
   programId: number;
   ready: boolean;
-  policies: PolicyStatus[];
+  policies: NodePolicyStatus[];
   hooks: HookStatus[];
   /** per hooked interface, its counters under no policy (those that are not zero) */
   interfaces: InterfaceCounters[];
@@ -88,7 +64,7 @@ export interface AgentOptions {
   /** injectable for tests */
   listInterfaces?: () => Promise<HostInterface[]>;
   /** called after every reconcile and counter refresh (cluster mode writes TokenNodeState) */
-  onStatus?: (s: AgentStatus) => void | Promise<void>;
+  onStatus?: (s: AgentStatus) => void;
   /** how often counters are re-read into the status without a reconcile (default 10 s) */
   counterRefreshMs?: number;
   /** reconcile durations and outcomes, for metrics */
@@ -100,6 +76,8 @@ export interface AgentOptions {
   stateDir?: string;
   /** priority of our clsact filter, for that clean-up (default 1) */
   tcPriority?: number;
+  /** how long a change waits for more before the reconcile (default 100 ms) */
+  batchDelayMs?: number;
 }
 
 /** A policy version the kernel refused, and the state of the world it was refused in. */
@@ -109,28 +87,46 @@ interface Refusal {
   message: string;
 }
 
+/** The agent's one work-queue key: this node. */
+const NODE_KEY = 'node';
+
 export class Agent {
-  private running: Promise<void> | null = null;
-  private dirty = false;
+  private readonly queue: KeyedQueue<string>;
+  /** why the queued reconcile was asked for (for its log line) */
+  private why = 'start';
   private timer: NodeJS.Timeout | null = null;
   private counterTimer: NodeJS.Timeout | null = null;
   private lastOk = false;
   private ifSignature = '';
+  /** the interfaces as last listed (by the poll, or the first reconcile) */
+  private interfaces: HostInterface[] | null = null;
   private reconciles = 0;
   private status: AgentStatus | null = null;
   private stopped = false;
   private readonly list: () => Promise<HostInterface[]>;
-  private lastOutcomes: PolicyOutcome[] = [];
+  private lastOutcomes = new Map<string, PolicyOutcome>();
   /** policy name -> the version last applied without the kernel refusing it */
   private applied = new Map<string, TokenPolicy>();
   private refused = new Map<string, Refusal>();
+  /** encodings kept across reconciles: an edit of a large policy costs what changed */
+  private readonly memo = new EncodingMemo();
 
   constructor(private readonly opts: AgentOptions) {
     this.list = opts.listInterfaces ?? listInterfaces;
+    this.queue = new KeyedQueue<string>({
+      reconcile: () => this.reconcileOnce(),
+      log: opts.log,
+      concurrency: 1,
+      batchDelayMs: opts.batchDelayMs ?? 100,
+      baseBackoffMs: 1000,
+      maxBackoffMs: 30_000,
+      onDone: (_k, seconds, outcome) => opts.onReconcile?.(seconds, outcome === 'success'),
+    });
   }
 
   async start(): Promise<void> {
     await this.opts.source.start(() => this.trigger('policy source changed'));
+    this.queue.resume();
     await this.reconcile('start');
     this.timer = setInterval(() => void this.pollInterfaces(), this.opts.interfacePollMs);
     this.counterTimer = setInterval(() => this.refreshCounters(), this.opts.counterRefreshMs ?? 10_000);
@@ -139,7 +135,7 @@ export class Agent {
   /** Applied since the last change: the source has synced, nothing is pending, the last reconcile worked. */
   isReady(): boolean {
     const synced = this.opts.source.isSynced?.() ?? true;
-    return synced && this.lastOk && !this.running && !this.dirty;
+    return synced && this.lastOk && this.queue.depth === 0 && this.queue.oldestRunningSince() === undefined;
   }
 
   /** Re-read the counters into the status (no reconcile). */
@@ -147,13 +143,14 @@ export class Agent {
     if (!this.status || this.stopped) return;
     try {
       const counters = this.opts.datapath.counters();
+      const byPolicy = rowsByPolicy(counters);
       this.status = {
         ...this.status,
-        policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, counters) })),
+        policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, byPolicy) })),
         interfaces: interfaceCounters(this.status.hooks, counters),
       };
       this.writeStatus();
-      void this.opts.onStatus?.(this.status);
+      this.opts.onStatus?.(this.status);
     } catch (err) {
       this.opts.log.warn('reading counters failed', { error: (err as Error).message });
     }
@@ -169,7 +166,7 @@ export class Agent {
     if (this.timer) clearInterval(this.timer);
     if (this.counterTimer) clearInterval(this.counterTimer);
     this.opts.source.stop();
-    await this.running;
+    await this.queue.close();
     if (this.opts.stateDir && this.isIdle()) {
       const r = detachAll(this.opts.stateDir, this.opts.runDir, this.opts.tcPriority ?? 1, this.opts.log);
       this.opts.log.info('no policy applied: removed our pins and run files', { stateDir: this.opts.stateDir, pins: r.pins });
@@ -184,7 +181,14 @@ export class Agent {
   isIdle(): boolean {
     const s = this.status;
     const synced = this.opts.source.isSynced?.() ?? true;
-    return synced && this.lastOk && s !== null && s.hooks.length === 0 && s.hookErrors.length === 0 && s.policies.every((p) => p.id === 0);
+    return (
+      synced &&
+      this.lastOk &&
+      s !== null &&
+      s.hooks.length === 0 &&
+      s.hookErrors.length === 0 &&
+      s.policies.every((p) => p.id === 0)
+    );
   }
 
   lastStatus(): AgentStatus | null {
@@ -198,8 +202,12 @@ export class Agent {
 
   private async pollInterfaces(): Promise<void> {
     try {
-      const sig = signature(await this.list());
-      if (sig !== this.ifSignature) this.trigger('interfaces changed');
+      const ifs = await this.list();
+      const sig = signature(ifs);
+      if (sig !== this.ifSignature) {
+        this.interfaces = ifs;
+        this.trigger('interfaces changed');
+      }
     } catch (err) {
       this.opts.log.warn('listing interfaces failed', { error: (err as Error).message });
     }
@@ -208,30 +216,20 @@ export class Agent {
   trigger(why: string): void {
     if (this.stopped) return;
     this.opts.log.debug('reconcile requested', { why });
-    void this.reconcile(why);
+    this.why = why;
+    this.queue.enqueue(NODE_KEY);
   }
 
-  /** Run one reconcile, or queue one if a reconcile is already running. */
+  /** Runs a reconcile now (or right after the one running) and resolves once the queue is idle again. */
   reconcile(why: string): Promise<void> {
-    if (this.running) {
-      this.dirty = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.dirty = false;
-          await this.reconcileOnce(why);
-        } while (this.dirty && !this.stopped);
-      } finally {
-        this.running = null;
-      }
-    })();
-    return this.running;
+    this.why = why;
+    this.queue.enqueueNow(NODE_KEY);
+    return this.queue.idle();
   }
 
-  private async reconcileOnce(why: string): Promise<void> {
+  private async reconcileOnce(): Promise<void> {
     const t0 = performance.now();
+    const why = this.why;
     const { log, datapath, source } = this.opts;
     if (source.isSynced && !source.isSynced()) {
       // Never act on an empty view: pinned hooks keep the last good state until the source has listed.
@@ -239,23 +237,28 @@ export class Agent {
       return;
     }
     try {
-      const interfaces = await this.list();
+      const interfaces = this.interfaces ?? (this.interfaces = await this.list());
       this.ifSignature = signature(interfaces);
       const snap = source.snapshot();
-      const desiredFor = (policies: readonly TokenPolicy[]): DesiredState => computeDesired({
-        policies,
-        keys: snap.keys,
-        nodeLabels: snap.nodeLabels,
-        interfaces,
-        previousIds: datapath.previousIds(),
-      });
-      const world = worldSignature(snap, this.ifSignature);
+      const desiredFor = (policies: readonly TokenPolicy[]): DesiredState =>
+        computeDesired({
+          policies,
+          keys: snap.keys,
+          nodeLabels: snap.nodeLabels,
+          interfaces,
+          previousIds: datapath.previousIds(),
+          memo: this.memo,
+        });
+      // Only a refusal needs the world's signature (all policies' specs): computed when there is one.
+      let worldText: string | undefined;
+      const world = (): string => (worldText ??= worldSignature(snap, this.ifSignature));
       // A version the kernel refused in this same world is not tried again: its last applied version stands in.
       const known = new Map<string, string>();
       const wanted: TokenPolicy[] = [];
+      const byName = new Map(snap.policies.map((p) => [p.metadata.name, p]));
       for (const p of snap.policies) {
         const r = this.refused.get(p.metadata.name);
-        if (r && r.version === versionOf(p) && r.world === world) {
+        if (r && r.version === versionOf(p) && r.world === world()) {
           known.set(p.metadata.name, r.message);
           const last = this.applied.get(p.metadata.name);
           if (last) wanted.push(last);
@@ -271,35 +274,46 @@ export class Agent {
       } catch (err) {
         ({ desired, result, refused: refusedNow } = this.isolate(wanted, desiredFor, err as Error));
       }
-      for (const [name, message] of refusedNow) this.refused.set(name, { version: versionOf(snap.policies.find((p) => p.metadata.name === name)!), world, message });
+      for (const [name, message] of refusedNow)
+        this.refused.set(name, { version: versionOf(byName.get(name)!), world: world(), message });
       for (const [name, message] of known) refusedNow.set(name, message);
       for (const name of [...this.refused.keys()]) if (!refusedNow.has(name)) this.refused.delete(name);
       const appliedVersions = new Map<string, TokenPolicy>();
-      for (const p of wanted) if (!refusedNow.has(p.metadata.name) || this.applied.get(p.metadata.name) === p) appliedVersions.set(p.metadata.name, p);
-      for (const [name, p] of this.applied) if (refusedNow.has(name) && snap.policies.some((x) => x.metadata.name === name)) appliedVersions.set(name, p);
+      for (const p of wanted)
+        if (!refusedNow.has(p.metadata.name) || this.applied.get(p.metadata.name) === p) appliedVersions.set(p.metadata.name, p);
+      for (const [name, p] of this.applied) if (refusedNow.has(name) && byName.has(name)) appliedVersions.set(name, p);
       this.applied = appliedVersions;
 
       const outcomes = this.outcomes(snap, desired, refusedNow, desiredFor);
+      const now = new Map(outcomes.map((o) => [o.name, o]));
       for (const o of outcomes) {
-        for (const e of o.errors) log.warn(e.message, { policy: o.name, reason: e.reason });
-        for (const w of o.warnings) log.warn(w.message, { policy: o.name, reason: w.reason });
-        const before = this.lastOutcomes.find((x) => x.name === o.name);
+        const before = this.lastOutcomes.get(o.name);
+        // Each error and warning is logged when it appears, not on every reconcile.
+        const said = new Set([...(before?.errors ?? []), ...(before?.warnings ?? [])].map((f) => `${f.reason}\n${f.message}`));
+        for (const e of o.errors)
+          if (!said.has(`${e.reason}\n${e.message}`)) log.warn(e.message, { policy: o.name, reason: e.reason });
+        for (const w of o.warnings)
+          if (!said.has(`${w.reason}\n${w.message}`)) log.warn(w.message, { policy: o.name, reason: w.reason });
         if (!before || before.generation !== o.generation || before.interfaces.join() !== o.interfaces.join()) {
-          log.info('policy applied', { policy: o.name, generation: o.generation, selected: o.selected, interfaces: o.interfaces });
+          log.info('policy applied', {
+            policy: o.name,
+            generation: o.generation,
+            selected: o.selected,
+            interfaces: o.interfaces,
+          });
         }
       }
-      for (const gone of this.lastOutcomes.filter((x) => !outcomes.some((o) => o.name === x.name))) {
-        log.info('policy removed', { policy: gone.name });
-      }
-      this.lastOutcomes = outcomes;
+      for (const gone of this.lastOutcomes.keys()) if (!now.has(gone)) log.info('policy removed', { policy: gone });
+      this.lastOutcomes = now;
       this.reconciles++;
       const ms = performance.now() - t0;
       const counters = datapath.counters();
+      const byPolicy = rowsByPolicy(counters);
       this.status = {
         updatedAt: new Date().toISOString(),
         programId: datapath.programId,
         ready: result.errors.length === 0 && outcomes.every((o) => o.errors.length === 0),
-        policies: outcomes.map((o) => ({ ...o, counters: countersFor(o.id, counters) })),
+        policies: outcomes.map((o) => ({ ...o, counters: countersFor(o.id, byPolicy) })),
         hooks: result.hooks,
         interfaces: interfaceCounters(result.hooks, counters),
         hookErrors: result.errors,
@@ -309,13 +323,14 @@ export class Agent {
       };
       this.writeStatus();
       this.lastOk = true;
-      this.opts.onReconcile?.(ms / 1000, true);
-      void this.opts.onStatus?.(this.status);
+      this.opts.onStatus?.(this.status);
       log.debug('reconciled', { why, ms: this.status.lastReconcileMs, writes: result.mapWrites, deletes: result.mapDeletes });
     } catch (err) {
       this.lastOk = false;
-      this.opts.onReconcile?.((performance.now() - t0) / 1000, false);
+      // A stale interface list is the likeliest cause: list them afresh for the retry.
+      this.interfaces = null;
       log.error('reconcile failed', { why, error: (err as Error).message });
+      throw err;
     }
   }
 
@@ -331,7 +346,9 @@ export class Agent {
     first: Error,
   ): { desired: DesiredState; result: ApplyResult; refused: Map<string, string> } {
     const { log, datapath } = this.opts;
-    log.error('the kernel refused the desired state; applying the policies one at a time to find which it refuses', { error: first.message });
+    log.error('the kernel refused the desired state; applying the policies one at a time to find which it refuses', {
+      error: first.message,
+    });
     const base = new Map<string, TokenPolicy>();
     for (const p of wanted) {
       const last = this.applied.get(p.metadata.name);
@@ -357,7 +374,11 @@ export class Agent {
       } catch (err) {
         const message = refusalMessage(err as Error);
         refused.set(p.metadata.name, message);
-        log.error('the kernel refused a policy; it keeps its last applied version, if any', { policy: p.metadata.name, generation: p.metadata.generation ?? 0, error: message });
+        log.error('the kernel refused a policy; it keeps its last applied version, if any', {
+          policy: p.metadata.name,
+          generation: p.metadata.generation ?? 0,
+          error: message,
+        });
         result = datapath.apply(desired);
       }
     }
@@ -368,21 +389,47 @@ export class Agent {
    * What status says of each policy of the snapshot: what was applied, plus KernelRefused for
    * refused versions and SecretUnavailable where a source kept keys it can no longer read.
    */
-  private outcomes(snap: Snapshot, desired: DesiredState, refused: ReadonlyMap<string, string>, desiredFor: (p: readonly TokenPolicy[]) => DesiredState): PolicyOutcome[] {
-    let all: DesiredState | undefined;
+  private outcomes(
+    snap: Snapshot,
+    desired: DesiredState,
+    refused: ReadonlyMap<string, string>,
+    desiredFor: (p: readonly TokenPolicy[]) => DesiredState,
+  ): PolicyOutcome[] {
+    let all: Map<string, PolicyOutcome> | undefined;
     const out: PolicyOutcome[] = [];
+    const appliedOutcomes = new Map(desired.outcomes.map((o) => [o.name, o]));
     for (const p of [...snap.policies].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))) {
       const name = p.metadata.name;
-      const applied = desired.outcomes.find((o) => o.name === name);
+      const applied = appliedOutcomes.get(name);
       let o: PolicyOutcome;
       const message = refused.get(name);
       if (message !== undefined) {
         if (applied) {
-          o = { ...applied, errors: [...applied.errors, { reason: 'KernelRefused', message: `the kernel refused generation ${p.metadata.generation ?? 0} (${message}); generation ${applied.generation} stays applied` }] };
+          o = {
+            ...applied,
+            errors: [
+              ...applied.errors,
+              {
+                reason: 'KernelRefused',
+                message: `the kernel refused generation ${p.metadata.generation ?? 0} (${message}); generation ${applied.generation} stays applied`,
+              },
+            ],
+          };
         } else {
-          all ??= desiredFor(snap.policies);
-          const full = all.outcomes.find((x) => x.name === name);
-          o = { name, generation: p.metadata.generation ?? 0, selected: full?.selected ?? true, id: 0, interfaces: [], warnings: full?.warnings ?? [], errors: [...(full?.errors ?? []), { reason: 'KernelRefused', message: `the kernel refused this policy's BPF state: ${message}` }] };
+          all ??= new Map(desiredFor(snap.policies).outcomes.map((x) => [x.name, x]));
+          const full = all.get(name);
+          o = {
+            name,
+            generation: p.metadata.generation ?? 0,
+            selected: full?.selected ?? true,
+            id: 0,
+            interfaces: [],
+            warnings: full?.warnings ?? [],
+            errors: [
+              ...(full?.errors ?? []),
+              { reason: 'KernelRefused', message: `the kernel refused this policy's BPF state: ${message}` },
+            ],
+          };
         }
       } else if (applied) {
         o = applied;
@@ -390,7 +437,11 @@ export class Agent {
         continue;
       }
       const kept = keptKeysProblem(snap.keys.get(name));
-      if (kept && o.selected) o = { ...o, errors: [...o.errors, { reason: 'SecretUnavailable', message: `${kept}; the keys read before stay in use` }] };
+      if (kept && o.selected)
+        o = {
+          ...o,
+          errors: [...o.errors, { reason: 'SecretUnavailable', message: `${kept}; the keys read before stay in use` }],
+        };
       out.push(o);
     }
     return out;
@@ -407,12 +458,18 @@ export class Agent {
 /** The kernel's answer, with what to do about the common one: a map that is full. */
 function refusalMessage(err: Error & { code?: string }): string {
   const full = err.code === 'ENOSPC' || err.code === 'E2BIG' || /No space left/.test(err.message);
-  return full ? `${err.message}: the map is full; give this node fewer destinations × interfaces (or ports, exempt sources)` : err.message;
+  return full
+    ? `${err.message}: the map is full; give this node fewer destinations × interfaces (or ports, exempt sources)`
+    : err.message;
 }
 
-/** One policy version: what a refusal is remembered for. */
+const versions = new WeakMap<TokenPolicy, string>();
+
+/** One policy version: what a refusal is remembered for (sources hand out the same object per version). */
 function versionOf(p: TokenPolicy): string {
-  return JSON.stringify([p.metadata.generation ?? 0, p.spec]);
+  let v = versions.get(p);
+  if (v === undefined) versions.set(p, (v = JSON.stringify([p.metadata.generation ?? 0, p.spec])));
+  return v;
 }
 
 /** Everything a refusal may depend on besides the policy itself: the other policies, the interfaces, the labels. */
@@ -437,8 +494,19 @@ function interfaceCounters(hooks: readonly HookStatus[], rows: readonly CounterR
   return [...out.values()].sort((a, b) => a.ifindex - b.ifindex);
 }
 
-function countersFor(policyId: number, rows: readonly CounterRow[]): Record<string, string> {
+function rowsByPolicy(rows: readonly CounterRow[]): Map<number, CounterRow[]> {
+  const out = new Map<number, CounterRow[]>();
+  for (const r of rows) {
+    if (r.policyId === 0) continue;
+    const list = out.get(r.policyId);
+    if (list) list.push(r);
+    else out.set(r.policyId, [r]);
+  }
+  return out;
+}
+
+function countersFor(policyId: number, byPolicy: ReadonlyMap<number, readonly CounterRow[]>): Record<string, string> {
   const out: Record<string, bigint> = {};
-  for (const r of rows) if (policyId !== 0 && r.policyId === policyId) out[r.counter] = (out[r.counter] ?? 0n) + r.value;
+  for (const r of byPolicy.get(policyId) ?? []) out[r.counter] = (out[r.counter] ?? 0n) + r.value;
   return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.toString()]));
 }

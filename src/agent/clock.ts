@@ -59,9 +59,15 @@ export class WallClock {
     const moved = !old?.valid || old.taiOffsetNs !== r.taiOffsetNs || absBig(old.bootOffsetNs - r.bootOffsetNs) > 50_000_000n;
     if (moved) this.map.update(key, encodeClock(r.taiOffsetNs, r.bootOffsetNs));
     if (!this.last || this.last.taiOffsetNs !== r.taiOffsetNs || this.last.hasTai !== r.hasTai || moved) {
-      this.log.info('wall clock for keyed tokens', r.hasTai
-        ? { clock: 'tai', taiMinusUtcSeconds: Number(r.taiOffsetNs / 1_000_000_000n) }
-        : { clock: 'boottime', note: 'the kernel has no CLOCK_TAI helper (6.1+): a clock step is followed at the next measurement' });
+      this.log.info(
+        'wall clock for keyed tokens',
+        r.hasTai
+          ? { clock: 'tai', taiMinusUtcSeconds: Number(r.taiOffsetNs / 1_000_000_000n) }
+          : {
+              clock: 'boottime',
+              note: 'the kernel has no CLOCK_TAI helper (6.1+): a clock step is followed at the next measurement',
+            },
+      );
     }
     this.last = r;
   }

@@ -6,21 +6,36 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { decodeLpmKey } from '../lib/abi.js';
+import { Writable } from 'node:stream';
+import winston from 'winston';
+import { decodeEgressRule, decodeIface, decodeLpmKey, encodeCounterOwner } from '../lib/abi.js';
 import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
 import { binding } from '../native/binding.js';
 import { Datapath } from './datapath.js';
 import { computeDesired, type DesiredState } from './desired.js';
+import { layoutDir } from './layout.js';
 import { bpfObjectPath } from '../lib/package.js';
+import { fixture } from '../../test/lib/native.js';
 
-const GHOST = { name: 'ntghost0', ifindex: 0x7ffffff0, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' };
+const GHOST = {
+  name: 'ntghost0',
+  ifindex: 0x7ffffff0,
+  up: true,
+  loopback: false,
+  mtu: 1500,
+  defaultRoute: false,
+  linkType: 'ether',
+  kind: 'veth',
+};
 
-function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id: number) => Buffer | null) => void): void {
+function withDatapath(
+  fn: (open: () => Datapath, trie: () => string[], slot: (id: number) => Buffer | null, stateDir: string) => void,
+): void {
   const b = binding();
   if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
   const root = path.join('/sys/fs/bpf', `netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`);
@@ -30,12 +45,19 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
   const opened: Datapath[] = [];
   try {
     const open = (): Datapath => {
-      const dp = Datapath.open({ stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto', tcPriority: 1, log: silentLogger() });
+      const dp = Datapath.open({
+        stateDir,
+        runDir,
+        objectPath: bpfObjectPath('marker'),
+        attach: 'auto',
+        tcPriority: 1,
+        log: silentLogger(),
+      });
       opened.push(dp);
       return dp;
     };
     const read = <T>(map: string, f: (m: ReturnType<typeof b.mapFromPin>) => T): T => {
-      const m = b.mapFromPin(path.join(stateDir, 'maps', map));
+      const m = b.mapFromPin(path.join(layoutDir(stateDir), map));
       try {
         return f(m);
       } finally {
@@ -43,16 +65,19 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
       }
     };
     const trie = (): string[] =>
-      read('nt_egress4', (m) => m.keys().map((k) => {
-        const d = decodeLpmKey(k);
-        return `${formatIp(d.addr)}/${d.prefixLen}`;
-      })).sort();
-    const slot = (id: number): Buffer | null => read('nt_policies', (m) => {
-      const k = Buffer.alloc(4);
-      k.writeUInt32LE(id);
-      return m.lookup(k);
-    });
-    fn(open, trie, slot);
+      read('nt_egress4', (m) =>
+        m.keys().map((k) => {
+          const d = decodeLpmKey(k);
+          return `${formatIp(d.addr)}/${d.prefixLen}`;
+        }),
+      ).sort();
+    const slot = (id: number): Buffer | null =>
+      read('nt_policies', (m) => {
+        const k = Buffer.alloc(4);
+        k.writeUInt32LE(id);
+        return m.lookup(k);
+      });
+    fn(open, trie, slot, stateDir);
   } finally {
     for (const dp of opened) dp.close();
     rmSync(root, { recursive: true, force: true });
@@ -61,15 +86,28 @@ function withDatapath(fn: (open: () => Datapath, trie: () => string[], slot: (id
 }
 
 function desired(dp: Datapath, cidrs: string[]): DesiredState {
-  const policies = cidrs.length === 0 ? [] : [validatePolicy({
-    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'p' },
-    spec: {
-      token: { mode: 'Static', secretRef: { name: 'p-token' } },
-      interfaces: { names: [GHOST.name] },
-      egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
-    },
-  })];
-  const d = computeDesired({ policies, keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]), nodeLabels: {}, interfaces: [GHOST], previousIds: dp.previousIds() });
+  const policies =
+    cidrs.length === 0
+      ? []
+      : [
+          validatePolicy({
+            apiVersion: 'netoken.io/v1alpha1',
+            kind: 'TokenPolicy',
+            metadata: { name: 'p' },
+            spec: {
+              token: { mode: 'Static', secretRef: { name: 'p-token' } },
+              interfaces: { names: [GHOST.name] },
+              egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
+            },
+          }),
+        ];
+  const d = computeDesired({
+    policies,
+    keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]),
+    nodeLabels: {},
+    interfaces: [GHOST],
+    previousIds: dp.previousIds(),
+  });
   d.hooks.clear();
   return d;
 }
@@ -105,3 +143,96 @@ test('a reconcile that changes nothing writes nothing; a restart picks up what i
     assert.ok(slot(1)?.equals(Buffer.alloc(slot(1)?.length ?? 0)), 'slot 1 is zero');
   });
 });
+
+test('every rule counts in the slot of its interface and policy, the interface has its own, and slots go with the rules', () => {
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const dp = open();
+    const d = desired(dp, ['192.0.2.0/24', '2001:db8::/32']);
+    dp.apply(d);
+    const id = d.ids.get('p')!;
+    const b = binding();
+    const dir = layoutDir(stateDir);
+    const owners = b.mapFromPin(path.join(dir, 'nt_counter_slots'));
+    const ifaces = b.mapFromPin(path.join(dir, 'nt_ifaces'));
+    const e4 = b.mapFromPin(path.join(dir, 'nt_egress4'));
+    try {
+      const slotOf = (ifindex: number, policyId: number): number => {
+        for (let s = 1; s < 64; s++) {
+          const v = owners.lookup(u32(s));
+          if (v && v.equals(encodeCounterOwner(ifindex, policyId))) return s;
+        }
+        return 0;
+      };
+      const own = slotOf(GHOST.ifindex, 0);
+      const pol = slotOf(GHOST.ifindex, id);
+      assert.ok(own > 0 && pol > 0 && own !== pol, `slots: interface ${own}, policy ${pol}`);
+      assert.deepEqual(
+        decodeIface(ifaces.lookup(u32(GHOST.ifindex))!),
+        { slot: own },
+        "nt_ifaces names the interface's own slot",
+      );
+      for (const k of e4.keys())
+        assert.equal(decodeEgressRule(e4.lookup(k)!).slot, pol, 'the rule carries the (interface, policy) slot');
+      dp.apply(desired(dp, []));
+      assert.equal(slotOf(GHOST.ifindex, id), 0, 'no rule left: the slot is free');
+      assert.equal(slotOf(GHOST.ifindex, 0), 0, 'no rule and no hook on the interface: its slot is free');
+      assert.equal(ifaces.lookup(u32(GHOST.ifindex)), null, 'and it is gone from nt_ifaces');
+    } finally {
+      for (const m of [owners, ifaces, e4]) m.close();
+    }
+  });
+});
+
+test('where the kernel refuses the marker, the agent loads its build for kernels before 6.2 beside it', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'nttest-objects-'));
+  const root = path.join('/sys/fs/bpf', `netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`);
+  mkdirSync(root, { mode: 0o700 });
+  const runDir = mkdtempSync(path.join(tmpdir(), 'nttest-datapath-'));
+  const lines: string[] = [];
+  const log = winston.createLogger({
+    level: 'info',
+    format: winston.format.json(),
+    transports: [
+      new winston.transports.Stream({
+        stream: new Writable({
+          write: (c: Buffer, _e, cb) => {
+            lines.push(c.toString());
+            cb();
+          },
+        }),
+      }),
+    ],
+  });
+  let dp: Datapath | undefined;
+  try {
+    // A "marker" the kernel refuses (a test program that reads out of bounds), and the real compat build beside it.
+    copyFileSync(fixture('rejected'), path.join(dir, 'marker.bpf.o'));
+    copyFileSync(bpfObjectPath('marker_compat'), path.join(dir, 'marker_compat.bpf.o'));
+    dp = Datapath.open({
+      stateDir: path.join(root, 'state'),
+      runDir,
+      objectPath: path.join(dir, 'marker.bpf.o'),
+      attach: 'auto',
+      tcPriority: 1,
+      log,
+    });
+    const p = binding().programFromId(dp.programId);
+    assert.equal(p.info.name, 'nt_mark_egress', 'the marker program of the compat build');
+    p.close();
+    assert.ok(
+      lines.some((l) => l.includes('marker_compat.bpf.o') && l.includes('before 6.2')),
+      `the log says which build was loaded: ${lines.join('')}`,
+    );
+  } finally {
+    dp?.close();
+    rmSync(root, { recursive: true, force: true });
+    rmSync(runDir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}

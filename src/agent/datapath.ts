@@ -5,13 +5,14 @@
  * directory, so a restart reuses it instead of re-creating it.
  *
  * Layout under the state directory (default /sys/fs/bpf/netoken):
- *   maps/<map name>            pinned by libbpf (LIBBPF_PIN_BY_NAME), shared by both objects
+ *   maps/v<N>/<map name>       pinned by libbpf (LIBBPF_PIN_BY_NAME), shared by both objects;
+ *                              N is the maps' layout version (layout.ts: moving off an older one)
  *   links/<direction>-<ifindex> pinned TCX links
  *
- * Where things happen, by file: map entries are written in map-sync.ts, hooks attached in
- * hooks/tc.ts (TCX links, clsact filters) and hooks/xdp.ts, removed in hooks/detach.ts; the
- * wall clock for keyed tokens is kept in clock.ts, what the kernel cannot remember for us in
- * run-state.ts.
+ * Where things happen, by file: map entries are written in map-sync.ts, counter slots given
+ * out in counters.ts, hooks attached in hooks/tc.ts (TCX links, clsact filters) and
+ * hooks/xdp.ts, removed in hooks/detach.ts; the wall clock for keyed tokens is kept in
+ * clock.ts, what the kernel cannot remember for us in run-state.ts.
  *
  * Each program comes in two builds, for frames that start with an Ethernet header and for
  * devices without a link-layer header; a hook runs the one its interface needs. The verifier
@@ -20,22 +21,41 @@
  * whose XDP slot another program holds) at tc. Generic XDP, which makes every received skb
  * linear, is used only when asked for (--ingress-attach xdp-generic).
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { COUNTERS, type CounterName, decodeStatKey, sumPerCpu } from '../lib/abi.js';
+import { LAYOUT_VERSION, decodeConfig, encodeConfig, rulePolicyId, withCounterSlot } from '../lib/abi.js';
 import type { Logger } from '../lib/log.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
 import { ensureBpffs } from './bpffs.js';
 import { WallClock } from './clock.js';
+import { CounterSlots, type CounterRow } from './counters.js';
 import type { DesiredHook, DesiredState } from './desired.js';
 import { removeStaleHooks } from './hooks/detach.js';
 import type { AttachMode, HookContext, HookError, HookStatus } from './hooks/hook.js';
 import { isHookLive } from './hooks/live.js';
 import { type AttachPreference, TcAttacher } from './hooks/tc.js';
 import { XDP_PROGRAM_NAME, ensureXdp } from './hooks/xdp.js';
-import { type Entries, deleteUnwanted, readEntries, writeChanged } from './map-sync.js';
+import { layoutDir, olderLayouts, type OldLayout } from './layout.js';
+import { type Entries, deleteUnwanted, raiseEgressGeneration, readEntries, writeChanged } from './map-sync.js';
 import { type XdpMode, readRunState, writeRunState } from './run-state.js';
+
+export type { CounterRow } from './counters.js';
+
+/**
+ * How long after raising the egress generation it is raised once more: longer than any
+ * program run, so that no CPU that read the new generation before the tries changed can
+ * keep a stale cache entry under it (bpf/lib/dest.h).
+ */
+const EGRESS_GENERATION_SETTLE_MS = 20;
+
+/** How long after the hooks were swapped the counters of an older layout are read: longer than any program run. */
+const LAYOUT_SWAP_SETTLE_MS = 50;
+
+/** Block for `ms` (a moment, once per move off an older layout). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 /** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
@@ -45,13 +65,6 @@ export interface ApplyResult {
   errors: HookError[];
   mapWrites: number;
   mapDeletes: number;
-}
-
-export interface CounterRow {
-  ifindex: number;
-  policyId: number;
-  counter: CounterName | `counter_${number}`;
-  value: bigint;
 }
 
 export interface DatapathOptions {
@@ -74,24 +87,51 @@ export class Datapath {
   /** the marker built for devices without a link-layer header */
   private readonly progL3: NativeProgram;
   private readonly clockProbe: NativeProgram;
-  private readonly maps: { egress4: NativeMap; egress6: NativeMap; policies: NativeMap; stats: NativeMap; clock: NativeMap };
+  private readonly maps: { egress4: NativeMap; egress6: NativeMap; policies: NativeMap; clock: NativeMap; config: NativeMap };
+  private readonly slots: CounterSlots;
+  /** maps of older layouts still pinned: left once every hook runs this agent's programs */
+  private older: OldLayout[];
+  private settleTimer: NodeJS.Timeout | null = null;
   /** the verifier object, or why it did not load (then ingress hooks fail; marking is unaffected) */
   private readonly verifier:
-    | { obj: NativeObject; xdp: NativeProgram; tc: NativeProgram; tcL3: NativeProgram; ports: NativeMap; exempt4: NativeMap; exempt6: NativeMap }
+    | {
+        obj: NativeObject;
+        xdp: NativeProgram;
+        tc: NativeProgram;
+        tcL3: NativeProgram;
+        ports: NativeMap;
+        exempt4: NativeMap;
+        exempt6: NativeMap;
+      }
     | { error: string };
   private readonly hooks: HookContext;
   private readonly tc: TcAttacher;
   /** what each map holds: read from the pins at open, then kept up to date by apply() */
-  private readonly held: { policies: Entries; egress4: Entries; egress6: Entries; ports: Entries; exempt4: Entries; exempt6: Entries };
+  private readonly held: {
+    policies: Entries;
+    egress4: Entries;
+    egress6: Entries;
+    ports: Entries;
+    exempt4: Entries;
+    exempt6: Entries;
+  };
   private readonly clock: WallClock;
 
   private constructor(private readonly opts: DatapathOptions) {
     const b = binding();
     ensureBpffs(opts.stateDir, opts.log);
-    const mapsDir = path.join(opts.stateDir, 'maps');
+    const mapsDir = layoutDir(opts.stateDir);
+    mkdirSync(path.join(opts.stateDir, 'maps'), { recursive: true, mode: 0o700 });
     mkdirSync(mapsDir, { recursive: true, mode: 0o700 });
     mkdirSync(path.join(opts.stateDir, 'links'), { recursive: true, mode: 0o700 });
-    this.obj = b.openObject(opts.objectPath, { pinRoot: mapsDir });
+    this.older = olderLayouts(opts.stateDir);
+    if (this.older.length > 0) {
+      opts.log.info('maps of an older layout are pinned: moving to the current one once its hooks run our programs', {
+        layouts: this.older.map((l) => l.version),
+        layout: LAYOUT_VERSION,
+      });
+    }
+    this.obj = openMarker(opts.objectPath, mapsDir, opts.log);
     this.prog = this.obj.program('nt_mark_egress');
     this.progL3 = this.obj.program('nt_mark_egress_l3');
     this.clockProbe = this.obj.program('nt_clock_probe');
@@ -99,22 +139,31 @@ export class Datapath {
       egress4: this.obj.map('nt_egress4'),
       egress6: this.obj.map('nt_egress6'),
       policies: this.obj.map('nt_policies'),
-      stats: this.obj.map('nt_stats'),
       clock: this.obj.map('nt_clock'),
+      config: this.obj.map('nt_config'),
     };
-    // Same pin root: the verifier shares nt_policies, nt_stats and nt_clock with the marker.
+    this.slots = CounterSlots.of(this.obj);
+    // Same pin root: the verifier shares nt_policies, the counter maps and nt_clock with the marker.
     const verifierPath = opts.verifierObjectPath ?? bpfObjectPath('verifier');
     try {
       const obj = b.openObject(verifierPath, { pinRoot: mapsDir });
       this.verifier = {
-        obj, xdp: obj.program(XDP_PROGRAM_NAME), tc: obj.program('nt_verify_tc'), tcL3: obj.program('nt_verify_tc_l3'),
-        ports: obj.map('nt_ingress_ports'), exempt4: obj.map('nt_exempt4'), exempt6: obj.map('nt_exempt6'),
+        obj,
+        xdp: obj.program(XDP_PROGRAM_NAME),
+        tc: obj.program('nt_verify_tc'),
+        tcL3: obj.program('nt_verify_tc_l3'),
+        ports: obj.map('nt_ingress_ports'),
+        exempt4: obj.map('nt_exempt4'),
+        exempt6: obj.map('nt_exempt6'),
       };
     } catch (err) {
       // An older kernel may refuse the verifier (it needs 5.18+): marking still works.
       const e = err as Error;
       this.verifier = { error: e.message };
-      opts.log.error('the ingress verifier did not load; ingress policies cannot be applied on this node', { object: verifierPath, error: e.message });
+      opts.log.error('the ingress verifier did not load; ingress policies cannot be applied on this node', {
+        object: verifierPath,
+        error: e.message,
+      });
     }
     const v = 'error' in this.verifier ? null : this.verifier;
     this.held = {
@@ -125,7 +174,13 @@ export class Datapath {
       exempt4: v ? readEntries(v.exempt4) : new Map(),
       exempt6: v ? readEntries(v.exempt6) : new Map(),
     };
-    this.hooks = { stateDir: opts.stateDir, run: readRunState(opts.runDir), links: new Map(), tcPriority: opts.tcPriority, log: opts.log };
+    this.hooks = {
+      stateDir: opts.stateDir,
+      run: readRunState(opts.runDir),
+      links: new Map(),
+      tcPriority: opts.tcPriority,
+      log: opts.log,
+    };
     this.tc = new TcAttacher(this.hooks, opts.attach);
     this.clock = new WallClock(this.clockProbe, this.maps.clock, opts.log);
     this.clock.start();
@@ -172,39 +227,56 @@ export class Datapath {
       slots.set(key.toString('hex'), [key, value]);
     }
     sync(this.maps.policies, held.policies, slots, 'write');
-    // 2. destination rules
-    for (const [map, have, want] of [[this.maps.egress4, held.egress4, desired.egress4], [this.maps.egress6, held.egress6, desired.egress6]] as const) {
+    // 2. counter slots, before the rules that count in them
+    const counted = this.countInSlots(desired);
+    // 3. destination rules; the marker's destination caches ask the tries again
+    for (const [map, have, want] of [
+      [this.maps.egress4, held.egress4, counted.egress4],
+      [this.maps.egress6, held.egress6, counted.egress6],
+    ] as const) {
       sync(map, have, want, 'write');
       sync(map, have, want, 'delete');
     }
-    // 3. ingress: exemptions are in place before a port is enforced, and go only after it is not
+    this.raiseEgressGeneration();
+    // 4. ingress: exemptions are in place before a port is enforced, and go only after it is not
     if (!('error' in this.verifier)) {
       const v = this.verifier;
       sync(v.exempt4, held.exempt4, desired.exempt4, 'write');
       sync(v.exempt6, held.exempt6, desired.exempt6, 'write');
-      sync(v.ports, held.ports, desired.ingressPorts, 'write');
-      sync(v.ports, held.ports, desired.ingressPorts, 'delete');
+      sync(v.ports, held.ports, counted.ingressPorts, 'write');
+      sync(v.ports, held.ports, counted.ingressPorts, 'delete');
       sync(v.exempt4, held.exempt4, desired.exempt4, 'delete');
       sync(v.exempt6, held.exempt6, desired.exempt6, 'delete');
     }
-    // 4. slots no longer used (an array cannot delete: they are zeroed), now that no rule points at them
+    // 5. slots no longer used (an array cannot delete: they are zeroed), now that no rule points at them
     for (const [hex, [key, value]] of held.policies) {
       if (slots.has(hex) || value.equals(zero)) continue;
       this.maps.policies.update(key, zero);
       held.policies.set(hex, [key, zero]);
       result.mapWrites++;
     }
-    // 5. hooks; what each one ended up as decides which older hooks of ours go
+    // ... and counter slots of pairs no rule and no hook has any more
+    if (this.slots.retain((ifindex, policyId) => counted.pairs.has(`${ifindex}/${policyId}`)) > 0) this.raiseEgressGeneration();
+    // 6. hooks; what each one ended up as decides which older hooks of ours go
     const realized = new Map<string, AttachMode | 'failed'>();
     for (const [key, hook] of desired.hooks) {
       try {
-        const st = hook.direction === 'egress' ? this.tc.ensure(hook, hook.layer === 'none' ? this.progL3 : this.prog) : this.ensureIngressHook(hook);
+        const st =
+          hook.direction === 'egress'
+            ? this.tc.ensure(hook, hook.layer === 'none' ? this.progL3 : this.prog)
+            : this.ensureIngressHook(hook);
         result.hooks.push(st);
         realized.set(key, st.mode);
       } catch (err) {
         const e = err as Error;
         this.opts.log.error('attach failed', { interface: hook.name, direction: hook.direction, error: e.message });
-        result.errors.push({ ifindex: hook.ifindex, name: hook.name, direction: hook.direction, reason: 'AttachFailed', message: e.message });
+        result.errors.push({
+          ifindex: hook.ifindex,
+          name: hook.name,
+          direction: hook.direction,
+          reason: 'AttachFailed',
+          message: e.message,
+        });
         // Keep whatever of ours is there: an old hook is better than none.
         realized.set(key, 'failed');
       }
@@ -212,16 +284,100 @@ export class Datapath {
     // Interfaces the programs cannot read get no hook (an older one of ours goes too): reported.
     for (const r of desired.refused.values()) result.errors.push({ ...r });
     removeStaleHooks(this.hooks, realized);
-    // 6. counters of policies and interfaces that are gone
-    const ids = new Set(desired.ids.values());
-    const hooked = new Set([...desired.hooks.values()].map((h) => h.ifindex));
-    for (const key of this.maps.stats.keys()) {
-      const k = decodeStatKey(key);
-      if ((k.policyId !== 0 && !ids.has(k.policyId)) || !hooked.has(k.ifindex)) this.maps.stats.delete(key);
-    }
+    // 7. every hook runs this agent's programs now: the maps of an older layout can go
+    this.leaveOlderLayouts(realized);
     this.hooks.run.ids = Object.fromEntries(desired.ids);
     writeRunState(this.opts.runDir, this.hooks.run);
     return result;
+  }
+
+  /**
+   * Give every (interface, policy) pair of the desired rules, and every hooked interface, a
+   * counter slot, and return the rules with their slots in them, and the pairs.
+   */
+  private countInSlots(desired: DesiredState): { egress4: Entries; egress6: Entries; ingressPorts: Entries; pairs: Set<string> } {
+    const pairs = new Set<string>();
+    let uncounted = 0;
+    const slotted = (entries: Entries, ifindexOf: (key: Buffer) => number): Entries => {
+      const out: Entries = new Map();
+      for (const [hex, [key, value]] of entries) {
+        const ifindex = ifindexOf(key);
+        const policyId = rulePolicyId(value);
+        const slot = this.slots.slot(ifindex, policyId);
+        if (slot === 0) uncounted++;
+        pairs.add(`${ifindex}/${policyId}`).add(`${ifindex}/0`);
+        out.set(hex, [key, withCounterSlot(value, slot)]);
+      }
+      return out;
+    };
+    for (const hook of desired.hooks.values()) {
+      if (this.slots.slot(hook.ifindex, 0) === 0) uncounted++;
+      pairs.add(`${hook.ifindex}/0`);
+    }
+    // The tries' keys hold the ifindex big-endian after the prefix length; port keys little-endian first.
+    const out = {
+      egress4: slotted(desired.egress4, (k) => k.readUInt32BE(4)),
+      egress6: slotted(desired.egress6, (k) => k.readUInt32BE(4)),
+      ingressPorts: slotted(desired.ingressPorts, (k) => k.readUInt32LE(0)),
+      pairs,
+    };
+    if (uncounted > 0) {
+      this.opts.log.warn('every counter slot is taken: some interface and policy pairs are not counted', {
+        uncounted,
+        slots: this.slots.size,
+      });
+    }
+    return out;
+  }
+
+  /** Raise the egress generation now, and once more when every CPU has surely seen it (see EGRESS_GENERATION_SETTLE_MS). */
+  private raiseEgressGeneration(): void {
+    raiseEgressGeneration(this.maps.config);
+    if (this.settleTimer) return;
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = null;
+      raiseEgressGeneration(this.maps.config);
+    }, EGRESS_GENERATION_SETTLE_MS);
+    this.settleTimer.unref();
+  }
+
+  /**
+   * Once every hook runs this agent's programs, carry the counters of the older layouts
+   * over (once: nt_config records it) and remove their pins. While a hook could not be
+   * swapped, its old program still uses them: they stay, and the next apply tries again.
+   */
+  private leaveOlderLayouts(realized: ReadonlyMap<string, AttachMode | 'failed'>): void {
+    if (this.older.length === 0) return;
+    if ([...realized.values()].includes('failed')) {
+      this.opts.log.warn('a hook still runs the programs of an older map layout: its maps stay until it can be swapped', {
+        layouts: this.older.map((l) => l.version),
+      });
+      return;
+    }
+    // A packet that met an old program just before its hook was swapped may still be counting.
+    sleepSync(LAYOUT_SWAP_SETTLE_MS);
+    const key = u32(0);
+    for (const old of this.older) {
+      const config = decodeConfig(this.maps.config.lookup(key) ?? Buffer.alloc(this.maps.config.info.valueSize));
+      let carried = 0;
+      let dropped = 0;
+      if (config.carriedLayout !== old.version) {
+        for (const c of old.counters()) {
+          if (this.slots.carry(c.ifindex, c.policyId, c.counter, c.values)) carried++;
+          else dropped++;
+        }
+        const now = decodeConfig(this.maps.config.lookup(key) ?? Buffer.alloc(this.maps.config.info.valueSize));
+        this.maps.config.update(key, encodeConfig({ ...now, carriedLayout: old.version }));
+      }
+      old.remove();
+      this.opts.log.info('moved off an older map layout', {
+        from: old.version,
+        to: LAYOUT_VERSION,
+        countersCarried: carried,
+        countersDropped: dropped,
+      });
+    }
+    this.older = [];
   }
 
   /** The verifier on an interface: native XDP where the device suits it (auto) or where asked for, else tc. */
@@ -230,28 +386,30 @@ export class Datapath {
     const v = this.verifier;
     const pref = this.opts.ingressAttach ?? 'auto';
     if (pref === 'xdp-native' || pref === 'xdp-generic') {
-      if (hook.layer !== 'ethernet') throw new Error(`${hook.name} has no Ethernet header, which the verifier at XDP reads; use --ingress-attach auto or tc`);
+      if (hook.layer !== 'ethernet')
+        throw new Error(`${hook.name} has no Ethernet header, which the verifier at XDP reads; use --ingress-attach auto or tc`);
       return ensureXdp(this.hooks, hook, v.xdp, [pref]);
     }
     if (pref === 'auto' && hook.xdpNative) {
       try {
         return ensureXdp(this.hooks, hook, v.xdp, ['xdp-native']);
       } catch (err) {
-        this.opts.log.info('native XDP not possible here, verifying at tc ingress', { interface: hook.name, error: (err as Error).message });
+        this.opts.log.info('native XDP not possible here, verifying at tc ingress', {
+          interface: hook.name,
+          error: (err as Error).message,
+        });
       }
     }
     return this.tc.ensure(hook, hook.layer === 'none' ? v.tcL3 : v.tc);
   }
 
   counters(): CounterRow[] {
-    const rows: CounterRow[] = [];
-    for (const key of this.maps.stats.keys()) {
-      const v = this.maps.stats.lookup(key);
-      if (!v) continue;
-      const k = decodeStatKey(key);
-      rows.push({ ifindex: k.ifindex, policyId: k.policyId, counter: COUNTERS[k.counter] ?? `counter_${k.counter}`, value: sumPerCpu(v) });
-    }
-    return rows;
+    return this.slots.rows();
+  }
+
+  /** The layout of the maps this data path uses, and the older ones still pinned. */
+  get layout(): { version: number; older: number[] } {
+    return { version: LAYOUT_VERSION, older: this.older.map((l) => l.version) };
   }
 
   /** Is a hook that apply() reported still in the kernel, running its program? (For metrics.) */
@@ -262,6 +420,12 @@ export class Datapath {
   /** Release our fds; pinned maps and links, and XDP programs (the hooks), stay in the kernel. */
   close(): void {
     this.clock.stop();
+    if (this.settleTimer) {
+      clearTimeout(this.settleTimer);
+      this.settleTimer = null;
+      raiseEgressGeneration(this.maps.config);
+    }
+    this.slots.close();
     for (const l of this.hooks.links.values()) l.close();
     this.hooks.links.clear();
     for (const m of Object.values(this.maps)) m.close();
@@ -274,6 +438,26 @@ export class Datapath {
       for (const h of [v.ports, v.exempt4, v.exempt6, v.xdp, v.tc, v.tcL3]) h.close();
       v.obj.close();
     }
+  }
+}
+
+/**
+ * The marker object, or, where the kernel refuses it, its build for kernels before 6.2
+ * (`<name>_compat.bpf.o` beside it, without bpf_cast_to_kern_ctx(): bpf/lib/kskb.h).
+ */
+function openMarker(objectPath: string, pinRoot: string, log: Logger): NativeObject {
+  const b = binding();
+  try {
+    return b.openObject(objectPath, { pinRoot });
+  } catch (err) {
+    const compat = objectPath.replace(/\.bpf\.o$/, '_compat.bpf.o');
+    if (compat === objectPath || !existsSync(compat)) throw err;
+    const obj = b.openObject(compat, { pinRoot });
+    log.info('the kernel refused the marker; loaded its build for kernels before 6.2 (checksum state and MTU through helpers)', {
+      object: compat,
+      error: (err as Error).message,
+    });
+    return obj;
   }
 }
 

@@ -15,17 +15,38 @@
  * for each of its slaves, since native XDP on a bond runs in each slave's driver and sees the
  * slave's ifindex (a rule a policy writes for the slave itself wins).
  */
-import { parseCidr } from '../lib/cidr.js';
+import { type Cidr, parseCidr } from '../lib/cidr.js';
 import {
-  IngressActionCode, bindMask, NT_MAX_POLICIES, NT_MAX_PORTS, TokenModeCode, encodeEgressRule, encodeExemptValue, encodeIngressRule,
-  encodeEnforcingKey, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey,
+  IngressActionCode,
+  IngressFlag,
+  bindMask,
+  MAX_POLICIES_PER_NODE,
+  NT_MAX_POLICIES,
+  NT_MAX_PORTS,
+  TokenModeCode,
+  encodeEgressRule,
+  encodeExemptValue,
+  encodeIngressRule,
+  encodeEnforcingKey,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  encodeSrcKey,
 } from '../lib/abi.js';
-import { type TokenKeys, type TokenPolicy, effectiveSkewSeconds, keyGenerations, secondKey, selectorMatches } from '../lib/types.js';
+import {
+  type TokenKeys,
+  type TokenPolicy,
+  effectiveSkewSeconds,
+  keyGenerations,
+  secondKey,
+  selectorMatches,
+} from '../lib/types.js';
 import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
 
 export type Direction = 'egress' | 'ingress';
 
-export interface PolicyProblem {
+/** Something a node found wrong (an error) or worth saying (a warning) while applying a policy. */
+export interface Finding {
   reason: string;
   message: string;
 }
@@ -39,8 +60,8 @@ export interface PolicyOutcome {
   id: number;
   /** interfaces the policy's hooks are (to be) on */
   interfaces: string[];
-  errors: PolicyProblem[];
-  warnings: PolicyProblem[];
+  errors: Finding[];
+  warnings: Finding[];
   /** the key generations this node signs with and accepts, when the Secret numbers its keys */
   keys?: { signs: number; accepts: number[] };
 }
@@ -85,6 +106,176 @@ export interface DesiredState {
   ids: Map<string, number>;
 }
 
+/**
+ * Encodings a node computes again on every reconcile: a destination's parsed prefix, its trie
+ * key on an interface (with the key's hex form), a rule's value. The agent keeps one across
+ * reconciles, so applying a policy of 100 000 prefixes again with one of them changed costs
+ * map lookups, not 100 000 parses and encodings, and unchanged entries are the same Buffer
+ * objects as before (the data path compares those by identity first). Whatever a computation
+ * leaves unused is dropped when the memo has grown past twice what the last one used.
+ */
+export class EncodingMemo {
+  /** destination text -> its prefix, one object per prefix (two texts of one prefix share it) */
+  private readonly cidrs = new Map<string, Cidr>();
+  private readonly canonical = new Map<string, Cidr>();
+  /** prefix -> its trie keys, one per interface, each with the entry last built for it */
+  private readonly keys = new Map<Cidr, KeyEntry>();
+  private readonly rules = new Map<string, Buffer>();
+  /** per policy: its destinations as the last computation saw them, position by position */
+  private readonly lastDests = new Map<string, DestCache>();
+  private used = 0;
+
+  /**
+   * A policy's destinations with their prefixes, whether each has a prefix of its own, and the
+   * rule and entry each position got the last time. Where a destination is what it was then
+   * (an edit changes a few of them), nothing about it is looked up or encoded again.
+   */
+  destinations(policy: string, id: number, dests: readonly { cidr: string; ports: readonly number[] }[]): DestCache {
+    const last = this.lastDests.get(policy);
+    const n = dests.length;
+    const same = last !== undefined && last.texts.length === n;
+    const out: DestCache = {
+      id,
+      texts: new Array<string>(n),
+      ports: new Array<readonly number[]>(n),
+      cidrs: new Array<Cidr>(n),
+      unique: false,
+      prefixes: null,
+      rules: new Array<Buffer | undefined>(n),
+      entries: new Array<KeyEntry | undefined>(n),
+    };
+    const changed: number[] = [];
+    for (let k = 0; k < n; k++) {
+      const d = dests[k] as { cidr: string; ports: readonly number[] };
+      out.texts[k] = d.cidr;
+      out.ports[k] = d.ports;
+      if (same && last.texts[k] === d.cidr) {
+        out.cidrs[k] = last.cidrs[k] as Cidr;
+        if (last.id === id && samePorts(last.ports[k] as readonly number[], d.ports)) {
+          out.rules[k] = last.rules[k];
+          out.entries[k] = last.entries[k];
+        }
+      } else {
+        out.cidrs[k] = this.cidr(d.cidr);
+        changed.push(k);
+      }
+    }
+    if (same && last.unique && last.prefixes) {
+      // The set of prefixes, updated for the positions that changed (the last cache is done with).
+      const set = last.prefixes;
+      for (const k of changed) set.delete(last.cidrs[k] as Cidr);
+      let unique = true;
+      for (const k of changed) {
+        const c = out.cidrs[k] as Cidr;
+        if (set.has(c)) unique = false;
+        set.add(c);
+      }
+      if (unique) {
+        out.unique = true;
+        out.prefixes = set;
+      }
+    }
+    if (!out.unique) {
+      const set = new Set(out.cidrs);
+      out.unique = set.size === n;
+      out.prefixes = out.unique ? set : null;
+    }
+    this.lastDests.set(policy, out);
+    return out;
+  }
+
+  cidr(text: string): Cidr {
+    let c = this.cidrs.get(text);
+    if (!c) {
+      const parsed = parseCidr(text);
+      c = this.canonical.get(parsed.text) ?? parsed;
+      this.canonical.set(c.text, c);
+      this.cidrs.set(text, c);
+    }
+    return c;
+  }
+
+  /** The trie entry of a prefix on an interface with a rule: the same objects as last time when nothing changed. */
+  entry(ifindex: number, cidr: Cidr, rule: Buffer): KeyEntry {
+    this.used++;
+    let e = this.keys.get(cidr);
+    while (e && e.ifindex !== ifindex) e = e.next;
+    if (!e) {
+      const key = encodeLpmKey(ifindex, cidr);
+      e = { ifindex, hex: key.toString('hex'), entry: [key, rule], next: this.keys.get(cidr) };
+      this.keys.set(cidr, e);
+    } else if (e.entry[1] !== rule) {
+      e.entry = [e.entry[0], rule];
+    }
+    return e;
+  }
+
+  egressRule(policyId: number, ports: readonly number[]): Buffer {
+    const id = ports.length ? `${policyId}/${ports.join(',')}` : String(policyId);
+    let v = this.rules.get(id);
+    if (!v) this.rules.set(id, (v = encodeEgressRule(policyId, ports)));
+    return v;
+  }
+
+  /** An entry was taken from a position's cache (counted like one looked up). */
+  reused(): void {
+    this.used++;
+  }
+
+  /** One computation is done: forget everything if most of it went unused. */
+  endRound(): void {
+    if (this.cidrs.size + this.keys.size > 4 * this.used + 4096) {
+      this.cidrs.clear();
+      this.canonical.clear();
+      this.keys.clear();
+      this.rules.clear();
+      this.lastDests.clear();
+    }
+    this.used = 0;
+  }
+}
+
+/** What the memo keeps of a policy's destinations, position by position. */
+export interface DestCache {
+  /** the policy slot the rules were built for */
+  id: number;
+  texts: string[];
+  ports: (readonly number[])[];
+  cidrs: Cidr[];
+  /** every destination has a prefix of its own (no two name the same prefix) */
+  unique: boolean;
+  /** the prefixes, when unique */
+  prefixes: Set<Cidr> | null;
+  /** the rule each position got, once built */
+  rules: (Buffer | undefined)[];
+  /** the entry each position got on the first interface selected, once built */
+  entries: (KeyEntry | undefined)[];
+}
+
+function samePorts(a: readonly number[], b: readonly number[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A prefix's trie key on one interface, and the entry last built for it. */
+interface KeyEntry {
+  ifindex: number;
+  hex: string;
+  entry: [Buffer, Buffer];
+  /** the same prefix on another interface */
+  next: KeyEntry | undefined;
+}
+
+/** The ports in ascending order without repeats; the array itself when it already is so. */
+function sortedPorts(ports: readonly number[]): readonly number[] {
+  for (let i = 1; i < ports.length; i++) {
+    if ((ports[i] as number) <= (ports[i - 1] as number)) return [...new Set(ports)].sort((a, b) => a - b);
+  }
+  return ports;
+}
+
 export interface DesiredInput {
   policies: readonly TokenPolicy[];
   /** key material per policy name, or the reason it could not be read */
@@ -93,6 +284,8 @@ export interface DesiredInput {
   interfaces: readonly HostInterface[];
   /** slot ids assigned before (kept for policies that still exist) */
   previousIds: ReadonlyMap<string, number>;
+  /** encodings kept from earlier computations (the result is the same with or without) */
+  memo?: EncodingMemo;
 }
 
 function assignIds(names: readonly string[], previous: ReadonlyMap<string, number>): Map<string, number> {
@@ -117,6 +310,15 @@ function assignIds(names: readonly string[], previous: ReadonlyMap<string, numbe
 }
 
 export function computeDesired(input: DesiredInput): DesiredState {
+  const memo = input.memo ?? new EncodingMemo();
+  try {
+    return compute(input, memo);
+  } finally {
+    memo.endRound();
+  }
+}
+
+function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
   const sorted = [...input.policies].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
   const state: DesiredState = {
     policySlots: new Map(),
@@ -131,19 +333,35 @@ export function computeDesired(input: DesiredInput): DesiredState {
     ids: new Map(),
   };
   const applicable = sorted.filter((p) => selectorMatches(p.spec.nodeSelector, input.nodeLabels));
-  const ids = assignIds(applicable.map((p) => p.metadata.name), input.previousIds);
-  /** hex key -> winning policy name, to report conflicts */
-  const owner = new Map<string, string>();
+  const ids = assignIds(
+    applicable.map((p) => p.metadata.name),
+    input.previousIds,
+  );
+  /** policy slot -> name, to name the policy that won a destination */
+  const nameOfId = new Map([...ids].map(([n, i]) => [i, n]));
   const portOwner = new Map<string, string>();
   const addHook = (i: HostInterface, direction: Direction, name: string, out: PolicyOutcome): void => {
     const hk = `${i.ifindex}/${direction}`;
     const layer = linkLayer(i);
     if (!out.interfaces.includes(i.name)) out.interfaces.push(i.name);
     if (typeof layer !== 'string') {
-      state.refused.set(hk, { ifindex: i.ifindex, name: i.name, direction, reason: 'UnsupportedDevice', message: layer.unsupported });
+      state.refused.set(hk, {
+        ifindex: i.ifindex,
+        name: i.name,
+        direction,
+        reason: 'UnsupportedDevice',
+        message: layer.unsupported,
+      });
       return;
     }
-    const hook = state.hooks.get(hk) ?? { ifindex: i.ifindex, name: i.name, direction, policies: [], layer, xdpNative: nativeXdpCandidate(i) };
+    const hook = state.hooks.get(hk) ?? {
+      ifindex: i.ifindex,
+      name: i.name,
+      direction,
+      policies: [],
+      layer,
+      xdpNative: nativeXdpCandidate(i),
+    };
     hook.policies.push(name);
     state.hooks.set(hk, hook);
   };
@@ -151,19 +369,28 @@ export function computeDesired(input: DesiredInput): DesiredState {
   for (const p of sorted) {
     const name = p.metadata.name;
     const out: PolicyOutcome = {
-      name, generation: p.metadata.generation ?? 0, selected: false, id: 0, interfaces: [], errors: [], warnings: [],
+      name,
+      generation: p.metadata.generation ?? 0,
+      selected: false,
+      id: 0,
+      interfaces: [],
+      errors: [],
+      warnings: [],
     };
     state.outcomes.push(out);
     if (!selectorMatches(p.spec.nodeSelector, input.nodeLabels)) continue;
     out.selected = true;
     const id = ids.get(name);
     if (id === undefined) {
-      out.errors.push({ reason: 'TooManyPolicies', message: `at most ${NT_MAX_POLICIES - 1} policies can apply to one node` });
+      out.errors.push({ reason: 'TooManyPolicies', message: `at most ${MAX_POLICIES_PER_NODE} policies can apply to one node` });
       continue;
     }
     const keys = input.keys.get(name);
     if (!keys || keys instanceof Error) {
-      out.errors.push({ reason: 'SecretUnavailable', message: keys?.message ?? `Secret "${p.spec.token.secretRef.name}" not found` });
+      out.errors.push({
+        reason: 'SecretUnavailable',
+        message: keys?.message ?? `Secret "${p.spec.token.secretRef.name}" not found`,
+      });
       continue;
     }
     const sel = selectInterfaces(p.spec.interfaces, input.interfaces);
@@ -219,53 +446,101 @@ export function computeDesired(input: DesiredInput): DesiredState {
     }
   }
 
-  function addEgress(egress: NonNullable<TokenPolicy['spec']['egress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
-    // Merge destinations of the same prefix within one policy (union of ports; empty = all).
-    const perPrefix = new Map<string, { cidr: ReturnType<typeof parseCidr>; ports: Set<number> | null }>();
+  function addEgress(
+    egress: NonNullable<TokenPolicy['spec']['egress']>,
+    id: number,
+    name: string,
+    out: PolicyOutcome,
+    selected: HostInterface[],
+  ): void {
     const dests = egress.destinations.length
       ? egress.destinations
-      : [{ cidr: '0.0.0.0/0', ports: [] }, { cidr: '::/0', ports: [] }];
-    for (const d of dests) {
-      const cidr = parseCidr(d.cidr);
-      const cur = perPrefix.get(cidr.text);
-      if (!cur) perPrefix.set(cidr.text, { cidr, ports: d.ports.length ? new Set(d.ports) : null });
-      else if (cur.ports && d.ports.length) d.ports.forEach((x) => cur.ports?.add(x));
-      else cur.ports = null;
-    }
-    for (const { cidr, ports } of perPrefix.values()) {
-      const list = ports ? [...ports].sort((a, b) => a - b) : [];
-      if (list.length > NT_MAX_PORTS) {
-        out.errors.push({ reason: 'TooManyPorts', message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}` });
-        continue;
+      : [
+          { cidr: '0.0.0.0/0', ports: [] },
+          { cidr: '::/0', ports: [] },
+        ];
+    const plan = memo.destinations(name, id, dests);
+    // Merge destinations of the same prefix within one policy (union of ports; empty = all).
+    let prefixes: Iterable<[Cidr, readonly number[] | null, number]>;
+    if (plan.unique) {
+      prefixes = (function* (): Generator<[Cidr, readonly number[] | null, number]> {
+        for (let k = 0; k < plan.cidrs.length; k++) {
+          const ports = plan.ports[k] as readonly number[];
+          yield [plan.cidrs[k] as Cidr, ports.length ? ports : null, k];
+        }
+      })();
+    } else {
+      const perPrefix = new Map<Cidr, readonly number[] | null>();
+      for (let k = 0; k < plan.cidrs.length; k++) {
+        const cidr = plan.cidrs[k] as Cidr;
+        const ports = plan.ports[k] as readonly number[];
+        const cur = perPrefix.get(cidr);
+        if (cur === undefined && !perPrefix.has(cidr)) perPrefix.set(cidr, ports.length ? ports : null);
+        else perPrefix.set(cidr, cur && ports.length ? [...cur, ...ports] : null);
       }
-      for (const i of selected) {
-        const key = encodeLpmKey(i.ifindex, cidr);
-        const hex = key.toString('hex');
-        const map = cidr.family === 4 ? state.egress4 : state.egress6;
-        const prev = owner.get(hex);
-        if (prev !== undefined) {
-          out.warnings.push({
-            reason: 'DestinationConflict',
-            message: `${cidr.text} on ${i.name} is also claimed by policy "${prev}", which wins (names sort first)`,
+      prefixes = [...perPrefix].map(([c, p]) => [c, p, -1] as [Cidr, readonly number[] | null, number]);
+    }
+    // Another policy (one whose name sorts first) may already hold a prefix only when a map is not empty.
+    const contested4 = state.egress4.size > 0;
+    const contested6 = state.egress6.size > 0;
+    const one = selected.length === 1 ? selected[0] : undefined;
+    for (const [cidr, ports, k] of prefixes) {
+      let rule = k >= 0 ? plan.rules[k] : undefined;
+      if (!rule) {
+        const list = ports ? sortedPorts(ports) : [];
+        if (list.length > NT_MAX_PORTS) {
+          out.errors.push({
+            reason: 'TooManyPorts',
+            message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}`,
           });
           continue;
         }
-        owner.set(hex, name);
-        map.set(hex, [key, encodeEgressRule(id, list)]);
+        rule = memo.egressRule(id, list);
+        if (k >= 0) plan.rules[k] = rule;
+      }
+      const four = cidr.family === 4;
+      const map = four ? state.egress4 : state.egress6;
+      const contested = four ? contested4 : contested6;
+      for (const i of selected) {
+        let e = i === one && k >= 0 ? plan.entries[k] : undefined;
+        if (!e || e.ifindex !== i.ifindex || e.entry[1] !== rule) {
+          e = memo.entry(i.ifindex, cidr, rule);
+          if (i === one && k >= 0) plan.entries[k] = e;
+        } else {
+          memo.reused();
+        }
+        const prev = contested ? map.get(e.hex) : undefined;
+        if (prev !== undefined) {
+          out.warnings.push({
+            reason: 'DestinationConflict',
+            message: `${cidr.text} on ${i.name} is also claimed by policy "${nameOfId.get(prev[1].readUInt32LE(0))}", which wins (names sort first)`,
+          });
+          continue;
+        }
+        map.set(e.hex, e.entry);
       }
     }
     for (const i of selected) addHook(i, 'egress', name, out);
   }
 
-  function addIngress(ingress: NonNullable<TokenPolicy['spec']['ingress']>, id: number, name: string, out: PolicyOutcome, selected: HostInterface[]): void {
+  function addIngress(
+    ingress: NonNullable<TokenPolicy['spec']['ingress']>,
+    id: number,
+    name: string,
+    out: PolicyOutcome,
+    selected: HostInterface[],
+  ): void {
     const action = ingress.action === 'Enforce' ? IngressActionCode.Enforce : IngressActionCode.Monitor;
-    const rule = encodeIngressRule(id, action, ingress.replayLimit ?? 0);
     // Exemptions first in the maps' write order (datapath.ts): never enforce before they are in place.
+    let flags = 0;
     for (const text of ingress.exemptSources) {
       const cidr = parseCidr(text);
       const key = encodeSrcKey(id, cidr);
       (cidr.family === 4 ? state.exempt4 : state.exempt6).set(key.toString('hex'), [key, encodeExemptValue()]);
+      flags |= cidr.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6;
     }
+    // The verifier asks the exempt tries only for a policy that has exemptions of the SYN's family.
+    const rule = encodeIngressRule(id, action, { replayLimit: ingress.replayLimit ?? 0, flags });
     const ports = ingress.ports.length ? ingress.ports : [0];
     for (const i of selected) {
       for (const port of ports) {

@@ -40,12 +40,25 @@ test('broken YAML changes nothing; an invalid edit keeps the last good policy', 
     writeFileSync(file, doc('web') + '---\n' + doc('api'));
     const src = new FileSource(file, {}, silentLogger());
     src.reload();
-    assert.deepEqual(src.snapshot().policies.map((p) => p.metadata.name).sort(), ['api', 'web']);
+    assert.deepEqual(
+      src
+        .snapshot()
+        .policies.map((p) => p.metadata.name)
+        .sort(),
+      ['api', 'web'],
+    );
     assert.equal(src.snapshot().policies[0]!.metadata.generation, 1);
 
     writeFileSync(file, 'apiVersion: [unclosed\n');
     src.reload();
-    assert.deepEqual(src.snapshot().policies.map((p) => p.metadata.name).sort(), ['api', 'web'], 'broken YAML keeps all');
+    assert.deepEqual(
+      src
+        .snapshot()
+        .policies.map((p) => p.metadata.name)
+        .sort(),
+      ['api', 'web'],
+      'broken YAML keeps all',
+    );
     assert.match(src.snapshot().documentErrors[0]!.message, /invalid YAML/);
 
     writeFileSync(file, doc('web', '10.0.0.0/99') + '---\n' + doc('api', '192.0.2.0/24'));
@@ -58,7 +71,11 @@ test('broken YAML changes nothing; an invalid edit keeps the last good policy', 
 
     writeFileSync(file, doc('api', '192.0.2.0/24'));
     src.reload();
-    assert.deepEqual(src.snapshot().policies.map((p) => p.metadata.name), ['api'], 'a removed document removes its policy');
+    assert.deepEqual(
+      src.snapshot().policies.map((p) => p.metadata.name),
+      ['api'],
+      'a removed document removes its policy',
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

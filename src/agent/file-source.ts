@@ -12,8 +12,7 @@ import { parseAllDocuments } from 'yaml';
 import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import type { Logger } from '../lib/log.js';
 import type { TokenKeys, TokenPolicy } from '../lib/types.js';
-import type { DocumentError, PolicySource, Snapshot } from './source.js';
-import { keptOrFresh } from './agent.js';
+import { type DocumentError, type PolicySource, type Snapshot, keptOrFresh } from './source.js';
 
 type Obj = Record<string, unknown>;
 
@@ -55,7 +54,10 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
       obj = doc.toJS({ maxAliasCount: 100 }) as unknown;
     } catch (err) {
       // The parser's message names the alias, which is text from the file: leave it out.
-      out.errors.push({ where, message: `invalid YAML: the document cannot be read as data (${(err as Error).name}: an alias without its anchor, or too many aliases)` });
+      out.errors.push({
+        where,
+        message: `invalid YAML: the document cannot be read as data (${(err as Error).name}: an alias without its anchor, or too many aliases)`,
+      });
       out.fatal = true;
       return;
     }
@@ -67,9 +69,11 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
     const o = obj as Obj;
     const name = typeof (o.metadata as Obj | undefined)?.name === 'string' ? ((o.metadata as Obj).name as string) : undefined;
     if (o.kind === 'Secret') {
-      if (o.apiVersion !== 'v1') out.errors.push({ where, message: `apiVersion must be v1 for a Secret, got ${JSON.stringify(o.apiVersion)}` });
+      if (o.apiVersion !== 'v1')
+        out.errors.push({ where, message: `apiVersion must be v1 for a Secret, got ${JSON.stringify(o.apiVersion)}` });
       else if (!name) out.errors.push({ where, message: 'metadata.name: is required' });
-      else if (out.secrets.has(name)) out.errors.push({ where: `${where} (Secret "${name}")`, message: 'a Secret with this name appears earlier in the file' });
+      else if (out.secrets.has(name))
+        out.errors.push({ where: `${where} (Secret "${name}")`, message: 'a Secret with this name appears earlier in the file' });
       else out.secrets.set(name, o);
       return;
     }
@@ -80,7 +84,10 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
     try {
       const p = validatePolicy(o, where);
       if (out.policies.has(p.metadata.name)) {
-        out.errors.push({ where: `${where} (TokenPolicy "${p.metadata.name}")`, message: 'a TokenPolicy with this name appears earlier in the file' });
+        out.errors.push({
+          where: `${where} (TokenPolicy "${p.metadata.name}")`,
+          message: 'a TokenPolicy with this name appears earlier in the file',
+        });
         return;
       }
       // Standalone files have no generation: count edits ourselves (see FileSource).
@@ -102,7 +109,22 @@ export function parsePolicyFile(text: string, file: string): ParsedFile {
  * an escape, a token, a directive), and a policy file holds keys: for those only a
  * description of the code is shown.
  */
-const FIXED_TEXT_CODES = new Set(['BAD_INDENT', 'DUPLICATE_KEY', 'MISSING_CHAR', 'MULTILINE_IMPLICIT_KEY', 'TAB_AS_INDENT', 'BLOCK_AS_IMPLICIT_KEY', 'BLOCK_IN_FLOW', 'KEY_OVER_1024_CHARS', 'MULTIPLE_ANCHORS', 'MULTIPLE_TAGS', 'MULTIPLE_DOCS', 'NON_STRING_KEY', 'ALIAS_PROPS', 'BAD_ALIAS']);
+const FIXED_TEXT_CODES = new Set([
+  'BAD_INDENT',
+  'DUPLICATE_KEY',
+  'MISSING_CHAR',
+  'MULTILINE_IMPLICIT_KEY',
+  'TAB_AS_INDENT',
+  'BLOCK_AS_IMPLICIT_KEY',
+  'BLOCK_IN_FLOW',
+  'KEY_OVER_1024_CHARS',
+  'MULTIPLE_ANCHORS',
+  'MULTIPLE_TAGS',
+  'MULTIPLE_DOCS',
+  'NON_STRING_KEY',
+  'ALIAS_PROPS',
+  'BAD_ALIAS',
+]);
 const CODE_TEXT: Record<string, string> = {
   UNEXPECTED_TOKEN: 'unexpected token',
   BAD_DQ_ESCAPE: 'invalid escape sequence in a double-quoted string',
@@ -116,7 +138,9 @@ const CODE_TEXT: Record<string, string> = {
 /** A YAML error as one line with its position, never quoting the document. */
 function yamlMessage(e: Error & { code?: string; pos?: [number, number] }, source: string): string {
   const code = e.code ?? '';
-  const text = FIXED_TEXT_CODES.has(code) ? (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?\s*$/, '') : (CODE_TEXT[code] ?? 'a syntax error');
+  const text = FIXED_TEXT_CODES.has(code)
+    ? (e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?\s*$/, '')
+    : (CODE_TEXT[code] ?? 'a syntax error');
   let at = '';
   if (e.pos && e.pos[0] >= 0 && e.pos[0] <= source.length) {
     const before = source.slice(0, e.pos[0]).split('\n');
@@ -175,7 +199,10 @@ export class FileSource implements PolicySource {
     }
     if (this.warnedMode) return;
     this.warnedMode = true;
-    this.log.warn('the policy file holds token keys but others than its owner may read it; chmod 600 it', { file: this.file, mode: `0${mode.toString(8)}` });
+    this.log.warn('the policy file holds token keys but others than its owner may read it; chmod 600 it', {
+      file: this.file,
+      mode: `0${mode.toString(8)}`,
+    });
   }
 
   /** Re-read the file; keeps last good policies for documents that became invalid. */
@@ -213,7 +240,9 @@ export class FileSource implements PolicySource {
       const secret = parsed.secrets.get(p.spec.token.secretRef.name);
       let got: TokenKeys | Error;
       if (!secret) {
-        got = new Error(`Secret "${p.spec.token.secretRef.name}" named by spec.token.secretRef is not in ${path.basename(this.file)}`);
+        got = new Error(
+          `Secret "${p.spec.token.secretRef.name}" named by spec.token.secretRef is not in ${path.basename(this.file)}`,
+        );
       } else {
         try {
           got = decodeKeys(secret, p.spec.token.mode, path.basename(this.file));

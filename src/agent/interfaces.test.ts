@@ -21,11 +21,20 @@ test('listInterfaces reads this namespace', async () => {
 
 test('link layers: Ethernet and loopback frames have an Ethernet header; tun, WireGuard, ipip, sit, ip6tnl and ppp start with the IP header; GRE and the rest are refused with a reason', () => {
   for (const linkType of ['ether', 'loopback']) assert.equal(linkLayer({ name: 'x', linkType }), 'ethernet', linkType);
-  for (const linkType of ['none', 'ipip', 'sit', 'tunnel6', 'ppp', 'rawip']) assert.equal(linkLayer({ name: 'x', linkType }), 'none', linkType);
+  for (const linkType of ['none', 'ipip', 'sit', 'tunnel6', 'ppp', 'rawip'])
+    assert.equal(linkLayer({ name: 'x', linkType }), 'none', linkType);
   const gre = linkLayer({ name: 'gre1', linkType: 'gre' });
-  assert.ok(typeof gre === 'object' && /gre1 is a gre device, whose frames may carry the tunnel's outer header at tc/.test(gre.unsupported), JSON.stringify(gre));
+  assert.ok(
+    typeof gre === 'object' &&
+      /gre1 is a gre device, whose frames may carry the tunnel's outer header at tc/.test(gre.unsupported),
+    JSON.stringify(gre),
+  );
   const ib = linkLayer({ name: 'ib0', linkType: 'infiniband' });
-  assert.ok(typeof ib === 'object' && /ib0 has link type infiniband: only Ethernet devices and devices without a link-layer header/.test(ib.unsupported), JSON.stringify(ib));
+  assert.ok(
+    typeof ib === 'object' &&
+      /ib0 has link type infiniband: only Ethernet devices and devices without a link-layer header/.test(ib.unsupported),
+    JSON.stringify(ib),
+  );
 });
 
 test('native XDP is offered only to Ethernet devices a hardware driver made', () => {

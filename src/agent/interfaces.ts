@@ -85,9 +85,13 @@ export function linkLayer(i: Pick<HostInterface, 'name' | 'linkType'>): LinkLaye
   if (i.linkType === 'ether' || i.linkType === 'loopback') return 'ethernet';
   if (RAW_IP_LINK_TYPES.has(i.linkType)) return 'none';
   if (i.linkType === 'gre' || i.linkType === 'ip6gre') {
-    return { unsupported: `${i.name} is a ${i.linkType} device, whose frames may carry the tunnel's outer header at tc; select the device the traffic leaves or arrives on before or after it instead` };
+    return {
+      unsupported: `${i.name} is a ${i.linkType} device, whose frames may carry the tunnel's outer header at tc; select the device the traffic leaves or arrives on before or after it instead`,
+    };
   }
-  return { unsupported: `${i.name} has link type ${i.linkType}: only Ethernet devices and devices without a link-layer header (tun, WireGuard, ipip, sit, ip6tnl, ppp) can be marked or verified` };
+  return {
+    unsupported: `${i.name} has link type ${i.linkType}: only Ethernet devices and devices without a link-layer header (tun, WireGuard, ipip, sit, ip6tnl, ppp) can be marked or verified`,
+  };
 }
 
 /**
@@ -140,7 +144,11 @@ export function selectInterfaces(
   const errors: InterfaceSelection['errors'] = [];
   if (spec.names.length === 0 && spec.patterns.length === 0) {
     for (const i of all) if (i.defaultRoute && !i.loopback) chosen.set(i.name, i);
-    if (chosen.size === 0) errors.push({ reason: 'NoDefaultRoute', message: 'no interface carries a default route; name the interfaces in spec.interfaces' });
+    if (chosen.size === 0)
+      errors.push({
+        reason: 'NoDefaultRoute',
+        message: 'no interface carries a default route; name the interfaces in spec.interfaces',
+      });
   }
   for (const n of spec.names) {
     const i = byName.get(n);

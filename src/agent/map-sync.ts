@@ -5,6 +5,7 @@
  * holds for a key: on an LPM trie a lookup is a longest-prefix match, which answers for a
  * nested prefix with the value of the prefix that covers it.
  */
+import { decodeConfig, encodeConfig } from '../lib/abi.js';
 import type { NativeMap } from '../native/binding.js';
 
 /** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
@@ -28,7 +29,8 @@ export function writeChanged(map: NativeMap, have: Entries, want: Entries): numb
   let n = 0;
   for (const [hex, entry] of want) {
     const cur = have.get(hex);
-    if (cur && cur[1].equals(entry[1])) continue;
+    // Entries the agent built before are the same objects (EncodingMemo): identity first.
+    if (cur === entry || (cur && (cur[1] === entry[1] || cur[1].equals(entry[1])))) continue;
     map.update(entry[0], entry[1]);
     have.set(hex, entry);
     n++;
@@ -45,4 +47,19 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): nu
     have.delete(hex);
   }
   return n;
+}
+
+const ZERO_KEY = Buffer.alloc(4);
+
+/**
+ * Raise nt_config.egress_gen after the egress tries or nt_ifaces changed: the marker's
+ * per-CPU destination caches (bpf/lib/dest.h) then ask the tries again. Never 0, which
+ * would turn the caches off. Returns the new generation.
+ */
+export function raiseEgressGeneration(config: NativeMap): number {
+  const cur = config.lookup(ZERO_KEY);
+  const c = cur ? decodeConfig(cur) : { egressGeneration: 0, carriedLayout: 0 };
+  const next = (c.egressGeneration + 1) >>> 0 || 1;
+  config.update(ZERO_KEY, encodeConfig({ ...c, egressGeneration: next }));
+  return next;
 }

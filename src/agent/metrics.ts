@@ -15,6 +15,8 @@ export interface AgentMetrics {
   watchRestarted(what: string): void;
   /** cluster mode: the API watches whose restarts are counted (each series starts at 0) */
   watching(names: readonly string[]): void;
+  /** cluster mode: a TokenNodeState write of so many bytes */
+  nodeStateWritten(bytes: number): void;
 }
 
 export interface AgentMetricsOptions {
@@ -32,8 +34,27 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
     registers: [registry],
   });
-  const errors = new Counter({ name: 'netoken_agent_reconcile_errors_total', help: 'Reconciles that failed.', registers: [registry] });
-  const restarts = new Counter({ name: 'netoken_agent_watch_restarts_total', help: 'API watches restarted after an error or for a periodic re-list.', labelNames: ['resource'], registers: [registry] });
+  const errors = new Counter({
+    name: 'netoken_agent_reconcile_errors_total',
+    help: 'Reconciles that failed.',
+    registers: [registry],
+  });
+  const restarts = new Counter({
+    name: 'netoken_agent_watch_restarts_total',
+    help: 'API watches that failed and were restarted, or whose cache had to be listed again (410 Gone).',
+    labelNames: ['resource'],
+    registers: [registry],
+  });
+  const reportWrites = new Counter({
+    name: 'netoken_agent_node_state_writes_total',
+    help: "Writes of this node's TokenNodeState (cluster mode).",
+    registers: [registry],
+  });
+  const reportBytes = new Counter({
+    name: 'netoken_agent_node_state_write_bytes_total',
+    help: 'Bytes of the TokenNodeState status written (cluster mode).',
+    registers: [registry],
+  });
   new Counter({
     name: 'netoken_packets_total',
     help: 'Packets counted by the BPF programs, by policy, interface and reason (marked, skipped_*, verify_*).',
@@ -45,7 +66,14 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
       const names = new Map((st?.policies ?? []).filter((p) => p.id).map((p) => [p.id, p.name]));
       const ifs = new Map((st?.hooks ?? []).map((h) => [h.ifindex, h.name]));
       for (const r of datapath.counters()) {
-        this.inc({ policy: names.get(r.policyId) ?? (r.policyId ? `#${r.policyId}` : ''), interface: ifs.get(r.ifindex) ?? `if${r.ifindex}`, reason: r.counter }, Number(r.value));
+        this.inc(
+          {
+            policy: names.get(r.policyId) ?? (r.policyId ? `#${r.policyId}` : ''),
+            interface: ifs.get(r.ifindex) ?? `if${r.ifindex}`,
+            reason: r.counter,
+          },
+          Number(r.value),
+        );
       }
     },
   });
@@ -65,7 +93,8 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
     collect() {
       this.reset();
       const st = agent()?.lastStatus();
-      for (const h of st?.hooks ?? []) this.set({ interface: h.name, direction: h.direction, mode: h.mode }, datapath.isLive(h) ? 1 : 0);
+      for (const h of st?.hooks ?? [])
+        this.set({ interface: h.name, direction: h.direction, mode: h.mode }, datapath.isLive(h) ? 1 : 0);
       for (const e of st?.hookErrors ?? []) this.set({ interface: e.name, direction: e.direction, mode: 'failed' }, 0);
     },
   });
@@ -80,7 +109,8 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
       const applied = a?.appliedPolicies();
       for (const h of a?.lastStatus()?.hooks ?? []) {
         if (h.direction !== 'ingress') continue;
-        for (const p of h.policies) this.set({ policy: p, interface: h.name }, applied?.get(p)?.spec.ingress?.action === 'Enforce' ? 1 : 0);
+        for (const p of h.policies)
+          this.set({ policy: p, interface: h.name }, applied?.get(p)?.spec.ingress?.action === 'Enforce' ? 1 : 0);
       }
     },
   });
@@ -95,6 +125,10 @@ export function agentMetrics(datapath: Datapath, agent: () => Agent | undefined,
     },
     watching(names) {
       for (const w of names) restarts.labels(w).inc(0);
+    },
+    nodeStateWritten(bytes) {
+      reportWrites.inc();
+      reportBytes.inc(bytes);
     },
   };
 }

@@ -53,7 +53,8 @@ export function commonConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env
   const level = String(o.logLevel ?? env.NETOKEN_LOG_LEVEL ?? 'info');
   if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
   const fmt = o.logFormat ?? env.NETOKEN_LOG_FORMAT;
-  if (fmt !== undefined && fmt !== 'json' && fmt !== 'text') throw new UsageError(`--log-format must be json or text, got "${String(fmt)}"`);
+  if (fmt !== undefined && fmt !== 'json' && fmt !== 'text')
+    throw new UsageError(`--log-format must be json or text, got "${String(fmt)}"`);
   return {
     stateDir: path.resolve(String(o.stateDir ?? env.NETOKEN_STATE_DIR ?? DEFAULT_STATE_DIR)),
     runDir: path.resolve(String(o.runDir ?? env.NETOKEN_RUN_DIR ?? DEFAULT_RUN_DIR)),
@@ -69,10 +70,13 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
   if (!policyFile) {
     const nodeName = String(o.nodeName ?? env.NODE_NAME ?? '');
     if (!nodeName) {
-      throw new UsageError('cluster mode needs the node name: --node-name or NODE_NAME (from the downward API); for standalone mode give --policy-file');
+      throw new UsageError(
+        'cluster mode needs the node name: --node-name or NODE_NAME (from the downward API); for standalone mode give --policy-file',
+      );
     }
-    const every = parseDuration(String(o.counterInterval ?? '60s'));
-    if (every === null || every < 1) throw new UsageError(`--counter-interval must be a duration of at least 1s, got "${String(o.counterInterval)}"`);
+    const every = parseDuration(String(o.counterInterval ?? '5m'));
+    if (every === null || every < 1)
+      throw new UsageError(`--counter-interval must be a duration of at least 1s, got "${String(o.counterInterval)}"`);
     cluster = {
       kubeconfig: typeof o.kubeconfig === 'string' ? path.resolve(o.kubeconfig) : undefined,
       nodeName,
@@ -82,15 +86,18 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
   }
   const metricsAddress = String(o.metricsAddress ?? (cluster ? ':9090' : ''));
   const attach = String(o.attach ?? 'auto');
-  if (attach !== 'auto' && attach !== 'tcx' && attach !== 'tc') throw new UsageError(`--attach must be auto, tcx or tc, got "${attach}"`);
+  if (attach !== 'auto' && attach !== 'tcx' && attach !== 'tc')
+    throw new UsageError(`--attach must be auto, tcx or tc, got "${attach}"`);
   const ingressAttach = String(o.ingressAttach ?? 'auto');
   if (!['auto', 'xdp-native', 'xdp-generic', 'tc'].includes(ingressAttach)) {
     throw new UsageError(`--ingress-attach must be auto, xdp-native, xdp-generic or tc, got "${ingressAttach}"`);
   }
   const prio = Number(o.tcPriority ?? 1);
-  if (!Number.isInteger(prio) || prio < 1 || prio > 0xffff) throw new UsageError(`--tc-priority must be 1..65535, got "${String(o.tcPriority)}"`);
+  if (!Number.isInteger(prio) || prio < 1 || prio > 0xffff)
+    throw new UsageError(`--tc-priority must be 1..65535, got "${String(o.tcPriority)}"`);
   const poll = parseDuration(String(o.interfacePoll ?? '2s'));
-  if (poll === null || poll < 0.1) throw new UsageError(`--interface-poll must be a duration of at least 100ms, like 2s, got "${String(o.interfacePoll)}"`);
+  if (poll === null || poll < 0.1)
+    throw new UsageError(`--interface-poll must be a duration of at least 100ms, like 2s, got "${String(o.interfacePoll)}"`);
   const nodeLabels: Record<string, string> = {};
   for (const l of (o.nodeLabel as string[] | undefined) ?? []) {
     const i = l.indexOf('=');
@@ -148,17 +155,20 @@ export function inspectConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.en
   if ((iface === undefined) === (read === undefined)) {
     throw new UsageError('give exactly one of --interface NAME (watch live; "any" for every interface) and --read FILE.pcap');
   }
-  if (iface !== undefined && !/^[^\s/:]{1,15}$/.test(iface)) throw new UsageError(`--interface: "${iface}" is not an interface name`);
+  if (iface !== undefined && !/^[^\s/:]{1,15}$/.test(iface))
+    throw new UsageError(`--interface: "${iface}" is not an interface name`);
   const policyFile = str(o.policyFile);
   const policy = str(o.policy);
   if (str(o.kubeconfig) !== undefined && policyFile !== undefined) {
     throw new UsageError('--kubeconfig reads the policy from the cluster; --policy-file reads it from a file: give one of them');
   }
-  if (str(o.kubeconfig) !== undefined && policy === undefined) throw new UsageError('--kubeconfig needs --policy NAME: the TokenPolicy whose keys judge the SYNs');
+  if (str(o.kubeconfig) !== undefined && policy === undefined)
+    throw new UsageError('--kubeconfig needs --policy NAME: the TokenPolicy whose keys judge the SYNs');
   let count: number | undefined;
   if (o.count !== undefined) {
     count = Number(o.count);
-    if (!Number.isInteger(count) || count < 1) throw new UsageError(`--count must be a whole number of SYNs, at least 1, got "${String(o.count)}"`);
+    if (!Number.isInteger(count) || count < 1)
+      throw new UsageError(`--count must be a whole number of SYNs, at least 1, got "${String(o.count)}"`);
   }
   let durationMs: number | undefined;
   if (o.duration !== undefined) {
@@ -168,15 +178,22 @@ export function inspectConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.en
     durationMs = Math.round(s * 1000);
   }
   const every = parseDuration(String(o.summaryInterval ?? '5s'));
-  if (every === null) throw new UsageError(`--summary-interval must be a duration like 5s (0s: only at the end), got "${String(o.summaryInterval)}"`);
+  if (every === null)
+    throw new UsageError(
+      `--summary-interval must be a duration like 5s (0s: only at the end), got "${String(o.summaryInterval)}"`,
+    );
   return {
     interface: iface,
     read: read === undefined ? undefined : path.resolve(read),
     policyFile: policyFile === undefined ? undefined : path.resolve(policyFile),
     policy,
-    cluster: policy !== undefined && policyFile === undefined
-      ? { kubeconfig: str(o.kubeconfig) === undefined ? undefined : path.resolve(o.kubeconfig as string), namespace: String(o.namespace ?? env.POD_NAMESPACE ?? 'netoken-system') }
-      : undefined,
+    cluster:
+      policy !== undefined && policyFile === undefined
+        ? {
+            kubeconfig: str(o.kubeconfig) === undefined ? undefined : path.resolve(o.kubeconfig as string),
+            namespace: String(o.namespace ?? env.POD_NAMESPACE ?? 'netoken-system'),
+          }
+        : undefined,
     count,
     durationMs,
     pcapOut: str(o.pcapOut) === undefined ? undefined : path.resolve(o.pcapOut as string),

@@ -14,12 +14,11 @@ import { PACKAGE_ROOT } from '../lib/package.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js';
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 import { sleep, waitUntil } from '../lib/wait.js';
+import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../lib/abi.js';
 
 /** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
 const KEY = Buffer.from('netoken-demo-key', 'ascii');
 const EPOCH_SECONDS = 60;
-const KIND = 253;
-const EXID = 0x4e54;
 const MARKED_PORT = 8080;
 const UNMARKED_PORT = 9090;
 
@@ -140,12 +139,28 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     cleaned = true;
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     if (opts.keep) {
-      say(`\nleft in place (--keep): namespaces ${nsC} ${nsS} ${nsI}, pins ${Object.values(agents).map((a) => a.stateDir).join(' ')}, files ${dir}`);
+      say(
+        `\nleft in place (--keep): namespaces ${nsC} ${nsS} ${nsI}, pins ${Object.values(agents)
+          .map((a) => a.stateDir)
+          .join(' ')}, files ${dir}`,
+      );
       return;
     }
     for (const a of Object.values(agents)) {
       try {
-        sh('nsenter', [`--net=/var/run/netns/${a.ns}`, '--', process.execPath, bin, 'detach', '--state-dir', a.stateDir, '--run-dir', a.runDir, '--log-level', 'error']);
+        sh('nsenter', [
+          `--net=/var/run/netns/${a.ns}`,
+          '--',
+          process.execPath,
+          bin,
+          'detach',
+          '--state-dir',
+          a.stateDir,
+          '--run-dir',
+          a.runDir,
+          '--log-level',
+          'error',
+        ]);
       } catch {
         // the namespaces going away removes the hooks with their interfaces anyway
       }
@@ -179,10 +194,25 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     writeFileSync(policyFile, policy, { mode: 0o600 });
     say(`\n${who} policy (${policyFile}):`);
     // Key material stays in the 0600 file; the screen shows only its size.
-    const shown = policy.replace(/(current|previous): ([A-Za-z0-9+/=]+)/g, (_m, k: string, v: string) => `${k}: <${Buffer.from(v, 'base64').length} bytes, in ${path.basename(policyFile)}>`);
+    const shown = policy.replace(
+      /(current|previous): ([A-Za-z0-9+/=]+)/g,
+      (_m, k: string, v: string) => `${k}: <${Buffer.from(v, 'base64').length} bytes, in ${path.basename(policyFile)}>`,
+    );
     for (const l of shown.split('\n').filter((x) => x && !x.startsWith('#'))) say(`  ${l}`);
     const log: string[] = [];
-    const agent = spawnIn(a.ns, [process.execPath, bin, 'agent', '--policy-file', policyFile, '--state-dir', a.stateDir, '--run-dir', a.runDir, '--log-format', 'text']);
+    const agent = spawnIn(a.ns, [
+      process.execPath,
+      bin,
+      'agent',
+      '--policy-file',
+      policyFile,
+      '--state-dir',
+      a.stateDir,
+      '--run-dir',
+      a.runDir,
+      '--log-format',
+      'text',
+    ]);
     agent.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
     const statusFile = path.join(a.runDir, 'status.json');
     await waitFor(`the ${who} agent to attach`, 20000, () => {
@@ -192,10 +222,23 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
       return st.hooks.length > 0;
     });
     say(`starting the agent in the ${who} namespace`);
-    for (const l of log.join('').split('\n').filter((x) => /attached|applied/.test(x))) say(`  ${l.replace(/^\S+\s+/, '')}`);
+    for (const l of log
+      .join('')
+      .split('\n')
+      .filter((x) => /attached|applied/.test(x)))
+      say(`  ${l.replace(/^\S+\s+/, '')}`);
   };
   const connectFrom = (ns: string, host: string, port: number, timeoutMs: number): { ok: boolean; ms?: number; error?: string } =>
-    JSON.parse(sh('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '-e', CLIENT, JSON.stringify([host, port, timeoutMs])])) as { ok: boolean; ms?: number; error?: string };
+    JSON.parse(
+      sh('nsenter', [
+        `--net=/var/run/netns/${ns}`,
+        '--',
+        process.execPath,
+        '-e',
+        CLIENT,
+        JSON.stringify([host, port, timeoutMs]),
+      ]),
+    ) as { ok: boolean; ms?: number; error?: string };
   const target = (host: string, port: number): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
   try {
@@ -232,8 +275,11 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     await waitFor('tcpdump to listen', 10000, () => /listening on/.test(dumpErr));
 
     const listen: [string, number][] = [
-      ['198.51.100.2', MARKED_PORT], ['198.51.100.2', UNMARKED_PORT], ['2001:db8:100::2', MARKED_PORT],
-      ['203.0.113.2', MARKED_PORT], ['203.0.113.2', UNMARKED_PORT],
+      ['198.51.100.2', MARKED_PORT],
+      ['198.51.100.2', UNMARKED_PORT],
+      ['2001:db8:100::2', MARKED_PORT],
+      ['203.0.113.2', MARKED_PORT],
+      ['203.0.113.2', UNMARKED_PORT],
     ];
     const server = spawnIn(nsS, [process.execPath, '-e', SERVER, JSON.stringify(listen)]);
     let serverOut = '';
@@ -274,7 +320,9 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
       if (value) {
         marked++;
         if (p.family === 4 && !stolen) stolen = value;
-        say(`    netoken: kind ${KIND}, length 12, ExID 0x${EXID.toString(16)}, value ${value.toString('hex')} (SipHash-2-4 of this SYN's addresses, ports, sequence number and epoch)`);
+        say(
+          `    netoken: kind ${KIND}, length 12, ExID 0x${EXID.toString(16)}, value ${value.toString('hex')} (SipHash-2-4 of this SYN's addresses, ports, sequence number and epoch)`,
+        );
       } else {
         say('    netoken: no token (not covered by the policy; the port is not protected)');
       }
@@ -293,14 +341,26 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
 
     say('\nnetoken status (server namespace)');
     const a = agents.server;
-    const status = sh('nsenter', [`--net=/var/run/netns/${nsS}`, '--', process.execPath, bin, 'status', '--state-dir', a.stateDir, '--run-dir', a.runDir]);
+    const status = sh('nsenter', [
+      `--net=/var/run/netns/${nsS}`,
+      '--',
+      process.execPath,
+      bin,
+      'status',
+      '--state-dir',
+      a.stateDir,
+      '--run-dir',
+      a.runDir,
+    ]);
     for (const l of status.split('\n')) say(`  ${l}`);
 
     const asExpected = results.every((r) => r.ok === r.want);
     const good = asExpected && bad === 0 && marked === 2 && stolen !== null;
-    say(good
-      ? 'result: the client\'s 3 handshakes completed with 2 verified tokens, every checksum verified on the wire; the intruder got through only to the unprotected port'
-      : `result: UNEXPECTED (connections as expected: ${asExpected}, marked SYNs: ${marked}/2, bad checksums: ${bad}, token to copy: ${stolen ? 'yes' : 'no'})`);
+    say(
+      good
+        ? "result: the client's 3 handshakes completed with 2 verified tokens, every checksum verified on the wire; the intruder got through only to the unprotected port"
+        : `result: UNEXPECTED (connections as expected: ${asExpected}, marked SYNs: ${marked}/2, bad checksums: ${bad}, token to copy: ${stolen ? 'yes' : 'no'})`,
+    );
     return good ? 0 : 1;
   } catch (err) {
     process.stderr.write(`netoken demo: ${(err as Error).message}\n`);
@@ -314,14 +374,24 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
 
 function optionName(kind: number, length: number): string {
   switch (kind) {
-    case 0: return 'EOL';
-    case 1: return 'NOP';
-    case 2: return 'MSS';
-    case 3: return 'WScale';
-    case 4: return 'SACK-permitted';
-    case 8: return 'Timestamps';
-    case 34: return 'TFO';
-    case 253: case 254: return `Experimental(${kind}, len ${length})`;
-    default: return `kind ${kind} (len ${length})`;
+    case 0:
+      return 'EOL';
+    case 1:
+      return 'NOP';
+    case 2:
+      return 'MSS';
+    case 3:
+      return 'WScale';
+    case 4:
+      return 'SACK-permitted';
+    case 8:
+      return 'Timestamps';
+    case 34:
+      return 'TFO';
+    case 253:
+    case 254:
+      return `Experimental(${kind}, len ${length})`;
+    default:
+      return `kind ${kind} (len ${length})`;
   }
 }

@@ -10,7 +10,14 @@ import { listInterfaces } from '../agent/interfaces.js';
 import { parsePolicyFile } from '../agent/file-source.js';
 import { TCP_ACK, TCP_SYN, parseFrame } from '../lib/packet.js';
 import {
-  LINKTYPE_LINUX_SLL, PACKET_OUTGOING, packetType, parsePcap, pcapHeader, pcapRecord, sllHeader, toEthernet,
+  LINKTYPE_LINUX_SLL,
+  PACKET_OUTGOING,
+  packetType,
+  parsePcap,
+  pcapHeader,
+  pcapRecord,
+  sllHeader,
+  toEthernet,
   type PcapPacket,
 } from '../lib/pcap.js';
 import { PolicyError, validatePolicy } from '../lib/policy.js';
@@ -83,24 +90,33 @@ function keyringFromFile(file: string, name: string | undefined): Keyring {
   const names = [...parsed.policies.keys(), ...parsed.invalidPolicyNames];
   const chosen = name ?? (names.length === 1 ? names[0] : undefined);
   if (chosen === undefined) {
-    throw new UsageError(names.length === 0
-      ? `${base} holds no valid TokenPolicy${parsed.errors.length ? `: ${parsed.errors.map((e) => `${e.where}: ${e.message}`).join('; ')}` : ''}`
-      : `${base} holds ${names.length} policies (${names.sort().join(', ')}): choose one with --policy`);
+    throw new UsageError(
+      names.length === 0
+        ? `${base} holds no valid TokenPolicy${parsed.errors.length ? `: ${parsed.errors.map((e) => `${e.where}: ${e.message}`).join('; ')}` : ''}`
+        : `${base} holds ${names.length} policies (${names.sort().join(', ')}): choose one with --policy`,
+    );
   }
   const policy = parsed.policies.get(chosen);
   if (!policy) {
-    const why = parsed.errors.filter((e) => e.where.includes(`"${chosen}"`) || parsed.fatal).map((e) => `${e.where}: ${e.message}`);
-    throw new UsageError(why.length ? why.join('; ') : `${base} has no TokenPolicy "${chosen}" (it has: ${names.sort().join(', ') || 'none'})`);
+    const why = parsed.errors
+      .filter((e) => e.where.includes(`"${chosen}"`) || parsed.fatal)
+      .map((e) => `${e.where}: ${e.message}`);
+    throw new UsageError(
+      why.length ? why.join('; ') : `${base} has no TokenPolicy "${chosen}" (it has: ${names.sort().join(', ') || 'none'})`,
+    );
   }
   const secret = parsed.secrets.get(policy.spec.token.secretRef.name);
-  if (!secret) throw new UsageError(`Secret "${policy.spec.token.secretRef.name}" named by TokenPolicy "${chosen}" is not in ${base}`);
+  if (!secret)
+    throw new UsageError(`Secret "${policy.spec.token.secretRef.name}" named by TokenPolicy "${chosen}" is not in ${base}`);
   return keyringFor(policy, secret, base);
 }
 
 async function keyringFromCluster(name: string, namespace: string, kubeconfig: string | undefined): Promise<Keyring> {
   // Loaded only when needed: the Kubernetes client is large.
   const [{ loadKubeConfig, describeError }, k8s, { API_GROUP, API_VERSION }] = await Promise.all([
-    import('../lib/kube.js'), import('@kubernetes/client-node'), import('../lib/types.js'),
+    import('../lib/kube.js'),
+    import('../lib/kube-client.js'),
+    import('../lib/types.js'),
   ]);
   const kc = loadKubeConfig(kubeconfig);
   const ask = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
@@ -110,12 +126,21 @@ async function keyringFromCluster(name: string, namespace: string, kubeconfig: s
       const code = err instanceof k8s.ApiException ? err.code : undefined;
       if (code === 404) throw new Error(`${what} not found`);
       if (code === 401 || code === 403) {
-        throw new Error(`not allowed to read ${what} (${describeError(err)}); inspect needs get on tokenpolicies and on the policy's Secret: see examples/inspect-rbac.yaml`);
+        throw new Error(
+          `not allowed to read ${what} (${describeError(err)}); inspect needs get on tokenpolicies and on the policy's Secret: see examples/inspect-rbac.yaml`,
+        );
       }
       throw new Error(`reading ${what}: ${describeError(err)}`);
     }
   };
-  const raw = await ask(`TokenPolicy "${name}"`, () => kc.makeApiClient(k8s.CustomObjectsApi).getClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name }));
+  const raw = await ask(`TokenPolicy "${name}"`, () =>
+    new k8s.CustomObjectsApi(kc).getClusterCustomObject({
+      group: API_GROUP,
+      version: API_VERSION,
+      plural: 'tokenpolicies',
+      name,
+    }),
+  );
   let policy;
   try {
     policy = validatePolicy(raw, `TokenPolicy "${name}"`);
@@ -123,7 +148,9 @@ async function keyringFromCluster(name: string, namespace: string, kubeconfig: s
     throw new Error(err instanceof PolicyError ? err.message : (err as Error).message);
   }
   const secretName = policy.spec.token.secretRef.name;
-  const secret = await ask(`Secret "${secretName}" in namespace ${namespace}`, () => kc.makeApiClient(k8s.CoreV1Api).readNamespacedSecret({ name: secretName, namespace }));
+  const secret = await ask(`Secret "${secretName}" in namespace ${namespace}`, () =>
+    new k8s.CoreV1Api(kc).readNamespacedSecret({ name: secretName, namespace }),
+  );
   return keyringFor(policy, secret, `namespace ${namespace}`);
 }
 
@@ -178,13 +205,17 @@ class LiveSource {
     let ifindex = 0;
     if (ifname !== 'any') {
       const i = ifs.find((x) => x.name === ifname);
-      if (!i) throw new UsageError(`no interface "${ifname}" in this network namespace (there are: ${ifs.map((x) => x.name).join(', ')})`);
+      if (!i)
+        throw new UsageError(
+          `no interface "${ifname}" in this network namespace (there are: ${ifs.map((x) => x.name).join(', ')})`,
+        );
       ifindex = i.ifindex;
     }
     try {
       return new LiveSource(binding().openSynCapture(ifindex, { snaplen: SNAPLEN }), names);
     } catch (err) {
-      if (isNativeError(err) && err.code === 'EPERM') throw new Error(`${err.message}: watching an interface needs root (CAP_NET_RAW)`);
+      if (isNativeError(err) && err.code === 'EPERM')
+        throw new Error(`${err.message}: watching an interface needs root (CAP_NET_RAW)`);
       throw err;
     }
   }
@@ -202,7 +233,8 @@ class LiveSource {
         direction: f.pktType === PACKET_OUTGOING ? 'out' : 'in',
         ether: Buffer.concat([eth, f.data]),
         record: {
-          tsSec: f.tsSec, tsNsec: f.tsNsec,
+          tsSec: f.tsSec,
+          tsNsec: f.tsNsec,
           data: Buffer.concat([sllHeader(f.pktType, f.hatype, f.addr, f.protocol), f.data]),
           origLen: f.length + 16,
         },
@@ -248,7 +280,12 @@ const COLUMNS = ['TIME', 'INTERFACE', 'DIR', 'SOURCE', 'DESTINATION', 'OPTION', 
 const WIDTHS = [12, 10, 3, 24, 24, 11, 14];
 
 function row(cells: string[]): string {
-  return cells.map((c, i) => (i < WIDTHS.length ? c.padEnd(WIDTHS[i] as number) : c)).join(' ').trimEnd() + '\n';
+  return (
+    cells
+      .map((c, i) => (i < WIDTHS.length ? c.padEnd(WIDTHS[i] as number) : c))
+      .join(' ')
+      .trimEnd() + '\n'
+  );
 }
 
 /** One table line per SYN. */
@@ -260,20 +297,41 @@ export function formatSyn(r: SynRecord): string {
   if (r.key && r.key !== 'current') detail.push(`key ${r.key}`);
   if (r.epochOffset) detail.push(`epoch ${r.epochOffset > 0 ? '+1' : '-1'}`);
   if (r.clockOffsetSeconds !== undefined) {
-    detail.push(r.clockOffsetSeconds > 0 ? `sender clock ≥${r.clockOffsetSeconds}s ahead` : `sender clock ≥${-r.clockOffsetSeconds}s behind or SYN late`);
-    if (r.withinClockSkew !== undefined && r.policy) detail.push(r.withinClockSkew ? 'within the clock-skew grace' : 'beyond the clock-skew grace');
+    detail.push(
+      r.clockOffsetSeconds > 0
+        ? `sender clock ≥${r.clockOffsetSeconds}s ahead`
+        : `sender clock ≥${-r.clockOffsetSeconds}s behind or SYN late`,
+    );
+    if (r.withinClockSkew !== undefined && r.policy)
+      detail.push(r.withinClockSkew ? 'within the clock-skew grace' : 'beyond the clock-skew grace');
   }
   if (r.detail) detail.push(r.detail);
-  return row([clock, r.interface ?? '-', r.direction ?? '-', endpoint(r.src, r.sport), endpoint(r.dst, r.dport), option, r.verdict, detail.join('; ')]);
+  return row([
+    clock,
+    r.interface ?? '-',
+    r.direction ?? '-',
+    endpoint(r.src, r.sport),
+    endpoint(r.dst, r.dport),
+    option,
+    r.verdict,
+    detail.join('; '),
+  ]);
 }
 
 export function formatSummary(s: Summary): string {
-  const counts = VERDICTS.filter((v) => s.verdicts[v] > 0).map((v) => `${v} ${s.verdicts[v]}`).join(', ') || 'none';
+  const counts =
+    VERDICTS.filter((v) => s.verdicts[v] > 0)
+      .map((v) => `${v} ${s.verdicts[v]}`)
+      .join(', ') || 'none';
   const dropped = s.droppedByKernel ? `; ${s.droppedByKernel} frame(s) dropped by the kernel before inspect read them` : '';
   return `${s.final ? 'summary' : 'so far'}: ${s.syns} SYN(s) in ${s.seconds.toFixed(1)} s: ${counts}${dropped}\n`;
 }
 
-export async function runInspect(cfg: InspectConfig, out: (s: string) => void = (s) => process.stdout.write(s), err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
+export async function runInspect(
+  cfg: InspectConfig,
+  out: (s: string) => void = (s) => process.stdout.write(s),
+  err: (s: string) => void = (s) => process.stderr.write(s),
+): Promise<number> {
   const ring = await loadKeyring(cfg);
   const live = cfg.interface !== undefined ? await LiveSource.open(cfg.interface) : undefined;
   const file = cfg.read !== undefined ? readPcapFile(cfg.read) : undefined;
@@ -297,7 +355,9 @@ export async function runInspect(cfg: InspectConfig, out: (s: string) => void = 
       pcapFd = openSync(cfg.pcapOut, 'w', 0o600);
       writeSync(pcapFd, pcapHeader(file ? file.linkType : LINKTYPE_LINUX_SLL, file ? 262144 : SNAPLEN + 16));
     }
-    const keys = ring ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')}${ring.mode === 'Keyed' ? `, clock-skew grace ${ring.clockSkewSeconds} s` : ''})` : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
+    const keys = ring
+      ? `policy ${ring.policy} (${ring.mode}, option ${ring.kind}/0x${ring.exid.toString(16)}, keys: ${ring.keys.map((k) => k.label).join(', ')}${ring.mode === 'Keyed' ? `, clock-skew grace ${ring.clockSkewSeconds} s` : ''})`
+      : 'no policy: showing whether SYNs carry an experimental option, not whether it is valid';
     err(`${live ? `watching ${cfg.interface}` : `reading ${cfg.read}`}; ${keys}\n`);
     if (!json) out(row(COLUMNS));
     const take = (c: Captured): boolean => {

@@ -39,7 +39,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   const holder: { agent?: Agent } = {};
   const metrics = agentMetrics(datapath, () => holder.agent, { node: cfg.cluster?.nodeName ?? hostname() });
   let source: PolicySource;
-  let onStatus: ((s: AgentStatus) => Promise<void>) | undefined;
+  let onStatus: ((s: AgentStatus) => void) | undefined;
   if (cfg.cluster) {
     const c = cfg.cluster;
     // Loaded only in cluster mode: the Kubernetes client alone is some 80 MiB of heap.
@@ -50,21 +50,48 @@ async function runAgent(o: RawOptions): Promise<number> {
     ]);
     const kc = loadKubeConfig(c.kubeconfig);
     metrics.watching(KubeSource.WATCHES);
-    const kube = new KubeSource({ kc, nodeName: c.nodeName, namespace: c.namespace, log, onWatchRestart: (w) => metrics.watchRestarted(w) });
-    const writer = new NodeStateWriter({ kc, nodeName: c.nodeName, log, counterIntervalMs: c.counterIntervalMs });
+    const kube = new KubeSource({
+      kc,
+      nodeName: c.nodeName,
+      namespace: c.namespace,
+      log,
+      onWatchRestart: (w) => metrics.watchRestarted(w),
+    });
+    const writer = new NodeStateWriter({
+      kc,
+      nodeName: c.nodeName,
+      log,
+      counterIntervalMs: c.counterIntervalMs,
+      node: () => kube.nodeObject(),
+      onWrite: (bytes) => metrics.nodeStateWritten(bytes),
+    });
     source = kube;
-    onStatus = async (s) => {
-      await writer.maybeWrite(s, kube.nodeObject());
-    };
-    log.info('agent starting', { mode: 'cluster', node: c.nodeName, namespace: c.namespace, stateDir: cfg.stateDir, programId: datapath.programId });
+    onStatus = (s) => writer.update(s);
+    log.info('agent starting', {
+      mode: 'cluster',
+      node: c.nodeName,
+      namespace: c.namespace,
+      stateDir: cfg.stateDir,
+      programId: datapath.programId,
+    });
   } else {
     const labels = { 'kubernetes.io/hostname': hostname(), ...cfg.nodeLabels };
     source = new FileSource(cfg.policyFile as string, labels, log);
-    log.info('agent starting', { mode: 'standalone', policyFile: cfg.policyFile, stateDir: cfg.stateDir, programId: datapath.programId });
+    log.info('agent starting', {
+      mode: 'standalone',
+      policyFile: cfg.policyFile,
+      stateDir: cfg.stateDir,
+      programId: datapath.programId,
+    });
   }
   const agent = new Agent({
-    source, datapath, log, runDir: cfg.runDir, interfacePollMs: cfg.interfacePollMs,
-    stateDir: cfg.stateDir, tcPriority: cfg.tcPriority,
+    source,
+    datapath,
+    log,
+    runDir: cfg.runDir,
+    interfacePollMs: cfg.interfacePollMs,
+    stateDir: cfg.stateDir,
+    tcPriority: cfg.tcPriority,
     onReconcile: (sec, ok) => metrics.reconciled(sec, ok),
     ...(onStatus ? { onStatus } : {}),
   });
@@ -72,13 +99,14 @@ async function runAgent(o: RawOptions): Promise<number> {
   const started = agent;
   const server = cfg.metricsAddress
     ? await serveEndpoints({
-      address: cfg.metricsAddress,
-      registry: metrics.registry,
-      healthz: () => ({ ok: true, detail: 'agent running' }),
-      readyz: () => (started.isReady()
-        ? { ok: true, detail: 'policies applied' }
-        : { ok: false, detail: 'policies not yet applied since the last change' }),
-    })
+        address: cfg.metricsAddress,
+        registry: metrics.registry,
+        healthz: () => ({ ok: true, detail: 'agent running' }),
+        readyz: () =>
+          started.isReady()
+            ? { ok: true, detail: 'policies applied' }
+            : { ok: false, detail: 'policies not yet applied since the last change' },
+      })
     : undefined;
   if (server) log.info('serving /metrics /healthz /readyz', { address: cfg.metricsAddress });
   await agent.start();
@@ -109,22 +137,31 @@ export async function run(argv: string[]): Promise<number> {
     .option('--kubeconfig <file>', 'cluster: kubeconfig (default: in-cluster config)')
     .option('--node-name <name>', 'cluster: this node (default $NODE_NAME)')
     .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
-    .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 60s)')
+    .option('--counter-interval <duration>', 'cluster: write counters to TokenNodeState at most this often (default 5m)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here (default :9090 in a cluster, off standalone)')
     .option('--attach <mode>', 'marker hook: auto (TCX, else clsact), tcx or tc (default auto)')
-    .option('--ingress-attach <mode>', 'verifier hook: auto (native XDP on devices a hardware driver made, when the driver takes it; tc elsewhere), xdp-native, xdp-generic or tc (default auto)')
+    .option(
+      '--ingress-attach <mode>',
+      'verifier hook: auto (native XDP on devices a hardware driver made, when the driver takes it; tc elsewhere), xdp-native, xdp-generic or tc (default auto)',
+    )
     .option('--tc-priority <n>', 'priority of our clsact filter (default 1)')
     .option('--interface-poll <duration>', 'how often to look for interface changes (default 2s)')
-    .option('--node-label <key=value>', 'label of this node for spec.nodeSelector (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option(
+      '--node-label <key=value>',
+      'label of this node for spec.nodeSelector (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--bpf-object <file>', 'marker BPF object (default build/bpf/marker.bpf.o)')
     .action(async (o: RawOptions) => {
       code = await runAgent(o);
     });
 
-  operatorFlags(program.command('operator').description('run the cluster operator: key Secrets and rotation, policy status, finalizers'))
-    .action(async (o: RawOptions) => {
-      code = await runOperator(parseOperatorOptions(o));
-    });
+  operatorFlags(
+    program.command('operator').description('run the cluster operator: key Secrets and rotation, policy status, finalizers'),
+  ).action(async (o: RawOptions) => {
+    code = await runOperator(parseOperatorOptions(o));
+  });
 
   common(program.command('status').description('show hooks, policies and counters on this host'))
     .option('-o, --output <format>', 'table or json (default table)')
@@ -132,12 +169,17 @@ export async function run(argv: string[]): Promise<number> {
       code = printStatus(commonConfig(o), outputFormat(o.output));
     });
 
-  program.command('inspect').description('show SYNs on an interface or in a pcap file: 4-tuple, direction, token option and verdict')
+  program
+    .command('inspect')
+    .description('show SYNs on an interface or in a pcap file: 4-tuple, direction, token option and verdict')
     .option('-i, --interface <name>', 'watch this interface live ("any": every interface); needs root (CAP_NET_RAW)')
     .option('-r, --read <file>', 'read SYNs from a pcap file (tcpdump -w, or --pcap-out of an earlier run)')
     .option('--policy-file <file>', 'judge tokens with the keys of a policy file (TokenPolicy and Secret documents)')
     .option('--policy <name>', 'the TokenPolicy whose keys judge the tokens: from --policy-file, else from the cluster')
-    .option('--kubeconfig <file>', 'cluster: kubeconfig to read the TokenPolicy and its Secret with (default: $KUBECONFIG, ~/.kube/config or in-cluster)')
+    .option(
+      '--kubeconfig <file>',
+      'cluster: kubeconfig to read the TokenPolicy and its Secret with (default: $KUBECONFIG, ~/.kube/config or in-cluster)',
+    )
     .option('--namespace <ns>', 'cluster: namespace of the key Secrets (default $POD_NAMESPACE or netoken-system)')
     .option('-c, --count <n>', 'stop after this many SYNs')
     .option('-d, --duration <duration>', 'live: stop after this long, e.g. 30s')
@@ -149,15 +191,20 @@ export async function run(argv: string[]): Promise<number> {
       code = await runInspect(inspectConfig(o));
     });
 
-  common(program.command('detach').description('remove every hook and pin of ours from this host, and nothing else'))
-    .action((o: RawOptions) => {
+  common(program.command('detach').description('remove every hook and pin of ours from this host, and nothing else')).action(
+    (o: RawOptions) => {
       const cfg = commonConfig(o);
       const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
       const r = detachAll(cfg.stateDir, cfg.runDir, 1, log);
-      process.stdout.write(`detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s), ${r.xdp} XDP program(s); removed ${r.pins} pin(s)\n`);
-    });
+      process.stdout.write(
+        `detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s), ${r.xdp} XDP program(s); removed ${r.pins} pin(s)\n`,
+      );
+    },
+  );
 
-  program.command('demo').description('two network namespaces, the agent, real connections, decoded tokens')
+  program
+    .command('demo')
+    .description('two network namespaces, the agent, real connections, decoded tokens')
     .option('--keep', 'leave the namespaces in place for a look around')
     .action(async (o: RawOptions) => {
       const { runDemo } = await import('./demo.js');
@@ -174,7 +221,8 @@ export async function run(argv: string[]): Promise<number> {
     }
     const e = err as Error & { code?: string; syscall?: string };
     process.stderr.write(`netoken: ${e.message}\n`);
-    if (e.code === 'EPERM' && e.syscall !== 'socket') process.stderr.write('netoken: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)\n');
+    if (e.code === 'EPERM' && e.syscall !== 'socket')
+      process.stderr.write('netoken: run as root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)\n');
     return 1;
   }
   return code;

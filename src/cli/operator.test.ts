@@ -12,6 +12,7 @@ test('operator flags default as documented', () => {
   assert.equal(cfg.metricsAddress, ':9091');
   assert.equal(cfg.finalizerTimeoutMs, 120_000);
   assert.equal(cfg.keyRetireMarginMs, 60_000);
+  assert.equal(cfg.agentGraceMs, 120_000);
   assert.equal(cfg.kubeconfig, undefined);
   assert.equal(cfg.logLevel, 'info');
 });
@@ -22,11 +23,23 @@ test('POD_NAMESPACE sets the namespace unless --namespace is given', () => {
 });
 
 test('flags are parsed', () => {
-  const cfg = parseOperatorOptions({ leaderElect: 'false', finalizerTimeout: '90s', metricsAddress: '127.0.0.1:0', kubeconfig: '/k', logLevel: 'debug', logFormat: 'json' }, {});
+  const cfg = parseOperatorOptions(
+    {
+      leaderElect: 'false',
+      finalizerTimeout: '90s',
+      agentGrace: '5s',
+      metricsAddress: '127.0.0.1:0',
+      kubeconfig: '/k',
+      logLevel: 'debug',
+      logFormat: 'json',
+    },
+    {},
+  );
   assert.equal(cfg.leaderElect, false);
   assert.equal(parseOperatorOptions({ leaderElect: true }, {}).leaderElect, true, 'a bare --leader-elect means true');
   assert.equal(cfg.finalizerTimeoutMs, 90_000);
   assert.equal(parseOperatorOptions({ keyRetireMargin: '5s' }, {}).keyRetireMarginMs, 5000);
+  assert.equal(cfg.agentGraceMs, 5000);
   assert.equal(cfg.metricsAddress, '127.0.0.1:0');
   assert.equal(cfg.kubeconfig, '/k');
   assert.equal(parseOperatorOptions({ metricsAddress: '' }, {}).metricsAddress, '', 'empty turns the endpoints off');
@@ -38,12 +51,17 @@ test('bad flags are refused with a message that says what is expected', () => {
     [{ leaderElect: 'yes' }, /--leader-elect must be true or false, got "yes"/],
     [{ finalizerTimeout: '2 minutes' }, /--finalizer-timeout must be a duration such as 2m or 90s/],
     [{ keyRetireMargin: 'soon' }, /--key-retire-margin must be a duration such as 1m or 30s, got "soon"/],
+    [{ agentGrace: 'soon' }, /--agent-grace must be a duration such as 2m or 30s, got "soon"/],
     [{ metricsAddress: 'localhost:http' }, /--metrics-address: "localhost:http" is not a listen address/],
     [{ metricsAddress: ':70000' }, /--metrics-address/],
     [{ namespace: 'Bad_NS' }, /--namespace must be a namespace name/],
     [{ logLevel: 'loud' }, /--log-level must be one of/],
   ];
   for (const [o, want] of cases) {
-    assert.throws(() => parseOperatorOptions(o, {}), (err: unknown) => err instanceof UsageError && want.test(err.message), `options ${JSON.stringify(o)}`);
+    assert.throws(
+      () => parseOperatorOptions(o, {}),
+      (err: unknown) => err instanceof UsageError && want.test(err.message),
+      `options ${JSON.stringify(o)}`,
+    );
   }
 });

@@ -28,6 +28,8 @@ export interface OperatorConfig {
   finalizerTimeoutMs: number;
   /** how long a retired key stays accepted after every node signs with the new one, besides epoch and skew */
   keyRetireMarginMs: number;
+  /** how long a node that just joined has to start its agent before it counts as running none */
+  agentGraceMs: number;
   logLevel: string;
   logFormat: LogFormat | undefined;
 }
@@ -37,11 +39,21 @@ export function operatorFlags(cmd: Command): Command {
   return cmd
     .option('--kubeconfig <file>', 'kubeconfig to use (default: in-cluster, else $KUBECONFIG or ~/.kube/config)')
     .option('--namespace <ns>', 'namespace of the key Secrets and the leader Lease (default $POD_NAMESPACE, else netoken-system)')
-    .option('--leader-elect [bool]', 'true: only the holder of the Lease reconciles, so replicas can stand by; --leader-elect=false turns it off (default true)')
+    .option(
+      '--leader-elect [bool]',
+      'true: only the holder of the Lease reconciles, so replicas can stand by; --leader-elect=false turns it off (default true)',
+    )
     .option('--lease-name <name>', 'name of the leader-election Lease (default netoken-operator)')
     .option('--metrics-address <addr>', 'serve /metrics /healthz /readyz here; empty turns them off (default :9091)')
     .option('--finalizer-timeout <duration>', 'how long a deleted policy waits for nodes that stopped reporting (default 2m)')
-    .option('--key-retire-margin <duration>', 'how long a rotated-out key stays accepted after every node signs with the new one, on top of the epoch and clock skew (default 1m)')
+    .option(
+      '--key-retire-margin <duration>',
+      'how long a rotated-out key stays accepted after every node signs with the new one, on top of the epoch and clock skew (default 1m)',
+    )
+    .option(
+      '--agent-grace <duration>',
+      'how long a node that just joined has to start its agent before policies report it as running none (default 2m)',
+    )
     .option('--log-level <level>', 'error, warn, info or debug (default info)')
     .option('--log-format <format>', 'json or text (default: text on a terminal, json otherwise)');
 }
@@ -52,18 +64,23 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = process.env): OperatorConfig {
   const common = commonConfig(o, env);
   const namespace = String(o.namespace ?? (env.POD_NAMESPACE || DEFAULT_OPERATOR_NAMESPACE));
-  if (!DNS_LABEL.test(namespace)) throw new UsageError(`--namespace must be a namespace name (lowercase letters, digits, '-'), got "${namespace}"`);
+  if (!DNS_LABEL.test(namespace))
+    throw new UsageError(`--namespace must be a namespace name (lowercase letters, digits, '-'), got "${namespace}"`);
   // A bare --leader-elect (as controller-runtime takes it) means true.
   const le = String(o.leaderElect ?? true);
   if (le !== 'true' && le !== 'false') throw new UsageError(`--leader-elect must be true or false, got "${le}"`);
   const leaseName = String(o.leaseName ?? DEFAULT_LEASE_NAME);
-  if (leaseName.length > 253 || !DNS_SUBDOMAIN.test(leaseName)) throw new UsageError(`--lease-name must be an object name, got "${leaseName}"`);
+  if (leaseName.length > 253 || !DNS_SUBDOMAIN.test(leaseName))
+    throw new UsageError(`--lease-name must be an object name, got "${leaseName}"`);
   const timeoutText = String(o.finalizerTimeout ?? '2m');
   const timeout = parseDuration(timeoutText);
   if (timeout === null) throw new UsageError(`--finalizer-timeout must be a duration such as 2m or 90s, got "${timeoutText}"`);
   const marginText = String(o.keyRetireMargin ?? '1m');
   const margin = parseDuration(marginText);
   if (margin === null) throw new UsageError(`--key-retire-margin must be a duration such as 1m or 30s, got "${marginText}"`);
+  const graceText = String(o.agentGrace ?? '2m');
+  const grace = parseDuration(graceText);
+  if (grace === null) throw new UsageError(`--agent-grace must be a duration such as 2m or 30s, got "${graceText}"`);
   const kubeconfig = typeof o.kubeconfig === 'string' && o.kubeconfig !== '' ? path.resolve(o.kubeconfig) : undefined;
   const metricsAddress = String(o.metricsAddress ?? ':9091');
   if (metricsAddress !== '') {
@@ -82,6 +99,7 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
     metricsAddress,
     finalizerTimeoutMs: Math.round(timeout * 1000),
     keyRetireMarginMs: Math.round(margin * 1000),
+    agentGraceMs: Math.round(grace * 1000),
     logLevel: common.logLevel,
     logFormat: common.logFormat,
   };
@@ -111,6 +129,7 @@ export async function runOperator(cfg: OperatorConfig): Promise<number> {
     leaseName: cfg.leaseName,
     finalizerTimeoutMs: cfg.finalizerTimeoutMs,
     retireMarginMs: cfg.keyRetireMarginMs,
+    agentGraceMs: cfg.agentGraceMs,
     onLostLeadership: (why) => {
       // Like controller-runtime: a process that lost the Lease may hold stale views; start afresh.
       log.error('leadership lost; exiting so that a fresh process starts as a standby', { identity: cfg.identity, why });

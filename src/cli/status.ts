@@ -4,9 +4,10 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../lib/abi.js';
 import { binding } from '../native/binding.js';
 import type { AgentStatus } from '../agent/agent.js';
+import { readCounterRows } from '../agent/counters.js';
+import { layoutDir } from '../agent/layout.js';
 import type { CommonConfig } from './config.js';
 
 export interface LiveCounter {
@@ -32,26 +33,28 @@ export function collectStatus(cfg: CommonConfig): StatusReport {
   const b = binding();
   const byId = new Map((agent?.policies ?? []).filter((p) => p.id).map((p) => [p.id, p.name]));
   const ifName = new Map((agent?.hooks ?? []).map((h) => [h.ifindex, h.name]));
-  const statsPin = path.join(cfg.stateDir, 'maps', 'nt_stats');
-  if (existsSync(statsPin)) {
-    const stats = b.mapFromPin(statsPin);
+  const maps = layoutDir(cfg.stateDir);
+  if (existsSync(path.join(maps, 'nt_counters')) && existsSync(path.join(maps, 'nt_counter_slots'))) {
+    const counters = b.mapFromPin(path.join(maps, 'nt_counters'));
+    const owners = b.mapFromPin(path.join(maps, 'nt_counter_slots'));
     try {
-      for (const key of stats.keys()) {
-        const v = stats.lookup(key);
-        if (!v) continue;
-        const k = decodeStatKey(key);
+      for (const r of readCounterRows(counters, owners)) {
         report.counters.push({
-          policy: k.policyId === 0 ? '-' : (byId.get(k.policyId) ?? `#${k.policyId}`),
-          interface: ifName.get(k.ifindex) ?? `if${k.ifindex}`,
-          counter: COUNTERS[k.counter] ?? `counter_${k.counter}`,
-          value: sumPerCpu(v).toString(),
+          policy: r.policyId === 0 ? '-' : (byId.get(r.policyId) ?? `#${r.policyId}`),
+          interface: ifName.get(r.ifindex) ?? `if${r.ifindex}`,
+          counter: r.counter,
+          value: r.value.toString(),
         });
       }
     } finally {
-      stats.close();
+      counters.close();
+      owners.close();
     }
   }
-  report.counters.sort((a, b2) => a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter));
+  report.counters.sort(
+    (a, b2) =>
+      a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter),
+  );
   const linksDir = path.join(cfg.stateDir, 'links');
   if (existsSync(linksDir)) {
     for (const f of readdirSafe(linksDir)) {
@@ -86,7 +89,16 @@ function readdirSafe(dir: string): string[] {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 export function formatStatus(r: StatusReport): string {
@@ -99,26 +111,62 @@ export function formatStatus(r: StatusReport): string {
     out += 'HOOKS\n';
     const hookRows = [['INTERFACE', 'IFINDEX', 'DIRECTION', 'MODE', 'PROGRAM', 'LINK', 'LIVE', 'UNREADABLE', 'POLICIES']];
     const unreadable = (ifname: string): string =>
-      r.counters.filter((c) => c.policy === '-' && c.interface === ifname && c.counter === 'unreadable').reduce((n, c) => n + BigInt(c.value), 0n).toString();
+      r.counters
+        .filter((c) => c.policy === '-' && c.interface === ifname && c.counter === 'unreadable')
+        .reduce((n, c) => n + BigInt(c.value), 0n)
+        .toString();
     for (const h of a.hooks) {
       let live = '-';
       if (h.mode === 'tcx') live = r.liveHooks.some((l) => l.linkId === h.linkId) ? 'yes' : 'NO';
-      else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic') live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
-      hookRows.push([h.name, String(h.ifindex), h.direction, h.mode, String(h.progId), h.linkId ? String(h.linkId) : '-', live, unreadable(h.name), h.policies.join(',')]);
+      else if (h.mode === 'xdp-native' || h.mode === 'xdp-generic')
+        live = r.liveXdp.some((x) => x.ifindex === h.ifindex && x.progId === h.progId) ? 'yes' : 'NO';
+      hookRows.push([
+        h.name,
+        String(h.ifindex),
+        h.direction,
+        h.mode,
+        String(h.progId),
+        h.linkId ? String(h.linkId) : '-',
+        live,
+        unreadable(h.name),
+        h.policies.join(','),
+      ]);
     }
     for (const e of a.hookErrors) {
-      hookRows.push([e.name, String(e.ifindex), e.direction, e.reason === 'UnsupportedDevice' ? 'REFUSED' : 'FAILED', '-', '-', '-', '-', e.message]);
+      hookRows.push([
+        e.name,
+        String(e.ifindex),
+        e.direction,
+        e.reason === 'UnsupportedDevice' ? 'REFUSED' : 'FAILED',
+        '-',
+        '-',
+        '-',
+        '-',
+        e.message,
+      ]);
     }
     out += table(hookRows) + '\n';
     out += 'POLICIES\n';
-    const polRows = [['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS']];
+    const polRows = [
+      ['NAME', 'GENERATION', 'SELECTED', 'INTERFACES', 'MARKED', 'VALID', 'MISSING', 'INVALID', 'DROPPED', 'PROBLEMS'],
+    ];
     const sum = (policy: string, counter: string): string =>
-      r.counters.filter((c) => c.policy === policy && c.counter === counter).reduce((n, c) => n + BigInt(c.value), 0n).toString();
+      r.counters
+        .filter((c) => c.policy === policy && c.counter === counter)
+        .reduce((n, c) => n + BigInt(c.value), 0n)
+        .toString();
     for (const p of a.policies) {
       const problems = [...p.errors, ...p.warnings].map((e) => `${e.reason}: ${e.message}`).join('; ');
       polRows.push([
-        p.name, String(p.generation), p.selected ? 'yes' : 'no', p.interfaces.join(',') || '-',
-        sum(p.name, 'marked'), sum(p.name, 'verify_valid'), sum(p.name, 'verify_missing'), sum(p.name, 'verify_invalid'), sum(p.name, 'verify_dropped'),
+        p.name,
+        String(p.generation),
+        p.selected ? 'yes' : 'no',
+        p.interfaces.join(',') || '-',
+        sum(p.name, 'marked'),
+        sum(p.name, 'verify_valid'),
+        sum(p.name, 'verify_missing'),
+        sum(p.name, 'verify_invalid'),
+        sum(p.name, 'verify_dropped'),
         problems || '-',
       ]);
     }
@@ -130,7 +178,11 @@ export function formatStatus(r: StatusReport): string {
   }
   out += '\nCOUNTERS\n';
   if (r.counters.length === 0) out += '(none yet)\n';
-  else out += table([['POLICY', 'INTERFACE', 'COUNTER', 'VALUE'], ...r.counters.map((c) => [c.policy, c.interface, c.counter, c.value])]);
+  else
+    out += table([
+      ['POLICY', 'INTERFACE', 'COUNTER', 'VALUE'],
+      ...r.counters.map((c) => [c.policy, c.interface, c.counter, c.value]),
+    ]);
   return out;
 }
 

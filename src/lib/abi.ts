@@ -7,8 +7,22 @@
 import type { Cidr } from './cidr.js';
 
 export const NT_OPT_LEN = 12;
+/** NT_OPT_KIND_DEFAULT and NT_OPT_EXID_DEFAULT: the token option's kind and ExID ("NT") unless a policy names others. */
+export const NT_OPT_KIND_DEFAULT = 253;
+export const NT_OPT_EXID_DEFAULT = 0x4e54;
 export const NT_MAX_PORTS = 16;
 export const NT_MAX_POLICIES = 1024;
+/** NT_LAYOUT_VERSION: the layout of the pinned maps as a whole (see src/agent/layout.ts). */
+export const LAYOUT_VERSION = 2;
+/** Counter slots in nt_counters; slot 0 is never given out. */
+export const NT_MAX_COUNTER_SLOTS = 1024;
+/** u64 cells per counter slot (struct nt_counters), one per counter. */
+export const NT_COUNTER_CELLS = 32;
+/**
+ * Policies that can apply to one node: one per slot of nt_policies but slot 0 ("no policy").
+ * The same number bounds TokenNodeState's status.policies (crds/) and is the README's limit.
+ */
+export const MAX_POLICIES_PER_NODE = NT_MAX_POLICIES - 1;
 
 export enum TokenModeCode {
   None = 0,
@@ -67,7 +81,10 @@ export const LPM4_KEY_SIZE = 12;
 export const LPM6_KEY_SIZE = 24;
 export const EGRESS_RULE_SIZE = 40;
 export const POLICY_SIZE = 64;
-export const STAT_KEY_SIZE = 12;
+export const COUNTERS_SIZE = 8 * NT_COUNTER_CELLS;
+export const COUNTER_OWNER_SIZE = 12;
+export const IFACE_SIZE = 8;
+export const CONFIG_SIZE = 8;
 export const CLOCK_SIZE = 24;
 export const PORT_KEY_SIZE = 8;
 export const INGRESS_RULE_SIZE = 16;
@@ -110,21 +127,41 @@ export function decodeLpmKey(key: Buffer): { ifindex: number; addr: Buffer; pref
   return { prefixLen, ifindex: id, addr };
 }
 
-/** struct nt_egress_rule: empty ports = every port. */
-export function encodeEgressRule(policyId: number, ports: readonly number[]): Buffer {
+/** Where struct nt_egress_rule and struct nt_ingress_rule keep their counter slot. */
+const EGRESS_RULE_SLOT_OFF = 6;
+const INGRESS_RULE_SLOT_OFF = 12;
+
+/** struct nt_egress_rule: empty ports = every port; `slot` counts for (its interface, the policy). */
+export function encodeEgressRule(policyId: number, ports: readonly number[], slot = 0): Buffer {
   if (ports.length > NT_MAX_PORTS) throw new RangeError(`at most ${NT_MAX_PORTS} ports per destination, got ${ports.length}`);
   const v = Buffer.alloc(EGRESS_RULE_SIZE);
   v.writeUInt32LE(policyId, 0);
   v.writeUInt16LE(ports.length, 4);
+  v.writeUInt16LE(slot, EGRESS_RULE_SLOT_OFF);
   ports.forEach((p, i) => v.writeUInt16LE(p, 8 + 2 * i));
   return v;
 }
 
-export function decodeEgressRule(v: Buffer): { policyId: number; ports: number[] } {
+export function decodeEgressRule(v: Buffer): { policyId: number; ports: number[]; slot: number } {
   const n = v.readUInt16LE(4);
   const ports: number[] = [];
   for (let i = 0; i < n && i < NT_MAX_PORTS; i++) ports.push(v.readUInt16LE(8 + 2 * i));
-  return { policyId: v.readUInt32LE(0), ports };
+  return { policyId: v.readUInt32LE(0), ports, slot: v.readUInt16LE(EGRESS_RULE_SLOT_OFF) };
+}
+
+/** An encoded rule of either kind (egress: EGRESS_RULE_SIZE bytes, ingress: INGRESS_RULE_SIZE) with its counter slot set. */
+export function withCounterSlot(rule: Buffer, slot: number): Buffer {
+  const off =
+    rule.length === EGRESS_RULE_SIZE ? EGRESS_RULE_SLOT_OFF : rule.length === INGRESS_RULE_SIZE ? INGRESS_RULE_SLOT_OFF : -1;
+  if (off < 0) throw new RangeError(`not an encoded rule: ${rule.length} bytes`);
+  const v = Buffer.from(rule);
+  v.writeUInt16LE(slot, off);
+  return v;
+}
+
+/** The policy an encoded rule of either kind names. */
+export function rulePolicyId(rule: Buffer): number {
+  return rule.readUInt32LE(0);
 }
 
 export interface PolicySlot {
@@ -199,17 +236,46 @@ export function decodePortKey(k: Buffer): { ifindex: number; port: number; enfor
   return { ifindex: k.readUInt32LE(0), port: k.readUInt16LE(4), enforcing: k.readUInt16LE(6) === 1 };
 }
 
-/** struct nt_ingress_rule: replayLimit 0 = no limit. */
-export function encodeIngressRule(policyId: number, action: IngressActionCode, replayLimit = 0): Buffer {
+/** enum nt_ingress_flags: which exempt tries the verifier asks for the policy */
+export enum IngressFlag {
+  Exempt4 = 1 << 0,
+  Exempt6 = 1 << 1,
+}
+
+export interface IngressRuleOptions {
+  /** valid SYNs accepted per (flow, seq) per second; 0 (default) = no limit */
+  replayLimit?: number;
+  /** counter slot of (the interface, the policy) */
+  slot?: number;
+  /** IngressFlag bits: the policy has IPv4 / IPv6 exempt sources */
+  flags?: number;
+}
+
+/** struct nt_ingress_rule */
+export function encodeIngressRule(policyId: number, action: IngressActionCode, o: IngressRuleOptions = {}): Buffer {
   const v = Buffer.alloc(INGRESS_RULE_SIZE);
   v.writeUInt32LE(policyId, 0);
   v.writeUInt32LE(action, 4);
-  v.writeUInt32LE(replayLimit, 8);
+  v.writeUInt32LE(o.replayLimit ?? 0, 8);
+  v.writeUInt16LE(o.slot ?? 0, INGRESS_RULE_SLOT_OFF);
+  v.writeUInt16LE(o.flags ?? 0, 14);
   return v;
 }
 
-export function decodeIngressRule(v: Buffer): { policyId: number; action: IngressActionCode; replayLimit: number } {
-  return { policyId: v.readUInt32LE(0), action: v.readUInt32LE(4) as IngressActionCode, replayLimit: v.readUInt32LE(8) };
+export function decodeIngressRule(v: Buffer): {
+  policyId: number;
+  action: IngressActionCode;
+  replayLimit: number;
+  slot: number;
+  flags: number;
+} {
+  return {
+    policyId: v.readUInt32LE(0),
+    action: v.readUInt32LE(4) as IngressActionCode,
+    replayLimit: v.readUInt32LE(8),
+    slot: v.readUInt16LE(INGRESS_RULE_SLOT_OFF),
+    flags: v.readUInt16LE(14),
+  };
 }
 
 /** struct nt_src4_key / nt_src6_key: the policy, then the source prefix. */
@@ -229,17 +295,69 @@ export function encodeExemptValue(): Buffer {
   return v;
 }
 
-/** struct nt_stat_key */
-export function encodeStatKey(ifindex: number, policyId: number, counter: number): Buffer {
-  const k = Buffer.alloc(STAT_KEY_SIZE);
-  k.writeUInt32LE(ifindex, 0);
-  k.writeUInt32LE(policyId, 4);
-  k.writeUInt32LE(counter, 8);
-  return k;
+/** enum nt_owner_flags */
+export const OWNER_CARRIED = 1;
+
+export interface CounterOwner {
+  ifindex: number;
+  policyId: number;
+  /** counts carried over from an older layout's maps: never counted into by the programs */
+  carried: boolean;
 }
 
-export function decodeStatKey(k: Buffer): { ifindex: number; policyId: number; counter: number } {
-  return { ifindex: k.readUInt32LE(0), policyId: k.readUInt32LE(4), counter: k.readUInt32LE(8) };
+/** struct nt_counter_owner: what a counter slot counts for; ifindex 0 = a free slot. */
+export function encodeCounterOwner(ifindex: number, policyId: number, carried = false): Buffer {
+  const v = Buffer.alloc(COUNTER_OWNER_SIZE);
+  v.writeUInt32LE(ifindex, 0);
+  v.writeUInt32LE(policyId, 4);
+  v.writeUInt32LE(carried ? OWNER_CARRIED : 0, 8);
+  return v;
+}
+
+export function decodeCounterOwner(v: Buffer): CounterOwner {
+  return { ifindex: v.readUInt32LE(0), policyId: v.readUInt32LE(4), carried: (v.readUInt32LE(8) & OWNER_CARRIED) !== 0 };
+}
+
+/** struct nt_iface: the counter slot of an interface's own counters. */
+export function encodeIface(slot: number): Buffer {
+  const v = Buffer.alloc(IFACE_SIZE);
+  v.writeUInt16LE(slot, 0);
+  return v;
+}
+
+export function decodeIface(v: Buffer): { slot: number } {
+  return { slot: v.readUInt16LE(0) };
+}
+
+export interface Config {
+  /** destination cache entries of another generation are stale; 0 = no cache */
+  egressGeneration: number;
+  /** the older layout whose counters were carried into these maps; 0 = none */
+  carriedLayout: number;
+}
+
+/** struct nt_config */
+export function encodeConfig(c: Config): Buffer {
+  const v = Buffer.alloc(CONFIG_SIZE);
+  v.writeUInt32LE(c.egressGeneration >>> 0, 0);
+  v.writeUInt32LE(c.carriedLayout, 4);
+  return v;
+}
+
+export function decodeConfig(v: Buffer): Config {
+  return { egressGeneration: v.readUInt32LE(0), carriedLayout: v.readUInt32LE(4) };
+}
+
+/**
+ * A per-CPU struct nt_counters value (numPossibleCpus() slots of NT_COUNTER_CELLS u64),
+ * summed over CPUs: one total per counter index.
+ */
+export function sumCounterCells(value: Buffer): bigint[] {
+  const totals = new Array<bigint>(NT_COUNTER_CELLS).fill(0n);
+  for (let cpu = 0; cpu + COUNTERS_SIZE <= value.length; cpu += COUNTERS_SIZE) {
+    for (let c = 0; c < NT_COUNTER_CELLS; c++) totals[c] = (totals[c] as bigint) + value.readBigUInt64LE(cpu + 8 * c);
+  }
+  return totals;
 }
 
 /** Sum a per-CPU u64 value (ncpus slots of 8 bytes). */

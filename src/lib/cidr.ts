@@ -21,7 +21,11 @@ export function parseIp(text: string): Buffer | null {
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
   if (v4 && v4[1]) {
     const b = v4[1].split('.').map(Number);
-    s = s.slice(0, -v4[1].length) + (((b[0] ?? 0) << 8) | (b[1] ?? 0)).toString(16) + ':' + (((b[2] ?? 0) << 8) | (b[3] ?? 0)).toString(16);
+    s =
+      s.slice(0, -v4[1].length) +
+      (((b[0] ?? 0) << 8) | (b[1] ?? 0)).toString(16) +
+      ':' +
+      (((b[2] ?? 0) << 8) | (b[3] ?? 0)).toString(16);
   }
   const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
   const h = head ? head.split(':') : [];
@@ -40,11 +44,17 @@ export function formatIp(addr: Buffer): string {
   // Compress the longest run of zero groups (RFC 5952).
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i > 1) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (best < 0) return groups.join(':');
@@ -54,7 +64,8 @@ export function formatIp(addr: Buffer): string {
 /** Parse "a.b.c.d/n" or "x::/n" (a bare address means a host prefix); throws an Error saying what is wrong. */
 export function parseCidr(text: string): Cidr {
   const [ip, len, extra] = text.split('/');
-  if (ip === undefined || extra !== undefined) throw new Error(`"${text}" is not a CIDR (want e.g. 203.0.113.0/24 or 2001:db8::/32)`);
+  if (ip === undefined || extra !== undefined)
+    throw new Error(`"${text}" is not a CIDR (want e.g. 203.0.113.0/24 or 2001:db8::/32)`);
   const addr = parseIp(ip);
   if (!addr) throw new Error(`"${text}" is not a CIDR: "${ip}" is not an IPv4 or IPv6 address`);
   const family = addr.length === 4 ? 4 : 6;

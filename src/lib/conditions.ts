@@ -14,7 +14,11 @@ export interface Condition {
 }
 
 /** Returns a new list with `next` set; keeps lastTransitionTime when the status did not change. */
-export function setCondition(list: readonly Condition[], next: Omit<Condition, 'lastTransitionTime'>, now = new Date()): Condition[] {
+export function setCondition(
+  list: readonly Condition[],
+  next: Omit<Condition, 'lastTransitionTime'>,
+  now = new Date(),
+): Condition[] {
   const prev = list.find((c) => c.type === next.type);
   const cond: Condition = {
     ...next,

@@ -23,7 +23,8 @@ export function parseAddress(address: string): { host: string; port: number } {
   const i = address.lastIndexOf(':');
   const host = i > 0 ? address.slice(0, i).replace(/^\[|\]$/g, '') : '0.0.0.0';
   const port = Number(i >= 0 ? address.slice(i + 1) : address);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`"${address}" is not a listen address (want host:port or :port)`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`"${address}" is not a listen address (want host:port or :port)`);
   return { host, port };
 }
 

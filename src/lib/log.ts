@@ -19,10 +19,7 @@ export function createLogger(opts: { level?: string; format?: LogFormat } = {}):
   });
   return winston.createLogger({
     level: opts.level ?? 'info',
-    format: winston.format.combine(
-      winston.format.timestamp(),
-      format === 'json' ? winston.format.json() : text,
-    ),
+    format: winston.format.combine(winston.format.timestamp(), format === 'json' ? winston.format.json() : text),
     // stderr keeps stdout free for command output (status tables, JSON).
     transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'verbose', 'silly'] })],
   });

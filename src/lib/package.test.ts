@@ -43,7 +43,10 @@ test('outside any netoken package it fails, saying what it looked for', async ()
     writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'something-else', type: 'module' }));
     const moved = path.join(dir, 'package.js');
     copyFileSync(THIS_MODULE, moved);
-    await assert.rejects(import(pathToFileURL(moved).href), (err: Error) => err.message === `cannot find netoken's package.json above ${dir}`);
+    await assert.rejects(
+      import(pathToFileURL(moved).href),
+      (err: Error) => err.message === `cannot find netoken's package.json above ${dir}`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -35,7 +35,10 @@ export const PACKAGE_ROOT: string = findPackageRoot(path.dirname(fileURLToPath(i
 /** netoken's version, from its package.json (the agent reports it in its TokenNodeState). */
 export const VERSION: string = String(readPackageJson(path.join(PACKAGE_ROOT, 'package.json'))?.version ?? 'unknown');
 
-/** The compiled BPF object of bpf/<name>.bpf.c: the marker (egress) or the verifier (ingress). */
-export function bpfObjectPath(name: 'marker' | 'verifier'): string {
+/**
+ * The compiled BPF object of bpf/<name>.bpf.c: the marker (egress) or the verifier (ingress),
+ * or the marker built for kernels before 6.2 (marker_compat, see bpf/lib/kskb.h).
+ */
+export function bpfObjectPath(name: 'marker' | 'marker_compat' | 'verifier'): string {
   return path.join(PACKAGE_ROOT, 'build/bpf', `${name}.bpf.o`);
 }

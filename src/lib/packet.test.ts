@@ -67,9 +67,24 @@ test('checksums agree with an RFC 1071 example and with tcpdump', () => {
   assert.equal(ipv4HeaderChecksum(hdr), ~0xddf2 & 0xffff);
 
   const frames = [
-    buildFrame({ src: '10.1.2.3', dst: '10.4.5.6', ipOptions: Buffer.from([1, 1, 1, 0]), tcp: { sport: 1234, dport: 80, seq: 7, options: LINUX_SYN_OPTIONS } }),
-    buildFrame({ src: '2001:db8::1', dst: '2001:db8::2', vlan: 42, tcp: { sport: 5555, dport: 443, seq: 99, options: LINUX_SYN_OPTIONS } }),
-    buildFrame({ src: '10.1.2.3', dst: '10.4.5.6', tcp: { sport: 1, dport: 2, flags: TCP_ACK | TCP_SYN }, payload: Buffer.from('odd') }),
+    buildFrame({
+      src: '10.1.2.3',
+      dst: '10.4.5.6',
+      ipOptions: Buffer.from([1, 1, 1, 0]),
+      tcp: { sport: 1234, dport: 80, seq: 7, options: LINUX_SYN_OPTIONS },
+    }),
+    buildFrame({
+      src: '2001:db8::1',
+      dst: '2001:db8::2',
+      vlan: 42,
+      tcp: { sport: 5555, dport: 443, seq: 99, options: LINUX_SYN_OPTIONS },
+    }),
+    buildFrame({
+      src: '10.1.2.3',
+      dst: '10.4.5.6',
+      tcp: { sport: 1, dport: 2, flags: TCP_ACK | TCP_SYN },
+      payload: Buffer.from('odd'),
+    }),
   ];
   const dir = mkdtempSync(path.join(tmpdir(), 'netoken-packet-'));
   try {
@@ -107,13 +122,22 @@ test("checksum 'partial' leaves exactly the pseudo-header seed, as a CHECKSUM_PA
 });
 
 test('explicit checksum values and lengths are written as given', () => {
-  const frame = buildFrame({ src: '192.0.2.1', dst: '192.0.2.2', ipChecksum: 0xbeef, ipLength: 99, tcp: { sport: 1, dport: 2, checksum: 0x1234 } });
+  const frame = buildFrame({
+    src: '192.0.2.1',
+    dst: '192.0.2.2',
+    ipChecksum: 0xbeef,
+    ipLength: 99,
+    tcp: { sport: 1, dport: 2, checksum: 0x1234 },
+  });
   const p = parseFrame(frame);
   assert.equal(frame.readUInt16BE(24), 0xbeef);
   assert.equal(p.ipTotalLength, 99);
   assert.equal(p.tcp?.checksum, 0x1234);
   assert.equal(p.ipv4ChecksumOk, false);
-  assert.ok(p.errors.some((e) => /IP length/.test(e)), `want a length error, got ${JSON.stringify(p.errors)}`);
+  assert.ok(
+    p.errors.some((e) => /IP length/.test(e)),
+    `want a length error, got ${JSON.stringify(p.errors)}`,
+  );
 });
 
 test('VLAN and QinQ tags are built and parsed, outer first', () => {
@@ -121,7 +145,12 @@ test('VLAN and QinQ tags are built and parsed, outer first', () => {
   assert.deepEqual(one.vlanIds, [100]);
   assert.equal(one.l3Offset, 18);
   assert.equal(one.tcpChecksumOk, true);
-  const qinq = buildFrame({ vlan: [{ id: 7, tpid: 0x88a8 }, { id: 300 }], src: '2001:db8::1', dst: '2001:db8::2', tcp: { sport: 1, dport: 2 } });
+  const qinq = buildFrame({
+    vlan: [{ id: 7, tpid: 0x88a8 }, { id: 300 }],
+    src: '2001:db8::1',
+    dst: '2001:db8::2',
+    tcp: { sport: 1, dport: 2 },
+  });
   assert.equal(qinq.readUInt16BE(12), 0x88a8);
   assert.equal(qinq.readUInt16BE(16), 0x8100);
   assert.equal(qinq.readUInt16BE(20), 0x86dd);
@@ -154,7 +183,9 @@ test('IPv4 fragments: a later fragment has no TCP header', () => {
   assert.equal(first.moreFragments, true);
   assert.equal(first.fragOffset, 0);
   assert.ok(first.tcp);
-  const later = parseFrame(buildFrame({ src: '192.0.2.1', dst: '192.0.2.2', fragOffset: 3, protocol: IPPROTO_TCP, payload: Buffer.alloc(8) }));
+  const later = parseFrame(
+    buildFrame({ src: '192.0.2.1', dst: '192.0.2.2', fragOffset: 3, protocol: IPPROTO_TCP, payload: Buffer.alloc(8) }),
+  );
   assert.equal(later.fragOffset, 3);
   assert.equal(later.tcp, null);
 });
@@ -188,12 +219,19 @@ test('option decoding reports each kind of malformed option', () => {
   );
   // A frame whose doff claims more than the segment holds.
   const p = parseFrame(buildFrame({ src: '192.0.2.1', dst: '192.0.2.2', tcp: { sport: 1, dport: 2, doff: 8 } }));
-  assert.ok(p.errors.some((e) => /data offset 8/.test(e)), JSON.stringify(p.errors));
+  assert.ok(
+    p.errors.some((e) => /data offset 8/.test(e)),
+    JSON.stringify(p.errors),
+  );
 });
 
 test('findTokenOption finds our kind and ExID only', () => {
   const value = Buffer.from('0102030405060708', 'hex');
-  const opts = Buffer.concat([Buffer.from('020405b4', 'hex'), tokenOption(253, 0x1111, Buffer.alloc(8, 9)), tokenOption(253, 0x4e54, value)]);
+  const opts = Buffer.concat([
+    Buffer.from('020405b4', 'hex'),
+    tokenOption(253, 0x1111, Buffer.alloc(8, 9)),
+    tokenOption(253, 0x4e54, value),
+  ]);
   const p = parseFrame(buildFrame({ src: '192.0.2.1', dst: '192.0.2.2', tcp: { sport: 1, dport: 2, options: opts } }));
   assert.deepEqual(findTokenOption(p, 253, 0x4e54), value);
   assert.equal(findTokenOption(p, 254, 0x4e54), null);

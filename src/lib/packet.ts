@@ -346,7 +346,10 @@ export function parseTcpOptions(area: Buffer): { options: TcpOption[]; error: st
     const len = area[off + 1] ?? 0;
     if (len < 2) return { options, error: `option kind ${kind} at byte ${off} has length ${len} (< 2)` };
     if (off + len > area.length) {
-      return { options, error: `option kind ${kind} at byte ${off} has length ${len}, past the end of the ${area.length}-byte option area` };
+      return {
+        options,
+        error: `option kind ${kind} at byte ${off} has length ${len}, past the end of the ${area.length}-byte option area`,
+      };
     }
     options.push({ kind, length: len, data: Buffer.from(area.subarray(off + 2, off + len)) });
     off += len;
@@ -469,7 +472,8 @@ export function parseFrame(buf: Buffer): ParsedFrame {
     return out;
   }
   out.l4Offset = l4;
-  if (l3End > buf.length) errors.push(`IP length says ${l3End - out.l3Offset} bytes, the frame holds ${buf.length - out.l3Offset}`);
+  if (l3End > buf.length)
+    errors.push(`IP length says ${l3End - out.l3Offset} bytes, the frame holds ${buf.length - out.l3Offset}`);
   if (out.protocol !== IPPROTO_TCP) return out;
 
   const end = Math.min(l3End, buf.length);

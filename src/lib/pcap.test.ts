@@ -117,9 +117,16 @@ test('cooked SLL and SLL2 frames become Ethernet frames with the same network la
   sll2.writeUInt8(4, 10);
   sll2.writeUInt8(6, 11);
   mac.copy(sll2, 12);
-  for (const [linkType, hdr] of [[LINKTYPE_LINUX_SLL, sll], [LINKTYPE_LINUX_SLL2, sll2]] as const) {
+  for (const [linkType, hdr] of [
+    [LINKTYPE_LINUX_SLL, sll],
+    [LINKTYPE_LINUX_SLL2, sll2],
+  ] as const) {
     const frame = Buffer.concat([hdr, ipv4Payload]);
-    assert.deepEqual(networkLayer(linkType, frame), { etherType: 0x0800, offset: hdr.length, vlanIds: [] }, `link type ${linkType}`);
+    assert.deepEqual(
+      networkLayer(linkType, frame),
+      { etherType: 0x0800, offset: hdr.length, vlanIds: [] },
+      `link type ${linkType}`,
+    );
     const eth = toEthernet(linkType, frame);
     assert.deepEqual(eth.subarray(6, 12), mac, `link type ${linkType}: source MAC`);
     assert.equal(eth.readUInt16BE(12), 0x0800, `link type ${linkType}: EtherType`);
@@ -142,10 +149,16 @@ test('raw IP captures (tun, WireGuard) read as Ethernet frames of the right Ethe
 
 test('pcapHeader and pcapRecord write what parsePcap reads back, nanoseconds included', () => {
   const frames = [ethernetFrame([]), ethernetFrame([7])];
-  const file = Buffer.concat([pcapHeader(LINKTYPE_ETHERNET, 1000), ...frames.map((data, i) => pcapRecord({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 }))]);
+  const file = Buffer.concat([
+    pcapHeader(LINKTYPE_ETHERNET, 1000),
+    ...frames.map((data, i) => pcapRecord({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 })),
+  ]);
   const back = parsePcap(file);
   assert.equal(back.linkType, LINKTYPE_ETHERNET);
   assert.equal(back.snaplen, 1000);
   assert.equal(back.nanosecond, true);
-  assert.deepEqual(back.packets, frames.map((data, i) => ({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 })));
+  assert.deepEqual(
+    back.packets,
+    frames.map((data, i) => ({ tsSec: 1_700_000_000 + i, tsNsec: 999_999_999 - i, data, origLen: data.length + 4 })),
+  );
 });

@@ -3,6 +3,7 @@
  * order, microsecond or nanosecond timestamps, link types Ethernet, Linux cooked (SLL and
  * SLL2) and raw IP. No dependency on a test runner, so the demo and `netoken inspect` use it too.
  */
+import { ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6 } from './packet.js';
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_LINUX_SLL = 113;
@@ -12,11 +13,6 @@ export const LINKTYPE_RAW = 101;
 
 /** sll_pkttype of a frame this host sent (PACKET_OUTGOING); the others are frames it received. */
 export const PACKET_OUTGOING = 4;
-
-export const ETH_P_IP = 0x0800;
-export const ETH_P_IPV6 = 0x86dd;
-export const ETH_P_8021Q = 0x8100;
-export const ETH_P_8021AD = 0x88a8;
 
 const MAGIC_MICRO = 0xa1b2c3d4;
 const MAGIC_NANO = 0xa1b23c4d;
@@ -127,7 +123,8 @@ export function networkLayer(linkType: number, frame: Buffer): NetworkLayer | un
     default:
       return undefined;
   }
-  let headerEnd = linkType === LINKTYPE_ETHERNET ? ETH_HEADER_LEN : linkType === LINKTYPE_LINUX_SLL ? SLL_HEADER_LEN : SLL2_HEADER_LEN;
+  let headerEnd =
+    linkType === LINKTYPE_ETHERNET ? ETH_HEADER_LEN : linkType === LINKTYPE_LINUX_SLL ? SLL_HEADER_LEN : SLL2_HEADER_LEN;
   if (frame.length < headerEnd) {
     return undefined;
   }

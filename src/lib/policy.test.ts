@@ -38,26 +38,51 @@ test('every bad field is named with its path', () => {
   bad.spec.egress = { destinations: [{ cidr: '10.0.0.0/33' }, { cidr: '10.0.0.0/8', ports: [0] }], extra: 1 };
   bad.spec.colour = 'blue';
   const got = fields(() => validatePolicy(bad, 'p.yaml document 1'));
-  assert.ok(got.some((f) => f.startsWith('spec.option.kind: must be between 253 and 254')), got.join('\n'));
-  assert.ok(got.some((f) => f.startsWith('spec.egress.destinations[0].cidr: "10.0.0.0/33"')), got.join('\n'));
-  assert.ok(got.some((f) => f.startsWith('spec.egress.destinations[1].ports[0]: must be between 1 and 65535')), got.join('\n'));
-  assert.ok(got.some((f) => f.startsWith('spec.egress.extra: unknown field')), got.join('\n'));
-  assert.ok(got.some((f) => f.startsWith('spec.colour: unknown field')), got.join('\n'));
+  assert.ok(
+    got.some((f) => f.startsWith('spec.option.kind: must be between 253 and 254')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((f) => f.startsWith('spec.egress.destinations[0].cidr: "10.0.0.0/33"')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((f) => f.startsWith('spec.egress.destinations[1].ports[0]: must be between 1 and 65535')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((f) => f.startsWith('spec.egress.extra: unknown field')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((f) => f.startsWith('spec.colour: unknown field')),
+    got.join('\n'),
+  );
 });
 
 test('the cross-field rules of the CRD hold here too', () => {
   const keyed = base();
   (keyed.spec.token as Record<string, unknown>).mode = 'Keyed';
-  assert.ok(fields(() => validatePolicy(keyed)).some((f) => f.startsWith('spec.token.epochSeconds: is required when mode is Keyed')));
+  assert.ok(
+    fields(() => validatePolicy(keyed)).some((f) => f.startsWith('spec.token.epochSeconds: is required when mode is Keyed')),
+  );
   const neither = base() as { spec: Record<string, unknown> };
   delete neither.spec.egress;
   assert.ok(fields(() => validatePolicy(neither)).some((f) => f.includes('needs egress')));
   const staticEpoch = base();
   (staticEpoch.spec.token as Record<string, unknown>).epochSeconds = 60;
-  assert.ok(fields(() => validatePolicy(staticEpoch)).some((f) => f.startsWith('spec.token.epochSeconds: is only valid when mode is Keyed')));
+  assert.ok(
+    fields(() => validatePolicy(staticEpoch)).some((f) =>
+      f.startsWith('spec.token.epochSeconds: is only valid when mode is Keyed'),
+    ),
+  );
   const rot = base();
   (rot.spec.token as Record<string, unknown>).rotation = { period: '10s' };
-  assert.ok(fields(() => validatePolicy(rot)).some((f) => f.includes('spec.token.rotation.period: "10s" is shorter than a rotation takes: at least 2m')));
+  assert.ok(
+    fields(() => validatePolicy(rot)).some((f) =>
+      f.includes('spec.token.rotation.period: "10s" is shorter than a rotation takes: at least 2m'),
+    ),
+  );
 });
 
 test('decodeKeys checks lengths and never shows the key', () => {
@@ -91,15 +116,32 @@ test('rotation: the period covers a whole rotation (epoch + skew + 2m), stallTim
     return p;
   };
   const keyed = { mode: 'Keyed', epochSeconds: 300 };
-  assert.deepEqual(validatePolicy(withRotation({ ...keyed, rotation: { period: '7m5s' } })).spec.token.rotation, { period: '7m5s' });
-  assert.ok(fields(() => validatePolicy(withRotation({ ...keyed, rotation: { period: '7m4s' } })))
-    .some((f) => f.startsWith('spec.token.rotation.period: "7m4s" is shorter than a rotation takes: at least 7m5s')));
+  assert.deepEqual(validatePolicy(withRotation({ ...keyed, rotation: { period: '7m5s' } })).spec.token.rotation, {
+    period: '7m5s',
+  });
+  assert.ok(
+    fields(() => validatePolicy(withRotation({ ...keyed, rotation: { period: '7m4s' } }))).some((f) =>
+      f.startsWith('spec.token.rotation.period: "7m4s" is shorter than a rotation takes: at least 7m5s'),
+    ),
+  );
   // An explicit skew counts as given.
-  assert.ok(fields(() => validatePolicy(withRotation({ ...keyed, clockSkewSeconds: 60, rotation: { period: '7m5s' } }))).some((f) => f.includes('at least 8m')));
+  assert.ok(
+    fields(() => validatePolicy(withRotation({ ...keyed, clockSkewSeconds: 60, rotation: { period: '7m5s' } }))).some((f) =>
+      f.includes('at least 8m'),
+    ),
+  );
   const full = validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '2m', onStall: 'Wait' } }));
   assert.deepEqual(full.spec.token.rotation, { period: '24h', stallTimeout: '2m', onStall: 'Wait' });
-  assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '5s' } }))).some((f) => f.startsWith('spec.token.rotation.stallTimeout: "5s" must be a duration of at least 10s')));
-  assert.ok(fields(() => validatePolicy(withRotation({ rotation: { period: '24h', onStall: 'Never' } }))).some((f) => f.startsWith('spec.token.rotation.onStall')));
+  assert.ok(
+    fields(() => validatePolicy(withRotation({ rotation: { period: '24h', stallTimeout: '5s' } }))).some((f) =>
+      f.startsWith('spec.token.rotation.stallTimeout: "5s" must be a duration of at least 10s'),
+    ),
+  );
+  assert.ok(
+    fields(() => validatePolicy(withRotation({ rotation: { period: '24h', onStall: 'Never' } }))).some((f) =>
+      f.startsWith('spec.token.rotation.onStall'),
+    ),
+  );
 });
 
 test('a destination holds as many ports as a map entry has room for (NT_MAX_PORTS), no more', () => {
@@ -109,5 +151,8 @@ test('a destination holds as many ports as a map entry has room for (NT_MAX_PORT
   assert.equal(validatePolicy(full).spec.egress?.destinations[0]?.ports.length, NT_MAX_PORTS);
   const over = base();
   over.spec.egress.destinations[0]!.ports = ports(NT_MAX_PORTS + 1);
-  assert.deepEqual(fields(() => validatePolicy(over)), [`spec.egress.destinations[0].ports: at most ${NT_MAX_PORTS} items, got ${NT_MAX_PORTS + 1}`]);
+  assert.deepEqual(
+    fields(() => validatePolicy(over)),
+    [`spec.egress.destinations[0].ports: at most ${NT_MAX_PORTS} items, got ${NT_MAX_PORTS + 1}`],
+  );
 });

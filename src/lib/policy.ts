@@ -4,11 +4,22 @@
  * schema and CEL enforce at `kubectl apply`, so standalone mode rejects what a
  * cluster would, plus the key checks only the agent can make.
  */
-import { NT_MAX_PORTS } from './abi.js';
+import { NT_MAX_PORTS, NT_OPT_EXID_DEFAULT, NT_OPT_KIND_DEFAULT } from './abi.js';
 import { parseCidr } from './cidr.js';
 import {
-  API, BIND_FIELDS, DEFAULT_CLOCK_SKEW_SECONDS, KEY_GENERATION_ANNOTATION, type BindField, type Destination, type KeyRotationSpec,
-  type LabelSelector, type TokenKeys, type TokenMode, type TokenPolicy, type TokenPolicySpec, keyLength,
+  API,
+  BIND_FIELDS,
+  DEFAULT_CLOCK_SKEW_SECONDS,
+  KEY_GENERATION_ANNOTATION,
+  type BindField,
+  type Destination,
+  type KeyRotationSpec,
+  type LabelSelector,
+  type TokenKeys,
+  type TokenMode,
+  type TokenPolicy,
+  type TokenPolicySpec,
+  keyLength,
 } from './types.js';
 
 export const MAX_EPOCH_SECONDS = 86400;
@@ -137,7 +148,8 @@ export function parseDuration(text: string): number | null {
 function checkName(c: Checker, v: unknown, path: string): string | undefined {
   const s = c.str(v, path);
   if (s === undefined) return c.fail(path, 'is required');
-  if (s.length > 253 || !DNS_SUBDOMAIN.test(s)) return c.fail(path, `"${s}" is not a valid name (lowercase letters, digits, '-' and '.')`);
+  if (s.length > 253 || !DNS_SUBDOMAIN.test(s))
+    return c.fail(path, `"${s}" is not a valid name (lowercase letters, digits, '-' and '.')`);
   return s;
 }
 
@@ -160,8 +172,10 @@ function checkSelector(c: Checker, v: unknown, path: string): LabelSelector {
     const operator = c.oneOf(e.operator, join(p, 'operator'), ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const);
     const values = c.list(e.values, join(p, 'values'), (y, q) => c.str(y, q));
     if (key === undefined || operator === undefined) return undefined;
-    if ((operator === 'In' || operator === 'NotIn') && values.length === 0) return c.fail(join(p, 'values'), `must not be empty for operator ${operator}`);
-    if ((operator === 'Exists' || operator === 'DoesNotExist') && values.length > 0) return c.fail(join(p, 'values'), `must be empty for operator ${operator}`);
+    if ((operator === 'In' || operator === 'NotIn') && values.length === 0)
+      return c.fail(join(p, 'values'), `must not be empty for operator ${operator}`);
+    if ((operator === 'Exists' || operator === 'DoesNotExist') && values.length > 0)
+      return c.fail(join(p, 'values'), `must be empty for operator ${operator}`);
     return { key, operator, values };
   });
   if (exprs.length) sel.matchExpressions = exprs;
@@ -205,16 +219,27 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
   const nodeSelector = checkSelector(c, spec.nodeSelector, 'spec.nodeSelector');
 
   const ifs = c.obj(spec.interfaces, 'spec.interfaces', ['names', 'patterns']) ?? {};
-  const names = c.list(ifs.names, 'spec.interfaces.names', (x, p) => {
-    const s = c.str(x, p);
-    if (s !== undefined && !IFNAME.test(s)) return c.fail(p, `"${s}" is not an interface name (1-15 characters, no spaces, '/' or ':')`);
-    return s;
-  }, 64);
-  const patterns = c.list(ifs.patterns, 'spec.interfaces.patterns', (x, p) => {
-    const s = c.str(x, p);
-    if (s !== undefined && (s.length === 0 || s.length > 64)) return c.fail(p, 'must be 1-64 characters');
-    return s;
-  }, 64);
+  const names = c.list(
+    ifs.names,
+    'spec.interfaces.names',
+    (x, p) => {
+      const s = c.str(x, p);
+      if (s !== undefined && !IFNAME.test(s))
+        return c.fail(p, `"${s}" is not an interface name (1-15 characters, no spaces, '/' or ':')`);
+      return s;
+    },
+    64,
+  );
+  const patterns = c.list(
+    ifs.patterns,
+    'spec.interfaces.patterns',
+    (x, p) => {
+      const s = c.str(x, p);
+      if (s !== undefined && (s.length === 0 || s.length > 64)) return c.fail(p, 'must be 1-64 characters');
+      return s;
+    },
+    64,
+  );
 
   const tok = c.obj(spec.token, 'spec.token', ['mode', 'secretRef', 'epochSeconds', 'clockSkewSeconds', 'bind', 'rotation']);
   let token: TokenPolicySpec['token'] | undefined;
@@ -227,11 +252,16 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
     if (mode === 'Keyed' && epochSeconds === undefined && tok.epochSeconds === undefined) {
       c.fail('spec.token.epochSeconds', 'is required when mode is Keyed (the token changes every epochSeconds)');
     }
-    if (mode === 'Static' && tok.epochSeconds !== undefined) c.fail('spec.token.epochSeconds', 'is only valid when mode is Keyed');
+    if (mode === 'Static' && tok.epochSeconds !== undefined)
+      c.fail('spec.token.epochSeconds', 'is only valid when mode is Keyed');
     const clockSkewSeconds = c.int(tok.clockSkewSeconds, 'spec.token.clockSkewSeconds', 0, MAX_CLOCK_SKEW_SECONDS);
-    if (mode === 'Static' && tok.clockSkewSeconds !== undefined) c.fail('spec.token.clockSkewSeconds', 'is only valid when mode is Keyed');
+    if (mode === 'Static' && tok.clockSkewSeconds !== undefined)
+      c.fail('spec.token.clockSkewSeconds', 'is only valid when mode is Keyed');
     else if (clockSkewSeconds !== undefined && epochSeconds !== undefined && clockSkewSeconds > epochSeconds) {
-      c.fail('spec.token.clockSkewSeconds', `${clockSkewSeconds} must not exceed epochSeconds (${epochSeconds}): a verifier looks one epoch either side of its own`);
+      c.fail(
+        'spec.token.clockSkewSeconds',
+        `${clockSkewSeconds} must not exceed epochSeconds (${epochSeconds}): a verifier looks one epoch either side of its own`,
+      );
     }
     let bind = c.list(tok.bind, 'spec.token.bind', (x, p) => c.oneOf(x, p, BIND_FIELDS), BIND_FIELDS.length);
     if (tok.bind !== undefined && mode === 'Static') c.fail('spec.token.bind', 'is only valid when mode is Keyed');
@@ -243,14 +273,23 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
       const period = c.str(rot.period, 'spec.token.rotation.period');
       const secs = period === undefined ? null : parseDuration(period);
       // A rotation publishes the new key, switches markers to it, then keeps the old one for an epoch, the skew and a margin.
-      const needed = minRotationSeconds(epochSeconds ?? 0, mode === 'Keyed' ? (clockSkewSeconds ?? Math.min(DEFAULT_CLOCK_SKEW_SECONDS, epochSeconds ?? 0)) : 0);
+      const needed = minRotationSeconds(
+        epochSeconds ?? 0,
+        mode === 'Keyed' ? (clockSkewSeconds ?? Math.min(DEFAULT_CLOCK_SKEW_SECONDS, epochSeconds ?? 0)) : 0,
+      );
       if (period === undefined) c.fail('spec.token.rotation.period', 'is required');
       else if (secs === null) c.fail('spec.token.rotation.period', `"${period}" must be a duration, like 24h or 90m`);
-      else if (secs < needed) c.fail('spec.token.rotation.period', `"${period}" is shorter than a rotation takes: at least ${formatSeconds(needed)} (epochSeconds + clockSkewSeconds + ${ROTATION_OVERHEAD_SECONDS} s to publish the new key to every node and retire the old one)`);
+      else if (secs < needed)
+        c.fail(
+          'spec.token.rotation.period',
+          `"${period}" is shorter than a rotation takes: at least ${formatSeconds(needed)} (epochSeconds + clockSkewSeconds + ${ROTATION_OVERHEAD_SECONDS} s to publish the new key to every node and retire the old one)`,
+        );
       const stallTimeout = c.str(rot.stallTimeout, 'spec.token.rotation.stallTimeout');
       const stallSecs = stallTimeout === undefined ? null : parseDuration(stallTimeout);
-      if (stallTimeout !== undefined && (stallSecs === null || stallSecs < 10)) c.fail('spec.token.rotation.stallTimeout', `"${stallTimeout}" must be a duration of at least 10s, like 10m`);
-      const onStall = rot.onStall === undefined ? undefined : c.oneOf(rot.onStall, 'spec.token.rotation.onStall', ['Proceed', 'Wait'] as const);
+      if (stallTimeout !== undefined && (stallSecs === null || stallSecs < 10))
+        c.fail('spec.token.rotation.stallTimeout', `"${stallTimeout}" must be a duration of at least 10s, like 10m`);
+      const onStall =
+        rot.onStall === undefined ? undefined : c.oneOf(rot.onStall, 'spec.token.rotation.onStall', ['Proceed', 'Wait'] as const);
       if (period !== undefined && secs !== null && secs >= needed) {
         rotation = { period };
         if (stallTimeout !== undefined && stallSecs !== null && stallSecs >= 10) rotation.stallTimeout = stallTimeout;
@@ -266,19 +305,24 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
   }
 
   const opt = c.obj(spec.option, 'spec.option', ['kind', 'experimentId']) ?? {};
-  const kind = c.int(opt.kind ?? 253, 'spec.option.kind', 253, 254);
-  const experimentId = c.int(opt.experimentId ?? 0x4e54, 'spec.option.experimentId', 0, 0xffff);
+  const kind = c.int(opt.kind ?? NT_OPT_KIND_DEFAULT, 'spec.option.kind', 253, 254);
+  const experimentId = c.int(opt.experimentId ?? NT_OPT_EXID_DEFAULT, 'spec.option.experimentId', 0, 0xffff);
 
   let egress: TokenPolicySpec['egress'];
   if (spec.egress !== undefined && spec.egress !== null) {
     const eg = c.obj(spec.egress, 'spec.egress', ['destinations']) ?? {};
-    const destinations = c.list(eg.destinations, 'spec.egress.destinations', (x, p): Destination | undefined => {
-      const d = c.obj(x, p, ['cidr', 'ports']);
-      if (!d) return undefined;
-      const cidr = d.cidr === undefined ? c.fail(join(p, 'cidr'), 'is required') : checkCidr(c, d.cidr, join(p, 'cidr'));
-      const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), NT_MAX_PORTS);
-      return cidr === undefined ? undefined : { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
-    }, 10000);
+    const destinations = c.list(
+      eg.destinations,
+      'spec.egress.destinations',
+      (x, p): Destination | undefined => {
+        const d = c.obj(x, p, ['cidr', 'ports']);
+        if (!d) return undefined;
+        const cidr = d.cidr === undefined ? c.fail(join(p, 'cidr'), 'is required') : checkCidr(c, d.cidr, join(p, 'cidr'));
+        const ports = c.list(d.ports, join(p, 'ports'), (y, q) => checkPort(c, y, q), NT_MAX_PORTS);
+        return cidr === undefined ? undefined : { cidr, ports: [...new Set(ports)].sort((a, b) => a - b) };
+      },
+      10000,
+    );
     egress = { destinations };
   }
 
@@ -289,7 +333,8 @@ export function validatePolicy(raw: unknown, where = 'TokenPolicy'): TokenPolicy
     const ports = c.list(ing.ports, 'spec.ingress.ports', (y, q) => checkPort(c, y, q), 64);
     const exemptSources = c.list(ing.exemptSources, 'spec.ingress.exemptSources', (y, q) => checkCidr(c, y, q), 256);
     const replayLimit = c.int(ing.replayLimit, 'spec.ingress.replayLimit', 1, 1000000);
-    if (ing.replayLimit !== undefined && token?.mode !== 'Keyed') c.fail('spec.ingress.replayLimit', 'is only valid when token.mode is Keyed');
+    if (ing.replayLimit !== undefined && token?.mode !== 'Keyed')
+      c.fail('spec.ingress.replayLimit', 'is only valid when token.mode is Keyed');
     if (action) {
       ingress = { action, ports: [...new Set(ports)].sort((a, b) => a - b), exemptSources };
       if (replayLimit !== undefined) ingress.replayLimit = replayLimit;
@@ -358,7 +403,9 @@ export function decodeKeys(secret: unknown, mode: TokenMode, where: string): Tok
   const current = readSecretKey(secret, 'current', mode, where);
   if (!current) {
     const name = (((secret ?? {}) as Obj).metadata as Obj | undefined)?.name;
-    throw new Error(`${where} (Secret "${String(name)}"): has no "current" key (want ${keyLength(mode)} bytes for a ${mode} token)`);
+    throw new Error(
+      `${where} (Secret "${String(name)}"): has no "current" key (want ${keyLength(mode)} bytes for a ${mode} token)`,
+    );
   }
   const keys: TokenKeys = { current };
   const previous = readSecretKey(secret, 'previous', mode, where);
@@ -369,7 +416,9 @@ export function decodeKeys(secret: unknown, mode: TokenMode, where: string): Tok
   const gen = ((meta.annotations ?? {}) as Obj)[KEY_GENERATION_ANNOTATION];
   if (gen !== undefined) {
     if (typeof gen !== 'string' || !/^\d{1,15}$/.test(gen)) {
-      throw new Error(`${where} (Secret "${String(meta.name)}"): annotation ${KEY_GENERATION_ANNOTATION} must be a whole number, got ${JSON.stringify(gen).slice(0, 40)}`);
+      throw new Error(
+        `${where} (Secret "${String(meta.name)}"): annotation ${KEY_GENERATION_ANNOTATION} must be a whole number, got ${JSON.stringify(gen).slice(0, 40)}`,
+      );
     }
     keys.generation = Number(gen);
   }

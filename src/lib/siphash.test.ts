@@ -4,7 +4,6 @@ import { BindBit } from './abi.js';
 import { BIND_ALL, epochAt, keyedMessage, keyedToken, sipHash24, sipHash24Bytes } from './siphash.js';
 import { SIPHASH24_VECTORS, VECTOR_KEY, vectorMessage } from '../../test/packet/siphash-vectors.js';
 
-
 test('sipHash24 reproduces all 64 reference vectors', () => {
   SIPHASH24_VECTORS.forEach((want, n) => {
     assert.equal(sipHash24Bytes(VECTOR_KEY, vectorMessage(n)).toString('hex'), want, `message of ${n} bytes`);
@@ -17,11 +16,15 @@ test('keyedMessage lays the bound fields out as abi.h documents', () => {
   const flow = { src: '192.0.2.10', dst: '203.0.113.7', sport: 40000, dport: 443, seq: 0x01020304 };
   const m = keyedMessage(flow, BIND_ALL, 0x1122334455667788n);
   assert.equal(m.length, 48);
-  assert.equal(m.toString('hex'),
-    '00000000000000000000ffffc000020a' + '00000000000000000000ffffcb007107' + '9c40' + '01bb' + '01020304' + '1122334455667788');
+  assert.equal(
+    m.toString('hex'),
+    '00000000000000000000ffffc000020a' + '00000000000000000000ffffcb007107' + '9c40' + '01bb' + '01020304' + '1122334455667788',
+  );
   const v6 = keyedMessage({ ...flow, src: '2001:db8::1', dst: '2001:db8::2' }, BindBit.SourceAddress | BindBit.Sequence, 1);
-  assert.equal(v6.toString('hex'),
-    '20010db8000000000000000000000001' + '00'.repeat(16) + '0000' + '0000' + '01020304' + '0000000000000001');
+  assert.equal(
+    v6.toString('hex'),
+    '20010db8000000000000000000000001' + '00'.repeat(16) + '0000' + '0000' + '01020304' + '0000000000000001',
+  );
   assert.equal(keyedMessage(flow, 0, 0).equals(Buffer.alloc(48)), true, 'nothing bound, epoch 0: all zero');
 });
 
@@ -35,8 +38,11 @@ test('keyed tokens change with every bound field, the key and the epoch, and not
   assert.notEqual(keyedToken(key, flow, BIND_ALL, 101).toString('hex'), base, 'epoch');
   assert.notEqual(keyedToken(Buffer.alloc(16, 0x43), flow, BIND_ALL, 100).toString('hex'), base, 'key');
   const noPorts = BIND_ALL & ~(BindBit.SourcePort | BindBit.Sequence);
-  assert.equal(keyedToken(key, { ...flow, sport: 1, seq: 99 }, noPorts, 100).toString('hex'), keyedToken(key, flow, noPorts, 100).toString('hex'),
-    'a NAT that rewrites the source port and sequence number does not change a token not bound to them');
+  assert.equal(
+    keyedToken(key, { ...flow, sport: 1, seq: 99 }, noPorts, 100).toString('hex'),
+    keyedToken(key, flow, noPorts, 100).toString('hex'),
+    'a NAT that rewrites the source port and sequence number does not change a token not bound to them',
+  );
 });
 
 test('epochAt divides unix seconds by the epoch length', () => {

@@ -29,10 +29,20 @@ export function sipHash24(key: Buffer, msg: Buffer): bigint {
   let v2 = 0x6c7967656e657261n ^ k0;
   let v3 = 0x7465646279746573n ^ k1;
   const round = (): void => {
-    v0 = (v0 + v1) & MASK; v1 = rotl(v1, 13n); v1 ^= v0; v0 = rotl(v0, 32n);
-    v2 = (v2 + v3) & MASK; v3 = rotl(v3, 16n); v3 ^= v2;
-    v0 = (v0 + v3) & MASK; v3 = rotl(v3, 21n); v3 ^= v0;
-    v2 = (v2 + v1) & MASK; v1 = rotl(v1, 17n); v1 ^= v2; v2 = rotl(v2, 32n);
+    v0 = (v0 + v1) & MASK;
+    v1 = rotl(v1, 13n);
+    v1 ^= v0;
+    v0 = rotl(v0, 32n);
+    v2 = (v2 + v3) & MASK;
+    v3 = rotl(v3, 16n);
+    v3 ^= v2;
+    v0 = (v0 + v3) & MASK;
+    v3 = rotl(v3, 21n);
+    v3 ^= v0;
+    v2 = (v2 + v1) & MASK;
+    v1 = rotl(v1, 17n);
+    v1 ^= v2;
+    v2 = rotl(v2, 32n);
   };
   const block = (m: bigint): void => {
     v3 ^= m;
@@ -99,9 +109,11 @@ export function keyedToken(key: Buffer, flow: KeyedFlow, bind: number, epoch: bi
 
 /** The epoch at unix time `unixMs` (milliseconds): floor(unix seconds / epochSeconds). */
 export function epochAt(unixMs: number, epochSeconds: number): bigint {
-  if (!Number.isInteger(epochSeconds) || epochSeconds <= 0) throw new RangeError(`epochSeconds must be a positive integer, got ${epochSeconds}`);
+  if (!Number.isInteger(epochSeconds) || epochSeconds <= 0)
+    throw new RangeError(`epochSeconds must be a positive integer, got ${epochSeconds}`);
   return BigInt(Math.floor(unixMs / 1000)) / BigInt(epochSeconds);
 }
 
 /** Every bind field: the default of a Keyed policy. */
-export const BIND_ALL = BindBit.SourceAddress | BindBit.DestinationAddress | BindBit.SourcePort | BindBit.DestinationPort | BindBit.Sequence;
+export const BIND_ALL =
+  BindBit.SourceAddress | BindBit.DestinationAddress | BindBit.SourcePort | BindBit.DestinationPort | BindBit.Sequence;

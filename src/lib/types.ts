@@ -10,7 +10,13 @@ export const API = `${API_GROUP}/${API_VERSION}`;
 export type TokenMode = 'Static' | 'Keyed';
 export type IngressAction = 'Monitor' | 'Enforce';
 export type BindField = 'SourceAddress' | 'DestinationAddress' | 'SourcePort' | 'DestinationPort' | 'Sequence';
-export const BIND_FIELDS: readonly BindField[] = ['SourceAddress', 'DestinationAddress', 'SourcePort', 'DestinationPort', 'Sequence'];
+export const BIND_FIELDS: readonly BindField[] = [
+  'SourceAddress',
+  'DestinationAddress',
+  'SourcePort',
+  'DestinationPort',
+  'Sequence',
+];
 
 export interface LabelSelectorRequirement {
   key: string;

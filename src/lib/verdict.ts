@@ -31,7 +31,15 @@ export interface Keyring {
 }
 
 export const VERDICTS = [
-  'valid', 'previous-epoch', 'next-epoch', 'previous-key', 'next-key', 'invalid', 'missing', 'malformed', 'unverified',
+  'valid',
+  'previous-epoch',
+  'next-epoch',
+  'previous-key',
+  'next-key',
+  'invalid',
+  'missing',
+  'malformed',
+  'unverified',
 ] as const;
 /**
  * valid: the current key (and, Keyed, the current epoch). previous-epoch / next-epoch (Keyed):
@@ -90,7 +98,8 @@ export function keyringFor(policy: TokenPolicy, secret: unknown, where: string):
 
 function experimental(f: ParsedFrame): Judgement['option'] {
   for (const o of f.tcp?.options ?? []) {
-    if ((o.kind === 253 || o.kind === 254) && o.length >= 4) return { kind: o.kind, exid: o.data.readUInt16BE(0), length: o.length };
+    if ((o.kind === 253 || o.kind === 254) && o.length >= 4)
+      return { kind: o.kind, exid: o.data.readUInt16BE(0), length: o.length };
   }
   return null;
 }
@@ -105,19 +114,24 @@ export function judgeSyn(f: ParsedFrame, ring: Keyring | null, atMs: number): Ju
   if (!ring) {
     const option = experimental(f);
     if (option) return { verdict: 'unverified', option };
-    return tcp.optionsError ? { verdict: 'malformed', option: null, detail: tcp.optionsError } : { verdict: 'missing', option: null };
+    return tcp.optionsError
+      ? { verdict: 'malformed', option: null, detail: tcp.optionsError }
+      : { verdict: 'missing', option: null };
   }
   const ours = tcp.options.find((o) => o.kind === ring.kind && o.length >= 4 && o.data.readUInt16BE(0) === ring.exid);
   if (!ours) {
     // The verifier stops where the walk fails: an option of ours after that point is not seen.
-    return tcp.optionsError ? { verdict: 'malformed', option: null, detail: tcp.optionsError } : { verdict: 'missing', option: null };
+    return tcp.optionsError
+      ? { verdict: 'malformed', option: null, detail: tcp.optionsError }
+      : { verdict: 'missing', option: null };
   }
   const option = { kind: ours.kind, exid: ring.exid, length: ours.length };
   if (ours.length !== 12) return { verdict: 'invalid', option, detail: `option length ${ours.length}, want 12` };
   const value = ours.data.subarray(2, 10);
   if (ring.mode === 'Static') {
     const hit = ring.keys.find((k) => k.key.equals(value));
-    if (!hit) return { verdict: 'invalid', option, detail: `matches none of the keys (${ring.keys.map((k) => k.label).join(', ')})` };
+    if (!hit)
+      return { verdict: 'invalid', option, detail: `matches none of the keys (${ring.keys.map((k) => k.label).join(', ')})` };
     return { verdict: hit.label === 'current' ? 'valid' : `${hit.label}-key`, option, key: hit.label };
   }
   if (f.src === null || f.dst === null) return { verdict: 'malformed', option, detail: 'no IP addresses' };
@@ -139,7 +153,8 @@ export function judgeSyn(f: ParsedFrame, ring: Keyring | null, atMs: number): Ju
     }
   }
   return {
-    verdict: 'invalid', option,
+    verdict: 'invalid',
+    option,
     detail: `matches none of the keys (${ring.keys.map((k) => k.label).join(', ')}) in epochs ${epoch - 1n}..${epoch + 1n}`,
   };
 }

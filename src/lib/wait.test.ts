@@ -12,10 +12,15 @@ test('waitUntil returns the first value the probe gives, sync or async', async (
 test('waitUntil times out naming what it waited for and what the caller adds', async () => {
   let probes = 0;
   await assert.rejects(
-    waitUntil('the moon', 30, () => {
-      probes++;
-      return undefined;
-    }, { everyMs: 5, context: () => `last seen: ${probes} probes` }),
+    waitUntil(
+      'the moon',
+      30,
+      () => {
+        probes++;
+        return undefined;
+      },
+      { everyMs: 5, context: () => `last seen: ${probes} probes` },
+    ),
     (err: Error) => /^timed out after 30 ms waiting for the moon\nlast seen: \d+ probes$/.test(err.message),
   );
   assert.ok(probes >= 2, `probed ${probes} times before giving up`);
@@ -23,9 +28,12 @@ test('waitUntil times out naming what it waited for and what the caller adds', a
 
 test('an error the probe throws ends the wait at once', async () => {
   let probes = 0;
-  await assert.rejects(waitUntil('anything', 5000, () => {
-    probes++;
-    throw new Error('the agent exited');
-  }), /the agent exited/);
+  await assert.rejects(
+    waitUntil('anything', 5000, () => {
+      probes++;
+      throw new Error('the agent exited');
+    }),
+    /the agent exited/,
+  );
   assert.equal(probes, 1);
 });

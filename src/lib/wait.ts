@@ -21,12 +21,18 @@ export interface WaitOptions {
  * `timeoutMs` it throws an Error naming `what` it waited for (and `context`); an error the
  * probe throws ends the wait at once.
  */
-export async function waitUntil<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>, opts: WaitOptions = {}): Promise<T> {
+export async function waitUntil<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => T | undefined | Promise<T | undefined>,
+  opts: WaitOptions = {},
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
     if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${opts.context ? `\n${opts.context()}` : ''}`);
+    if (Date.now() > end)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${opts.context ? `\n${opts.context()}` : ''}`);
     await sleep(opts.everyMs ?? 200);
   }
 }

@@ -66,8 +66,14 @@ export interface TestRunResult {
   retval: number;
   /** output packet, exactly as long as the kernel reports (ENOSPC if dataSizeOut is too small) */
   data: Buffer;
-  /** average ns per run, as the kernel reports it */
+  /** average ns per run, as the kernel reports it (whole nanoseconds) */
   duration: number;
+  /**
+   * CPU time the calling thread spent in the call, in ns (CLOCK_THREAD_CPUTIME_ID): the
+   * runs plus the call's fixed cost. Divided by the repetitions, a finer mean than
+   * `duration` when there are many.
+   */
+  cpuNs: number;
   /** ctx_out when ctxIn was given */
   ctxOut: Buffer | null;
 }

@@ -49,12 +49,18 @@ test('only opening SYNs pass the filter, once each way on loopback, IPv4 and IPv
       assert.equal(f.ifindex, LO);
       assert.ok(f.tsSec > 1_600_000_000, 'a kernel timestamp');
     }
-    for (const [port, family] of [[p4, 0x0800], [p6, 0x86dd]] as const) {
+    for (const [port, family] of [
+      [p4, 0x0800],
+      [p6, 0x86dd],
+    ] as const) {
       const ours = frames.filter((f) => f.protocol === family && parseFrame(asEthernet(f)).tcp?.dport === port);
       assert.deepEqual(ours.map((f) => f.pktType).sort(), [0, 4], `the SYN to ${port}: once sent (4), once received (0)`);
       assert.equal(ours[0]!.length, ours[0]!.data.length, 'a SYN fits the snap length');
     }
-    assert.ok(cap.stats().packets >= frames.length, `stats count what was kept: ${JSON.stringify(cap.stats())} for ${frames.length}`);
+    assert.ok(
+      cap.stats().packets >= frames.length,
+      `stats count what was kept: ${JSON.stringify(cap.stats())} for ${frames.length}`,
+    );
     assert.equal(cap.stats().drops, 0);
     assert.deepEqual(cap.recv(), [], 'nothing left: recv never blocks');
   } finally {
@@ -62,10 +68,16 @@ test('only opening SYNs pass the filter, once each way on loopback, IPv4 and IPv
   }
   cap.close();
   assert.equal(cap.fd, -1, 'close is idempotent');
-  assert.throws(() => cap.recv(), (e: unknown) => isNativeError(e) && e.code === 'EBADF' && e.syscall === 'recvmsg');
+  assert.throws(
+    () => cap.recv(),
+    (e: unknown) => isNativeError(e) && e.code === 'EBADF' && e.syscall === 'recvmsg',
+  );
 });
 
 test('a snap length out of range, an ifindex that is no interface', () => {
   assert.throws(() => binding().openSynCapture(LO, { snaplen: 10 }), /options\.snaplen must be in \[64, 65535\], got 10/);
-  assert.throws(() => binding().openSynCapture(0x7fffff00), (e: unknown) => isNativeError(e) && e.code === 'ENODEV' && e.syscall === 'bind');
+  assert.throws(
+    () => binding().openSynCapture(0x7fffff00),
+    (e: unknown) => isNativeError(e) && e.code === 'ENODEV' && e.syscall === 'bind',
+  );
 });

@@ -188,11 +188,7 @@ const scenarios: Record<string, (s: Scenario) => void | Promise<void>> = {
       'xdpQuery after SKB-mode attach',
     );
     assert.match(sh('ip', 'link', 'show', 'dev', dev), /xdpgeneric/, 'ip link shows generic XDP');
-    expectCode(
-      () => b.xdpAttach(ifindex, xdp.fd, XdpFlags.SKB_MODE | XdpFlags.UPDATE_IF_NOEXIST),
-      'EBUSY',
-      'bpf_xdp_attach',
-    );
+    expectCode(() => b.xdpAttach(ifindex, xdp.fd, XdpFlags.SKB_MODE | XdpFlags.UPDATE_IF_NOEXIST), 'EBUSY', 'bpf_xdp_attach');
 
     b.xdpDetach(ifindex, XdpFlags.SKB_MODE);
     assert.equal(b.xdpQuery(ifindex).attachMode, XdpAttached.NONE, 'after detach');

@@ -13,7 +13,17 @@ import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { binding, type NativeBinding, type NativeMap, type NativeObject } from './binding.js';
-import { BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, MapType, ProgType, TcAction, XdpAction, perCpuSlots, perCpuValue } from './bpf.js';
+import {
+  BPF_EXIST,
+  BPF_F_NO_PREALLOC,
+  BPF_NOEXIST,
+  MapType,
+  ProgType,
+  TcAction,
+  XdpAction,
+  perCpuSlots,
+  perCpuValue,
+} from './bpf.js';
 import { hasErrno, isNativeError, type NativeError } from './errors.js';
 import { fixture, makePinDir, runTag, u32, u64 } from '../../test/lib/native.js';
 
@@ -197,11 +207,17 @@ describe('maps', () => {
     nativeError(() => m.update(u32(7), u64(70), BPF_EXIST), 'ENOENT', 'bpf_map_update_elem');
     m.update(u32(6), u64(66), BPF_EXIST);
     assert.deepEqual(m.lookup(u32(6)), u64(66));
-    const keys = m.keys().map((k) => k.readUInt32LE()).sort();
+    const keys = m
+      .keys()
+      .map((k) => k.readUInt32LE())
+      .sort();
     assert.deepEqual(keys, [5, 6]);
     assert.equal(m.delete(u32(5)), true, 'delete of a present key');
     assert.equal(m.delete(u32(5)), false, 'delete of an absent key');
-    assert.deepEqual(m.keys().map((k) => k.readUInt32LE()), [6]);
+    assert.deepEqual(
+      m.keys().map((k) => k.readUInt32LE()),
+      [6],
+    );
   });
 
   test('ARRAY: every index exists, delete is refused', () => {
@@ -211,7 +227,10 @@ describe('maps', () => {
     assert.deepEqual(m.lookup(u32(3)), u64(0xdeadbeefn));
     assert.equal(m.lookup(u32(4)), null, 'index past max_entries');
     nativeError(() => m.delete(u32(3)), 'EINVAL', 'bpf_map_delete_elem');
-    assert.deepEqual(m.keys().map((k) => k.readUInt32LE()), [0, 1, 2, 3]);
+    assert.deepEqual(
+      m.keys().map((k) => k.readUInt32LE()),
+      [0, 1, 2, 3],
+    );
   });
 
   test('PERCPU_ARRAY: values span every possible CPU in 8-byte slots', () => {
@@ -243,7 +262,10 @@ describe('maps', () => {
     assert.equal(match('10.1.9.9'), 16);
     assert.equal(match('10.9.9.9'), 8);
     assert.equal(match('11.0.0.1'), null);
-    const keys = m.keys().map((k) => `${k.subarray(4).join('.')}/${k.readUInt32LE()}`).sort();
+    const keys = m
+      .keys()
+      .map((k) => `${k.subarray(4).join('.')}/${k.readUInt32LE()}`)
+      .sort();
     assert.deepEqual(keys, ['10.0.0.0/8', '10.1.0.0/16', '10.1.2.0/24']);
     assert.equal(m.delete(lpm4(16, '10.1.0.0')), true);
     assert.equal(match('10.1.9.9'), 8, 'after deleting /16 the /8 matches');
@@ -342,6 +364,8 @@ describe('testRun', () => {
       assert.equal(r.ctxOut, null);
       const many = p.testRun({ data: packet, repeat: 1000 });
       assert.ok(many.duration > 0, `duration over 1000 runs: got ${many.duration}`);
+      // The thread's CPU time covers the runs: at least what the kernel measured them to take (it rounds down).
+      assert.ok(many.cpuNs >= many.duration * 1000, `thread CPU time ${many.cpuNs} ns for 1000 runs of ${many.duration} ns`);
     } finally {
       p.close();
     }

@@ -2,7 +2,7 @@
  * Errors about key Secrets as one secret-free line: the Secret's name, HTTP status and
  * reason, and nothing from the response body beyond that.
  */
-import { ApiException } from '@kubernetes/client-node';
+import { ApiException } from '../lib/kube-client.js';
 import { apiStatus, describeError } from '../lib/kube.js';
 
 /** An error about a Secret call: the Secret's name, HTTP status and reason, and nothing from the body beyond that. */

@@ -6,10 +6,13 @@
  *
  * TokenPolicies are cluster-scoped, so their Events live in the "default" namespace, as a
  * Node's do; `kubectl describe tokenpolicy NAME` finds them there.
+ *
+ * Only the leader writes them: `fence` gives the signal of the write fence (leader.ts), or
+ * undefined while this process may not write; such an Event is dropped.
  */
-import { CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type CoreV1Event, type KubeConfig } from '../lib/kube-client.js';
 import { randomBytes } from 'node:crypto';
-import { describeError } from '../lib/kube.js';
+import { describeError, requestOptions } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
 import { API } from '../lib/types.js';
 
@@ -35,11 +38,22 @@ export class EventRecorder implements EventSink {
   /** writes in flight, for tests and shutdown */
   private pending = new Set<Promise<void>>();
 
-  constructor(private readonly o: { kc: KubeConfig; component: string; instance: string; log: Logger; now?: () => number }) {
-    this.core = o.kc.makeApiClient(CoreV1Api);
+  constructor(
+    private readonly o: {
+      kc: KubeConfig;
+      component: string;
+      instance: string;
+      log: Logger;
+      now?: () => number;
+      fence?: () => AbortSignal | undefined;
+    },
+  ) {
+    this.core = new CoreV1Api(o.kc);
   }
 
   record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const signal = this.o.fence?.();
+    if (this.o.fence && (!signal || signal.aborted)) return;
     const now = (this.o.now ?? Date.now)();
     const key = JSON.stringify([target.kind, target.name, target.uid ?? '', reason, message]);
     const last = this.recent.get(key);
@@ -50,7 +64,12 @@ export class EventRecorder implements EventSink {
     const at = new Date(now);
     const body: CoreV1Event = {
       metadata: { name: `${target.name}.${now.toString(16)}${randomBytes(2).toString('hex')}`, namespace: EVENTS_NAMESPACE },
-      involvedObject: { apiVersion: target.apiVersion ?? API, kind: target.kind, name: target.name, ...(target.uid ? { uid: target.uid } : {}) },
+      involvedObject: {
+        apiVersion: target.apiVersion ?? API,
+        kind: target.kind,
+        name: target.name,
+        ...(target.uid ? { uid: target.uid } : {}),
+      },
       type,
       reason,
       message: message.length <= MAX_MESSAGE ? message : `${message.slice(0, MAX_MESSAGE - 3)}...`,
@@ -61,11 +80,15 @@ export class EventRecorder implements EventSink {
       lastTimestamp: at,
       count: 1,
     };
-    const p = this.core.createNamespacedEvent({ namespace: EVENTS_NAMESPACE, body }).then(
+    const p = this.core.createNamespacedEvent({ namespace: EVENTS_NAMESPACE, body }, requestOptions({ signal })).then(
       () => undefined,
       (err: unknown) => {
         this.recent.delete(key);
-        this.o.log.warn('writing an Event failed', { reason, object: `${target.kind}/${target.name}`, error: describeError(err) });
+        this.o.log.warn('writing an Event failed', {
+          reason,
+          object: `${target.kind}/${target.name}`,
+          error: describeError(err),
+        });
       },
     );
     this.pending.add(p);

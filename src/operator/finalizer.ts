@@ -6,8 +6,7 @@
  * gone, or whose TokenNodeState has not been written since the deletion began (or for a whole
  * timeout), is not waited for.
  */
-import type { NodeStateLike } from './status.js';
-import { policyEntry } from './status.js';
+import type { NodeReport } from './cache.js';
 
 export const FINALIZER = 'netoken.io/cleanup';
 
@@ -21,21 +20,12 @@ function toMs(v: string | Date | undefined): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-/**
- * When a TokenNodeState was last written: the latest of its managed-fields times (the API
- * server stamps them on every change) and the agent's countersUpdatedAt.
- */
-export function lastWritten(ns: NodeStateLike): number {
-  let last = toMs(ns.metadata?.creationTimestamp) ?? 0;
-  for (const f of ns.metadata?.managedFields ?? []) last = Math.max(last, toMs(f.time) ?? 0);
-  return Math.max(last, toMs(ns.status?.countersUpdatedAt) ?? 0);
-}
-
 export interface ReleaseInput {
   policy: string;
   /** the policy's metadata.deletionTimestamp */
   deletionTimestamp: string | Date;
-  nodeStates: readonly NodeStateLike[];
+  /** the nodes' reports (when each was last written: NodeReport.lastWrittenMs) */
+  nodeStates: Iterable<NodeReport>;
   /** names of the Node objects that exist */
   nodeNames: ReadonlySet<string>;
   timeoutMs: number;
@@ -60,13 +50,14 @@ export function releaseDecision(input: ReleaseInput): ReleaseDecision {
   const givenUp: { node: string; why: string }[] = [];
   let recheckAt = timedOut ? Infinity : deadline;
   for (const ns of input.nodeStates) {
-    const node = ns.metadata?.name;
-    if (!node || !policyEntry(ns, input.policy)) continue;
-    const written = lastWritten(ns);
+    const node = ns.metadata.name;
+    if (!node || !ns.applied.has(input.policy)) continue;
+    const written = ns.lastWrittenMs;
     // Silent means: nothing written since the deletion, or for a whole timeout since.
     const silentSince = Math.max(deletedAt, input.now - input.timeoutMs);
     if (timedOut && !input.nodeNames.has(node)) givenUp.push({ node, why: 'its Node no longer exists' });
-    else if (timedOut && written < silentSince) givenUp.push({ node, why: `its TokenNodeState has not been written since ${new Date(written).toISOString()}` });
+    else if (timedOut && written < silentSince)
+      givenUp.push({ node, why: `its TokenNodeState has not been written since ${new Date(written).toISOString()}` });
     else {
       waitingOn.push(node);
       if (timedOut) recheckAt = Math.min(recheckAt, written + input.timeoutMs);

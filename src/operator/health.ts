@@ -18,7 +18,9 @@ export class Heartbeat {
 
   check(now = Date.now()): Probe {
     const gap = now - this.last;
-    return gap <= this.maxGapMs ? { ok: true, detail: 'event loop alive' } : { ok: false, detail: `event loop stalled for ${gap} ms` };
+    return gap <= this.maxGapMs
+      ? { ok: true, detail: 'event loop alive' }
+      : { ok: false, detail: `event loop stalled for ${gap} ms` };
   }
 
   stop(): void {

@@ -2,7 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { defaultIdentity, mayAcquire } from './leader.js';
 
-const rec = (holder: string, leaseDurationSeconds = 15) => ({ holder, leaseDurationSeconds, renewTime: '2026-03-01T12:00:00.000000Z', transitions: 0 });
+const rec = (holder: string, leaseDurationSeconds = 15) => ({
+  holder,
+  leaseDurationSeconds,
+  renewTime: '2026-03-01T12:00:00.000000Z',
+  transitions: 0,
+});
 
 test('a free Lease, or our own, can be taken at once', () => {
   assert.equal(mayAcquire(undefined, 'me', 0, 1), true);

@@ -6,8 +6,17 @@
  * when it cannot renew within the renew deadline, or sees someone else holding the Lease, it
  * has lost leadership and must stop acting at once. Every write carries the resourceVersion it
  * read, so two candidates can never both succeed.
+ *
+ * Fencing: a standby takes over no sooner than a whole lease duration after it last saw the
+ * Lease renewed, so the leader's claim is good until its last successful renewal began plus the
+ * lease duration. The leader stops writing well before that: `mayWrite()` holds only while the
+ * last renewal began less than the renew deadline ago, and when the deadline passes without a
+ * renewal a timer ends leadership at that moment, aborting every write still in flight (each
+ * carries `writeSignal`). What is left between the renew deadline and the lease duration is the
+ * margin for a request already on its way to the API server. Times are measured on the
+ * monotonic clock, so a wall-clock step cannot stretch the claim.
  */
-import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node';
+import { ApiException, CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '../lib/kube-client.js';
 import type { Logger } from '../lib/log.js';
 import { describeError } from '../lib/kube.js';
 
@@ -65,15 +74,20 @@ export class LeaderElector {
   private readonly retryMs: number;
   private observedKey = '';
   private observedAt = 0;
+  /** monotonic ms when the last successful acquire or renew began */
   private lastRenew = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** ends leadership when the renew deadline passes without a renewal */
+  private deadline: NodeJS.Timeout | null = null;
+  /** aborted when leadership ends: every write of the term carries its signal */
+  private term = new AbortController();
   private stopped = false;
   private leading = false;
   private observedHolder = '';
   private readonly log: Logger;
 
   constructor(private readonly o: LeaderOptions) {
-    this.api = o.kc.makeApiClient(CoordinationV1Api);
+    this.api = new CoordinationV1Api(o.kc);
     this.leaseMs = o.leaseDurationMs ?? 15_000;
     this.renewDeadlineMs = o.renewDeadlineMs ?? 10_000;
     this.retryMs = o.retryPeriodMs ?? 2_000;
@@ -82,6 +96,31 @@ export class LeaderElector {
 
   get isLeader(): boolean {
     return this.leading;
+  }
+
+  /** This process holds the Lease and may write: the last renewal began within the renew deadline. */
+  mayWrite(now = performance.now()): boolean {
+    return this.leading && now - this.lastRenew < this.renewDeadlineMs;
+  }
+
+  /** Aborted the moment leadership ends; pass it with every write. */
+  get writeSignal(): AbortSignal {
+    return this.term.signal;
+  }
+
+  /** Leadership ends now, for good: writes in flight are aborted, then the owner is told. */
+  private lose(why: string): void {
+    if (!this.leading) return;
+    this.leading = false;
+    // Like controller-runtime: a process that lost the Lease does not try again; it restarts.
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
+    this.term.abort(new Error(`leadership lost: ${why}`));
+    this.log.error('lost the leader Lease; stopping', { why });
+    this.o.onStoppedLeading(why);
   }
 
   start(): void {
@@ -102,7 +141,7 @@ export class LeaderElector {
     if (this.stopped) return;
     let ok = false;
     // The renew deadline counts from when a successful attempt began, not when its answer came.
-    const started = Date.now();
+    const started = performance.now();
     // A request the API server never answers must not stall the loop past the renew deadline.
     const limit = Math.min(this.renewDeadlineMs / 2, 5000);
     let timer: NodeJS.Timeout | undefined;
@@ -112,30 +151,50 @@ export class LeaderElector {
     try {
       ok = await Promise.race([this.tryAcquireOrRenew(), timeout]);
     } catch (err) {
-      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', { error: describeError(err) });
+      this.log.warn(this.leading ? 'renewing the leader Lease failed' : 'reading the leader Lease failed', {
+        error: describeError(err),
+      });
     } finally {
       clearTimeout(timer);
     }
     if (this.stopped) return;
-    const now = Date.now();
-    if (ok) {
+    const now = performance.now();
+    if (ok && (!this.leading || now - this.lastRenew < this.renewDeadlineMs)) {
       this.lastRenew = started;
+      this.armDeadline();
       if (!this.leading) {
         this.leading = true;
+        this.term = new AbortController();
         this.log.info('acquired the leader Lease; reconciling');
         this.o.onStartedLeading();
       }
     } else if (this.leading) {
       const heldByOther = this.observedHolder !== '' && this.observedHolder !== this.o.identity;
       if (heldByOther || now - this.lastRenew >= this.renewDeadlineMs) {
-        this.leading = false;
-        const why = heldByOther ? `the Lease is now held by ${this.observedHolder}` : `could not renew the Lease for ${now - this.lastRenew} ms`;
-        this.log.error('lost the leader Lease; stopping', { why });
-        this.o.onStoppedLeading(why);
+        this.lose(
+          heldByOther
+            ? `the Lease is now held by ${this.observedHolder}`
+            : `could not renew the Lease for ${Math.round(now - this.lastRenew)} ms`,
+        );
         return;
       }
     }
     this.schedule(this.retryMs);
+  }
+
+  /** Ends leadership when the renew deadline passes without another renewal. */
+  private armDeadline(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    const left = this.lastRenew + this.renewDeadlineMs - performance.now();
+    this.deadline = setTimeout(
+      () => {
+        this.deadline = null;
+        if (this.leading && !this.mayWrite())
+          this.lose(`could not renew the Lease within the renew deadline (${this.renewDeadlineMs} ms)`);
+        else if (this.leading) this.armDeadline();
+      },
+      Math.max(0, left),
+    );
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {
@@ -184,8 +243,18 @@ export class LeaderElector {
         body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
-          metadata: { name: this.o.name, namespace: this.o.namespace, labels: { 'app.kubernetes.io/managed-by': 'netoken-operator' } },
-          spec: { holderIdentity: this.o.identity, leaseDurationSeconds: Math.ceil(this.leaseMs / 1000), acquireTime: stamp, renewTime: stamp, leaseTransitions: 0 },
+          metadata: {
+            name: this.o.name,
+            namespace: this.o.namespace,
+            labels: { 'app.kubernetes.io/managed-by': 'netoken-operator' },
+          },
+          spec: {
+            holderIdentity: this.o.identity,
+            leaseDurationSeconds: Math.ceil(this.leaseMs / 1000),
+            acquireTime: stamp,
+            renewTime: stamp,
+            leaseTransitions: 0,
+          },
         },
       });
     } catch (err) {
@@ -204,8 +273,12 @@ export class LeaderElector {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
     if (!this.leading) return;
+    // No write of this term may land after the Lease is handed back.
     this.leading = false;
+    this.term.abort(new Error('stopping'));
     try {
       const lease = await this.api.readNamespacedLease({ name: this.o.name, namespace: this.o.namespace });
       if (lease.spec?.holderIdentity !== this.o.identity) return;
@@ -213,7 +286,10 @@ export class LeaderElector {
       await this.api.replaceNamespacedLease({
         name: this.o.name,
         namespace: this.o.namespace,
-        body: { ...lease, spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: stamp, acquireTime: stamp } },
+        body: {
+          ...lease,
+          spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: stamp, acquireTime: stamp },
+        },
       });
       this.log.info('released the leader Lease');
     } catch (err) {

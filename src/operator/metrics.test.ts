@@ -12,7 +12,10 @@ test('policy gauges: one series per condition and node count, none before the ca
   policies = [
     {
       name: 'web',
-      conditions: [{ type: 'Ready', status: 'False', reason: 'NodesFailing' }, { type: 'Degraded', status: 'True', reason: 'KeyRotationStalled' }],
+      conditions: [
+        { type: 'Ready', status: 'False', reason: 'NodesFailing' },
+        { type: 'Degraded', status: 'True', reason: 'KeyRotationStalled' },
+      ],
       nodes: { selected: 3, ready: 1, failed: 2 },
     },
     { name: 'new', conditions: [] },
@@ -26,7 +29,13 @@ test('policy gauges: one series per condition and node count, none before the ca
   assert.doesNotMatch(text, /policy="new"/, 'a policy without status yet has no series');
 
   // A condition that changes reason leaves no stale series behind.
-  policies = [{ name: 'web', conditions: [{ type: 'Ready', status: 'True', reason: 'AllNodesReady' }], nodes: { selected: 3, ready: 3, failed: 0 } }];
+  policies = [
+    {
+      name: 'web',
+      conditions: [{ type: 'Ready', status: 'True', reason: 'AllNodesReady' }],
+      nodes: { selected: 3, ready: 3, failed: 0 },
+    },
+  ];
   const after = await m.registry.metrics();
   assert.doesNotMatch(after, /reason="(NodesFailing|KeyRotationStalled)"/);
   assert.match(after, /^netoken_policy_condition\{policy="web",type="Ready",status="True",reason="AllNodesReady"\} 1$/m);

@@ -6,6 +6,8 @@
  * key material).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ReconcileOutcome } from '../lib/workqueue.js';
+import type { ReconcileKind } from './keys.js';
 
 /** What the policy gauges need of a TokenPolicy: its name and the status the operator wrote. */
 export interface PolicyStatusView {
@@ -24,15 +26,21 @@ export class OperatorMetrics {
   readonly keyRotations: Counter;
   readonly keyRotationSteps: Counter<'step'>;
   readonly secretsCreated: Counter;
-  private readonly sources: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined } = {
-    leader: () => 0, queueDepth: () => 0, policies: () => undefined,
+  private readonly sources: {
+    leader: () => number;
+    queueDepth: () => number;
+    policies: () => readonly PolicyStatusView[] | undefined;
+  } = {
+    leader: () => 0,
+    queueDepth: () => 0,
+    policies: () => undefined,
   };
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
     this.reconcileDuration = new Histogram({
       name: 'netoken_reconcile_duration_seconds',
-      help: 'Time taken by one reconcile, by kind of object (policy, nodestate) and result (success, error).',
+      help: 'Time taken by one reconcile, by kind of object (policy, nodestate) and result (success, error, conflict: the object changed since it was read, retried at once).',
       labelNames: ['kind', 'result'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
@@ -45,7 +53,7 @@ export class OperatorMetrics {
     });
     this.watchRestarts = new Counter({
       name: 'netoken_watch_restarts_total',
-      help: 'API watches restarted after an error or for the periodic re-list, by watched resource.',
+      help: 'API watches that failed and were restarted, or whose cache had to be listed again (410 Gone), by watched resource.',
       labelNames: ['resource'],
       registers,
     });
@@ -110,7 +118,7 @@ export class OperatorMetrics {
     nodeGauge('ready', 'Selected nodes that applied the current generation of a TokenPolicy (status.nodes.ready).');
     nodeGauge('failed', 'Selected nodes that failed to apply a TokenPolicy (status.nodes.failed).');
     for (const watch of ['tokenpolicies', 'tokennodestates', 'nodes', 'secrets']) this.watchRestarts.labels(watch).inc(0);
-    for (const kind of ['policy', 'nodestate']) this.reconcileErrors.labels(kind).inc(0);
+    for (const kind of ['policy', 'nodestate'] satisfies ReconcileKind[]) this.reconcileErrors.labels(kind).inc(0);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'netoken_operator_' });
   }
 
@@ -118,16 +126,19 @@ export class OperatorMetrics {
    * Where the gauges read their values at scrape time; `policies` answers undefined until the
    * caches have listed (a half-filled cache would report policies as gone).
    */
-  setSources(s: { leader: () => number; queueDepth: () => number; policies: () => readonly PolicyStatusView[] | undefined }): void {
+  setSources(s: {
+    leader: () => number;
+    queueDepth: () => number;
+    policies: () => readonly PolicyStatusView[] | undefined;
+  }): void {
     this.sources.leader = s.leader;
     this.sources.queueDepth = s.queueDepth;
     this.sources.policies = s.policies;
   }
 
-  /** A reconcile of `key` ("policy/<name>" or "nodestate/<name>") took `seconds`. */
-  observeReconcile(key: string, seconds: number, failed: boolean): void {
-    const kind = key.slice(0, key.indexOf('/')) || 'unknown';
-    this.reconcileDuration.labels(kind, failed ? 'error' : 'success').observe(seconds);
-    if (failed) this.reconcileErrors.labels(kind).inc();
+  /** A reconcile of a key of `kind` took `seconds`; a conflict is retried at once and is no error. */
+  observeReconcile(kind: ReconcileKind, seconds: number, outcome: ReconcileOutcome): void {
+    this.reconcileDuration.labels(kind, outcome).observe(seconds);
+    if (outcome === 'error') this.reconcileErrors.labels(kind).inc();
   }
 }

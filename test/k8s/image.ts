@@ -53,13 +53,32 @@ export class ImageBuilder {
 
   /** Runs buildah with this storage in a private mount namespace; never throws for a non-zero exit. */
   buildah(args: string[], timeoutMs = 60_000): Promise<CommandResult> {
-    return run('unshare', ['--mount', '--propagation', 'private', '--', 'buildah',
-      '--root', join(this.dir, 'root'), '--runroot', join(this.dir, 'run'), '--storage-driver', 'vfs', ...args], { timeoutMs });
+    return run(
+      'unshare',
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        'buildah',
+        '--root',
+        join(this.dir, 'root'),
+        '--runroot',
+        join(this.dir, 'run'),
+        '--storage-driver',
+        'vfs',
+        ...args,
+      ],
+      { timeoutMs },
+    );
   }
 
   private async buildahOk(args: string[], timeoutMs = 60_000): Promise<string> {
     const r = await this.buildah(args, timeoutMs);
-    if (r.code !== 0) throw new Error(`buildah ${args.slice(0, 2).join(' ')} failed (exit ${r.code}):\n${(r.stdout + r.stderr).trim().split('\n').slice(-40).join('\n')}`);
+    if (r.code !== 0)
+      throw new Error(
+        `buildah ${args.slice(0, 2).join(' ')} failed (exit ${r.code}):\n${(r.stdout + r.stderr).trim().split('\n').slice(-40).join('\n')}`,
+      );
     return r.stdout;
   }
 
@@ -68,25 +87,43 @@ export class ImageBuilder {
    * the build's output goes to `log` (a file). With `layers`, steps are cached in this storage,
    * so a second build of the same sources only redoes what changed.
    */
-  async buildNetoken(ref: string, opts: { labels?: Record<string, string>; log: string; layers?: boolean; timeoutMs?: number }): Promise<BuildResult> {
+  async buildNetoken(
+    ref: string,
+    opts: { labels?: Record<string, string>; log: string; layers?: boolean; timeoutMs?: number },
+  ): Promise<BuildResult> {
     const base = localBaseImages();
     const start = Date.now();
     const args = [
-      'build', '--isolation', 'chroot', `--layers=${opts.layers ?? false}`,
+      'build',
+      '--isolation',
+      'chroot',
+      `--layers=${opts.layers ?? false}`,
       // The Dockerfile's SHELL needs the docker format (OCI image configs have no shell).
-      '--format', 'docker',
-      '--build-arg', `DEBIAN_IMAGE=${base.debian}`,
-      '--build-arg', `RUNTIME_IMAGE=${base.debian}`,
-      '--build-arg', `NODE_IMAGE=${base.node}`,
-      '--volume', `${HOST_CA_BUNDLE}:${BUILD_CA_PATH}:ro`,
-      '--build-arg', `NODE_EXTRA_CA_CERTS=${BUILD_CA_PATH}`,
+      '--format',
+      'docker',
+      '--build-arg',
+      `DEBIAN_IMAGE=${base.debian}`,
+      '--build-arg',
+      `RUNTIME_IMAGE=${base.debian}`,
+      '--build-arg',
+      `NODE_IMAGE=${base.node}`,
+      '--volume',
+      `${HOST_CA_BUNDLE}:${BUILD_CA_PATH}:ro`,
+      '--build-arg',
+      `NODE_EXTRA_CA_CERTS=${BUILD_CA_PATH}`,
       ...Object.entries(opts.labels ?? {}).flatMap(([k, v]) => ['--label', `${k}=${v}`]),
-      '-f', join(repoRoot, 'Dockerfile'), '-t', ref, repoRoot,
+      '-f',
+      join(repoRoot, 'Dockerfile'),
+      '-t',
+      ref,
+      repoRoot,
     ];
     const r = await this.buildah(args, opts.timeoutMs ?? 1_800_000);
     writeFileSync(opts.log, `${r.stdout}${r.stderr}`);
     if (r.code !== 0) {
-      throw new Error(`building the Dockerfile failed (buildah exit ${r.code}); last lines (full log: ${opts.log}):\n${(r.stdout + r.stderr).trim().split('\n').slice(-40).join('\n')}`);
+      throw new Error(
+        `building the Dockerfile failed (buildah exit ${r.code}); last lines (full log: ${opts.log}):\n${(r.stdout + r.stderr).trim().split('\n').slice(-40).join('\n')}`,
+      );
     }
     const seconds = (Date.now() - start) / 1000;
     const id = (await this.buildahOk(['inspect', '--type', 'image', '--format', '{{.FromImageID}}', ref])).trim();
@@ -100,7 +137,10 @@ export class ImageBuilder {
   async buildPause(ref: string): Promise<void> {
     const bin = join(this.dir, 'pause');
     const cc = await run('cc', ['-Os', '-static', '-Wall', '-Werror', '-o', bin, join(repoRoot, 'test/k8s/pause.c')]);
-    if (cc.code !== 0) throw new Error(`compiling test/k8s/pause.c failed (is gcc with static glibc installed? apt-get install gcc libc6-dev):\n${cc.stderr}`);
+    if (cc.code !== 0)
+      throw new Error(
+        `compiling test/k8s/pause.c failed (is gcc with static glibc installed? apt-get install gcc libc6-dev):\n${cc.stderr}`,
+      );
     const ctr = (await this.buildahOk(['from', 'scratch'])).trim();
     await this.buildahOk(['copy', '--chmod', '0755', ctr, bin, '/pause']);
     await this.buildahOk(['config', '--entrypoint', '["/pause"]', '--cmd', '', ctr]);

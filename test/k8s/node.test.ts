@@ -18,14 +18,24 @@ const nodeModule = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), '
 
 /** What the node must leave as it found it on the host. */
 function hostState(): Record<string, string[]> {
-  const lines = (cmd: string, args: string[]): string[] => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean);
+  const lines = (cmd: string, args: string[]): string[] =>
+    (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean);
   return {
     // Network namespace handles are mounts: other tests' come and go (the node's are checked by name).
-    mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[4] as string).filter((m) => !m.startsWith('/run/netns/')).sort(),
-    links: lines('ip', ['-o', 'link', 'show']).map((l) => l.split(':')[1]?.trim() ?? l).sort(),
+    mounts: readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(' ')[4] as string)
+      .filter((m) => !m.startsWith('/run/netns/'))
+      .sort(),
+    links: lines('ip', ['-o', 'link', 'show'])
+      .map((l) => l.split(':')[1]?.trim() ?? l)
+      .sort(),
     iptables: [...lines('iptables-save', []), ...lines('ip6tables-save', [])].filter((l) => !l.startsWith('#')),
     // Other tests pin under /sys/fs/bpf/nttest-*; the node has a BPF filesystem of its own.
-    bpffs: readdirSync('/sys/fs/bpf').filter((f) => !f.startsWith('nttest-')).sort(),
+    bpffs: readdirSync('/sys/fs/bpf')
+      .filter((f) => !f.startsWith('nttest-'))
+      .sort(),
   };
 }
 
@@ -43,7 +53,9 @@ function leftovers(info: { pids: number[]; cgroupRoot: string; namespaces: strin
   const top = info.cgroupRoot.split('/')[1] as string;
   return {
     pids: info.pids.filter(alive),
-    cgroups: readdirSync('/sys/fs/cgroup').map((h) => join('/sys/fs/cgroup', h, top)).filter((d) => existsSync(d)),
+    cgroups: readdirSync('/sys/fs/cgroup')
+      .map((h) => join('/sys/fs/cgroup', h, top))
+      .filter((d) => existsSync(d)),
     netns: info.namespaces.filter((ns) => existsSync(join('/var/run/netns', ns))),
     dirs: [info.dir].filter((d) => existsSync(d)),
   };
@@ -57,8 +69,11 @@ async function waitPodReady(node: TestNode, name: string): Promise<{ podIP: stri
   while (Date.now() < end) {
     const r = await node.cluster.kubectl(['get', 'pod', name, '-o', 'json']);
     if (r.code === 0) {
-      const pod = JSON.parse(r.stdout) as { status: { podIP?: string; hostIP?: string; conditions?: { type: string; status: string }[] } };
-      if (pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')) return { podIP: pod.status.podIP ?? '', hostIP: pod.status.hostIP ?? '' };
+      const pod = JSON.parse(r.stdout) as {
+        status: { podIP?: string; hostIP?: string; conditions?: { type: string; status: string }[] };
+      };
+      if (pod.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+        return { podIP: pod.status.podIP ?? '', hostIP: pod.status.hostIP ?? '' };
       last = JSON.stringify(pod.status);
     }
     await new Promise((res) => setTimeout(res, 250));
@@ -74,7 +89,11 @@ test('pods run on the node, and stop() leaves the host as it was', async () => {
   try {
     info = { pids: node.pids(), cgroupRoot: node.cgroupRoot, namespaces: [node.node.ns, node.peer.ns], dir: node.cluster.dir };
     const nodes = await node.cluster.kubectlOk(['get', 'nodes', '-o', 'wide']);
-    assert.match(nodes, new RegExp(`^${node.name}\\s+Ready\\s.*\\s${node.address.replaceAll('.', '\\.')}\\s.*containerd://`, 'm'), nodes);
+    assert.match(
+      nodes,
+      new RegExp(`^${node.name}\\s+Ready\\s.*\\s${node.address.replaceAll('.', '\\.')}\\s.*containerd://`, 'm'),
+      nodes,
+    );
     // A pod on the CNI bridge, and one on the host network with the node's bpffs, as the agent mounts it.
     await node.cluster.apply(`apiVersion: v1
 kind: Pod
@@ -95,12 +114,15 @@ spec:
   volumes: [{name: bpffs, hostPath: {path: /sys/fs/bpf, type: Directory}}]
 `);
     const bridged = await waitPodReady(node, 'bridged');
-    assert.ok(bridged.podIP.startsWith(POD_CIDR.split('.').slice(0, 3).join('.') + '.'), `a pod address from ${POD_CIDR}: ${bridged.podIP}`);
+    assert.ok(
+      bridged.podIP.startsWith(POD_CIDR.split('.').slice(0, 3).join('.') + '.'),
+      `a pod address from ${POD_CIDR}: ${bridged.podIP}`,
+    );
     const hosted = await waitPodReady(node, 'host');
-    assert.equal(hosted.podIP, node.address, 'a hostNetwork pod has the node\'s address');
+    assert.equal(hosted.podIP, node.address, "a hostNetwork pod has the node's address");
     // Every process of the node, the pods' included, is in its cgroup.
     const pids = node.pids();
-    assert.ok(pids.length > info.pids.length, 'the pods\' processes are the node\'s');
+    assert.ok(pids.length > info.pids.length, "the pods' processes are the node's");
     info.pids = pids;
   } finally {
     await node.stop();
@@ -117,7 +139,10 @@ for (const signal of ['SIGINT', 'SIGKILL'] as const) {
       process.stdout.write(JSON.stringify({ pids: n.pids(), cgroupRoot: n.cgroupRoot, namespaces: [n.node.ns, n.peer.ns], dir: n.cluster.dir }) + '\\n');
       setInterval(() => {}, 1 << 30);
     `;
-    const { child, info } = await fixtureChild<{ pids: number[]; cgroupRoot: string; namespaces: string[]; dir: string }>(script, 180_000);
+    const { child, info } = await fixtureChild<{ pids: number[]; cgroupRoot: string; namespaces: string[]; dir: string }>(
+      script,
+      180_000,
+    );
     assert.ok(info.pids.length >= 8, `the node's processes run: ${info.pids.length}`);
     child.kill(signal);
     const end = Date.now() + 30_000;

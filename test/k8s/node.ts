@@ -23,7 +23,17 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTopology, netnsPath, type Iface, type Topology } from '../lib/netns.js';
@@ -97,7 +107,10 @@ function cgroupHierarchies(): { path: string; v2: boolean; controllers: string[]
     const [fstype, , superOpts] = post.split(' ');
     const mountPoint = pre.split(' ')[4];
     if (!mountPoint || (fstype !== 'cgroup' && fstype !== 'cgroup2')) continue;
-    const controllers = fstype === 'cgroup2' ? [] : (superOpts ?? '').split(',').filter((o) => !['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'xattr'].includes(o));
+    const controllers =
+      fstype === 'cgroup2'
+        ? []
+        : (superOpts ?? '').split(',').filter((o) => !['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'xattr'].includes(o));
     out.push({ path: mountPoint, v2: fstype === 'cgroup2', controllers });
   }
   return out;
@@ -128,7 +141,8 @@ function cgroupPids(dir: string): number[] {
 function removeCgroupTree(dir: string): string[] {
   if (!existsSync(dir)) return [];
   const left: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) left.push(...removeCgroupTree(join(dir, e.name)));
+  for (const e of readdirSync(dir, { withFileTypes: true }))
+    if (e.isDirectory()) left.push(...removeCgroupTree(join(dir, e.name)));
   try {
     rmdirSync(dir);
   } catch {
@@ -294,46 +308,72 @@ export class TestNode {
       '--v=1',
     ]);
     const sched = kubeconfig('system:kube-scheduler', '/CN=system:kube-scheduler');
-    this.cluster.startProcess('kube-scheduler', tools.kubeScheduler, [`--kubeconfig=${sched}`, '--leader-elect=false', '--bind-address=127.0.0.1', '--v=1']);
+    this.cluster.startProcess('kube-scheduler', tools.kubeScheduler, [
+      `--kubeconfig=${sched}`,
+      '--leader-elect=false',
+      '--bind-address=127.0.0.1',
+      '--v=1',
+    ]);
 
     // containerd with its CRI plugin; everything it keeps is under the node's /var/lib and /run.
     const cniDir = join(dir, 'cni');
     mkdirSync(cniDir);
-    writeFileSync(join(cniDir, '10-netoken-test.conflist'), JSON.stringify({
-      cniVersion: '0.4.0',
-      name: 'netoken-test',
-      // No loopback plugin: containerd sets up each pod's lo itself.
-      plugins: [
-        { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true, hairpinMode: true,
-          ipam: { type: 'host-local', ranges: [[{ subnet: POD_CIDR }]], routes: [{ dst: '0.0.0.0/0' }] } },
-        { type: 'portmap', capabilities: { portMappings: true } },
-      ],
-    }, null, 1));
+    writeFileSync(
+      join(cniDir, '10-netoken-test.conflist'),
+      JSON.stringify(
+        {
+          cniVersion: '0.4.0',
+          name: 'netoken-test',
+          // No loopback plugin: containerd sets up each pod's lo itself.
+          plugins: [
+            {
+              type: 'bridge',
+              bridge: 'cni0',
+              isGateway: true,
+              ipMasq: true,
+              hairpinMode: true,
+              ipam: { type: 'host-local', ranges: [[{ subnet: POD_CIDR }]], routes: [{ dst: '0.0.0.0/0' }] },
+            },
+            { type: 'portmap', capabilities: { portMappings: true } },
+          ],
+        },
+        null,
+        1,
+      ),
+    );
     const containerdConfig = join(dir, 'containerd.toml');
-    writeFileSync(containerdConfig, [
-      'version = 2',
-      '[grpc]',
-      `  address = "${CONTAINERD_SOCKET}"`,
-      '[plugins."io.containerd.grpc.v1.cri"]',
-      `  sandbox_image = "${SANDBOX_IMAGE}"`,
-      // This VM refuses to lower oom_score_adj even to root (no CAP_SYS_RESOURCE), and the CRI
-      // gives sandboxes -998: runc then fails every pod. Restricted, it never goes below the
-      // score containerd itself has.
-      '  restrict_oom_score_adj = true',
-      '  [plugins."io.containerd.grpc.v1.cri".containerd]',
-      '    snapshotter = "overlayfs"',
-      '    default_runtime_name = "runc"',
-      '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
-      '      runtime_type = "io.containerd.runc.v2"',
-      '      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
-      // The kubelet's cgroup driver below is cgroupfs (there is no systemd).
-      '        SystemdCgroup = false',
-      '  [plugins."io.containerd.grpc.v1.cri".cni]',
-      `    bin_dir = "${CNI_BIN_DIR}"`,
-      `    conf_dir = "${cniDir}"`,
-      '',
-    ].join('\n'));
-    const containerd = this.cluster.startProcess('containerd', 'containerd', ['--config', containerdConfig, '--log-level', 'warn']);
+    writeFileSync(
+      containerdConfig,
+      [
+        'version = 2',
+        '[grpc]',
+        `  address = "${CONTAINERD_SOCKET}"`,
+        '[plugins."io.containerd.grpc.v1.cri"]',
+        `  sandbox_image = "${SANDBOX_IMAGE}"`,
+        // This VM refuses to lower oom_score_adj even to root (no CAP_SYS_RESOURCE), and the CRI
+        // gives sandboxes -998: runc then fails every pod. Restricted, it never goes below the
+        // score containerd itself has.
+        '  restrict_oom_score_adj = true',
+        '  [plugins."io.containerd.grpc.v1.cri".containerd]',
+        '    snapshotter = "overlayfs"',
+        '    default_runtime_name = "runc"',
+        '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+        '      runtime_type = "io.containerd.runc.v2"',
+        '      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
+        // The kubelet's cgroup driver below is cgroupfs (there is no systemd).
+        '        SystemdCgroup = false',
+        '  [plugins."io.containerd.grpc.v1.cri".cni]',
+        `    bin_dir = "${CNI_BIN_DIR}"`,
+        `    conf_dir = "${cniDir}"`,
+        '',
+      ].join('\n'),
+    );
+    const containerd = this.cluster.startProcess('containerd', 'containerd', [
+      '--config',
+      containerdConfig,
+      '--log-level',
+      'warn',
+    ]);
     await this.waitFor('containerd', containerd, remaining(), async () => (await this.ctr(['version'])).code === 0);
     this.say('containerd ready');
 
@@ -348,30 +388,49 @@ export class TestNode {
     for (const archive of opts.images ?? []) await this.importImage(archive);
     this.say('images imported');
 
-    const kubeletCert = this.cluster.issueCertificate('kubelet-serving', `/CN=${this.name}`, 'server', [`IP:${this.address}`, `DNS:${this.name}`]);
+    const kubeletCert = this.cluster.issueCertificate('kubelet-serving', `/CN=${this.name}`, 'server', [
+      `IP:${this.address}`,
+      `DNS:${this.name}`,
+    ]);
     const kubeletConfig = join(dir, 'kubelet.yaml');
-    writeFileSync(kubeletConfig, JSON.stringify({
-      apiVersion: 'kubelet.config.k8s.io/v1beta1',
-      kind: 'KubeletConfiguration',
-      containerRuntimeEndpoint: `unix://${CONTAINERD_SOCKET}`,
-      cgroupDriver: 'cgroupfs',
-      // The node's own cgroup, so that every pod can be found and killed by stop().
-      cgroupRoot: this.cgroupRoot,
-      // This VM has cgroup v1 hierarchies; Kubernetes 1.35 refuses them unless told otherwise.
-      failCgroupV1: false,
-      authentication: { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: join(pki, 'ca.crt') } },
-      authorization: { mode: 'Webhook' },
-      tlsCertFile: kubeletCert.cert,
-      tlsPrivateKeyFile: kubeletCert.key,
-      readOnlyPort: 0,
-      healthzBindAddress: '127.0.0.1',
-      clusterDomain: 'cluster.local',
-      resolvConf: '/etc/resolv.conf',
-      // Whatever this machine's disk holds, never evict the test's pods or collect its images.
-      evictionHard: { 'memory.available': '100Mi', 'nodefs.available': '1%', 'nodefs.inodesFree': '1%', 'imagefs.available': '1%' },
-      imageGCHighThresholdPercent: 100,
-      imageGCLowThresholdPercent: 99,
-    }, null, 1));
+    writeFileSync(
+      kubeletConfig,
+      JSON.stringify(
+        {
+          apiVersion: 'kubelet.config.k8s.io/v1beta1',
+          kind: 'KubeletConfiguration',
+          containerRuntimeEndpoint: `unix://${CONTAINERD_SOCKET}`,
+          cgroupDriver: 'cgroupfs',
+          // The node's own cgroup, so that every pod can be found and killed by stop().
+          cgroupRoot: this.cgroupRoot,
+          // This VM has cgroup v1 hierarchies; Kubernetes 1.35 refuses them unless told otherwise.
+          failCgroupV1: false,
+          authentication: {
+            anonymous: { enabled: false },
+            webhook: { enabled: true },
+            x509: { clientCAFile: join(pki, 'ca.crt') },
+          },
+          authorization: { mode: 'Webhook' },
+          tlsCertFile: kubeletCert.cert,
+          tlsPrivateKeyFile: kubeletCert.key,
+          readOnlyPort: 0,
+          healthzBindAddress: '127.0.0.1',
+          clusterDomain: 'cluster.local',
+          resolvConf: '/etc/resolv.conf',
+          // Whatever this machine's disk holds, never evict the test's pods or collect its images.
+          evictionHard: {
+            'memory.available': '100Mi',
+            'nodefs.available': '1%',
+            'nodefs.inodesFree': '1%',
+            'imagefs.available': '1%',
+          },
+          imageGCHighThresholdPercent: 100,
+          imageGCLowThresholdPercent: 99,
+        },
+        null,
+        1,
+      ),
+    );
     const kubelet = this.cluster.startProcess('kubelet', tools.kubelet, [
       `--config=${kubeletConfig}`,
       `--kubeconfig=${kubeconfig(`system:node:${this.name}`, `/O=system:nodes/CN=system:node:${this.name}`)}`,
@@ -383,24 +442,37 @@ export class TestNode {
 
     // kube-proxy: the kubernetes Service (and every other) works for pods, as on a real node.
     const proxyConfig = join(dir, 'kube-proxy.yaml');
-    writeFileSync(proxyConfig, JSON.stringify({
-      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
-      kind: 'KubeProxyConfiguration',
-      clientConnection: { kubeconfig: kubeconfig('system:kube-proxy', '/CN=system:kube-proxy') },
-      hostnameOverride: this.name,
-      mode: 'iptables',
-      clusterCIDR: POD_CIDR,
-      healthzBindAddress: '127.0.0.1:10256',
-      metricsBindAddress: '127.0.0.1:10249',
-      // The conntrack sysctls are read-only outside the host's network namespace: leave them.
-      conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s' },
-      // NodePorts on 127.0.0.1 would need route_localnet; nothing here uses them.
-      iptables: { localhostNodePorts: false },
-    }, null, 1));
+    writeFileSync(
+      proxyConfig,
+      JSON.stringify(
+        {
+          apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+          kind: 'KubeProxyConfiguration',
+          clientConnection: { kubeconfig: kubeconfig('system:kube-proxy', '/CN=system:kube-proxy') },
+          hostnameOverride: this.name,
+          mode: 'iptables',
+          clusterCIDR: POD_CIDR,
+          healthzBindAddress: '127.0.0.1:10256',
+          metricsBindAddress: '127.0.0.1:10249',
+          // The conntrack sysctls are read-only outside the host's network namespace: leave them.
+          conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s' },
+          // NodePorts on 127.0.0.1 would need route_localnet; nothing here uses them.
+          iptables: { localhostNodePorts: false },
+        },
+        null,
+        1,
+      ),
+    );
     const proxy = this.cluster.startProcess('kube-proxy', tools.kubeProxy, [`--config=${proxyConfig}`, '--v=1']);
 
     await this.waitFor('kubelet (Node Ready)', kubelet, remaining(), async () => {
-      const r = await this.cluster.kubectl(['get', 'node', this.name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
+      const r = await this.cluster.kubectl([
+        'get',
+        'node',
+        this.name,
+        '-o',
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+      ]);
       return r.code === 0 && r.stdout.trim() === 'True';
     });
     this.say('Node Ready');
@@ -411,7 +483,15 @@ export class TestNode {
     this.say('kube-proxy programs the kubernetes Service');
     // The controller-manager at work: namespaces get their ServiceAccount and the cluster's CA.
     await this.waitFor('kube-controller-manager', cm, remaining(), async () => {
-      const r = await this.cluster.kubectl(['get', '-n', 'default', 'serviceaccount/default', 'configmap/kube-root-ca.crt', '-o', 'name']);
+      const r = await this.cluster.kubectl([
+        'get',
+        '-n',
+        'default',
+        'serviceaccount/default',
+        'configmap/kube-root-ca.crt',
+        '-o',
+        'name',
+      ]);
       return r.code === 0;
     });
     this.say('the node is up');
@@ -422,7 +502,9 @@ export class TestNode {
     const end = Date.now() + ms;
     for (;;) {
       if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-        throw new Error(`${proc.name} exited (${proc.child.signalCode ?? proc.child.exitCode}) before ${what} was ready; last lines of ${proc.log}:\n${tailOf(proc.log)}`);
+        throw new Error(
+          `${proc.name} exited (${proc.child.signalCode ?? proc.child.exitCode}) before ${what} was ready; last lines of ${proc.log}:\n${tailOf(proc.log)}`,
+        );
       }
       if (await check()) return;
       if (Date.now() > end) throw new Error(`${what} not ready after ${ms} ms; last lines of ${proc.log}:\n${tailOf(proc.log)}`);
@@ -456,8 +538,18 @@ export class TestNode {
   private serverArgv(cmd: string, args: string[]): string[] {
     const holder = this.holder?.pid;
     if (holder === undefined) throw new Error('the node has no mount namespace yet');
-    return ['sh', '-c', 'echo $$ > "$0" && exec "$@"', join(this.track, 'node', 'cgroup.procs'),
-      'nsenter', `--net=${netnsPath(this.node.ns)}`, `--mount=/proc/${holder}/ns/mnt`, '--', cmd, ...args];
+    return [
+      'sh',
+      '-c',
+      'echo $$ > "$0" && exec "$@"',
+      join(this.track, 'node', 'cgroup.procs'),
+      'nsenter',
+      `--net=${netnsPath(this.node.ns)}`,
+      `--mount=/proc/${holder}/ns/mnt`,
+      '--',
+      cmd,
+      ...args,
+    ];
   }
 
   /**
@@ -475,9 +567,26 @@ export class TestNode {
       'echo ready',
       'exec sleep infinity',
     ].join('\n');
-    const child = spawn('sh', ['-c', 'echo $$ > "$0" && exec "$@"', join(this.track, 'node', 'cgroup.procs'),
-      'nsenter', `--net=${netnsPath(this.node.ns)}`, '--', 'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', setup],
-    { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'sh',
+      [
+        '-c',
+        'echo $$ > "$0" && exec "$@"',
+        join(this.track, 'node', 'cgroup.procs'),
+        'nsenter',
+        `--net=${netnsPath(this.node.ns)}`,
+        '--',
+        'unshare',
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        'sh',
+        '-c',
+        setup,
+      ],
+      { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     child.unref();
     this.holder = child;
     let out = '';
@@ -536,7 +645,10 @@ export class TestNode {
 
   private async imageRefs(): Promise<string[]> {
     const r = await this.ctr(['images', 'ls', '-q']);
-    return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    return r.stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
   }
 
   /** The host PID of a running container ("containerd://<id>" from a pod's containerStatuses, or the bare id). */
@@ -545,7 +657,8 @@ export class TestNode {
     const r = await this.ctr(['tasks', 'ls']);
     const line = r.stdout.split('\n').find((l) => l.split(/\s+/)[0] === id);
     const pid = Number(line?.split(/\s+/)[1]);
-    if (!Number.isInteger(pid) || pid <= 0) throw new Error(`container ${id} has no running task on the node:\n${r.stdout}${r.stderr}`);
+    if (!Number.isInteger(pid) || pid <= 0)
+      throw new Error(`container ${id} has no running task on the node:\n${r.stdout}${r.stderr}`);
     return pid;
   }
 
@@ -631,12 +744,14 @@ function tailOf(file: string): string {
 /** Fails with what to install when a binary the node needs is missing. */
 function checkPrerequisites(): void {
   const missing: string[] = [];
-  for (const [what, path] of Object.entries(nodeToolPaths())) if (!existsSync(path)) missing.push(`${what} (${path}): bash test/k8s/build-tools.sh node`);
+  for (const [what, path] of Object.entries(nodeToolPaths()))
+    if (!existsSync(path)) missing.push(`${what} (${path}): bash test/k8s/build-tools.sh node`);
   for (const bin of ['containerd', 'containerd-shim-runc-v2', 'runc', 'ctr', 'iptables', 'nsenter', 'unshare', 'buildah', 'cc']) {
     if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) missing.push(`${bin}: bash scripts/install-deps.sh`);
   }
   for (const plugin of ['bridge', 'host-local', 'portmap']) {
-    if (!existsSync(join(CNI_BIN_DIR, plugin))) missing.push(`CNI plugin ${plugin} in ${CNI_BIN_DIR}: bash scripts/install-deps.sh (containernetworking-plugins)`);
+    if (!existsSync(join(CNI_BIN_DIR, plugin)))
+      missing.push(`CNI plugin ${plugin} in ${CNI_BIN_DIR}: bash scripts/install-deps.sh (containernetworking-plugins)`);
   }
   if (missing.length) throw new Error(`the test node needs:\n  ${missing.join('\n  ')}`);
 }

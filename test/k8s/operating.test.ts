@@ -18,16 +18,16 @@ import { COUNTERS } from '../../src/lib/abi.js';
 import { buildFrame, tokenOption } from '../../src/lib/packet.js';
 import { writePcap } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { agentIn, agentMetricsIn, type AgentRun } from '../lib/agent.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type K8sObject, type OperatorRun, agentKubeconfig, installChartRbac, parseObjects, render, startOperator, waitNodeState } from './chart.js';
-import { TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
+import { agentMetricsIn, type AgentRun } from '../lib/agent.js';
+import { keySecret, nodeYaml, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { type Topology } from '../lib/netns.js';
+import { connect, type TcpServer } from '../lib/tcp.js';
+import { type K8sObject, type OperatorRun, parseObjects, policyAttached, render } from './chart.js';
+import { type TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 import { type Inventory, addExposition, exprNeeds } from './promql.js';
 import { waitUntil } from '../../src/lib/wait.js';
 
-const NS = 'netoken-system';
 const NODE = 'node-ops';
 const STATIC_TOKEN = randomBytes(8);
 const GUARD_KEY = randomBytes(16);
@@ -37,7 +37,10 @@ const RULE_TESTS = join(repoRoot, 'test/k8s/prometheus-rules.test.yaml');
 /** Labels Prometheus gives every series it scrapes, beyond those the process exports. */
 const TARGET_LABELS = new Set(['job', 'instance']);
 
-interface RuleGroup { name: string; rules: { alert?: string; record?: string; expr: string; for?: string }[] }
+interface RuleGroup {
+  name: string;
+  rules: { alert?: string; record?: string; expr: string; for?: string }[];
+}
 interface Dashboard {
   panels: { title: string; type: string; targets?: { expr: string }[] }[];
   templating: { list: { name: string; type: string; query?: string | { query: string } }[] };
@@ -46,15 +49,19 @@ interface Dashboard {
 function promtool(args: string[], cwd?: string): Promise<CommandResult> {
   return new Promise((res) => {
     execFile(toolPaths().promtool, args, { cwd, encoding: 'utf8', timeout: 120_000 }, (err, stdout, stderr) =>
-      res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+      res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
 /** The chart rendered with the alerts and the dashboard on. */
 async function monitoringObjects(): Promise<{ groups: RuleGroup[]; dashboard: Dashboard }> {
-  const objects = parseObjects(await render({ namespace: NS, set: ['metrics.prometheusRule.enabled=true', 'metrics.dashboard.enabled=true'] }));
+  const objects = parseObjects(
+    await render({ namespace: NS, set: ['metrics.prometheusRule.enabled=true', 'metrics.dashboard.enabled=true'] }),
+  );
   const rule = objects.find((o) => o.kind === 'PrometheusRule') as (K8sObject & { spec: { groups: RuleGroup[] } }) | undefined;
-  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'netoken-dashboard') as (K8sObject & { data: Record<string, string> }) | undefined;
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'netoken-dashboard') as
+    (K8sObject & { data: Record<string, string> }) | undefined;
   assert.ok(rule, 'the chart renders a PrometheusRule');
   assert.ok(cm, 'the chart renders the dashboard ConfigMap');
   return { groups: rule.spec.groups, dashboard: JSON.parse(cm.data['netoken.json'] as string) as Dashboard };
@@ -83,7 +90,7 @@ function withVariables(expr: string): string {
 const tmp = mkdtempSync(join(tmpdir(), 'nttest-operating-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-describe('the chart\'s alerts and dashboard, with promtool', () => {
+describe("the chart's alerts and dashboard, with promtool", () => {
   let groups: RuleGroup[];
   let dashboard: Dashboard;
 
@@ -106,14 +113,25 @@ describe('the chart\'s alerts and dashboard, with promtool', () => {
     assert.match(r.stdout, /SUCCESS/);
     const tested = new Set([...readFileSync(RULE_TESTS, 'utf8').matchAll(/alertname: (\w+)/g)].map((m) => m[1]));
     const alerts = groups.flatMap((g) => g.rules.map((x) => x.alert)).filter((a): a is string => a !== undefined);
-    assert.deepEqual(alerts.filter((a) => !tested.has(a)), [], 'alerts without a unit test');
+    assert.deepEqual(
+      alerts.filter((a) => !tested.has(a)),
+      [],
+      'alerts without a unit test',
+    );
   });
 
-  test('every dashboard query parses, with Prometheus\'s own parser (promtool) and the UI\'s grammar', async () => {
+  test("every dashboard query parses, with Prometheus's own parser (promtool) and the UI's grammar", async () => {
     const exprs = dashboardExprs(dashboard);
     assert.ok(exprs.length >= 20, `the dashboard has its queries: ${exprs.length}`);
     for (const e of exprs) assert.deepEqual(exprNeeds(withVariables(e.expr)).errors, [], `${e.where}: ${e.expr}`);
-    const asRules = { groups: [{ name: 'dashboard', rules: exprs.map((e, i) => ({ record: `netoken:dashboard_query_${i}`, expr: withVariables(e.expr) })) }] };
+    const asRules = {
+      groups: [
+        {
+          name: 'dashboard',
+          rules: exprs.map((e, i) => ({ record: `netoken:dashboard_query_${i}`, expr: withVariables(e.expr) })),
+        },
+      ],
+    };
     writeFileSync(join(tmp, 'dashboard-rules.yaml'), stringify(asRules));
     const r = await promtool(['check', 'rules', join(tmp, 'dashboard-rules.yaml')]);
     assert.equal(r.code, 0, `promtool check rules on the dashboard's queries:\n${r.stdout}${r.stderr}`);
@@ -121,9 +139,9 @@ describe('the chart\'s alerts and dashboard, with promtool', () => {
 });
 
 describe('the dashboard and the alerts against a real agent and operator', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
-  let bridge: LoopbackBridge;
   let agent: AgentRun;
   let server: TcpServer;
   let operator: OperatorRun;
@@ -131,60 +149,65 @@ describe('the dashboard and the alerts against a real agent and operator', () =>
   let guardPort: number;
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'ops', kind: 'pair' });
-    bridge = await bridgeLoopback(topo.client.ns, Number(new URL(cluster.server).port));
-    server = await startServer(topo.server.ns, { port: 0 });
+    env = await ClusterNodes.start('ops');
+    ({ cluster, topo } = env);
+    server = await env.server();
     [operatorPort, guardPort] = (await freePorts(2)) as [number, number];
-    await installChartRbac(cluster, NS);
-    const secret = (name: string, key: Buffer): string => JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: NS }, type: 'Opaque', data: { current: key.toString('base64') } });
-    await cluster.apply(`${secret('web-token', STATIC_TOKEN)}
----
-${secret('guard-key', GUARD_KEY)}
----
-apiVersion: v1
-kind: Node
-metadata: {name: ${NODE}, labels: {role: edge}}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: web}
-spec:
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Static, secretRef: {name: web-token}}
-  egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: guard}
-spec:
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Keyed, secretRef: {name: guard-key}, epochSeconds: ${EPOCH_SECONDS}}
-  ingress: {action: Enforce, ports: [${guardPort}]}
-`);
-    agent = agentIn(topo.client.ns, 'ops');
-    await agent.startCluster(await agentKubeconfig(cluster, NODE, NS), NODE, NS);
-    operator = await startOperator(cluster, operatorPort, { namespace: NS, podName: 'op-ops' });
-    await waitNodeState(cluster, NODE, (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => p.interfaces.every((i) => i.state === 'Attached')),
-      'both policies attached', 30_000, () => agent.log());
+    await cluster.apply(
+      yamlStream([
+        keySecret('web-token', { current: STATIC_TOKEN }, { namespace: NS }),
+        keySecret('guard-key', { current: GUARD_KEY }, { namespace: NS }),
+        nodeYaml(NODE, { role: 'edge' }),
+        tokenPolicy(
+          'web',
+          `interfaces: {names: [${topo.client.dev}]}
+token: {mode: Static, secretRef: {name: web-token}}
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}`,
+        ),
+        tokenPolicy(
+          'guard',
+          `interfaces: {names: [${topo.client.dev}]}
+token: {mode: Keyed, secretRef: {name: guard-key}, epochSeconds: ${EPOCH_SECONDS}}
+ingress: {action: Enforce, ports: [${guardPort}]}`,
+        ),
+      ]),
+    );
+    agent = await env.startAgent('client', NODE, 'ops');
+    operator = await env.startOperator('op-ops', { metricsPort: operatorPort });
+    await env.nodeState(
+      NODE,
+      agent,
+      (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => policyAttached(s, p.name)),
+      'both policies attached',
+    );
     for (const name of ['web', 'guard']) {
-      await waitUntil(`policy ${name} Ready`, 30_000, async () => {
-        const r = await cluster.kubectl(['get', 'tokenpolicy', name, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
-        return r.stdout === 'True' || undefined;
-      }, { everyMs: 300, context: () => operator.log().slice(-3000) });
+      await waitUntil(
+        `policy ${name} Ready`,
+        30_000,
+        async () => {
+          const r = await cluster.kubectl([
+            'get',
+            'tokenpolicy',
+            name,
+            '-o',
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+          ]);
+          return r.stdout === 'True' || undefined;
+        },
+        { everyMs: 300, context: () => operator.log().slice(-3000) },
+      );
     }
     // Traffic: a marked handshake out, and an unmarked SYN in at the enforcing port (dropped).
     assert.ok((await connect(topo.client.ns, topo.server.ipv4, server.port)).ok, 'a marked handshake');
-    assert.equal((await connect(topo.server.ns, topo.client.ipv4, guardPort, { timeoutMs: 700 })).connected, false, 'an unmarked SYN is dropped');
+    assert.equal(
+      (await connect(topo.server.ns, topo.client.ipv4, guardPort, { timeoutMs: 700 })).connected,
+      false,
+      'an unmarked SYN is dropped',
+    );
   });
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agent?.cleanup();
-    await server?.stop();
-    await bridge?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   const scrapeAgent = (): Promise<string> => agentMetricsIn(topo.client.ns);
@@ -195,21 +218,50 @@ spec:
     const o = await scrapeOperator();
     const node = `node="${NODE}"`;
     assert.match(a, new RegExp(`^netoken_agent_ready\\{${node}\\} 1$`, 'm'));
-    assert.match(a, new RegExp(`^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="egress",mode="tcx",${node}\\} 1$`, 'm'));
-    assert.match(a, new RegExp(`^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="ingress",mode="tcx",${node}\\} 1$`, 'm'));
+    assert.match(
+      a,
+      new RegExp(
+        `^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="egress",mode="tcx",${node}\\} 1$`,
+        'm',
+      ),
+    );
+    assert.match(
+      a,
+      new RegExp(
+        `^netoken_agent_hook_attached\\{interface="${topo.client.dev}",direction="ingress",mode="tcx",${node}\\} 1$`,
+        'm',
+      ),
+    );
     assert.match(a, new RegExp(`^netoken_agent_enforcing\\{policy="guard",interface="${topo.client.dev}",${node}\\} 1$`, 'm'));
-    assert.match(a, new RegExp(`^netoken_packets_total\\{policy="web",interface="${topo.client.dev}",reason="marked",${node}\\} [1-9]`, 'm'));
-    assert.match(a, new RegExp(`^netoken_packets_total\\{policy="guard",interface="${topo.client.dev}",reason="verify_dropped",${node}\\} [1-9]`, 'm'));
-    for (const w of ['tokenpolicies', 'node', 'secrets']) assert.match(a, new RegExp(`^netoken_agent_watch_restarts_total\\{resource="${w}",${node}\\} \\d+$`, 'm'));
+    assert.match(
+      a,
+      new RegExp(`^netoken_packets_total\\{policy="web",interface="${topo.client.dev}",reason="marked",${node}\\} [1-9]`, 'm'),
+    );
+    assert.match(
+      a,
+      new RegExp(
+        `^netoken_packets_total\\{policy="guard",interface="${topo.client.dev}",reason="verify_dropped",${node}\\} [1-9]`,
+        'm',
+      ),
+    );
+    for (const w of ['tokenpolicies', 'node', 'secrets'])
+      assert.match(a, new RegExp(`^netoken_agent_watch_restarts_total\\{resource="${w}",${node}\\} \\d+$`, 'm'));
     for (const p of ['web', 'guard']) {
-      assert.match(o, new RegExp(`^netoken_policy_condition\\{policy="${p}",type="Ready",status="True",reason="AllNodesReady"\\} 1$`, 'm'));
-      assert.match(o, new RegExp(`^netoken_policy_condition\\{policy="${p}",type="Degraded",status="False",reason="AsExpected"\\} 1$`, 'm'));
+      assert.match(
+        o,
+        new RegExp(`^netoken_policy_condition\\{policy="${p}",type="Ready",status="True",reason="AllNodesReady"\\} 1$`, 'm'),
+      );
+      assert.match(
+        o,
+        new RegExp(`^netoken_policy_condition\\{policy="${p}",type="Degraded",status="False",reason="AsExpected"\\} 1$`, 'm'),
+      );
       assert.match(o, new RegExp(`^netoken_policy_nodes_selected\\{policy="${p}"\\} 1$`, 'm'));
       assert.match(o, new RegExp(`^netoken_policy_nodes_ready\\{policy="${p}"\\} 1$`, 'm'));
       assert.match(o, new RegExp(`^netoken_policy_nodes_failed\\{policy="${p}"\\} 0$`, 'm'));
     }
     for (const text of [a, o]) {
-      for (const k of [STATIC_TOKEN, GUARD_KEY]) for (const enc of [k.toString('hex'), k.toString('base64')]) assert.ok(!text.includes(enc), 'a key in metrics');
+      for (const k of [STATIC_TOKEN, GUARD_KEY])
+        for (const enc of [k.toString('hex'), k.toString('base64')]) assert.ok(!text.includes(enc), 'a key in metrics');
     }
   });
 
@@ -219,8 +271,14 @@ spec:
     addExposition(inv, await scrapeOperator());
     const { groups, dashboard } = await monitoringObjects();
     // The job labels the chart's ServiceMonitors give our scrapes (metrics.agentJob, metrics.operatorJob).
-    const monitors = parseObjects(await render({ namespace: NS, set: ['metrics.serviceMonitor.enabled=true'] })).filter((x) => x.kind === 'ServiceMonitor') as (K8sObject & { spec: { endpoints: { relabelings: { targetLabel: string; replacement: string }[] }[] } })[];
-    const jobs = new Set(monitors.flatMap((m) => m.spec.endpoints.flatMap((e) => e.relabelings.filter((r) => r.targetLabel === 'job').map((r) => r.replacement))));
+    const monitors = parseObjects(await render({ namespace: NS, set: ['metrics.serviceMonitor.enabled=true'] })).filter(
+      (x) => x.kind === 'ServiceMonitor',
+    ) as (K8sObject & { spec: { endpoints: { relabelings: { targetLabel: string; replacement: string }[] }[] } })[];
+    const jobs = new Set(
+      monitors.flatMap((m) =>
+        m.spec.endpoints.flatMap((e) => e.relabelings.filter((r) => r.targetLabel === 'job').map((r) => r.replacement)),
+      ),
+    );
     assert.deepEqual([...jobs].sort(), ['netoken-agent', 'netoken-operator']);
     const exprs = [
       ...groups.flatMap((g) => g.rules.map((r) => ({ where: `alert ${r.alert ?? r.record}`, expr: r.expr }))),
@@ -237,7 +295,8 @@ spec:
         if (sel.metric === 'up') {
           // Prometheus's own series for each scrape: only the job of our scrapes may be asked for.
           for (const m of sel.matchers) {
-            if (m.label !== 'job' || m.op !== '=' || !jobs.has(m.value)) problems.push(`${where}: up{${m.label}${m.op}"${m.value}"} is not one of our scrape jobs`);
+            if (m.label !== 'job' || m.op !== '=' || !jobs.has(m.value))
+              problems.push(`${where}: up{${m.label}${m.op}"${m.value}"} is not one of our scrape jobs`);
           }
           continue;
         }
@@ -258,7 +317,8 @@ spec:
           if (sel.metric === 'netoken_packets_total' && m.label === 'reason') known = [...COUNTERS];
           // A condition's reason is the operator's word for a state; types and statuses are fixed.
           if (sel.metric === 'netoken_policy_condition' && m.label === 'reason') continue;
-          if (!known.some((v) => re.test(v))) problems.push(`${where}: ${sel.metric}{${m.label}${m.op}"${m.value}"} matches none of ${known.join(', ')}`);
+          if (!known.some((v) => re.test(v)))
+            problems.push(`${where}: ${sel.metric}{${m.label}${m.op}"${m.value}"} matches none of ${known.join(', ')}`);
         }
       }
       for (const g of needs.groupingLabels) {
@@ -294,25 +354,67 @@ subjects: [{kind: ServiceAccount, name: oncall, namespace: ${NS}}]
     // A SYN to the enforcing port with a valid token, and one with a forged token.
     const flow = { src: topo.server.ipv4, dst: topo.client.ipv4, sport: 40100, dport: guardPort, seq: 99 };
     const good = keyedToken(GUARD_KEY, flow, BIND_ALL, epochAt(Date.now(), EPOCH_SECONDS));
-    const frames = [good, randomBytes(8)].map((v, i) => buildFrame({ src: flow.src, dst: flow.dst, tcp: { sport: flow.sport + i, dport: guardPort, seq: flow.seq, options: tokenOption(253, 0x4e54, v) } }));
+    const frames = [good, randomBytes(8)].map((v, i) =>
+      buildFrame({
+        src: flow.src,
+        dst: flow.dst,
+        tcp: { sport: flow.sport + i, dport: guardPort, seq: flow.seq, options: tokenOption(253, 0x4e54, v) },
+      }),
+    );
     const file = join(tmp, 'guard.pcap');
     writeFileSync(file, writePcap(frames, Date.now() / 1000));
-    const inspect = (kubeconfig: string): Promise<CommandResult> => new Promise((res) => {
-      execFile(process.execPath, [join(repoRoot, 'bin/netoken.js'), 'inspect', '-r', file, '--policy', 'guard', '--kubeconfig', kubeconfig, '--namespace', NS, '-o', 'json'],
-        { encoding: 'utf8' }, (err, stdout, stderr) => res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
-    });
+    const inspect = (kubeconfig: string): Promise<CommandResult> =>
+      new Promise((res) => {
+        execFile(
+          process.execPath,
+          [
+            join(repoRoot, 'bin/netoken.js'),
+            'inspect',
+            '-r',
+            file,
+            '--policy',
+            'guard',
+            '--kubeconfig',
+            kubeconfig,
+            '--namespace',
+            NS,
+            '-o',
+            'json',
+          ],
+          { encoding: 'utf8' },
+          (err, stdout, stderr) => res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
     const ok = await inspect(await cluster.serviceAccountKubeconfig(NS, 'oncall'));
     assert.equal(ok.code, 0, ok.stderr);
-    const verdicts = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; verdict?: string; policy?: string }).filter((l) => l.type === 'syn');
-    assert.deepEqual(verdicts.map((v) => [v.policy, v.verdict]), [['guard', 'valid'], ['guard', 'invalid']]);
-    for (const enc of [GUARD_KEY.toString('hex'), GUARD_KEY.toString('base64')]) assert.ok(!(ok.stdout + ok.stderr).includes(enc), 'the key in inspect\'s output');
+    const verdicts = ok.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; verdict?: string; policy?: string })
+      .filter((l) => l.type === 'syn');
+    assert.deepEqual(
+      verdicts.map((v) => [v.policy, v.verdict]),
+      [
+        ['guard', 'valid'],
+        ['guard', 'invalid'],
+      ],
+    );
+    for (const enc of [GUARD_KEY.toString('hex'), GUARD_KEY.toString('base64')])
+      assert.ok(!(ok.stdout + ok.stderr).includes(enc), "the key in inspect's output");
 
     const denied = await inspect(await cluster.serviceAccountKubeconfig(NS, 'nobody'));
     assert.equal(denied.code, 1);
-    assert.match(denied.stderr, /not allowed to read TokenPolicy "guard" \(HTTP 403.*\); inspect needs get on tokenpolicies and on the policy's Secret: see examples\/inspect-rbac\.yaml/);
+    assert.match(
+      denied.stderr,
+      /not allowed to read TokenPolicy "guard" \(HTTP 403.*\); inspect needs get on tokenpolicies and on the policy's Secret: see examples\/inspect-rbac\.yaml/,
+    );
     const missing = await new Promise<CommandResult>((res) => {
-      execFile(process.execPath, [join(repoRoot, 'bin/netoken.js'), 'inspect', '-r', file, '--policy', 'nosuch', '--kubeconfig', cluster.kubeconfig], { encoding: 'utf8' },
-        (err, stdout, stderr) => res({ code: err ? 1 : 0, stdout, stderr }));
+      execFile(
+        process.execPath,
+        [join(repoRoot, 'bin/netoken.js'), 'inspect', '-r', file, '--policy', 'nosuch', '--kubeconfig', cluster.kubeconfig],
+        { encoding: 'utf8' },
+        (err, stdout, stderr) => res({ code: err ? 1 : 0, stdout, stderr }),
+      );
     });
     assert.match(missing.stderr, /TokenPolicy "nosuch" not found/);
   });

@@ -49,7 +49,8 @@ export function exprNeeds(expr: string): ExprNeeds {
           const name = m.getChild('LabelName');
           const op = m.getChild('MatchOp');
           const value = m.getChild('StringLiteral');
-          if (name && op && value) sel.matchers.push({ label: text(name), op: text(op) as Matcher['op'], value: unquote(text(value)) });
+          if (name && op && value)
+            sel.matchers.push({ label: text(name), op: text(op) as Matcher['op'], value: unquote(text(value)) });
         }
         out.selectors.push(sel);
         return false;

@@ -10,15 +10,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { ROOT, agentIn, counter, type AgentRun } from '../lib/agent.js';
-import { bridgeLoopback, type LoopbackBridge } from '../lib/loopback-bridge.js';
-import { createTopology, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
-import { connect, startServer, type TcpServer } from '../lib/tcp.js';
-import { type OperatorRun, agentKubeconfig, installChartRbac, startOperator } from './chart.js';
-import { TestCluster } from './cluster.js';
+import { ROOT, counter, type AgentRun } from '../lib/agent.js';
+import { type LoopbackBridge } from '../lib/loopback-bridge.js';
+import { nodeYaml, tokenPolicy, yamlStream } from '../lib/manifests.js';
+import { spawnIn, waitForExit, type Topology } from '../lib/netns.js';
+import { connect, type TcpServer } from '../lib/tcp.js';
+import { type OperatorRun } from './chart.js';
+import { type TestCluster } from './cluster.js';
+import { ClusterNodes, NS } from './node-agents.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 
-const NS = 'netoken-system';
 const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
 const EPOCH_SECONDS = 5;
 const RETIRE_MARGIN = '2s';
@@ -27,11 +28,21 @@ interface Secret {
   metadata: { annotations?: Record<string, string>; resourceVersion: string };
   data?: Record<string, string>;
 }
-interface Condition { type: string; status: string; reason: string; message: string }
-interface Policy { status?: { conditions?: Condition[] } }
-interface NodeKeysReport { status?: { policies?: { name: string; keys?: { signs: number; accepts: number[] } }[] } }
+interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+}
+interface Policy {
+  status?: { conditions?: Condition[] };
+}
+interface NodeKeysReport {
+  status?: { policies?: { name: string; keys?: { signs: number; accepts: number[] } }[] };
+}
 
 describe('key rotation across two nodes', () => {
+  let env: ClusterNodes;
   let cluster: TestCluster;
   let topo: Topology;
   let bridgeA: LoopbackBridge;
@@ -61,51 +72,42 @@ describe('key rotation across two nodes', () => {
       const s = await secret();
       return s && generation(s) === g && Object.keys(s.data ?? {}).join() === 'current' ? s : undefined;
     });
-  const rotate = (value: string): Promise<unknown> => cluster.kubectlOk(['annotate', 'tokenpolicy', 'mark', `netoken.io/rotate=${value}`, '--overwrite']);
+  const rotate = (value: string): Promise<unknown> =>
+    cluster.kubectlOk(['annotate', 'tokenpolicy', 'mark', `netoken.io/rotate=${value}`, '--overwrite']);
 
   before(async () => {
-    cluster = await TestCluster.start();
-    topo = await createTopology({ name: 'rot', kind: 'pair' });
-    const port = Number(new URL(cluster.server).port);
-    bridgeA = await bridgeLoopback(topo.client.ns, port);
-    bridgeB = await bridgeLoopback(topo.server.ns, port);
-    echo = await startServer(topo.server.ns, { port: 0 });
-    await cluster.apply(`apiVersion: v1
-kind: Namespace
-metadata: {name: ${NS}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-a, labels: {role: client}}
----
-apiVersion: v1
-kind: Node
-metadata: {name: node-b, labels: {role: server}}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: mark}
-spec:
-  nodeSelector: {matchLabels: {role: client}}
-  interfaces: {names: [${topo.client.dev}]}
-  token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}
-  egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${echo.port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: guard}
-spec:
-  nodeSelector: {matchLabels: {role: server}}
-  interfaces: {names: [${topo.server.dev}]}
-  token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}
-  ingress: {action: Enforce, ports: [${echo.port}]}
-`);
-    await installChartRbac(cluster, NS);
-    operator = await startOperator(cluster, OPERATOR_METRICS, { namespace: NS, podName: 'op-rot', extraArgs: [`--key-retire-margin=${RETIRE_MARGIN}`] });
-    agentA = agentIn(topo.client.ns, 'rot-a');
-    agentB = agentIn(topo.server.ns, 'rot-b');
-    await agentA.startCluster(await agentKubeconfig(cluster, 'node-a', NS), 'node-a', NS);
-    await agentB.startCluster(await agentKubeconfig(cluster, 'node-b', NS), 'node-b', NS);
+    env = await ClusterNodes.start('rot');
+    ({ cluster, topo } = env);
+    echo = await env.server();
+    const token = `token: {mode: Keyed, epochSeconds: ${EPOCH_SECONDS}, secretRef: {name: rot-key}}`;
+    await cluster.apply(
+      yamlStream([
+        nodeYaml('node-a', { role: 'client' }),
+        nodeYaml('node-b', { role: 'server' }),
+        tokenPolicy(
+          'mark',
+          `nodeSelector: {matchLabels: {role: client}}
+interfaces: {names: [${topo.client.dev}]}
+${token}
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${echo.port}]}]}`,
+        ),
+        tokenPolicy(
+          'guard',
+          `nodeSelector: {matchLabels: {role: server}}
+interfaces: {names: [${topo.server.dev}]}
+${token}
+ingress: {action: Enforce, ports: [${echo.port}]}`,
+        ),
+      ]),
+    );
+    operator = await env.startOperator('op-rot', {
+      metricsPort: OPERATOR_METRICS,
+      extraArgs: [`--key-retire-margin=${RETIRE_MARGIN}`],
+    });
+    bridgeA = await env.bridge('client');
+    bridgeB = await env.bridge('server');
+    agentA = await env.startAgent('client', 'node-a', 'rot-a');
+    agentB = await env.startAgent('server', 'node-b', 'rot-b');
     await eventually('both nodes hold key generation 1', 60_000, async () => {
       const a = await reported('node-a', 'mark');
       const b = await reported('node-b', 'guard');
@@ -114,19 +116,19 @@ spec:
   });
 
   after(async () => {
-    operator?.child.kill('SIGTERM');
-    await agentA?.cleanup();
-    await agentB?.cleanup();
-    await echo?.stop();
-    await bridgeA?.close();
-    await bridgeB?.close();
-    await topo?.destroy();
-    await cluster?.stop();
+    await env?.stop();
   });
 
   test('the key rotates four times while A connects to B, with B and then A cut off from the API for a while: no connection fails, no token is refused', async (t) => {
     const verifierBefore = await agentB.statusReport();
-    const loop = spawnIn(topo.client.ns, process.execPath, [CONNECT_LOOP, topo.server.ipv4, String(echo.port), String(15 * 60_000), '5000', '20']);
+    const loop = spawnIn(topo.client.ns, process.execPath, [
+      CONNECT_LOOP,
+      topo.server.ipv4,
+      String(echo.port),
+      String(15 * 60_000),
+      '5000',
+      '20',
+    ]);
     let out = '';
     loop.stdout?.setEncoding('utf8');
     loop.stdout?.on('data', (d: string) => (out += d));
@@ -148,7 +150,9 @@ spec:
       await bridgeB.stop();
       await rotate('r2');
       await eventually('generation 3 published', 20_000, async () => ((await secret())?.data?.next ? true : undefined));
-      await eventually('node A accepts generation 3', 20_000, async () => ((await reported('node-a', 'mark'))?.accepts.includes(3) ? true : undefined));
+      await eventually('node A accepts generation 3', 20_000, async () =>
+        (await reported('node-a', 'mark'))?.accepts.includes(3) ? true : undefined,
+      );
       await sleep(8000);
       const held = await secret();
       assert.equal(generation(held), 2, 'markers still sign with generation 2 while B has not accepted 3');
@@ -156,7 +160,11 @@ spec:
       const waiting = await keyRotation('mark');
       assert.equal(waiting?.status, 'True');
       assert.match(waiting?.message ?? '', /key generation 3 published: 1 of 2 nodes accept it; waiting for node-b/);
-      assert.equal(await keyRotation('guard').then((c) => c?.message), waiting?.message, 'the policy sharing the Secret says the same');
+      assert.equal(
+        await keyRotation('guard').then((c) => c?.message),
+        waiting?.message,
+        'the policy sharing the Secret says the same',
+      );
       await bridgeB.start();
       await idleAt(3);
       stages.push('rotation 2 (B cut) done');
@@ -165,10 +173,14 @@ spec:
       //    it and signs with the old key, which B still accepts; the old key waits for A.
       await bridgeB.stop();
       await rotate('r3');
-      await eventually('node A accepts generation 4', 30_000, async () => ((await reported('node-a', 'mark'))?.accepts.includes(4) ? true : undefined));
+      await eventually('node A accepts generation 4', 30_000, async () =>
+        (await reported('node-a', 'mark'))?.accepts.includes(4) ? true : undefined,
+      );
       await bridgeA.stop();
       await bridgeB.start();
-      await eventually('markers switched to generation 4', 60_000, async () => (generation(await secret()) === 4 ? true : undefined));
+      await eventually('markers switched to generation 4', 60_000, async () =>
+        generation(await secret()) === 4 ? true : undefined,
+      );
       await sleep(EPOCH_SECONDS * 1000 + 10_000);
       const retiring = await secret();
       assert.equal(generation(retiring), 4);
@@ -192,16 +204,32 @@ spec:
     const verifierAfter = await agentB.statusReport();
     const summary = JSON.parse(out.trim()) as { attempts: number; ok: number; failures: { at: number; error: string }[] };
     const d = (name: string): number => counter(verifierAfter, name, 'guard') - counter(verifierBefore, name, 'guard');
-    t.diagnostic(`${summary.attempts} connections, ${summary.failures.length} failed; B counted ${d('verify_valid')} valid, ${d('verify_invalid')} invalid, ${d('verify_missing')} missing`);
+    t.diagnostic(
+      `${summary.attempts} connections, ${summary.failures.length} failed; B counted ${d('verify_valid')} valid, ${d('verify_invalid')} invalid, ${d('verify_missing')} missing`,
+    );
     assert.ok(summary.attempts >= 200, `the loop kept connecting: ${summary.attempts}`);
     assert.deepEqual(summary.failures.slice(0, 5), [], 'no connection failed');
     assert.equal(d('verify_invalid'), 0, 'B refused no token');
-    assert.ok(d('verify_valid') >= summary.attempts, `every SYN was checked and valid (${d('verify_valid')} for ${summary.attempts})`);
+    assert.ok(
+      d('verify_valid') >= summary.attempts,
+      `every SYN was checked and valid (${d('verify_valid')} for ${summary.attempts})`,
+    );
 
     // What users see: the steps as Events, the nodes' reports, the condition.
-    const events = await cluster.kubectl(['get', 'events', '-A', '--field-selector', 'involvedObject.kind=TokenPolicy', '-o', 'json']);
-    const reasons = (JSON.parse(events.stdout) as { items: { reason: string; involvedObject: { name: string } }[] }).items.map((e) => e.reason);
-    for (const r of ['KeyGenerated', 'RotationStarted', 'KeySwitched', 'KeyRetired']) assert.ok(reasons.includes(r), `an Event ${r}: ${reasons.join(', ')}`);
+    const events = await cluster.kubectl([
+      'get',
+      'events',
+      '-A',
+      '--field-selector',
+      'involvedObject.kind=TokenPolicy',
+      '-o',
+      'json',
+    ]);
+    const reasons = (JSON.parse(events.stdout) as { items: { reason: string; involvedObject: { name: string } }[] }).items.map(
+      (e) => e.reason,
+    );
+    for (const r of ['KeyGenerated', 'RotationStarted', 'KeySwitched', 'KeyRetired'])
+      assert.ok(reasons.includes(r), `an Event ${r}: ${reasons.join(', ')}`);
     assert.deepEqual(await reported('node-b', 'guard'), { signs: 5, accepts: [5] });
     const idle = await keyRotation('mark');
     assert.equal(idle?.reason, 'Idle');
@@ -230,17 +258,30 @@ spec:
     assert.notEqual(s?.data?.current, leaked);
     assert.deepEqual(Object.keys(s?.data ?? {}), ['current'], 'no old key kept');
     const after1 = await agentB.statusReport();
-    assert.ok(counter(after1, 'verify_invalid', 'guard') > counter(before, 'verify_invalid', 'guard'), 'B counts the refused SYNs as invalid');
+    assert.ok(
+      counter(after1, 'verify_invalid', 'guard') > counter(before, 'verify_invalid', 'guard'),
+      'B counts the refused SYNs as invalid',
+    );
     const cond = await keyRotation('mark');
     assert.equal(cond?.reason, 'Revoked');
-    const events = await cluster.kubectl(['get', 'events', '-A', '--field-selector', 'involvedObject.name=mark,reason=KeyRevoked', '-o', 'json']);
+    const events = await cluster.kubectl([
+      'get',
+      'events',
+      '-A',
+      '--field-selector',
+      'involvedObject.name=mark,reason=KeyRevoked',
+      '-o',
+      'json',
+    ]);
     const ev = (JSON.parse(events.stdout) as { items: { type: string; message: string }[] }).items;
     assert.equal(ev[0]?.type, 'Warning');
     assert.match(ev[0]?.message ?? '', /revoked at once \(annotation netoken.io\/revoke=leak-1\)/);
 
     // A back: it learns the new key and connects again.
     await bridgeA.start();
-    await eventually('A connects with the new key', 60_000, async () => ((await connect(topo.client.ns, topo.server.ipv4, echo.port, { timeoutMs: 2000 })).ok ? true : undefined));
+    await eventually('A connects with the new key', 60_000, async () =>
+      (await connect(topo.client.ns, topo.server.ipv4, echo.port, { timeoutMs: 2000 })).ok ? true : undefined,
+    );
 
     // No key in events, conditions or node reports.
     const texts = [

@@ -22,7 +22,8 @@ export const TOKEN = Buffer.from('4e546f6b656e2121', 'hex');
 /** A policy file: one TokenPolicy per entry plus its Secret (8-byte static token). */
 export function policyYaml(policies: { name: string; spec: string; token?: Buffer }[]): string {
   return policies
-    .map((p) => `apiVersion: netoken.io/v1alpha1
+    .map(
+      (p) => `apiVersion: netoken.io/v1alpha1
 kind: TokenPolicy
 metadata: {name: ${p.name}}
 spec:
@@ -34,7 +35,8 @@ kind: Secret
 metadata: {name: ${p.name}-token}
 type: Opaque
 data: {current: ${(p.token ?? TOKEN).toString('base64')}}
-`)
+`,
+    )
     .join('---\n');
 }
 
@@ -78,10 +80,26 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
   const policyFile = path.join(dir, 'policy.yaml');
   let logText = '';
   const spawnAgent = (args: string[]): void => {
-    const argv = [process.execPath, BIN, 'agent', '--state-dir', stateDir, '--run-dir', runDir,
-      '--log-format', 'json', '--log-level', 'debug', '--interface-poll', '300ms', ...args];
+    const argv = [
+      process.execPath,
+      BIN,
+      'agent',
+      '--state-dir',
+      stateDir,
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
+      '--log-level',
+      'debug',
+      '--interface-poll',
+      '300ms',
+      ...args,
+    ];
     const caps = opts.capabilities;
-    const [cmd, ...rest] = caps ? ['setpriv', '--inh-caps=-all', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ...argv] : argv;
+    const [cmd, ...rest] = caps
+      ? ['setpriv', '--inh-caps=-all', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ...argv]
+      : argv;
     const child = spawnIn(ns, cmd as string, rest, opts.env ? { env: { ...process.env, ...opts.env } } : {});
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (logText += d));
@@ -90,7 +108,12 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
     a.child = child;
   };
   const a: AgentRun = {
-    ns, dir, stateDir, runDir, policyFile, child: null,
+    ns,
+    dir,
+    stateDir,
+    runDir,
+    policyFile,
+    child: null,
     log: () => logText,
     writePolicy(yaml) {
       writeFileSync(policyFile, yaml, { mode: 0o600 });
@@ -99,7 +122,17 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
       spawnAgent(['--policy-file', policyFile, ...extra]);
     },
     async startCluster(kubeconfig, nodeName, namespace, extra = []) {
-      spawnAgent(['--kubeconfig', kubeconfig, '--node-name', nodeName, '--namespace', namespace, '--counter-interval', '1s', ...extra]);
+      spawnAgent([
+        '--kubeconfig',
+        kubeconfig,
+        '--node-name',
+        nodeName,
+        '--namespace',
+        namespace,
+        '--counter-interval',
+        '1s',
+        ...extra,
+      ]);
     },
     async stop(signal = 'SIGTERM') {
       const c = a.child;
@@ -119,15 +152,30 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
     },
     async waitStatus(pred, timeoutMs = 15_000, what = 'agent status') {
       let last: AgentStatus | null = null;
-      return waitUntil(what, timeoutMs, () => {
-        if (a.child && a.child.exitCode !== null) throw new Error(`agent exited with ${a.child.exitCode}\n${logText}`);
-        last = a.status();
-        return last && pred(last) ? last : undefined;
-      }, { everyMs: 100, context: () => `last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}` });
+      return waitUntil(
+        what,
+        timeoutMs,
+        () => {
+          if (a.child && a.child.exitCode !== null) throw new Error(`agent exited with ${a.child.exitCode}\n${logText}`);
+          last = a.status();
+          return last && pred(last) ? last : undefined;
+        },
+        { everyMs: 100, context: () => `last status: ${JSON.stringify(last, null, 1)}\nagent log:\n${logText}` },
+      );
     },
     async cli(args) {
       try {
-        const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, BIN, ...args, '--state-dir', stateDir, '--run-dir', runDir]);
+        const r = await run('nsenter', [
+          `--net=/var/run/netns/${ns}`,
+          '--',
+          process.execPath,
+          BIN,
+          ...args,
+          '--state-dir',
+          stateDir,
+          '--run-dir',
+          runDir,
+        ]);
         return { code: 0, stdout: r.stdout, stderr: r.stderr };
       } catch (err) {
         if (!(err instanceof CommandError)) throw err;
@@ -150,7 +198,9 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
 
 /** Sum of one counter over a status report (optionally for one policy). */
 export function counter(r: StatusReport, name: string, policy?: string): number {
-  return r.counters.filter((c) => c.counter === name && (policy === undefined || c.policy === policy)).reduce((n, c) => n + Number(c.value), 0);
+  return r.counters
+    .filter((c) => c.counter === name && (policy === undefined || c.policy === policy))
+    .reduce((n, c) => n + Number(c.value), 0);
 }
 
 export interface KernelHooks {
@@ -173,7 +223,15 @@ export async function kernelHooks(ns: string, dev: string, priority = 1): Promis
     console.log(JSON.stringify({ tcx, tc }));
   `;
   const idx = await run('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/ifindex`]);
-  const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '--input-type=module', '-e', script, idx.stdout.trim()]);
+  const r = await run('nsenter', [
+    `--net=/var/run/netns/${ns}`,
+    '--',
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    script,
+    idx.stdout.trim(),
+  ]);
   const q = await run('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'show', 'dev', dev]);
   const parsed = JSON.parse(r.stdout) as { tcx: number[]; tc: number | null };
   return { ...parsed, clsact: /clsact/.test(q.stdout) };

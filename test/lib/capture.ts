@@ -52,14 +52,18 @@ export async function startCapture(ns: string, dev: string, opts: CaptureOptions
   trackTempDir(dir);
   const file = path.join(dir, `${dev}.pcap`);
   const args = [
-    '-i', dev,
+    '-i',
+    dev,
     '-U',
-    '-w', file,
+    '-w',
+    file,
     '--immediate-mode',
     '-n',
     // Debian's tcpdump otherwise drops to the tcpdump user and cannot write into our 0700 directory.
-    '-Z', 'root',
-    '-s', String(opts.snaplen ?? 262144),
+    '-Z',
+    'root',
+    '-s',
+    String(opts.snaplen ?? 262144),
   ];
   if (opts.filter) {
     args.push(opts.filter);
@@ -71,7 +75,9 @@ export async function startCapture(ns: string, dev: string, opts: CaptureOptions
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new Error(`tcpdump on ${dev} in ${ns} did not start within ${opts.startTimeoutMs ?? 10_000} ms: ${stderr.trim()}`));
+        reject(
+          new Error(`tcpdump on ${dev} in ${ns} did not start within ${opts.startTimeoutMs ?? 10_000} ms: ${stderr.trim()}`),
+        );
       }, opts.startTimeoutMs ?? 10_000);
       const onData = (chunk: string): void => {
         stderr += chunk;

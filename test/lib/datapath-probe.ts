@@ -20,26 +20,46 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (cmd === 'interfaces') {
     const all = await listInterfaces();
-    process.stdout.write(JSON.stringify(all.map((i) => ({ ...i, layer: linkLayer(i), xdpNative: nativeXdpCandidate(i) }))) + '\n');
+    process.stdout.write(
+      JSON.stringify(all.map((i) => ({ ...i, layer: linkLayer(i), xdpNative: nativeXdpCandidate(i) }))) + '\n',
+    );
     return;
   }
   if (cmd === 'apply') {
     const [stateDir, runDir, ingressAttach, hooksJson] = rest;
-    if (!stateDir || !runDir || !ingressAttach || !hooksJson) throw new Error('usage: apply <stateDir> <runDir> <mode> <hooks JSON>');
+    if (!stateDir || !runDir || !ingressAttach || !hooksJson)
+      throw new Error('usage: apply <stateDir> <runDir> <mode> <hooks JSON>');
     const hooks = JSON.parse(hooksJson) as Array<Pick<DesiredHook, 'ifindex' | 'name' | 'layer' | 'xdpNative'>>;
     const log = createLogger({ format: 'json', level: 'error' });
     const dp = Datapath.open({
-      stateDir, runDir, objectPath: bpfObjectPath('marker'), attach: 'auto',
-      ingressAttach: ingressAttach as 'auto' | 'xdp-native' | 'xdp-generic' | 'tc', tcPriority: 1, log,
+      stateDir,
+      runDir,
+      objectPath: bpfObjectPath('marker'),
+      attach: 'auto',
+      ingressAttach: ingressAttach as 'auto' | 'xdp-native' | 'xdp-generic' | 'tc',
+      tcPriority: 1,
+      log,
     });
     try {
       const desired: DesiredState = {
-        policySlots: new Map(), egress4: new Map(), egress6: new Map(), ingressPorts: new Map(), exempt4: new Map(), exempt6: new Map(),
+        policySlots: new Map(),
+        egress4: new Map(),
+        egress6: new Map(),
+        ingressPorts: new Map(),
+        exempt4: new Map(),
+        exempt6: new Map(),
         hooks: new Map(hooks.map((h) => [`${h.ifindex}/ingress`, { ...h, direction: 'ingress' as const, policies: ['probe'] }])),
-        refused: new Map(), outcomes: [], ids: new Map(),
+        refused: new Map(),
+        outcomes: [],
+        ids: new Map(),
       };
       const r = dp.apply(desired);
-      process.stdout.write(JSON.stringify({ hooks: r.hooks.map((h) => ({ name: h.name, mode: h.mode })), errors: r.errors.map((e) => ({ name: e.name, reason: e.reason, message: e.message })) }) + '\n');
+      process.stdout.write(
+        JSON.stringify({
+          hooks: r.hooks.map((h) => ({ name: h.name, mode: h.mode })),
+          errors: r.errors.map((e) => ({ name: e.name, reason: e.reason, message: e.message })),
+        }) + '\n',
+      );
     } finally {
       dp.close();
     }

@@ -33,25 +33,26 @@ export async function bridgeLoopback(ns: string, port: number): Promise<Loopback
   const sock = path.join(dir, 'b.sock');
   let server: Server | null = null;
   const open = new Set<Socket>();
-  const startHost = (): Promise<void> => new Promise((resolve, reject) => {
-    if (server) return resolve(); // already forwarding
-    server = createServer((c) => {
-      const up = createConnection(port, '127.0.0.1');
-      open.add(c);
-      open.add(up);
-      c.pipe(up).pipe(c);
-      const done = (): void => {
-        c.destroy();
-        up.destroy();
-        open.delete(c);
-        open.delete(up);
-      };
-      c.on('error', done).on('close', done);
-      up.on('error', done).on('close', done);
+  const startHost = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      if (server) return resolve(); // already forwarding
+      server = createServer((c) => {
+        const up = createConnection(port, '127.0.0.1');
+        open.add(c);
+        open.add(up);
+        c.pipe(up).pipe(c);
+        const done = (): void => {
+          c.destroy();
+          up.destroy();
+          open.delete(c);
+          open.delete(up);
+        };
+        c.on('error', done).on('close', done);
+        up.on('error', done).on('close', done);
+      });
+      server.once('error', reject);
+      server.listen(sock, () => resolve());
     });
-    server.once('error', reject);
-    server.listen(sock, () => resolve());
-  });
   await startHost();
   const inner = spawnIn(ns, process.execPath, ['-e', INNER, sock, String(port)]);
   await new Promise<void>((resolve, reject) => {

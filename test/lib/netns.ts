@@ -385,7 +385,15 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
   const routerNs = opts.kind === 'routed' ? nsName('router') : undefined;
   const namespaces = routerNs ? [clientNs, routerNs, serverNs] : [clientNs, serverNs];
 
-  const side = (key: SidePlan['key'], ns: string, wire: string, ipv4Cidr: string, ipv6Cidr: string, gw4?: string, gw6?: string): SidePlan => ({
+  const side = (
+    key: SidePlan['key'],
+    ns: string,
+    wire: string,
+    ipv4Cidr: string,
+    ipv6Cidr: string,
+    gw4?: string,
+    gw6?: string,
+  ): SidePlan => ({
     key,
     ns,
     dev: ifName(wire),
@@ -405,7 +413,10 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
     const routerS = side('routerS', routerNs, 'rs', '203.0.113.1/24', '2001:db8:113::1/64');
     const server = side('server', serverNs, 's', '203.0.113.2/24', '2001:db8:113::2/64', '203.0.113.1', '2001:db8:113::1');
     sides = [client, routerC, routerS, server];
-    links = [[client, routerC], [routerS, server]];
+    links = [
+      [client, routerC],
+      [routerS, server],
+    ];
   } else {
     const client = side('client', clientNs, 'c', '203.0.113.1/24', '2001:db8:113::1/64');
     const server = side('server', serverNs, 's', '203.0.113.2/24', '2001:db8:113::2/64');
@@ -430,7 +441,9 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
       }
       const left = namespaces.filter((ns) => existsSync(netnsPath(ns)));
       if (errors.length > 0 || left.length > 0) {
-        throw new Error(`destroy: namespaces left behind: ${left.join(', ') || 'none'}; errors: ${errors.map(String).join('; ')}`);
+        throw new Error(
+          `destroy: namespaces left behind: ${left.join(', ') || 'none'}; errors: ${errors.map(String).join('; ')}`,
+        );
       }
     })();
     return destroyed;
@@ -524,11 +537,35 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
         }
         // The emulation cannot carry ARP/ND replies to addrDev (they arrive on `dev`): static neighbours.
         for (const [a, b] of links) {
-          for (const [from, to] of [[a, b], [b, a]] as const) {
+          for (const [from, to] of [
+            [a, b],
+            [b, a],
+          ] as const) {
             const mac = info(to.ns, to.dev).mac;
-            await ipIn(from.ns, ['neigh', 'replace', addrOf(to.ipv4Cidr), 'lladdr', mac, 'dev', from.addrDev, 'nud', 'permanent']);
+            await ipIn(from.ns, [
+              'neigh',
+              'replace',
+              addrOf(to.ipv4Cidr),
+              'lladdr',
+              mac,
+              'dev',
+              from.addrDev,
+              'nud',
+              'permanent',
+            ]);
             if (ipv6) {
-              await ipIn(from.ns, ['-6', 'neigh', 'replace', addrOf(to.ipv6Cidr), 'lladdr', mac, 'dev', from.addrDev, 'nud', 'permanent']);
+              await ipIn(from.ns, [
+                '-6',
+                'neigh',
+                'replace',
+                addrOf(to.ipv6Cidr),
+                'lladdr',
+                mac,
+                'dev',
+                from.addrDev,
+                'nud',
+                'permanent',
+              ]);
             }
           }
         }

@@ -30,9 +30,20 @@ export interface SendResult {
   seconds: number;
 }
 
-async function raw(ns: string, mode: 'send' | 'flood', dev: string, frame: Buffer, count: number, timeoutMs: number): Promise<SendResult> {
+async function raw(
+  ns: string,
+  mode: 'send' | 'flood',
+  dev: string,
+  frame: Buffer,
+  count: number,
+  timeoutMs: number,
+): Promise<SendResult> {
   const bin = await rawSendTool();
-  const { stdout } = await run('nsenter', [`--net=${netnsPath(ns)}`, '--', bin, mode, dev, frame.toString('hex'), String(count)], { timeoutMs });
+  const { stdout } = await run(
+    'nsenter',
+    [`--net=${netnsPath(ns)}`, '--', bin, mode, dev, frame.toString('hex'), String(count)],
+    { timeoutMs },
+  );
   return JSON.parse(stdout.trim()) as SendResult;
 }
 

@@ -109,8 +109,14 @@ export async function createStar(opts: { name: string; clients: number }): Promi
     for (const ns of namespaces) {
       live.add(ns);
       await run('ip', ['netns', 'add', ns]);
-      await exec(ns, 'sysctl', ['-q', '-w', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0',
-        'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+      await exec(ns, 'sysctl', [
+        '-q',
+        '-w',
+        'net.ipv4.conf.all.rp_filter=0',
+        'net.ipv4.conf.default.rp_filter=0',
+        'net.ipv6.conf.all.accept_dad=0',
+        'net.ipv6.conf.default.accept_dad=0',
+      ]);
       await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     }
     const clients: StarClient[] = [];
@@ -119,7 +125,10 @@ export async function createStar(opts: { name: string; clients: number }): Promi
       const dev = `${ifBase}c${i}`;
       const serverDev = `${ifBase}s${i}`;
       await run('ip', ['-n', ns, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', serverDev, 'netns', serverNs]);
-      for (const [n, d, v4, v6] of [[ns, dev, `10.88.${i}.2/24`, `fd00:88:${i}::2/64`], [serverNs, serverDev, `10.88.${i}.1/24`, `fd00:88:${i}::1/64`]] as const) {
+      for (const [n, d, v4, v6] of [
+        [ns, dev, `10.88.${i}.2/24`, `fd00:88:${i}::2/64`],
+        [serverNs, serverDev, `10.88.${i}.1/24`, `fd00:88:${i}::1/64`],
+      ] as const) {
         await run('ip', ['-n', n, 'addr', 'add', v4, 'dev', d]);
         await run('ip', ['-n', n, '-6', 'addr', 'add', v6, 'dev', d, 'nodad']);
         await run('ip', ['-n', n, 'link', 'set', d, 'up']);
@@ -130,8 +139,17 @@ export async function createStar(opts: { name: string; clients: number }): Promi
       const c = await linkInfo(ns, dev);
       const s = await linkInfo(serverNs, serverDev);
       clients.push({
-        index: i, ns, dev, mac: c.mac, ipv4: `10.88.${i}.2`, ipv6: `fd00:88:${i}::2`,
-        serverDev, serverIfindex: s.ifindex, serverMac: s.mac, serverIpv4: `10.88.${i}.1`, serverIpv6: `fd00:88:${i}::1`,
+        index: i,
+        ns,
+        dev,
+        mac: c.mac,
+        ipv4: `10.88.${i}.2`,
+        ipv6: `fd00:88:${i}::2`,
+        serverDev,
+        serverIfindex: s.ifindex,
+        serverMac: s.mac,
+        serverIpv4: `10.88.${i}.1`,
+        serverIpv6: `fd00:88:${i}::1`,
       });
     }
     return { serverNs, clients, namespaces, destroy };

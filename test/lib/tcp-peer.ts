@@ -16,7 +16,12 @@ function emit(obj: Record<string, unknown>): void {
 
 function server(host: string, port: number): void {
   const srv = net.createServer((sock) => {
-    const peer = { remoteAddress: sock.remoteAddress, remotePort: sock.remotePort, localAddress: sock.localAddress, localPort: sock.localPort };
+    const peer = {
+      remoteAddress: sock.remoteAddress,
+      remotePort: sock.remotePort,
+      localAddress: sock.localAddress,
+      localPort: sock.localPort,
+    };
     emit({ event: 'accept', ...peer });
     sock.on('data', (d) => {
       emit({ event: 'data', bytes: d.length, ...peer });

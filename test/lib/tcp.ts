@@ -87,7 +87,11 @@ export async function startServer(ns: string, opts: ServerOptions = {}): Promise
       };
       const timer = setTimeout(() => {
         waiters.delete(w);
-        reject(new Error(`server in ${ns}: no matching event within ${timeoutMs} ms; events: ${JSON.stringify(events)}; stderr: ${stderr.trim()}`));
+        reject(
+          new Error(
+            `server in ${ns}: no matching event within ${timeoutMs} ms; events: ${JSON.stringify(events)}; stderr: ${stderr.trim()}`,
+          ),
+        );
       }, timeoutMs);
       waiters.add(w);
     });
@@ -183,7 +187,9 @@ export async function connect(ns: string, addr: string, port: number, opts: Conn
   try {
     return JSON.parse(line) as ConnectResult;
   } catch {
-    throw new Error(`client in ${ns} printed no result (exit ${child.signalCode ?? child.exitCode}): ${stdout.trim()} ${stderr.trim()}`);
+    throw new Error(
+      `client in ${ns} printed no result (exit ${child.signalCode ?? child.exitCode}): ${stdout.trim()} ${stderr.trim()}`,
+    );
   }
 }
 

@@ -50,7 +50,9 @@ export async function createTunLink(topo: Topology): Promise<TunLink> {
   const pcap = path.join(dir, 'relay.pcap');
   const client: TunSide = { ns: topo.client.ns, dev: 'tunc', ipv4: '10.77.0.1', ipv6: 'fd77::1' };
   const server: TunSide = { ns: topo.server.ns, dev: 'tuns', ipv4: '10.77.0.2', ipv6: 'fd77::2' };
-  const relay = spawnIn(topo.client.ns, bin, [netnsPath(client.ns), client.dev, netnsPath(server.ns), server.dev, pcap], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const relay = spawnIn(topo.client.ns, bin, [netnsPath(client.ns), client.dev, netnsPath(server.ns), server.dev, pcap], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let err = '';
   relay.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   await new Promise<void>((resolve, reject) => {

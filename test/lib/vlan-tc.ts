@@ -67,11 +67,23 @@ export async function buildVlanObject(dir: string, vlanId: number, outIfindex: n
   const src = path.join(dir, 'vlan-tag.bpf.c');
   const obj = path.join(dir, `vlan-tag-${vlanId}-${outIfindex}-${tag}.bpf.o`);
   await writeFile(src, SOURCE);
-  await run('clang', [
-    '-O2', '-target', 'bpf', `-I${archIncludeDir()}`,
-    `-DVLAN_ID=${vlanId}`, `-DOUT_IFINDEX=${outIfindex}`, `-DTAG_IN_DATA=${tag === 'data' ? 1 : 0}`,
-    '-c', src, '-o', obj,
-  ], { timeoutMs: 30_000 });
+  await run(
+    'clang',
+    [
+      '-O2',
+      '-target',
+      'bpf',
+      `-I${archIncludeDir()}`,
+      `-DVLAN_ID=${vlanId}`,
+      `-DOUT_IFINDEX=${outIfindex}`,
+      `-DTAG_IN_DATA=${tag === 'data' ? 1 : 0}`,
+      '-c',
+      src,
+      '-o',
+      obj,
+    ],
+    { timeoutMs: 30_000 },
+  );
   return obj;
 }
 

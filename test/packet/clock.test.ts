@@ -33,12 +33,17 @@ test('both clock paths give unix time within a few milliseconds of the wall cloc
     assert.equal(r.taiOffsetNs % 1_000_000_000n, 0n, 'the TAI offset is whole seconds');
     assert.equal(r.hasTai, true, 'this kernel (6.1+) has CLOCK_TAI for BPF');
     clock.update(Buffer.alloc(4), encodeClock(r.taiOffsetNs, r.bootOffsetNs));
-    assert.deepEqual(decodeClock(clock.lookup(Buffer.alloc(4))!), { taiOffsetNs: r.taiOffsetNs, bootOffsetNs: r.bootOffsetNs, valid: true });
+    assert.deepEqual(decodeClock(clock.lookup(Buffer.alloc(4))!), {
+      taiOffsetNs: r.taiOffsetNs,
+      bootOffsetNs: r.bootOffsetNs,
+      valid: true,
+    });
     const t0 = Date.now();
     const out = prog.testRun({ data: Buffer.alloc(64) });
     const t1 = Date.now();
     assert.equal(out.retval, 2);
-    const read = (i: number): bigint => (endianness() === 'LE' ? out.data.readBigUInt64LE(i * 8) : out.data.readBigUInt64BE(i * 8));
+    const read = (i: number): bigint =>
+      endianness() === 'LE' ? out.data.readBigUInt64LE(i * 8) : out.data.readBigUInt64BE(i * 8);
     const near = (ns: bigint, what: string): void => {
       const ms = Number(ns / 1_000_000n);
       assert.ok(ms >= t0 - 20 && ms <= t1 + 20, `${what}: ${ms} ms is not within [${t0 - 20}, ${t1 + 20}]`);

@@ -2,6 +2,9 @@
  * The egress marker (bpf/marker.bpf.c) driven with BPF_PROG_TEST_RUN on crafted frames,
  * plus real SYNs through a veth pair in two private network namespaces (checksum offload
  * on and off). Every assertion is on exact bytes and exact counter deltas.
+ *
+ * marker-compat.test.ts runs every test here again on marker_compat.bpf.o, the build for
+ * kernels without bpf_cast_to_kern_ctx() (it sets NT_TEST_MARKER_OBJECT).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +13,19 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
-import { BindBit, COUNTERS, encodeClock, encodeEgressRule, encodeLpmKey, encodePolicy, encodeStatKey, decodeStatKey, sumPerCpu, TokenModeCode } from '../../src/lib/abi.js';
+import {
+  BindBit,
+  encodeClock,
+  encodeEgressRule,
+  encodeLpmKey,
+  encodePolicy,
+  NT_OPT_EXID_DEFAULT as EXID,
+  NT_OPT_KIND_DEFAULT as KIND,
+  TokenModeCode,
+  type CounterName,
+} from '../../src/lib/abi.js';
+import { CounterSlots } from '../../src/agent/counters.js';
+import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import { measureClock } from '../../src/agent/clock.js';
 import { parseCidr } from '../../src/lib/cidr.js';
@@ -34,23 +49,22 @@ import {
 import { TcAction } from '../../src/native/bpf.js';
 import { fixture } from '../lib/native.js';
 import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
+import { KEYED_KEY } from '../lib/keys.js';
 
-const MARKER_OBJ = bpfObjectPath('marker');
+const MARKER_OBJ = process.env.NT_TEST_MARKER_OBJECT ?? bpfObjectPath('marker');
 const ENCAP_OBJ = fixture('encap');
 const HELPER = path.join(PACKAGE_ROOT, 'dist/test/packet/netns-helper.js');
 
 /** test_run's device when ctx gives none: the loopback device of the caller's namespace. */
 const LO = 1;
 
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN = Buffer.from('a1b2c3d4e5f60718', 'hex');
 const POLICY = 3;
 
 /** MSS 1460, SACK-permitted, timestamps, NOP, window scale 7: a Linux SYN's 20 option bytes. */
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
 
-type Counter = (typeof COUNTERS)[number];
+type Counter = CounterName;
 
 // Build the objects once per run (make is a no-op when they are up to date).
 execFileSync('make', ['-s', '-C', path.join(PACKAGE_ROOT, 'bpf')], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -97,9 +111,13 @@ class Marker {
   readonly pinDir: string;
   readonly obj: NativeObject;
   readonly prog: NativeProgram;
-  private readonly maps: Record<'nt_egress4' | 'nt_egress6' | 'nt_policies' | 'nt_stats' | 'nt_clock', NativeMap>;
+  private readonly maps: Record<'nt_egress4' | 'nt_egress6' | 'nt_policies' | 'nt_config' | 'nt_clock', NativeMap>;
+  private readonly slots: CounterSlots;
 
-  constructor(readonly objectPath = MARKER_OBJ, readonly program = 'nt_mark_egress') {
+  constructor(
+    readonly objectPath = MARKER_OBJ,
+    readonly program = 'nt_mark_egress',
+  ) {
     this.pinDir = makePinDir();
     try {
       this.obj = binding().openObject(objectPath, { pinRoot: this.pinDir });
@@ -108,18 +126,26 @@ class Marker {
         nt_egress4: this.obj.map('nt_egress4'),
         nt_egress6: this.obj.map('nt_egress6'),
         nt_policies: this.obj.map('nt_policies'),
-        nt_stats: this.obj.map('nt_stats'),
+        nt_config: this.obj.map('nt_config'),
         nt_clock: this.obj.map('nt_clock'),
       };
+      this.slots = CounterSlots.of(this.obj);
+      // The programs run on loopback: its own counters exist with or without rules, as for a hooked interface.
+      this.slots.slot(LO, 0);
     } catch (err) {
       rmSync(this.pinDir, { recursive: true, force: true });
       throw err;
     }
   }
 
+  /** A destination rule, with the counter slot of (ifindex, policyId), as the agent writes it. */
   rule(ifindex: number, cidr: string, policyId = POLICY, ports: number[] = []): this {
     const c = parseCidr(cidr);
-    this.maps[c.family === 4 ? 'nt_egress4' : 'nt_egress6'].update(encodeLpmKey(ifindex, c), encodeEgressRule(policyId, ports));
+    this.maps[c.family === 4 ? 'nt_egress4' : 'nt_egress6'].update(
+      encodeLpmKey(ifindex, c),
+      encodeEgressRule(policyId, ports, this.slots.slot(ifindex, policyId)),
+    );
+    raiseEgressGeneration(this.maps.nt_config);
     return this;
   }
 
@@ -168,21 +194,17 @@ class Marker {
   /** Every counter, summed over CPUs, as "ifindex/policy/name". */
   counters(): Map<string, bigint> {
     const out = new Map<string, bigint>();
-    for (const k of this.maps.nt_stats.keys()) {
-      const { ifindex, policyId, counter } = decodeStatKey(k);
-      const v = this.maps.nt_stats.lookup(k);
-      out.set(`${ifindex}/${policyId}/${COUNTERS[counter] ?? `counter${counter}`}`, v ? sumPerCpu(v) : 0n);
-    }
+    for (const r of this.slots.rows()) out.set(`${r.ifindex}/${r.policyId}/${r.counter}`, r.value);
     return out;
   }
 
   counter(ifindex: number, policyId: number, name: Counter): bigint {
-    const v = this.maps.nt_stats.lookup(encodeStatKey(ifindex, policyId, COUNTERS.indexOf(name)));
-    return v ? sumPerCpu(v) : 0n;
+    return this.counters().get(`${ifindex}/${policyId}/${name}`) ?? 0n;
   }
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
+    this.slots.close();
     this.prog.close();
     this.obj.close();
     rmSync(this.pinDir, { recursive: true, force: true });
@@ -217,7 +239,10 @@ function runCounted(m: Marker, frame: Buffer, ctx?: CtxFields): { out: Buffer; c
 /** The frame the marker should emit: the same spec with our option appended to the TCP options, every checksum recomputed. */
 function expectMarked(spec: FrameSpec, opt = tokenOption(KIND, EXID, TOKEN)): Buffer {
   if (!spec.tcp) throw new Error('expectMarked needs a TCP spec');
-  return buildFrame({ ...spec, tcp: { ...spec.tcp, checksum: 'full', options: Buffer.concat([spec.tcp.options ?? Buffer.alloc(0), opt]) } });
+  return buildFrame({
+    ...spec,
+    tcp: { ...spec.tcp, checksum: 'full', options: Buffer.concat([spec.tcp.options ?? Buffer.alloc(0), opt]) },
+  });
 }
 
 function hexDiff(got: Buffer, want: Buffer): string {
@@ -225,7 +250,11 @@ function hexDiff(got: Buffer, want: Buffer): string {
 }
 
 /** Assert the marker marked `spec`'s frame: exact bytes, valid checksums, one MARKED count. */
-function assertMarks(m: Marker, spec: FrameSpec, opts: { ifindex?: number; policyId?: number; opt?: Buffer; ctx?: CtxFields } = {}): Buffer {
+function assertMarks(
+  m: Marker,
+  spec: FrameSpec,
+  opts: { ifindex?: number; policyId?: number; opt?: Buffer; ctx?: CtxFields } = {},
+): Buffer {
   const { out, changed } = runCounted(m, buildFrame(spec), opts.ctx);
   const want = expectMarked(spec, opts.opt);
   assert.ok(out.equals(want), `marked frame differs:${hexDiff(out, want)}`);
@@ -241,16 +270,32 @@ function assertMarks(m: Marker, spec: FrameSpec, opts: { ifindex?: number; polic
 }
 
 /** Assert the frame passes byte-identical and exactly `counter` (or nothing, when null) went up by one. */
-function assertSkips(m: Marker, frame: Buffer, counter: Counter | null, opts: { ifindex?: number; policyId?: number; ctx?: CtxFields } = {}): void {
+function assertSkips(
+  m: Marker,
+  frame: Buffer,
+  counter: Counter | null,
+  opts: { ifindex?: number; policyId?: number; ctx?: CtxFields } = {},
+): void {
   const { out, changed } = runCounted(m, frame, opts.ctx);
   assert.ok(out.equals(frame), `frame was changed:${hexDiff(out, frame)}`);
   const want = counter === null ? {} : { [`${opts.ifindex ?? LO}/${opts.policyId ?? POLICY}/${counter}`]: 1 };
   assert.deepEqual(changed, want, 'counters');
 }
 
-const v4: FrameSpec = { src: '192.0.2.10', dst: '203.0.113.7', tcp: { sport: 40000, dport: 443, seq: 0x01020304, flags: TCP_SYN } };
-const v6: FrameSpec = { src: '2001:db8::10', dst: '2001:db8:1::7', tcp: { sport: 40000, dport: 443, seq: 0xfeedf00d, flags: TCP_SYN } };
-const withOpts = (spec: FrameSpec, options: Buffer): FrameSpec => ({ ...spec, tcp: { ...(spec.tcp ?? { sport: 1, dport: 2 }), options } });
+const v4: FrameSpec = {
+  src: '192.0.2.10',
+  dst: '203.0.113.7',
+  tcp: { sport: 40000, dport: 443, seq: 0x01020304, flags: TCP_SYN },
+};
+const v6: FrameSpec = {
+  src: '2001:db8::10',
+  dst: '2001:db8:1::7',
+  tcp: { sport: 40000, dport: 443, seq: 0xfeedf00d, flags: TCP_SYN },
+};
+const withOpts = (spec: FrameSpec, options: Buffer): FrameSpec => ({
+  ...spec,
+  tcp: { ...(spec.tcp ?? { sport: 1, dport: 2 }), options },
+});
 
 // ---------------------------------------------------------------------------------------
 // Marking
@@ -396,8 +441,6 @@ test('a rule pointing at an empty policy slot does not mark; a keyed policy befo
 // ---------------------------------------------------------------------------------------
 // Keyed tokens
 
-const KEYED_KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-
 function flowOf(spec: FrameSpec): { src: string; dst: string; sport: number; dport: number; seq: number } {
   return { src: spec.src!, dst: spec.dst!, sport: spec.tcp!.sport, dport: spec.tcp!.dport, seq: spec.tcp!.seq ?? 0 };
 }
@@ -415,21 +458,39 @@ function assertMarksKeyed(m: Marker, spec: FrameSpec, bind: number, epochSeconds
   }
 }
 
-test('keyed: the value is SipHash-2-4 of the SYN\'s flow and epoch, as src/lib/siphash.ts computes it (IPv4, IPv6, VLAN)', () => {
-  withMarker(new Marker().clock().policy(POLICY, { mode: TokenModeCode.Keyed, token: KEYED_KEY, epochSeconds: 30 }).rule(LO, '0.0.0.0/0').rule(LO, '::/0'), (m) => {
-    assertMarksKeyed(m, v4, BIND_ALL, 30);
-    assertMarksKeyed(m, withOpts(v4, LINUX_SYN_OPTIONS), BIND_ALL, 30);
-    assertMarksKeyed(m, v6, BIND_ALL, 30);
-    assertMarksKeyed(m, { ...withOpts(v6, LINUX_SYN_OPTIONS), vlan: 42 }, BIND_ALL, 30);
-    // Every field changes the value.
-    assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, sport: 40001 } }, BIND_ALL, 30);
-    assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, seq: 0 } }, BIND_ALL, 30);
-  });
+test("keyed: the value is SipHash-2-4 of the SYN's flow and epoch, as src/lib/siphash.ts computes it (IPv4, IPv6, VLAN)", () => {
+  withMarker(
+    new Marker()
+      .clock()
+      .policy(POLICY, { mode: TokenModeCode.Keyed, token: KEYED_KEY, epochSeconds: 30 })
+      .rule(LO, '0.0.0.0/0')
+      .rule(LO, '::/0'),
+    (m) => {
+      assertMarksKeyed(m, v4, BIND_ALL, 30);
+      assertMarksKeyed(m, withOpts(v4, LINUX_SYN_OPTIONS), BIND_ALL, 30);
+      assertMarksKeyed(m, v6, BIND_ALL, 30);
+      assertMarksKeyed(m, { ...withOpts(v6, LINUX_SYN_OPTIONS), vlan: 42 }, BIND_ALL, 30);
+      // Every field changes the value.
+      assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, sport: 40001 } }, BIND_ALL, 30);
+      assertMarksKeyed(m, { ...v4, tcp: { ...v4.tcp!, seq: 0 } }, BIND_ALL, 30);
+    },
+  );
 });
 
 test('keyed: only the bound fields go into the value; the previous key is never used to mark', () => {
-  for (const bind of [BindBit.SourceAddress, BindBit.DestinationPort | BindBit.Sequence, BindBit.SourceAddress | BindBit.DestinationAddress, 0]) {
-    const m = new Marker().clock().policy(POLICY, { mode: TokenModeCode.Keyed, token: KEYED_KEY, bind, previous: Buffer.alloc(16, 0xee), epochSeconds: 86400 });
+  for (const bind of [
+    BindBit.SourceAddress,
+    BindBit.DestinationPort | BindBit.Sequence,
+    BindBit.SourceAddress | BindBit.DestinationAddress,
+    0,
+  ]) {
+    const m = new Marker().clock().policy(POLICY, {
+      mode: TokenModeCode.Keyed,
+      token: KEYED_KEY,
+      bind,
+      previous: Buffer.alloc(16, 0xee),
+      epochSeconds: 86400,
+    });
     withMarker(m.rule(LO, '0.0.0.0/0').rule(LO, '::/0'), () => {
       assertMarksKeyed(m, v4, bind, 86400);
       assertMarksKeyed(m, v6, bind, 86400);
@@ -444,7 +505,11 @@ test('ACK, SYN-ACK, RST, FIN and data segments pass untouched and uncounted', ()
   withMarker(Marker.everything(), (m) => {
     for (const flags of [TCP_ACK, TCP_SYN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK, TCP_FIN | TCP_ACK, TCP_PSH | TCP_ACK]) {
       for (const spec of [v4, v6, { ...v4, vlan: 10 }]) {
-        assertSkips(m, buildFrame({ ...spec, tcp: { ...spec.tcp!, flags, options: LINUX_SYN_OPTIONS }, payload: Buffer.from('x') }), null);
+        assertSkips(
+          m,
+          buildFrame({ ...spec, tcp: { ...spec.tcp!, flags, options: LINUX_SYN_OPTIONS }, payload: Buffer.from('x') }),
+          null,
+        );
       }
     }
   });
@@ -454,11 +519,22 @@ test('UDP, ICMP, ICMPv6, ARP and a later IPv4 fragment pass untouched and uncoun
   withMarker(Marker.everything(), (m) => {
     const frames = [
       buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', protocol: IPPROTO_UDP, payload: Buffer.alloc(20, 2) }),
-      buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', protocol: IPPROTO_ICMP, payload: Buffer.from('0800f7ff00000000', 'hex') }),
+      buildFrame({
+        src: '192.0.2.1',
+        dst: '203.0.113.7',
+        protocol: IPPROTO_ICMP,
+        payload: Buffer.from('0800f7ff00000000', 'hex'),
+      }),
       buildFrame({ src: '2001:db8::1', dst: '2001:db8::2', protocol: 58, payload: Buffer.alloc(8) }),
       buildFrame({ src: '2001:db8::1', dst: '2001:db8::2', vlan: 3, protocol: IPPROTO_UDP, payload: Buffer.alloc(8) }),
       buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28, 1) }),
-      buildFrame({ src: '192.0.2.1', dst: '203.0.113.7', fragOffset: 185, protocol: IPPROTO_TCP, payload: Buffer.from('0000000000000002', 'hex') }),
+      buildFrame({
+        src: '192.0.2.1',
+        dst: '203.0.113.7',
+        fragOffset: 185,
+        protocol: IPPROTO_TCP,
+        payload: Buffer.from('0000000000000002', 'hex'),
+      }),
     ];
     for (const f of frames) assertSkips(m, f, null);
   });
@@ -488,7 +564,11 @@ test('unreadable: IP frames whose headers cannot be read are counted under no po
 
 test('skip: SYN with data (TFO) is counted as payload, IPv4 and IPv6', () => {
   withMarker(Marker.everything(), (m) => {
-    assertSkips(m, buildFrame({ ...withOpts(v4, LINUX_SYN_OPTIONS), payload: Buffer.from('GET / HTTP/1.1\r\n') }), 'skipped_payload');
+    assertSkips(
+      m,
+      buildFrame({ ...withOpts(v4, LINUX_SYN_OPTIONS), payload: Buffer.from('GET / HTTP/1.1\r\n') }),
+      'skipped_payload',
+    );
     assertSkips(m, buildFrame({ ...v6, payload: Buffer.from('x') }), 'skipped_payload');
   });
 });
@@ -503,16 +583,28 @@ test('skip: no room when the options already take more than 28 bytes', () => {
 /** The options of a macOS / BSD SYN: MSS, NOP, window scale, NOP, NOP, timestamps, SACK-permitted, EOL (23 bytes with the EOL, one byte of padding). */
 const BSD_SYN_OPTIONS = Buffer.from('020405b4' + '01030306' + '0101080a' + '1122334400000000' + '04020000', 'hex');
 
-test('marks a SYN whose option list ends in an EOL (the BSD and macOS layout): ours takes the EOL\'s place, the EOL and zeros follow', () => {
+test("marks a SYN whose option list ends in an EOL (the BSD and macOS layout): ours takes the EOL's place, the EOL and zeros follow", () => {
   assert.equal(BSD_SYN_OPTIONS.length, 24);
   withMarker(Marker.everything(), (m) => {
     const opt = tokenOption(KIND, EXID, TOKEN);
     const cases: [string, FrameSpec, Buffer][] = [
       ['BSD layout, IPv4', withOpts(v4, BSD_SYN_OPTIONS), Buffer.concat([BSD_SYN_OPTIONS.subarray(0, 22), opt, Buffer.alloc(2)])],
-      ['BSD layout, IPv6 behind a VLAN tag', { ...withOpts(v6, BSD_SYN_OPTIONS), vlan: 5 }, Buffer.concat([BSD_SYN_OPTIONS.subarray(0, 22), opt, Buffer.alloc(2)])],
+      [
+        'BSD layout, IPv6 behind a VLAN tag',
+        { ...withOpts(v6, BSD_SYN_OPTIONS), vlan: 5 },
+        Buffer.concat([BSD_SYN_OPTIONS.subarray(0, 22), opt, Buffer.alloc(2)]),
+      ],
       ['an EOL first', withOpts(v6, Buffer.from('00000000', 'hex')), Buffer.concat([opt, Buffer.alloc(4)])],
-      ['bytes after the EOL that are not zero', withOpts(v4, Buffer.from('020405b400ffffff', 'hex')), Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(4)])],
-      ['an EOL at a word boundary, with 12 bytes of padding after it', withOpts(v4, Buffer.from('020405b4' + '00'.repeat(16), 'hex')), Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(16)])],
+      [
+        'bytes after the EOL that are not zero',
+        withOpts(v4, Buffer.from('020405b400ffffff', 'hex')),
+        Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(4)]),
+      ],
+      [
+        'an EOL at a word boundary, with 12 bytes of padding after it',
+        withOpts(v4, Buffer.from('020405b4' + '00'.repeat(16), 'hex')),
+        Buffer.concat([Buffer.from('020405b4', 'hex'), opt, Buffer.alloc(16)]),
+      ],
     ];
     for (const [what, spec, want] of cases) {
       const { out, changed } = runCounted(m, buildFrame(spec));
@@ -583,17 +675,35 @@ test('skip: GSO skbs (gso_segs > 1, or gso_size set)', () => {
 test('skip: an IPv6 SYN behind extension headers is counted under its policy; other traffic behind them is not counted', () => {
   withMarker(Marker.everything(), (m) => {
     const firstFragment = { type: 44, body: Buffer.from('000100000001', 'hex') }; // offset 0, M set
-    for (const ext of [[{ type: 0 }], [{ type: 43 }], [{ type: 60 }], [{ type: 51 }], [firstFragment], [{ type: 0 }, { type: 60, body: Buffer.alloc(14) }]]) {
+    for (const ext of [
+      [{ type: 0 }],
+      [{ type: 43 }],
+      [{ type: 60 }],
+      [{ type: 51 }],
+      [firstFragment],
+      [{ type: 0 }, { type: 60, body: Buffer.alloc(14) }],
+    ]) {
       assertSkips(m, buildFrame({ ...withOpts(v6, LINUX_SYN_OPTIONS), ipv6Ext: ext }), 'skipped_ipv6_ext_header');
     }
     // Not a SYN, or nothing to read: pass uncounted (MLD reports carry a hop-by-hop header).
-    const mld = buildFrame({ src: 'fe80::1', dst: 'ff02::16', ipv6Ext: [{ type: 0, body: Buffer.from('050200000100', 'hex') }], protocol: 58, payload: Buffer.alloc(28) });
+    const mld = buildFrame({
+      src: 'fe80::1',
+      dst: 'ff02::16',
+      ipv6Ext: [{ type: 0, body: Buffer.from('050200000100', 'hex') }],
+      protocol: 58,
+      payload: Buffer.alloc(28),
+    });
     const later = { type: 44, body: Buffer.from('00080000000a', 'hex') }; // offset 1
     const v6Addrs = { src: v6.src, dst: v6.dst };
     const frames = [
       mld,
       buildFrame({ ...v6, tcp: { ...v6.tcp!, flags: TCP_ACK }, ipv6Ext: [{ type: 0 }] }),
-      buildFrame({ ...v6Addrs, ipv6Ext: [later], protocol: IPPROTO_TCP, payload: Buffer.from('9c4001bb0000000100000000500200000000', 'hex') }),
+      buildFrame({
+        ...v6Addrs,
+        ipv6Ext: [later],
+        protocol: IPPROTO_TCP,
+        payload: Buffer.from('9c4001bb0000000100000000500200000000', 'hex'),
+      }),
       buildFrame({ ...v6Addrs, protocol: 50, payload: Buffer.alloc(40, 3) }),
       buildFrame({ ...v6Addrs, ipv6Ext: [{ type: 60 }], protocol: 50, payload: Buffer.alloc(40, 3) }),
     ];
@@ -646,7 +756,11 @@ function inNs(ns: string, args: string[]): string {
 
 /** Capture `count` TCP packets on `dev` in `ns` while `act` runs; returns the frames. */
 async function capture(ns: string, dev: string, file: string, count: number, act: () => Promise<void>): Promise<Buffer[]> {
-  const dump = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '--immediate-mode', '-i', dev, '-U', '-n', '-c', String(count), '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const dump = spawn(
+    'ip',
+    ['netns', 'exec', ns, 'tcpdump', '--immediate-mode', '-i', dev, '-U', '-n', '-c', String(count), '-w', file, 'tcp'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let err = '';
   const exited = new Promise<number | null>((resolve) => dump.on('exit', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
@@ -674,7 +788,9 @@ async function capture(ns: string, dev: string, file: string, count: number, act
 /** connect() from `ns`; 'refused' means the peer's stack accepted our SYN and answered RST. */
 function connectFrom(ns: string, host: string, port: number): string {
   try {
-    execFileSync('ip', ['netns', 'exec', ns, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port}`], { stdio: 'pipe' });
+    execFileSync('ip', ['netns', 'exec', ns, 'timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port}`], {
+      stdio: 'pipe',
+    });
     return 'connected';
   } catch (e) {
     const status = (e as { status?: number }).status;
@@ -719,7 +835,11 @@ test('real SYNs through a veth pair: marked, and accepted by the peer with tx ch
           verdict = connectFrom(nsA, peer, 443);
         });
         const what = `tx ${offload}, ${peer}`;
-        assert.equal(verdict, 'refused', `${what}: the peer must answer our SYN with RST (a bad checksum makes it drop the SYN: ${verdict})`);
+        assert.equal(
+          verdict,
+          'refused',
+          `${what}: the peer must answer our SYN with RST (a bad checksum makes it drop the SYN: ${verdict})`,
+        );
         const syn = frames.map(parseFrame).find((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
         assert.ok(syn?.tcp, `${what}: no SYN captured`);
         assert.deepEqual(findTokenOption(syn, KIND, EXID), TOKEN, `${what}: token option in the captured SYN`);
@@ -727,7 +847,11 @@ test('real SYNs through a veth pair: marked, and accepted by the peer with tx ch
         if (syn.family === 4) assert.equal(syn.ipv4ChecksumOk, true, `${what}: IPv4 header checksum`);
         if (offload === 'on') {
           // CHECKSUM_PARTIAL: the field must be exactly the pseudo-header seed for the new length.
-          assert.equal(syn.tcpChecksumIsPseudoSeed, true, `${what}: check field 0x${syn.tcp.checksum.toString(16)} is not the pseudo-header seed of the grown segment`);
+          assert.equal(
+            syn.tcpChecksumIsPseudoSeed,
+            true,
+            `${what}: check field 0x${syn.tcp.checksum.toString(16)} is not the pseudo-header seed of the grown segment`,
+          );
         } else {
           assert.equal(syn.tcpChecksumOk, true, `${what}: full TCP checksum`);
         }
@@ -742,7 +866,18 @@ test('real SYNs through a veth pair: marked, and accepted by the peer with tx ch
     const ifD = ifindexIn(nsA, devMtu);
     m.rule(ifD, '203.0.113.0/24');
     const runIn = (frame: Buffer): Buffer => {
-      const r = JSON.parse(inNs(nsA, ['node', HELPER, 'run', MARKER_OBJ, m.pinDir, 'nt_mark_egress', frame.toString('hex'), skbCtx({ ifindex: ifD }).toString('hex')])) as { retval: number; data: string };
+      const r = JSON.parse(
+        inNs(nsA, [
+          'node',
+          HELPER,
+          'run',
+          MARKER_OBJ,
+          m.pinDir,
+          'nt_mark_egress',
+          frame.toString('hex'),
+          skbCtx({ ifindex: ifD }).toString('hex'),
+        ]),
+      ) as { retval: number; data: string };
       assert.equal(r.retval, TcAction.UNSPEC);
       return Buffer.from(r.data, 'hex');
     };

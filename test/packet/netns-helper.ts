@@ -11,7 +11,9 @@ import { binding } from '../../src/native/binding.js';
 function main(argv: string[]): void {
   const [cmd, object, pinRoot, program, a, b] = argv;
   if (!cmd || !object || !pinRoot || !program || a === undefined || b === undefined) {
-    throw new Error('usage: attach <object> <pinRoot> <program> <ifindex> <linkPin> | run <object> <pinRoot> <program> <frameHex> <ctxHex>');
+    throw new Error(
+      'usage: attach <object> <pinRoot> <program> <ifindex> <linkPin> | run <object> <pinRoot> <program> <frameHex> <ctxHex>',
+    );
   }
   const obj = binding().openObject(object, { pinRoot });
   try {

@@ -73,6 +73,10 @@ test('the keyed path (flow bytes hashed once, the epoch block per epoch) equals 
     const msg = randomBytes(48);
     const r = keyed.testRun({ data: Buffer.concat([key, msg]) });
     assert.equal(r.retval, XdpAction.PASS);
-    assert.equal(r.data.subarray(0, 8).toString('hex'), sipHash24Bytes(key, msg).toString('hex'), `key ${key.toString('hex')} message ${msg.toString('hex')}`);
+    assert.equal(
+      r.data.subarray(0, 8).toString('hex'),
+      sipHash24Bytes(key, msg).toString('hex'),
+      `key ${key.toString('hex')} message ${msg.toString('hex')}`,
+    );
   }
 });

@@ -12,12 +12,41 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { binding, type NativeMap, type NativeObject, type NativeProgram } from '../../src/native/binding.js';
 import {
-  BindBit, COUNTERS, IngressActionCode, TokenModeCode, decodeStatKey, encodeClock, encodeEgressRule, encodeExemptValue,
-  encodeEnforcingKey, encodeIngressRule, encodeLpmKey, encodePolicy, encodePortKey, encodeSrcKey, sumPerCpu,
+  BindBit,
+  COUNTERS,
+  decodeIngressRule,
+  encodeClock,
+  encodeEgressRule,
+  encodeEnforcingKey,
+  encodeExemptValue,
+  encodeIngressRule,
+  encodeLpmKey,
+  encodePolicy,
+  encodePortKey,
+  encodeSrcKey,
+  IngressActionCode,
+  IngressFlag,
+  NT_OPT_EXID_DEFAULT as EXID,
+  NT_OPT_KIND_DEFAULT as KIND,
+  TokenModeCode,
 } from '../../src/lib/abi.js';
+import { CounterSlots } from '../../src/agent/counters.js';
+import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
-import { buildFrame, findTokenOption, parseFrame, tokenOption, ETH_P_ARP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, type FrameSpec } from '../../src/lib/packet.js';
+import {
+  buildFrame,
+  findTokenOption,
+  parseFrame,
+  tokenOption,
+  ETH_P_ARP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  TCP_ACK,
+  TCP_RST,
+  TCP_SYN,
+  type FrameSpec,
+} from '../../src/lib/packet.js';
 import { measureClock } from '../../src/agent/clock.js';
 import { computeDesired } from '../../src/agent/desired.js';
 import type { HostInterface } from '../../src/agent/interfaces.js';
@@ -25,6 +54,7 @@ import { validatePolicy } from '../../src/lib/policy.js';
 import { TcAction, XdpAction } from '../../src/native/bpf.js';
 import { sleep } from '../../src/lib/wait.js';
 import { PACKAGE_ROOT, bpfObjectPath } from '../../src/lib/package.js';
+import { KEYED_KEY as KEY, KEYED_KEY_PREVIOUS as KEY_OLD } from '../lib/keys.js';
 
 const VERIFIER_OBJ = bpfObjectPath('verifier');
 const MARKER_OBJ = bpfObjectPath('marker');
@@ -32,12 +62,8 @@ const MARKER_OBJ = bpfObjectPath('marker');
 /** test_run's device without a ctx: the loopback device of the caller's namespace. */
 const LO = 1;
 
-const KIND = 253;
-const EXID = 0x4e54;
 const TOKEN = Buffer.from('a1b2c3d4e5f60718', 'hex');
 const TOKEN_OLD = Buffer.from('0102030405060708', 'hex');
-const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
-const KEY_OLD = Buffer.from('f0e0d0c0b0a090807060504030201000', 'hex');
 /** Long epochs: a test run never straddles two, and checkEpoch() retries if one does. */
 const EPOCH_SECONDS = 3600;
 const LINUX_SYN_OPTIONS = Buffer.from('020405b40402080a0001e24000000000' + '01030307', 'hex');
@@ -70,8 +96,12 @@ class Verifier {
   readonly obj: NativeObject;
   readonly progs: Record<Entry, NativeProgram>;
   private readonly probe: NativeProgram;
-  readonly maps: Record<'policies' | 'stats' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
+  readonly maps: Record<'policies' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
   private readonly marker: { obj: NativeObject; prog: NativeProgram };
+  private readonly slots: CounterSlots;
+  /** port rules written, by hex key, and the exempt-source families of each policy: a rule carries its policy's */
+  private readonly rules = new Map<string, [Buffer, Buffer]>();
+  private readonly exemptFlags = new Map<number, number>();
 
   constructor(opts: { clock?: boolean } = {}) {
     const b = binding();
@@ -86,13 +116,15 @@ class Verifier {
     this.probe = marker.program('nt_clock_probe');
     this.maps = {
       policies: this.obj.map('nt_policies'),
-      stats: this.obj.map('nt_stats'),
       clock: this.obj.map('nt_clock'),
       ports: this.obj.map('nt_ingress_ports'),
       exempt4: this.obj.map('nt_exempt4'),
       exempt6: this.obj.map('nt_exempt6'),
       replay: this.obj.map('nt_replay'),
     };
+    this.slots = CounterSlots.of(this.obj);
+    // Loopback is hooked: its own counters (unreadable frames) exist with or without rules.
+    this.slots.slot(LO, 0);
     if (opts.clock ?? true) this.clockAt(0);
   }
 
@@ -112,33 +144,58 @@ class Verifier {
     key.writeUInt32LE(id);
     const mode = o.mode ?? TokenModeCode.Static;
     const keyed = mode === TokenModeCode.Keyed;
-    this.maps.policies.update(key, encodePolicy({
-      mode,
-      kind: o.kind ?? KIND,
-      exid: o.exid ?? EXID,
-      epochSeconds: o.epochSeconds ?? (keyed ? EPOCH_SECONDS : 0),
-      skewSeconds: o.skewSeconds ?? 0,
-      bind: o.bind ?? (keyed ? BIND_ALL : 0),
-      current: o.token ?? (keyed ? KEY : TOKEN),
-      ...(o.previous ? { previous: o.previous } : {}),
-    }));
+    this.maps.policies.update(
+      key,
+      encodePolicy({
+        mode,
+        kind: o.kind ?? KIND,
+        exid: o.exid ?? EXID,
+        epochSeconds: o.epochSeconds ?? (keyed ? EPOCH_SECONDS : 0),
+        skewSeconds: o.skewSeconds ?? 0,
+        bind: o.bind ?? (keyed ? BIND_ALL : 0),
+        current: o.token ?? (keyed ? KEY : TOKEN),
+        ...(o.previous ? { previous: o.previous } : {}),
+      }),
+    );
+    return this;
+  }
+
+  /**
+   * Write a port rule (an nt_ingress_ports key and value) as the agent does: with the
+   * counter slot of its interface and policy, and its policy's exempt-source families.
+   */
+  portRule(key: Buffer, value: Buffer): this {
+    const r = decodeIngressRule(value);
+    const slot = this.slots.slot(key.readUInt32LE(0), r.policyId);
+    const v = encodeIngressRule(r.policyId, r.action, {
+      replayLimit: r.replayLimit,
+      slot,
+      flags: r.flags | (this.exemptFlags.get(r.policyId) ?? 0),
+    });
+    this.maps.ports.update(key, v);
+    this.rules.set(key.toString('hex'), [key, value]);
     return this;
   }
 
   protect(port: number, policyId: number, action = IngressActionCode.Enforce, replayLimit = 0, ifindex = LO): this {
-    this.maps.ports.update(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, replayLimit));
-    return this;
+    return this.portRule(encodePortKey(ifindex, port), encodeIngressRule(policyId, action, { replayLimit }));
   }
 
   /** Mark `ifindex` as one where policy `policyId` enforces (what the agent writes for Enforce policies). */
   enforcing(policyId: number, ifindex = LO): this {
-    this.maps.ports.update(encodeEnforcingKey(ifindex), encodeIngressRule(policyId, IngressActionCode.Enforce, 0));
-    return this;
+    return this.portRule(encodeEnforcingKey(ifindex), encodeIngressRule(policyId, IngressActionCode.Enforce));
   }
 
   exempt(policyId: number, cidr: string): this {
     const c = parseCidr(cidr);
     this.maps[c.family === 4 ? 'exempt4' : 'exempt6'].update(encodeSrcKey(policyId, c), encodeExemptValue());
+    this.exemptFlags.set(
+      policyId,
+      (this.exemptFlags.get(policyId) ?? 0) | (c.family === 4 ? IngressFlag.Exempt4 : IngressFlag.Exempt6),
+    );
+    // The policy's rules now say it has exemptions of that family.
+    for (const [key, value] of [...this.rules.values()])
+      if (decodeIngressRule(value).policyId === policyId) this.portRule(key, value);
     return this;
   }
 
@@ -146,20 +203,18 @@ class Verifier {
   markWith(policyId: number): NativeProgram {
     const e4 = this.marker.obj.map('nt_egress4');
     const e6 = this.marker.obj.map('nt_egress6');
-    e4.update(encodeLpmKey(LO, parseCidr('0.0.0.0/0')), encodeEgressRule(policyId, []));
-    e6.update(encodeLpmKey(LO, parseCidr('::/0')), encodeEgressRule(policyId, []));
-    e4.close();
-    e6.close();
+    const config = this.marker.obj.map('nt_config');
+    const slot = this.slots.slot(LO, policyId);
+    e4.update(encodeLpmKey(LO, parseCidr('0.0.0.0/0')), encodeEgressRule(policyId, [], slot));
+    e6.update(encodeLpmKey(LO, parseCidr('::/0')), encodeEgressRule(policyId, [], slot));
+    raiseEgressGeneration(config);
+    for (const m of [e4, e6, config]) m.close();
     return this.marker.prog;
   }
 
   counters(): Map<string, bigint> {
     const out = new Map<string, bigint>();
-    for (const k of this.maps.stats.keys()) {
-      const { ifindex, policyId, counter } = decodeStatKey(k);
-      const v = this.maps.stats.lookup(k);
-      out.set(`${ifindex}/${policyId}/${COUNTERS[counter] ?? `counter${counter}`}`, v ? sumPerCpu(v) : 0n);
-    }
+    for (const r of this.slots.rows()) out.set(`${r.ifindex}/${r.policyId}/${r.counter}`, r.value);
     return out;
   }
 
@@ -175,13 +230,17 @@ class Verifier {
     }
     const pass = entry === 'xdp' ? XdpAction.PASS : TcAction.UNSPEC;
     const drop = entry === 'xdp' ? XdpAction.DROP : TcAction.SHOT;
-    assert.ok(r.retval === pass || r.retval === drop, `${entry}: return value ${r.retval} is neither pass (${pass}) nor drop (${drop})`);
+    assert.ok(
+      r.retval === pass || r.retval === drop,
+      `${entry}: return value ${r.retval} is neither pass (${pass}) nor drop (${drop})`,
+    );
     assert.ok(r.data.equals(frame), `${entry}: the verifier changed the packet`);
     return { verdict: r.retval === pass ? 'pass' : 'drop', changed };
   }
 
   close(): void {
     for (const m of Object.values(this.maps)) m.close();
+    this.slots.close();
     for (const p of [...Object.values(this.progs), this.probe]) p.close();
     this.obj.close();
     this.marker.prog.close();
@@ -216,8 +275,16 @@ function expect(v: Verifier, frame: Buffer, want: Verdict, counters: Counter[], 
   }
 }
 
-const v4: FrameSpec = { src: '192.0.2.10', dst: '203.0.113.7', tcp: { sport: 40000, dport: 443, seq: 0x01020304, flags: TCP_SYN, options: LINUX_SYN_OPTIONS } };
-const v6: FrameSpec = { src: '2001:db8::10', dst: '2001:db8:1::7', tcp: { sport: 40001, dport: 443, seq: 0xfeedf00d, flags: TCP_SYN, options: LINUX_SYN_OPTIONS } };
+const v4: FrameSpec = {
+  src: '192.0.2.10',
+  dst: '203.0.113.7',
+  tcp: { sport: 40000, dport: 443, seq: 0x01020304, flags: TCP_SYN, options: LINUX_SYN_OPTIONS },
+};
+const v6: FrameSpec = {
+  src: '2001:db8::10',
+  dst: '2001:db8:1::7',
+  tcp: { sport: 40001, dport: 443, seq: 0xfeedf00d, flags: TCP_SYN, options: LINUX_SYN_OPTIONS },
+};
 
 /** `spec` with `extra` appended to its TCP options. */
 function withOption(spec: FrameSpec, extra: Buffer): Buffer {
@@ -292,23 +359,64 @@ test('static: the token and the previous token are valid; anything else is inval
   const v = new Verifier().policy(1, { previous: TOKEN_OLD }).protect(443, 1);
   expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'current token');
   expect(v, withOption(v6, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'IPv6');
-  expect(v, withOption({ ...v4, vlan: [{ id: 5, tpid: 0x88a8 }, { id: 9 }] }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'QinQ');
+  expect(
+    v,
+    withOption({ ...v4, vlan: [{ id: 5, tpid: 0x88a8 }, { id: 9 }] }, tokenOption(KIND, EXID, TOKEN)),
+    'pass',
+    ['verify_valid'],
+    1,
+    'QinQ',
+  );
   expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'pass', ['verify_valid'], 1, 'previous token');
-  expect(v, withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8, 0x55))), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'wrong token');
+  expect(
+    v,
+    withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8, 0x55))),
+    'drop',
+    ['verify_invalid', 'verify_dropped'],
+    1,
+    'wrong token',
+  );
   expect(v, buildFrame(v4), 'drop', ['verify_missing', 'verify_dropped'], 1, 'no option');
-  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, options: Buffer.alloc(0) } }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'no options at all');
+  expect(
+    v,
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, options: Buffer.alloc(0) } }),
+    'drop',
+    ['verify_missing', 'verify_dropped'],
+    1,
+    'no options at all',
+  );
   expect(v, withOption(v4, tokenOption(KIND, 0x1234, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 1, 'another ExID');
   expect(v, withOption(v4, tokenOption(254, EXID, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 1, 'another kind');
   // Our option after an EOL does not count: the stack stops reading there too.
-  expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, options: Buffer.from('020405b400000000', 'hex') } }, tokenOption(KIND, EXID, TOKEN)), 'drop',
-    ['verify_missing', 'verify_dropped'], 1, 'after EOL');
+  expect(
+    v,
+    withOption({ ...v4, tcp: { ...v4.tcp!, options: Buffer.from('020405b400000000', 'hex') } }, tokenOption(KIND, EXID, TOKEN)),
+    'drop',
+    ['verify_missing', 'verify_dropped'],
+    1,
+    'after EOL',
+  );
   // Our kind and ExID with the wrong length: ours, but not a value we accept.
-  expect(v, withOption(v4, Buffer.from([KIND, 10, 0x4e, 0x54, 1, 2, 3, 4, 5, 6, 1, 1])), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'length 10');
+  expect(
+    v,
+    withOption(v4, Buffer.from([KIND, 10, 0x4e, 0x54, 1, 2, 3, 4, 5, 6, 1, 1])),
+    'drop',
+    ['verify_invalid', 'verify_dropped'],
+    1,
+    'length 10',
+  );
   expect(v, withOption(v4, Buffer.from('0101fd01', 'hex')), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'option length 1');
   expect(v, withOption(v4, Buffer.from('020005b4', 'hex')), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'option length 0');
   expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 4 } }), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'doff 4');
   // doff says 15 words, the frame ends after the 20 option bytes: truncated.
-  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 15 } }), 'drop', ['verify_malformed', 'verify_dropped'], 1, 'doff past the end');
+  expect(
+    v,
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, doff: 15 } }),
+    'drop',
+    ['verify_malformed', 'verify_dropped'],
+    1,
+    'doff past the end',
+  );
 });
 
 test('static: without a previous token, the old one is invalid', () => {
@@ -316,7 +424,7 @@ test('static: without a previous token, the old one is invalid', () => {
   expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'drop', ['verify_invalid', 'verify_dropped']);
 });
 
-test('the policy\'s own kind and ExID are what the verifier looks for', () => {
+test("the policy's own kind and ExID are what the verifier looks for", () => {
   const v = new Verifier().policy(2, { kind: 254, exid: 0xbeef }).protect(443, 2);
   expect(v, withOption(v4, tokenOption(254, 0xbeef, TOKEN)), 'pass', ['verify_valid'], 2);
   expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_missing', 'verify_dropped'], 2);
@@ -337,7 +445,14 @@ test('keyed: the current epoch is valid with the current or the previous key; ot
   expect(v, keyedSyn(v4, KEY_OLD, e - 1n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'previous key, previous epoch');
   expect(v, keyedSyn(v4, KEY, e - 2n), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'two epochs ago');
   expect(v, keyedSyn(v4, randomBytes(16), e), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'another key');
-  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'a static-looking value');
+  expect(
+    v,
+    withOption(v4, tokenOption(KIND, EXID, TOKEN)),
+    'drop',
+    ['verify_invalid', 'verify_dropped'],
+    1,
+    'a static-looking value',
+  );
 });
 
 test('keyed: within the clock skew of an epoch boundary the neighbouring epoch is valid too, with either key', () => {
@@ -367,9 +482,30 @@ test('keyed: a token is bound to its flow: another port, address or sequence num
   checkEpoch((e) => {
     const stolen = tokenOption(KIND, EXID, keyedToken(KEY, flowOf(v4), BIND_ALL, e));
     expect(v, withOption(v4, stolen), 'pass', ['verify_valid'], 1, 'the original');
-    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, sport: 40002 } }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new source port');
-    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, seq: 0x01020305 } }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new sequence number');
-    expect(v, withOption({ ...v4, src: '192.0.2.11' }, stolen), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'new source address');
+    expect(
+      v,
+      withOption({ ...v4, tcp: { ...v4.tcp!, sport: 40002 } }, stolen),
+      'drop',
+      ['verify_invalid', 'verify_dropped'],
+      1,
+      'new source port',
+    );
+    expect(
+      v,
+      withOption({ ...v4, tcp: { ...v4.tcp!, seq: 0x01020305 } }, stolen),
+      'drop',
+      ['verify_invalid', 'verify_dropped'],
+      1,
+      'new sequence number',
+    );
+    expect(
+      v,
+      withOption({ ...v4, src: '192.0.2.11' }, stolen),
+      'drop',
+      ['verify_invalid', 'verify_dropped'],
+      1,
+      'new source address',
+    );
   });
 });
 
@@ -378,8 +514,22 @@ test('keyed: with fewer bound fields, a rewritten port and sequence number still
   const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed, bind }).protect(443, 1);
   checkEpoch((e) => {
     const opt = tokenOption(KIND, EXID, keyedToken(KEY, flowOf(v4), bind, e));
-    expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, sport: 1234, seq: 99 } }, opt), 'pass', ['verify_valid'], 1, 'NAT-rewritten port and sequence');
-    expect(v, withOption({ ...v4, src: '192.0.2.99' }, opt), 'drop', ['verify_invalid', 'verify_dropped'], 1, 'the address is still bound');
+    expect(
+      v,
+      withOption({ ...v4, tcp: { ...v4.tcp!, sport: 1234, seq: 99 } }, opt),
+      'pass',
+      ['verify_valid'],
+      1,
+      'NAT-rewritten port and sequence',
+    );
+    expect(
+      v,
+      withOption({ ...v4, src: '192.0.2.99' }, opt),
+      'drop',
+      ['verify_invalid', 'verify_dropped'],
+      1,
+      'the address is still bound',
+    );
   });
 });
 
@@ -394,7 +544,7 @@ test('keyed: without the previous-key flag the old key fails; without a clock no
   });
 });
 
-test('the marker\'s output verifies: keyed and static, IPv4 and IPv6 (marker and verifier share the maps)', () => {
+test("the marker's output verifies: keyed and static, IPv4 and IPv6 (marker and verifier share the maps)", () => {
   for (const mode of [TokenModeCode.Keyed, TokenModeCode.Static]) {
     const v = new Verifier().policy(1, { mode, previous: mode === TokenModeCode.Keyed ? KEY_OLD : TOKEN_OLD }).protect(443, 1);
     const marker = v.markWith(1);
@@ -407,7 +557,10 @@ test('the marker\'s output verifies: keyed and static, IPv4 and IPv6 (marker and
       if (mode === TokenModeCode.Keyed) {
         const e = epochAt(Date.now(), EPOCH_SECONDS);
         const want = [e, e - 1n].map((x) => keyedToken(KEY, flowOf(spec), BIND_ALL, x).toString('hex'));
-        assert.ok(want.includes(findTokenOption(p, KIND, EXID)!.toString('hex')), 'the marker used the current key (not the previous one)');
+        assert.ok(
+          want.includes(findTokenOption(p, KIND, EXID)!.toString('hex')),
+          'the marker used the current key (not the previous one)',
+        );
       }
     }
   }
@@ -425,33 +578,87 @@ test('Monitor counts and drops nothing', () => {
 });
 
 test('exempt sources are never dropped, and exemptions belong to their policy', () => {
-  const v = new Verifier().policy(1).policy(2).protect(443, 1).protect(8443, 2)
-    .exempt(1, '192.0.2.0/28').exempt(1, '2001:db8::/64').exempt(2, '198.51.100.0/24');
+  const v = new Verifier()
+    .policy(1)
+    .policy(2)
+    .protect(443, 1)
+    .protect(8443, 2)
+    .exempt(1, '192.0.2.0/28')
+    .exempt(1, '2001:db8::/64')
+    .exempt(2, '198.51.100.0/24');
   expect(v, buildFrame(v4), 'pass', ['verify_missing', 'verify_exempt'], 1, 'IPv4 exempt');
   expect(v, buildFrame(v6), 'pass', ['verify_missing', 'verify_exempt'], 1, 'IPv6 exempt');
-  expect(v, withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8))), 'pass', ['verify_invalid', 'verify_exempt'], 1, 'invalid, exempt');
-  expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'valid from an exempt source: just valid');
+  expect(
+    v,
+    withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8))),
+    'pass',
+    ['verify_invalid', 'verify_exempt'],
+    1,
+    'invalid, exempt',
+  );
+  expect(
+    v,
+    withOption(v4, tokenOption(KIND, EXID, TOKEN)),
+    'pass',
+    ['verify_valid'],
+    1,
+    'valid from an exempt source: just valid',
+  );
   expect(v, buildFrame({ ...v4, src: '192.0.2.16' }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'just outside the prefix');
   // 192.0.2.10 is exempt under policy 1, not under policy 2 which protects 8443.
-  expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 8443 } }), 'drop', ['verify_missing', 'verify_dropped'], 2, 'another policy');
-  expect(v, buildFrame({ ...v4, src: '198.51.100.3', tcp: { ...v4.tcp!, dport: 8443 } }), 'pass', ['verify_missing', 'verify_exempt'], 2, 'its own exemption');
+  expect(
+    v,
+    buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 8443 } }),
+    'drop',
+    ['verify_missing', 'verify_dropped'],
+    2,
+    'another policy',
+  );
+  expect(
+    v,
+    buildFrame({ ...v4, src: '198.51.100.3', tcp: { ...v4.tcp!, dport: 8443 } }),
+    'pass',
+    ['verify_missing', 'verify_exempt'],
+    2,
+    'its own exemption',
+  );
 });
 
 test('an exact port wins over "every port"; every port covers the rest', () => {
   const v = new Verifier().policy(1).policy(2, { token: TOKEN_OLD }).protect(0, 1).protect(443, 2);
   expect(v, withOption(v4, tokenOption(KIND, EXID, TOKEN_OLD)), 'pass', ['verify_valid'], 2, '443: policy 2');
-  expect(v, withOption({ ...v4, tcp: { ...v4.tcp!, dport: 22 } }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, '22: policy 1');
+  expect(
+    v,
+    withOption({ ...v4, tcp: { ...v4.tcp!, dport: 22 } }, tokenOption(KIND, EXID, TOKEN)),
+    'pass',
+    ['verify_valid'],
+    1,
+    '22: policy 1',
+  );
   expect(v, buildFrame({ ...v4, tcp: { ...v4.tcp!, dport: 5 } }), 'drop', ['verify_missing', 'verify_dropped'], 1, '5: policy 1');
 });
 
 test('IPv6 behind extension headers is verified; past the walk limit it is unreadable, passed under Monitor and dropped where a policy enforces', () => {
   const v = new Verifier().policy(1).protect(443, 1);
-  expect(v, withOption({ ...v6, ipv6Ext: [{ type: 0 }, { type: 60 }] }, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], 1, 'valid');
+  expect(
+    v,
+    withOption({ ...v6, ipv6Ext: [{ type: 0 }, { type: 60 }] }, tokenOption(KIND, EXID, TOKEN)),
+    'pass',
+    ['verify_valid'],
+    1,
+    'valid',
+  );
   expect(v, buildFrame({ ...v6, ipv6Ext: [{ type: 0 }] }), 'drop', ['verify_missing', 'verify_dropped'], 1, 'missing');
   const deep = Array.from({ length: 7 }, () => ({ type: 60 }));
   expect(v, buildFrame({ ...v6, ipv6Ext: deep }), 'pass', ['unreadable'], 0, 'opaque, no enforcing rule');
   v.enforcing(1);
-  expectCounts(v, buildFrame({ ...v6, ipv6Ext: deep }), 'drop', { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 }, 'opaque, enforcing');
+  expectCounts(
+    v,
+    buildFrame({ ...v6, ipv6Ext: deep }),
+    'drop',
+    { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 },
+    'opaque, enforcing',
+  );
 });
 
 // ---------------------------------------------------------------------------------------
@@ -467,7 +674,16 @@ function segmentOf(spec: FrameSpec, payload = Buffer.alloc(0)): Buffer {
 
 /** The first IPv4 fragment of `seg`: its first `n` bytes, More Fragments set. */
 function v4First(seg: Buffer, n: number, spec: FrameSpec = v4): Buffer {
-  return buildFrame({ src: spec.src, dst: spec.dst, protocol: IPPROTO_TCP, payload: seg.subarray(0, n), mf: true, fragOffset: 0, df: false, ipId: 0x4242 });
+  return buildFrame({
+    src: spec.src,
+    dst: spec.dst,
+    protocol: IPPROTO_TCP,
+    payload: seg.subarray(0, n),
+    mf: true,
+    fragOffset: 0,
+    df: false,
+    ipId: 0x4242,
+  });
 }
 
 /** The first IPv6 fragment of `seg`: its first `n` bytes behind a fragment header (M set, or not: an atomic fragment). */
@@ -479,7 +695,10 @@ function v6First(seg: Buffer, n: number, more = true): Buffer {
 test('IPv4 first fragments: what the fragment keeps once cut to 8-byte units decides; a SYN cut short is malformed', () => {
   const v = new Verifier().policy(1).protect(443, 1);
   const token = tokenOption(KIND, EXID, TOKEN);
-  const marked = segmentOf({ ...v4, tcp: { ...v4.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }, Buffer.alloc(16, 9));
+  const marked = segmentOf(
+    { ...v4, tcp: { ...v4.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } },
+    Buffer.alloc(16, 9),
+  );
   const bare = segmentOf(v4, Buffer.alloc(16, 9));
   assert.equal(marked.length, 52 + 16);
   // The whole header in what the fragment keeps: verified as a SYN.
@@ -501,14 +720,26 @@ test('IPv4 first fragments: what the fragment keeps once cut to 8-byte units dec
   v.exempt(1, '192.0.2.0/24');
   expect(v, v4First(ack, 14), 'pass', ['verify_malformed', 'verify_exempt'], 1, 'exempt source');
   // Later fragments carry no TCP header: never looked at.
-  const later = buildFrame({ src: v4.src, dst: v4.dst, protocol: IPPROTO_TCP, payload: marked.subarray(8), fragOffset: 1, mf: false, df: false, ipId: 0x4242 });
+  const later = buildFrame({
+    src: v4.src,
+    dst: v4.dst,
+    protocol: IPPROTO_TCP,
+    payload: marked.subarray(8),
+    fragOffset: 1,
+    mf: false,
+    df: false,
+    ipId: 0x4242,
+  });
   expect(v, later, 'pass', [], 1, 'a later fragment');
 });
 
 test('IPv6 first fragments are cut the same way; an atomic fragment is a whole packet', () => {
   const v = new Verifier().policy(1).protect(443, 1);
   const token = tokenOption(KIND, EXID, TOKEN);
-  const marked = segmentOf({ ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }, Buffer.alloc(16, 9));
+  const marked = segmentOf(
+    { ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } },
+    Buffer.alloc(16, 9),
+  );
   expect(v, v6First(marked, 56), 'pass', ['verify_valid'], 1, '56 bytes');
   expect(v, v6First(marked, 63), 'pass', ['verify_valid'], 1, '63 bytes: cut to 56');
   expect(v, v6First(marked, 50), 'drop', ['verify_malformed', 'verify_dropped'], 1, '50 bytes: cut to 48, the token is lost');
@@ -517,7 +748,14 @@ test('IPv6 first fragments are cut the same way; an atomic fragment is a whole p
   ack[13] = TCP_ACK;
   expect(v, v6First(ack, 20), 'pass', [], 1, '20 bytes, ACK');
   expect(v, v6First(segmentOf(v6), 40, false), 'drop', ['verify_missing', 'verify_dropped'], 1, 'atomic fragment, no token');
-  expect(v, v6First(segmentOf({ ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }), 52, false), 'pass', ['verify_valid'], 1, 'atomic fragment, token');
+  expect(
+    v,
+    v6First(segmentOf({ ...v6, tcp: { ...v6.tcp!, options: Buffer.concat([LINUX_SYN_OPTIONS, token]) } }), 52, false),
+    'pass',
+    ['verify_valid'],
+    1,
+    'atomic fragment, token',
+  );
 });
 
 // ---------------------------------------------------------------------------------------
@@ -533,10 +771,17 @@ test('unreadable IP frames are counted per interface, passed where nothing enfor
   badVersion[14] = 0x65;
   const longer = Buffer.from(syn);
   longer.writeUInt16BE(longer.readUInt16BE(16) + 8, 16);
-  const cases: [string, Buffer][] = [['three VLAN tags', threeTags], ['IPv4 ihl 4', shortIhl], ['version 6 in an IPv4 frame', badVersion], ['IP length past the frame', longer], ['a truncated TCP header', syn.subarray(0, 14 + 20 + 6)]];
+  const cases: [string, Buffer][] = [
+    ['three VLAN tags', threeTags],
+    ['IPv4 ihl 4', shortIhl],
+    ['version 6 in an IPv4 frame', badVersion],
+    ['IP length past the frame', longer],
+    ['a truncated TCP header', syn.subarray(0, 14 + 20 + 6)],
+  ];
   for (const [what, frame] of cases) expect(v, frame, 'pass', ['unreadable'], 0, `${what}, Monitor`);
   v.enforcing(1);
-  for (const [what, frame] of cases) expectCounts(v, frame, 'drop', { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 }, `${what}, Enforce`);
+  for (const [what, frame] of cases)
+    expectCounts(v, frame, 'drop', { [`${LO}/0/unreadable`]: 1, [`${LO}/1/verify_dropped`]: 1 }, `${what}, Enforce`);
   const other = [
     buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28, 1) }),
     buildFrame({ etherType: 0x88cc, payload: Buffer.alloc(40, 2) }),
@@ -549,33 +794,66 @@ test('unreadable IP frames are counted per interface, passed where nothing enfor
 // ---------------------------------------------------------------------------------------
 // Bonds: native XDP on a bond runs in each slave's driver
 
-test('bonds: the agent writes a bond\'s rules under each slave\'s ifindex too, which is what XDP on the bond sees', () => {
+test("bonds: the agent writes a bond's rules under each slave's ifindex too, which is what XDP on the bond sees", () => {
   // The bond is named by the policy; its slave is the device test runs arrive on (ingress_ifindex LO).
   const BOND = 900;
   const ifs: HostInterface[] = [
     { name: 'bond0', ifindex: BOND, up: true, loopback: false, mtu: 1500, defaultRoute: true, linkType: 'ether', kind: 'bond' },
-    { name: 'eth0', ifindex: LO, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null, master: 'bond0' },
+    {
+      name: 'eth0',
+      ifindex: LO,
+      up: true,
+      loopback: false,
+      mtu: 1500,
+      defaultRoute: false,
+      linkType: 'ether',
+      kind: null,
+      master: 'bond0',
+    },
   ];
   const p = validatePolicy({
-    apiVersion: 'netoken.io/v1alpha1', kind: 'TokenPolicy', metadata: { name: 'guard' },
-    spec: { interfaces: { names: ['bond0'] }, token: { mode: 'Static', secretRef: { name: 'k' } }, ingress: { action: 'Enforce', ports: [443] } },
+    apiVersion: 'netoken.io/v1alpha1',
+    kind: 'TokenPolicy',
+    metadata: { name: 'guard' },
+    spec: {
+      interfaces: { names: ['bond0'] },
+      token: { mode: 'Static', secretRef: { name: 'k' } },
+      ingress: { action: 'Enforce', ports: [443] },
+    },
   });
-  const d = computeDesired({ policies: [p], keys: new Map([['guard', { current: TOKEN }]]), nodeLabels: {}, interfaces: ifs, previousIds: new Map() });
+  const d = computeDesired({
+    policies: [p],
+    keys: new Map([['guard', { current: TOKEN }]]),
+    nodeLabels: {},
+    interfaces: ifs,
+    previousIds: new Map(),
+  });
   assert.deepEqual([...d.hooks.keys()], [`${BOND}/ingress`], 'the hook goes on the bond');
   const keyed = [...d.ingressPorts.values()].map(([k]) => k.readUInt32LE(0));
-  assert.deepEqual([...new Set(keyed)].sort((a, b) => a - b), [LO, BOND], 'rules under the bond and under its slave');
+  assert.deepEqual(
+    [...new Set(keyed)].sort((a, b) => a - b),
+    [LO, BOND],
+    'rules under the bond and under its slave',
+  );
   const install = (v: Verifier, withSlaves: boolean): void => {
     for (const [id, value] of d.policySlots) {
       const k = Buffer.alloc(4);
       k.writeUInt32LE(id);
       v.maps.policies.update(k, value);
     }
-    for (const [k, value] of d.ingressPorts.values()) if (withSlaves || k.readUInt32LE(0) === BOND) v.maps.ports.update(k, value);
+    for (const [k, value] of d.ingressPorts.values()) if (withSlaves || k.readUInt32LE(0) === BOND) v.portRule(k, value);
   };
   const id = d.ids.get('guard')!;
   const full = new Verifier();
   install(full, true);
-  expect(full, buildFrame(v4), 'drop', ['verify_missing', 'verify_dropped'], id, 'arriving on the slave: verified under the bond\'s policy');
+  expect(
+    full,
+    buildFrame(v4),
+    'drop',
+    ['verify_missing', 'verify_dropped'],
+    id,
+    "arriving on the slave: verified under the bond's policy",
+  );
   expect(full, withOption(v4, tokenOption(KIND, EXID, TOKEN)), 'pass', ['verify_valid'], id, 'valid');
   // What it would be without them: the slave's SYNs matched no rule and passed uncounted.
   const bondOnly = new Verifier();
@@ -608,7 +886,7 @@ test('replay limit: the same flow and sequence number is accepted N times a seco
   assert.equal(v.maps.replay.keys().length, 2, 'two flows remembered');
 });
 
-test('replay limit: missing and invalid SYNs do not use up a flow\'s allowance; Monitor counts replays without dropping', () => {
+test("replay limit: missing and invalid SYNs do not use up a flow's allowance; Monitor counts replays without dropping", () => {
   const v = new Verifier().policy(1, { mode: TokenModeCode.Keyed }).protect(443, 1, IngressActionCode.Monitor, 1);
   const syn = keyedSyn(v4, KEY, epochAt(Date.now(), EPOCH_SECONDS));
   assert.deepEqual(v.run('xdp', withOption(v4, tokenOption(KIND, EXID, Buffer.alloc(8)))).changed, { '1/1/verify_invalid': 1 });

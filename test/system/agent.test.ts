@@ -40,14 +40,18 @@ describe('standalone agent on a veth pair', () => {
     const agent = agentIn(t.client.ns, 'mark');
     try {
       const server = await startServer(t.server.ns, { port: 0 });
-      agent.writePolicy(policyYaml([{
-        name: 'web',
-        spec: `interfaces: {names: [${t.client.dev}]}
+      agent.writePolicy(
+        policyYaml([
+          {
+            name: 'web',
+            spec: `interfaces: {names: [${t.client.dev}]}
 egress:
   destinations:
     - {cidr: ${t.server.ipv4}/32, ports: [${server.port}]}
     - {cidr: "${t.server.ipv6}/128"}`,
-      }]));
+          },
+        ]),
+      );
       await agent.start();
       await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 15_000, 'the hook');
       const csumBefore = await tcpCounters(t.server.ns);
@@ -57,7 +61,10 @@ egress:
       const other = await startServer(t.server.ns, { port: 0 });
       const rOther = await connect(t.client.ns, t.server.ipv4, other.port);
       const got = syns(await cap.stop());
-      assert.ok(r4.ok && r6.ok && rOther.ok, `handshakes: v4 ${JSON.stringify(r4)} v6 ${JSON.stringify(r6)} other ${JSON.stringify(rOther)}`);
+      assert.ok(
+        r4.ok && r6.ok && rOther.ok,
+        `handshakes: v4 ${JSON.stringify(r4)} v6 ${JSON.stringify(r6)} other ${JSON.stringify(rOther)}`,
+      );
       assert.equal(got.length, 3, `want 3 SYNs at the server, got ${got.length}`);
       for (const p of got) assertWellFormed(p);
       const v4 = got.find((p) => p.family === 4 && p.tcp?.dport === server.port)!;
@@ -88,7 +95,14 @@ egress:
     const agent = agentIn(router.ns, 'fwd');
     try {
       const server = await startServer(t.server.ns, { port: 0 });
-      agent.writePolicy(policyYaml([{ name: 'fwd', spec: `interfaces: {names: [${router.toServer.dev}]}\negress: {destinations: [{cidr: ${t.server.ipv4}/32}]}` }]));
+      agent.writePolicy(
+        policyYaml([
+          {
+            name: 'fwd',
+            spec: `interfaces: {names: [${router.toServer.dev}]}\negress: {destinations: [{cidr: ${t.server.ipv4}/32}]}`,
+          },
+        ]),
+      );
       await agent.start();
       await agent.waitStatus((s) => s.hooks.length === 1, 15_000, 'the hook on the router');
       const cap = await startCapture(t.server.ns, t.server.dev, { filter: 'tcp' });
@@ -121,10 +135,18 @@ egress:
       const cap = await startCapture(t.server.ns, t.server.dev, { filter: 'tcp' });
       assert.ok((await connect(t.client.ns, t.server.ipv4, server.port)).ok);
       const during = syns(await cap.stop());
-      assert.equal(findTokenOption(during[0]!, KIND, EXID)?.toString('hex'), TOKEN.toString('hex'), 'marked while the agent is down');
+      assert.equal(
+        findTokenOption(during[0]!, KIND, EXID)?.toString('hex'),
+        TOKEN.toString('hex'),
+        'marked while the agent is down',
+      );
 
       await agent.start();
-      const s2 = await agent.waitStatus((s) => s.reconciles >= 1 && s.programId !== s1.programId && s.hooks.length === 1, 15_000, 'the restarted agent');
+      const s2 = await agent.waitStatus(
+        (s) => s.reconciles >= 1 && s.programId !== s1.programId && s.hooks.length === 1,
+        15_000,
+        'the restarted agent',
+      );
       assert.equal(s2.hooks[0]!.linkId, link1, 'the pinned link is reused, not re-created');
       const hooks = await kernelHooks(t.client.ns, t.client.dev);
       assert.deepEqual(hooks.tcx, [s2.programId], 'exactly one program at egress: the new one');
@@ -143,10 +165,12 @@ egress:
     const agent = agentIn(t.client.ns, 'edit');
     const late = `ntl${process.pid % 100000}`;
     try {
-      agent.writePolicy(policyYaml([
-        { name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/24}]}` },
-        { name: 'b', spec: `interfaces: {names: [${late}]}\negress: {}` },
-      ]));
+      agent.writePolicy(
+        policyYaml([
+          { name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/24}]}` },
+          { name: 'b', spec: `interfaces: {names: [${late}]}\negress: {}` },
+        ]),
+      );
       await agent.start();
       const s1 = await agent.waitStatus((s) => s.hooks.length === 1, 15_000, 'policy a attached');
       const b1 = s1.policies.find((p) => p.name === 'b')!;
@@ -159,17 +183,23 @@ egress:
       assert.deepEqual(s2.hooks.map((h) => h.name).sort(), [t.client.dev, late].sort());
 
       // an invalid edit of a keeps a's last good version and is reported by position and field
-      agent.writePolicy(policyYaml([
-        { name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/33}]}` },
-        { name: 'b', spec: `interfaces: {names: [${late}]}\negress: {}` },
-      ]));
+      agent.writePolicy(
+        policyYaml([
+          { name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/33}]}` },
+          { name: 'b', spec: `interfaces: {names: [${late}]}\negress: {}` },
+        ]),
+      );
       const s3 = await agent.waitStatus((s) => s.documentErrors.length > 0, 15_000, 'the rejected edit');
       assert.match(s3.documentErrors[0]!.where, /document 1 \(TokenPolicy "a"\)/);
       assert.match(s3.documentErrors[0]!.message, /spec\.egress\.destinations\[0\]\.cidr/);
       assert.equal(s3.hooks.length, 2, 'nothing was lost');
 
       // deleting b removes its hook
-      agent.writePolicy(policyYaml([{ name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/24}]}` }]));
+      agent.writePolicy(
+        policyYaml([
+          { name: 'a', spec: `interfaces: {names: [${t.client.dev}]}\negress: {destinations: [{cidr: 192.0.2.0/24}]}` },
+        ]),
+      );
       await agent.waitStatus((s) => s.hooks.length === 1 && s.documentErrors.length === 0, 15_000, 'b removed');
       assert.deepEqual((await kernelHooks(t.client.ns, late)).tcx, [], 'no program left on the late interface');
 
@@ -210,7 +240,11 @@ egress:
       assert.equal((filters.stdout.match(/handle 0x4e54 /g) ?? []).length, 1, `one filter of ours:\n${filters.stdout}`);
       await agent.stop();
       assert.equal((await agent.cli(['detach'])).code, 0);
-      assert.deepEqual(await kernelHooks(t.client.ns, t.client.dev), { tcx: [], tc: null, clsact: true }, 'the pre-existing clsact stays');
+      assert.deepEqual(
+        await kernelHooks(t.client.ns, t.client.dev),
+        { tcx: [], tc: null, clsact: true },
+        'the pre-existing clsact stays',
+      );
       await server.stop();
     } finally {
       await agent.cleanup();

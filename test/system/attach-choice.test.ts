@@ -59,7 +59,7 @@ test('the agent tells hardware devices from software ones, and devices without a
   expect('lo', { linkType: 'loopback', layer: 'ethernet', xdpNative: false });
 });
 
-test('auto: native XDP where the device suits it and the driver takes it; tc next to someone else\'s XDP program, on software devices, and on devices without a link-layer header', async () => {
+test("auto: native XDP where the device suits it and the driver takes it; tc next to someone else's XDP program, on software devices, and on devices without a link-layer header", async () => {
   const t = await createTopology({ name: 'choice', kind: 'pair' });
   topologies.push(t);
   const ns = t.server.ns;
@@ -67,7 +67,10 @@ test('auto: native XDP where the device suits it and the driver takes it; tc nex
   const runDir = `/tmp/nttest-${process.pid}-choice-run`;
   await exec(ns, 'ip', ['tuntap', 'add', 'dev', 'nttun0', 'mode', 'tun']);
   const tun = Number((await exec(ns, 'cat', ['/sys/class/net/nttun0/ifindex'])).stdout.trim());
-  const apply = async (mode: string, hooks: object[]): Promise<{ hooks: { name: string; mode: string }[]; errors: { name: string; reason: string; message: string }[] }> =>
+  const apply = async (
+    mode: string,
+    hooks: object[],
+  ): Promise<{ hooks: { name: string; mode: string }[]; errors: { name: string; reason: string; message: string }[] }> =>
     JSON.parse(await probe(ns, ['apply', stateDir, runDir, mode, JSON.stringify(hooks)]));
   const veth = { ifindex: t.server.ifindex, name: t.server.dev, layer: 'ethernet' };
   try {
@@ -81,7 +84,11 @@ test('auto: native XDP where the device suits it and the driver takes it; tc nex
     await exec(ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'obj', fixture('foreign'), 'sec', 'xdp']);
     r = await apply('auto', [{ ...veth, xdpNative: true }]);
     assert.deepEqual(r.hooks, [{ name: t.server.dev, mode: 'tcx' }]);
-    assert.match((await exec(ns, 'ip', ['-d', '-j', 'link', 'show', 'dev', t.server.dev])).stdout, /foreign_xdp/, 'their program stays');
+    assert.match(
+      (await exec(ns, 'ip', ['-d', '-j', 'link', 'show', 'dev', t.server.dev])).stdout,
+      /foreign_xdp/,
+      'their program stays',
+    );
     await exec(ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'off']);
     // No link-layer header: the tc build for such devices; XDP, which reads an Ethernet header, is refused there.
     r = await apply('auto', [{ ifindex: tun, name: 'nttun0', layer: 'none', xdpNative: false }]);
@@ -93,6 +100,18 @@ test('auto: native XDP where the device suits it and the driver takes it; tc nex
     r = await apply('auto', []);
     assert.deepEqual(r.hooks, []);
   } finally {
-    await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, path.join(ROOT, 'bin/netoken.js'), 'detach', '--state-dir', stateDir, '--run-dir', runDir, '--log-level', 'error']);
+    await run('nsenter', [
+      `--net=/var/run/netns/${ns}`,
+      '--',
+      process.execPath,
+      path.join(ROOT, 'bin/netoken.js'),
+      'detach',
+      '--state-dir',
+      stateDir,
+      '--run-dir',
+      runDir,
+      '--log-level',
+      'error',
+    ]);
   }
 });

@@ -27,9 +27,16 @@ async function handshakeFrames(t: Topology): Promise<Captured> {
   const onClient = await startCapture(t.client.ns, t.client.dev, { filter: `tcp port ${srv.port}` });
   for (const addr of [t.server.ipv4, t.server.ipv6 as string]) {
     const r = await connect(t.client.ns, addr, srv.port);
-    assert.equal(r.ok, true, `connect to [${addr}]:${srv.port} (offload ${t.txChecksumOffload ? 'on' : 'off'}): got ${JSON.stringify(r)}`);
+    assert.equal(
+      r.ok,
+      true,
+      `connect to [${addr}]:${srv.port} (offload ${t.txChecksumOffload ? 'on' : 'off'}): got ${JSON.stringify(r)}`,
+    );
   }
-  const isFlags = (want: number) => (p: ParsedFrame): boolean => p.tcp !== null && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === want;
+  const isFlags =
+    (want: number) =>
+    (p: ParsedFrame): boolean =>
+      p.tcp !== null && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === want;
   const server = (await onServer.stop()).frames.map(parseFrame);
   const client = (await onClient.stop()).frames.map(parseFrame);
   await srv.stop();
@@ -41,8 +48,15 @@ test('with tx checksum offload off (the default), captured SYNs and SYN-ACKs car
   try {
     assert.equal(t.txChecksumOffload, false, 'offload must be off by default');
     const got = await handshakeFrames(t);
-    for (const [what, frames] of [['SYN on the server veth', got.syn], ['SYN-ACK on the client veth', got.synAck]] as const) {
-      assert.deepEqual(frames.map((p) => p.family).sort(), [4, 6], `${what}: families got ${JSON.stringify(frames.map((p) => p.family))}, want one IPv4 and one IPv6`);
+    for (const [what, frames] of [
+      ['SYN on the server veth', got.syn],
+      ['SYN-ACK on the client veth', got.synAck],
+    ] as const) {
+      assert.deepEqual(
+        frames.map((p) => p.family).sort(),
+        [4, 6],
+        `${what}: families got ${JSON.stringify(frames.map((p) => p.family))}, want one IPv4 and one IPv6`,
+      );
       for (const p of frames) {
         assert.equal(p.tcpChecksumOk, true, `${what} IPv${p.family}: TCP checksum ok got ${p.tcpChecksumOk}, want true`);
         if (p.family === 4) {
@@ -66,8 +80,16 @@ test('with tx checksum offload on, veth delivers SYNs whose checksum field is on
     assert.equal(got.syn.length, 2, `SYNs captured: got ${got.syn.length}, want 2`);
     for (const p of got.syn) {
       // The connection above succeeded although these checksums are not valid: offload on hides checksum bugs.
-      assert.equal(p.tcpChecksumOk, false, `IPv${p.family} SYN with offload on: checksum ok got ${p.tcpChecksumOk}, want false (not computed)`);
-      assert.equal(p.tcpChecksumIsPseudoSeed, true, `IPv${p.family} SYN with offload on: field got 0x${p.tcp?.checksum.toString(16)}, want the pseudo-header seed`);
+      assert.equal(
+        p.tcpChecksumOk,
+        false,
+        `IPv${p.family} SYN with offload on: checksum ok got ${p.tcpChecksumOk}, want false (not computed)`,
+      );
+      assert.equal(
+        p.tcpChecksumIsPseudoSeed,
+        true,
+        `IPv${p.family} SYN with offload on: field got 0x${p.tcp?.checksum.toString(16)}, want the pseudo-header seed`,
+      );
     }
   } finally {
     await t.destroy();

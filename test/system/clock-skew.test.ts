@@ -52,7 +52,9 @@ describe('clock skew between marker and verifier', () => {
     const agents: AgentRun[] = [verifier];
     try {
       const echo = await startServer(topo.server.ns, { port: 0 });
-      verifier.writePolicy(files(echo.port, `interfaces: {names: [${topo.server.dev}]}\ningress: {action: Enforce, ports: [PORT]}`));
+      verifier.writePolicy(
+        files(echo.port, `interfaces: {names: [${topo.server.dev}]}\ningress: {action: Enforce, ports: [PORT]}`),
+      );
       await verifier.start();
       await verifier.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the verifier');
 
@@ -61,11 +63,23 @@ describe('clock skew between marker and verifier', () => {
           env: { LD_PRELOAD: FAKETIME, FAKETIME: offset, DONT_FAKE_MONOTONIC: '1' },
         });
         agents.push(marker);
-        marker.writePolicy(files(echo.port, `interfaces: {names: [${topo.client.dev}]}\negress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [PORT]}]}`));
+        marker.writePolicy(
+          files(
+            echo.port,
+            `interfaces: {names: [${topo.client.dev}]}\negress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [PORT]}]}`,
+          ),
+        );
         await marker.start();
         await marker.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, `the marker (clock ${offset})`);
         const before = await verifier.statusReport();
-        const loop = spawnIn(topo.client.ns, process.execPath, [CONNECT_LOOP, topo.server.ipv4, String(echo.port), String(LOOP_MS), '5000', '10']);
+        const loop = spawnIn(topo.client.ns, process.execPath, [
+          CONNECT_LOOP,
+          topo.server.ipv4,
+          String(echo.port),
+          String(LOOP_MS),
+          '5000',
+          '10',
+        ]);
         let out = '';
         loop.stdout?.setEncoding('utf8');
         loop.stdout?.on('data', (d: string) => (out += d));
@@ -75,12 +89,19 @@ describe('clock skew between marker and verifier', () => {
         const summary = JSON.parse(out.trim()) as { attempts: number; failures: { error: string }[] };
         if (summary.failures.length) t.diagnostic(`clock ${offset}: failures ${JSON.stringify(summary.failures.slice(0, 5))}`);
         const d = (name: string): number => counter(after, name, 'skew') - counter(before, name, 'skew');
-        return { failures: summary.failures.length, attempts: summary.attempts, invalid: d('verify_invalid'), valid: d('verify_valid') };
+        return {
+          failures: summary.failures.length,
+          attempts: summary.attempts,
+          invalid: d('verify_invalid'),
+          valid: d('verify_valid'),
+        };
       };
 
       for (const offset of ['+2s', '-2s']) {
         const r = await runWith(offset);
-        t.diagnostic(`marker clock ${offset}: ${r.attempts} connections, ${r.failures} failed; verifier counted ${r.valid} valid, ${r.invalid} invalid`);
+        t.diagnostic(
+          `marker clock ${offset}: ${r.attempts} connections, ${r.failures} failed; verifier counted ${r.valid} valid, ${r.invalid} invalid`,
+        );
         assert.ok(r.attempts >= 20, `the loop kept connecting: ${r.attempts}`);
         assert.equal(r.failures, 0, `clock ${offset}: no connection fails`);
         assert.equal(r.invalid, 0, `clock ${offset}: no SYN is refused as invalid`);
@@ -88,7 +109,10 @@ describe('clock skew between marker and verifier', () => {
       }
       const far = await runWith('+5s');
       t.diagnostic(`marker clock +5s: ${JSON.stringify(far)}`);
-      assert.ok(far.invalid > 0, `a clock ${5 - SKEW_SECONDS} s past the tolerated skew has SYNs refused near the boundaries: ${JSON.stringify(far)}`);
+      assert.ok(
+        far.invalid > 0,
+        `a clock ${5 - SKEW_SECONDS} s past the tolerated skew has SYNs refused near the boundaries: ${JSON.stringify(far)}`,
+      );
       await echo.stop();
     } finally {
       for (const a of agents) await a.cleanup();

@@ -50,7 +50,11 @@ async function assertConnects(t: Topology, port: number): Promise<void> {
   const targets = [t.server.ipv4, ...(t.server.ipv6 ? [t.server.ipv6] : [])];
   for (const addr of targets) {
     const r = await connect(t.client.ns, addr, port, { timeoutMs: 3_000 });
-    assert.equal(r.ok, true, `${t.kind}${t.vlan ? ` vlan ${t.vlan.id}` : ''}: connect to [${addr}]:${port}: got ${JSON.stringify(r)}, want ok`);
+    assert.equal(
+      r.ok,
+      true,
+      `${t.kind}${t.vlan ? ` vlan ${t.vlan.id}` : ''}: connect to [${addr}]:${port}: got ${JSON.stringify(r)}, want ok`,
+    );
   }
 }
 
@@ -66,7 +70,11 @@ async function assertTxOffloadOff(t: Topology): Promise<void> {
     for (const dev of new Set([i.dev, i.addrDev])) {
       const { stdout } = await exec(i.ns, 'ethtool', ['-k', dev]);
       const line = stdout.split('\n').find((l) => l.startsWith('tx-checksumming:'));
-      assert.equal(line?.trim(), 'tx-checksumming: off', `${i.ns} ${dev}: got ${JSON.stringify(line)}, want tx-checksumming: off`);
+      assert.equal(
+        line?.trim(),
+        'tx-checksumming: off',
+        `${i.ns} ${dev}: got ${JSON.stringify(line)}, want tx-checksumming: off`,
+      );
     }
   }
 }
@@ -74,7 +82,10 @@ async function assertTxOffloadOff(t: Topology): Promise<void> {
 async function assertIfindexes(t: Topology): Promise<void> {
   for (const i of ifacesOf(t)) {
     assert.ok(i.dev.length <= 15 && i.addrDev.length <= 15, `interface names ${i.dev}, ${i.addrDev} must fit in 15 characters`);
-    for (const [dev, want] of [[i.dev, i.ifindex], [i.addrDev, i.addrIfindex]] as const) {
+    for (const [dev, want] of [
+      [i.dev, i.ifindex],
+      [i.addrDev, i.addrIfindex],
+    ] as const) {
       // sysfs as seen from inside the namespace (ip netns exec mounts the namespace's /sys)
       const { stdout } = await exec(i.ns, 'cat', [`/sys/class/net/${dev}/ifindex`]);
       assert.equal(Number(stdout.trim()), want, `${i.ns} ${dev}: ifindex got ${stdout.trim()}, want ${want}`);
@@ -116,12 +127,19 @@ for (const kind of ['pair', 'routed'] as const) {
       const capServer = await startCapture(t.server.ns, t.server.dev, { filter: vlanAware(`tcp port ${srv.port}`) });
       const capClient = await startCapture(t.client.ns, t.client.dev, { filter: vlanAware(`tcp port ${srv.port}`) });
       await assertConnects(t, srv.port);
-      for (const [side, cap] of [['server', capServer], ['client', capClient]] as const) {
+      for (const [side, cap] of [
+        ['server', capServer],
+        ['client', capClient],
+      ] as const) {
         const got = await cap.stop();
         assert.ok(got.frames.length >= 10, `${side} ${cap.dev}: frames got ${got.frames.length}, want >= 10 (two connections)`);
         for (const f of got.frames) {
           const l3 = networkLayer(got.linkType, f);
-          assert.deepEqual(l3?.vlanIds, [100], `${side} ${cap.dev}: frame vlan ids got ${JSON.stringify(l3?.vlanIds)}, want [100]`);
+          assert.deepEqual(
+            l3?.vlanIds,
+            [100],
+            `${side} ${cap.dev}: frame vlan ids got ${JSON.stringify(l3?.vlanIds)}, want [100]`,
+          );
         }
       }
       await assertNoCsumErrors(t);
@@ -149,23 +167,42 @@ test('in a VLAN topology a tc program on the client veth egress sees every outgo
   const dir = await mkdtemp(path.join(tmpdir(), `${DEFAULT_PREFIX}${process.pid}-drop-`));
   try {
     const src = path.join(dir, 'drop.bpf.c');
-    await writeFile(src, [
-      '#include <linux/bpf.h>',
-      '#include <linux/pkt_cls.h>',
-      '#include <bpf/bpf_helpers.h>',
-      'SEC("tc/egress") int drop_all(struct __sk_buff *skb) { return TC_ACT_SHOT; }',
-      'char _license[] SEC("license") = "GPL";',
-      '',
-    ].join('\n'));
+    await writeFile(
+      src,
+      [
+        '#include <linux/bpf.h>',
+        '#include <linux/pkt_cls.h>',
+        '#include <bpf/bpf_helpers.h>',
+        'SEC("tc/egress") int drop_all(struct __sk_buff *skb) { return TC_ACT_SHOT; }',
+        'char _license[] SEC("license") = "GPL";',
+        '',
+      ].join('\n'),
+    );
     const obj = path.join(dir, 'drop.bpf.o');
     const triple = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
     await run('clang', ['-O2', '-target', 'bpf', `-I/usr/include/${triple}`, '-c', src, '-o', obj]);
     await withTopology({ name: 'hv-hook', kind: 'pair', vlan: 100 }, async (t) => {
       const srv = await startServer(t.server.ns);
       await assertConnects(t, srv.port);
-      await exec(t.client.ns, 'tc', ['filter', 'add', 'dev', t.client.dev, 'egress', 'bpf', 'direct-action', 'obj', obj, 'sec', 'tc/egress']);
+      await exec(t.client.ns, 'tc', [
+        'filter',
+        'add',
+        'dev',
+        t.client.dev,
+        'egress',
+        'bpf',
+        'direct-action',
+        'obj',
+        obj,
+        'sec',
+        'tc/egress',
+      ]);
       const r = await connect(t.client.ns, t.server.ipv4, srv.port, { timeoutMs: 1_500 });
-      assert.equal(r.connected, false, `with a drop-all program on ${t.client.dev} egress: got ${JSON.stringify(r)}, want no connection`);
+      assert.equal(
+        r.connected,
+        false,
+        `with a drop-all program on ${t.client.dev} egress: got ${JSON.stringify(r)}, want no connection`,
+      );
       assert.equal(r.error, 'ETIMEDOUT', `error got ${r.error}, want ETIMEDOUT`);
     });
   } finally {
@@ -180,7 +217,9 @@ test('kernel VLAN sub-interfaces work or fail with a message that names the miss
   } catch (err) {
     // This kernel may lack CONFIG_VLAN_8021Q; then the error must say so and nothing may be left.
     assert.match(String(err), /CONFIG_VLAN_8021Q/, `error got ${String(err)}`);
-    const left = (await listNamespaces()).filter((n) => n.startsWith(`${DEFAULT_PREFIX}${process.pid}-`) && n.includes('-hv-subif-'));
+    const left = (await listNamespaces()).filter(
+      (n) => n.startsWith(`${DEFAULT_PREFIX}${process.pid}-`) && n.includes('-hv-subif-'),
+    );
     assert.deepEqual(left, [], 'a failed createTopology must remove its namespaces');
     return;
   }
@@ -200,7 +239,10 @@ test('a capture on the server veth sees the client SYN for IPv4 and IPv6 with va
     const got = await cap.stop();
     assert.equal(got.droppedByKernel, 0, `dropped by kernel: got ${got.droppedByKernel}, want 0`);
     const syns = got.frames.map(parseFrame).filter((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
-    for (const [family, src] of [[4, t.client.ipv4], [6, t.client.ipv6]] as const) {
+    for (const [family, src] of [
+      [4, t.client.ipv4],
+      [6, t.client.ipv6],
+    ] as const) {
       const syn = syns.find((p) => p.family === family);
       assert.ok(syn, `no IPv${family} SYN captured; frames: ${got.frames.length}`);
       assert.equal(syn.src, src, `IPv${family} SYN source: got ${syn.src}, want ${src}`);
@@ -238,10 +280,12 @@ test('topologies built concurrently get distinct names and all work', async () =
     assert.equal(new Set(names).size, names.length, `namespace names repeat: ${JSON.stringify(names)}`);
     const devs = ts.flatMap((t) => ifacesOf(t).map((i) => i.dev));
     assert.equal(new Set(devs).size, devs.length, `interface names repeat: ${JSON.stringify(devs)}`);
-    await Promise.all(ts.map(async (t) => {
-      const srv = await startServer(t.server.ns);
-      await assertConnects(t, srv.port);
-    }));
+    await Promise.all(
+      ts.map(async (t) => {
+        const srv = await startServer(t.server.ns);
+        await assertConnects(t, srv.port);
+      }),
+    );
   } finally {
     await Promise.all(ts.map((t) => t.destroy()));
   }
@@ -270,7 +314,10 @@ test('destroy removes the namespaces, their interfaces and the processes started
 });
 
 /** Starts a child process that builds a routed VLAN topology, prints its namespaces, then waits. */
-async function childWithTopology(mode: 'exit' | 'wait', prefix = DEFAULT_PREFIX): Promise<{ child: ReturnType<typeof spawn>; namespaces: string[] }> {
+async function childWithTopology(
+  mode: 'exit' | 'wait',
+  prefix = DEFAULT_PREFIX,
+): Promise<{ child: ReturnType<typeof spawn>; namespaces: string[] }> {
   const code = `
     import { createTopology } from ${JSON.stringify(NETNS_MODULE)};
     const t = await createTopology({ name: 'h-child', kind: 'routed', ipv6: true, vlan: 5, prefix: ${JSON.stringify(prefix)} });
@@ -325,7 +372,11 @@ test('sweepStale removes what a SIGKILLed run left and spares live runs', async 
       assert.ok(removed.includes(ns), `sweepStale did not report ${ns}; removed ${JSON.stringify(removed)}`);
     }
     const after = await listNamespaces();
-    assert.deepEqual(after.filter((n) => namespaces.includes(n)), [], 'stale namespaces still listed');
+    assert.deepEqual(
+      after.filter((n) => namespaces.includes(n)),
+      [],
+      'stale namespaces still listed',
+    );
     for (const ns of mine.namespaces) {
       assert.ok(after.includes(ns), `sweepStale removed ${ns} of a live process`);
     }

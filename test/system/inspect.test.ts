@@ -19,9 +19,8 @@ import { BIN, agentIn, type AgentRun } from '../lib/agent.js';
 import { createTopology, exec, spawnIn, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { connect, startServer, type TcpServer } from '../lib/tcp.js';
+import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 /** Long epochs: the raw tokens below are made a moment before the SYN is seen. */
 const EPOCH_SECONDS = 3600;
 
@@ -45,7 +44,9 @@ kind: Secret
 metadata: {name: ${name}}
 type: Opaque
 data:
-${Object.entries(keys).map(([k, v]) => `  ${k}: ${v.toString('base64')}`).join('\n')}
+${Object.entries(keys)
+  .map(([k, v]) => `  ${k}: ${v.toString('base64')}`)
+  .join('\n')}
 `;
 }
 
@@ -63,7 +64,9 @@ async function startInspect(ns: string, args: string[]): Promise<InspectRun> {
   child.stdout?.setEncoding('utf8');
   child.stderr?.setEncoding('utf8');
   child.stdout?.on('data', (d: string) => (out += d));
-  const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) => child.once('close', (code) => resolve({ code, out, err })));
+  const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
+    child.once('close', (code) => resolve({ code, out, err })),
+  );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`inspect did not start within 10 s: ${err}`)), 10_000);
     child.stderr?.on('data', (d: string) => {
@@ -86,7 +89,10 @@ async function finish(run: InspectRun, what: string): Promise<{ syns: SynRecord[
   const r = await run.done;
   clearTimeout(timer);
   assert.equal(r.code, 0, `${what}: inspect exit code\n${r.err}`);
-  const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as SynRecord | Summary);
+  const lines = r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as SynRecord | Summary);
   const summary = lines.find((l): l is Summary => l.type === 'summary' && l.final);
   assert.ok(summary, `${what}: a final summary\n${r.out}`);
   return { syns: lines.filter((l): l is SynRecord => l.type === 'syn'), summary, out: r.out, err: r.err };
@@ -94,7 +100,8 @@ async function finish(run: InspectRun, what: string): Promise<{ syns: SynRecord[
 
 function assertNoKeys(text: string): void {
   for (const k of [K1, KPREV, WRONG]) {
-    for (const enc of [k.toString('hex'), k.toString('base64'), k.toString('base64url')]) assert.ok(!text.includes(enc), 'a key appears in inspect\'s output');
+    for (const enc of [k.toString('hex'), k.toString('base64'), k.toString('base64url')])
+      assert.ok(!text.includes(enc), "a key appears in inspect's output");
   }
 }
 
@@ -124,25 +131,50 @@ describe('netoken inspect on live interfaces', () => {
     // The client marks the good port with K1 and the forged port with a key nobody accepts.
     const agent = agentIn(t.client.ns, 'insp');
     agents.push(agent);
-    agent.writePolicy([
-      keyed('good', 'good-key', `interfaces: {names: [${t.client.dev}]}
-egress: {destinations: [{cidr: ${t.server.ipv4}/32, ports: [${good.port}]}, {cidr: "${t.server.ipv6}/128", ports: [${good.port}]}]}`),
-      secret('good-key', { current: K1 }),
-      keyed('forged', 'forged-key', `interfaces: {names: [${t.client.dev}]}
-egress: {destinations: [{cidr: ${alt}/32, ports: [${forged.port}]}]}`),
-      secret('forged-key', { current: WRONG }),
-    ].join('---\n'));
+    agent.writePolicy(
+      [
+        keyed(
+          'good',
+          'good-key',
+          `interfaces: {names: [${t.client.dev}]}
+egress: {destinations: [{cidr: ${t.server.ipv4}/32, ports: [${good.port}]}, {cidr: "${t.server.ipv6}/128", ports: [${good.port}]}]}`,
+        ),
+        secret('good-key', { current: K1 }),
+        keyed(
+          'forged',
+          'forged-key',
+          `interfaces: {names: [${t.client.dev}]}
+egress: {destinations: [{cidr: ${alt}/32, ports: [${forged.port}]}]}`,
+        ),
+        secret('forged-key', { current: WRONG }),
+      ].join('---\n'),
+    );
     await agent.start();
     await agent.waitStatus((s) => s.ready && s.hooks.length === 1 && s.policies.every((p) => p.id > 0), 20_000, 'the marker');
 
     // What the receiver judges with: K1 current, KPREV previous.
     const policyFile = path.join(dir, 'guard.yaml');
-    writeFileSync(policyFile, [
-      keyed('guard', 'guard-key', `ingress: {action: Monitor, ports: [${good.port}, ${forged.port}, ${plain.port}]}`),
-      secret('guard-key', { current: K1, previous: KPREV }),
-    ].join('---\n'), { mode: 0o600 });
+    writeFileSync(
+      policyFile,
+      [
+        keyed('guard', 'guard-key', `ingress: {action: Monitor, ports: [${good.port}, ${forged.port}, ${plain.port}]}`),
+        secret('guard-key', { current: K1, previous: KPREV }),
+      ].join('---\n'),
+      { mode: 0o600 },
+    );
     const kept = path.join(dir, 'seen.pcap');
-    const receiver = await startInspect(t.server.ns, ['-i', t.server.dev, '--policy-file', policyFile, '-o', 'json', '--count', '6', '-w', kept]);
+    const receiver = await startInspect(t.server.ns, [
+      '-i',
+      t.server.dev,
+      '--policy-file',
+      policyFile,
+      '-o',
+      'json',
+      '--count',
+      '6',
+      '-w',
+      kept,
+    ]);
     const sender = await startInspect(t.client.ns, ['-i', 'any', '-o', 'json', '--count', '1']);
 
     const r4 = await connect(t.client.ns, t.server.ipv4, good.port);
@@ -155,7 +187,13 @@ egress: {destinations: [{cidr: ${alt}/32, ports: [${forged.port}]}]}`),
     const raw = (sport: number, key: Buffer, epochDelta: bigint): Buffer => {
       const flow = { src: t.client.ipv4, dst: t.server.ipv4, sport, dport: good.port, seq: 7000 + sport };
       const value = keyedToken(key, flow, BIND_ALL, epochAt(Date.now(), EPOCH_SECONDS) + epochDelta);
-      return buildFrame({ srcMac: t.client.mac, dstMac: t.server.mac, src: flow.src, dst: flow.dst, tcp: { sport, dport: good.port, seq: flow.seq, options: tokenOption(KIND, EXID, value) } });
+      return buildFrame({
+        srcMac: t.client.mac,
+        dstMac: t.server.mac,
+        src: flow.src,
+        dst: flow.dst,
+        tcp: { sport, dport: good.port, seq: flow.seq, options: tokenOption(KIND, EXID, value) },
+      });
     };
     await sendFrame(t.client.ns, t.client.dev, raw(51001, KPREV, 0n));
     await sendFrame(t.client.ns, t.client.dev, raw(51002, K1, 1n));
@@ -163,36 +201,77 @@ egress: {destinations: [{cidr: ${alt}/32, ports: [${forged.port}]}]}`),
     const rx = await finish(receiver, 'receiver');
     const verdictOf = (pred: (s: SynRecord) => boolean): string[] => rx.syns.filter(pred).map((s) => s.verdict);
     assert.equal(rx.syns.length, 6, rx.out);
-    assert.deepEqual(verdictOf((s) => s.dport === good.port && s.family === 4 && s.sport !== 51001 && s.sport !== 51002), ['valid'], 'the right key, IPv4');
-    assert.deepEqual(verdictOf((s) => s.dport === good.port && s.family === 6), ['valid'], 'the right key, IPv6');
-    assert.deepEqual(verdictOf((s) => s.dport === forged.port), ['invalid'], 'a real handshake with a forged token');
-    assert.deepEqual(verdictOf((s) => s.dport === plain.port), ['missing'], 'an unmarked handshake');
-    assert.deepEqual(verdictOf((s) => s.sport === 51001), ['previous-key']);
-    assert.deepEqual(verdictOf((s) => s.sport === 51002), ['next-epoch']);
+    assert.deepEqual(
+      verdictOf((s) => s.dport === good.port && s.family === 4 && s.sport !== 51001 && s.sport !== 51002),
+      ['valid'],
+      'the right key, IPv4',
+    );
+    assert.deepEqual(
+      verdictOf((s) => s.dport === good.port && s.family === 6),
+      ['valid'],
+      'the right key, IPv6',
+    );
+    assert.deepEqual(
+      verdictOf((s) => s.dport === forged.port),
+      ['invalid'],
+      'a real handshake with a forged token',
+    );
+    assert.deepEqual(
+      verdictOf((s) => s.dport === plain.port),
+      ['missing'],
+      'an unmarked handshake',
+    );
+    assert.deepEqual(
+      verdictOf((s) => s.sport === 51001),
+      ['previous-key'],
+    );
+    assert.deepEqual(
+      verdictOf((s) => s.sport === 51002),
+      ['next-epoch'],
+    );
     const next = rx.syns.find((s) => s.sport === 51002)!;
-    assert.ok(next.clockOffsetSeconds! > 0 && next.clockOffsetSeconds! <= EPOCH_SECONDS, `a next-epoch token: the sender is ahead by ${next.clockOffsetSeconds} s at least`);
+    assert.ok(
+      next.clockOffsetSeconds! > 0 && next.clockOffsetSeconds! <= EPOCH_SECONDS,
+      `a next-epoch token: the sender is ahead by ${next.clockOffsetSeconds} s at least`,
+    );
     for (const s of rx.syns) {
       assert.equal(s.direction, 'in');
       assert.equal(s.interface, t.server.dev);
       assert.equal(s.policy, 'guard');
       assert.equal(s.src, s.family === 4 ? t.client.ipv4 : t.client.ipv6);
     }
-    assert.deepEqual(Object.entries(rx.summary.verdicts).filter(([, n]) => n > 0).sort(),
-      [['invalid', 1], ['missing', 1], ['next-epoch', 1], ['previous-key', 1], ['valid', 2]]);
+    assert.deepEqual(
+      Object.entries(rx.summary.verdicts)
+        .filter(([, n]) => n > 0)
+        .sort(),
+      [
+        ['invalid', 1],
+        ['missing', 1],
+        ['next-epoch', 1],
+        ['previous-key', 1],
+        ['valid', 2],
+      ],
+    );
     assert.equal(rx.summary.droppedByKernel, 0);
     assertNoKeys(rx.out + rx.err);
 
     const tx = await finish(sender, 'sender');
     assert.equal(tx.syns.length, 1);
-    assert.deepEqual([tx.syns[0]!.direction, tx.syns[0]!.interface, tx.syns[0]!.verdict, tx.syns[0]!.option], ['out', t.client.dev, 'unverified', { kind: KIND, exid: EXID, length: 12 }],
-      'the first SYN the client sent carries the marker\'s option, seen on its way out');
+    assert.deepEqual(
+      [tx.syns[0]!.direction, tx.syns[0]!.interface, tx.syns[0]!.verdict, tx.syns[0]!.option],
+      ['out', t.client.dev, 'unverified', { kind: KIND, exid: EXID, length: 12 }],
+      "the first SYN the client sent carries the marker's option, seen on its way out",
+    );
 
     // The kept capture: Linux cooked frames, read back with the same verdicts and directions.
     const pcap = parsePcap(readFileSync(kept));
     assert.equal(pcap.linkType, LINKTYPE_LINUX_SLL);
     assert.equal(pcap.packets.length, 6);
     const again = await startInspectFile(t.server.ns, ['-r', kept, '--policy-file', policyFile, '-o', 'json']);
-    assert.deepEqual(again.map((s) => [s.sport, s.direction, s.verdict]), rx.syns.map((s) => [s.sport, s.direction, s.verdict]));
+    assert.deepEqual(
+      again.map((s) => [s.sport, s.direction, s.verdict]),
+      rx.syns.map((s) => [s.sport, s.direction, s.verdict]),
+    );
   });
 
   test('a device that does not exist, and a capture without the right to one, are refused clearly', async () => {
@@ -201,13 +280,21 @@ egress: {destinations: [{cidr: ${alt}/32, ports: [${forged.port}]}]}`),
     assert.equal(r.code, 2);
     assert.match(r.err, /no interface "nosuch0" in this network namespace \(there are: .*lo/);
     // Without CAP_NET_RAW (and as another user) the socket is refused, and the message says what it needs.
-    const unpriv = await runInspect(t.server.ns, ['-i', 'lo', '-c', '1'], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']);
+    const unpriv = await runInspect(
+      t.server.ns,
+      ['-i', 'lo', '-c', '1'],
+      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--'],
+    );
     assert.equal(unpriv.code, 1, unpriv.err);
     assert.match(unpriv.err, /socket: Operation not permitted .*watching an interface needs root \(CAP_NET_RAW\)/);
   });
 });
 
-async function runInspect(ns: string, args: string[], prefix: string[] = []): Promise<{ code: number | null; out: string; err: string }> {
+async function runInspect(
+  ns: string,
+  args: string[],
+  prefix: string[] = [],
+): Promise<{ code: number | null; out: string; err: string }> {
   const [cmd, ...rest] = prefix.length ? [...prefix, process.execPath] : [process.execPath];
   const child = spawnIn(ns, cmd as string, [...rest, BIN, 'inspect', ...args]);
   let out = '';
@@ -232,5 +319,9 @@ async function runInspect(ns: string, args: string[], prefix: string[] = []): Pr
 async function startInspectFile(ns: string, args: string[]): Promise<SynRecord[]> {
   const r = await runInspect(ns, args);
   assert.equal(r.code, 0, r.err);
-  return r.out.trim().split('\n').map((l) => JSON.parse(l) as SynRecord | Summary).filter((l): l is SynRecord => l.type === 'syn');
+  return r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as SynRecord | Summary)
+    .filter((l): l is SynRecord => l.type === 'syn');
 }

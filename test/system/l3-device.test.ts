@@ -26,11 +26,18 @@ test('on tun devices the marker marks real SYNs (checksums right) and the verifi
   const verifier = agentIn(topo.server.ns, 'l3v');
   try {
     const srv = await startServer(topo.server.ns, { port: 0 });
-    verifier.writePolicy(policyYaml([{ name: 'guard', spec: `interfaces: {names: [${link.server.dev}]}\ningress: {action: Enforce, ports: [${srv.port}]}` }]));
+    verifier.writePolicy(
+      policyYaml([
+        { name: 'guard', spec: `interfaces: {names: [${link.server.dev}]}\ningress: {action: Enforce, ports: [${srv.port}]}` },
+      ]),
+    );
     await verifier.start();
     const vs = await verifier.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the verifier on the tun device');
     assert.equal(vs.hooks[0]!.name, link.server.dev);
-    assert.ok(['tcx', 'tc'].includes(vs.hooks[0]!.mode), `a device without a link-layer header is verified at tc, got ${vs.hooks[0]!.mode}`);
+    assert.ok(
+      ['tcx', 'tc'].includes(vs.hooks[0]!.mode),
+      `a device without a link-layer header is verified at tc, got ${vs.hooks[0]!.mode}`,
+    );
 
     // Nothing marks yet: the verifier refuses the SYNs, the connections time out.
     for (const addr of [link.server.ipv4, link.server.ipv6]) {
@@ -42,22 +49,36 @@ test('on tun devices the marker marks real SYNs (checksums right) and the verifi
     assert.ok(counter(report, 'verify_dropped', 'guard') >= 2, 'and dropped');
     assert.equal(counter(report, 'unreadable'), 0, 'the IP header is found where it is: nothing unreadable');
 
-    marker.writePolicy(policyYaml([{
-      name: 'mark',
-      spec: `interfaces: {names: [${link.client.dev}]}\negress: {destinations: [{cidr: 10.77.0.0/24, ports: [${srv.port}]}, {cidr: "fd77::/64", ports: [${srv.port}]}]}`,
-    }]));
+    marker.writePolicy(
+      policyYaml([
+        {
+          name: 'mark',
+          spec: `interfaces: {names: [${link.client.dev}]}\negress: {destinations: [{cidr: 10.77.0.0/24, ports: [${srv.port}]}, {cidr: "fd77::/64", ports: [${srv.port}]}]}`,
+        },
+      ]),
+    );
     await marker.start();
     const ms = await marker.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the marker on the tun device');
-    t.diagnostic(`marker hook: ${ms.hooks[0]!.name} ${ms.hooks[0]!.mode}; verifier hook: ${vs.hooks[0]!.name} ${vs.hooks[0]!.mode}`);
+    t.diagnostic(
+      `marker hook: ${ms.hooks[0]!.name} ${ms.hooks[0]!.mode}; verifier hook: ${vs.hooks[0]!.name} ${vs.hooks[0]!.mode}`,
+    );
     const sent = link.frames().length;
     for (const addr of [link.server.ipv4, link.server.ipv6]) {
       const r = await connect(topo.client.ns, addr, srv.port, { timeoutMs: 3000 });
       assert.equal(r.ok, true, `a marked SYN to [${addr}]:${srv.port} connects: ${JSON.stringify(r)}`);
     }
-    const syns = link.frames().slice(sent).map(parseFrame).filter((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && p.tcp.dport === srv.port);
+    const syns = link
+      .frames()
+      .slice(sent)
+      .map(parseFrame)
+      .filter((p) => p.tcp && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN && p.tcp.dport === srv.port);
     assert.deepEqual(syns.map((p) => p.family).sort(), [4, 6], 'one IPv4 and one IPv6 SYN crossed the link');
     for (const p of syns) {
-      assert.deepEqual(findTokenOption(p, 253, 0x4e54), TOKEN, `IPv${p.family}: the token on the SYN as the client's stack sent it`);
+      assert.deepEqual(
+        findTokenOption(p, 253, 0x4e54),
+        TOKEN,
+        `IPv${p.family}: the token on the SYN as the client's stack sent it`,
+      );
       assert.deepEqual(p.errors, [], `IPv${p.family}: ${p.errors.join('; ')}`);
       assert.equal(p.tcpChecksumOk, true, `IPv${p.family}: TCP checksum`);
       if (p.family === 4) assert.equal(p.ipv4ChecksumOk, true, 'IPv4 header checksum');

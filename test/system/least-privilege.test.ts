@@ -24,12 +24,18 @@ test('with only BPF, NET_ADMIN and PERFMON, a restarted agent adopts its XDP ver
   topologies.push(topo);
   const agent = agentIn(topo.client.ns, 'leastpriv', { capabilities: ['bpf', 'net_admin', 'perfmon'] });
   try {
-    agent.writePolicy(policyYaml([{ name: 'guard', spec: `interfaces: {names: [${topo.client.dev}]}\ningress: {action: Monitor}` }]));
+    agent.writePolicy(
+      policyYaml([{ name: 'guard', spec: `interfaces: {names: [${topo.client.dev}]}\ningress: {action: Monitor}` }]),
+    );
     await agent.start(['--ingress-attach', 'xdp-generic']);
     const first = await agent.waitStatus((s) => s.ready && s.hooks.length === 1, 20_000, 'the verifier attached');
     assert.equal(first.hooks[0]?.mode, 'xdp-generic');
     const pid = agent.child?.pid as number;
-    assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^CapEff:\\s+${POD_CAPS}$`, 'm'), 'the agent runs with exactly the three capabilities');
+    assert.match(
+      readFileSync(`/proc/${pid}/status`, 'utf8'),
+      new RegExp(`^CapEff:\\s+${POD_CAPS}$`, 'm'),
+      'the agent runs with exactly the three capabilities',
+    );
     const prog = await xdpProgId(topo.client.ns, topo.client.dev);
     assert.ok(prog > 0, 'an XDP program is attached');
 
@@ -37,8 +43,16 @@ test('with only BPF, NET_ADMIN and PERFMON, a restarted agent adopts its XDP ver
     await agent.stop('SIGTERM');
     assert.equal(await xdpProgId(topo.client.ns, topo.client.dev), prog, 'the hook stays while the agent is away');
     await agent.start(['--ingress-attach', 'xdp-generic']);
-    const again = await agent.waitStatus((s) => s.ready && s.hooks.length === 1 && s.reconciles >= 1, 20_000, 'the verifier adopted');
-    assert.equal(again.hooks[0]?.mode, 'xdp-generic', `the restarted agent verifies at XDP again, not at tc beside an XDP program it took for someone else's:\n${agent.log().slice(-2000)}`);
+    const again = await agent.waitStatus(
+      (s) => s.ready && s.hooks.length === 1 && s.reconciles >= 1,
+      20_000,
+      'the verifier adopted',
+    );
+    assert.equal(
+      again.hooks[0]?.mode,
+      'xdp-generic',
+      `the restarted agent verifies at XDP again, not at tc beside an XDP program it took for someone else's:\n${agent.log().slice(-2000)}`,
+    );
     assert.doesNotMatch(agent.log(), /another XDP program .* is attached/, 'its own program was not taken for a foreign one');
 
     agent.writePolicy('# no policies\n');

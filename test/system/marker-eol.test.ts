@@ -22,7 +22,7 @@ after(async () => {
   for (const t of topologies) await t.destroy();
 });
 
-test('EOL-padded SYNs (the BSD layout) are marked: the token in the EOL\'s place, checksums right on the wire, answered by the server', async (t) => {
+test("EOL-padded SYNs (the BSD layout) are marked: the token in the EOL's place, checksums right on the wire, answered by the server", async (t) => {
   const topo = await createTopology({ name: 'eol', kind: 'pair', ipv6: true });
   topologies.push(topo);
   assert.equal(topo.txChecksumOffload, false, 'transmit checksum offload is off');
@@ -34,12 +34,32 @@ test('EOL-padded SYNs (the BSD layout) are marked: the token in the EOL\'s place
     await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the marker');
     // The server answers at once: it knows the client's MAC.
     for (const ip of [topo.client.ipv4, topo.client.ipv6!]) {
-      await exec(topo.server.ns, 'ip', ['neigh', 'replace', ip, 'lladdr', topo.client.mac, 'dev', topo.server.dev, 'nud', 'permanent']);
+      await exec(topo.server.ns, 'ip', [
+        'neigh',
+        'replace',
+        ip,
+        'lladdr',
+        topo.client.mac,
+        'dev',
+        topo.server.dev,
+        'nud',
+        'permanent',
+      ]);
     }
     const mac = { srcMac: topo.client.mac, dstMac: topo.server.mac };
     const syns = [
-      buildFrame({ ...mac, src: topo.client.ipv4, dst: topo.server.ipv4, tcp: { sport: 42001, dport: srv.port, seq: 1001, flags: TCP_SYN, options: BSD_OPTIONS } }),
-      buildFrame({ ...mac, src: topo.client.ipv6!, dst: topo.server.ipv6!, tcp: { sport: 42002, dport: srv.port, seq: 1002, flags: TCP_SYN, options: BSD_OPTIONS } }),
+      buildFrame({
+        ...mac,
+        src: topo.client.ipv4,
+        dst: topo.server.ipv4,
+        tcp: { sport: 42001, dport: srv.port, seq: 1001, flags: TCP_SYN, options: BSD_OPTIONS },
+      }),
+      buildFrame({
+        ...mac,
+        src: topo.client.ipv6!,
+        dst: topo.server.ipv6!,
+        tcp: { sport: 42002, dport: srv.port, seq: 1002, flags: TCP_SYN, options: BSD_OPTIONS },
+      }),
     ];
     const atServer = await startCapture(topo.server.ns, topo.server.dev, { filter: `tcp port ${srv.port}` });
     const atClient = await startCapture(topo.client.ns, topo.client.dev, { filter: `tcp src port ${srv.port}` });
@@ -50,7 +70,11 @@ test('EOL-padded SYNs (the BSD layout) are marked: the token in the EOL\'s place
     for (const sport of [42001, 42002]) {
       const syn = seen.find((p) => p.tcp?.sport === sport && (p.tcp.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN);
       assert.ok(syn?.tcp, `the SYN from port ${sport} reached the server`);
-      assert.deepEqual(syn.tcp.optionBytes, want, `IPv${syn.family}: the options as marked:\n got  ${syn.tcp.optionBytes.toString('hex')}\n want ${want.toString('hex')}`);
+      assert.deepEqual(
+        syn.tcp.optionBytes,
+        want,
+        `IPv${syn.family}: the options as marked:\n got  ${syn.tcp.optionBytes.toString('hex')}\n want ${want.toString('hex')}`,
+      );
       assert.deepEqual(findTokenOption(syn, 253, 0x4e54), TOKEN);
       assert.deepEqual(syn.errors, []);
       assert.equal(syn.tcpChecksumOk, true, `IPv${syn.family}: TCP checksum on the wire`);

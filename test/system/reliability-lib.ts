@@ -6,7 +6,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { COUNTERS, decodeStatKey, sumPerCpu } from '../../src/lib/abi.js';
+import { readCounterRows } from '../../src/agent/counters.js';
+import { layoutDir } from '../../src/agent/layout.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { binding } from '../../src/native/binding.js';
@@ -16,9 +17,9 @@ import { run, spawnIn, waitForExit } from '../lib/netns.js';
 
 export const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
 
-/** map name -> kernel map id, for every map pinned under `stateDir`/maps. */
+/** map name -> kernel map id, for every map pinned under `stateDir` (the current layout's directory). */
 export function pinnedMapIds(stateDir: string): Record<string, number> {
-  const dir = path.join(stateDir, 'maps');
+  const dir = layoutDir(stateDir);
   const out: Record<string, number> = {};
   if (!existsSync(dir)) return out;
   const b = binding();
@@ -30,21 +31,18 @@ export function pinnedMapIds(stateDir: string): Record<string, number> {
   return out;
 }
 
-/** Every counter in the pinned nt_stats, summed over interfaces, policies and CPUs, by name. */
+/** Every counter in the pinned counter maps, summed over interfaces, policies and CPUs, by name. */
 export function pinnedCounters(stateDir: string): Record<string, bigint> {
-  const pin = path.join(stateDir, 'maps', 'nt_stats');
+  const dir = layoutDir(stateDir);
   const out: Record<string, bigint> = {};
-  if (!existsSync(pin)) return out;
-  const m = binding().mapFromPin(pin);
+  if (!existsSync(path.join(dir, 'nt_counters'))) return out;
+  const counters = binding().mapFromPin(path.join(dir, 'nt_counters'));
+  const owners = binding().mapFromPin(path.join(dir, 'nt_counter_slots'));
   try {
-    for (const key of m.keys()) {
-      const v = m.lookup(key);
-      if (!v) continue;
-      const name = COUNTERS[decodeStatKey(key).counter] ?? 'unknown';
-      out[name] = (out[name] ?? 0n) + sumPerCpu(v);
-    }
+    for (const r of readCounterRows(counters, owners)) out[r.counter] = (out[r.counter] ?? 0n) + r.value;
   } finally {
-    m.close();
+    counters.close();
+    owners.close();
   }
   return out;
 }
@@ -81,9 +79,26 @@ export interface SynWatch {
  * Connections in a loop from `clientNs` to `addr`:`port` (one at a time, echo checked), and a
  * capture in `serverNs` on `serverDev` of every opening SYN to that port, until stop().
  */
-export async function watchSyns(opts: { clientNs: string; serverNs: string; serverDev: string; addr: string; port: number; kind: number; exid: number; token: Buffer }): Promise<SynWatch> {
-  const cap: Capture = await startCapture(opts.serverNs, opts.serverDev, { filter: `tcp dst port ${opts.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn` });
-  const loop: ChildProcess = spawnIn(opts.clientNs, process.execPath, [CONNECT_LOOP, opts.addr, String(opts.port), '3600000', '5000']);
+export async function watchSyns(opts: {
+  clientNs: string;
+  serverNs: string;
+  serverDev: string;
+  addr: string;
+  port: number;
+  kind: number;
+  exid: number;
+  token: Buffer;
+}): Promise<SynWatch> {
+  const cap: Capture = await startCapture(opts.serverNs, opts.serverDev, {
+    filter: `tcp dst port ${opts.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn`,
+  });
+  const loop: ChildProcess = spawnIn(opts.clientNs, process.execPath, [
+    CONNECT_LOOP,
+    opts.addr,
+    String(opts.port),
+    '3600000',
+    '5000',
+  ]);
   let out = '';
   loop.stdout?.setEncoding('utf8');
   loop.stdout?.on('data', (d: string) => (out += d));
@@ -102,14 +117,25 @@ export async function watchSyns(opts: { clientNs: string; serverNs: string; serv
         if (findTokenOption(p, opts.kind, opts.exid)?.equals(opts.token)) marked++;
         else if (unmarked.length < 10) unmarked.push(`${p.src}:${p.tcp.sport} seq ${p.tcp.seq}`);
       }
-      return { syns, marked, unmarked, loop: JSON.parse(out.trim() || '{}') as LoopSummary, droppedByKernel: res.droppedByKernel };
+      return {
+        syns,
+        marked,
+        unmarked,
+        loop: JSON.parse(out.trim() || '{}') as LoopSummary,
+        droppedByKernel: res.droppedByKernel,
+      };
     },
   };
 }
 
 /** The encodings of a key someone might print by mistake. */
 export function keyEncodings(key: Buffer): string[] {
-  const out = [key.toString('hex'), key.toString('base64'), key.toString('base64url').replace(/=+$/, ''), key.toString('hex').toUpperCase()];
+  const out = [
+    key.toString('hex'),
+    key.toString('base64'),
+    key.toString('base64url').replace(/=+$/, ''),
+    key.toString('hex').toUpperCase(),
+  ];
   // Go-style byte lists and JSON Buffer dumps
   out.push(`[${[...key].join(' ')}]`, `[${[...key].join(',')}]`);
   return out;

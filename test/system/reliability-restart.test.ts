@@ -12,17 +12,16 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { encodeLpmKey, decodeLpmKey } from '../../src/lib/abi.js';
+import { decodeLpmKey, encodeLpmKey, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { binding } from '../../src/native/binding.js';
 import { TOKEN, agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { startServer, tcpCounters } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns } from './reliability-lib.js';
+import { layoutDir } from '../../src/agent/layout.js';
 import { sleep } from '../../src/lib/wait.js';
 
-const KIND = 253;
-const EXID = 0x4e54;
 const N = 9999;
 const CYCLES = 5;
 /** how long after the first new entry each cycle's kill comes: at once, or later in the writes or deletes */
@@ -43,10 +42,18 @@ describe('kill -9 mid-reconcile', () => {
     const ifindex = topo.client.ifindex;
     const version = (k: number): string[] => [...destinations(N, k), `${topo.server.ipv4}/32`];
     const writeVersion = (k: number): void => {
-      agent.writePolicy(`# version ${k}\n` + policyYaml([{ name: 'big', spec: `interfaces: {names: [${topo.client.dev}]}\negress:\n  destinations: ${destinationList(version(k))}` }]));
+      agent.writePolicy(
+        `# version ${k}\n` +
+          policyYaml([
+            {
+              name: 'big',
+              spec: `interfaces: {names: [${topo.client.dev}]}\negress:\n  destinations: ${destinationList(version(k))}`,
+            },
+          ]),
+      );
     };
     const keyOf = (cidr: string): Buffer => encodeLpmKey(ifindex, parseCidr(cidr));
-    const egressPin = (): string => path.join(agent.stateDir, 'maps', 'nt_egress4');
+    const egressPin = (): string => path.join(layoutDir(agent.stateDir), 'nt_egress4');
     /** which of two versions' entries the kernel holds */
     const held = (a: number, b: number): { a: number; b: number; total: number } => {
       const m = binding().mapFromPin(egressPin());
@@ -87,7 +94,14 @@ describe('kill -9 mid-reconcile', () => {
     let midReconcile = 0;
     let restarts = 0;
     try {
-      verifier.writePolicy(policyYaml([{ name: 'check', spec: `interfaces: {names: [${topo.server.dev}]}\ningress: {action: Monitor, ports: [${server.port}]}` }]));
+      verifier.writePolicy(
+        policyYaml([
+          {
+            name: 'check',
+            spec: `interfaces: {names: [${topo.server.dev}]}\ningress: {action: Monitor, ports: [${server.port}]}`,
+          },
+        ]),
+      );
       await verifier.start();
       await verifier.waitStatus((s) => s.hooks.length === 1 && s.ready, 30_000, 'the verifier at the server');
       writeVersion(0);
@@ -99,7 +113,16 @@ describe('kill -9 mid-reconcile', () => {
       let programId = s0.programId;
       let marked = pinnedCounters(agent.stateDir).marked ?? 0n;
       const tcpBefore = await tcpCounters(topo.client.ns);
-      const watch = await watchSyns({ clientNs: topo.client.ns, serverNs: topo.server.ns, serverDev: topo.server.dev, addr: topo.server.ipv4, port: server.port, kind: KIND, exid: EXID, token: TOKEN });
+      const watch = await watchSyns({
+        clientNs: topo.client.ns,
+        serverNs: topo.server.ns,
+        serverDev: topo.server.dev,
+        addr: topo.server.ipv4,
+        port: server.port,
+        kind: KIND,
+        exid: EXID,
+        token: TOKEN,
+      });
       await sleep(500);
 
       /** While the agent is down: the old program alone at egress, the same link and maps, counters not behind. */
@@ -118,10 +141,18 @@ describe('kill -9 mid-reconcile', () => {
       const restart = async (k: number, what: string): Promise<void> => {
         await agent.start();
         restarts++;
-        const s = await agent.waitStatus((x) => x.programId !== programId && x.hooks.length === 1 && x.ready, 60_000, `${what}: the restarted agent`);
+        const s = await agent.waitStatus(
+          (x) => x.programId !== programId && x.hooks.length === 1 && x.ready,
+          60_000,
+          `${what}: the restarted agent`,
+        );
         const h = held(k, k === 0 ? 1 : k - 1);
         assert.equal(h.a, N, `${what}: the restart finished the interrupted change: ${h.a} of ${N} destinations of version ${k}`);
-        assert.equal(h.total, N + 1, `${what}: nothing else is left in the trie (${h.total} entries, ${h.b} of the version before)`);
+        assert.equal(
+          h.total,
+          N + 1,
+          `${what}: nothing else is left in the trie (${h.total} entries, ${h.b} of the version before)`,
+        );
         const hooks = await kernelHooks(topo.client.ns, topo.client.dev);
         assert.deepEqual(hooks.tcx, [s.programId], `${what}: exactly one program at egress, the new one`);
         assert.equal(s.hooks[0]!.linkId, linkId, `${what}: the pinned link is reused`);
@@ -137,7 +168,9 @@ describe('kill -9 mid-reconcile', () => {
         const h = held(k, prev);
         const mid = h.a > 0 && !(h.a === N && h.b === 0);
         if (mid) midReconcile++;
-        report.push(`${what}: killed with ${h.a}/${N} new and ${h.b}/${N} old destinations in the trie${mid ? ' (mid-reconcile)' : ''}`);
+        report.push(
+          `${what}: killed with ${h.a}/${N} new and ${h.b}/${N} old destinations in the trie${mid ? ' (mid-reconcile)' : ''}`,
+        );
         await checkDown(what);
       };
 
@@ -165,17 +198,27 @@ describe('kill -9 mid-reconcile', () => {
       await sleep(500);
       const seen = await watch.stop();
       const tcpAfter = await tcpCounters(topo.client.ns);
-      const sent = (tcpAfter.TcpActiveOpens ?? 0) - (tcpBefore.TcpActiveOpens ?? 0) + (tcpAfter.TcpExtTCPSynRetrans ?? 0) - (tcpBefore.TcpExtTCPSynRetrans ?? 0);
+      const sent =
+        (tcpAfter.TcpActiveOpens ?? 0) -
+        (tcpBefore.TcpActiveOpens ?? 0) +
+        (tcpAfter.TcpExtTCPSynRetrans ?? 0) -
+        (tcpBefore.TcpExtTCPSynRetrans ?? 0);
       const total = pinnedCounters(agent.stateDir).marked ?? 0n;
       const verified = await verifier.statusReport();
       const v = (name: string): number => counter(verified, name, 'check');
       for (const line of report) t.diagnostic(line);
-      t.diagnostic(`${kills} kills (${midReconcile} mid-reconcile), ${restarts} restarts survived; ${seen.loop.ok}/${seen.loop.attempts} connections, ${sent} SYNs sent, ` +
-        `${v('verify_valid')} verified valid at the server (missing ${v('verify_missing')}, invalid ${v('verify_invalid')}); marked counter ${total}; ` +
-        `captured ${seen.syns} SYNs (${seen.droppedByKernel} dropped by the capture), ${seen.marked} with the token`);
+      t.diagnostic(
+        `${kills} kills (${midReconcile} mid-reconcile), ${restarts} restarts survived; ${seen.loop.ok}/${seen.loop.attempts} connections, ${sent} SYNs sent, ` +
+          `${v('verify_valid')} verified valid at the server (missing ${v('verify_missing')}, invalid ${v('verify_invalid')}); marked counter ${total}; ` +
+          `captured ${seen.syns} SYNs (${seen.droppedByKernel} dropped by the capture), ${seen.marked} with the token`,
+      );
       assert.deepEqual(seen.loop.failures, [], 'every connection of the loop completed');
       assert.ok(sent >= 100, `the loop kept connecting: ${sent} SYNs`);
-      assert.deepEqual({ missing: v('verify_missing'), invalid: v('verify_invalid'), malformed: v('verify_malformed') }, { missing: 0, invalid: 0, malformed: 0 }, 'no SYN reached the server without the right token');
+      assert.deepEqual(
+        { missing: v('verify_missing'), invalid: v('verify_invalid'), malformed: v('verify_malformed') },
+        { missing: 0, invalid: 0, malformed: 0 },
+        'no SYN reached the server without the right token',
+      );
       assert.equal(v('verify_valid'), sent, 'every SYN the client sent reached the server with the right token');
       assert.equal(total, BigInt(sent), 'the marked counter counts exactly the SYNs sent, across every kill');
       assert.deepEqual(seen.unmarked, [], `every captured SYN carried the token (${seen.marked}/${seen.syns})`);

@@ -10,14 +10,26 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { writeFileAtomic } from '../../src/lib/files.js';
 import { agentIn, type AgentRun } from '../lib/agent.js';
+import { keySecret, rawSecret, tokenPolicy, yamlStream } from '../lib/manifests.js';
 import { createTopology, run, type Topology } from '../lib/netns.js';
 import { connect, startServer } from '../lib/tcp.js';
 import { keyLeaks } from './reliability-lib.js';
+import { layoutDir } from '../../src/agent/layout.js';
 
 const KS = randomBytes(8);
 const KK = randomBytes(16);
@@ -34,55 +46,45 @@ after(async () => {
 
 const mode = (p: string): string => `0${(statSync(p).mode & 0o777).toString(8)}`;
 
-function policies(port: number, dev: string, serverDev: string): string {
-  return `apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-static}
-spec:
-  nodeSelector: {matchLabels: {role: client}}
-  token: {mode: Static, secretRef: {name: static-key}}
-  interfaces: {names: [${dev}]}
-  egress: {destinations: [{cidr: 192.0.2.0/24}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-keyed}
-spec:
-  token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
-  nodeSelector: {matchLabels: {role: client}}
-  interfaces: {names: [${dev}]}
-  egress: {destinations: [{cidr: 0.0.0.0/0, ports: [${port}]}]}
----
-apiVersion: netoken.io/v1alpha1
-kind: TokenPolicy
-metadata: {name: s-guard}
-spec:
-  token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
-  nodeSelector: {matchLabels: {role: server}}
-  interfaces: {names: [${serverDev}]}
-  ingress: {action: Enforce, ports: [${port}]}
-`;
+function policies(port: number, dev: string, serverDev: string): string[] {
+  return [
+    tokenPolicy(
+      's-static',
+      `nodeSelector: {matchLabels: {role: client}}
+token: {mode: Static, secretRef: {name: static-key}}
+interfaces: {names: [${dev}]}
+egress: {destinations: [{cidr: 192.0.2.0/24}]}`,
+    ),
+    tokenPolicy(
+      's-keyed',
+      `token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
+nodeSelector: {matchLabels: {role: client}}
+interfaces: {names: [${dev}]}
+egress: {destinations: [{cidr: 0.0.0.0/0, ports: [${port}]}]}`,
+    ),
+    tokenPolicy(
+      's-guard',
+      `token: {mode: Keyed, secretRef: {name: keyed-key}, epochSeconds: 60}
+nodeSelector: {matchLabels: {role: server}}
+interfaces: {names: [${serverDev}]}
+ingress: {action: Enforce, ports: [${port}]}`,
+    ),
+  ];
 }
 
-const staticSecret = (data: string): string => `---
-apiVersion: v1
-kind: Secret
-metadata: {name: static-key}
-type: Opaque
-${data}
-`;
-const keyedSecret = (data: string): string => `---
-apiVersion: v1
-kind: Secret
-metadata: {name: keyed-key}
-type: Opaque
-${data}
-`;
-const GOOD_STATIC = staticSecret(`data: {current: ${KS.toString('base64')}}`);
-const GOOD_KEYED = keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  previous: ${KP.toString('base64')}`);
+const staticSecret = (data: string): string => rawSecret('static-key', data);
+const keyedSecret = (data: string): string => rawSecret('keyed-key', data);
+const GOOD_STATIC = keySecret('static-key', { current: KS });
+const GOOD_KEYED = keySecret('keyed-key', { current: KK, previous: KP });
 
 async function metrics(ns: string): Promise<string> {
-  const r = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '-e', `fetch("http://${METRICS}/metrics").then(r => r.text()).then(t => process.stdout.write(t))`]);
+  const r = await run('nsenter', [
+    `--net=/var/run/netns/${ns}`,
+    '--',
+    process.execPath,
+    '-e',
+    `fetch("http://${METRICS}/metrics").then(r => r.text()).then(t => process.stdout.write(t))`,
+  ]);
   return r.stdout;
 }
 
@@ -98,10 +100,10 @@ describe('keys stay secret', () => {
     try {
       const echo = await startServer(topo.server.ns, { port: 0 });
       const base = policies(echo.port, topo.client.dev, topo.server.dev);
-      const write = (secrets: string): void => {
-        for (const a of agents) a.writePolicy(base + secrets);
+      const write = (secrets: string[]): void => {
+        for (const a of agents) a.writePolicy(yamlStream([...base, ...secrets]));
       };
-      write(GOOD_STATIC + GOOD_KEYED);
+      write([GOOD_STATIC, GOOD_KEYED]);
       // The policy file holds keys: readable by others, it is warned about (once).
       chmodSync(client.policyFile, 0o644);
       await client.start(['--node-label', 'role=client', '--metrics-address', METRICS]);
@@ -113,19 +115,61 @@ describe('keys stay secret', () => {
         assert.ok(r.ok, `${what}: the keyed handshake through Enforce: ${JSON.stringify(r)}`);
       };
       await handshake('with good Secrets');
-      assert.equal(client.log().split('\n').filter((l) => /holds token keys but others than its owner may read it/.test(l)).length, 1, 'a world-readable policy file is warned about once');
-      assert.equal(server.log().split('\n').filter((l) => /holds token keys but others/.test(l)).length, 0, 'a 0600 policy file is not');
+      assert.equal(
+        client
+          .log()
+          .split('\n')
+          .filter((l) => /holds token keys but others than its owner may read it/.test(l)).length,
+        1,
+        'a world-readable policy file is warned about once',
+      );
+      assert.equal(
+        server
+          .log()
+          .split('\n')
+          .filter((l) => /holds token keys but others/.test(l)).length,
+        0,
+        'a 0600 policy file is not',
+      );
 
       // Every way a Secret breaks; each must be reported without its content, and none may take the keys away.
-      const broken: Array<[string, string, RegExp]> = [
-        ['the keyed Secret deleted', GOOD_STATIC, /s-keyed.*SecretUnavailable.*Secret "keyed-key" named by spec\.token\.secretRef is not in policy\.yaml; the keys read before stay in use/],
-        ['a key of the wrong length', GOOD_STATIC + keyedSecret(`data: {current: ${GARBAGE.toString('base64')}}`), /holds 7 bytes; a Keyed token needs exactly 16/],
-        ['a key that is not base64', GOOD_STATIC + keyedSecret(`data: {current: "${GARBAGE_TEXT}"}`), /data\.current is not valid base64/],
-        ['a duplicated key', GOOD_STATIC + keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  current: ${KP.toString('base64')}`), /Map keys must be unique at line \d+/],
-        ['an unterminated quote', GOOD_STATIC + keyedSecret(`data:\n  current: "${KK.toString('base64')}\n`), /invalid YAML/],
-        ['a bad escape', GOOD_STATIC + keyedSecret(`data:\n  current: "${KK.toString('base64')}\\q"`), /invalid escape sequence/],
-        ['a tag made of the key', GOOD_STATIC + keyedSecret(`data:\n  current: !<${KK.toString('base64')}> ${KK.toString('base64')}`), /./],
-        ['the static key in a block scalar header', staticSecret(`data:\n  current: |${KS.toString('hex')}\n    x`) + GOOD_KEYED, /./],
+      const broken: Array<[string, string[], RegExp]> = [
+        [
+          'the keyed Secret deleted',
+          [GOOD_STATIC],
+          /s-keyed.*SecretUnavailable.*Secret "keyed-key" named by spec\.token\.secretRef is not in policy\.yaml; the keys read before stay in use/,
+        ],
+        [
+          'a key of the wrong length',
+          [GOOD_STATIC, keyedSecret(`data: {current: ${GARBAGE.toString('base64')}}`)],
+          /holds 7 bytes; a Keyed token needs exactly 16/,
+        ],
+        [
+          'a key that is not base64',
+          [GOOD_STATIC, keyedSecret(`data: {current: "${GARBAGE_TEXT}"}`)],
+          /data\.current is not valid base64/,
+        ],
+        [
+          'a duplicated key',
+          [GOOD_STATIC, keyedSecret(`data:\n  current: ${KK.toString('base64')}\n  current: ${KP.toString('base64')}`)],
+          /Map keys must be unique at line \d+/,
+        ],
+        ['an unterminated quote', [GOOD_STATIC, keyedSecret(`data:\n  current: "${KK.toString('base64')}\n`)], /invalid YAML/],
+        [
+          'a bad escape',
+          [GOOD_STATIC, keyedSecret(`data:\n  current: "${KK.toString('base64')}\\q"`)],
+          /invalid escape sequence/,
+        ],
+        [
+          'a tag made of the key',
+          [GOOD_STATIC, keyedSecret(`data:\n  current: !<${KK.toString('base64')}> ${KK.toString('base64')}`)],
+          /./,
+        ],
+        [
+          'the static key in a block scalar header',
+          [staticSecret(`data:\n  current: |${KS.toString('hex')}\n    x`), GOOD_KEYED],
+          /./,
+        ],
       ];
       for (const [what, secrets, want] of broken) {
         const before = client.status()!.reconciles;
@@ -137,12 +181,18 @@ describe('keys stay secret', () => {
         outputs.push([`${what}: client status`, table + JSON.stringify(s)]);
         await server.waitStatus((x) => x.reconciles > beforeServer, 15_000, `${what} (server)`);
         await handshake(what);
-        t.diagnostic(`${what}: ${[...s.documentErrors.map((e) => e.message), ...s.policies.flatMap((p) => p.errors.map((e) => `${p.name}: ${e.reason}: ${e.message}`))].join(' | ') || 'accepted'}`);
+        t.diagnostic(
+          `${what}: ${[...s.documentErrors.map((e) => e.message), ...s.policies.flatMap((p) => p.errors.map((e) => `${p.name}: ${e.reason}: ${e.message}`))].join(' | ') || 'accepted'}`,
+        );
       }
-      write(GOOD_STATIC + GOOD_KEYED);
+      write([GOOD_STATIC, GOOD_KEYED]);
       const last = client.status()!.reconciles;
       const fixed = await client.waitStatus((x) => x.reconciles > last && x.ready, 15_000, 'the Secrets fixed');
-      assert.deepEqual(fixed.policies.flatMap((p) => p.errors), [], 'every error clears');
+      assert.deepEqual(
+        fixed.policies.flatMap((p) => p.errors),
+        [],
+        'every error clears',
+      );
       await handshake('after the fix');
 
       // Where keys must never be.
@@ -168,9 +218,16 @@ describe('keys stay secret', () => {
         assert.equal(mode(a.runDir), '0700', 'the run directory');
         assert.equal(mode(path.join(a.runDir, 'state.json')), '0600', 'the run state');
         assert.equal(mode(a.stateDir), '0700', 'the state directory');
-        for (const dir of ['maps', 'links']) assert.equal(mode(path.join(a.stateDir, dir)), '0700', `${dir}/`);
-        for (const pin of readdirSync(path.join(a.stateDir, 'maps'))) {
-          assert.equal(statSync(path.join(a.stateDir, 'maps', pin)).mode & 0o077, 0, `the pin of ${pin} (nt_policies holds the keys) is not readable by others: ${mode(path.join(a.stateDir, 'maps', pin))}`);
+        for (const dir of ['maps', 'links', path.relative(a.stateDir, layoutDir(a.stateDir))])
+          assert.equal(mode(path.join(a.stateDir, dir)), '0700', `${dir}/`);
+        const pins = readdirSync(layoutDir(a.stateDir));
+        assert.ok(pins.includes('nt_policies'), `the maps are pinned in ${layoutDir(a.stateDir)}: ${pins.join(', ')}`);
+        for (const pin of pins) {
+          assert.equal(
+            statSync(path.join(layoutDir(a.stateDir), pin)).mode & 0o077,
+            0,
+            `the pin of ${pin} (nt_policies holds the keys) is not readable by others: ${mode(path.join(layoutDir(a.stateDir), pin))}`,
+          );
         }
       }
       await echo.stop();
@@ -194,7 +251,7 @@ describe('keys stay secret', () => {
       writeFileSync(tmp, 'old', { mode: 0o666 });
       chmodSync(tmp, 0o666);
       writeFileAtomic(file, '{"a":1}', 0o600);
-      assert.equal(mode(file), '0600', 'not the leftover\'s mode');
+      assert.equal(mode(file), '0600', "not the leftover's mode");
       assert.equal(readFileSync(file, 'utf8'), '{"a":1}');
       // A link planted where the temporary file goes: removed, never written through.
       const target = path.join(dir, 'elsewhere');

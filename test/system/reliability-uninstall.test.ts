@@ -28,7 +28,15 @@ async function tcx(ns: string, dev: string): Promise<{ ingress: number[]; egress
   const script = `const { binding } = await import(${JSON.stringify(BINDING)}); const b = binding(); const i = Number(process.argv[1]);
 console.log(JSON.stringify({ ingress: b.tcxQuery(i, 'ingress'), egress: b.tcxQuery(i, 'egress') }));`;
   const idx = await run('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/ifindex`]);
-  const { stdout } = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '--input-type=module', '-e', script, idx.stdout.trim()]);
+  const { stdout } = await run('nsenter', [
+    `--net=/var/run/netns/${ns}`,
+    '--',
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    script,
+    idx.stdout.trim(),
+  ]);
   return JSON.parse(stdout) as { ingress: number[]; egress: number[] };
 }
 
@@ -67,19 +75,29 @@ describe('clean uninstall', () => {
 
       // Server: clsact filters (--attach tc) at egress on two interfaces and at ingress for the verifier
       // (veth is verified at tc; where someone else's XDP program is, tc is all there is anyway).
-      server.writePolicy(policyYaml([
-        { name: 'out', spec: `interfaces: {names: [${topo.server.dev}, ${own}]}\negress: {}` },
-        { name: 'in', spec: `interfaces: {names: [${topo.server.dev}, ${busy}]}\ningress: {action: Monitor, ports: [${echo.port}]}` },
-      ]));
+      server.writePolicy(
+        policyYaml([
+          { name: 'out', spec: `interfaces: {names: [${topo.server.dev}, ${own}]}\negress: {}` },
+          {
+            name: 'in',
+            spec: `interfaces: {names: [${topo.server.dev}, ${busy}]}\ningress: {action: Monitor, ports: [${echo.port}]}`,
+          },
+        ]),
+      );
       await server.start(['--attach', 'tc']);
       const ss = await server.waitStatus((s) => s.hooks.length === 4 && s.ready, 20_000, 'four hooks on the server');
       const modes = ss.hooks.map((h) => `${h.name}/${h.direction}=${h.mode}`).sort();
-      assert.deepEqual(modes, [`${busy}/ingress=tc`, `${own}/egress=tc`, `${topo.server.dev}/egress=tc`, `${topo.server.dev}/ingress=tc`].sort());
+      assert.deepEqual(
+        modes,
+        [`${busy}/ingress=tc`, `${own}/egress=tc`, `${topo.server.dev}/egress=tc`, `${topo.server.dev}/ingress=tc`].sort(),
+      );
       // Client: a TCX link at egress, the verifier at native XDP (asked for).
-      client.writePolicy(policyYaml([
-        { name: 'mark', spec: `interfaces: {names: [${topo.client.dev}]}\negress: {}` },
-        { name: 'guard', spec: `interfaces: {names: [${topo.client.dev}]}\ningress: {action: Monitor}` },
-      ]));
+      client.writePolicy(
+        policyYaml([
+          { name: 'mark', spec: `interfaces: {names: [${topo.client.dev}]}\negress: {}` },
+          { name: 'guard', spec: `interfaces: {names: [${topo.client.dev}]}\ningress: {action: Monitor}` },
+        ]),
+      );
       await client.start(['--ingress-attach', 'xdp-native']);
       const cs = await client.waitStatus((s) => s.hooks.length === 2 && s.ready, 20_000, 'two hooks on the client');
       assert.deepEqual(cs.hooks.map((h) => `${h.direction}=${h.mode}`).sort(), ['egress=tcx', 'ingress=xdp-native']);
@@ -90,19 +108,31 @@ describe('clean uninstall', () => {
       const before = { server: ss.reconciles, client: cs.reconciles };
       server.writePolicy('# no policies\n');
       client.writePolicy('# no policies\n');
-      await server.waitStatus((s) => s.reconciles > before.server && s.hooks.length === 0 && s.policies.length === 0, 20_000, 'the server without policies');
-      await client.waitStatus((s) => s.reconciles > before.client && s.hooks.length === 0 && s.policies.length === 0, 20_000, 'the client without policies');
+      await server.waitStatus(
+        (s) => s.reconciles > before.server && s.hooks.length === 0 && s.policies.length === 0,
+        20_000,
+        'the server without policies',
+      );
+      await client.waitStatus(
+        (s) => s.reconciles > before.client && s.hooks.length === 0 && s.policies.length === 0,
+        20_000,
+        'the client without policies',
+      );
       await server.stop();
       await client.stop();
 
       // The kernel: no hook of ours anywhere, the foreign ones and the old qdisc in place.
       for (const dev of [topo.server.dev, own, busy]) {
         const tcs = await tcState(topo.server.ns, dev);
-        assert.doesNotMatch(tcs.egress + tcs.ingress, /handle 0x4e54|nt_mark|nt_verify/, `no filter of ours on ${dev}:\n${tcs.egress}${tcs.ingress}`);
+        assert.doesNotMatch(
+          tcs.egress + tcs.ingress,
+          /handle 0x4e54|nt_mark|nt_verify/,
+          `no filter of ours on ${dev}:\n${tcs.egress}${tcs.ingress}`,
+        );
         if (dev === own) assert.match(tcs.qdiscs, /clsact/, `the clsact qdisc that was on ${own} before stays`);
         else assert.doesNotMatch(tcs.qdiscs, /clsact/, `the clsact qdisc we made on ${dev} is gone:\n${tcs.qdiscs}`);
       }
-      assert.equal(await xdpProgId(topo.client.ns, topo.client.dev), 0, 'no XDP program on the client\'s verified interface');
+      assert.equal(await xdpProgId(topo.client.ns, topo.client.dev), 0, "no XDP program on the client's verified interface");
       assert.equal(await xdpProgId(topo.server.ns, busy), foreignXdp, 'the foreign XDP program stays');
       assert.deepEqual(await tcx(topo.client.ns, topo.client.dev), { ingress: [], egress: [] }, 'no TCX program on the client');
       const ctc = await tcState(topo.client.ns, topo.client.dev);
@@ -114,7 +144,11 @@ describe('clean uninstall', () => {
         assert.deepEqual(tree(a.runDir), [], `no run file left in ${a.runDir}`);
       }
       const d = await server.cli(['detach']);
-      assert.match(d.stdout, /detached: 0 TCX link\(s\), 0 tc filter\(s\), 0 XDP program\(s\); removed 0 pin\(s\)/, 'netoken detach finds nothing left to do');
+      assert.match(
+        d.stdout,
+        /detached: 0 TCX link\(s\), 0 tc filter\(s\), 0 XDP program\(s\); removed 0 pin\(s\)/,
+        'netoken detach finds nothing left to do',
+      );
       await echo.stop();
       await exec(topo.server.ns, 'ip', ['link', 'set', 'dev', busy, 'xdpgeneric', 'off']);
     } finally {

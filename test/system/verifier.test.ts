@@ -9,7 +9,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { TCP_ACK, TCP_RST, TCP_SYN, buildFrame, findTokenOption, parseFrame, tokenOption, type ParsedFrame } from '../../src/lib/packet.js';
+import {
+  TCP_ACK,
+  TCP_RST,
+  TCP_SYN,
+  buildFrame,
+  findTokenOption,
+  parseFrame,
+  tokenOption,
+  type ParsedFrame,
+} from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
@@ -78,7 +87,15 @@ const BINDING = path.join(PACKAGE_ROOT, 'dist/src/native/binding.js');
 /** Program ids TCX runs at the ingress of `ifindex` in `ns`, as the kernel reports them. */
 async function tcxIngress(ns: string, ifindex: number): Promise<number[]> {
   const script = `const { binding } = await import(${JSON.stringify(BINDING)}); console.log(JSON.stringify(binding().tcxQuery(Number(process.argv[1]), 'ingress')));`;
-  const { stdout } = await run('nsenter', [`--net=/var/run/netns/${ns}`, '--', process.execPath, '--input-type=module', '-e', script, String(ifindex)]);
+  const { stdout } = await run('nsenter', [
+    `--net=/var/run/netns/${ns}`,
+    '--',
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    script,
+    String(ifindex),
+  ]);
   return JSON.parse(stdout) as number[];
 }
 
@@ -97,41 +114,70 @@ describe('ingress verifier, standalone agents in network namespaces', () => {
   test('Enforce: the right key connects; unmarked, wrong-key, replayed and expired-key SYNs do not; exempt sources do; counters are exact', async () => {
     const star = await createStar({ name: 'enf', clients: 5 });
     stars.push(star);
-    const [good, unmarked, wrong, old, exempt] = star.clients as [typeof star.clients[0], typeof star.clients[0], typeof star.clients[0], typeof star.clients[0], typeof star.clients[0]];
+    const [good, unmarked, wrong, old, exempt] = star.clients as [
+      (typeof star.clients)[0],
+      (typeof star.clients)[0],
+      (typeof star.clients)[0],
+      (typeof star.clients)[0],
+      (typeof star.clients)[0],
+    ];
     const serverAgent = agentIn(star.serverNs, 'vsrv');
-    const marking: [AgentRun, Buffer][] = [[agentIn(good.ns, 'vgood'), K1], [agentIn(wrong.ns, 'vwrong'), WRONG], [agentIn(old.ns, 'vold'), K0]];
+    const marking: [AgentRun, Buffer][] = [
+      [agentIn(good.ns, 'vgood'), K1],
+      [agentIn(wrong.ns, 'vwrong'), WRONG],
+      [agentIn(old.ns, 'vold'), K0],
+    ];
     const all = [serverAgent, ...marking.map(([a]) => a)];
     try {
       const server = await startServer(star.serverNs, { port: 0 });
       const port = server.port;
       const ifPattern = `${good.serverDev.slice(0, -1)}*`;
-      const guard = (current: Buffer, previous?: Buffer): string => docs(
-        keyedPolicyYaml('guard', 'guard-key', `interfaces: {patterns: ["${ifPattern}"]}
+      const guard = (current: Buffer, previous?: Buffer): string =>
+        docs(
+          keyedPolicyYaml(
+            'guard',
+            'guard-key',
+            `interfaces: {patterns: ["${ifPattern}"]}
 ingress:
   action: Enforce
   ports: [${port}]
   exemptSources: [${exempt.ipv4}/32]
-  replayLimit: 1`),
-        secretYaml('guard-key', current, previous),
-      );
+  replayLimit: 1`,
+          ),
+          secretYaml('guard-key', current, previous),
+        );
       serverAgent.writePolicy(guard(K1, K0));
       await serverAgent.start();
       for (const [agent, key] of marking) {
         const c = star.clients.find((x) => x.ns === agent.ns)!;
-        agent.writePolicy(docs(
-          keyedPolicyYaml('mark', 'mark-key', `interfaces: {names: [${c.dev}]}\negress: {destinations: [{cidr: 10.88.0.0/16, ports: [${port}]}, {cidr: "fd00:88::/32", ports: [${port}]}]}`),
-          secretYaml('mark-key', key),
-        ));
+        agent.writePolicy(
+          docs(
+            keyedPolicyYaml(
+              'mark',
+              'mark-key',
+              `interfaces: {names: [${c.dev}]}\negress: {destinations: [{cidr: 10.88.0.0/16, ports: [${port}]}, {cidr: "fd00:88::/32", ports: [${port}]}]}`,
+            ),
+            secretYaml('mark-key', key),
+          ),
+        );
         await agent.start();
       }
       const s0 = await serverAgent.waitStatus((s) => s.hooks.length === 5 && s.ready, 20_000, 'the verifier on all five links');
       for (const h of s0.hooks) {
         assert.equal(h.direction, 'ingress');
-        assert.equal(h.mode, 'tcx', `a veth is verified at tc (TCX), not at XDP on copies of its packets: ${h.name} is ${h.mode}`);
+        assert.equal(
+          h.mode,
+          'tcx',
+          `a veth is verified at tc (TCX), not at XDP on copies of its packets: ${h.name} is ${h.mode}`,
+        );
       }
       for (const [agent] of marking) await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the marker');
       const table = (await serverAgent.cli(['status'])).stdout;
-      assert.match(table, new RegExp(`${good.serverDev}\\s+\\d+\\s+ingress\\s+tcx\\s+\\d+\\s+\\d+\\s+yes\\s+0\\s+guard`), `status shows the hook live, nothing unreadable:\n${table}`);
+      assert.match(
+        table,
+        new RegExp(`${good.serverDev}\\s+\\d+\\s+ingress\\s+tcx\\s+\\d+\\s+\\d+\\s+yes\\s+0\\s+guard`),
+        `status shows the hook live, nothing unreadable:\n${table}`,
+      );
 
       const before = new Map<string, Record<string, number>>();
       for (const c of star.clients) before.set(c.ns, await tcpCounters(c.ns));
@@ -154,23 +200,37 @@ ingress:
       // Raw SYNs from the good client's address: its captured token on a new source port,
       // a fresh valid token sent twice at once (the replay limit is 1), malformed options.
       const first = synsOf(await cap.stop()).find((p) => p.family === 4 && p.tcp!.flags === TCP_SYN && p.tcp!.dport === port);
-      assert.ok(first?.tcp, 'the good client\'s SYN was captured');
+      assert.ok(first?.tcp, "the good client's SYN was captured");
       const token = findTokenOption(first, KIND, EXID);
-      assert.ok(token, 'the good client\'s SYN carries a token');
-      const frameFor = (sport: number, seq: number, options: Buffer): Buffer => buildFrame({
-        srcMac: good.mac, dstMac: good.serverMac, src: good.ipv4, dst: good.serverIpv4,
-        tcp: { sport, dport: port, seq, flags: TCP_SYN, options },
-      });
+      assert.ok(token, "the good client's SYN carries a token");
+      const frameFor = (sport: number, seq: number, options: Buffer): Buffer =>
+        buildFrame({
+          srcMac: good.mac,
+          dstMac: good.serverMac,
+          src: good.ipv4,
+          dst: good.serverIpv4,
+          tcp: { sport, dport: port, seq, flags: TCP_SYN, options },
+        });
       const stolenPort = first.tcp.sport === 65535 ? 1024 : first.tcp.sport + 1;
       const freshPort = 50123;
       const freshSeq = 0x12345678;
-      const fresh = keyedToken(K1, { src: good.ipv4, dst: good.serverIpv4, sport: freshPort, dport: port, seq: freshSeq }, BIND_ALL, epochAt(Date.now(), EPOCH_SECONDS));
+      const fresh = keyedToken(
+        K1,
+        { src: good.ipv4, dst: good.serverIpv4, sport: freshPort, dport: port, seq: freshSeq },
+        BIND_ALL,
+        epochAt(Date.now(), EPOCH_SECONDS),
+      );
       const rawCap = await startCapture(good.ns, good.dev, { filter: `tcp and src port ${port}` });
       await sendFrame(good.ns, good.dev, frameFor(stolenPort, first.tcp.seq, first.tcp.optionBytes));
       await sendFrame(good.ns, good.dev, frameFor(freshPort, freshSeq, tokenOption(KIND, EXID, fresh)), 2);
-      await sendFrame(good.ns, good.dev, frameFor(freshPort + 1, 1, Buffer.concat([Buffer.from('0101fd01', 'hex'), tokenOption(KIND, EXID, fresh)])));
+      await sendFrame(
+        good.ns,
+        good.dev,
+        frameFor(freshPort + 1, 1, Buffer.concat([Buffer.from('0101fd01', 'hex'), tokenOption(KIND, EXID, fresh)])),
+      );
       const answers = synsOf(await rawCap.stop({ settleMs: 500 }));
-      const synAcks = (p: number): number => answers.filter((a) => a.tcp!.dport === p && a.tcp!.flags === (TCP_SYN | TCP_ACK)).length;
+      const synAcks = (p: number): number =>
+        answers.filter((a) => a.tcp!.dport === p && a.tcp!.flags === (TCP_SYN | TCP_ACK)).length;
       assert.equal(synAcks(stolenPort), 0, 'the captured token on a new source port gets no SYN-ACK');
       assert.equal(synAcks(freshPort), 1, 'a fresh valid token is answered once; its instant copy is over the replay limit');
       assert.equal(synAcks(freshPort + 1), 0, 'malformed options get no SYN-ACK');
@@ -190,9 +250,16 @@ ingress:
       for (const c of star.clients) sent.set(c.ns, await synsSent(c.ns, before.get(c.ns)!));
       const n = (c: { ns: string }): number => sent.get(c.ns)!;
       // good: 3 connections, old: 2 connections (one per phase, each at least one SYN).
-      assert.ok(n(good) >= 3 && n(old) >= 2 && n(unmarked) >= 1 && n(wrong) >= 1 && n(exempt) >= 1, `SYNs sent: ${JSON.stringify(Object.fromEntries(sent))}`);
+      assert.ok(
+        n(good) >= 3 && n(old) >= 2 && n(unmarked) >= 1 && n(wrong) >= 1 && n(exempt) >= 1,
+        `SYNs sent: ${JSON.stringify(Object.fromEntries(sent))}`,
+      );
       const oldRetries = n(old) - 2;
-      assert.equal(oldRetries, 0, 'the old-key client sent one SYN per connection (a retransmission would make the phase split ambiguous)');
+      assert.equal(
+        oldRetries,
+        0,
+        'the old-key client sent one SYN per connection (a retransmission would make the phase split ambiguous)',
+      );
       const want = {
         verify_valid: n(good) + 1 /* old, phase A */ + 1 /* fresh raw */,
         verify_missing: n(unmarked) + n(exempt),
@@ -205,9 +272,18 @@ ingress:
       const report = await serverAgent.statusReport();
       const got = Object.fromEntries(Object.keys(want).map((k) => [k, counter(report, k, 'guard')]));
       assert.deepEqual(got, want, `server counters (SYNs sent: ${JSON.stringify(Object.fromEntries(sent))})`);
-      assert.equal(report.counters.filter((c) => c.policy !== 'guard').length, 0, `no counters outside the policy: ${JSON.stringify(report.counters)}`);
+      assert.equal(
+        report.counters.filter((c) => c.policy !== 'guard').length,
+        0,
+        `no counters outside the policy: ${JSON.stringify(report.counters)}`,
+      );
       // Per interface: the exempt client's counts are on its own link.
-      assert.equal(report.counters.filter((c) => c.interface === exempt.serverDev && c.counter === 'verify_exempt').reduce((x, c) => x + Number(c.value), 0), n(exempt));
+      assert.equal(
+        report.counters
+          .filter((c) => c.interface === exempt.serverDev && c.counter === 'verify_exempt')
+          .reduce((x, c) => x + Number(c.value), 0),
+        n(exempt),
+      );
       await server.stop();
 
       // detach removes every XDP program of ours
@@ -232,11 +308,22 @@ ingress:
     try {
       const echo = await startServer(star.serverNs, { port: 0 });
       // One file for both nodes, as one Secret serves the cluster: each agent picks its policy by node label.
-      const file = (current: Buffer, previous?: Buffer): string => docs(
-        keyedPolicyYaml('mark', 'shared-key', `nodeSelector: {matchLabels: {role: client}}\ninterfaces: {names: [${c.dev}]}\negress: {destinations: [{cidr: ${c.serverIpv4}/32}]}`, 2),
-        keyedPolicyYaml('guard', 'shared-key', `nodeSelector: {matchLabels: {role: server}}\ninterfaces: {names: [${c.serverDev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`, 2),
-        secretYaml('shared-key', current, previous),
-      );
+      const file = (current: Buffer, previous?: Buffer): string =>
+        docs(
+          keyedPolicyYaml(
+            'mark',
+            'shared-key',
+            `nodeSelector: {matchLabels: {role: client}}\ninterfaces: {names: [${c.dev}]}\negress: {destinations: [{cidr: ${c.serverIpv4}/32}]}`,
+            2,
+          ),
+          keyedPolicyYaml(
+            'guard',
+            'shared-key',
+            `nodeSelector: {matchLabels: {role: server}}\ninterfaces: {names: [${c.serverDev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`,
+            2,
+          ),
+          secretYaml('shared-key', current, previous),
+        );
       server.writePolicy(file(K0));
       client.writePolicy(file(K0));
       await server.start(['--node-label', 'role=server']);
@@ -276,13 +363,19 @@ ingress:
       await reconciled(server, s, 'server: K1 gone');
       assert.ok(await waitForExit(loop, 20_000), 'the loop ends');
       const summary = JSON.parse(out.trim()) as { attempts: number; ok: number; failures: unknown[]; maxMs: number };
-      assert.deepEqual(summary.failures, [], `every connection during the rotations completed (${summary.ok}/${summary.attempts})`);
+      assert.deepEqual(
+        summary.failures,
+        [],
+        `every connection during the rotations completed (${summary.ok}/${summary.attempts})`,
+      );
       assert.ok(summary.attempts >= 50, `the loop kept connecting: ${summary.attempts} connections`);
       const report = await server.statusReport();
       const syns = await synsSent(c.ns, before);
       assert.equal(counter(report, 'verify_dropped', 'guard'), 0, 'no SYN was dropped');
       assert.equal(counter(report, 'verify_valid', 'guard'), syns, `every SYN the client sent was valid (${syns})`);
-      ctx.diagnostic(`${summary.ok}/${summary.attempts} connections through two key rotations and epoch changes every 2 s, slowest ${summary.maxMs} ms, ${syns} SYNs all valid`);
+      ctx.diagnostic(
+        `${summary.ok}/${summary.attempts} connections through two key rotations and epoch changes every 2 s, slowest ${summary.maxMs} ms, ${syns} SYNs all valid`,
+      );
       await echo.stop();
     } finally {
       await server.cleanup();
@@ -290,7 +383,7 @@ ingress:
     }
   });
 
-  test('someone else\'s XDP program keeps its interface: asked to verify at XDP there, the hook fails clearly; when it is gone, ours goes in; detach leaves theirs', async () => {
+  test("someone else's XDP program keeps its interface: asked to verify at XDP there, the hook fails clearly; when it is gone, ours goes in; detach leaves theirs", async () => {
     const t = await createTopology({ name: 'xdpbusy', kind: 'pair' });
     topologies.push(t);
     const agent = agentIn(t.server.ns, 'xbusy');
@@ -298,12 +391,19 @@ ingress:
       const echo = await startServer(t.server.ns, { port: 0 });
       const noop = fixture('foreign');
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'obj', noop, 'sec', 'xdp']);
-      const foreign = async (): Promise<string> => (await exec(t.server.ns, 'ip', ['-d', '-j', 'link', 'show', 'dev', t.server.dev])).stdout;
+      const foreign = async (): Promise<string> =>
+        (await exec(t.server.ns, 'ip', ['-d', '-j', 'link', 'show', 'dev', t.server.dev])).stdout;
       assert.match(await foreign(), /foreign_xdp/, 'the other program is attached');
-      const policy = (note: string): string => docs(
-        `# ${note}\n` + keyedPolicyYaml('guard', 'k', `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`),
-        secretYaml('k', K1),
-      );
+      const policy = (note: string): string =>
+        docs(
+          `# ${note}\n` +
+            keyedPolicyYaml(
+              'guard',
+              'k',
+              `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`,
+            ),
+          secretYaml('k', K1),
+        );
       agent.writePolicy(policy('first'));
       await agent.start(['--ingress-attach', 'xdp-native']);
       const s1 = await agent.waitStatus((s) => s.hookErrors.length === 1, 20_000, 'the refused verifier hook');
@@ -317,7 +417,11 @@ ingress:
       await exec(t.server.ns, 'ip', ['link', 'set', 'dev', t.server.dev, 'xdpgeneric', 'off']);
       const st = agent.status()!;
       agent.writePolicy(policy('second'));
-      const s2 = await agent.waitStatus((s) => s.reconciles > st.reconciles && s.hooks[0]?.mode === 'xdp-native', 15_000, 'the verifier at XDP');
+      const s2 = await agent.waitStatus(
+        (s) => s.reconciles > st.reconciles && s.hooks[0]?.mode === 'xdp-native',
+        15_000,
+        'the verifier at XDP',
+      );
       assert.equal(s2.hooks.length, 1);
       assert.equal(s2.ready, true);
       const r2 = await connect(t.client.ns, t.server.ipv4, echo.port, { timeoutMs: FAIL_TIMEOUT_MS });
@@ -349,7 +453,11 @@ ingress:
         return l?.xdp?.prog?.id ?? 0;
       };
       const policy = docs(
-        keyedPolicyYaml('guard', 'k', `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`),
+        keyedPolicyYaml(
+          'guard',
+          'k',
+          `interfaces: {names: [${t.server.dev}]}\ningress: {action: Enforce, ports: [${echo.port}]}`,
+        ),
         secretYaml('k', K1),
       );
       agent.writePolicy(policy);
@@ -362,7 +470,11 @@ ingress:
       assert.equal(down.connected, false, 'still enforced while the agent is down');
 
       await agent.start(['--ingress-attach', 'xdp-native']);
-      const s2 = await agent.waitStatus((s) => s.hooks.length === 1 && s.hooks[0]!.progId !== s1.hooks[0]!.progId, 20_000, 'the restarted agent');
+      const s2 = await agent.waitStatus(
+        (s) => s.hooks.length === 1 && s.hooks[0]!.progId !== s1.hooks[0]!.progId,
+        20_000,
+        'the restarted agent',
+      );
       assert.equal(s2.hooks[0]!.mode, 'xdp-native');
       assert.equal(await xdpProg(), s2.hooks[0]!.progId, 'the new program replaced the old one in place');
       assert.deepEqual(await tcxIngress(t.server.ns, t.server.ifindex), [], 'and nothing else was attached');

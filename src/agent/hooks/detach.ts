@@ -5,7 +5,9 @@
 import { readdirSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../lib/log.js';
+import { LAYOUT_VERSION } from '../../lib/abi.js';
 import { binding } from '../../native/binding.js';
+import { layoutDir } from '../layout.js';
 import { readRunState } from '../run-state.js';
 import type { AttachMode, HookContext } from './hook.js';
 import { removeTcFilter, tcRecords } from './tc.js';
@@ -102,11 +104,18 @@ export function detachAll(stateDir: string, runDir: string, tcPriority: number, 
   for (const [ifx, x] of Object.entries(run.xdp)) {
     if (removeXdp(Number(ifx), x, log)) report.xdp++;
   }
-  for (const file of safeReaddir(path.join(stateDir, 'maps'))) {
-    rmSync(path.join(stateDir, 'maps', file), { force: true });
-    report.pins++;
+  // The maps of every layout: this agent's and older ones (layout.ts), newest first.
+  const mapDirs: string[] = [];
+  for (let v = LAYOUT_VERSION; v >= 1; v--) mapDirs.push(layoutDir(stateDir, v));
+  for (const dir of mapDirs) {
+    for (const file of safeReaddir(dir)) {
+      const pin = path.join(dir, file);
+      if (mapDirs.includes(pin)) continue;
+      rmSync(pin, { force: true });
+      report.pins++;
+    }
   }
-  for (const dir of [path.join(stateDir, 'links'), path.join(stateDir, 'maps'), stateDir]) {
+  for (const dir of [path.join(stateDir, 'links'), ...mapDirs, stateDir]) {
     try {
       rmdirSync(dir);
     } catch {

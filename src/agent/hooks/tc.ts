@@ -86,7 +86,14 @@ export class TcAttacher {
  * created it (as recorded for either direction) and no filter of ours is left on it;
  * if one is, the record of that direction inherits the duty.
  */
-export function removeTcFilter(ifindex: number, direction: Direction, t: TcRecord, run: Pick<RunState, 'tc' | 'tcIngress'>, priority: number, log: HookContext['log']): void {
+export function removeTcFilter(
+  ifindex: number,
+  direction: Direction,
+  t: TcRecord,
+  run: Pick<RunState, 'tc' | 'tcIngress'>,
+  priority: number,
+  log: HookContext['log'],
+): void {
   const b = binding();
   const spec = { ifindex, direction, handle: TC_HANDLE, priority };
   const other: Direction = direction === 'egress' ? 'ingress' : 'egress';

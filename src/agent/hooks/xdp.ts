@@ -43,7 +43,9 @@ function isOurXdp(id: number, recorded: XdpRecord | undefined): boolean {
 }
 
 function xdpBusy(ifname: string, progId: number): Error {
-  const e = new Error(`another XDP program (id ${progId}) is attached to ${ifname}; it is not ours to replace`) as Error & { code: string };
+  const e = new Error(`another XDP program (id ${progId}) is attached to ${ifname}; it is not ours to replace`) as Error & {
+    code: string;
+  };
   e.code = 'EBUSY';
   return e;
 }
@@ -95,7 +97,8 @@ export function removeXdp(ifindex: number, x: XdpRecord, log: Logger): boolean {
     log.info('hook removed', { interface: x.name, direction: 'ingress', mode });
     return true;
   } catch (err) {
-    if (!hasErrno(err, 'ENODEV')) log.warn('removing an XDP program failed', { interface: x.name, error: (err as Error).message });
+    if (!hasErrno(err, 'ENODEV'))
+      log.warn('removing an XDP program failed', { interface: x.name, error: (err as Error).message });
     return false;
   }
 }

@@ -1,11 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { silentLogger } from '../lib/log.js';
-import { KeyedQueue, type ReconcileFn } from './queue.js';
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((res) => setTimeout(res, ms));
-}
+import { silentLogger } from './log.js';
+import { sleep } from './wait.js';
+import { KeyedQueue, type ReconcileFn } from './workqueue.js';
 
 /** A reconcile that records start/end of each run and waits `ms` (or what `gate` says). */
 function recorder(ms = 5): { log: string[]; fn: ReconcileFn; running: () => number; maxParallelPerKey: Map<string, number> } {
@@ -99,7 +96,7 @@ test('a failing key is retried with a growing backoff; success resets it', async
     },
     log: silentLogger(),
     baseBackoffMs: 30,
-    onDone: (_k, _s, err) => done.push(err === undefined),
+    onDone: (_k, _s, outcome) => done.push(outcome === 'success'),
   });
   q.resume();
   q.enqueue('x');
@@ -132,4 +129,108 @@ test('requeueAfterMs runs the key again later; the earliest request wins', async
   assert.equal(runs.length, 3, `x twice and y once, got ${runs.length} runs`);
   assert.ok((runs[2] ?? 0) >= 55, `x's second run came after its requeue delay, at ${runs[2]} ms`);
   await q.close();
+});
+
+test('typed keys: equal keys (by keyId) coalesce, and reconcile gets the key as a value', async () => {
+  const seen: { kind: string; name: string }[] = [];
+  const q = new KeyedQueue<{ kind: string; name: string }>({
+    reconcile: async (k) => {
+      seen.push(k);
+    },
+    keyId: (k) => `${k.kind}/${k.name}`,
+    log: silentLogger(),
+    concurrency: 1,
+  });
+  q.enqueue({ kind: 'policy', name: 'web' });
+  q.enqueue({ kind: 'nodestate', name: 'web' });
+  q.enqueue({ kind: 'policy', name: 'web' });
+  assert.equal(q.depth, 2, 'policy/web once, nodestate/web once');
+  q.resume();
+  await q.idle();
+  assert.deepEqual(seen, [
+    { kind: 'policy', name: 'web' },
+    { kind: 'nodestate', name: 'web' },
+  ]);
+});
+
+test('batching delay: changes to a key within the delay cost one reconcile; keys run in arrival order', async () => {
+  const r = recorder(1);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 60 });
+  q.resume();
+  const t0 = Date.now();
+  q.enqueue('a');
+  await sleep(20);
+  q.enqueue('b');
+  q.enqueue('a');
+  await sleep(20);
+  q.enqueue('a');
+  assert.equal(r.log.length, 0, 'nothing runs within the batching delay');
+  await q.idle();
+  const starts = r.log.filter((l) => l.startsWith('start')).map((l) => l.slice(6));
+  assert.deepEqual(starts, ['a', 'b'], `one run each, in arrival order: got ${starts.join(',')}`);
+  assert.ok(Date.now() - t0 >= 75, 'b waited its own delay too');
+});
+
+test('enqueueNow skips the batching delay', async () => {
+  const r = recorder(1);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), batchDelayMs: 10_000 });
+  q.resume();
+  q.enqueue('slow');
+  q.enqueueNow('fast');
+  await sleep(30);
+  assert.deepEqual(r.log, ['start fast', 'end fast']);
+  await q.close();
+});
+
+test('a conflict is no failure: the key runs again at once, then after short growing pauses, without a warning', async () => {
+  const times: number[] = [];
+  const outcomes: string[] = [];
+  const warnings: string[] = [];
+  const log = silentLogger();
+  log.warn = ((m: string) => warnings.push(m)) as unknown as typeof log.warn;
+  const conflict = Object.assign(new Error('conflict'), { code: 409 });
+  const q = new KeyedQueue({
+    reconcile: async () => {
+      times.push(Date.now());
+      if (times.length < 4) throw conflict;
+    },
+    log,
+    baseBackoffMs: 5000,
+    isConflict: (e) => (e as { code?: number }).code === 409,
+    onDone: (_k, _s, outcome) => outcomes.push(outcome),
+  });
+  q.resume();
+  q.enqueue('x');
+  const deadline = Date.now() + 2000;
+  while (times.length < 4 && Date.now() < deadline) await sleep(2);
+  assert.deepEqual(outcomes, ['conflict', 'conflict', 'conflict', 'success']);
+  assert.ok(
+    (times[3] ?? 0) - (times[0] ?? 0) < 500,
+    `three conflicts cost ${(times[3] ?? 0) - (times[0] ?? 0)} ms, not a failure's 5 s backoff`,
+  );
+  assert.deepEqual(warnings, [], 'no warning for a conflict');
+  await q.close();
+});
+
+test('retries of all keys together stay under the retry token bucket', async () => {
+  const runs = new Map<string, number>();
+  const q = new KeyedQueue({
+    reconcile: async (k) => {
+      runs.set(k, (runs.get(k) ?? 0) + 1);
+      throw new Error('down');
+    },
+    log: silentLogger(),
+    concurrency: 10,
+    baseBackoffMs: 1,
+    maxBackoffMs: 1,
+    retryQps: 20,
+    retryBurst: 5,
+  });
+  q.resume();
+  for (let i = 0; i < 10; i++) q.enqueue(`k${i}`);
+  await sleep(300);
+  await q.close();
+  const total = [...runs.values()].reduce((a, b) => a + b, 0);
+  // 10 first runs, 5 retries from the burst, then 20 per second: about 21 in 300 ms (not hundreds).
+  assert.ok(total >= 15 && total <= 30, `runs in 300 ms: got ${total}, want about 21`);
 });

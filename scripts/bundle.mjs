@@ -1,0 +1,70 @@
+// The bundle that ships (package.json "files", the image): src/cli/main.ts and what it imports,
+// node_modules included, into dist/bundle/ (ES modules; what only some commands need, such as
+// the Kubernetes client, in chunks loaded when they are). bin/netoken.js runs it, so the tests
+// that start the CLI run what ships. The native addon and the BPF objects stay files beside it
+// (build/), found from the package root (src/lib/package.ts).
+//
+// @kubernetes/client-node is bundled in the pieces netoken imports (src/lib/kube-client.ts):
+// its modules are declared free of side effects, so that what nothing uses is left out, and
+// ListWatch's one use of the model serializer (passing label and field selector strings
+// through) gets an identity in its place, since that serializer loads every model of the API.
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLIENT_NODE = `${path.sep}node_modules${path.sep}@kubernetes${path.sep}client-node${path.sep}`;
+
+/** @type {import('esbuild').Plugin} */
+const clientNodePieces = {
+  name: 'client-node-pieces',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/serializer\.js$/ }, (args) =>
+      args.importer.endsWith(`${CLIENT_NODE}dist${path.sep}cache.js`)
+        ? { path: 'selector-serializer', namespace: 'netoken' }
+        : undefined,
+    );
+    b.onLoad({ filter: /^selector-serializer$/, namespace: 'netoken' }, () => ({
+      contents: 'export class ObjectSerializer { static serialize(data) { return data; } }',
+      loader: 'js',
+    }));
+    b.onResolve({ filter: /.*/ }, async (args) => {
+      if (
+        args.pluginData === 'resolving' ||
+        !(args.importer.includes(CLIENT_NODE) || args.path.startsWith('@kubernetes/client-node'))
+      )
+        return undefined;
+      const r = await b.resolve(args.path, {
+        kind: args.kind,
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        pluginData: 'resolving',
+      });
+      if (r.errors.length > 0 || r.external || !r.path.includes(CLIENT_NODE))
+        return r.errors.length > 0 ? { errors: r.errors } : r;
+      return { path: r.path, sideEffects: false };
+    });
+  },
+};
+const outdir = path.join(root, 'dist/bundle');
+rmSync(outdir, { recursive: true, force: true });
+await build({
+  entryPoints: { netoken: path.join(root, 'src/cli/main.ts') },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  splitting: true,
+  outdir,
+  chunkNames: 'chunk-[hash]',
+  // CommonJS dependencies call require(): give the ES module bundle one.
+  banner: {
+    js: "import { createRequire as __netokenRequire } from 'node:module'; const require = __netokenRequire(import.meta.url);",
+  },
+  // ws tries these optional native speed-ups and does without them.
+  external: ['bufferutil', 'utf-8-validate'],
+  legalComments: 'none',
+  logLevel: 'warning',
+  plugins: [clientNodePieces],
+});
