@@ -173,45 +173,29 @@ test('policiesForNodeState: only the policies whose entry changed; counters movi
     { name: 'a', generation: 1 },
     { name: 'b', generation: 1 },
   ]);
+  /** The policies touched when the node's report goes from `ab` to these entries. */
+  const touched = (entries: Entry[]) => ids(policiesForNodeState(ab, report('2', entries), lookup));
   assert.deepEqual(
-    ids(
-      policiesForNodeState(
-        ab,
-        report('2', [
-          { name: 'a', generation: 2 },
-          { name: 'b', generation: 1 },
-        ]),
-        lookup,
-      ),
-    ),
+    touched([
+      { name: 'a', generation: 2 },
+      { name: 'b', generation: 1 },
+    ]),
     ['policy/a'],
     'a moved on',
   );
   assert.deepEqual(
-    ids(
-      policiesForNodeState(
-        ab,
-        report('2', [
-          { name: 'b', generation: 1 },
-          { name: 'c', generation: 1 },
-        ]),
-        lookup,
-      ),
-    ),
+    touched([
+      { name: 'b', generation: 1 },
+      { name: 'c', generation: 1 },
+    ]),
     ['policy/a', 'policy/c'],
     'a left, c joined',
   );
   assert.deepEqual(
-    ids(
-      policiesForNodeState(
-        ab,
-        report('2', [
-          { name: 'a', generation: 1, errors: [{ reason: 'X', message: 'y' }] },
-          { name: 'b', generation: 1 },
-        ]),
-        lookup,
-      ),
-    ),
+    touched([
+      { name: 'a', generation: 1, errors: [{ reason: 'X', message: 'y' }] },
+      { name: 'b', generation: 1 },
+    ]),
     ['policy/a'],
     'a failed',
   );

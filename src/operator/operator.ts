@@ -389,6 +389,27 @@ export class Operator {
     return call(requestOptions({ contentType, signal }));
   }
 
+  /**
+   * Sets a policy's finalizers, through the fence. The resourceVersion makes the patch a conflict
+   * (a quiet retry) when the cache was behind.
+   */
+  private async patchFinalizers(name: string, finalizers: string[], resourceVersion: string | undefined): Promise<void> {
+    await this.write(
+      (opts) =>
+        this.custom.patchClusterCustomObject(
+          {
+            group: API_GROUP,
+            version: API_VERSION,
+            plural: 'tokenpolicies',
+            name,
+            body: { metadata: { finalizers, resourceVersion } },
+          },
+          opts,
+        ),
+      PatchStrategy.MergePatch,
+    );
+  }
+
   /** The nodes a selector matches, from a memo that node changes clear. */
   private matchedNodes(selector: LabelSelector): NodeInfo[] {
     const key = stableJson(selector);
@@ -450,21 +471,7 @@ export class Operator {
     if (meta.deletionTimestamp) return this.finalize(raw, log);
 
     if (!hasFinalizer(meta)) {
-      // The resourceVersion makes it a conflict (a quiet retry) when the cache was behind.
-      await this.write(
-        (opts) =>
-          this.custom.patchClusterCustomObject(
-            {
-              group: API_GROUP,
-              version: API_VERSION,
-              plural: 'tokenpolicies',
-              name,
-              body: { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } },
-            },
-            opts,
-          ),
-        PatchStrategy.MergePatch,
-      );
+      await this.patchFinalizers(name, [...(meta.finalizers ?? []), FINALIZER], meta.resourceVersion);
       log.info('finalizer added', { finalizer: FINALIZER });
     }
 
@@ -663,24 +670,10 @@ export class Operator {
     });
     if (d.release) {
       try {
-        await this.write(
-          (opts) =>
-            this.custom.patchClusterCustomObject(
-              {
-                group: API_GROUP,
-                version: API_VERSION,
-                plural: 'tokenpolicies',
-                name,
-                body: {
-                  metadata: {
-                    finalizers: (meta.finalizers ?? []).filter((f) => f !== FINALIZER),
-                    resourceVersion: meta.resourceVersion,
-                  },
-                },
-              },
-              opts,
-            ),
-          PatchStrategy.MergePatch,
+        await this.patchFinalizers(
+          name,
+          (meta.finalizers ?? []).filter((f) => f !== FINALIZER),
+          meta.resourceVersion,
         );
       } catch (err) {
         if (err instanceof ApiException && err.code === 404) return;

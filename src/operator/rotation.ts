@@ -312,6 +312,11 @@ export function planRotation(input: RotationInput): RotationPlan {
     const waiting = behind((r) => r.signs === g);
     const stalled = stepOver ? waiting : [];
     const windowMs = retireWindowMs(policy, input.retireMarginMs);
+    const retiresAt = (at: number): RotationCondition => ({
+      status: 'True',
+      reason: 'Retiring',
+      message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(at)}`,
+    });
     if (waiting.length > 0 && !(drive && stalled.length > 0 && proceed)) {
       return {
         step,
@@ -347,11 +352,7 @@ export function planRotation(input: RotationInput): RotationPlan {
           stalled.length > 0
             ? [stallEvent(stalled, `sign with key generation ${g}`, `generation ${g - 1} is retired without them`)]
             : [],
-        condition: {
-          status: 'True',
-          reason: 'Retiring',
-          message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(now + windowMs)}`,
-        },
+        condition: retiresAt(now + windowMs),
         stalled,
         requeueAt: now + windowMs,
       };
@@ -360,11 +361,7 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         events: [],
-        condition: {
-          status: 'True',
-          reason: 'Retiring',
-          message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(switchedAt + windowMs)}`,
-        },
+        condition: retiresAt(switchedAt + windowMs),
         stalled,
         requeueAt: switchedAt + windowMs,
       };
