@@ -246,6 +246,40 @@ describe('netoken operator on a real API server', () => {
     ...(errors.length ? { errors } : {}),
   });
 
+  /** Waits until Secret `name` exists and satisfies `ok`, and returns it. */
+  const secretWhere = (what: string, name: string, ok: (s: SecretJson) => unknown, ms = 20_000): Promise<SecretJson> =>
+    eventually(
+      what,
+      ms,
+      async () => {
+        const s = await getSecret(name);
+        return s && ok(s) ? s : undefined;
+      },
+      logs,
+    );
+  /** Waits until TokenPolicy `name` exists and satisfies `ok`, and returns it. */
+  const policyWhere = (what: string, name: string, ok: (p: PolicyJson) => unknown, ms = 20_000): Promise<PolicyJson> =>
+    eventually(
+      what,
+      ms,
+      async () => {
+        const got = await getPolicy(name);
+        return got && ok(got) ? got : undefined;
+      },
+      logs,
+    );
+  /** Waits until TokenPolicy `policy` has a `type` condition that satisfies `ok`, and returns the condition. */
+  const conditionWhere = (what: string, policy: string, type: string, ok: (c: Cond) => unknown, ms = 20_000): Promise<Cond> =>
+    eventually(
+      what,
+      ms,
+      async () => {
+        const c = cond(await getPolicy(policy), type);
+        return c && ok(c) ? c : undefined;
+      },
+      logs,
+    );
+
   before(async () => {
     cluster = await TestCluster.start({ audit: true });
     await cluster.kubectlOk(['create', 'namespace', NS]);
@@ -311,14 +345,11 @@ describe('netoken operator on a real API server', () => {
       assert.equal(s.metadata.labels?.['app.kubernetes.io/managed-by'], 'netoken-operator');
       assert.match(s.metadata.annotations?.['netoken.io/rotated-at'] ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     }
-    const p = await eventually(
+    const p = await policyWhere(
       'finalizer on gen-static',
+      'gen-static',
+      (got) => got.metadata.finalizers?.includes('netoken.io/cleanup'),
       10_000,
-      async () => {
-        const got = await getPolicy('gen-static');
-        return got?.metadata.finalizers?.includes('netoken.io/cleanup') ? got : undefined;
-      },
-      logs,
     );
     assert.deepEqual(p.metadata.finalizers, ['netoken.io/cleanup']);
     const ok = await opA.metric('netoken_reconcile_duration_seconds_count{kind="policy",result="success"}');
@@ -332,15 +363,7 @@ describe('netoken operator on a real API server', () => {
     );
     const before = await getSecret('user-key');
     await cluster.apply(policyYaml('user-pol', '{secretRef: {name: user-key}}', '{matchLabels: {role: edge}}'));
-    const p = await eventually(
-      'Degraded SecretInvalid',
-      20_000,
-      async () => {
-        const got = await getPolicy('user-pol');
-        return cond(got, 'Degraded')?.reason === 'SecretInvalid' ? got : undefined;
-      },
-      logs,
-    );
+    const p = await policyWhere('Degraded SecretInvalid', 'user-pol', (got) => cond(got, 'Degraded')?.reason === 'SecretInvalid');
     const degraded = cond(p, 'Degraded');
     assert.equal(degraded?.status, 'True');
     assert.match(degraded?.message ?? '', /Secret "user-key".*current holds 5 bytes; a Static token needs exactly 8/);
@@ -358,15 +381,7 @@ describe('netoken operator on a real API server', () => {
     await cluster.apply(
       `apiVersion: v1\nkind: Secret\nmetadata: {name: user-key, namespace: ${NS}}\ntype: Opaque\ndata: {current: ${good}}\n`,
     );
-    const fixed = await eventually(
-      'Degraded cleared',
-      20_000,
-      async () => {
-        const got = await getPolicy('user-pol');
-        return cond(got, 'Degraded')?.status === 'False' ? got : undefined;
-      },
-      logs,
-    );
+    const fixed = await policyWhere('Degraded cleared', 'user-pol', (got) => cond(got, 'Degraded')?.status === 'False');
     assert.equal(cond(fixed, 'Ready')?.reason, 'NoAgentOnSelectedNodes', 'no agent has reported from n1 or n2 yet');
     const s = await getSecret('user-key');
     assert.deepEqual(s?.data, { current: good }, "the user's key is kept as written (no rotation asked for)");
@@ -377,14 +392,10 @@ describe('netoken operator on a real API server', () => {
     const before = await eventually('gen-keyed-key exists', 10_000, () => getSecret('gen-keyed-key'), logs);
     assert.equal(Buffer.from(before.data?.current ?? '', 'base64').length, 16);
     await cluster.apply(policyYaml('gen-keyed', '{mode: Static, secretRef: {name: gen-keyed-key}}'));
-    const after = await eventually(
+    const after = await secretWhere(
       'gen-keyed-key regenerated with 8 bytes',
-      20_000,
-      async () => {
-        const s = await getSecret('gen-keyed-key');
-        return Buffer.from(s?.data?.current ?? '', 'base64').length === 8 ? s : undefined;
-      },
-      logs,
+      'gen-keyed-key',
+      (s) => Buffer.from(s.data?.current ?? '', 'base64').length === 8,
     );
     assert.equal(after.data?.previous, undefined, 'a 16-byte previous key would be useless to a Static verifier');
   });
@@ -392,14 +403,10 @@ describe('netoken operator on a real API server', () => {
   test('what the CRD schema cannot check is reported: two token modes sharing one Secret', async () => {
     // gen-static's Secret holds an 8-byte key; a Keyed policy cannot share it.
     await cluster.apply(policyYaml('shares-key', '{mode: Keyed, epochSeconds: 60, secretRef: {name: gen-static-key}}'));
-    const shared = await eventually(
+    const shared = await policyWhere(
       'shares-key SecretConflict',
-      20_000,
-      async () => {
-        const got = await getPolicy('shares-key');
-        return cond(got, 'Degraded')?.reason === 'SecretConflict' ? got : undefined;
-      },
-      logs,
+      'shares-key',
+      (got) => cond(got, 'Degraded')?.reason === 'SecretConflict',
     );
     assert.match(
       cond(shared, 'Degraded')?.message ?? '',
@@ -413,15 +420,7 @@ describe('netoken operator on a real API server', () => {
     assert.equal(cond(shared, 'Ready')?.status, 'False');
     assert.equal(cond(await getPolicy('gen-static'), 'Degraded')?.reason, 'SecretConflict', 'the other policy says so too');
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'shares-key', '--wait=false']);
-    await eventually(
-      'gen-static no longer in conflict',
-      20_000,
-      async () => {
-        const got = await getPolicy('gen-static');
-        return cond(got, 'Degraded')?.status === 'False' ? got : undefined;
-      },
-      logs,
-    );
+    await policyWhere('gen-static no longer in conflict', 'gen-static', (got) => cond(got, 'Degraded')?.status === 'False');
   });
 
   test('Events say what the operator did and found; a generated key is named in the Ready message', async () => {
@@ -483,70 +482,34 @@ describe('netoken operator on a real API server', () => {
     // A key made an hour ago is overdue for a 3m period: the new key is published, not switched to.
     const hourAgo = new Date(Date.now() - 3_600_000).toISOString().replace(/\.\d+Z$/, 'Z');
     await cluster.kubectlOk(['annotate', 'secret', '-n', NS, 'rot-key', `netoken.io/rotated-at=${hourAgo}`, '--overwrite']);
-    const published = await eventually(
-      'generation 2 published',
-      20_000,
-      async () => {
-        const s = await getSecret('rot-key');
-        return s?.data?.next ? s : undefined;
-      },
-      logs,
-    );
+    const published = await secretWhere('generation 2 published', 'rot-key', (s) => s.data?.next);
     assert.equal(published.data?.current, k1, 'markers keep the old key while node n3 has not accepted the new one');
     const k2 = published.data?.next ?? '';
     assert.equal(Buffer.from(k2, 'base64').length, 8);
     await sleep(2000);
     assert.equal((await getSecret('rot-key'))?.data?.current, k1, 'still waiting for n3');
-    const waiting = await eventually(
-      'KeyRotation Publishing',
-      20_000,
-      async () => {
-        const c = cond(await getPolicy('rot'), 'KeyRotation');
-        return c?.reason === 'Publishing' ? c : undefined;
-      },
-      logs,
-    );
+    const waiting = await conditionWhere('KeyRotation Publishing', 'rot', 'KeyRotation', (c) => c.reason === 'Publishing');
     assert.equal(waiting.status, 'True');
     assert.equal(waiting.message, 'key generation 2 published: 0 of 1 nodes accept it; waiting for n3');
 
     // n3 accepts 2: markers switch.
     await writeNodeState('n3', [keys(1, [1, 2])]);
-    const switched = await eventually(
-      'markers switched to generation 2',
-      20_000,
-      async () => {
-        const s = await getSecret('rot-key');
-        return s?.data?.current === k2 ? s : undefined;
-      },
-      logs,
-    );
+    const switched = await secretWhere('markers switched to generation 2', 'rot-key', (s) => s.data?.current === k2);
     assert.equal(switched.data?.previous, k1, 'the old key stays accepted as previous');
     assert.equal(switched.data?.next, undefined);
     assert.equal(switched.metadata.annotations?.['netoken.io/key-generation'], '2');
     // n3 signs with 2: a Static key is retired after the margin (1 s here).
     await writeNodeState('n3', [keys(2, [1, 2])]);
-    const retired = await eventually(
+    const retired = await secretWhere(
       'generation 1 retired',
-      20_000,
-      async () => {
-        const s = await getSecret('rot-key');
-        return s && s.data?.previous === undefined && s.data?.current === k2 ? s : undefined;
-      },
-      logs,
+      'rot-key',
+      (s) => s.data?.previous === undefined && s.data?.current === k2,
     );
     assert.deepEqual(Object.keys(retired.data ?? {}), ['current']);
     await sleep(2000);
     assert.equal((await getSecret('rot-key'))?.data?.current, k2, 'rotated once, not again');
     assert.equal(await opA.metric('netoken_key_rotations_total'), 1);
-    const idle = await eventually(
-      'KeyRotation Idle',
-      20_000,
-      async () => {
-        const c = cond(await getPolicy('rot'), 'KeyRotation');
-        return c?.reason === 'Idle' ? c : undefined;
-      },
-      logs,
-    );
+    const idle = await conditionWhere('KeyRotation Idle', 'rot', 'KeyRotation', (c) => c.reason === 'Idle');
     assert.equal(idle.message, 'no rotation under way; markers sign with key generation 2');
     const ev = await cluster.kubectl([
       'get',
@@ -573,14 +536,10 @@ describe('netoken operator on a real API server', () => {
 
   test('status rolls up the nodes: one failing → Ready False / Degraded True naming it; fixed → Ready True', async () => {
     await cluster.apply(policyYaml('web', '{secretRef: {name: web-key}}', '{matchLabels: {role: edge}}'));
-    const noAgent = await eventually(
+    const noAgent = await policyWhere(
       'web NoAgentOnSelectedNodes',
-      20_000,
-      async () => {
-        const got = await getPolicy('web');
-        return cond(got, 'Ready')?.reason === 'NoAgentOnSelectedNodes' ? got : undefined;
-      },
-      logs,
+      'web',
+      (got) => cond(got, 'Ready')?.reason === 'NoAgentOnSelectedNodes',
     );
     assert.deepEqual(
       noAgent.status?.nodes,
@@ -600,14 +559,10 @@ describe('netoken operator on a real API server', () => {
     await writeNodeState('n2', [
       applied('web', gen, [{ reason: 'InterfaceNotFound', message: 'eth0: no such interface on n2' }]),
     ]);
-    const failing = await eventually(
+    const failing = await policyWhere(
       'web NodesFailing',
-      20_000,
-      async () => {
-        const got = await getPolicy('web');
-        return cond(got, 'Ready')?.reason === 'NodesFailing' && got?.status?.nodes?.ready === 1 ? got : undefined;
-      },
-      logs,
+      'web',
+      (got) => cond(got, 'Ready')?.reason === 'NodesFailing' && got.status?.nodes?.ready === 1,
     );
     assert.deepEqual(failing.status?.nodes, { selected: 2, ready: 1, failed: 1, withoutAgent: 0 });
     assert.equal(cond(failing, 'Ready')?.status, 'False');
@@ -621,15 +576,7 @@ describe('netoken operator on a real API server', () => {
     assert.equal(cond(failing, 'Ready')?.observedGeneration, gen);
 
     await writeNodeState('n2', [applied('web', gen)]);
-    const ready = await eventually(
-      'web Ready',
-      20_000,
-      async () => {
-        const got = await getPolicy('web');
-        return cond(got, 'Ready')?.status === 'True' ? got : undefined;
-      },
-      logs,
-    );
+    const ready = await policyWhere('web Ready', 'web', (got) => cond(got, 'Ready')?.status === 'True');
     assert.equal(cond(ready, 'Ready')?.reason, 'AllNodesReady');
     assert.equal(cond(ready, 'Degraded')?.status, 'False');
     assert.deepEqual(ready.status?.nodes, { selected: 2, ready: 2, failed: 0, withoutAgent: 0 });
@@ -642,28 +589,21 @@ describe('netoken operator on a real API server', () => {
     );
 
     await cluster.apply(policyYaml('nowhere', '{secretRef: {name: web-key}}', '{matchLabels: {role: none}}'));
-    const none = await eventually(
+    const none = await policyWhere(
       'nowhere NoNodesSelected',
-      20_000,
-      async () => {
-        const got = await getPolicy('nowhere');
-        return cond(got, 'Ready')?.reason === 'NoNodesSelected' ? got : undefined;
-      },
-      logs,
+      'nowhere',
+      (got) => cond(got, 'Ready')?.reason === 'NoNodesSelected',
     );
     assert.deepEqual(none.status?.nodes, { selected: 0, ready: 0, failed: 0, withoutAgent: 0 });
   });
 
   test('a matching node without an agent (a Windows node) never holds Ready back: counted apart, with a reason', async () => {
     await cluster.apply('apiVersion: v1\nkind: Node\nmetadata: {name: win-1, labels: {role: edge, kubernetes.io/os: windows}}\n');
-    const p = await eventually(
+    const p = await policyWhere(
       'web counts win-1 as without an agent',
+      'web',
+      (got) => got.status?.nodes?.withoutAgent === 1,
       15_000,
-      async () => {
-        const got = await getPolicy('web');
-        return got?.status?.nodes?.withoutAgent === 1 ? got : undefined;
-      },
-      logs,
     );
     assert.equal(cond(p, 'Ready')?.status, 'True');
     assert.equal(cond(p, 'Ready')?.reason, 'AllNodesReady');
@@ -728,15 +668,7 @@ describe('netoken operator on a real API server', () => {
   test('a deleted policy is held while a node lists it, and goes once no node does', async () => {
     // web is listed by n1 and n2 (previous test).
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'web', '--wait=false']);
-    const held = await eventually(
-      'web Terminating',
-      10_000,
-      async () => {
-        const got = await getPolicy('web');
-        return cond(got, 'Ready')?.reason === 'Terminating' ? got : undefined;
-      },
-      logs,
-    );
+    const held = await policyWhere('web Terminating', 'web', (got) => cond(got, 'Ready')?.reason === 'Terminating', 10_000);
     assert.ok(held.metadata.deletionTimestamp, 'deletion has begun');
     assert.match(cond(held, 'Ready')?.message ?? '', /waiting for 2 node\(s\) to remove the policy: n1, n2/);
     const waiting = await eventually(
@@ -774,12 +706,7 @@ describe('netoken operator on a real API server', () => {
       logs,
     );
     await writeNodeState('n3', [applied('waiter', g1)]);
-    await eventually(
-      'waiter Ready at its first generation',
-      20_000,
-      async () => (cond(await getPolicy('waiter'), 'Ready')?.status === 'True' ? true : undefined),
-      logs,
-    );
+    await policyWhere('waiter Ready at its first generation', 'waiter', (got) => cond(got, 'Ready')?.status === 'True');
     // An edit: the status still says Ready True, for generation g1.
     await cluster.apply(
       policyYaml('waiter', '{secretRef: {name: waiter-key}}', '{matchLabels: {role: db}}').replace(
@@ -810,14 +737,8 @@ describe('netoken operator on a real API server', () => {
 
   test(`a node that stopped reporting holds a deleted policy only for --finalizer-timeout (${FINALIZER_TIMEOUT_S}s)`, async () => {
     await cluster.apply(policyYaml('stale', '{secretRef: {name: stale-key}}', '{matchLabels: {role: db}}'));
-    const p = await eventually(
-      'stale has the finalizer',
-      20_000,
-      async () => {
-        const got = await getPolicy('stale');
-        return got?.metadata.finalizers?.includes('netoken.io/cleanup') ? got : undefined;
-      },
-      logs,
+    const p = await policyWhere('stale has the finalizer', 'stale', (got) =>
+      got.metadata.finalizers?.includes('netoken.io/cleanup'),
     );
     await writeNodeState('n3', [applied('stale', p.metadata.generation)]);
     await sleep(1500); // n3's last write is now clearly before the deletion
