@@ -21,6 +21,11 @@ import { sleep, waitUntil } from '../../src/lib/wait.js';
 const NODE = 'node-a';
 const KEY = Buffer.from('0a1b2c3d4e5f6071', 'hex');
 
+/** The status ('True', 'False', 'Unknown') of a TokenNodeState's or TokenPolicy's `type` condition. */
+function conditionStatus(x: { status?: { conditions?: { type: string; status: string }[] } }, type: string): string | undefined {
+  return x.status?.conditions?.find((c) => c.type === type)?.status;
+}
+
 describe('agent in cluster mode', () => {
   let env: ClusterNodes;
   let cluster: TestCluster;
@@ -36,6 +41,17 @@ describe('agent in cluster mode', () => {
   const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 20_000): Promise<NodeState> =>
     env.nodeState(NODE, agent, pred, what, ms);
   const synToServer = (port: number): Promise<Buffer | null> => env.synToken(topo.server.ipv4, port);
+  /** Applies policy "web": the edge node marks SYNs from the client to the server on `port`. */
+  const applyWeb = (port: number): Promise<string> =>
+    cluster.apply(
+      policy(
+        'web',
+        `nodeSelector: {matchLabels: {role: edge}}
+interfaces: {names: [${topo.client.dev}]}
+token: {mode: Static, secretRef: {name: web-token}}
+egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${port}]}]}`,
+      ),
+    );
 
   before(async () => {
     env = await ClusterNodes.start('k8s');
@@ -82,43 +98,23 @@ describe('agent in cluster mode', () => {
   });
 
   test('apply → the node marks real handshakes and reports Ready in its TokenNodeState', async () => {
-    await cluster.apply(
-      policy(
-        'web',
-        `nodeSelector: {matchLabels: {role: edge}}
-interfaces: {names: [${topo.client.dev}]}
-token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server.port}]}]}`,
-      ),
-    );
+    await applyWeb(server.port);
     const st = await waitNodeState((s) => policyAttached(s, 'web'), 'web attached');
     assert.equal(st.metadata.ownerReferences?.[0]?.kind, 'Node', 'owned by its Node');
-    assert.equal(st.status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    assert.equal(conditionStatus(st, 'Ready'), 'True');
     assert.equal(st.status?.policies?.[0]?.generation, 1);
     const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
-    const p = await waitPolicy(
-      'web',
-      (x) => x.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True',
-      'web Ready',
-    );
+    const p = await waitPolicy('web', (x) => conditionStatus(x, 'Ready') === 'True', 'web Ready');
     assert.deepEqual(p.status?.nodes, { selected: 1, ready: 1, failed: 0, withoutAgent: 0 });
     assert.equal(p.status?.observedGeneration, 1);
   });
 
   test('an edit applies: the generation moves and the new port is marked', async () => {
     server2 = await env.server();
-    await cluster.apply(
-      policy(
-        'web',
-        `nodeSelector: {matchLabels: {role: edge}}
-interfaces: {names: [${topo.client.dev}]}
-token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server2.port}]}]}`,
-      ),
-    );
+    await applyWeb(server2.port);
     await waitNodeState((s) => s.status?.policies?.[0]?.generation === 2, 'generation 2 applied');
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'));
     assert.equal(await synToServer(server.port), null, 'the old port is no longer marked');
@@ -133,26 +129,16 @@ token: {mode: Static, secretRef: {name: web-token}}
 egress: {}`,
       ),
     );
-    const st = await waitNodeState(
-      (s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True',
-      'Degraded',
-    );
+    const st = await waitNodeState((s) => conditionStatus(s, 'Degraded') === 'True', 'Degraded');
     const ghost = st.status?.policies?.find((p) => p.name === 'ghost');
     assert.equal(ghost?.errors?.[0]?.reason, 'InterfaceNotFound');
     assert.match(ghost!.errors![0]!.message, /nosuchif0/);
     assert.ok(policyAttached(st, 'web'), 'web unaffected');
-    const g = await waitPolicy(
-      'ghost',
-      (x) => x.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'True',
-      'ghost Degraded',
-    );
+    const g = await waitPolicy('ghost', (x) => conditionStatus(x, 'Degraded') === 'True', 'ghost Degraded');
     assert.equal(g.status?.failedNodes?.[0]?.node, NODE);
     assert.match(JSON.stringify(g.status?.failedNodes), /nosuchif0/, 'the reason names the interface');
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'ghost', '--wait=false']);
-    await waitNodeState(
-      (s) => s.status?.conditions?.find((c) => c.type === 'Degraded')?.status === 'False',
-      'not degraded after delete',
-    );
+    await waitNodeState((s) => conditionStatus(s, 'Degraded') === 'False', 'not degraded after delete');
   });
 
   test('API server unreachable: marking never stops; an edit made meanwhile applies on return', async () => {
@@ -164,15 +150,7 @@ egress: {}`,
       'still marked while the API server is away',
     );
     const server3 = await env.server();
-    await cluster.apply(
-      policy(
-        'web',
-        `nodeSelector: {matchLabels: {role: edge}}
-interfaces: {names: [${topo.client.dev}]}
-token: {mode: Static, secretRef: {name: web-token}}
-egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${server3.port}]}]}`,
-      ),
-    );
+    await applyWeb(server3.port);
     await sleep(1000);
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
     await bridge.start();
