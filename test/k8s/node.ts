@@ -534,22 +534,25 @@ export class TestNode {
     this.record(`track ${this.track}`);
   }
 
-  /** argv of a long-running process of the node: joins the node's cgroup, then its namespaces. */
-  private serverArgv(cmd: string, args: string[]): string[] {
-    const holder = this.holder?.pid;
-    if (holder === undefined) throw new Error('the node has no mount namespace yet');
+  /**
+   * Arguments to `sh` that join the node's cgroup, then run nsenter in the node's network
+   * namespace; the caller appends nsenter's further options, `--` and the command.
+   */
+  private enterNode(): string[] {
     return [
-      'sh',
       '-c',
       'echo $$ > "$0" && exec "$@"',
       join(this.track, 'node', 'cgroup.procs'),
       'nsenter',
       `--net=${netnsPath(this.node.ns)}`,
-      `--mount=/proc/${holder}/ns/mnt`,
-      '--',
-      cmd,
-      ...args,
     ];
+  }
+
+  /** argv of a long-running process of the node: joins the node's cgroup, then its namespaces. */
+  private serverArgv(cmd: string, args: string[]): string[] {
+    const holder = this.holder?.pid;
+    if (holder === undefined) throw new Error('the node has no mount namespace yet');
+    return ['sh', ...this.enterNode(), `--mount=/proc/${holder}/ns/mnt`, '--', cmd, ...args];
   }
 
   /**
@@ -569,22 +572,7 @@ export class TestNode {
     ].join('\n');
     const child = spawn(
       'sh',
-      [
-        '-c',
-        'echo $$ > "$0" && exec "$@"',
-        join(this.track, 'node', 'cgroup.procs'),
-        'nsenter',
-        `--net=${netnsPath(this.node.ns)}`,
-        '--',
-        'unshare',
-        '--mount',
-        '--propagation',
-        'private',
-        '--',
-        'sh',
-        '-c',
-        setup,
-      ],
+      [...this.enterNode(), '--', 'unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', setup],
       { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child.unref();
