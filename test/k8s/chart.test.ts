@@ -212,6 +212,11 @@ interface Workload extends K8sObject {
   };
 }
 
+/** kubectl arguments that merge `patch` (JSON) into the status of `kind`/`name`. */
+function statusPatch(kind: string, name: string, patch: string): string[] {
+  return ['patch', kind, name, '--subresource=status', '--type=merge', '-p', patch];
+}
+
 function find<T extends K8sObject = K8sObject>(objects: K8sObject[], kind: string, name: string): T {
   const o = objects.find((x) => x.kind === kind && x.metadata.name === name);
   assert.ok(o, `rendered objects include ${kind} ${name}; got ${objects.map((x) => `${x.kind}/${x.metadata.name}`).join(', ')}`);
@@ -811,28 +816,14 @@ describe('Helm chart on a real API server', () => {
     // Its own state: created, and its status written with a merge patch, as the agent does.
     r = await asAgent(['create', '-f', '-'], state('node-a', { name: 'node-a', uid: nodeA.metadata.uid }));
     assert.equal(r.code, 0, `agent of node-a creating TokenNodeState node-a: ${r.stderr}`);
-    r = await asAgent([
-      'patch',
-      'tokennodestate',
-      'node-a',
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"agent":{"version":"0.1.0","kernelRelease":"6.1.0","tcx":true}}}',
-    ]);
+    r = await asAgent(
+      statusPatch('tokennodestate', 'node-a', '{"status":{"agent":{"version":"0.1.0","kernelRelease":"6.1.0","tcx":true}}}'),
+    );
     assert.equal(r.code, 0, `agent of node-a patching its own status: ${r.stderr}`);
 
     // Another node's existing state: its status cannot be overwritten either.
     await cluster.apply(state('node-b', { name: 'node-b', uid: nodeB.metadata.uid }));
-    r = await asAgent([
-      'patch',
-      'tokennodestate',
-      'node-b',
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"agent":{"version":"forged"}}}',
-    ]);
+    r = await asAgent(statusPatch('tokennodestate', 'node-b', '{"status":{"agent":{"version":"forged"}}}'));
     assert.notEqual(r.code, 0, 'agent of node-a patching node-b status is refused');
     assert.match(r.stderr, /may write only TokenNodeState "node-a", not "node-b"/);
     r = await asAgent(['label', 'tokennodestate', 'node-b', 'forged=yes']);
@@ -840,10 +831,9 @@ describe('Helm chart on a real API server', () => {
 
     // A token that is not bound to a Pod names no node: every write refused.
     const unbound = await cluster.serviceAccountKubeconfig(NS, AGENT_SA);
-    r = await cluster.kubectl(
-      ['patch', 'tokennodestate', 'node-a', '--subresource=status', '--type=merge', '-p', '{"status":{"agent":{"version":"x"}}}'],
-      { kubeconfig: unbound },
-    );
+    r = await cluster.kubectl(statusPatch('tokennodestate', 'node-a', '{"status":{"agent":{"version":"x"}}}'), {
+      kubeconfig: unbound,
+    });
     assert.notEqual(r.code, 0, 'an agent token without a node is refused');
     assert.match(r.stderr, /must use a token bound to its Pod/);
 
@@ -873,28 +863,22 @@ spec:
       assert.equal(r.code, 0, `kubectl ${args.join(' ')} as ${kubeconfig === agent ? 'agent' : 'operator'}: ${r.stderr}`);
       return r.stdout;
     };
+    const create = (kubeconfig: string, obj: object): Promise<string> =>
+      ok(kubeconfig, ['create', '-n', NS, '-f', '-'], JSON.stringify(obj));
     // Operator: generate the key Secret, take the Lease, write the policy's status and finalizer.
-    await ok(
-      operator,
-      ['create', '-n', NS, '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'Secret',
-        metadata: { name: 'chart-rbac-token', namespace: NS },
-        type: 'Opaque',
-        data: { current: 'TlRva2VuISE=' },
-      }),
-    );
-    await ok(
-      operator,
-      ['create', '-n', NS, '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'coordination.k8s.io/v1',
-        kind: 'Lease',
-        metadata: { name: 'netoken-operator', namespace: NS },
-        spec: { holderIdentity: 'a', leaseDurationSeconds: 15 },
-      }),
-    );
+    await create(operator, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'chart-rbac-token', namespace: NS },
+      type: 'Opaque',
+      data: { current: 'TlRva2VuISE=' },
+    });
+    await create(operator, {
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: { name: 'netoken-operator', namespace: NS },
+      spec: { holderIdentity: 'a', leaseDurationSeconds: 15 },
+    });
     await ok(operator, ['get', 'lease', '-n', NS, 'netoken-operator']);
     await ok(operator, [
       'patch',
@@ -904,15 +888,7 @@ spec:
       '-p',
       '{"metadata":{"finalizers":["netoken.io/cleanup"]}}',
     ]);
-    await ok(operator, [
-      'patch',
-      'tokenpolicy',
-      'chart-rbac',
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      '{"status":{"observedGeneration":1}}',
-    ]);
+    await ok(operator, statusPatch('tokenpolicy', 'chart-rbac', '{"status":{"observedGeneration":1}}'));
     await ok(operator, ['get', 'tokennodestates,nodes', '-o', 'name']);
     // Agent: read policies, its Node (by field selector) and the key Secret.
     await ok(agent, ['get', 'tokenpolicies', '-o', 'name']);
