@@ -246,39 +246,26 @@ describe('netoken operator on a real API server', () => {
     ...(errors.length ? { errors } : {}),
   });
 
+  /** Waits until `get` returns a value (not undefined) that satisfies `ok`, and returns it. */
+  const waitFor = <T>(what: string, get: () => Promise<T | undefined>, ok: (v: T) => unknown, ms: number): Promise<T> =>
+    eventually(
+      what,
+      ms,
+      async () => {
+        const v = await get();
+        return v !== undefined && ok(v) ? v : undefined;
+      },
+      logs,
+    );
   /** Waits until Secret `name` exists and satisfies `ok`, and returns it. */
   const secretWhere = (what: string, name: string, ok: (s: SecretJson) => unknown, ms = 20_000): Promise<SecretJson> =>
-    eventually(
-      what,
-      ms,
-      async () => {
-        const s = await getSecret(name);
-        return s && ok(s) ? s : undefined;
-      },
-      logs,
-    );
+    waitFor(what, () => getSecret(name), ok, ms);
   /** Waits until TokenPolicy `name` exists and satisfies `ok`, and returns it. */
   const policyWhere = (what: string, name: string, ok: (p: PolicyJson) => unknown, ms = 20_000): Promise<PolicyJson> =>
-    eventually(
-      what,
-      ms,
-      async () => {
-        const got = await getPolicy(name);
-        return got && ok(got) ? got : undefined;
-      },
-      logs,
-    );
+    waitFor(what, () => getPolicy(name), ok, ms);
   /** Waits until TokenPolicy `policy` has a `type` condition that satisfies `ok`, and returns the condition. */
   const conditionWhere = (what: string, policy: string, type: string, ok: (c: Cond) => unknown, ms = 20_000): Promise<Cond> =>
-    eventually(
-      what,
-      ms,
-      async () => {
-        const c = cond(await getPolicy(policy), type);
-        return c && ok(c) ? c : undefined;
-      },
-      logs,
-    );
+    waitFor(what, async () => cond(await getPolicy(policy), type), ok, ms);
 
   before(async () => {
     cluster = await TestCluster.start({ audit: true });
