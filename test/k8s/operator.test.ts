@@ -246,6 +246,9 @@ describe('netoken operator on a real API server', () => {
     ...(errors.length ? { errors } : {}),
   });
 
+  /** The Events in the default namespace that match a field selector. */
+  const eventsOf = (fieldSelector: string): Promise<{ items: EventJson[] }> =>
+    cluster.getJson<{ items: EventJson[] }>(['events', '-n', 'default', '--field-selector', fieldSelector]);
   /** Waits until `get` returns a value (not undefined) that satisfies `ok`, and returns it. */
   const waitFor = <T>(what: string, get: () => Promise<T | undefined>, ok: (v: T) => unknown, ms: number): Promise<T> =>
     eventually(
@@ -415,13 +418,7 @@ describe('netoken operator on a real API server', () => {
       'KeyGenerated and SecretConflict Events on gen-static',
       15_000,
       async () => {
-        const list = await cluster.getJson<{ items: EventJson[] }>([
-          'events',
-          '-n',
-          'default',
-          '--field-selector',
-          'involvedObject.name=gen-static',
-        ]);
+        const list = await eventsOf('involvedObject.name=gen-static');
         const reasons = list.items.map((e) => e.reason);
         return reasons.includes('KeyGenerated') && reasons.includes('SecretConflict') ? list.items : undefined;
       },
@@ -662,13 +659,7 @@ describe('netoken operator on a real API server', () => {
       'a WaitingForNodes Event',
       10_000,
       async () => {
-        const list = await cluster.getJson<{ items: EventJson[] }>([
-          'events',
-          '-n',
-          'default',
-          '--field-selector',
-          'involvedObject.name=web,reason=WaitingForNodes',
-        ]);
+        const list = await eventsOf('involvedObject.name=web,reason=WaitingForNodes');
         return list.items[0];
       },
       logs,
