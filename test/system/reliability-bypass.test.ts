@@ -16,7 +16,7 @@ import { TCP_ACK, TCP_SYN, buildFrame, parseFrame, tokenOption } from '../../src
 import { toEthernet } from '../../src/lib/pcap.js';
 import { TOKEN, agentIn, counter, policyYaml } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
-import { createTopology, exec, type Topology } from '../lib/netns.js';
+import { createTopology, permanentNeighbour, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { startServer } from '../lib/tcp.js';
 
@@ -41,17 +41,7 @@ describe('Enforce cannot be bypassed', () => {
       await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the verifier');
       // The server knows the client's MAC beforehand, so that it answers at once.
       for (const ip of [topo.client.ipv4, topo.client.ipv6!]) {
-        await exec(topo.server.ns, 'ip', [
-          'neigh',
-          'replace',
-          ip,
-          'lladdr',
-          topo.client.mac,
-          'dev',
-          topo.server.dev,
-          'nud',
-          'permanent',
-        ]);
+        await permanentNeighbour(topo.server.ns, ip, topo.client.mac, topo.server.dev);
       }
       const mac = { srcMac: topo.client.mac, dstMac: topo.server.mac };
       const opts = Buffer.from('020405b4', 'hex');
