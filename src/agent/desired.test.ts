@@ -11,7 +11,7 @@ import {
   decodeSrcKey,
 } from '../lib/abi.js';
 import { validatePolicy } from '../lib/policy.js';
-import type { TokenKeys } from '../lib/types.js';
+import type { TokenKeys, TokenPolicy } from '../lib/types.js';
 import { EncodingMemo, computeDesired } from './desired.js';
 import type { HostInterface } from './interfaces.js';
 
@@ -31,6 +31,32 @@ function policy(name: string, spec: Record<string, unknown>) {
 }
 
 const key = (b: number): TokenKeys => ({ current: Buffer.alloc(8, b) });
+
+/** The desired state for two policies named alpha and beta (keys 1 and 2), given beta first to show order does not decide. */
+const alphaBeta = (alpha: TokenPolicy, beta: TokenPolicy) =>
+  computeDesired({
+    policies: [beta, alpha],
+    keys: new Map([
+      ['alpha', key(1)],
+      ['beta', key(2)],
+    ]),
+    nodeLabels: {},
+    interfaces: ifs,
+    previousIds: new Map(),
+  });
+
+/** A host interface that is up, not loopback, with a 1500 MTU and no default route. */
+const ether = (name: string, ifindex: number, more: Partial<HostInterface> = {}): HostInterface => ({
+  name,
+  ifindex,
+  up: true,
+  loopback: false,
+  mtu: 1500,
+  defaultRoute: false,
+  linkType: 'ether',
+  kind: null,
+  ...more,
+});
 
 test('default interfaces are the default-route ones; empty destinations mean everything', () => {
   const p = policy('a', { egress: {} });
@@ -70,16 +96,7 @@ test('names, globs and missing interfaces', () => {
 test('same prefix in two policies: the name that sorts first wins, the other is warned', () => {
   const a = policy('alpha', { egress: { destinations: [{ cidr: '10.0.0.0/8' }] } });
   const b = policy('beta', { egress: { destinations: [{ cidr: '10.0.0.0/8' }, { cidr: '10.1.0.0/16' }] } });
-  const d = computeDesired({
-    policies: [b, a],
-    keys: new Map([
-      ['alpha', key(1)],
-      ['beta', key(2)],
-    ]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = alphaBeta(a, b);
   const rules = [...d.egress4.values()].map(([k, v]) => [decodeLpmKey(k).prefixLen, decodeEgressRule(v).policyId]);
   const alphaId = d.ids.get('alpha');
   const betaId = d.ids.get('beta');
@@ -213,16 +230,7 @@ test('ingress: no ports means every port (0); Monitor and the replay limit reach
 test('ingress: the same port on the same interface in two policies: the name that sorts first wins, the other is warned', () => {
   const a = policy('alpha', { ingress: { ports: [443] } });
   const b = policy('beta', { ingress: { ports: [443, 8443] } });
-  const d = computeDesired({
-    policies: [b, a],
-    keys: new Map([
-      ['alpha', key(1)],
-      ['beta', key(2)],
-    ]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = alphaBeta(a, b);
   const owner = (port: number): number | undefined => {
     for (const [k, v] of d.ingressPorts.values())
       if (decodePortKey(k).port === port && !decodePortKey(k).enforcing) return decodeIngressRule(v).policyId;
@@ -266,7 +274,7 @@ test('hooks carry the build their device needs: tun devices read the IP header f
   const more: HostInterface[] = [
     ...ifs,
     { name: 'wg0', ifindex: 7, up: true, loopback: false, mtu: 1420, defaultRoute: false, linkType: 'none', kind: 'wireguard' },
-    { name: 'veth1', ifindex: 8, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' },
+    ether('veth1', 8, { kind: 'veth' }),
   ];
   const p = policy('a', { interfaces: { names: ['eth0', 'wg0', 'veth1'] }, ingress: {} });
   const d = computeDesired({
@@ -288,29 +296,9 @@ test('hooks carry the build their device needs: tun devices read the IP header f
 test("bond slaves get the bond's ingress rules, unless a policy protects the slave itself", () => {
   const bonded: HostInterface[] = [
     ...ifs,
-    { name: 'bond0', ifindex: 10, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'bond' },
-    {
-      name: 'ens1',
-      ifindex: 11,
-      up: true,
-      loopback: false,
-      mtu: 1500,
-      defaultRoute: false,
-      linkType: 'ether',
-      kind: null,
-      master: 'bond0',
-    },
-    {
-      name: 'ens2',
-      ifindex: 12,
-      up: true,
-      loopback: false,
-      mtu: 1500,
-      defaultRoute: false,
-      linkType: 'ether',
-      kind: null,
-      master: 'bond0',
-    },
+    ether('bond0', 10, { kind: 'bond' }),
+    ether('ens1', 11, { master: 'bond0' }),
+    ether('ens2', 12, { master: 'bond0' }),
   ];
   const onBond = policy('a', { interfaces: { names: ['bond0'] }, ingress: { action: 'Enforce', ports: [443] } });
   const onSlave = policy('b', { interfaces: { names: ['ens2'] }, ingress: { action: 'Monitor', ports: [443] } });
