@@ -27,7 +27,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { buildFrame, TCP_SYN } from '../src/lib/packet.js';
 import { agentIn, policyYaml, type AgentRun } from '../test/lib/agent.js';
-import { createTopology, exec, netnsPath, run, sweepStale, waitForExit, type Topology } from '../test/lib/netns.js';
+import {
+  createTopology,
+  exec,
+  netnsPath,
+  permanentNeighbour,
+  run,
+  sweepStale,
+  waitForExit,
+  type Topology,
+} from '../test/lib/netns.js';
 import { SYNFLOOD, XDP_DROP, ensureBuilt } from './artifacts.js';
 import { figure, median, type BenchResult, type Figure, type Target } from './report.js';
 import { untilDecided, type RowSpec } from './decide.js';
@@ -307,19 +316,7 @@ export async function runFloodBench(opts: FloodBenchOptions): Promise<BenchResul
       const l: Live = { cfg, topo, frameHex: frame.toString('hex'), server: null, agent: null };
       live.push(l);
       await run('ip', ['-n', topo.server.ns, 'route', 'add', `${FLOOD_SRC}/32`, 'dev', topo.server.dev]);
-      await run('ip', [
-        '-n',
-        topo.server.ns,
-        'neigh',
-        'replace',
-        FLOOD_SRC,
-        'lladdr',
-        topo.client.mac,
-        'dev',
-        topo.server.dev,
-        'nud',
-        'permanent',
-      ]);
+      await permanentNeighbour(topo.server.ns, FLOOD_SRC, topo.client.mac, topo.server.dev);
       l.server = await startListener(topo);
       l.agent = await cfg.attach(topo, `flood-${cfg.id}`);
       const mode = await xdpMode(topo);

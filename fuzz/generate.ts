@@ -385,6 +385,35 @@ export function ipv4Options(rng: Rng): Buffer {
   return Buffer.concat(parts);
 }
 
+export interface Ipv4Extras {
+  ipOptions?: Buffer;
+  mf: boolean;
+  fragOffset: number;
+}
+
+/**
+ * Maybe IPv4 options and maybe fragment fields, each with its own chance: `options` and
+ * `fragment` pick whether to add them, `mf` is the chance of more-fragments and
+ * `firstFragment` the chance of offset 0. Written down in `recipe`.
+ */
+export function ipv4Extras(
+  rng: Rng,
+  recipe: string[],
+  chance: { options: number; fragment: number; mf: number; firstFragment: number },
+): Ipv4Extras {
+  const out: Ipv4Extras = { mf: false, fragOffset: 0 };
+  if (rng.chance(chance.options)) {
+    out.ipOptions = ipv4Options(rng);
+    recipe.push(`ip options ${out.ipOptions.length} bytes`);
+  }
+  if (rng.chance(chance.fragment)) {
+    out.mf = rng.chance(chance.mf);
+    out.fragOffset = rng.chance(chance.firstFragment) ? 0 : rng.range(1, 0x1fff);
+    recipe.push(`fragment mf=${out.mf} offset=${out.fragOffset}`);
+  }
+  return out;
+}
+
 const EXT_TYPES = [0, 43, 44, 60, 51, 135, 139, 140, 253, 254];
 
 export function ipv6Ext(rng: Rng, recipe: string[]): Ipv6ExtHeader[] {
@@ -447,21 +476,11 @@ function genSyn(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
     `tcp flags 0x${flags.toString(16)} checksum ${String(checksum)}${payload ? ` payload ${payload.length}` : ''}`,
   );
 
-  let ipOptions: Buffer | undefined;
-  let mf = false;
-  let fragOffset = 0;
+  let ipv4: Ipv4Extras = { mf: false, fragOffset: 0 };
   let ipChecksum: ChecksumMode = 'full';
   let ext: Ipv6ExtHeader[] = [];
   if (family === 4) {
-    if (rng.chance(0.15)) {
-      ipOptions = ipv4Options(rng);
-      recipe.push(`ip options ${ipOptions.length} bytes`);
-    }
-    if (rng.chance(0.06)) {
-      mf = rng.chance(0.6);
-      fragOffset = rng.chance(0.5) ? 0 : rng.range(1, 0x1fff);
-      recipe.push(`fragment mf=${mf} offset=${fragOffset}`);
-    }
+    ipv4 = ipv4Extras(rng, recipe, { options: 0.15, fragment: 0.06, mf: 0.6, firstFragment: 0.5 });
     if (rng.chance(0.04)) {
       ipChecksum = rng.int(0x10000);
       recipe.push('random ip checksum');
@@ -469,6 +488,7 @@ function genSyn(rng: Rng, recipe: string[]): { frame: Buffer; layout: Layout } {
   } else if (rng.chance(0.15)) {
     ext = ipv6Ext(rng, recipe);
   }
+  const { ipOptions, mf, fragOffset } = ipv4;
 
   const frame = buildFrame({
     vlan,

@@ -44,6 +44,16 @@ interface Piece {
 /** A whole packet (not a fragment), or a fragment, or something the stack drops before reassembly. */
 type Parsed = { whole: Reassembled } | { piece: Piece } | { dropped: string } | { other: string };
 
+/**
+ * A fragment with its queue key: the stack queues fragments by addresses and id, and IPv4
+ * also by protocol (ip4_frag_match); IPv6 has no protocol in its key (ip6_frag_match).
+ */
+function piece(p: Omit<Piece, 'key'>, id: number): Piece {
+  const key =
+    `${p.family}/${p.saddr.toString('hex')}/${p.daddr.toString('hex')}/${id}` + (p.family === 4 ? `/${p.protocol}` : '');
+  return { ...p, key };
+}
+
 function parse(frame: Buffer): Parsed {
   let l3 = 14;
   let proto = frame.readUInt16BE(12);
@@ -66,18 +76,7 @@ function parse(frame: Buffer): Parsed {
     const data = frame.subarray(l3 + ihl, l3 + totLen);
     if (offset === 0 && !more) return { whole: { family: 4, saddr, daddr, protocol, data } };
     const id = frame.readUInt16BE(l3 + 4);
-    return {
-      piece: {
-        family: 4,
-        key: `4/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}/${protocol}`,
-        saddr,
-        daddr,
-        protocol,
-        offset,
-        data,
-        more,
-      },
-    };
+    return { piece: piece({ family: 4, saddr, daddr, protocol, offset, data, more }, id) };
   }
   if (proto === ETH_P_IPV6) {
     if (l3 + 40 > frame.length) return { dropped: 'truncated IPv6 header' };
@@ -103,18 +102,7 @@ function parse(frame: Buffer): Parsed {
     if (offset === 0 && protocol === 6 && data.length < 20)
       return { dropped: 'an IPv6 first fragment without the whole TCP header' };
     const id = frame.readUInt32BE(l3 + 44);
-    return {
-      piece: {
-        family: 6,
-        key: `6/${saddr.toString('hex')}/${daddr.toString('hex')}/${id}`,
-        saddr,
-        daddr,
-        protocol,
-        offset,
-        data,
-        more,
-      },
-    };
+    return { piece: piece({ family: 6, saddr, daddr, protocol, offset, data, more }, id) };
   }
   return { other: `EtherType 0x${proto.toString(16)}` };
 }

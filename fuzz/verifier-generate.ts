@@ -23,7 +23,7 @@ import { keyedToken } from '../src/lib/siphash.js';
 import {
   extLength,
   genOther,
-  ipv4Options,
+  ipv4Extras,
   ipv6Ext,
   mutate,
   someOption,
@@ -31,6 +31,7 @@ import {
   validOptions,
   vlanTags,
   type FuzzCase,
+  type Ipv4Extras,
   type Layout,
 } from './generate.js';
 import { Rng } from './rng.js';
@@ -367,23 +368,14 @@ function genSyn(rng: Rng, position: number, recipe: string[]): { frame: Buffer; 
   }
   if (lie !== 'none') recipe.push(`tcp: ${lie}${doff !== undefined ? ` (doff ${doff})` : ''}`);
 
-  let ipOptions: Buffer | undefined;
-  let mf = false;
-  let fragOffset = 0;
+  let ipv4: Ipv4Extras = { mf: false, fragOffset: 0 };
   let ext: Ipv6ExtHeader[] = [];
   if (family === 4) {
-    if (rng.chance(0.12)) {
-      ipOptions = ipv4Options(rng);
-      recipe.push(`ip options ${ipOptions.length} bytes`);
-    }
-    if (rng.chance(0.08)) {
-      mf = rng.chance(0.7);
-      fragOffset = rng.chance(0.6) ? 0 : rng.range(1, 0x1fff);
-      recipe.push(`fragment mf=${mf} offset=${fragOffset}`);
-    }
+    ipv4 = ipv4Extras(rng, recipe, { options: 0.12, fragment: 0.08, mf: 0.7, firstFragment: 0.6 });
   } else if (rng.chance(0.15)) {
     ext = ipv6Ext(rng, recipe);
   }
+  const { ipOptions, mf, fragOffset } = ipv4;
   const checksum = rng.weighted<ChecksumMode>([
     [85, 'full'],
     [10, 'partial'],

@@ -9,7 +9,7 @@ import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/pac
 import { parsePcap, toEthernet } from '../../src/lib/pcap.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 import { spawnIn, waitForExit } from '../../test/lib/netns.js';
-import { figure, percentile, type Figure } from '../report.js';
+import { figure, percentile, type Figure, type FigureSpec } from '../report.js';
 import { EXID, Events, GROUP, KIND, now } from './common.js';
 import { NODE_SELECTOR, policyYaml, secretYaml, type Session } from './session.js';
 
@@ -197,6 +197,28 @@ export async function applyToWire(s: Session, applies: number, log: (line: strin
   return { applyMs, deleteMs, syns: capture.syns, marked: capture.marked };
 }
 
+/** Two rows for one benchmark: the p50 and the p99 of its samples; `p99Budget` holds the p99 to a budget. */
+function p50p99(
+  benchmark: string,
+  samples: number[],
+  of: string,
+  note: string,
+  p99Budget?: Pick<FigureSpec, 'baseline' | 'target'>,
+): Figure[] {
+  return [
+    figure({ group: GROUP, benchmark, config: `p50 of ${of}`, unit: 'ms', runs: [percentile(samples, 0.5)], note }),
+    figure({
+      group: GROUP,
+      benchmark,
+      config: `p99 of ${of}`,
+      unit: 'ms',
+      runs: [percentile(samples, 0.99)],
+      ...p99Budget,
+      note,
+    }),
+  ];
+}
+
 /** The rows: p50 and p99 of apply → wire (p99 against the budget) and of delete → hook gone. */
 export function wireFigures(wire: WireResult): { figures: Figure[]; remarks: string[] } {
   const n = wire.applyMs.length;
@@ -206,40 +228,11 @@ export function wireFigures(wire: WireResult): { figures: Figure[]; remarks: str
   const deleteNote =
     'From the start of `kubectl delete` to the moment a 2 ms poll of the interface (TCX and tc) finds no hook of ours; each delete removes the only policy on the node.';
   const figures = [
-    figure({
-      group: GROUP,
-      benchmark: 'kubectl apply → token on the wire',
-      config: `p50 of ${n} applies`,
-      unit: 'ms',
-      runs: [percentile(wire.applyMs, 0.5)],
-      note: wireNote,
-    }),
-    figure({
-      group: GROUP,
-      benchmark: 'kubectl apply → token on the wire',
-      config: `p99 of ${n} applies`,
-      unit: 'ms',
-      runs: [percentile(wire.applyMs, 0.99)],
+    ...p50p99('kubectl apply → token on the wire', wire.applyMs, `${n} applies`, wireNote, {
       baseline: { benchmark: 'budget', value: APPLY_BUDGET_MS },
       target: { kind: 'at most', ratio: 1 },
-      note: wireNote,
     }),
-    figure({
-      group: GROUP,
-      benchmark: 'kubectl delete → hook gone from the interface',
-      config: `p50 of ${n} deletes`,
-      unit: 'ms',
-      runs: [percentile(wire.deleteMs, 0.5)],
-      note: deleteNote,
-    }),
-    figure({
-      group: GROUP,
-      benchmark: 'kubectl delete → hook gone from the interface',
-      config: `p99 of ${n} deletes`,
-      unit: 'ms',
-      runs: [percentile(wire.deleteMs, 0.99)],
-      note: deleteNote,
-    }),
+    ...p50p99('kubectl delete → hook gone from the interface', wire.deleteMs, `${n} deletes`, deleteNote),
   ];
   const remarks = [
     `control plane: ${n} applies sent ${wire.syns} SYNs to the peer, ${wire.marked} of them marked; no token of the run appeared in the agent's or the operator's output.`,

@@ -11,7 +11,7 @@ import {
   decodeSrcKey,
 } from '../lib/abi.js';
 import { validatePolicy } from '../lib/policy.js';
-import type { TokenKeys } from '../lib/types.js';
+import type { TokenKeys, TokenPolicy } from '../lib/types.js';
 import { EncodingMemo, computeDesired } from './desired.js';
 import type { HostInterface } from './interfaces.js';
 
@@ -32,15 +32,22 @@ function policy(name: string, spec: Record<string, unknown>) {
 
 const key = (b: number): TokenKeys => ({ current: Buffer.alloc(8, b) });
 
+/** The desired state for `policies` on a node without labels and without earlier slot ids. */
+const desired = (policies: TokenPolicy[], keys: Record<string, TokenKeys | Error>, interfaces: HostInterface[] = ifs) =>
+  computeDesired({ policies, keys: new Map(Object.entries(keys)), nodeLabels: {}, interfaces, previousIds: new Map() });
+
+/** A plain Ethernet interface: up, not loopback, a 1500 MTU, no default route. */
+const ETHER = { up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: null } as const;
+const ether = (name: string, ifindex: number, more: Partial<HostInterface> = {}): HostInterface => ({
+  name,
+  ifindex,
+  ...ETHER,
+  ...more,
+});
+
 test('default interfaces are the default-route ones; empty destinations mean everything', () => {
   const p = policy('a', { egress: {} });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['a', key(1)]]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { a: key(1) });
   assert.deepEqual([...d.hooks.keys()], ['2/egress']);
   const [k4] = [...d.egress4.values()][0]!;
   assert.deepEqual(decodeLpmKey(k4), { prefixLen: 0, ifindex: 2, addr: Buffer.from([0, 0, 0, 0]) });
@@ -54,13 +61,7 @@ test('names, globs and missing interfaces', () => {
     interfaces: { names: ['eth9'], patterns: ['eth*', 'wl*'] },
     egress: { destinations: [{ cidr: '10.0.0.0/8', ports: [443] }] },
   });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['a', key(1)]]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { a: key(1) });
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '3/egress']);
   assert.deepEqual(d.outcomes[0]!.errors.map((e) => e.reason).sort(), ['InterfaceNotFound', 'NoInterfaceMatched']);
   // The data path fills in the counter slot when it writes the rule.
@@ -70,16 +71,7 @@ test('names, globs and missing interfaces', () => {
 test('same prefix in two policies: the name that sorts first wins, the other is warned', () => {
   const a = policy('alpha', { egress: { destinations: [{ cidr: '10.0.0.0/8' }] } });
   const b = policy('beta', { egress: { destinations: [{ cidr: '10.0.0.0/8' }, { cidr: '10.1.0.0/16' }] } });
-  const d = computeDesired({
-    policies: [b, a],
-    keys: new Map([
-      ['alpha', key(1)],
-      ['beta', key(2)],
-    ]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([b, a], { alpha: key(1), beta: key(2) });
   const rules = [...d.egress4.values()].map(([k, v]) => [decodeLpmKey(k).prefixLen, decodeEgressRule(v).policyId]);
   const alphaId = d.ids.get('alpha');
   const betaId = d.ids.get('beta');
@@ -117,13 +109,7 @@ test('slot ids stay stable across reconciles and node selectors are honoured', (
 
 test('a policy whose Secret is missing applies nothing and says why', () => {
   const a = policy('a', { egress: {} });
-  const d = computeDesired({
-    policies: [a],
-    keys: new Map([['a', new Error('Secret "a-token" not found')]]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([a], { a: new Error('Secret "a-token" not found') });
   assert.equal(d.hooks.size, 0);
   assert.equal(d.egress4.size, 0);
   assert.equal(d.outcomes[0]!.errors[0]!.reason, 'SecretUnavailable');
@@ -134,13 +120,7 @@ test('ingress: protected ports per interface, exemptions per policy, the verifie
     interfaces: { names: ['eth0', 'eth1'] },
     ingress: { action: 'Enforce', ports: [443, 80], exemptSources: ['10.0.0.0/8', '2001:db8::/32'] },
   });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['guard', key(1)]]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { guard: key(1) });
   const id = d.ids.get('guard');
   assert.equal(id, 1, 'an ingress-only policy gets a slot: the verifier reads its token there');
   assert.equal(d.outcomes[0]!.id, 1);
@@ -187,13 +167,7 @@ test('ingress: no ports means every port (0); Monitor and the replay limit reach
       ingress: { replayLimit: 3 },
     },
   });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['both', { current: Buffer.alloc(16, 1) }]]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { both: { current: Buffer.alloc(16, 1) } });
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
   const [[k, v]] = [...d.ingressPorts.values()] as [[Buffer, Buffer]];
   assert.deepEqual(
@@ -213,16 +187,7 @@ test('ingress: no ports means every port (0); Monitor and the replay limit reach
 test('ingress: the same port on the same interface in two policies: the name that sorts first wins, the other is warned', () => {
   const a = policy('alpha', { ingress: { ports: [443] } });
   const b = policy('beta', { ingress: { ports: [443, 8443] } });
-  const d = computeDesired({
-    policies: [b, a],
-    keys: new Map([
-      ['alpha', key(1)],
-      ['beta', key(2)],
-    ]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired([b, a], { alpha: key(1), beta: key(2) });
   const owner = (port: number): number | undefined => {
     for (const [k, v] of d.ingressPorts.values())
       if (decodePortKey(k).port === port && !decodePortKey(k).enforcing) return decodeIngressRule(v).policyId;
@@ -243,13 +208,7 @@ test('an interface the programs cannot read gets no hook: the policy lists it, t
     { name: 'gre1', ifindex: 9, up: true, loopback: false, mtu: 1476, defaultRoute: false, linkType: 'gre', kind: 'gre' },
   ];
   const p = policy('a', { interfaces: { names: ['eth0', 'gre1'] }, egress: {}, ingress: { action: 'Enforce' } });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['a', key(1)]]),
-    nodeLabels: {},
-    interfaces: withGre,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { a: key(1) }, withGre);
   assert.deepEqual([...d.hooks.keys()].sort(), ['2/egress', '2/ingress']);
   assert.deepEqual([...d.refused.keys()].sort(), ['9/egress', '9/ingress']);
   const r = d.refused.get('9/ingress')!;
@@ -266,16 +225,10 @@ test('hooks carry the build their device needs: tun devices read the IP header f
   const more: HostInterface[] = [
     ...ifs,
     { name: 'wg0', ifindex: 7, up: true, loopback: false, mtu: 1420, defaultRoute: false, linkType: 'none', kind: 'wireguard' },
-    { name: 'veth1', ifindex: 8, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'veth' },
+    ether('veth1', 8, { kind: 'veth' }),
   ];
   const p = policy('a', { interfaces: { names: ['eth0', 'wg0', 'veth1'] }, ingress: {} });
-  const d = computeDesired({
-    policies: [p],
-    keys: new Map([['a', key(1)]]),
-    nodeLabels: {},
-    interfaces: more,
-    previousIds: new Map(),
-  });
+  const d = desired([p], { a: key(1) }, more);
   const h = (k: string): { layer: string; xdpNative: boolean } => ({
     layer: d.hooks.get(k)!.layer,
     xdpNative: d.hooks.get(k)!.xdpNative,
@@ -288,42 +241,13 @@ test('hooks carry the build their device needs: tun devices read the IP header f
 test("bond slaves get the bond's ingress rules, unless a policy protects the slave itself", () => {
   const bonded: HostInterface[] = [
     ...ifs,
-    { name: 'bond0', ifindex: 10, up: true, loopback: false, mtu: 1500, defaultRoute: false, linkType: 'ether', kind: 'bond' },
-    {
-      name: 'ens1',
-      ifindex: 11,
-      up: true,
-      loopback: false,
-      mtu: 1500,
-      defaultRoute: false,
-      linkType: 'ether',
-      kind: null,
-      master: 'bond0',
-    },
-    {
-      name: 'ens2',
-      ifindex: 12,
-      up: true,
-      loopback: false,
-      mtu: 1500,
-      defaultRoute: false,
-      linkType: 'ether',
-      kind: null,
-      master: 'bond0',
-    },
+    ether('bond0', 10, { kind: 'bond' }),
+    ether('ens1', 11, { master: 'bond0' }),
+    ether('ens2', 12, { master: 'bond0' }),
   ];
   const onBond = policy('a', { interfaces: { names: ['bond0'] }, ingress: { action: 'Enforce', ports: [443] } });
   const onSlave = policy('b', { interfaces: { names: ['ens2'] }, ingress: { action: 'Monitor', ports: [443] } });
-  const d = computeDesired({
-    policies: [onBond, onSlave],
-    keys: new Map([
-      ['a', key(1)],
-      ['b', key(2)],
-    ]),
-    nodeLabels: {},
-    interfaces: bonded,
-    previousIds: new Map(),
-  });
+  const d = desired([onBond, onSlave], { a: key(1), b: key(2) }, bonded);
   const rule = (ifindex: number, port: number): number | undefined => {
     for (const [k, v] of d.ingressPorts.values()) {
       const pk = decodePortKey(k);
@@ -346,21 +270,10 @@ test('keyed slots carry the clock skew the verifier tolerates: clockSkewSeconds,
       spec: { token: { mode: 'Keyed', secretRef: { name: `${name}-key` }, ...token }, ingress: {} },
     });
   const k16 = { current: Buffer.alloc(16, 3) };
-  const d = computeDesired({
-    policies: [
-      keyed('a', { epochSeconds: 60 }),
-      keyed('b', { epochSeconds: 2 }),
-      keyed('c', { epochSeconds: 60, clockSkewSeconds: 20 }),
-    ],
-    keys: new Map([
-      ['a', k16],
-      ['b', k16],
-      ['c', k16],
-    ]),
-    nodeLabels: {},
-    interfaces: ifs,
-    previousIds: new Map(),
-  });
+  const d = desired(
+    [keyed('a', { epochSeconds: 60 }), keyed('b', { epochSeconds: 2 }), keyed('c', { epochSeconds: 60, clockSkewSeconds: 20 })],
+    { a: k16, b: k16, c: k16 },
+  );
   const skew = (name: string): number => d.policySlots.get(d.ids.get(name)!)!.readUInt16LE(6);
   assert.equal(skew('a'), 5);
   assert.equal(skew('b'), 2);

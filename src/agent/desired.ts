@@ -309,18 +309,9 @@ function assignIds(names: readonly string[], previous: ReadonlyMap<string, numbe
   return ids;
 }
 
-export function computeDesired(input: DesiredInput): DesiredState {
-  const memo = input.memo ?? new EncodingMemo();
-  try {
-    return compute(input, memo);
-  } finally {
-    memo.endRound();
-  }
-}
-
-function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
-  const sorted = [...input.policies].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-  const state: DesiredState = {
+/** A desired state with nothing in it: no rules, no hooks, no policies. */
+export function emptyDesiredState(): DesiredState {
+  return {
     policySlots: new Map(),
     egress4: new Map(),
     egress6: new Map(),
@@ -332,6 +323,20 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     outcomes: [],
     ids: new Map(),
   };
+}
+
+export function computeDesired(input: DesiredInput): DesiredState {
+  const memo = input.memo ?? new EncodingMemo();
+  try {
+    return compute(input, memo);
+  } finally {
+    memo.endRound();
+  }
+}
+
+function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
+  const sorted = [...input.policies].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const state = emptyDesiredState();
   const applicable = sorted.filter((p) => selectorMatches(p.spec.nodeSelector, input.nodeLabels));
   const ids = assignIds(
     applicable.map((p) => p.metadata.name),

@@ -22,6 +22,13 @@ type: Opaque
 data: {current: ${token}}
 `;
 
+/** The names of the policies the source holds now, sorted. */
+const names = (src: FileSource): string[] =>
+  src
+    .snapshot()
+    .policies.map((p) => p.metadata.name)
+    .sort();
+
 test('a bad document is named with its field; the valid ones still load', () => {
   const text = doc('good') + '---\n' + doc('bad', '10.0.0.0/99') + '---\nkind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\n';
   const r = parsePolicyFile(text, '/etc/netoken/policy.yaml');
@@ -40,25 +47,12 @@ test('broken YAML changes nothing; an invalid edit keeps the last good policy', 
     writeFileSync(file, doc('web') + '---\n' + doc('api'));
     const src = new FileSource(file, {}, silentLogger());
     src.reload();
-    assert.deepEqual(
-      src
-        .snapshot()
-        .policies.map((p) => p.metadata.name)
-        .sort(),
-      ['api', 'web'],
-    );
+    assert.deepEqual(names(src), ['api', 'web']);
     assert.equal(src.snapshot().policies[0]!.metadata.generation, 1);
 
     writeFileSync(file, 'apiVersion: [unclosed\n');
     src.reload();
-    assert.deepEqual(
-      src
-        .snapshot()
-        .policies.map((p) => p.metadata.name)
-        .sort(),
-      ['api', 'web'],
-      'broken YAML keeps all',
-    );
+    assert.deepEqual(names(src), ['api', 'web'], 'broken YAML keeps all');
     assert.match(src.snapshot().documentErrors[0]!.message, /invalid YAML/);
 
     writeFileSync(file, doc('web', '10.0.0.0/99') + '---\n' + doc('api', '192.0.2.0/24'));

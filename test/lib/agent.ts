@@ -212,10 +212,28 @@ export interface KernelHooks {
   clsact: boolean;
 }
 
+/**
+ * Runs an ES module `script` with node inside `ns` (nsenter: bpffs stays visible), `binding`
+ * (the native addon's loader) already imported, `args` in process.argv[1..]; resolves with
+ * its standard output.
+ */
+export async function bindingScriptIn(ns: string, script: string, args: readonly string[]): Promise<string> {
+  const body = `const { binding } = await import(${JSON.stringify(BINDING)});\n${script}`;
+  const r = await run('nsenter', [
+    `--net=/var/run/netns/${ns}`,
+    '--',
+    process.execPath,
+    '--input-type=module',
+    '-e',
+    body,
+    ...args,
+  ]);
+  return r.stdout;
+}
+
 /** What the kernel has attached at `dev`'s egress, read from inside `ns`. */
 export async function kernelHooks(ns: string, dev: string, priority = 1): Promise<KernelHooks> {
   const script = `
-    const { binding } = await import(${JSON.stringify(BINDING)});
     const b = binding();
     const ifindex = Number(process.argv[1]);
     const tcx = b.tcxQuery(ifindex, 'egress');
@@ -223,17 +241,9 @@ export async function kernelHooks(ns: string, dev: string, priority = 1): Promis
     console.log(JSON.stringify({ tcx, tc }));
   `;
   const idx = await run('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/ifindex`]);
-  const r = await run('nsenter', [
-    `--net=/var/run/netns/${ns}`,
-    '--',
-    process.execPath,
-    '--input-type=module',
-    '-e',
-    script,
-    idx.stdout.trim(),
-  ]);
+  const stdout = await bindingScriptIn(ns, script, [idx.stdout.trim()]);
   const q = await run('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'show', 'dev', dev]);
-  const parsed = JSON.parse(r.stdout) as { tcx: number[]; tc: number | null };
+  const parsed = JSON.parse(stdout) as { tcx: number[]; tc: number | null };
   return { ...parsed, clsact: /clsact/.test(q.stdout) };
 }
 

@@ -11,7 +11,7 @@
  *       ({ifindex, name, layer, xdpNative}[]); prints the ApplyResult
  */
 import { Datapath } from '../../src/agent/datapath.js';
-import type { DesiredHook, DesiredState } from '../../src/agent/desired.js';
+import { emptyDesiredState, type DesiredHook, type DesiredState } from '../../src/agent/desired.js';
 import { linkLayer, listInterfaces, nativeXdpCandidate } from '../../src/agent/interfaces.js';
 import { createLogger } from '../../src/lib/log.js';
 import { bpfObjectPath } from '../../src/lib/package.js';
@@ -42,16 +42,8 @@ async function main(argv: string[]): Promise<void> {
     });
     try {
       const desired: DesiredState = {
-        policySlots: new Map(),
-        egress4: new Map(),
-        egress6: new Map(),
-        ingressPorts: new Map(),
-        exempt4: new Map(),
-        exempt6: new Map(),
+        ...emptyDesiredState(),
         hooks: new Map(hooks.map((h) => [`${h.ifindex}/ingress`, { ...h, direction: 'ingress' as const, policies: ['probe'] }])),
-        refused: new Map(),
-        outcomes: [],
-        ids: new Map(),
       };
       const r = dp.apply(desired);
       process.stdout.write(

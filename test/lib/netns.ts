@@ -334,6 +334,14 @@ async function ipIn(ns: string, args: readonly string[]): Promise<RunResult> {
   return run('ip', ['-n', ns, ...args], { timeoutMs: 15_000 });
 }
 
+/**
+ * A permanent neighbour entry in `ns`: `ip` on `dev` is at `mac`, without ARP or ND. The
+ * family comes from the address.
+ */
+export async function permanentNeighbour(ns: string, ip: string, mac: string, dev: string): Promise<void> {
+  await ipIn(ns, ['neigh', 'replace', ip, 'lladdr', mac, 'dev', dev, 'nud', 'permanent']);
+}
+
 async function readLinks(ns: string): Promise<Map<string, LinkInfo>> {
   const { stdout } = await ipIn(ns, ['-j', 'link', 'show']);
   const parsed = JSON.parse(stdout) as Array<{ ifname?: unknown; ifindex?: unknown; address?: unknown }>;
@@ -542,31 +550,8 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
             [b, a],
           ] as const) {
             const mac = info(to.ns, to.dev).mac;
-            await ipIn(from.ns, [
-              'neigh',
-              'replace',
-              addrOf(to.ipv4Cidr),
-              'lladdr',
-              mac,
-              'dev',
-              from.addrDev,
-              'nud',
-              'permanent',
-            ]);
-            if (ipv6) {
-              await ipIn(from.ns, [
-                '-6',
-                'neigh',
-                'replace',
-                addrOf(to.ipv6Cidr),
-                'lladdr',
-                mac,
-                'dev',
-                from.addrDev,
-                'nud',
-                'permanent',
-              ]);
-            }
+            await permanentNeighbour(from.ns, addrOf(to.ipv4Cidr), mac, from.addrDev);
+            if (ipv6) await permanentNeighbour(from.ns, addrOf(to.ipv6Cidr), mac, from.addrDev);
           }
         }
       }

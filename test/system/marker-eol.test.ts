@@ -10,7 +10,7 @@ import { TCP_ACK, TCP_SYN, buildFrame, findTokenOption, parseFrame, tokenOption 
 import { toEthernet } from '../../src/lib/pcap.js';
 import { TOKEN, agentIn, counter, policyYaml } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
-import { createTopology, exec, type Topology } from '../lib/netns.js';
+import { createTopology, permanentNeighbour, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { startServer } from '../lib/tcp.js';
 
@@ -34,17 +34,7 @@ test("EOL-padded SYNs (the BSD layout) are marked: the token in the EOL's place,
     await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the marker');
     // The server answers at once: it knows the client's MAC.
     for (const ip of [topo.client.ipv4, topo.client.ipv6!]) {
-      await exec(topo.server.ns, 'ip', [
-        'neigh',
-        'replace',
-        ip,
-        'lladdr',
-        topo.client.mac,
-        'dev',
-        topo.server.dev,
-        'nud',
-        'permanent',
-      ]);
+      await permanentNeighbour(topo.server.ns, ip, topo.client.mac, topo.server.dev);
     }
     const mac = { srcMac: topo.client.mac, dstMac: topo.server.mac };
     const syns = [

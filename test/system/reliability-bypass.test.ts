@@ -16,7 +16,7 @@ import { TCP_ACK, TCP_SYN, buildFrame, parseFrame, tokenOption } from '../../src
 import { toEthernet } from '../../src/lib/pcap.js';
 import { TOKEN, agentIn, counter, policyYaml } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
-import { createTopology, exec, type Topology } from '../lib/netns.js';
+import { createTopology, permanentNeighbour, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { startServer } from '../lib/tcp.js';
 
@@ -41,17 +41,7 @@ describe('Enforce cannot be bypassed', () => {
       await agent.waitStatus((s) => s.hooks.length === 1 && s.ready, 20_000, 'the verifier');
       // The server knows the client's MAC beforehand, so that it answers at once.
       for (const ip of [topo.client.ipv4, topo.client.ipv6!]) {
-        await exec(topo.server.ns, 'ip', [
-          'neigh',
-          'replace',
-          ip,
-          'lladdr',
-          topo.client.mac,
-          'dev',
-          topo.server.dev,
-          'nud',
-          'permanent',
-        ]);
+        await permanentNeighbour(topo.server.ns, ip, topo.client.mac, topo.server.dev);
       }
       const mac = { srcMac: topo.client.mac, dstMac: topo.server.mac };
       const opts = Buffer.from('020405b4', 'hex');
@@ -117,18 +107,18 @@ describe('Enforce cannot be bypassed', () => {
           payload,
         });
       };
-      {
-        // 14 bytes whose flags say ACK: reassembly keeps 8 of them, and the second fragment brings SYN.
-        const seg = segment(41005, 4);
-        const first = Buffer.from(seg.subarray(0, 14));
+      /**
+       * An IPv4 SYN whose first fragment holds `firstLen` TCP bytes with ACK in the flags byte,
+       * the second (IP id `id` for both) the rest from byte 8 on, which brings SYN.
+       */
+      const ackFirst = (sport: number, firstLen: number, id: number, what: string): void => {
+        const seg = segment(sport, 4);
+        const first = Buffer.from(seg.subarray(0, firstLen));
         first[13] = TCP_ACK;
-        cases.push({
-          sport: 41005,
-          what: 'an IPv4 SYN whose 14-byte first fragment says ACK in the bytes reassembly drops',
-          control: false,
-          frames: [v4frag(first, 0, true, 0x4305), v4frag(seg.subarray(8), 8, false, 0x4305)],
-        });
-      }
+        cases.push({ sport, what, control: false, frames: [v4frag(first, 0, true, id), v4frag(seg.subarray(8), 8, false, id)] });
+      };
+      // 14 bytes whose flags say ACK: reassembly keeps 8 of them, and the second fragment brings SYN.
+      ackFirst(41005, 14, 0x4305, 'an IPv4 SYN whose 14-byte first fragment says ACK in the bytes reassembly drops');
       {
         // The same with the fragments the other way round.
         const seg = segment(41006, 4);
@@ -140,18 +130,8 @@ describe('Enforce cannot be bypassed', () => {
           frames: [v4frag(seg.subarray(8), 8, false, 0x4306), v4frag(first, 0, true, 0x4306)],
         });
       }
-      {
-        // 16 kept bytes say ACK; a fragment overlapping them says SYN: overlapping fragments kill the datagram.
-        const seg = segment(41007, 4);
-        const first = Buffer.from(seg.subarray(0, 16));
-        first[13] = TCP_ACK;
-        cases.push({
-          sport: 41007,
-          what: 'an IPv4 first fragment that says ACK, overlapped by one that says SYN',
-          control: false,
-          frames: [v4frag(first, 0, true, 0x4307), v4frag(seg.subarray(8), 8, false, 0x4307)],
-        });
-      }
+      // 16 kept bytes say ACK; a fragment overlapping them says SYN: overlapping fragments kill the datagram.
+      ackFirst(41007, 16, 0x4307, 'an IPv4 first fragment that says ACK, overlapped by one that says SYN');
       {
         // An IPv6 first fragment that stops inside the options (24 bytes: the header and the MSS option).
         const seg = segment(41008, 6, Buffer.from('020405b40402080a000000010000000001030307', 'hex'));

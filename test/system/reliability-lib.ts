@@ -8,12 +8,13 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { readCounterRows } from '../../src/agent/counters.js';
 import { layoutDir } from '../../src/agent/layout.js';
+import { NT_OPT_EXID_DEFAULT, NT_OPT_KIND_DEFAULT } from '../../src/lib/abi.js';
 import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../../src/lib/packet.js';
 import { toEthernet } from '../../src/lib/pcap.js';
 import { binding } from '../../src/native/binding.js';
-import { ROOT } from '../lib/agent.js';
+import { ROOT, TOKEN } from '../lib/agent.js';
 import { startCapture, type Capture } from '../lib/capture.js';
-import { run, spawnIn, waitForExit } from '../lib/netns.js';
+import { run, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
 
 export const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
 
@@ -76,19 +77,22 @@ export interface SynWatch {
 }
 
 /**
- * Connections in a loop from `clientNs` to `addr`:`port` (one at a time, echo checked), and a
- * capture in `serverNs` on `serverDev` of every opening SYN to that port, until stop().
+ * Connections in a loop from the topology's client to the server's IPv4 address, `port` (one
+ * at a time, echo checked), and a capture at the server's end of every opening SYN to that
+ * port, until stop(). A SYN counts as marked when it carries the default token option with
+ * TOKEN.
  */
-export async function watchSyns(opts: {
-  clientNs: string;
-  serverNs: string;
-  serverDev: string;
-  addr: string;
-  port: number;
-  kind: number;
-  exid: number;
-  token: Buffer;
-}): Promise<SynWatch> {
+export async function watchSyns(topo: Topology, port: number): Promise<SynWatch> {
+  const opts = {
+    clientNs: topo.client.ns,
+    serverNs: topo.server.ns,
+    serverDev: topo.server.dev,
+    addr: topo.server.ipv4,
+    port,
+    kind: NT_OPT_KIND_DEFAULT,
+    exid: NT_OPT_EXID_DEFAULT,
+    token: TOKEN,
+  };
   const cap: Capture = await startCapture(opts.serverNs, opts.serverDev, {
     filter: `tcp dst port ${opts.port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn`,
   });

@@ -12,10 +12,10 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { decodeLpmKey, encodeLpmKey, NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../../src/lib/abi.js';
+import { decodeLpmKey, encodeLpmKey } from '../../src/lib/abi.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { binding } from '../../src/native/binding.js';
-import { TOKEN, agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
+import { agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
 import { createTopology, type Topology } from '../lib/netns.js';
 import { startServer, tcpCounters } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns } from './reliability-lib.js';
@@ -113,16 +113,7 @@ describe('kill -9 mid-reconcile', () => {
       let programId = s0.programId;
       let marked = pinnedCounters(agent.stateDir).marked ?? 0n;
       const tcpBefore = await tcpCounters(topo.client.ns);
-      const watch = await watchSyns({
-        clientNs: topo.client.ns,
-        serverNs: topo.server.ns,
-        serverDev: topo.server.dev,
-        addr: topo.server.ipv4,
-        port: server.port,
-        kind: KIND,
-        exid: EXID,
-        token: TOKEN,
-      });
+      const watch = await watchSyns(topo, server.port);
       await sleep(500);
 
       /** While the agent is down: the old program alone at egress, the same link and maps, counters not behind. */

@@ -10,13 +10,11 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT, agentIn, policyYaml, type AgentRun } from '../lib/agent.js';
+import { agentIn, bindingScriptIn, policyYaml, type AgentRun } from '../lib/agent.js';
 import { fixture } from '../lib/native.js';
 import { createTopology, exec, run, type Topology } from '../lib/netns.js';
 import { startServer } from '../lib/tcp.js';
 import { tcState, xdpProgId } from './reliability-lib.js';
-
-const BINDING = path.join(ROOT, 'dist/src/native/binding.js');
 
 const topologies: Topology[] = [];
 after(async () => {
@@ -25,18 +23,10 @@ after(async () => {
 
 /** TCX program ids at both hooks of `dev` in `ns`. */
 async function tcx(ns: string, dev: string): Promise<{ ingress: number[]; egress: number[] }> {
-  const script = `const { binding } = await import(${JSON.stringify(BINDING)}); const b = binding(); const i = Number(process.argv[1]);
+  const script = `const b = binding(); const i = Number(process.argv[1]);
 console.log(JSON.stringify({ ingress: b.tcxQuery(i, 'ingress'), egress: b.tcxQuery(i, 'egress') }));`;
   const idx = await run('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/ifindex`]);
-  const { stdout } = await run('nsenter', [
-    `--net=/var/run/netns/${ns}`,
-    '--',
-    process.execPath,
-    '--input-type=module',
-    '-e',
-    script,
-    idx.stdout.trim(),
-  ]);
+  const stdout = await bindingScriptIn(ns, script, [idx.stdout.trim()]);
   return JSON.parse(stdout) as { ingress: number[]; egress: number[] };
 }
 

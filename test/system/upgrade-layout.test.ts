@@ -87,16 +87,7 @@ test('an agent upgraded over the pinned maps of layout 1 moves them to the curre
     );
 
     const tcpBefore = await tcpCounters(topo.client.ns);
-    const watch = await watchSyns({
-      clientNs: topo.client.ns,
-      serverNs: topo.server.ns,
-      serverDev: topo.server.dev,
-      addr: topo.server.ipv4,
-      port: server.port,
-      kind: KIND,
-      exid: EXID,
-      token: TOKEN,
-    });
+    const watch = await watchSyns(topo, server.port);
     await new Promise((r) => setTimeout(r, 1000));
     const oldStats = b.mapFromPin(path.join(oldMaps, 'nt_stats'));
     const markedBefore = oldStats.keys().length;

@@ -22,10 +22,10 @@ import {
 import { toEthernet } from '../../src/lib/pcap.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import type { AgentStatus } from '../../src/agent/agent.js';
-import { agentIn, counter, type AgentRun } from '../lib/agent.js';
+import { agentIn, bindingScriptIn, counter, type AgentRun } from '../lib/agent.js';
 import { startCapture } from '../lib/capture.js';
 import { fixture } from '../lib/native.js';
-import { createTopology, exec, run, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
+import { createTopology, exec, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
 import { connect, startServer, tcpCounters } from '../lib/tcp.js';
@@ -82,20 +82,10 @@ async function reconciled(agent: AgentRun, before: AgentStatus, what: string): P
   return agent.waitStatus((s) => s.reconciles > before.reconciles && s.documentErrors.length === 0, 15_000, what);
 }
 
-const BINDING = path.join(PACKAGE_ROOT, 'dist/src/native/binding.js');
-
 /** Program ids TCX runs at the ingress of `ifindex` in `ns`, as the kernel reports them. */
 async function tcxIngress(ns: string, ifindex: number): Promise<number[]> {
-  const script = `const { binding } = await import(${JSON.stringify(BINDING)}); console.log(JSON.stringify(binding().tcxQuery(Number(process.argv[1]), 'ingress')));`;
-  const { stdout } = await run('nsenter', [
-    `--net=/var/run/netns/${ns}`,
-    '--',
-    process.execPath,
-    '--input-type=module',
-    '-e',
-    script,
-    String(ifindex),
-  ]);
+  const script = `console.log(JSON.stringify(binding().tcxQuery(Number(process.argv[1]), 'ingress')));`;
+  const stdout = await bindingScriptIn(ns, script, [String(ifindex)]);
   return JSON.parse(stdout) as number[];
 }
 
