@@ -213,6 +213,13 @@ export async function tcpCounters(ns: string): Promise<Record<string, number>> {
   return Object.fromEntries(Object.entries(all).filter(([k]) => k.startsWith('Tcp')));
 }
 
+/** SYNs the stack of `ns` sent since `before` (connect() calls plus SYN retransmissions). */
+export async function synsSent(ns: string, before: Record<string, number>): Promise<number> {
+  const now = await tcpCounters(ns);
+  const d = (k: string): number => (now[k] ?? 0) - (before[k] ?? 0);
+  return d('TcpActiveOpens') + d('TcpExtTCPSynRetrans');
+}
+
 /** after - before for each counter in `after` (missing in before counts as 0). */
 export function counterDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));

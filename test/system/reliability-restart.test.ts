@@ -17,7 +17,7 @@ import { parseCidr } from '../../src/lib/cidr.js';
 import { binding } from '../../src/native/binding.js';
 import { agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
 import { createTopology, type Topology } from '../lib/netns.js';
-import { startServer, tcpCounters } from '../lib/tcp.js';
+import { startServer, synsSent, tcpCounters } from '../lib/tcp.js';
 import { destinationList, destinations, pinnedCounters, pinnedMapIds, watchSyns } from './reliability-lib.js';
 import { layoutDir } from '../../src/agent/layout.js';
 import { sleep } from '../../src/lib/wait.js';
@@ -188,12 +188,7 @@ describe('kill -9 mid-reconcile', () => {
       }
       await sleep(500);
       const seen = await watch.stop();
-      const tcpAfter = await tcpCounters(topo.client.ns);
-      const sent =
-        (tcpAfter.TcpActiveOpens ?? 0) -
-        (tcpBefore.TcpActiveOpens ?? 0) +
-        (tcpAfter.TcpExtTCPSynRetrans ?? 0) -
-        (tcpBefore.TcpExtTCPSynRetrans ?? 0);
+      const sent = await synsSent(topo.client.ns, tcpBefore);
       const total = pinnedCounters(agent.stateDir).marked ?? 0n;
       const verified = await verifier.statusReport();
       const v = (name: string): number => counter(verified, name, 'check');

@@ -24,7 +24,7 @@ import { layoutDir } from '../../src/agent/layout.js';
 import { ROOT, TOKEN, agentIn, counter, kernelHooks, policyYaml } from '../lib/agent.js';
 import { layout1Objects } from '../lib/layout1.js';
 import { createTopology, netnsPath, run, type Topology } from '../lib/netns.js';
-import { startServer, tcpCounters } from '../lib/tcp.js';
+import { startServer, synsSent, tcpCounters } from '../lib/tcp.js';
 import { pinnedCounters, watchSyns } from './reliability-lib.js';
 
 const HELPER = path.join(ROOT, 'dist/test/packet/netns-helper.js');
@@ -99,12 +99,7 @@ test('an agent upgraded over the pinned maps of layout 1 moves them to the curre
     const s = await agent.waitStatus((x) => x.ready && x.hooks.length === 1, 60_000, 'the upgraded agent');
     await new Promise((r) => setTimeout(r, 1000));
     const seen = await watch.stop();
-    const tcpAfter = await tcpCounters(topo.client.ns);
-    const sent =
-      (tcpAfter.TcpActiveOpens ?? 0) -
-      (tcpBefore.TcpActiveOpens ?? 0) +
-      (tcpAfter.TcpExtTCPSynRetrans ?? 0) -
-      (tcpBefore.TcpExtTCPSynRetrans ?? 0);
+    const sent = await synsSent(topo.client.ns, tcpBefore);
     const report = await agent.statusReport();
     t.diagnostic(
       `${seen.loop.ok}/${seen.loop.attempts} connections, ${sent} SYNs sent, ${seen.marked}/${seen.syns} captured with the token; marked ${counter(report, 'marked', 'up')}`,

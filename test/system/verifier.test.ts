@@ -28,7 +28,7 @@ import { fixture } from '../lib/native.js';
 import { createTopology, exec, spawnIn, waitForExit, type Topology } from '../lib/netns.js';
 import { sendFrame } from '../lib/raw-send.js';
 import { createStar, type Star } from '../lib/star.js';
-import { connect, startServer, tcpCounters } from '../lib/tcp.js';
+import { connect, startServer, synsSent, tcpCounters } from '../lib/tcp.js';
 import { sleep } from '../../src/lib/wait.js';
 import { PACKAGE_ROOT } from '../../src/lib/package.js';
 
@@ -68,13 +68,6 @@ ${spec.replace(/^/gm, '  ')}
 
 function docs(...d: string[]): string {
   return d.join('---\n');
-}
-
-/** SYNs the stack of `ns` sent since `before` (connect() calls plus SYN retransmissions). */
-async function synsSent(ns: string, before: Record<string, number>): Promise<number> {
-  const now = await tcpCounters(ns);
-  const d = (k: string): number => (now[k] ?? 0) - (before[k] ?? 0);
-  return d('TcpActiveOpens') + d('TcpExtTCPSynRetrans');
 }
 
 /** Wait until the agent has reconciled again after a change of its policy file. */
