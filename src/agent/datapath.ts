@@ -298,7 +298,7 @@ export class Datapath {
   private countInSlots(desired: DesiredState): { egress4: Entries; egress6: Entries; ingressPorts: Entries; pairs: Set<string> } {
     const pairs = new Set<string>();
     let uncounted = 0;
-    const slotted = (entries: Entries, ifindexOf: (key: Buffer) => number): Entries => {
+    const slotted = (entries: ReadonlyMap<string, [Buffer, Buffer]>, ifindexOf: (key: Buffer) => number): Entries => {
       const out: Entries = new Map();
       for (const [hex, [key, value]] of entries) {
         const ifindex = ifindexOf(key);

@@ -25,7 +25,7 @@ export function readEntries(map: NativeMap): Entries {
 }
 
 /** Writes the entries of `want` whose value differs from what `have` records; returns how many. */
-export function writeChanged(map: NativeMap, have: Entries, want: Entries): number {
+export function writeChanged(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
   for (const [hex, entry] of want) {
     const cur = have.get(hex);
@@ -39,7 +39,7 @@ export function writeChanged(map: NativeMap, have: Entries, want: Entries): numb
 }
 
 /** Deletes the entries `have` records and `want` does not; returns how many the map still had. */
-export function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): number {
+export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
   for (const [hex, [key]] of have) {
     if (want.has(hex)) continue;
