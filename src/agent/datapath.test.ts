@@ -9,8 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import winston from 'winston';
 import { decodeEgressRule, decodeIface, decodeLpmKey, encodeCounterOwner } from '../lib/abi.js';
 import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
@@ -21,6 +19,7 @@ import { EncodingMemo, computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
+import { recordingLogger } from '../../test/lib/log.js';
 
 const GHOST = {
   name: 'ntghost0',
@@ -189,21 +188,7 @@ test('where the kernel refuses the marker, the agent loads its build for kernels
   const root = path.join('/sys/fs/bpf', `netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`);
   mkdirSync(root, { mode: 0o700 });
   const runDir = mkdtempSync(path.join(tmpdir(), 'nttest-datapath-'));
-  const lines: string[] = [];
-  const log = winston.createLogger({
-    level: 'info',
-    format: winston.format.json(),
-    transports: [
-      new winston.transports.Stream({
-        stream: new Writable({
-          write: (c: Buffer, _e, cb) => {
-            lines.push(c.toString());
-            cb();
-          },
-        }),
-      }),
-    ],
-  });
+  const { log, lines } = recordingLogger('info');
   let dp: Datapath | undefined;
   try {
     // A "marker" the kernel refuses (a test program that reads out of bounds), and the real compat build beside it.
