@@ -35,6 +35,7 @@ import { Events, GROUP, now } from './common.js';
 import { clockTicks, cpuTicks } from './proc.js';
 import { measureWindow } from './resources.js';
 import { NODE, mergePatch, policyYaml, secretYaml, type PolicyObject, type Session } from './session.js';
+import { type NodeStateStatus, groupedReport, reportedPolicies } from '../../src/agent/node-state.js';
 
 export interface ScaleOptions {
   /** TokenPolicies of each `kubectl create` */
@@ -345,7 +346,7 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
       120_000,
       async () => {
         const ns = await nodeState(NODE);
-        return (ns.status?.policies ?? []).filter((p) => p.name.startsWith('sc-a-') && p.generation === 1).length === n
+        return reportedPolicies(ns.status).filter((p) => p.name.startsWith('sc-a-') && p.generation === 1).length === n
           ? ns
           : undefined;
       },
@@ -369,7 +370,7 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     );
     await sleep(2000);
     const loaded = (await measureWindow({ agent: s.pids().agent }, opts.memorySeconds)).agent?.rssMiB ?? [];
-    const entry = { ...(report.status?.policies?.[0] ?? {}) } as Record<string, unknown>;
+    const entry = { ...(reportedPolicies(report.status)[0] ?? {}) } as Record<string, unknown>;
     delete entry.counters;
     a.stop();
 
@@ -389,7 +390,11 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     log(`scale: ${n} policies deleted and released in ${Math.round(deleteMs)} ms`);
     const empty = (await nodeState(NODE)).status ?? {};
     const reportOf = (policies: string[]): Record<string, unknown> => ({
-      status: { ...empty, policies: policies.map((name) => ({ ...entry, name, generation: 1 })) },
+      // As the agent writes it: plain policies grouped (src/agent/node-state.ts groupedReport).
+      status: groupedReport({
+        ...empty,
+        policies: policies.map((name) => ({ ...entry, name, generation: 1 })),
+      } as NodeStateStatus),
     });
     const sims = Array.from({ length: m - 1 }, (_, i) => simName(i));
     d0 = now();

@@ -67,6 +67,8 @@ export interface RawNodeState extends KubernetesObject {
       interfaces?: (string | { name: string; direction?: string; state?: string; reason?: string })[];
       errors?: { reason: string; message?: string }[];
     }[];
+    /** policies applied with nothing of their own, grouped (src/agent/node-state.ts groupedReport) */
+    applied?: { generation?: number; keys?: { signs: number; accepts: number[] }; names?: string[] }[];
   };
 }
 
@@ -125,6 +127,14 @@ export function cacheNodeState(o: RawNodeState): NodeReport {
     const f = entryFailure(p);
     if (f) failures.set(name, f);
     if (p.keys && Array.isArray(p.keys.accepts)) keys.set(name, internKeys(p.keys));
+  }
+  for (const g of o.status?.applied ?? []) {
+    const k = g.keys && Array.isArray(g.keys.accepts) ? internKeys(g.keys) : undefined;
+    for (const n of g.names ?? []) {
+      const name = intern(n);
+      applied.set(name, g.generation ?? 0);
+      if (k) keys.set(name, k);
+    }
   }
   return {
     metadata: meta,

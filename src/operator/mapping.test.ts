@@ -4,6 +4,7 @@ import type { CachedSecret, NodeInfo } from '../lib/cached.js';
 import { selectorMatches, type LabelSelector } from '../lib/types.js';
 import { type CachedPolicy, type NodeReport, type RawNodeState, cacheNodeState } from './cache.js';
 import { keyId } from './keys.js';
+import { type NodeStateStatus, groupedReport, reportedPolicies } from '../agent/node-state.js';
 import {
   type PolicyLookup,
   nodeStatesForNode,
@@ -216,6 +217,43 @@ test('policiesForNodeState: only the policies whose entry changed; counters movi
     'counters only',
   );
   assert.deepEqual(policiesForNodeState(report('3', []), report('3', []), lookup), [], 'the same resourceVersion is no change');
+});
+
+test('a grouped report (applied) reads as the same policies as one entry each: switching form touches nothing', () => {
+  const nodes: NodeInfo[] = [{ metadata: { name: 'n1' } }];
+  const lookup = lookupOf([policy('a', 'k'), policy('b', 'k'), policy('c', 'k')], nodes);
+  const status = {
+    agent: { version: '0.1.0' },
+    policies: [
+      { name: 'a', generation: 2, keys: { signs: 3, accepts: [3, 4] }, interfaces: ['eth0'] },
+      { name: 'b', generation: 1, interfaces: ['eth0'] },
+      { name: 'c', generation: 1, interfaces: ['eth0'], errors: [{ reason: 'KernelRefused', message: 'no' }] },
+    ],
+    interfaces: [],
+    conditions: [],
+  } as unknown as NodeStateStatus;
+  const cached = (rv: string, st: object): NodeReport =>
+    cacheNodeState({ metadata: { name: 'n1', resourceVersion: rv }, status: st } as unknown as RawNodeState);
+  const entries = cached('1', status);
+  const wire = groupedReport(status);
+  assert.deepEqual(
+    wire.policies.map((p) => p.name),
+    ['c'],
+    'only the policy with something of its own keeps an entry',
+  );
+  assert.deepEqual(
+    wire.applied.map((g) => [g.generation, g.names]),
+    [
+      [2, ['a']],
+      [1, ['b']],
+    ],
+  );
+  const grouped = cached('2', wire);
+  assert.deepEqual([...grouped.applied].sort(), [...entries.applied].sort());
+  assert.deepEqual([...grouped.keys].sort(), [...entries.keys].sort());
+  assert.deepEqual([...grouped.failures], [...entries.failures]);
+  assert.deepEqual(policiesForNodeState(entries, grouped, lookup), [], 'the same policies, only written smaller');
+  assert.deepEqual(reportedPolicies(wire), status.policies, 'reportedPolicies gives back every entry');
 });
 
 test('policiesForNodeState: a node whose agent starts (or whose report goes) touches every policy that selects it', () => {

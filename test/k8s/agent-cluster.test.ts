@@ -17,6 +17,7 @@ import { type NodeState, type OperatorRun, policyAttached } from './chart.js';
 import { type TestCluster, repoRoot } from './cluster.js';
 import { ClusterNodes, NS } from './node-agents.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 const NODE = 'node-a';
 const KEY = Buffer.from('0a1b2c3d4e5f6071', 'hex');
@@ -102,11 +103,11 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${port}]}]}`,
     const st = await waitNodeState((s) => policyAttached(s, 'web'), 'web attached');
     assert.equal(st.metadata.ownerReferences?.[0]?.kind, 'Node', 'owned by its Node');
     assert.equal(conditionStatus(st, 'Ready'), 'True');
-    assert.equal(st.status?.policies?.[0]?.generation, 1);
+    assert.equal(reportedPolicies(st.status)[0]?.generation, 1);
     const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
-    await waitNodeState((s) => (s.status?.policies?.[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
+    await waitNodeState((s) => (reportedPolicies(s.status)[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
     const p = await waitPolicy('web', (x) => conditionStatus(x, 'Ready') === 'True', 'web Ready');
     assert.deepEqual(p.status?.nodes, { selected: 1, ready: 1, failed: 0, withoutAgent: 0 });
     assert.equal(p.status?.observedGeneration, 1);
@@ -115,7 +116,7 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${port}]}]}`,
   test('an edit applies: the generation moves and the new port is marked', async () => {
     server2 = await env.server();
     await applyWeb(server2.port);
-    await waitNodeState((s) => s.status?.policies?.[0]?.generation === 2, 'generation 2 applied');
+    await waitNodeState((s) => reportedPolicies(s.status)[0]?.generation === 2, 'generation 2 applied');
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'));
     assert.equal(await synToServer(server.port), null, 'the old port is no longer marked');
   });
@@ -130,7 +131,7 @@ egress: {}`,
       ),
     );
     const st = await waitNodeState((s) => conditionStatus(s, 'Degraded') === 'True', 'Degraded');
-    const ghost = st.status?.policies?.find((p) => p.name === 'ghost');
+    const ghost = reportedPolicies(st.status).find((p) => p.name === 'ghost');
     assert.equal(ghost?.errors?.[0]?.reason, 'InterfaceNotFound');
     assert.match(ghost!.errors![0]!.message, /nosuchif0/);
     assert.ok(policyAttached(st, 'web'), 'web unaffected');
@@ -155,7 +156,7 @@ egress: {}`,
     assert.equal((await synToServer(server2.port))?.toString('hex'), KEY.toString('hex'), 'the last good state holds');
     await bridge.start();
     await waitNodeState(
-      (s) => s.status?.policies?.find((p) => p.name === 'web')?.generation === 3,
+      (s) => reportedPolicies(s.status).find((p) => p.name === 'web')?.generation === 3,
       'caught up to generation 3',
       60_000,
     );
@@ -187,7 +188,7 @@ egress: {}`,
 
   test('a node label change moves the policy off the node and back', async () => {
     await cluster.kubectlOk(['label', 'node', NODE, 'role-']);
-    await waitNodeState((s) => (s.status?.policies ?? []).length === 0, 'policy off the node');
+    await waitNodeState((s) => reportedPolicies(s.status).length === 0, 'policy off the node');
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, [], 'hook removed');
     await cluster.kubectlOk(['label', 'node', NODE, 'role=edge']);
     await waitNodeState((s) => policyAttached(s, 'web'), 'policy back');
@@ -196,7 +197,7 @@ egress: {}`,
 
   test('delete → hooks gone, the node reports nothing, the finalizer is released', async () => {
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'web', '--wait=false']);
-    await waitNodeState((s) => (s.status?.policies ?? []).length === 0, 'policy removed');
+    await waitNodeState((s) => reportedPolicies(s.status).length === 0, 'policy removed');
     assert.deepEqual((await kernelHooks(topo.client.ns, topo.client.dev)).tcx, []);
     const end = Date.now() + 30_000;
     while ((await cluster.kubectl(['get', 'tokenpolicy', 'web'])).code === 0 && Date.now() < end) await sleep(300);

@@ -12,6 +12,7 @@ import { parseAllDocuments } from 'yaml';
 import { CommandError, repoRoot, toolPaths, toolVersions, type CommandResult, type TestCluster } from './cluster.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
 import { daemonEnv } from '../../src/lib/memory.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 export const chartDir: string = join(repoRoot, 'charts/netoken');
 
@@ -258,7 +259,7 @@ export interface NodeState {
 
 /** A policy is attached on the node: it lists interfaces, and every hook on each of them is attached. */
 export function policyAttached(s: NodeState, policy: string): boolean {
-  const p = s.status?.policies?.find((x) => x.name === policy);
+  const p = reportedPolicies(s.status).find((x) => x.name === policy);
   if (!p?.interfaces?.length) return false;
   return p.interfaces.every((name) => {
     const hooks = s.status?.interfaces?.find((i) => i.name === name)?.hooks ?? [];

@@ -8,7 +8,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AgentStatus } from '../../src/agent/agent.js';
-import { type NodeStateStatus, nodeStateStatus } from '../../src/agent/node-state.js';
+import {
+  type AppliedGroup,
+  type NodeStateStatus,
+  groupedReport,
+  nodeStateStatus,
+  reportedPolicies,
+} from '../../src/agent/node-state.js';
 import { MAX_POLICIES_PER_NODE, NT_MAX_PORTS } from '../../src/lib/abi.js';
 import { repoRoot, TestCluster } from './cluster.js';
 
@@ -365,6 +371,14 @@ describe('TokenPolicy on a real API server', () => {
     );
     const r3 = await write(over);
     assert.equal(r3.code, 0, r3.stderr.slice(0, 500));
+    // Grouped (status.applied, as the agent writes plain policies): the same limit fits.
+    const plainFull = { ...full, policies: full.policies.map(({ counters: _c, ...p }) => p) };
+    const grouped = groupedReport(plainFull);
+    assert.equal(grouped.applied[0]?.names.length, MAX_POLICIES_PER_NODE);
+    const r5 = await write(grouped);
+    assert.equal(r5.code, 0, `a grouped report of ${MAX_POLICIES_PER_NODE} policies is taken: ${r5.stderr.slice(0, 500)}`);
+    const back = await cluster.getJson<{ status: NodeStateStatus & { applied?: AppliedGroup[] } }>(['tokennodestate', 'node-a']);
+    assert.equal(reportedPolicies(back.status).length, MAX_POLICIES_PER_NODE, 'every policy reads back');
     // And the schema holds the same number: one entry more is refused.
     const tooMany = { ...full, policies: [...full.policies, { name: 'p-extra', generation: 1 }] };
     const r4 = await write(tooMany);

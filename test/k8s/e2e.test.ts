@@ -24,6 +24,7 @@ import { repoRoot, toolPaths, type CommandResult } from './cluster.js';
 import { ImageBuilder, type BuildResult } from './image.js';
 import { type NodeState, policyAttached } from './chart.js';
 import { TestNode } from './node.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 const NS = 'netoken-system';
 /** The image as the tests name it: the README's registry.example.com/netoken, but local. */
@@ -261,7 +262,7 @@ describe('netoken on a real node: image from the Dockerfile, helm install, deplo
     assert.match(states, new RegExp(`^${node.name}\\s+True\\s`, 'm'), `the node's TokenNodeState is Ready:\n${states}`);
     const nodeState = await node.cluster.getJson<NodeState>(['tokennodestate', node.name]);
     assert.deepEqual(
-      nodeState.status?.policies?.find((p) => p.name === 'web-egress')?.interfaces,
+      reportedPolicies(nodeState.status).find((p) => p.name === 'web-egress')?.interfaces,
       [node.dev],
       "the policy (no interfaces given) is on the interface of the node's default route",
     );

@@ -1,17 +1,22 @@
 /**
  * The agent's TokenNodeState writer against a real API server, with the counter interval at its
  * default of 5 minutes: counters alone wait for the interval, but a change of what the node
- * applies is written at once, even while a counters-only write is pending.
+ * applies is written at once, even while a counters-only write is pending. Plain policies go on
+ * the wire grouped (status.applied), and against a CRD older than that the writer falls back to
+ * one entry per policy.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { AgentStatus, NodePolicyStatus } from '../../src/agent/agent.js';
-import { NodeStateWriter, type NodeStateStatus } from '../../src/agent/node-state.js';
+import { NodeStateWriter, type AppliedGroup, type NodeStateStatus, reportedPolicies } from '../../src/agent/node-state.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { silentLogger } from '../../src/lib/log.js';
 import { API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
-import { TestCluster } from './cluster.js';
+import { TestCluster, repoRoot } from './cluster.js';
+import { recordingLogger } from '../lib/log.js';
 
 const NODE = 'writer-node';
 
@@ -48,19 +53,33 @@ describe('TokenNodeState writer with the default counter interval', () => {
   let custom: CustomObjectsApi;
   let writer: NodeStateWriter;
 
-  const report = async (): Promise<NodeStateStatus | undefined> => {
+  /** The report as written (status.applied kept as groups). */
+  const raw = async (node = NODE): Promise<(NodeStateStatus & { applied?: AppliedGroup[] }) | undefined> => {
     try {
       return (
         (await custom.getClusterCustomObject({
           group: API_GROUP,
           version: API_VERSION,
           plural: 'tokennodestates',
-          name: NODE,
-        })) as { status?: NodeStateStatus }
+          name: node,
+        })) as { status?: NodeStateStatus & { applied?: AppliedGroup[] } }
       ).status;
     } catch {
       return undefined;
     }
+  };
+  /** The report with every policy as an entry. */
+  const report = async (node = NODE): Promise<NodeStateStatus | undefined> => {
+    const st = await raw(node);
+    return st && { ...st, policies: reportedPolicies(st) };
+  };
+  const plain = (n: number): NodePolicyStatus[] =>
+    Array.from({ length: n }, (_, i) => ({ ...policy(`plain-${String(i).padStart(3, '0')}`, 0), generation: 1 + (i % 2) }));
+
+  const loadKc = (): KubeConfig => {
+    const kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    return kc;
   };
 
   before(async () => {
@@ -110,5 +129,75 @@ describe('TokenNodeState writer with the default counter interval', () => {
       'with the newest counters',
     );
     assert.equal(writer.writes, 2);
+  });
+  test('plain policies go on the wire as groups of names and read back as every policy', async () => {
+    const node = 'grouped-node';
+    const w = new NodeStateWriter({
+      kc: loadKc(),
+      nodeName: node,
+      log: silentLogger(),
+      counterIntervalMs: 300_000,
+      minWriteIntervalMs: 200,
+    });
+    try {
+      w.update(agentStatus([...plain(300), policy('counted', 5)]));
+      const st = await waitUntil('the grouped report', 20_000, async () =>
+        (await raw(node))?.applied?.length ? raw(node) : undefined,
+      );
+      assert.deepEqual(
+        st?.policies.map((p) => p.name),
+        ['counted'],
+        'only the policy with counters keeps an entry',
+      );
+      assert.deepEqual(
+        st?.applied?.map((g) => [g.generation, g.interfaces, g.names.length]),
+        [
+          [1, ['eth0'], 150],
+          [2, ['eth0'], 150],
+        ],
+      );
+      const all = reportedPolicies(st);
+      assert.equal(all.length, 301);
+      assert.deepEqual(
+        all.find((p) => p.name === 'plain-001'),
+        { name: 'plain-001', generation: 2, interfaces: ['eth0'] },
+      );
+      const grouped = JSON.stringify(st).length;
+      const entries = JSON.stringify({ ...st, applied: undefined, policies: all }).length;
+      assert.ok(grouped * 2 < entries, `grouped ${grouped} bytes, as entries ${entries} bytes`);
+    } finally {
+      w.stop();
+    }
+  });
+
+  test('against a CRD older than status.applied, every policy is written as an entry', async () => {
+    const crd = readFileSync(join(repoRoot, 'crds/tokennodestate.yaml'), 'utf8');
+    const old = crd.replace(/\n {16}applied:\n[\s\S]*?(?=\n {16}policiesOverLimit:)/, '');
+    assert.ok(!/\n {16}applied:/.test(old) && old.length < crd.length, 'the test CRD lacks status.applied');
+    await cluster.kubectlOk(['apply', '-f', '-'], { input: old });
+    const node = 'old-crd-node';
+    const { log, lines } = recordingLogger();
+    const w = new NodeStateWriter({ kc: loadKc(), nodeName: node, log, counterIntervalMs: 300_000, minWriteIntervalMs: 200 });
+    try {
+      // The API server may take a moment to serve the older schema: write until it prunes.
+      const st = await waitUntil(
+        'every policy listed as an entry',
+        30_000,
+        async () => {
+          w.update(agentStatus(plain(40)));
+          const r = await raw(node);
+          return r && r.policies.length === 40 ? r : undefined;
+        },
+        { everyMs: 500 },
+      );
+      assert.equal(st.applied, undefined);
+      assert.ok(
+        lines.some((l) => /predates grouped reports/.test(l)),
+        `the writer said why it writes entries; log:\n${lines.join('')}`,
+      );
+    } finally {
+      w.stop();
+      await cluster.kubectlOk(['apply', '-f', '-'], { input: crd });
+    }
   });
 });

@@ -27,6 +27,7 @@ import { type TestCluster, freePorts, repoRoot, toolPaths, type CommandResult } 
 import { ClusterNodes, NS } from './node-agents.js';
 import { type Inventory, addExposition, exprNeeds } from './promql.js';
 import { waitUntil } from '../../src/lib/wait.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 const NODE = 'node-ops';
 const STATIC_TOKEN = randomBytes(8);
@@ -177,7 +178,7 @@ ingress: {action: Enforce, ports: [${guardPort}]}`,
     await env.nodeState(
       NODE,
       agent,
-      (s) => (s.status?.policies ?? []).length === 2 && (s.status?.policies ?? []).every((p) => policyAttached(s, p.name)),
+      (s) => reportedPolicies(s.status).length === 2 && reportedPolicies(s.status).every((p) => policyAttached(s, p.name)),
       'both policies attached',
     );
     for (const name of ['web', 'guard']) {

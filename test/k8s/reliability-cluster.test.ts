@@ -17,6 +17,7 @@ import { keyLeaks } from '../system/reliability-lib.js';
 import { agentKubeconfig, policyAttached, type NodeState } from './chart.js';
 import { type TestCluster } from './cluster.js';
 import { ClusterNodes, NS } from './node-agents.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 const NODE = 'node-rel';
 const GOOD = randomBytes(8);
@@ -39,7 +40,7 @@ describe('a key Secret deleted or holding garbage (cluster mode)', () => {
   const waitNodeState = (pred: (s: NodeState) => boolean, what: string, ms = 30_000): Promise<NodeState> =>
     env.nodeState(NODE, agent, pred, what, ms);
   const policyOf = (s: NodeState, name: string): NonNullable<NonNullable<NodeState['status']>['policies']>[number] | undefined =>
-    s.status?.policies?.find((p) => p.name === name);
+    reportedPolicies(s.status).find((p) => p.name === name);
   const tokenTo = async (port: number): Promise<string | null> =>
     (await env.synToken(port === p2.port ? addr2 : topo.server.ipv4, port))?.toString('hex') ?? null;
   const alive = (): void =>
@@ -72,7 +73,7 @@ egress: {destinations: [{cidr: ${addr}/32, ports: [${port}]}]}`,
 
   test('both policies mark with their keys', async () => {
     await waitNodeState(
-      (s) => (s.status?.policies ?? []).length === 2 && s.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True',
+      (s) => reportedPolicies(s.status).length === 2 && s.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True',
       'both applied',
     );
     assert.equal(await tokenTo(p1.port), GOOD.toString('hex'));

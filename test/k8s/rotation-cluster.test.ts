@@ -19,6 +19,7 @@ import { type OperatorRun } from './chart.js';
 import { type TestCluster } from './cluster.js';
 import { ClusterNodes, NS } from './node-agents.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
+import { type NodeStateStatus, reportedPolicies } from '../../src/agent/node-state.js';
 
 const CONNECT_LOOP = path.join(ROOT, 'dist/test/lib/connect-loop.js');
 const EPOCH_SECONDS = 5;
@@ -38,7 +39,7 @@ interface Policy {
   status?: { conditions?: Condition[] };
 }
 interface NodeKeysReport {
-  status?: { policies?: { name: string; keys?: { signs: number; accepts: number[] } }[] };
+  status?: NodeStateStatus;
 }
 
 describe('key rotation across two nodes', () => {
@@ -63,7 +64,7 @@ describe('key rotation across two nodes', () => {
   const eventually = <T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> =>
     waitUntil(what, ms, probe, { everyMs: 250, context: logs });
   const reported = async (node: string, policy: string): Promise<{ signs: number; accepts: number[] } | undefined> =>
-    (await getJson<NodeKeysReport>(['tokennodestate', node]))?.status?.policies?.find((p) => p.name === policy)?.keys;
+    reportedPolicies((await getJson<NodeKeysReport>(['tokennodestate', node]))?.status).find((p) => p.name === policy)?.keys;
   const keyRotation = async (policy: string): Promise<Condition | undefined> =>
     (await getJson<Policy>(['tokenpolicy', policy]))?.status?.conditions?.find((c) => c.type === 'KeyRotation');
   /** Waits until the Secret is back to one key, at generation `g`. */

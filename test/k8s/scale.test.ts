@@ -21,6 +21,7 @@ import { type TcpServer } from '../lib/tcp.js';
 import { type NodeState, type OperatorRun, waitNodeState } from './chart.js';
 import { type TestCluster } from './cluster.js';
 import { ClusterNodes, NS } from './node-agents.js';
+import { reportedPolicies } from '../../src/agent/node-state.js';
 
 const NODE = 'node-scale';
 const POLICIES = MAX_POLICIES_PER_NODE + 1;
@@ -114,7 +115,7 @@ egress: {destinations: [{cidr: ${destination(i)}/32, ports: [${server.port}]}]}`
     const report = await waitNodeState(
       cluster,
       NODE,
-      (s) => (s.status?.policies?.length ?? 0) === MAX_POLICIES_PER_NODE,
+      (s) => reportedPolicies(s.status).length === MAX_POLICIES_PER_NODE,
       'the report lists 1023 policies',
       60_000,
       () => agent.log(),
