@@ -11,6 +11,7 @@
  */
 import http, { STATUS_CODES } from 'node:http';
 import https from 'node:https';
+import { createHash } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node/dist/config.js';
 import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
 import type {
@@ -63,6 +64,43 @@ export interface ListOptions {
 
 const enc = encodeURIComponent;
 
+/** Keep-alive agents by the TLS credentials they present (a few at most: credentials rotate rarely). */
+const agents = new Map<string, https.Agent>();
+const MAX_AGENTS = 8;
+
+/**
+ * The agent for a call: client-node's KubeConfig makes a new https.Agent, without keep-alive, on
+ * every call, so every request paid a TCP and a TLS handshake on both ends (the API server's CPU
+ * is what a busy control plane runs short of). A plain https.Agent is replaced by one kept per set
+ * of TLS credentials, with keep-alive; proxies and plain HTTP keep the agent client-node made.
+ */
+function keepAliveAgent(opts: https.RequestOptions): https.RequestOptions['agent'] {
+  const made = opts.agent;
+  if (!made || Object.getPrototypeOf(made) !== https.Agent.prototype) return made;
+  const tls = {
+    ca: opts.ca,
+    cert: opts.cert,
+    key: opts.key,
+    pfx: opts.pfx,
+    passphrase: opts.passphrase,
+    rejectUnauthorized: opts.rejectUnauthorized,
+    servername: opts.servername,
+  };
+  const id = createHash('sha256').update(JSON.stringify(tls)).digest('hex');
+  let agent = agents.get(id);
+  if (!agent) {
+    for (const [k, old] of agents) {
+      if (agents.size < MAX_AGENTS) break;
+      agents.delete(k);
+      old.destroy();
+    }
+    agent = new https.Agent({ ...tls, keepAlive: true });
+    agents.set(id, agent);
+  }
+  (made as https.Agent).destroy();
+  return agent;
+}
+
 /** One API call: the response body parsed, or an ApiException carrying the status and the body. */
 async function call<T>(
   kc: KubeConfig,
@@ -78,6 +116,7 @@ async function call<T>(
   const opts: https.RequestOptions = { method };
   // Credentials (tokens, client certificates, exec and OIDC plugins), the cluster's CA and proxies.
   await kc.applyToHTTPSOptions(opts);
+  opts.agent = keepAliveAgent(opts);
   const headers: Record<string, string> = { Accept: 'application/json', ...(opts.headers as Record<string, string> | undefined) };
   let payload: Buffer | undefined;
   if (o.body !== undefined) {

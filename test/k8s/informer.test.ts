@@ -18,6 +18,7 @@ import type { TokenPolicy } from '../../src/lib/types.js';
 import { KeyedQueue } from '../../src/lib/workqueue.js';
 import { applySecretPlan, planSecret } from '../../src/operator/secrets.js';
 import { TestCluster } from './cluster.js';
+import { run } from '../lib/run.js';
 
 const NS = 'informer';
 const OTHER = 'elsewhere';
@@ -200,5 +201,28 @@ describe('informer and work queue against a real API server', () => {
     const written = await core.readNamespacedSecret({ name: 'regen-key', namespace: NS });
     assert.equal(Buffer.from(written.data?.current ?? '', 'base64').length, 16, 'regenerated once, for the Keyed mode');
     assert.equal(written.metadata?.labels?.touched, 'yes', "the other writer's change is kept");
+  });
+  test('the API client keeps its connection: a hundred calls open one, not a hundred', async () => {
+    const port = new URL(cluster.server).port;
+    /** This process's connections to the API server (open), and closed ones waiting out TIME_WAIT. */
+    const sockets = async (): Promise<{ open: number; timeWait: number }> => {
+      const open = (await run('ss', ['-Htnp', 'state', 'established', 'dport', `= :${port}`])).stdout
+        .split('\n')
+        .filter((l) => l.includes(`pid=${process.pid},`)).length;
+      // Either end may close first and keep the TIME_WAIT: count both.
+      const timeWait = (await run('ss', ['-Htn', 'state', 'time-wait', `( dport = :${port} or sport = :${port} )`])).stdout
+        .split('\n')
+        .filter((l) => l.trim()).length;
+      return { open, timeWait };
+    };
+    const secrets = new SecretsApi(kc);
+    const before = await sockets();
+    for (let i = 0; i < 100; i++) await secrets.listNamespacedSecret({ namespace: NS, limit: 1 });
+    const after = await sockets();
+    assert.ok(after.open >= 1, `a connection stays open for the next call: ${JSON.stringify(after)}`);
+    assert.ok(
+      after.timeWait - before.timeWait <= 2,
+      `calls reuse the connection instead of closing one each: TIME_WAIT ${before.timeWait} → ${after.timeWait}`,
+    );
   });
 });
