@@ -198,7 +198,9 @@ test('the benchmarks run and record every row, measured or not yet available', a
         `control plane ${name}: the configuration of its row`,
       );
       const f = got[0]!;
-      assert.ok(f.value !== null && f.value >= 0, `${f.benchmark}: got ${f.value} ${f.unit}`);
+      // A growth is a difference: with a few policies, what the agent gives back after its work can outweigh them.
+      const floor = /growth/.test(f.benchmark) ? -Infinity : 0;
+      assert.ok(f.value !== null && Number.isFinite(f.value) && f.value >= floor, `${f.benchmark}: got ${f.value} ${f.unit}`);
       assert.deepEqual(f.target, target, `${f.benchmark}: its target`);
       if (target)
         assert.ok(
