@@ -6,7 +6,8 @@
  * XDP and the tc entry points of verifier.bpf.c. Nothing here writes to the packet.
  *
  * Cost: every packet that is not a SYN leaves nt_classify() on direct packet
- * access; a SYN to an unprotected port after one or two hash lookups.
+ * access; the rule of a SYN's port is found with array lookups where nt_port_index
+ * knows it, else with one or two hash lookups.
  */
 #ifndef NT_LIB_VERIFY_H
 #define NT_LIB_VERIFY_H
@@ -23,20 +24,60 @@ enum nt_verdict {
 	NT_V_DROP,
 };
 
-/** nt_ingress_rule() - the rule protecting @dport on @ifindex (exact port first, then "every port"), or NULL. */
+/* What nt_port_index says about a port on an interface. */
+enum nt_indexed {
+	NT_IDX_ASK,  /* it cannot tell: ask nt_ingress_ports */
+	NT_IDX_NONE, /* the interface has no rule for the port */
+	NT_IDX_RULE, /* *rule is the interface's rule for the port */
+};
+
+/** nt_port_indexed() - the rule nt_port_index holds for @port (0: "every port") on @ifindex, if it can tell. */
+static __always_inline int nt_port_indexed(__u32 ifindex, __u32 port, struct nt_ingress_rule **rule)
+{
+	struct nt_port_index *pi = bpf_map_lookup_elem(&nt_port_index, &port);
+
+	if (!pi || pi->state == NT_PI_HASH)
+		return NT_IDX_ASK;
+	if (pi->state == NT_PI_ONE && pi->ifindex == ifindex) {
+		*rule = &pi->rule;
+		return NT_IDX_RULE;
+	}
+	return NT_IDX_NONE;
+}
+
+/**
+ * nt_ingress_rule() - the rule protecting @dport on @ifindex (exact port first, then
+ * "every port"), or NULL. nt_port_index answers without a hash lookup where only one
+ * interface has rules for the port; nt_ingress_ports where it cannot tell.
+ */
 static __always_inline struct nt_ingress_rule *nt_ingress_rule(__u32 ifindex, __be16 dport)
 {
 	struct nt_port_key key = {
 		.ifindex = ifindex,
 		.port = bpf_ntohs(dport),
 	};
-	struct nt_ingress_rule *rule;
+	struct nt_ingress_rule *rule = NULL;
 
-	rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
-	if (rule)
+	switch (nt_port_indexed(ifindex, key.port, &rule)) {
+	case NT_IDX_RULE:
 		return rule;
-	key.port = 0;
-	return bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	case NT_IDX_ASK:
+		rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
+		if (rule)
+			return rule;
+		break;
+	default:
+		break;
+	}
+	switch (nt_port_indexed(ifindex, 0, &rule)) {
+	case NT_IDX_RULE:
+		return rule;
+	case NT_IDX_NONE:
+		return NULL;
+	default:
+		key.port = 0;
+		return bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	}
 }
 
 /** nt_static_ok() - is @got (the 8 value bytes as they are in memory) the token, or the previous one? */

@@ -11,7 +11,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
-import { decodeEgressRule, decodeIface, decodeLpmKey, encodeCounterOwner } from '../lib/abi.js';
+import {
+  PortIndexState,
+  decodeEgressRule,
+  decodeIface,
+  decodeLpmKey,
+  decodePortIndex,
+  encodeCounterOwner,
+  portIndexEntries,
+} from '../lib/abi.js';
 import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
@@ -19,6 +27,7 @@ import { binding } from '../native/binding.js';
 import { Datapath } from './datapath.js';
 import { computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
+import { readEntries, readPortIndex } from './map-sync.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
 
@@ -85,20 +94,17 @@ function withDatapath(
   }
 }
 
-function desired(dp: Datapath, cidrs: string[]): DesiredState {
+/** The desired state of policy "p" on the ghost interface with `spec` (its token and interfaces added), or of no policy; no hooks. */
+function desiredOf(dp: Datapath, spec: Record<string, unknown> | null): DesiredState {
   const policies =
-    cidrs.length === 0
+    spec === null
       ? []
       : [
           validatePolicy({
             apiVersion: 'netoken.io/v1alpha1',
             kind: 'TokenPolicy',
             metadata: { name: 'p' },
-            spec: {
-              token: { mode: 'Static', secretRef: { name: 'p-token' } },
-              interfaces: { names: [GHOST.name] },
-              egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
-            },
+            spec: { token: { mode: 'Static', secretRef: { name: 'p-token' } }, interfaces: { names: [GHOST.name] }, ...spec },
           }),
         ];
   const d = computeDesired({
@@ -110,6 +116,10 @@ function desired(dp: Datapath, cidrs: string[]): DesiredState {
   });
   d.hooks.clear();
   return d;
+}
+
+function desired(dp: Datapath, cidrs: string[]): DesiredState {
+  return desiredOf(dp, cidrs.length === 0 ? null : { egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) } });
 }
 
 test('a prefix nested in another with the same rule is written, and stays when the other goes', () => {
@@ -141,6 +151,44 @@ test('a reconcile that changes nothing writes nothing; a restart picks up what i
     assert.deepEqual(counts(desired(dp, [])), [1, 3], 'no policy: the slot zeroed, every prefix deleted');
     assert.deepEqual(trie(), []);
     assert.ok(slot(1)?.equals(Buffer.alloc(slot(1)?.length ?? 0)), 'slot 1 is zero');
+  });
+});
+
+test('the port index says what the port rules say, from the first apply on; a restart rewrites nothing', () => {
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const ingress = (dp: Datapath, action: 'Enforce' | 'Monitor', ports: number[]): DesiredState =>
+      desiredOf(dp, { ingress: { action, ports } });
+    const pinned = (map: string): Map<string, string> => {
+      const m = binding().mapFromPin(path.join(layoutDir(stateDir), map));
+      try {
+        const entries = map === 'nt_port_index' ? readPortIndex(m) : readEntries(m);
+        return new Map([...entries].map(([hex, [, v]]) => [hex, v.toString('hex')]));
+      } finally {
+        m.close();
+      }
+    };
+    const expected = (): Map<string, string> =>
+      new Map(
+        [
+          ...portIndexEntries([...pinned('nt_ingress_ports')].map(([k, v]) => [Buffer.from(k, 'hex'), Buffer.from(v, 'hex')])),
+        ].map(([hex, [, v]]) => [hex, v.toString('hex')]),
+      );
+    let dp = open();
+    dp.apply(ingress(dp, 'Enforce', [443, 8443]));
+    const index = pinned('nt_port_index');
+    assert.deepEqual(
+      [...index.values()].map((v) => decodePortIndex(Buffer.from(v, 'hex')).state).sort(),
+      [PortIndexState.None, PortIndexState.One, PortIndexState.One],
+      'both ports indexed under the one interface; no interface protects every port',
+    );
+    assert.deepEqual(index, expected(), 'each entry holds the rule nt_ingress_ports holds');
+    dp.apply(ingress(dp, 'Monitor', [443]));
+    assert.deepEqual(pinned('nt_port_index'), expected(), 'after a change of action and ports');
+    dp.close();
+    dp = open();
+    assert.equal(dp.apply(ingress(dp, 'Monitor', [443])).mapWrites, 0, 'after a restart: nothing written');
+    dp.apply(ingress(dp, 'Monitor', []));
+    assert.deepEqual(pinned('nt_port_index'), expected(), 'every port');
   });
 });
 

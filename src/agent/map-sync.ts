@@ -5,7 +5,14 @@
  * holds for a key: on an LPM trie a lookup is a longest-prefix match, which answers for a
  * nested prefix with the value of the prefix that covers it.
  */
-import { decodeConfig, encodeConfig } from '../lib/abi.js';
+import {
+  NT_MAX_PORT_INDEX,
+  PortIndexState,
+  decodeConfig,
+  decodePortIndex,
+  encodeConfig,
+  withPortIndexState,
+} from '../lib/abi.js';
 import type { NativeMap } from '../native/binding.js';
 
 /** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
@@ -45,6 +52,65 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): nu
     if (want.has(hex)) continue;
     if (map.delete(key)) n++;
     have.delete(hex);
+  }
+  return n;
+}
+
+/**
+ * The entries of nt_port_index that are not all zero (an array has every key; a zero entry
+ * sends the verifier to nt_ingress_ports, as if it were absent). Every port is read, not only
+ * those the agent wrote: an entry another agent version left must not go unnoticed.
+ */
+export function readPortIndex(map: NativeMap): Entries {
+  const out: Entries = new Map();
+  for (let port = 0; port < NT_MAX_PORT_INDEX; port++) {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(port);
+    const value = map.lookup(key);
+    if (value && value.some((b) => b !== 0)) out.set(key.toString('hex'), [key, value]);
+  }
+  return out;
+}
+
+const differs = (a: [Buffer, Buffer] | undefined, b: [Buffer, Buffer] | undefined): boolean =>
+  a === undefined || b === undefined ? a !== b : !a[1].equals(b[1]);
+
+/**
+ * Moves nt_port_index from `have` to `want` around the writes of nt_ingress_ports, so that a
+ * program never reads an entry that answers other than the hash would at that moment:
+ *  - 'before' (ahead of the nt_ingress_ports writes): every entry about to change is set to
+ *    NT_PI_HASH, a write that changes nothing but the state, and the programs ask the hash;
+ *  - 'after' (once the hash holds the new rules): the same first (nothing, after 'before'),
+ *    then each changed entry gets its new contents still in NT_PI_HASH, then its new state,
+ *    again a write of the state alone; an entry `want` lacks is zeroed.
+ * No write changes the state together with anything else (abi.h, struct nt_port_index).
+ * Returns how many writes it made.
+ */
+export function syncPortIndex(map: NativeMap, have: Entries, want: Entries, phase: 'before' | 'after'): number {
+  let n = 0;
+  const put = (hex: string, key: Buffer, value: Buffer): void => {
+    map.update(key, value);
+    have.set(hex, [key, value]);
+    n++;
+  };
+  for (const [hex, cur] of [...have]) {
+    if (!differs(cur, want.get(hex)) || decodePortIndex(cur[1]).state === PortIndexState.Hash) continue;
+    put(hex, cur[0], withPortIndexState(cur[1], PortIndexState.Hash));
+  }
+  if (phase === 'before') return n;
+  for (const [hex, entry] of want) {
+    const cur = have.get(hex);
+    if (!differs(cur, entry)) continue;
+    const parked = withPortIndexState(entry[1], PortIndexState.Hash);
+    if (!cur || !cur[1].equals(parked)) put(hex, entry[0], parked);
+    if (!parked.equals(entry[1])) put(hex, entry[0], entry[1]);
+  }
+  for (const [hex, [key, value]] of [...have]) {
+    if (want.has(hex)) continue;
+    // 'before' left it in NT_PI_HASH: zeroing changes nothing the programs read.
+    map.update(key, Buffer.alloc(value.length));
+    have.delete(hex);
+    n++;
   }
   return n;
 }
