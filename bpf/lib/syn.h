@@ -433,6 +433,31 @@ static __always_inline void nt_syn_scan(const struct nt_syn *s, void *data, void
 }
 
 /**
+ * nt_syn_no_token() - is SYN @s (nt_parse_syn()) plainly without an option of
+ * @kind, so that nt_syn_scan() would find none and nothing wrong? True when it
+ * has no options, or exactly the five a Linux SYN opens with (which the walk
+ * passes in one step, for any @kind of ours). False says nothing: walk them.
+ */
+static __always_inline int nt_syn_no_token(const struct nt_syn *s, void *data, void *data_end, const __u8 *buf,
+					   __u8 kind)
+{
+	const __u8 *opts = buf;
+
+	if (s->cut)
+		return 0;
+	if (s->tcp_len == sizeof(struct tcphdr))
+		return 1;
+	if (s->tcp_len != sizeof(struct tcphdr) + NT_LINUX_SYN_OPTS_LEN || kind <= 8)
+		return 0;
+	if (s->direct) {
+		opts = data + nt_bound_off(s->l4_off) + sizeof(struct tcphdr);
+		if ((void *)(opts + NT_LINUX_SYN_OPTS_LEN) > data_end)
+			return 0;
+	}
+	return nt_tcp_linux_syn_opts(opts);
+}
+
+/**
  * nt_syn_opt_value() - the 8 bytes after kind, length and ExID of the option
  * that starts @at bytes into the option area of SYN @s, where nt_syn_scan()
  * found a 12-byte option (so they lie inside the area), as they are in memory.

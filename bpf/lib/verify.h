@@ -284,7 +284,8 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 	/* Only written when the options cannot be read in place. */
 	struct nt_opt_buf buf __attribute__((aligned(8)));
 	struct nt_policy *policy;
-	__u32 policy_id, slot, verdict;
+	struct nt_counters *c;
+	__u32 policy_id, verdict;
 
 	switch (nt_parse_syn(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, &s, buf.b)) {
 	case NT_PARSE_SYN:
@@ -304,23 +305,27 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	if (xdp)
+	/* What an unmarked flood sends (no options, or a Linux SYN's) is told apart without the walk. */
+	if (nt_syn_no_token(&s, data, data_end, buf.b, policy->opt_kind))
+		verdict = NT_C_V_MISSING;
+	else if (xdp)
 		verdict = nt_verdict_xdp(ctx, &s, policy, &buf);
 	else
 		verdict = nt_verdict_skb(ctx, &s, policy, &buf);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
-	slot = rule->counter_slot;
-	nt_count(slot, verdict);
+	/* One lookup of the slot's counters for the verdict and what follows from it. */
+	c = nt_counters_at(rule->counter_slot);
+	nt_count_in(c, verdict);
 	if (verdict == NT_C_V_VALID)
 		return NT_V_PASS;
 	if (nt_exempt(rule, policy_id, &s.flow)) {
-		nt_count(slot, NT_C_V_EXEMPT);
+		nt_count_in(c, NT_C_V_EXEMPT);
 		return NT_V_PASS;
 	}
 	if (rule->action != NT_ACTION_ENFORCE)
 		return NT_V_PASS;
-	nt_count(slot, NT_C_V_DROPPED);
+	nt_count_in(c, NT_C_V_DROPPED);
 	return NT_V_DROP;
 }
 
