@@ -6,12 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import {
+  NT_OPT_EXID_DEFAULT,
+  NT_OPT_KIND_DEFAULT,
   PortIndexState,
   decodeEgressRule,
   decodeIface,
@@ -30,6 +32,9 @@ import { layoutDir } from './layout.js';
 import { readEntries, readPortIndex } from './map-sync.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
+import { NO_PORT_INDEX_COMMIT, objectsAt } from '../../test/lib/layout1.js';
+import { TCP_SYN, buildFrame, tokenOption } from '../lib/packet.js';
+import { XdpAction } from '../native/bpf.js';
 
 const GHOST = {
   name: 'ntghost0',
@@ -95,7 +100,7 @@ function withDatapath(
 }
 
 /** The desired state of policy "p" on the ghost interface with `spec` (its token and interfaces added), or of no policy; no hooks. */
-function desiredOf(dp: Datapath, spec: Record<string, unknown> | null): DesiredState {
+function desiredOf(dp: Datapath, spec: Record<string, unknown> | null, iface = GHOST): DesiredState {
   const policies =
     spec === null
       ? []
@@ -104,14 +109,14 @@ function desiredOf(dp: Datapath, spec: Record<string, unknown> | null): DesiredS
             apiVersion: 'netoken.io/v1alpha1',
             kind: 'TokenPolicy',
             metadata: { name: 'p' },
-            spec: { token: { mode: 'Static', secretRef: { name: 'p-token' } }, interfaces: { names: [GHOST.name] }, ...spec },
+            spec: { token: { mode: 'Static', secretRef: { name: 'p-token' } }, interfaces: { names: [iface.name] }, ...spec },
           }),
         ];
   const d = computeDesired({
     policies,
     keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]),
     nodeLabels: {},
-    interfaces: [GHOST],
+    interfaces: [iface],
     previousIds: dp.previousIds(),
   });
   d.hooks.clear();
@@ -189,6 +194,67 @@ test('the port index says what the port rules say, from the first apply on; a re
     assert.equal(dp.apply(ingress(dp, 'Monitor', [443])).mapWrites, 0, 'after a restart: nothing written');
     dp.apply(ingress(dp, 'Monitor', []));
     assert.deepEqual(pinned('nt_port_index'), expected(), 'every port');
+  });
+});
+
+test('over the pins of a verifier without the port index: the maps are reused, the index added and filled, and both programs answer alike', () => {
+  const old = objectsAt(NO_PORT_INDEX_COMMIT);
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const b = binding();
+    const dir = layoutDir(stateDir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // What an agent of that commit left: its verifier's maps pinned (same layout, no nt_port_index).
+    const oldObj = b.openObject(old.verifier, { pinRoot: dir });
+    const oldProg = oldObj.program('nt_verify_xdp');
+    const oldPorts = oldObj.map('nt_ingress_ports');
+    let newProg: ReturnType<typeof b.programFromId> | null = null;
+    try {
+      assert.ok(!existsSync(path.join(dir, 'nt_port_index')), 'the older verifier pins no port index');
+      const dp = open();
+      // Rules on the device test runs arrive on (loopback, ifindex 1), under another name.
+      dp.apply(desiredOf(dp, { ingress: { action: 'Enforce', ports: [443] } }, { ...GHOST, name: 'ntghost1', ifindex: 1 }));
+      const pinnedPorts = b.mapFromPin(path.join(dir, 'nt_ingress_ports'));
+      const index = b.mapFromPin(path.join(dir, 'nt_port_index'));
+      try {
+        assert.equal(pinnedPorts.info.id, oldPorts.info.id, 'the pinned port rules are the same map, reused');
+        assert.equal(oldPorts.keys().length, 2, 'which holds the rule for 443 and the enforcing rule');
+        const k = Buffer.alloc(4);
+        k.writeUInt32LE(443);
+        assert.equal(
+          decodePortIndex(index.lookup(k)!).state,
+          PortIndexState.One,
+          'the index is added and says where 443 is protected',
+        );
+      } finally {
+        pinnedPorts.close();
+        index.close();
+      }
+      newProg = b.programFromId(dp.verifierProgramIds!.xdp);
+      const syn = (dport: number, options: Buffer): Buffer =>
+        buildFrame({ src: '192.0.2.10', dst: '203.0.113.7', tcp: { sport: 40000, dport, seq: 1, flags: TCP_SYN, options } });
+      const cases: [string, Buffer, number][] = [
+        ['unmarked SYN to 443', syn(443, Buffer.alloc(0)), XdpAction.DROP],
+        [
+          'SYN to 443 with the token',
+          syn(443, tokenOption(NT_OPT_KIND_DEFAULT, NT_OPT_EXID_DEFAULT, Buffer.alloc(8, 7))),
+          XdpAction.PASS,
+        ],
+        ['unmarked SYN to 80', syn(80, Buffer.alloc(0)), XdpAction.PASS],
+      ];
+      for (const [what, frame, want] of cases) {
+        assert.equal(
+          oldProg.testRun({ data: frame }).retval,
+          want,
+          `${what}: the older program, on the hooks until they are swapped`,
+        );
+        assert.equal(newProg.testRun({ data: frame }).retval, want, `${what}: this agent's program`);
+      }
+    } finally {
+      newProg?.close();
+      oldPorts.close();
+      oldProg.close();
+      oldObj.close();
+    }
   });
 });
 
