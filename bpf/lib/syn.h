@@ -315,6 +315,14 @@ static __always_inline int nt_read(void *ctx, const int xdp, void *data, void *d
 	return nt_load(ctx, xdp, off, to, len) ? -1 : 0;
 }
 
+/** nt_syn_flow_ports() - the ports and the sequence number of @s->flow, from the first 8 bytes of its TCP header @th. */
+static __always_inline void nt_syn_flow_ports(struct nt_syn *s, const __u8 *th)
+{
+	__builtin_memcpy(&s->flow.sport, &th[0], 2);
+	__builtin_memcpy(&s->flow.dport, &th[2], 2);
+	__builtin_memcpy(&s->flow.seq, &th[4], 4);
+}
+
 /**
  * nt_parse_syn() - read the headers of a possible SYN, and find its options.
  * @l2, @skb_proto: as for nt_l2_parse()
@@ -346,17 +354,19 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 	/* Offsets a walk of extension headers decided are read through helpers. */
 	direct = !s->ipv6_ext && l4_off <= NT_DIRECT_MAX_L4_OFF;
 
-	/* The ports and the sequence number. */
-	if (l4_off + 8 > l4_end)
-		return NT_PARSE_UNREADABLE; /* the stack drops it, or (a first fragment) its whole datagram */
-	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, 8))
-		return NT_PARSE_UNREADABLE;
 	s->flow.family = s->family;
-	__builtin_memcpy(&s->flow.sport, &th[0], 2);
-	__builtin_memcpy(&s->flow.dport, &th[2], 2);
-	__builtin_memcpy(&s->flow.seq, &th[4], 4);
-
-	if (l4_off + sizeof(th) > l4_end) {
+	if (l4_off + sizeof(th) <= l4_end) {
+		/* The whole fixed header is here: one read for the ports, the sequence number and the rest. */
+		if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, sizeof(th)))
+			return NT_PARSE_UNREADABLE;
+		nt_syn_flow_ports(s, th);
+	} else {
+		/* The ports and the sequence number. */
+		if (l4_off + 8 > l4_end)
+			return NT_PARSE_UNREADABLE; /* the stack drops it, or (a first fragment) its whole datagram */
+		if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, 8))
+			return NT_PARSE_UNREADABLE;
+		nt_syn_flow_ports(s, th);
 		/*
 		 * Bytes 8..19 of the header are not all here: a first fragment cut at 8
 		 * or 16, or a header cut short. With the flags here, only a SYN matters;
@@ -373,8 +383,6 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 		s->cut = 1;
 		return NT_PARSE_SYN;
 	}
-	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, sizeof(th)))
-		return NT_PARSE_UNREADABLE;
 	if (!nt_tcp_is_syn(th[NT_TCP_FLAGS_OFF]))
 		return NT_PARSE_PASS;
 
