@@ -60,4 +60,7 @@ WORKDIR /app
 COPY --from=build /src/package ./
 # No USER here: the agent runs as root with three capabilities and the operator as 65532;
 # the chart sets both (securityContext).
+# V8's young generation capped at 1 MiB per semi-space: what keeps a busy agent's memory flat
+# (src/lib/memory.ts DAEMON_NODE_OPTIONS; the tests and benchmarks start it the same way).
+ENV NODE_OPTIONS=--max-semi-space-size=1
 ENTRYPOINT ["node", "/app/bin/netoken.js"]

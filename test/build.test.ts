@@ -14,6 +14,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, re
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { repoRoot } from './k8s/cluster.js';
+import { DAEMON_NODE_OPTIONS } from '../src/lib/memory.js';
 
 interface Result {
   code: number;
@@ -134,6 +135,10 @@ describe('build from a clean checkout, as the image builds it', () => {
     const runtime = stages.get('runtime');
     assert.ok(runtime, 'the Dockerfile has a runtime stage');
     assert.ok(runtime.includes('ENTRYPOINT ["node", "/app/bin/netoken.js"]'), 'the entry point is the netoken CLI');
+    assert.ok(
+      runtime.includes(`ENV NODE_OPTIONS=${DAEMON_NODE_OPTIONS}`),
+      `the image runs node with the options the tests and benchmarks use (${DAEMON_NODE_OPTIONS})`,
+    );
     assert.ok(
       runtime.some((l) => /apt-get install .*\blibbpf1\b.*\blibelf1\b.*\bzlib1g\b.*\biproute2\b/.test(l)),
       'runtime libraries: libbpf1 libelf1 zlib1g iproute2',

@@ -20,6 +20,7 @@ import { createTopology, waitForExit, type Topology } from '../../test/lib/netns
 import { ROOT } from '../report.js';
 import { PREFIX } from './common.js';
 import { nodePid } from './proc.js';
+import { daemonEnv } from '../../src/lib/memory.js';
 
 const NS = 'netoken-system';
 /** The real node: the agent's Node and TokenNodeState. */
@@ -160,7 +161,7 @@ metadata: {name: ${NODE}, labels: {${NODE_SELECTOR}}}
       ],
       {
         cwd: ROOT,
-        env: { ...process.env, POD_NAME: 'netoken-operator-bench', KUBECONFIG: '' },
+        env: daemonEnv({ ...process.env, POD_NAME: 'netoken-operator-bench', KUBECONFIG: '' }),
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
       },

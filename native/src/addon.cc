@@ -1,6 +1,10 @@
 // Module entry: registers the handle classes and every module function.
 #include "netoken.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 namespace netoken {
 
 namespace {
@@ -12,6 +16,17 @@ Napi::Value LibbpfVersion(const Napi::CallbackInfo &info) {
 
 Napi::Value NumPossibleCpusJs(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), NumPossibleCpus(info.Env()));
+}
+
+// Returns the C heap that is free but still held by the allocator to the system
+// (malloc_trim(0): free pages inside every arena, not only at the top). True when
+// something was released; false where the C library has no malloc_trim.
+Napi::Value TrimMemory(const Napi::CallbackInfo &info) {
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -26,6 +41,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
   exports.Set("libbpfVersion", Napi::Function::New<LibbpfVersion>(env, "libbpfVersion"));
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpusJs>(env, "numPossibleCpus"));
+  exports.Set("trimMemory", Napi::Function::New<TrimMemory>(env, "trimMemory"));
   InitObjectFunctions(env, exports);
   InitMapFunctions(env, exports);
   InitProgramFunctions(env, exports);

@@ -17,6 +17,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../lib/files.js';
 import type { Logger } from '../lib/log.js';
+import { noteWork } from '../lib/memory.js';
 import { KeyedQueue } from '../lib/workqueue.js';
 import type { TokenPolicy } from '../lib/types.js';
 import type { ApplyResult, CounterRow, Datapath } from './datapath.js';
@@ -120,7 +121,10 @@ export class Agent {
       batchDelayMs: opts.batchDelayMs ?? 100,
       baseBackoffMs: 1000,
       maxBackoffMs: 30_000,
-      onDone: (_k, seconds, outcome) => opts.onReconcile?.(seconds, outcome === 'success'),
+      onDone: (_k, seconds, outcome) => {
+        opts.onReconcile?.(seconds, outcome === 'success');
+        noteWork();
+      },
     });
   }
 

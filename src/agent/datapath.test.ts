@@ -27,7 +27,7 @@ import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
 import { binding } from '../native/binding.js';
 import { Datapath } from './datapath.js';
-import { computeDesired, type DesiredState } from './desired.js';
+import { EncodingMemo, computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
 import { readEntries, readPortIndex } from './map-sync.js';
 import { bpfObjectPath } from '../lib/package.js';
@@ -100,7 +100,7 @@ function withDatapath(
 }
 
 /** The desired state of policy "p" on the ghost interface with `spec` (its token and interfaces added), or of no policy; no hooks. */
-function desiredOf(dp: Datapath, spec: Record<string, unknown> | null, iface = GHOST): DesiredState {
+function desiredOf(dp: Datapath, spec: Record<string, unknown> | null, iface = GHOST, memo?: EncodingMemo): DesiredState {
   const policies =
     spec === null
       ? []
@@ -118,13 +118,15 @@ function desiredOf(dp: Datapath, spec: Record<string, unknown> | null, iface = G
     nodeLabels: {},
     interfaces: [iface],
     previousIds: dp.previousIds(),
+    memo,
   });
   d.hooks.clear();
   return d;
 }
 
-function desired(dp: Datapath, cidrs: string[]): DesiredState {
-  return desiredOf(dp, cidrs.length === 0 ? null : { egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) } });
+function desired(dp: Datapath, cidrs: string[], memo?: EncodingMemo): DesiredState {
+  const spec = cidrs.length === 0 ? null : { egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) } };
+  return desiredOf(dp, spec, GHOST, memo);
 }
 
 test('a prefix nested in another with the same rule is written, and stays when the other goes', () => {
@@ -343,6 +345,93 @@ test('where the kernel refuses the marker, the agent loads its build for kernels
     rmSync(runDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** Every entry of the pinned maps the rules live in, as text: what a fresh apply is compared with. */
+function content(stateDir: string): Record<string, string[]> {
+  const b = binding();
+  const out: Record<string, string[]> = {};
+  for (const name of ['nt_egress4', 'nt_egress6', 'nt_policies', 'nt_ifaces', 'nt_counter_slots']) {
+    const m = b.mapFromPin(path.join(layoutDir(stateDir), name));
+    try {
+      out[name] = m
+        .keys()
+        .map((k) => `${k.toString('hex')}=${m.lookup(k)?.toString('hex')}`)
+        .sort();
+    } finally {
+      m.close();
+    }
+  }
+  return out;
+}
+
+/** The maps a fresh data path (new pins, no earlier state) writes for `cidrs`. */
+function freshContent(cidrs: string[]): Record<string, string[]> {
+  let out: Record<string, string[]> = {};
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const dp = open();
+    dp.apply(desired(dp, cidrs));
+    out = content(stateDir);
+  });
+  return out;
+}
+
+test('an edit of one prefix among many writes only it, and the maps end as a fresh apply of the new state leaves them', () => {
+  const many = Array.from({ length: 3000 }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`);
+  withDatapath((open, trie, _slot, stateDir) => {
+    const dp = open();
+    const memo = new EncodingMemo();
+    const replaced = many.map((c, i) => (i === 1000 ? '172.16.0.0/12' : c));
+    const removed = replaced.filter((_, i) => i !== 2000);
+    const added = [...removed, '2001:db8::/32'];
+    const edits: [string, string[], [number, number]][] = [
+      ['first apply', many, [3001, 0]],
+      ['one prefix replaced', replaced, [1, 1]],
+      ['one prefix removed', removed, [0, 1]],
+      ['an IPv6 prefix added', added, [1, 0]],
+      ['nothing changed', added, [0, 0]],
+      ['back to the first', many, [2, 2]],
+    ];
+    for (const [what, cidrs, counts] of edits) {
+      const r = dp.apply(desired(dp, cidrs, memo));
+      assert.deepEqual([r.mapWrites, r.mapDeletes], counts, `${what}: writes and deletes`);
+      assert.deepEqual(content(stateDir), freshContent(cidrs), `${what}: the maps hold what a fresh apply writes`);
+      if (what === 'one prefix removed') {
+        const t = trie();
+        assert.ok(!t.includes(many[2000]!), `${many[2000]} is gone from the trie`);
+        assert.ok(t.includes('172.16.0.0/12') && !t.includes(many[1000]!), 'the replaced prefix is the new one');
+        assert.equal(t.length, 2999);
+      }
+    }
+  });
+});
+
+test('a restart reads the maps again: entries changed behind the agent are put right, and edits are cheap again after', () => {
+  const many = Array.from({ length: 2000 }, (_, i) => `10.${i >> 8}.${i & 255}.0/24`);
+  withDatapath((open, trie, _slot, stateDir) => {
+    let dp = open();
+    dp.apply(desired(dp, many, new EncodingMemo()));
+    // Something else deletes one rule and adds one of its own.
+    const e4 = binding().mapFromPin(path.join(layoutDir(stateDir), 'nt_egress4'));
+    const [first, second] = e4.keys();
+    const value = e4.lookup(first!)!;
+    e4.delete(second!);
+    const stray = Buffer.from(first!);
+    stray.writeUInt8(192, 8);
+    e4.update(stray, value);
+    e4.close();
+    assert.equal(trie().length, 2000, 'one rule gone, one stray');
+    dp.close();
+    dp = open();
+    const memo = new EncodingMemo();
+    const r = dp.apply(desired(dp, many, memo));
+    assert.deepEqual([r.mapWrites, r.mapDeletes], [1, 1], 'the missing rule written, the stray deleted');
+    assert.deepEqual(content(stateDir), freshContent(many), 'the maps hold what a fresh apply writes');
+    const edited = many.map((c, i) => (i === 5 ? '192.0.2.0/24' : c));
+    const r2 = dp.apply(desired(dp, edited, memo));
+    assert.deepEqual([r2.mapWrites, r2.mapDeletes], [1, 1], 'an edit after the restart: one write, one delete');
+    assert.deepEqual(content(stateDir), freshContent(edited), 'and the maps hold what a fresh apply writes');
+  });
 });
 
 function u32(n: number): Buffer {

@@ -37,14 +37,18 @@ import { isHookLive } from './hooks/live.js';
 import { type AttachPreference, TcAttacher } from './hooks/tc.js';
 import { XDP_PROGRAM_NAME, ensureXdp } from './hooks/xdp.js';
 import { layoutDir, olderLayouts, type OldLayout } from './layout.js';
+import { EntryTable } from './entry-table.js';
 import {
+  type Changes,
   type Entries,
+  deleteRemoved,
   deleteUnwanted,
   raiseEgressGeneration,
   readEntries,
   readPortIndex,
   syncPortIndex,
   writeChanged,
+  writeChanges,
 } from './map-sync.js';
 import { type XdpMode, readRunState, writeRunState } from './run-state.js';
 
@@ -67,6 +71,22 @@ function sleepSync(ms: number): void {
 
 /** ingress hooks: auto = XDP native where the device suits it (see nativeXdpCandidate), else tc (as AttachPreference 'auto') */
 export type IngressAttachPreference = 'auto' | XdpMode | 'tc';
+
+/**
+ * The egress tables an apply wrote, to diff the next ones against: what the tries hold is then
+ * these with their counter slots, and the next apply writes only the keys that differ.
+ */
+interface AppliedEgress {
+  egress4: EntryTable;
+  egress6: EntryTable;
+  /** `${ifindex}/${policyId}` -> how many of the rules count in that pair's slot */
+  pairs: Map<string, number>;
+  /** a rule got no counter slot (every one was taken): the next apply looks at every rule again */
+  uncounted: boolean;
+}
+
+/** How a trie is brought to the desired rules: compared entry by entry, or by the keys that changed. */
+type EgressSync = { all: Entries } | { changes: Changes };
 
 export interface ApplyResult {
   hooks: HookStatus[];
@@ -126,6 +146,8 @@ export class Datapath {
     exempt6: Entries;
   };
   private readonly clock: WallClock;
+  /** null until an apply wrote the tries (and after one failed): the next compares every rule */
+  private appliedEgress: AppliedEgress | null = null;
 
   private constructor(private readonly opts: DatapathOptions) {
     const b = binding();
@@ -240,15 +262,28 @@ export class Datapath {
     }
     sync(this.maps.policies, held.policies, slots, 'write');
     // 2. counter slots, before the rules that count in them
-    const counted = this.countInSlots(desired);
+    const last = this.appliedEgress;
+    this.appliedEgress = null;
+    const counted = this.countInSlots(desired, last);
     // 3. destination rules; the marker's destination caches ask the tries again
     for (const [map, have, want] of [
       [this.maps.egress4, held.egress4, counted.egress4],
       [this.maps.egress6, held.egress6, counted.egress6],
     ] as const) {
-      sync(map, have, want, 'write');
-      sync(map, have, want, 'delete');
+      if ('all' in want) {
+        sync(map, have, want.all, 'write');
+        sync(map, have, want.all, 'delete');
+      } else {
+        result.mapWrites += writeChanges(map, have, want.changes);
+        result.mapDeletes += deleteRemoved(map, have, want.changes);
+      }
     }
+    const applied: AppliedEgress = {
+      egress4: desired.egress4,
+      egress6: desired.egress6,
+      pairs: counted.egressPairs,
+      uncounted: counted.egressUncounted,
+    };
     this.raiseEgressGeneration();
     // 4. ingress: exemptions are in place before a port is enforced, and go only after it is not;
     // the port index sends the programs to the port rules while these change, and then says
@@ -305,46 +340,94 @@ export class Datapath {
     this.leaveOlderLayouts(realized);
     this.hooks.run.ids = Object.fromEntries(desired.ids);
     writeRunState(this.opts.runDir, this.hooks.run);
+    this.appliedEgress = applied;
     return result;
   }
 
   /**
    * Give every (interface, policy) pair of the desired rules, and every hooked interface, a
-   * counter slot, and return the rules with their slots in them, and the pairs.
+   * counter slot, and return the rules with their slots in them, and the pairs. Where the
+   * egress tables were made from the ones applied last, only the rules that changed are
+   * looked at: the others hold the slots they were written with, which their pairs keep.
    */
-  private countInSlots(desired: DesiredState): { egress4: Entries; egress6: Entries; ingressPorts: Entries; pairs: Set<string> } {
-    const pairs = new Set<string>();
+  private countInSlots(
+    desired: DesiredState,
+    last: AppliedEgress | null,
+  ): {
+    egress4: EgressSync;
+    egress6: EgressSync;
+    ingressPorts: Entries;
+    pairs: Set<string>;
+    egressPairs: Map<string, number>;
+    egressUncounted: boolean;
+  } {
     let uncounted = 0;
-    const slotted = (entries: Entries, ifindexOf: (key: Buffer) => number): Entries => {
+    const slotted = (key: Buffer, value: Buffer, ifindex: number, pairs: Map<string, number>): [Buffer, Buffer] => {
+      const policyId = rulePolicyId(value);
+      const slot = this.slots.slot(ifindex, policyId);
+      if (slot === 0) uncounted++;
+      const pair = `${ifindex}/${policyId}`;
+      pairs.set(pair, (pairs.get(pair) ?? 0) + 1);
+      return [key, withCounterSlot(value, slot)];
+    };
+    const all = (
+      entries: ReadonlyMap<string, [Buffer, Buffer]>,
+      ifindexOf: (key: Buffer) => number,
+      pairs: Map<string, number>,
+    ): Entries => {
       const out: Entries = new Map();
-      for (const [hex, [key, value]] of entries) {
-        const ifindex = ifindexOf(key);
-        const policyId = rulePolicyId(value);
-        const slot = this.slots.slot(ifindex, policyId);
-        if (slot === 0) uncounted++;
-        pairs.add(`${ifindex}/${policyId}`).add(`${ifindex}/0`);
-        out.set(hex, [key, withCounterSlot(value, slot)]);
-      }
+      for (const [hex, [key, value]] of entries) out.set(hex, slotted(key, value, ifindexOf(key), pairs));
       return out;
     };
+    // The tries' keys hold the ifindex big-endian after the prefix length; port keys little-endian first.
+    const trieIfindex = (k: Buffer): number => k.readUInt32BE(4);
+    const changed = (family: 'egress4' | 'egress6'): Set<string> | null =>
+      last && !last.uncounted ? EntryTable.changedKeys(last[family], desired[family]) : null;
+    const keys4 = changed('egress4');
+    const keys6 = changed('egress6');
+    const since = keys4 && keys6 ? last : null;
+    const egressPairs = since ? new Map(since.pairs) : new Map<string, number>();
+    const egress = (family: 'egress4' | 'egress6', keys: Set<string> | null): EgressSync => {
+      const want = desired[family];
+      if (!since || !keys) return { all: all(want, trieIfindex, egressPairs) };
+      const changes: Changes = new Map();
+      for (const hex of keys) {
+        const before = since[family].get(hex);
+        const now = want.get(hex);
+        if (before === now) continue;
+        if (before) {
+          const pair = `${trieIfindex(before[0])}/${rulePolicyId(before[1])}`;
+          egressPairs.set(pair, (egressPairs.get(pair) ?? 0) - 1);
+        }
+        changes.set(hex, now ? slotted(now[0], now[1], trieIfindex(now[0]), egressPairs) : null);
+      }
+      return { changes };
+    };
+    const egress4 = egress('egress4', keys4);
+    const egress6 = egress('egress6', keys6);
+    const egressUncounted = uncounted > 0;
+    const pairs = new Set<string>();
+    for (const [pair, n] of egressPairs) {
+      if (n <= 0) {
+        egressPairs.delete(pair);
+        continue;
+      }
+      pairs.add(pair).add(`${pair.slice(0, pair.indexOf('/'))}/0`);
+    }
+    const portPairs = new Map<string, number>();
+    const ingressPorts = all(desired.ingressPorts, (k) => k.readUInt32LE(0), portPairs);
+    for (const pair of portPairs.keys()) pairs.add(pair).add(`${pair.slice(0, pair.indexOf('/'))}/0`);
     for (const hook of desired.hooks.values()) {
       if (this.slots.slot(hook.ifindex, 0) === 0) uncounted++;
       pairs.add(`${hook.ifindex}/0`);
     }
-    // The tries' keys hold the ifindex big-endian after the prefix length; port keys little-endian first.
-    const out = {
-      egress4: slotted(desired.egress4, (k) => k.readUInt32BE(4)),
-      egress6: slotted(desired.egress6, (k) => k.readUInt32BE(4)),
-      ingressPorts: slotted(desired.ingressPorts, (k) => k.readUInt32LE(0)),
-      pairs,
-    };
     if (uncounted > 0) {
       this.opts.log.warn('every counter slot is taken: some interface and policy pairs are not counted', {
         uncounted,
         slots: this.slots.size,
       });
     }
-    return out;
+    return { egress4, egress6, ingressPorts, pairs, egressPairs, egressUncounted };
   }
 
   /** Raise the egress generation now, and once more when every CPU has surely seen it (see EGRESS_GENERATION_SETTLE_MS). */

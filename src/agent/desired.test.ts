@@ -13,6 +13,7 @@ import {
 import { validatePolicy } from '../lib/policy.js';
 import type { TokenKeys, TokenPolicy } from '../lib/types.js';
 import { EncodingMemo, computeDesired } from './desired.js';
+import { EntryTable } from './entry-table.js';
 import type { HostInterface } from './interfaces.js';
 
 const ifs: HostInterface[] = [
@@ -344,7 +345,7 @@ test('an EncodingMemo kept across computations changes nothing: random edits giv
     const input = { policies, keys, nodeLabels: {}, interfaces: ifs, previousIds: new Map<string, number>() };
     const withMemo = computeDesired({ ...input, memo });
     const fresh = computeDesired(input);
-    const entries = (m: Map<string, [Buffer, Buffer]>): string[] =>
+    const entries = (m: ReadonlyMap<string, [Buffer, Buffer]>): string[] =>
       [...m].map(([h, [k, v]]) => `${h}=${k.toString('hex')}:${v.toString('hex')}`).sort();
     assert.deepEqual(entries(withMemo.egress4), entries(fresh.egress4), `round ${round}: egress4`);
     assert.deepEqual(entries(withMemo.egress6), entries(fresh.egress6), `round ${round}: egress6`);
@@ -357,5 +358,65 @@ test('an EncodingMemo kept across computations changes nothing: random edits giv
     [...seen].sort(),
     ['DestinationConflict', 'TooManyPorts'],
     'the edits ran into conflicts and merged port lists that are too long',
+  );
+});
+
+test('edits of large policies with an EncodingMemo: each gives what a fresh computation gives, and changes only what it touched', () => {
+  const nets = (from: number, n: number): string[] =>
+    Array.from({ length: n }, (_, i) => `10.${(from + i) >> 8}.${(from + i) & 255}.0/24`);
+  const memo = new EncodingMemo();
+  const keys = new Map([
+    ['a', key(1)],
+    ['b', key(2)],
+  ]);
+  const both = { interfaces: { names: ['eth0', 'eth1'] } };
+  let a = nets(0, 3000).map((cidr) => ({ cidr, ports: [443] }));
+  let b = [...nets(5000, 1000), '2001:db8::/32'].map((cidr) => ({ cidr, ports: [] as number[] }));
+  let last: ReturnType<typeof computeDesired> | undefined;
+  const edits: [string, () => void, number | null][] = [
+    ['first computation', () => {}, null],
+    ['nothing changed', () => {}, 0],
+    ['one prefix of a replaced', () => (a = a.map((d, i) => (i === 1234 ? { cidr: '172.16.0.0/12', ports: [443] } : d))), 2],
+    ['one prefix added to a', () => (a = [...a.slice(0, 10), { cidr: '192.0.2.0/24', ports: [] }, ...a.slice(10)]), 1],
+    ['one prefix removed from b', () => (b = b.filter((_, i) => i !== 500)), 2],
+    ['ports of one prefix of a changed', () => (a = a.map((d, i) => (i === 0 ? { ...d, ports: [80, 443] } : d))), 1],
+    [
+      'an IPv6 prefix of b replaced',
+      () => (b = b.map((d) => (d.cidr === '2001:db8::/32' ? { cidr: '2001:db8:1::/48', ports: [] } : d))),
+      4,
+    ],
+    ['a prefix moved from b to a', () => ((a = [...a, { cidr: b[0]!.cidr, ports: [] }]), (b = b.slice(1))), 2],
+    // Conflicts are found by a computation from scratch (and the next edit starts from scratch too).
+    ['a claims a prefix b holds', () => (a = [...a, { cidr: b[1]!.cidr, ports: [] }]), null],
+    ['the conflict is gone', () => (a = a.slice(0, -1)), null],
+    ['one prefix of b replaced', () => (b = b.map((d, i) => (i === 7 ? { cidr: '198.51.100.0/24', ports: [] } : d))), 4],
+  ];
+  for (const [what, edit, changed] of edits) {
+    edit();
+    const policies = [policy('a', { egress: { destinations: a } }), policy('b', { ...both, egress: { destinations: b } })];
+    const input = { policies, keys, nodeLabels: {}, interfaces: ifs, previousIds: new Map<string, number>() };
+    const withMemo = computeDesired({ ...input, memo });
+    const fresh = computeDesired(input);
+    const entries = (m: ReadonlyMap<string, [Buffer, Buffer]>): string[] =>
+      [...m].map(([h, [k, v]]) => `${h}=${k.toString('hex')}:${v.toString('hex')}`).sort();
+    assert.deepEqual(entries(withMemo.egress4), entries(fresh.egress4), `${what}: egress4`);
+    assert.deepEqual(entries(withMemo.egress6), entries(fresh.egress6), `${what}: egress6`);
+    assert.deepEqual(withMemo.outcomes, fresh.outcomes, `${what}: outcomes`);
+    if (changed !== null && last) {
+      // The entries that differ from the last tables: the prefixes edited, on each interface of their policy.
+      const k4 = EntryTable.changedKeys(last.egress4, withMemo.egress4);
+      const k6 = EntryTable.changedKeys(last.egress6, withMemo.egress6);
+      assert.ok(k4 && k6, `${what}: the tables were made from the last ones`);
+      const differ = [...k4, ...k6].filter(
+        (h) => (last!.egress4.get(h) ?? last!.egress6.get(h)) !== (withMemo.egress4.get(h) ?? withMemo.egress6.get(h)),
+      );
+      assert.equal(differ.length, changed, `${what}: the entries that changed`);
+    }
+    last = withMemo;
+  }
+  assert.deepEqual(
+    last?.outcomes.flatMap((o) => o.warnings.map((w) => w.reason)),
+    [],
+    'no conflict is left at the end',
   );
 });

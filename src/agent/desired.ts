@@ -41,6 +41,7 @@ import {
   secondKey,
   selectorMatches,
 } from '../lib/types.js';
+import { type Entry, EntryTable } from './entry-table.js';
 import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
 
 export type Direction = 'egress' | 'ingress';
@@ -89,9 +90,12 @@ export interface RefusedHook {
 export interface DesiredState {
   /** slot id -> encoded struct nt_policy */
   policySlots: Map<number, Buffer>;
-  /** hex(key) -> [key, value] for nt_egress4 / nt_egress6 */
-  egress4: Map<string, [Buffer, Buffer]>;
-  egress6: Map<string, [Buffer, Buffer]>;
+  /**
+   * hex(key) -> [key, value] for nt_egress4 / nt_egress6; with an EncodingMemo, an edit's
+   * tables are made from the last ones (the data path then writes only what differs)
+   */
+  egress4: EntryTable;
+  egress6: EntryTable;
   /** hex(key) -> [key, value] for nt_ingress_ports: (ifindex, port or 0) -> (policy, action, replay limit) */
   ingressPorts: Map<string, [Buffer, Buffer]>;
   /** hex(key) -> [key, value] for nt_exempt4 / nt_exempt6: (policy, source prefix) */
@@ -123,6 +127,9 @@ export class EncodingMemo {
   private readonly rules = new Map<string, Buffer>();
   /** per policy: its destinations as the last computation saw them, position by position */
   private readonly lastDests = new Map<string, DestCache>();
+  private lastEgress: EgressRound | undefined;
+  /** the policies whose destinations this computation has seen */
+  private readonly round = new Set<string>();
   private used = 0;
 
   /**
@@ -131,42 +138,75 @@ export class EncodingMemo {
    * (an edit changes a few of them), nothing about it is looked up or encoded again.
    */
   destinations(policy: string, id: number, dests: readonly { cidr: string; ports: readonly number[] }[]): DestCache {
-    const last = this.lastDests.get(policy);
+    // A name seen twice in one computation (never from a source) starts afresh: the cache is in use.
+    const last = this.round.has(policy) ? undefined : this.lastDests.get(policy);
+    this.round.add(policy);
     const n = dests.length;
-    const same = last !== undefined && last.texts.length === n;
-    const out: DestCache = {
-      id,
-      texts: new Array<string>(n),
-      ports: new Array<readonly number[]>(n),
-      cidrs: new Array<Cidr>(n),
-      unique: false,
-      prefixes: null,
-      rules: new Array<Buffer | undefined>(n),
-      entries: new Array<KeyEntry | undefined>(n),
-    };
-    const changed: number[] = [];
-    for (let k = 0; k < n; k++) {
+    const m = last?.texts.length ?? 0;
+    // What is as it was: the positions before the first destination that differs, and after the last.
+    const same = (j: number, k: number): boolean => {
       const d = dests[k] as { cidr: string; ports: readonly number[] };
-      out.texts[k] = d.cidr;
-      out.ports[k] = d.ports;
-      if (same && last.texts[k] === d.cidr) {
-        out.cidrs[k] = last.cidrs[k] as Cidr;
-        if (last.id === id && samePorts(last.ports[k] as readonly number[], d.ports)) {
-          out.rules[k] = last.rules[k];
-          out.entries[k] = last.entries[k];
+      return last !== undefined && last.texts[j] === d.cidr && samePorts(last.ports[j] as readonly number[], d.ports);
+    };
+    const max = Math.min(n, m);
+    let lo = 0;
+    while (lo < max && same(lo, lo)) lo++;
+    let hi = 0;
+    while (hi < max - lo && same(m - 1 - hi, n - 1 - hi)) hi++;
+    const removed = last ? last.cidrs.slice(lo, m - hi) : [];
+    const added: Cidr[] = [];
+    for (let k = lo; k < n - hi; k++) added.push(this.cidr((dests[k] as { cidr: string }).cidr));
+    let out: DestCache;
+    if (last && last.id === id && removed.length + added.length <= 1024) {
+      // An edit: the last cache (done with) gets the positions that changed, in place.
+      const texts = dests.slice(lo, n - hi).map((d) => d.cidr);
+      const ports = dests.slice(lo, n - hi).map((d) => d.ports);
+      const none = new Array<undefined>(added.length);
+      last.texts.splice(lo, removed.length, ...texts);
+      last.ports.splice(lo, removed.length, ...ports);
+      last.cidrs.splice(lo, removed.length, ...added);
+      last.rules.splice(lo, removed.length, ...none);
+      last.entries.splice(lo, removed.length, ...none);
+      out = last;
+    } else {
+      const carry = last !== undefined && last.id === id;
+      out = {
+        id,
+        texts: new Array<string>(n),
+        ports: new Array<readonly number[]>(n),
+        cidrs: new Array<Cidr>(n),
+        unique: false,
+        prefixes: null,
+        rules: new Array<Buffer | undefined>(n),
+        entries: new Array<KeyEntry | undefined>(n),
+        window: null,
+      };
+      for (let k = 0; k < n; k++) {
+        const d = dests[k] as { cidr: string; ports: readonly number[] };
+        out.texts[k] = d.cidr;
+        out.ports[k] = d.ports;
+        const j = k < lo ? k : k >= n - hi ? k - n + m : -1;
+        if (j < 0) {
+          out.cidrs[k] = added[k - lo] as Cidr;
+        } else {
+          const l = last as DestCache;
+          out.cidrs[k] = l.cidrs[j] as Cidr;
+          if (carry) {
+            out.rules[k] = l.rules[j];
+            out.entries[k] = l.entries[j];
+          }
         }
-      } else {
-        out.cidrs[k] = this.cidr(d.cidr);
-        changed.push(k);
       }
     }
-    if (same && last.unique && last.prefixes) {
-      // The set of prefixes, updated for the positions that changed (the last cache is done with).
-      const set = last.prefixes;
-      for (const k of changed) set.delete(last.cidrs[k] as Cidr);
+    out.window = last && last.id === id ? { lo, hi, removed } : null;
+    // The set of prefixes, updated for the positions that changed (the last cache is done with).
+    const set = last?.unique ? last.prefixes : null;
+    out.unique = false;
+    out.prefixes = null;
+    if (set) {
+      for (const c of removed) set.delete(c);
       let unique = true;
-      for (const k of changed) {
-        const c = out.cidrs[k] as Cidr;
+      for (const c of added) {
         if (set.has(c)) unique = false;
         set.add(c);
       }
@@ -176,10 +216,11 @@ export class EncodingMemo {
       }
     }
     if (!out.unique) {
-      const set = new Set(out.cidrs);
-      out.unique = set.size === n;
-      out.prefixes = out.unique ? set : null;
+      const all = new Set(out.cidrs);
+      out.unique = all.size === n;
+      out.prefixes = out.unique ? all : null;
     }
+    out.id = id;
     this.lastDests.set(policy, out);
     return out;
   }
@@ -217,9 +258,27 @@ export class EncodingMemo {
     return v;
   }
 
-  /** An entry was taken from a position's cache (counted like one looked up). */
-  reused(): void {
-    this.used++;
+  /** The hex form of a prefix's trie key on an interface. */
+  hex(ifindex: number, cidr: Cidr): string {
+    let e = this.keys.get(cidr);
+    while (e && e.ifindex !== ifindex) e = e.next;
+    return e ? e.hex : encodeLpmKey(ifindex, cidr).toString('hex');
+  }
+
+  /** Entries were taken from a position's cache, or kept from the last tables (counted like ones looked up). */
+  reused(count = 1): void {
+    this.used += count;
+  }
+
+  /** The egress tables of the last computation and what made them (once: a computation that fails leaves none). */
+  takeEgress(): EgressRound | undefined {
+    const e = this.lastEgress;
+    this.lastEgress = undefined;
+    return e;
+  }
+
+  keepEgress(round: EgressRound): void {
+    this.lastEgress = round;
   }
 
   /** One computation is done: forget everything if most of it went unused. */
@@ -230,8 +289,10 @@ export class EncodingMemo {
       this.keys.clear();
       this.rules.clear();
       this.lastDests.clear();
+      this.lastEgress = undefined;
     }
     this.used = 0;
+    this.round.clear();
   }
 }
 
@@ -250,6 +311,32 @@ export interface DestCache {
   rules: (Buffer | undefined)[];
   /** the entry each position got on the first interface selected, once built */
   entries: (KeyEntry | undefined)[];
+  /**
+   * Against the last cache of the policy (with the same slot): positions [lo, length - hi) are
+   * new, and `removed` are the prefixes that were where they are; null when there is no last.
+   */
+  window: { lo: number; hi: number; removed: Cidr[] } | null;
+}
+
+/** What the egress tables of a computation were made of: enough to tell whether the next one can start from them. */
+export interface EgressRound {
+  /** the policies that wrote egress rules, in order: name, slot and interfaces */
+  signature: string;
+  /** no conflict, no refused destination, no prefix named twice in a policy: every claim is in the tables */
+  clean: boolean;
+  egress4: EntryTable;
+  egress6: EntryTable;
+}
+
+/** One policy's egress rules, written once every policy has been seen (see egressTables). */
+interface EgressWork {
+  name: string;
+  id: number;
+  out: PolicyOutcome;
+  selected: HostInterface[];
+  plan: DestCache;
+  /** where its warnings go among the policy's others */
+  warningsAt: number;
 }
 
 function samePorts(a: readonly number[], b: readonly number[]): boolean {
@@ -313,8 +400,8 @@ function assignIds(names: readonly string[], previous: ReadonlyMap<string, numbe
 export function emptyDesiredState(): DesiredState {
   return {
     policySlots: new Map(),
-    egress4: new Map(),
-    egress6: new Map(),
+    egress4: EntryTable.empty(),
+    egress6: EntryTable.empty(),
     ingressPorts: new Map(),
     exempt4: new Map(),
     exempt6: new Map(),
@@ -345,6 +432,9 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
   /** policy slot -> name, to name the policy that won a destination */
   const nameOfId = new Map([...ids].map(([n, i]) => [i, n]));
   const portOwner = new Map<string, string>();
+  const egressWork: EgressWork[] = [];
+  // Taken now: a computation that fails before its tables are made leaves none to start from.
+  const last = memo.takeEgress();
   const addHook = (i: HostInterface, direction: Direction, name: string, out: PolicyOutcome): void => {
     const hk = `${i.ifindex}/${direction}`;
     const layer = linkLayer(i);
@@ -428,7 +518,139 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     }
   }
   addBondSlaves();
+  egressTables();
   return state;
+
+  /**
+   * The egress tables: made from the last computation's where it was clean and wrote for the
+   * same policies on the same interfaces and slots (then what changed is the destinations that
+   * changed), else from every policy's destinations in name order.
+   */
+  function egressTables(): void {
+    const signature = JSON.stringify(egressWork.map((w) => [w.name, w.id, w.selected.map((i) => i.ifindex)]));
+    const round = (last?.clean && last.signature === signature && fromLast(last)) || fromScratch();
+    state.egress4 = round.egress4;
+    state.egress6 = round.egress6;
+    memo.keepEgress({ ...round, signature });
+  }
+
+  /**
+   * The last tables with each policy's removed destinations taken out and its new ones put in;
+   * null where that would not be what fromScratch() gives (a new destination another policy
+   * holds: a conflict to report; too many ports; a prefix named twice).
+   */
+  function fromLast(last: EgressRound): Omit<EgressRound, 'signature'> | null {
+    const changes4 = new Map<string, Entry | null>();
+    const changes6 = new Map<string, Entry | null>();
+    for (const { plan, selected } of egressWork) {
+      if (!plan.unique || !plan.window) return null;
+      for (const c of plan.window.removed)
+        for (const i of selected) (c.family === 4 ? changes4 : changes6).set(memo.hex(i.ifindex, c), null);
+    }
+    for (const { plan, selected, id } of egressWork) {
+      const { lo, hi } = plan.window as NonNullable<DestCache['window']>;
+      const n = plan.cidrs.length;
+      const one = selected.length === 1 ? selected[0] : undefined;
+      memo.reused((lo + hi) * selected.length);
+      for (let k = lo; k < n - hi; k++) {
+        const cidr = plan.cidrs[k] as Cidr;
+        let rule = plan.rules[k];
+        if (!rule) {
+          const list = sortedPorts(plan.ports[k] as readonly number[]);
+          if (list.length > NT_MAX_PORTS) return null;
+          rule = plan.rules[k] = memo.egressRule(id, list);
+        }
+        const four = cidr.family === 4;
+        const table = four ? last.egress4 : last.egress6;
+        const changes = four ? changes4 : changes6;
+        for (const i of selected) {
+          const e = memo.entry(i.ifindex, cidr, rule);
+          if (i === one) plan.entries[k] = e;
+          const change = changes.get(e.hex);
+          if (change || (change === undefined && table.has(e.hex))) return null;
+          changes.set(e.hex, e.entry);
+        }
+      }
+    }
+    return { clean: true, egress4: last.egress4.with(changes4), egress6: last.egress6.with(changes6) };
+  }
+
+  /** Every policy's destinations in name order: for the same prefix on the same interface, the first policy wins. */
+  function fromScratch(): Omit<EgressRound, 'signature'> {
+    const egress4 = new Map<string, Entry>();
+    const egress6 = new Map<string, Entry>();
+    let clean = new Set(egressWork.map((w) => w.name)).size === egressWork.length;
+    for (const w of egressWork) {
+      const warnings: Finding[] = [];
+      const { plan, out, id, selected } = w;
+      if (!plan.unique) clean = false;
+      // Merge destinations of the same prefix within one policy (union of ports; empty = all).
+      let prefixes: Iterable<[Cidr, readonly number[] | null, number]>;
+      if (plan.unique) {
+        prefixes = (function* (): Generator<[Cidr, readonly number[] | null, number]> {
+          for (let k = 0; k < plan.cidrs.length; k++) {
+            const ports = plan.ports[k] as readonly number[];
+            yield [plan.cidrs[k] as Cidr, ports.length ? ports : null, k];
+          }
+        })();
+      } else {
+        const perPrefix = new Map<Cidr, readonly number[] | null>();
+        for (let k = 0; k < plan.cidrs.length; k++) {
+          const cidr = plan.cidrs[k] as Cidr;
+          const ports = plan.ports[k] as readonly number[];
+          const cur = perPrefix.get(cidr);
+          if (cur === undefined && !perPrefix.has(cidr)) perPrefix.set(cidr, ports.length ? ports : null);
+          else perPrefix.set(cidr, cur && ports.length ? [...cur, ...ports] : null);
+        }
+        prefixes = [...perPrefix].map(([c, p]) => [c, p, -1] as [Cidr, readonly number[] | null, number]);
+      }
+      // Another policy (one whose name sorts first) may already hold a prefix only when a map is not empty.
+      const contested4 = egress4.size > 0;
+      const contested6 = egress6.size > 0;
+      const one = selected.length === 1 ? selected[0] : undefined;
+      for (const [cidr, ports, k] of prefixes) {
+        let rule = k >= 0 ? plan.rules[k] : undefined;
+        if (!rule) {
+          const list = ports ? sortedPorts(ports) : [];
+          if (list.length > NT_MAX_PORTS) {
+            clean = false;
+            out.errors.push({
+              reason: 'TooManyPorts',
+              message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}`,
+            });
+            continue;
+          }
+          rule = memo.egressRule(id, list);
+          if (k >= 0) plan.rules[k] = rule;
+        }
+        const four = cidr.family === 4;
+        const map = four ? egress4 : egress6;
+        const contested = four ? contested4 : contested6;
+        for (const i of selected) {
+          let e = i === one && k >= 0 ? plan.entries[k] : undefined;
+          if (!e || e.ifindex !== i.ifindex || e.entry[1] !== rule) {
+            e = memo.entry(i.ifindex, cidr, rule);
+            if (i === one && k >= 0) plan.entries[k] = e;
+          } else {
+            memo.reused();
+          }
+          const prev = contested ? map.get(e.hex) : undefined;
+          if (prev !== undefined) {
+            clean = false;
+            warnings.push({
+              reason: 'DestinationConflict',
+              message: `${cidr.text} on ${i.name} is also claimed by policy "${nameOfId.get(prev[1].readUInt32LE(0))}", which wins (names sort first)`,
+            });
+            continue;
+          }
+          map.set(e.hex, e.entry);
+        }
+      }
+      if (warnings.length > 0)
+        out.warnings = [...out.warnings.slice(0, w.warningsAt), ...warnings, ...out.warnings.slice(w.warningsAt)];
+    }
+    return { clean, egress4: EntryTable.of(egress4), egress6: EntryTable.of(egress6) };
+  }
 
   /**
    * The ingress rules of each bond, also under the ifindex of each of its slaves, where no
@@ -451,6 +673,7 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
     }
   }
 
+  /** A policy's egress: its hooks now, its rules once every policy has been seen (egressTables). */
   function addEgress(
     egress: NonNullable<TokenPolicy['spec']['egress']>,
     id: number,
@@ -465,66 +688,7 @@ function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
           { cidr: '::/0', ports: [] },
         ];
     const plan = memo.destinations(name, id, dests);
-    // Merge destinations of the same prefix within one policy (union of ports; empty = all).
-    let prefixes: Iterable<[Cidr, readonly number[] | null, number]>;
-    if (plan.unique) {
-      prefixes = (function* (): Generator<[Cidr, readonly number[] | null, number]> {
-        for (let k = 0; k < plan.cidrs.length; k++) {
-          const ports = plan.ports[k] as readonly number[];
-          yield [plan.cidrs[k] as Cidr, ports.length ? ports : null, k];
-        }
-      })();
-    } else {
-      const perPrefix = new Map<Cidr, readonly number[] | null>();
-      for (let k = 0; k < plan.cidrs.length; k++) {
-        const cidr = plan.cidrs[k] as Cidr;
-        const ports = plan.ports[k] as readonly number[];
-        const cur = perPrefix.get(cidr);
-        if (cur === undefined && !perPrefix.has(cidr)) perPrefix.set(cidr, ports.length ? ports : null);
-        else perPrefix.set(cidr, cur && ports.length ? [...cur, ...ports] : null);
-      }
-      prefixes = [...perPrefix].map(([c, p]) => [c, p, -1] as [Cidr, readonly number[] | null, number]);
-    }
-    // Another policy (one whose name sorts first) may already hold a prefix only when a map is not empty.
-    const contested4 = state.egress4.size > 0;
-    const contested6 = state.egress6.size > 0;
-    const one = selected.length === 1 ? selected[0] : undefined;
-    for (const [cidr, ports, k] of prefixes) {
-      let rule = k >= 0 ? plan.rules[k] : undefined;
-      if (!rule) {
-        const list = ports ? sortedPorts(ports) : [];
-        if (list.length > NT_MAX_PORTS) {
-          out.errors.push({
-            reason: 'TooManyPorts',
-            message: `${cidr.text}: at most ${NT_MAX_PORTS} ports per destination, got ${list.length}`,
-          });
-          continue;
-        }
-        rule = memo.egressRule(id, list);
-        if (k >= 0) plan.rules[k] = rule;
-      }
-      const four = cidr.family === 4;
-      const map = four ? state.egress4 : state.egress6;
-      const contested = four ? contested4 : contested6;
-      for (const i of selected) {
-        let e = i === one && k >= 0 ? plan.entries[k] : undefined;
-        if (!e || e.ifindex !== i.ifindex || e.entry[1] !== rule) {
-          e = memo.entry(i.ifindex, cidr, rule);
-          if (i === one && k >= 0) plan.entries[k] = e;
-        } else {
-          memo.reused();
-        }
-        const prev = contested ? map.get(e.hex) : undefined;
-        if (prev !== undefined) {
-          out.warnings.push({
-            reason: 'DestinationConflict',
-            message: `${cidr.text} on ${i.name} is also claimed by policy "${nameOfId.get(prev[1].readUInt32LE(0))}", which wins (names sort first)`,
-          });
-          continue;
-        }
-        map.set(e.hex, e.entry);
-      }
-    }
+    egressWork.push({ name, id, out, selected, plan, warningsAt: out.warnings.length });
     for (const i of selected) addHook(i, 'egress', name, out);
   }
 

@@ -32,7 +32,7 @@ export function readEntries(map: NativeMap): Entries {
 }
 
 /** Writes the entries of `want` whose value differs from what `have` records; returns how many. */
-export function writeChanged(map: NativeMap, have: Entries, want: Entries): number {
+export function writeChanged(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
   for (const [hex, entry] of want) {
     const cur = have.get(hex);
@@ -46,7 +46,7 @@ export function writeChanged(map: NativeMap, have: Entries, want: Entries): numb
 }
 
 /** Deletes the entries `have` records and `want` does not; returns how many the map still had. */
-export function deleteUnwanted(map: NativeMap, have: Entries, want: Entries): number {
+export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
   for (const [hex, [key]] of have) {
     if (want.has(hex)) continue;
@@ -111,6 +111,36 @@ export function syncPortIndex(map: NativeMap, have: Entries, want: Entries, phas
     map.update(key, Buffer.alloc(value.length));
     have.delete(hex);
     n++;
+  }
+  return n;
+}
+
+/** What changed in a map's wanted entries: hex(key) -> its entry now, or null where it is gone. */
+export type Changes = Map<string, [Buffer, Buffer] | null>;
+
+/** writeChanged() for the entries `changes` sets: the others are as `have` records. */
+export function writeChanges(map: NativeMap, have: Entries, changes: Changes): number {
+  let n = 0;
+  for (const [hex, entry] of changes) {
+    if (!entry) continue;
+    const cur = have.get(hex);
+    if (cur && (cur[1] === entry[1] || cur[1].equals(entry[1]))) continue;
+    map.update(entry[0], entry[1]);
+    have.set(hex, entry);
+    n++;
+  }
+  return n;
+}
+
+/** deleteUnwanted() for the entries `changes` removes; returns how many the map still had. */
+export function deleteRemoved(map: NativeMap, have: Entries, changes: Changes): number {
+  let n = 0;
+  for (const [hex, entry] of changes) {
+    if (entry) continue;
+    const cur = have.get(hex);
+    if (!cur) continue;
+    if (map.delete(cur[0])) n++;
+    have.delete(hex);
   }
   return n;
 }

@@ -11,6 +11,8 @@ import { Datapath } from '../agent/datapath.js';
 import { detachAll } from '../agent/hooks/detach.js';
 import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
+import { startMemorySettler } from '../lib/memory.js';
+import { binding } from '../native/binding.js';
 import { UsageError, agentConfig, commonConfig, inspectConfig, outputFormat, type RawOptions } from './config.js';
 import { operatorFlags, parseOperatorOptions, runOperator } from './operator.js';
 import { printStatus } from './status.js';
@@ -96,6 +98,7 @@ async function runAgent(o: RawOptions): Promise<number> {
     ...(onStatus ? { onStatus } : {}),
   });
   holder.agent = agent;
+  const settler = startMemorySettler({ release: () => binding().trimMemory(), log });
   const started = agent;
   const server = cfg.metricsAddress
     ? await serveEndpoints({
@@ -120,6 +123,7 @@ async function runAgent(o: RawOptions): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   await agent.stop();
+  settler.close();
   server?.close();
   datapath.close();
   return 0;

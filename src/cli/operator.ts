@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import type { Command } from 'commander';
 import { parseAddress, serveEndpoints } from '../lib/http.js';
 import { type LogFormat, createLogger } from '../lib/log.js';
+import { startMemorySettler } from '../lib/memory.js';
 import { parseDuration } from '../lib/policy.js';
 import { defaultIdentity } from '../operator/identity.js';
 import { type RawOptions, UsageError, commonConfig } from './config.js';
@@ -158,8 +159,10 @@ export async function runOperator(cfg: OperatorConfig): Promise<number> {
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  const settler = startMemorySettler({ log });
   await operator.start();
   const code = await finished;
+  settler.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
   await operator.stop({ releaseLease: !lost });

@@ -18,6 +18,7 @@
  */
 import { type KubeConfig, type KubernetesObject, Watch } from './kube-client.js';
 import type { Logger } from './log.js';
+import { noteWork } from './memory.js';
 import { describeError } from './kube.js';
 
 /** One page of a list response, as the generated list calls return it. */
@@ -319,6 +320,7 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
     const onEvent = (type: string, obj: unknown): void => {
       if (gen !== this.generation) return;
       sawEvent = true;
+      noteWork();
       switch (type) {
         case 'ADDED':
         case 'MODIFIED':

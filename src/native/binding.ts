@@ -203,6 +203,8 @@ export interface NativeSynCapture {
 export interface NativeBinding {
   libbpfVersion(): string;
   numPossibleCpus(): number;
+  /** malloc_trim(0): hands the C heap freed but held by the allocator back to the system */
+  trimMemory(): boolean;
 
   openObject(path: string, opts?: OpenOptions): NativeObject;
   mapFromPin(path: string): NativeMap;

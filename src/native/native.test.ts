@@ -26,6 +26,7 @@ import {
 } from './bpf.js';
 import { hasErrno, isNativeError, type NativeError } from './errors.js';
 import { fixture, makePinDir, runTag, u32, u64 } from '../../test/lib/native.js';
+import { MemorySettler } from '../lib/memory.js';
 
 /** Run fn, which must throw a NativeError with the given code and syscall; return it. */
 function nativeError(fn: () => unknown, code: string | string[], syscall: string): NativeError {
@@ -81,6 +82,17 @@ describe('module', () => {
     assert.match(b.libbpfVersion(), /^1\.\d+$/, `libbpfVersion: got ${b.libbpfVersion()}`);
     const cpus = b.numPossibleCpus();
     assert.ok(Number.isInteger(cpus) && cpus >= 1, `numPossibleCpus: got ${cpus}`);
+  });
+
+  test('trimMemory hands the C heap freed by a collection back to the system (glibc)', () => {
+    let blocks: Buffer[] | null = Array.from({ length: 8192 }, () => Buffer.allocUnsafeSlow(2048).fill(1));
+    assert.equal(blocks.length, 8192);
+    blocks = null;
+    let released: boolean | undefined;
+    const settler = new MemorySettler({ release: () => (released = b.trimMemory()), checkMs: 60_000 });
+    settler.settle();
+    settler.close();
+    assert.equal(released, true, 'malloc_trim released the 16 MiB the collection freed');
   });
 
   test('isBpffs tells bpffs from other filesystems and missing paths', () => {

@@ -33,6 +33,7 @@ import {
 import { type Cacheable, type InformerEvent, Informer, type ListPage } from '../lib/informer.js';
 import { describeError, isConflict, requestOptions } from '../lib/kube.js';
 import type { Logger } from '../lib/log.js';
+import { noteWork } from '../lib/memory.js';
 import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorMatches } from '../lib/types.js';
 import { KeyedQueue, type ReconcileResult } from '../lib/workqueue.js';
 import { type CachedSecret, type NodeInfo, cacheNode, cacheSecret } from '../lib/cached.js';
@@ -233,7 +234,10 @@ export class Operator {
       concurrency: o.concurrency ?? 4,
       batchDelayMs: o.batchDelayMs ?? 200,
       isConflict,
-      onDone: (key, seconds, outcome) => o.metrics.observeReconcile(key.kind, seconds, outcome),
+      onDone: (key, seconds, outcome) => {
+        o.metrics.observeReconcile(key.kind, seconds, outcome);
+        noteWork();
+      },
     });
     o.metrics.setSources({
       queueDepth: () => this.queue.depth,

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CommandError, repoRoot, toolPaths, toolVersions, type CommandResult, type TestCluster } from './cluster.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
+import { daemonEnv } from '../../src/lib/memory.js';
 
 export const chartDir: string = join(repoRoot, 'charts/netoken');
 
@@ -319,7 +320,7 @@ export async function startOperator(
     ],
     {
       cwd: repoRoot,
-      env: { ...process.env, POD_NAME: opts.podName ?? 'netoken-operator-test' },
+      env: daemonEnv({ ...process.env, POD_NAME: opts.podName ?? 'netoken-operator-test' }),
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { installChartRbac, operatorKubeconfig } from './chart.js';
 import { TestCluster, freePorts, repoRoot } from './cluster.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
+import { daemonEnv } from '../../src/lib/memory.js';
 
 const NS = 'netoken-system';
 const cli = process.env.NETOKEN_CLI || join(repoRoot, 'bin/netoken.js');
@@ -103,7 +104,7 @@ class OperatorProcess {
     // operator goes with the API server instead of retrying against nothing for ever.
     const child = spawn(process.execPath, args, {
       cwd: repoRoot,
-      env: { ...process.env, POD_NAME: name, KUBECONFIG: '' },
+      env: daemonEnv({ ...process.env, POD_NAME: name, KUBECONFIG: '' }),
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });

@@ -12,6 +12,7 @@ import type { StatusReport } from '../../src/cli/status.js';
 import { CommandError, run, spawnIn, waitForExit } from './netns.js';
 import { waitUntil } from '../../src/lib/wait.js';
 import { PACKAGE_ROOT } from '../../src/lib/package.js';
+import { daemonEnv } from '../../src/lib/memory.js';
 
 export const ROOT = PACKAGE_ROOT;
 export const BIN = path.join(ROOT, 'bin/netoken.js');
@@ -100,7 +101,7 @@ export function agentIn(ns: string, label: string, opts: AgentOptions = {}): Age
     const [cmd, ...rest] = caps
       ? ['setpriv', '--inh-caps=-all', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--', ...argv]
       : argv;
-    const child = spawnIn(ns, cmd as string, rest, opts.env ? { env: { ...process.env, ...opts.env } } : {});
+    const child = spawnIn(ns, cmd as string, rest, { env: daemonEnv({ ...process.env, ...opts.env }) });
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (logText += d));
     child.stdout?.setEncoding('utf8');
