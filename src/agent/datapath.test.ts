@@ -29,7 +29,8 @@ import { binding } from '../native/binding.js';
 import { Datapath } from './datapath.js';
 import { EncodingMemo, computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
-import { readEntries, readPortIndex } from './map-sync.js';
+import { readEntries } from './map-sync.js';
+import { wholePortIndex } from '../../test/lib/port-index.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
 import { NO_PORT_INDEX_COMMIT, objectsAt } from '../../test/lib/layout1.js';
@@ -168,7 +169,7 @@ test('the port index says what the port rules say, from the first apply on; a re
     const pinned = (map: string): Map<string, string> => {
       const m = binding().mapFromPin(path.join(layoutDir(stateDir), map));
       try {
-        const entries = map === 'nt_port_index' ? readPortIndex(m) : readEntries(m);
+        const entries = map === 'nt_port_index' ? wholePortIndex(m) : readEntries(m);
         return new Map([...entries].map(([hex, [, v]]) => [hex, v.toString('hex')]));
       } finally {
         m.close();

@@ -204,10 +204,11 @@ export class Datapath {
       egress4: readEntries(this.maps.egress4),
       egress6: readEntries(this.maps.egress6),
       ports: v ? readEntries(v.ports) : new Map(),
-      portIndex: v ? readPortIndex(v.portIndex) : new Map(),
+      portIndex: new Map(),
       exempt4: v ? readEntries(v.exempt4) : new Map(),
       exempt6: v ? readEntries(v.exempt6) : new Map(),
     };
+    if (v) this.held.portIndex = readPortIndex(v.portIndex, this.held.ports);
     this.hooks = {
       stateDir: opts.stateDir,
       run: readRunState(opts.runDir),

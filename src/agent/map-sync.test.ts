@@ -17,7 +17,8 @@ import {
   portIndexEntries,
 } from '../lib/abi.js';
 import { binding, type NativeMap } from '../native/binding.js';
-import { type Entries, readPortIndex, syncPortIndex } from './map-sync.js';
+import { type Entries, syncPortIndex } from './map-sync.js';
+import { wholePortIndex } from '../../test/lib/port-index.js';
 
 const BPF_MAP_TYPE_ARRAY = 2;
 /** Where struct nt_port_index keeps its state (abi.h): the rule, then the ifindex, then the state. */
@@ -33,7 +34,7 @@ function recordingIndex(): { map: NativeMap; writes: { port: number; before: Buf
     name: 'nt_test_index',
   });
   const writes: { port: number; before: Buffer; after: Buffer }[] = [];
-  // What syncPortIndex and readPortIndex use of a map, passed through to the real one.
+  // What syncPortIndex and wholePortIndex use of a map, passed through to the real one.
   const map = {
     update: (key: Buffer, value: Buffer): void => {
       const before = real.lookup(key) ?? Buffer.alloc(PORT_INDEX_SIZE);
@@ -85,7 +86,7 @@ test('the port index follows the port rules, and no write changes a state togeth
       }
       syncPortIndex(map, have, want, 'after');
       assert.deepEqual(
-        [...readPortIndex(map)].map(([hex, [, v]]) => [hex, v.toString('hex')]).sort(),
+        [...wholePortIndex(map)].map(([hex, [, v]]) => [hex, v.toString('hex')]).sort(),
         [...want].map(([hex, [, v]]) => [hex, v.toString('hex')]).sort(),
         `${step.what}: the map holds what the rules say`,
       );

@@ -5,14 +5,7 @@
  * holds for a key: on an LPM trie a lookup is a longest-prefix match, which answers for a
  * nested prefix with the value of the prefix that covers it.
  */
-import {
-  NT_MAX_PORT_INDEX,
-  PortIndexState,
-  decodeConfig,
-  decodePortIndex,
-  encodeConfig,
-  withPortIndexState,
-} from '../lib/abi.js';
+import { PortIndexState, decodeConfig, decodePortIndex, decodePortKey, encodeConfig, withPortIndexState } from '../lib/abi.js';
 import type { NativeMap } from '../native/binding.js';
 
 /** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
@@ -57,13 +50,19 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<
 }
 
 /**
- * The entries of nt_port_index that are not all zero (an array has every key; a zero entry
- * sends the verifier to nt_ingress_ports, as if it were absent). Every port is read, not only
- * those the agent wrote: an entry another agent version left must not go unnoticed.
+ * The entries of nt_port_index that are not all zero, among the ports `ports` (the pinned
+ * nt_ingress_ports entries) names and port 0: the only ones this agent writes other than zero,
+ * and only after the port rules hold what they say (syncPortIndex), so that the index read
+ * back is what the agent left. Not every port: the 65 536 lookups would cost the agent more
+ * memory than it keeps idle. (An agent that predates the index, run in between over the same
+ * pins, changes the port rules without it: move back to such a version only with
+ * `netoken detach` first.)
  */
-export function readPortIndex(map: NativeMap): Entries {
+export function readPortIndex(map: NativeMap, ports: Entries): Entries {
   const out: Entries = new Map();
-  for (let port = 0; port < NT_MAX_PORT_INDEX; port++) {
+  const candidates = new Set<number>([0]);
+  for (const [key] of ports.values()) candidates.add(decodePortKey(key).port);
+  for (const port of candidates) {
     const key = Buffer.alloc(4);
     key.writeUInt32LE(port);
     const value = map.lookup(key);
