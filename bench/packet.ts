@@ -28,6 +28,7 @@ import {
   encodePolicy,
   encodePortKey,
   IngressActionCode,
+  portIndexEntries,
   NT_OPT_EXID_DEFAULT as EXID,
   NT_OPT_KIND_DEFAULT as KIND,
   TokenModeCode,
@@ -516,11 +517,19 @@ export async function runPacketBench(opts: PacketBenchOptions): Promise<BenchRes
     const clock = measureClock(program(CLOCK_PROBE));
     mapOf(MARKER, 'nt_clock').update(slotKey(0), encodeClock(clock.taiOffsetNs, clock.bootOffsetNs));
     const ports = mapOf(VERIFIER, 'nt_ingress_ports');
-    ports.update(encodePortKey(TEST_IFINDEX, PORT), encodeIngressRule(POLICY, IngressActionCode.Enforce, { slot: markSlot }));
-    ports.update(
-      encodePortKey(TEST_IFINDEX, KEYED_PORT),
-      encodeIngressRule(KEYED_VERIFY_POLICY, IngressActionCode.Enforce, { slot: slots.slot(TEST_IFINDEX, KEYED_VERIFY_POLICY) }),
-    );
+    const rules: [Buffer, Buffer][] = [
+      [encodePortKey(TEST_IFINDEX, PORT), encodeIngressRule(POLICY, IngressActionCode.Enforce, { slot: markSlot })],
+      [
+        encodePortKey(TEST_IFINDEX, KEYED_PORT),
+        encodeIngressRule(KEYED_VERIFY_POLICY, IngressActionCode.Enforce, {
+          slot: slots.slot(TEST_IFINDEX, KEYED_VERIFY_POLICY),
+        }),
+      ],
+    ];
+    for (const [key, value] of rules) ports.update(key, value);
+    // The port index the agent derives from the rules, which the verifier reads first.
+    const portIndex = mapOf(VERIFIER, 'nt_port_index');
+    for (const [key, value] of portIndexEntries(rules).values()) portIndex.update(key, value);
     const fill = trieFiller(m.egress4, markSlot);
     const all = cases(Date.now());
 

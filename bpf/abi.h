@@ -12,11 +12,15 @@
 #define NETOKEN_ABI_H
 
 /*
- * The layout of the pinned maps as a whole. Raised whenever a map is added,
- * removed, or changes its key or value in a way an older program would
- * misread: an agent finding the maps of an older layout pinned loads the new
- * objects beside them and moves over (src/agent/layout.ts). Layout 1 had
- * per-CPU hash counters keyed by (ifindex, policy, counter).
+ * The layout of the pinned maps as a whole. Raised whenever a map is removed,
+ * changes its key or value in a way an older program would misread, or is
+ * added with contents the new programs need before they run: an agent finding
+ * the maps of an older layout pinned loads the new objects beside them and
+ * moves over (src/agent/layout.ts). A map whose empty state the programs read
+ * as "as before" is added without a new layout: libbpf creates it beside the
+ * older pins, and the agent fills it before its programs reach a hook
+ * (nt_port_index). Layout 1 had per-CPU hash counters keyed by (ifindex,
+ * policy, counter).
  */
 #define NT_LAYOUT_VERSION   2
 
@@ -189,6 +193,33 @@ struct nt_ingress_rule {
 	__u16 counter_slot;  /* nt_counters slot of (this interface, this policy) */
 	__u16 flags;         /* enum nt_ingress_flags */
 };
+
+/*
+ * Ingress port index (array nt_port_index, index = local port in host order, 0 standing for
+ * the "every port" rules): an inlined array lookup that answers, for a port whose rules
+ * only one interface has, what the hash lookup in nt_ingress_ports would. The agent derives
+ * every entry from nt_ingress_ports (src/lib/abi.ts, portIndexEntries). An entry it has not
+ * written is all zero, NT_PI_HASH: the verifier asks nt_ingress_ports as it would without
+ * the index, so the index can only save a lookup, never change an answer.
+ */
+enum nt_port_index_state {
+	NT_PI_HASH = 0, /* ask nt_ingress_ports (not indexed, or several interfaces have a rule for the port) */
+	NT_PI_NONE = 1, /* no interface has a rule for the port */
+	NT_PI_ONE  = 2, /* only interface .ifindex has one: .rule, as nt_ingress_ports holds it */
+};
+
+struct nt_port_index {
+	struct nt_ingress_rule rule;
+	__u32 ifindex;
+	/*
+	 * enum nt_port_index_state. The agent changes an entry in steps that each change only
+	 * this field's lowest byte, or only the other fields while it is NT_PI_HASH, so that a
+	 * program reading the entry during a write never pairs a state with another rule.
+	 */
+	__u32 state;
+};
+
+#define NT_MAX_PORT_INDEX   65536 /* every port */
 
 /*
  * Exempt sources per policy (LPM tries nt_exempt4 / nt_exempt6):

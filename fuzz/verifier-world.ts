@@ -15,6 +15,7 @@ import {
   encodeExemptValue,
   encodeIngressRule,
   encodePortKey,
+  portIndexEntries,
   encodeSrcKey,
 } from '../src/lib/abi.js';
 import { CounterSlots } from '../src/agent/counters.js';
@@ -149,6 +150,7 @@ function exemptFlags(policyId: number): number {
 export function installVerifierWorld(obj: NativeObject, devices: readonly Device[]): void {
   installPolicies(obj);
   const ports = obj.map('nt_ingress_ports');
+  const portIndex = obj.map('nt_port_index');
   const exempt4 = obj.map('nt_exempt4');
   const exempt6 = obj.map('nt_exempt6');
   const slots = CounterSlots.of(obj);
@@ -159,13 +161,16 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
         slot: slots.slot(ifindex, rule.policyId),
         flags: exemptFlags(rule.policyId),
       });
-    const put = (ifindex: number, rule: IngressRuleDef): void => {
-      ports.update(encodePortKey(ifindex, rule.port), encode(ifindex, rule));
+    const written: [Buffer, Buffer][] = [];
+    const write = (key: Buffer, value: Buffer): void => {
+      ports.update(key, value);
+      written.push([key, value]);
     };
+    const put = (ifindex: number, rule: IngressRuleDef): void => write(encodePortKey(ifindex, rule.port), encode(ifindex, rule));
     // As the agent does: where a rule enforces, one of them also stands for what has no visible port.
     const enforcing = (ifindex: number, rules: readonly IngressRuleDef[]): void => {
       const e = rules.find((x) => x.action === IngressActionCode.Enforce);
-      if (e) ports.update(encodeEnforcingKey(ifindex), encode(ifindex, { ...e, action: IngressActionCode.Enforce }));
+      if (e) write(encodeEnforcingKey(ifindex), encode(ifindex, { ...e, action: IngressActionCode.Enforce }));
     };
     devices.forEach((d, i) => {
       // Every hooked device has its own counters (unreadable frames), rules or not.
@@ -177,8 +182,10 @@ export function installVerifierWorld(obj: NativeObject, devices: readonly Device
     enforcing(DECOY_INGRESS_IFINDEX, DECOY_RULES);
     for (const e of EXEMPT)
       (e.cidr.family === 4 ? exempt4 : exempt6).update(encodeSrcKey(e.policyId, e.cidr), encodeExemptValue());
+    // The port index the agent derives from the rules: the programs read it first.
+    for (const [key, value] of portIndexEntries(written).values()) portIndex.update(key, value);
   } finally {
-    for (const m of [ports, exempt4, exempt6]) m.close();
+    for (const m of [ports, portIndex, exempt4, exempt6]) m.close();
     slots.close();
   }
 }

@@ -10,6 +10,19 @@
 #include "common.h"
 #include "maps.h"
 
+/** nt_counters_at() - this CPU's counters of slot @slot, for a path that counts more than once in it (NULL: lost). */
+static __always_inline struct nt_counters *nt_counters_at(__u32 slot)
+{
+	return bpf_map_lookup_elem(&nt_counters, &slot);
+}
+
+/** nt_count_in() - add one to counter @counter of @c (nt_counters_at()), if there is one. */
+static __always_inline void nt_count_in(struct nt_counters *c, __u32 counter)
+{
+	if (c)
+		c->cells[counter & (NT_COUNTER_CELLS - 1)] += 1;
+}
+
 /**
  * nt_count() - add one to counter @counter (enum nt_counter) of slot @slot.
  * An inlined per-CPU array access: a plain increment is race-free, and a
@@ -17,10 +30,7 @@
  */
 static __always_inline void nt_count(__u32 slot, __u32 counter)
 {
-	struct nt_counters *c = bpf_map_lookup_elem(&nt_counters, &slot);
-
-	if (c)
-		c->cells[counter & (NT_COUNTER_CELLS - 1)] += 1;
+	nt_count_in(nt_counters_at(slot), counter);
 }
 
 /** nt_iface_slot() - the counter slot of interface @ifindex itself (policy 0), or 0 when the agent gave it none. */

@@ -14,6 +14,10 @@
 NT_PINNED_MAP(nt_ingress_ports, BPF_MAP_TYPE_HASH, 0, NT_MAX_PORT_RULES,
 	      struct nt_port_key, struct nt_ingress_rule);
 
+/* The rule of a port only one interface protects, by port: nt_ingress_ports without the hash lookup. */
+NT_PINNED_MAP(nt_port_index, BPF_MAP_TYPE_ARRAY, 0, NT_MAX_PORT_INDEX,
+	      __u32, struct nt_port_index);
+
 /* Sources a policy never drops: (policy, IPv4 prefix) -> 1. */
 NT_PINNED_MAP(nt_exempt4, BPF_MAP_TYPE_LPM_TRIE, BPF_F_NO_PREALLOC, NT_MAX_EXEMPT,
 	      struct nt_src4_key, __u32);

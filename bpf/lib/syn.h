@@ -315,6 +315,14 @@ static __always_inline int nt_read(void *ctx, const int xdp, void *data, void *d
 	return nt_load(ctx, xdp, off, to, len) ? -1 : 0;
 }
 
+/** nt_syn_flow_ports() - the ports and the sequence number of @s->flow, from the first 8 bytes of its TCP header @th. */
+static __always_inline void nt_syn_flow_ports(struct nt_syn *s, const __u8 *th)
+{
+	__builtin_memcpy(&s->flow.sport, &th[0], 2);
+	__builtin_memcpy(&s->flow.dport, &th[2], 2);
+	__builtin_memcpy(&s->flow.seq, &th[4], 4);
+}
+
 /**
  * nt_parse_syn() - read the headers of a possible SYN, and find its options.
  * @l2, @skb_proto: as for nt_l2_parse()
@@ -346,17 +354,19 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 	/* Offsets a walk of extension headers decided are read through helpers. */
 	direct = !s->ipv6_ext && l4_off <= NT_DIRECT_MAX_L4_OFF;
 
-	/* The ports and the sequence number. */
-	if (l4_off + 8 > l4_end)
-		return NT_PARSE_UNREADABLE; /* the stack drops it, or (a first fragment) its whole datagram */
-	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, 8))
-		return NT_PARSE_UNREADABLE;
 	s->flow.family = s->family;
-	__builtin_memcpy(&s->flow.sport, &th[0], 2);
-	__builtin_memcpy(&s->flow.dport, &th[2], 2);
-	__builtin_memcpy(&s->flow.seq, &th[4], 4);
-
-	if (l4_off + sizeof(th) > l4_end) {
+	if (l4_off + sizeof(th) <= l4_end) {
+		/* The whole fixed header is here: one read for the ports, the sequence number and the rest. */
+		if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, sizeof(th)))
+			return NT_PARSE_UNREADABLE;
+		nt_syn_flow_ports(s, th);
+	} else {
+		/* The ports and the sequence number. */
+		if (l4_off + 8 > l4_end)
+			return NT_PARSE_UNREADABLE; /* the stack drops it, or (a first fragment) its whole datagram */
+		if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, 8))
+			return NT_PARSE_UNREADABLE;
+		nt_syn_flow_ports(s, th);
 		/*
 		 * Bytes 8..19 of the header are not all here: a first fragment cut at 8
 		 * or 16, or a header cut short. With the flags here, only a SYN matters;
@@ -373,8 +383,6 @@ static __always_inline int nt_parse_syn(void *ctx, const int xdp, const int l2, 
 		s->cut = 1;
 		return NT_PARSE_SYN;
 	}
-	if (nt_read(ctx, xdp, data, data_end, direct, l4_off, th, sizeof(th)))
-		return NT_PARSE_UNREADABLE;
 	if (!nt_tcp_is_syn(th[NT_TCP_FLAGS_OFF]))
 		return NT_PARSE_PASS;
 
@@ -430,6 +438,31 @@ static __always_inline void nt_syn_scan(const struct nt_syn *s, void *data, void
 				 kind, exid, r);
 	else
 		nt_tcp_opts_scan(buf, 0, NULL, optlen, kind, exid, r);
+}
+
+/**
+ * nt_syn_no_token() - is SYN @s (nt_parse_syn()) plainly without an option of
+ * @kind, so that nt_syn_scan() would find none and nothing wrong? True when it
+ * has no options, or exactly the five a Linux SYN opens with (which the walk
+ * passes in one step, for any @kind of ours). False says nothing: walk them.
+ */
+static __always_inline int nt_syn_no_token(const struct nt_syn *s, void *data, void *data_end, const __u8 *buf,
+					   __u8 kind)
+{
+	const __u8 *opts = buf;
+
+	if (s->cut)
+		return 0;
+	if (s->tcp_len == sizeof(struct tcphdr))
+		return 1;
+	if (s->tcp_len != sizeof(struct tcphdr) + NT_LINUX_SYN_OPTS_LEN || kind <= 8)
+		return 0;
+	if (s->direct) {
+		opts = data + nt_bound_off(s->l4_off) + sizeof(struct tcphdr);
+		if ((void *)(opts + NT_LINUX_SYN_OPTS_LEN) > data_end)
+			return 0;
+	}
+	return nt_tcp_linux_syn_opts(opts);
 }
 
 /**

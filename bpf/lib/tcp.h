@@ -68,6 +68,18 @@ struct nt_opts_scan {
 };
 
 /**
+ * nt_tcp_linux_syn_opts() - do the NT_LINUX_SYN_OPTS_LEN bytes at @opts (4-byte
+ * aligned, readable) hold the options a Linux SYN starts with, in its order?
+ */
+static __always_inline int nt_tcp_linux_syn_opts(const __u8 *opts)
+{
+	const __u32 *w = (const __u32 *)opts;
+
+	return (bpf_ntohl(w[0]) & 0xffff0000) == NT_LINUX_SYN_W0 && bpf_ntohl(w[1]) == NT_LINUX_SYN_W1 &&
+	       (bpf_ntohl(w[4]) & 0xffffff00) == NT_LINUX_SYN_W4;
+}
+
+/**
  * nt_tcp_opts_scan() - walk the options of a SYN, as the receiving stack does.
  * @opts:   the option area: in the packet, or a stack copy of NT_TCP_OPT_BUF bytes
  * @in_pkt: @opts is in the packet, before @end (data_end); a constant
@@ -94,13 +106,9 @@ static __always_inline void nt_tcp_opts_scan(const __u8 *opts, const int in_pkt,
 
 	r->ours_at = NT_OPT_NONE;
 	r->ours_len = 0;
-	if (optlen >= NT_LINUX_SYN_OPTS_LEN && kind > 8 && (!in_pkt || (const void *)(opts + NT_LINUX_SYN_OPTS_LEN) <= end)) {
-		const __u32 *w = (const __u32 *)opts;
-
-		if ((bpf_ntohl(w[0]) & 0xffff0000) == NT_LINUX_SYN_W0 && bpf_ntohl(w[1]) == NT_LINUX_SYN_W1 &&
-		    (bpf_ntohl(w[4]) & 0xffffff00) == NT_LINUX_SYN_W4)
-			start = NT_LINUX_SYN_OPTS_LEN;
-	}
+	if (optlen >= NT_LINUX_SYN_OPTS_LEN && kind > 8 && (!in_pkt || (const void *)(opts + NT_LINUX_SYN_OPTS_LEN) <= end) &&
+	    nt_tcp_linux_syn_opts(opts))
+		start = NT_LINUX_SYN_OPTS_LEN;
 	/*
 	 * Verifier workaround: idx = start, computed so that the verifier sees a
 	 * number it does not know (it does not fold optlen - optlen) instead of a

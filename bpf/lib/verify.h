@@ -6,7 +6,8 @@
  * XDP and the tc entry points of verifier.bpf.c. Nothing here writes to the packet.
  *
  * Cost: every packet that is not a SYN leaves nt_classify() on direct packet
- * access; a SYN to an unprotected port after one or two hash lookups.
+ * access; the rule of a SYN's port is found with array lookups where nt_port_index
+ * knows it, else with one or two hash lookups.
  */
 #ifndef NT_LIB_VERIFY_H
 #define NT_LIB_VERIFY_H
@@ -23,20 +24,60 @@ enum nt_verdict {
 	NT_V_DROP,
 };
 
-/** nt_ingress_rule() - the rule protecting @dport on @ifindex (exact port first, then "every port"), or NULL. */
+/* What nt_port_index says about a port on an interface. */
+enum nt_indexed {
+	NT_IDX_ASK,  /* it cannot tell: ask nt_ingress_ports */
+	NT_IDX_NONE, /* the interface has no rule for the port */
+	NT_IDX_RULE, /* *rule is the interface's rule for the port */
+};
+
+/** nt_port_indexed() - the rule nt_port_index holds for @port (0: "every port") on @ifindex, if it can tell. */
+static __always_inline int nt_port_indexed(__u32 ifindex, __u32 port, struct nt_ingress_rule **rule)
+{
+	struct nt_port_index *pi = bpf_map_lookup_elem(&nt_port_index, &port);
+
+	if (!pi || pi->state == NT_PI_HASH)
+		return NT_IDX_ASK;
+	if (pi->state == NT_PI_ONE && pi->ifindex == ifindex) {
+		*rule = &pi->rule;
+		return NT_IDX_RULE;
+	}
+	return NT_IDX_NONE;
+}
+
+/**
+ * nt_ingress_rule() - the rule protecting @dport on @ifindex (exact port first, then
+ * "every port"), or NULL. nt_port_index answers without a hash lookup where only one
+ * interface has rules for the port; nt_ingress_ports where it cannot tell.
+ */
 static __always_inline struct nt_ingress_rule *nt_ingress_rule(__u32 ifindex, __be16 dport)
 {
 	struct nt_port_key key = {
 		.ifindex = ifindex,
 		.port = bpf_ntohs(dport),
 	};
-	struct nt_ingress_rule *rule;
+	struct nt_ingress_rule *rule = NULL;
 
-	rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
-	if (rule)
+	switch (nt_port_indexed(ifindex, key.port, &rule)) {
+	case NT_IDX_RULE:
 		return rule;
-	key.port = 0;
-	return bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	case NT_IDX_ASK:
+		rule = bpf_map_lookup_elem(&nt_ingress_ports, &key);
+		if (rule)
+			return rule;
+		break;
+	default:
+		break;
+	}
+	switch (nt_port_indexed(ifindex, 0, &rule)) {
+	case NT_IDX_RULE:
+		return rule;
+	case NT_IDX_NONE:
+		return NULL;
+	default:
+		key.port = 0;
+		return bpf_map_lookup_elem(&nt_ingress_ports, &key);
+	}
 }
 
 /** nt_static_ok() - is @got (the 8 value bytes as they are in memory) the token, or the previous one? */
@@ -243,7 +284,8 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 	/* Only written when the options cannot be read in place. */
 	struct nt_opt_buf buf __attribute__((aligned(8)));
 	struct nt_policy *policy;
-	__u32 policy_id, slot, verdict;
+	struct nt_counters *c;
+	__u32 policy_id, verdict;
 
 	switch (nt_parse_syn(ctx, xdp, l2, skb_proto, data, data_end, pkt_len, &s, buf.b)) {
 	case NT_PARSE_SYN:
@@ -263,23 +305,27 @@ static __always_inline int nt_verify_syn(void *ctx, const int xdp, const int l2,
 	if (!policy || policy->mode == NT_MODE_NONE)
 		return NT_V_PASS;
 
-	if (xdp)
+	/* What an unmarked flood sends (no options, or a Linux SYN's) is told apart without the walk. */
+	if (nt_syn_no_token(&s, data, data_end, buf.b, policy->opt_kind))
+		verdict = NT_C_V_MISSING;
+	else if (xdp)
 		verdict = nt_verdict_xdp(ctx, &s, policy, &buf);
 	else
 		verdict = nt_verdict_skb(ctx, &s, policy, &buf);
 	if (verdict == NT_C_V_VALID && rule->replay_limit && nt_replay_over(rule, policy_id, &s.flow))
 		verdict = NT_C_V_REPLAY;
-	slot = rule->counter_slot;
-	nt_count(slot, verdict);
+	/* One lookup of the slot's counters for the verdict and what follows from it. */
+	c = nt_counters_at(rule->counter_slot);
+	nt_count_in(c, verdict);
 	if (verdict == NT_C_V_VALID)
 		return NT_V_PASS;
 	if (nt_exempt(rule, policy_id, &s.flow)) {
-		nt_count(slot, NT_C_V_EXEMPT);
+		nt_count_in(c, NT_C_V_EXEMPT);
 		return NT_V_PASS;
 	}
 	if (rule->action != NT_ACTION_ENFORCE)
 		return NT_V_PASS;
-	nt_count(slot, NT_C_V_DROPPED);
+	nt_count_in(c, NT_C_V_DROPPED);
 	return NT_V_DROP;
 }
 

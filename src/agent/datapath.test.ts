@@ -6,10 +6,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { decodeEgressRule, decodeIface, decodeLpmKey, encodeCounterOwner } from '../lib/abi.js';
+import {
+  NT_OPT_EXID_DEFAULT,
+  NT_OPT_KIND_DEFAULT,
+  PortIndexState,
+  decodeEgressRule,
+  decodeIface,
+  decodeLpmKey,
+  decodePortIndex,
+  encodeCounterOwner,
+  portIndexEntries,
+} from '../lib/abi.js';
 import { formatIp } from '../lib/cidr.js';
 import { silentLogger } from '../lib/log.js';
 import { validatePolicy } from '../lib/policy.js';
@@ -17,9 +27,14 @@ import { binding } from '../native/binding.js';
 import { Datapath } from './datapath.js';
 import { EncodingMemo, computeDesired, type DesiredState } from './desired.js';
 import { layoutDir } from './layout.js';
+import { readEntries } from './map-sync.js';
+import { wholePortIndex } from '../../test/lib/port-index.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { fixture } from '../../test/lib/native.js';
 import { recordingLogger } from '../../test/lib/log.js';
+import { NO_PORT_INDEX_COMMIT, objectsAt } from '../../test/lib/layout1.js';
+import { TCP_SYN, buildFrame, tokenOption } from '../lib/packet.js';
+import { XdpAction } from '../native/bpf.js';
 
 const GHOST = {
   name: 'ntghost0',
@@ -84,32 +99,34 @@ function withDatapath(
   }
 }
 
-function desired(dp: Datapath, cidrs: string[], memo?: EncodingMemo): DesiredState {
+/** The desired state of policy "p" on the ghost interface with `spec` (its token and interfaces added), or of no policy; no hooks. */
+function desiredOf(dp: Datapath, spec: Record<string, unknown> | null, iface = GHOST, memo?: EncodingMemo): DesiredState {
   const policies =
-    cidrs.length === 0
+    spec === null
       ? []
       : [
           validatePolicy({
             apiVersion: 'netoken.io/v1alpha1',
             kind: 'TokenPolicy',
             metadata: { name: 'p' },
-            spec: {
-              token: { mode: 'Static', secretRef: { name: 'p-token' } },
-              interfaces: { names: [GHOST.name] },
-              egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) },
-            },
+            spec: { token: { mode: 'Static', secretRef: { name: 'p-token' } }, interfaces: { names: [iface.name] }, ...spec },
           }),
         ];
   const d = computeDesired({
     policies,
     keys: new Map([['p', { current: Buffer.alloc(8, 7) }]]),
     nodeLabels: {},
-    interfaces: [GHOST],
+    interfaces: [iface],
     previousIds: dp.previousIds(),
     memo,
   });
   d.hooks.clear();
   return d;
+}
+
+function desired(dp: Datapath, cidrs: string[], memo?: EncodingMemo): DesiredState {
+  const spec = cidrs.length === 0 ? null : { egress: { destinations: cidrs.map((cidr) => ({ cidr, ports: [443] })) } };
+  return desiredOf(dp, spec, GHOST, memo);
 }
 
 test('a prefix nested in another with the same rule is written, and stays when the other goes', () => {
@@ -141,6 +158,105 @@ test('a reconcile that changes nothing writes nothing; a restart picks up what i
     assert.deepEqual(counts(desired(dp, [])), [1, 3], 'no policy: the slot zeroed, every prefix deleted');
     assert.deepEqual(trie(), []);
     assert.ok(slot(1)?.equals(Buffer.alloc(slot(1)?.length ?? 0)), 'slot 1 is zero');
+  });
+});
+
+test('the port index says what the port rules say, from the first apply on; a restart rewrites nothing', () => {
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const ingress = (dp: Datapath, action: 'Enforce' | 'Monitor', ports: number[]): DesiredState =>
+      desiredOf(dp, { ingress: { action, ports } });
+    const pinned = (map: string): Map<string, string> => {
+      const m = binding().mapFromPin(path.join(layoutDir(stateDir), map));
+      try {
+        const entries = map === 'nt_port_index' ? wholePortIndex(m) : readEntries(m);
+        return new Map([...entries].map(([hex, [, v]]) => [hex, v.toString('hex')]));
+      } finally {
+        m.close();
+      }
+    };
+    const expected = (): Map<string, string> =>
+      new Map(
+        [
+          ...portIndexEntries([...pinned('nt_ingress_ports')].map(([k, v]) => [Buffer.from(k, 'hex'), Buffer.from(v, 'hex')])),
+        ].map(([hex, [, v]]) => [hex, v.toString('hex')]),
+      );
+    let dp = open();
+    dp.apply(ingress(dp, 'Enforce', [443, 8443]));
+    const index = pinned('nt_port_index');
+    assert.deepEqual(
+      [...index.values()].map((v) => decodePortIndex(Buffer.from(v, 'hex')).state).sort(),
+      [PortIndexState.None, PortIndexState.One, PortIndexState.One],
+      'both ports indexed under the one interface; no interface protects every port',
+    );
+    assert.deepEqual(index, expected(), 'each entry holds the rule nt_ingress_ports holds');
+    dp.apply(ingress(dp, 'Monitor', [443]));
+    assert.deepEqual(pinned('nt_port_index'), expected(), 'after a change of action and ports');
+    dp.close();
+    dp = open();
+    assert.equal(dp.apply(ingress(dp, 'Monitor', [443])).mapWrites, 0, 'after a restart: nothing written');
+    dp.apply(ingress(dp, 'Monitor', []));
+    assert.deepEqual(pinned('nt_port_index'), expected(), 'every port');
+  });
+});
+
+test('over the pins of a verifier without the port index: the maps are reused, the index added and filled, and both programs answer alike', () => {
+  const old = objectsAt(NO_PORT_INDEX_COMMIT);
+  withDatapath((open, _trie, _slot, stateDir) => {
+    const b = binding();
+    const dir = layoutDir(stateDir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // What an agent of that commit left: its verifier's maps pinned (same layout, no nt_port_index).
+    const oldObj = b.openObject(old.verifier, { pinRoot: dir });
+    const oldProg = oldObj.program('nt_verify_xdp');
+    const oldPorts = oldObj.map('nt_ingress_ports');
+    let newProg: ReturnType<typeof b.programFromId> | null = null;
+    try {
+      assert.ok(!existsSync(path.join(dir, 'nt_port_index')), 'the older verifier pins no port index');
+      const dp = open();
+      // Rules on the device test runs arrive on (loopback, ifindex 1), under another name.
+      dp.apply(desiredOf(dp, { ingress: { action: 'Enforce', ports: [443] } }, { ...GHOST, name: 'ntghost1', ifindex: 1 }));
+      const pinnedPorts = b.mapFromPin(path.join(dir, 'nt_ingress_ports'));
+      const index = b.mapFromPin(path.join(dir, 'nt_port_index'));
+      try {
+        assert.equal(pinnedPorts.info.id, oldPorts.info.id, 'the pinned port rules are the same map, reused');
+        assert.equal(oldPorts.keys().length, 2, 'which holds the rule for 443 and the enforcing rule');
+        const k = Buffer.alloc(4);
+        k.writeUInt32LE(443);
+        assert.equal(
+          decodePortIndex(index.lookup(k)!).state,
+          PortIndexState.One,
+          'the index is added and says where 443 is protected',
+        );
+      } finally {
+        pinnedPorts.close();
+        index.close();
+      }
+      newProg = b.programFromId(dp.verifierProgramIds!.xdp);
+      const syn = (dport: number, options: Buffer): Buffer =>
+        buildFrame({ src: '192.0.2.10', dst: '203.0.113.7', tcp: { sport: 40000, dport, seq: 1, flags: TCP_SYN, options } });
+      const cases: [string, Buffer, number][] = [
+        ['unmarked SYN to 443', syn(443, Buffer.alloc(0)), XdpAction.DROP],
+        [
+          'SYN to 443 with the token',
+          syn(443, tokenOption(NT_OPT_KIND_DEFAULT, NT_OPT_EXID_DEFAULT, Buffer.alloc(8, 7))),
+          XdpAction.PASS,
+        ],
+        ['unmarked SYN to 80', syn(80, Buffer.alloc(0)), XdpAction.PASS],
+      ];
+      for (const [what, frame, want] of cases) {
+        assert.equal(
+          oldProg.testRun({ data: frame }).retval,
+          want,
+          `${what}: the older program, on the hooks until they are swapped`,
+        );
+        assert.equal(newProg.testRun({ data: frame }).retval, want, `${what}: this agent's program`);
+      }
+    } finally {
+      newProg?.close();
+      oldPorts.close();
+      oldProg.close();
+      oldObj.close();
+    }
   });
 });
 

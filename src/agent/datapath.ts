@@ -23,7 +23,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { LAYOUT_VERSION, decodeConfig, encodeConfig, rulePolicyId, withCounterSlot } from '../lib/abi.js';
+import { LAYOUT_VERSION, decodeConfig, encodeConfig, portIndexEntries, rulePolicyId, withCounterSlot } from '../lib/abi.js';
 import type { Logger } from '../lib/log.js';
 import { bpfObjectPath } from '../lib/package.js';
 import { type NativeMap, type NativeObject, type NativeProgram, binding } from '../native/binding.js';
@@ -45,6 +45,8 @@ import {
   deleteUnwanted,
   raiseEgressGeneration,
   readEntries,
+  readPortIndex,
+  syncPortIndex,
   writeChanged,
   writeChanges,
 } from './map-sync.js';
@@ -126,6 +128,7 @@ export class Datapath {
         tc: NativeProgram;
         tcL3: NativeProgram;
         ports: NativeMap;
+        portIndex: NativeMap;
         exempt4: NativeMap;
         exempt6: NativeMap;
       }
@@ -138,6 +141,7 @@ export class Datapath {
     egress4: Entries;
     egress6: Entries;
     ports: Entries;
+    portIndex: Entries;
     exempt4: Entries;
     exempt6: Entries;
   };
@@ -181,6 +185,7 @@ export class Datapath {
         tc: obj.program('nt_verify_tc'),
         tcL3: obj.program('nt_verify_tc_l3'),
         ports: obj.map('nt_ingress_ports'),
+        portIndex: obj.map('nt_port_index'),
         exempt4: obj.map('nt_exempt4'),
         exempt6: obj.map('nt_exempt6'),
       };
@@ -199,9 +204,11 @@ export class Datapath {
       egress4: readEntries(this.maps.egress4),
       egress6: readEntries(this.maps.egress6),
       ports: v ? readEntries(v.ports) : new Map(),
+      portIndex: new Map(),
       exempt4: v ? readEntries(v.exempt4) : new Map(),
       exempt6: v ? readEntries(v.exempt6) : new Map(),
     };
+    if (v) this.held.portIndex = readPortIndex(v.portIndex, this.held.ports);
     this.hooks = {
       stateDir: opts.stateDir,
       run: readRunState(opts.runDir),
@@ -279,15 +286,20 @@ export class Datapath {
       uncounted: counted.egressUncounted,
     };
     this.raiseEgressGeneration();
-    // 4. ingress: exemptions are in place before a port is enforced, and go only after it is not
+    // 4. ingress: exemptions are in place before a port is enforced, and go only after it is not;
+    // the port index sends the programs to the port rules while these change, and then says
+    // what they hold
     if (!('error' in this.verifier)) {
       const v = this.verifier;
+      const index = portIndexEntries(counted.ingressPorts.values());
+      result.mapWrites += syncPortIndex(v.portIndex, held.portIndex, index, 'before');
       sync(v.exempt4, held.exempt4, desired.exempt4, 'write');
       sync(v.exempt6, held.exempt6, desired.exempt6, 'write');
       sync(v.ports, held.ports, counted.ingressPorts, 'write');
       sync(v.ports, held.ports, counted.ingressPorts, 'delete');
       sync(v.exempt4, held.exempt4, desired.exempt4, 'delete');
       sync(v.exempt6, held.exempt6, desired.exempt6, 'delete');
+      result.mapWrites += syncPortIndex(v.portIndex, held.portIndex, index, 'after');
     }
     // 5. slots no longer used (an array cannot delete: they are zeroed), now that no rule points at them
     for (const [hex, [key, value]] of held.policies) {
@@ -524,7 +536,7 @@ export class Datapath {
     this.obj.close();
     if (!('error' in this.verifier)) {
       const v = this.verifier;
-      for (const h of [v.ports, v.exempt4, v.exempt6, v.xdp, v.tc, v.tcL3]) h.close();
+      for (const h of [v.ports, v.portIndex, v.exempt4, v.exempt6, v.xdp, v.tc, v.tcL3]) h.close();
       v.obj.close();
     }
   }

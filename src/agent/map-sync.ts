@@ -5,7 +5,7 @@
  * holds for a key: on an LPM trie a lookup is a longest-prefix match, which answers for a
  * nested prefix with the value of the prefix that covers it.
  */
-import { decodeConfig, encodeConfig } from '../lib/abi.js';
+import { PortIndexState, decodeConfig, decodePortIndex, decodePortKey, encodeConfig, withPortIndexState } from '../lib/abi.js';
 import type { NativeMap } from '../native/binding.js';
 
 /** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
@@ -45,6 +45,71 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<
     if (want.has(hex)) continue;
     if (map.delete(key)) n++;
     have.delete(hex);
+  }
+  return n;
+}
+
+/**
+ * The entries of nt_port_index that are not all zero, among the ports `ports` (the pinned
+ * nt_ingress_ports entries) names and port 0: the only ones this agent writes other than zero,
+ * and only after the port rules hold what they say (syncPortIndex), so that the index read
+ * back is what the agent left. Not every port: the 65 536 lookups would cost the agent more
+ * memory than it keeps idle. (An agent that predates the index, run in between over the same
+ * pins, changes the port rules without it: move back to such a version only with
+ * `netoken detach` first.)
+ */
+export function readPortIndex(map: NativeMap, ports: Entries): Entries {
+  const out: Entries = new Map();
+  const candidates = new Set<number>([0]);
+  for (const [key] of ports.values()) candidates.add(decodePortKey(key).port);
+  for (const port of candidates) {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(port);
+    const value = map.lookup(key);
+    if (value && value.some((b) => b !== 0)) out.set(key.toString('hex'), [key, value]);
+  }
+  return out;
+}
+
+const differs = (a: [Buffer, Buffer] | undefined, b: [Buffer, Buffer] | undefined): boolean =>
+  a === undefined || b === undefined ? a !== b : !a[1].equals(b[1]);
+
+/**
+ * Moves nt_port_index from `have` to `want` around the writes of nt_ingress_ports, so that a
+ * program never reads an entry that answers other than the hash would at that moment:
+ *  - 'before' (ahead of the nt_ingress_ports writes): every entry about to change is set to
+ *    NT_PI_HASH, a write that changes nothing but the state, and the programs ask the hash;
+ *  - 'after' (once the hash holds the new rules): the same first (nothing, after 'before'),
+ *    then each changed entry gets its new contents still in NT_PI_HASH, then its new state,
+ *    again a write of the state alone; an entry `want` lacks is zeroed.
+ * No write changes the state together with anything else (abi.h, struct nt_port_index).
+ * Returns how many writes it made.
+ */
+export function syncPortIndex(map: NativeMap, have: Entries, want: Entries, phase: 'before' | 'after'): number {
+  let n = 0;
+  const put = (hex: string, key: Buffer, value: Buffer): void => {
+    map.update(key, value);
+    have.set(hex, [key, value]);
+    n++;
+  };
+  for (const [hex, cur] of [...have]) {
+    if (!differs(cur, want.get(hex)) || decodePortIndex(cur[1]).state === PortIndexState.Hash) continue;
+    put(hex, cur[0], withPortIndexState(cur[1], PortIndexState.Hash));
+  }
+  if (phase === 'before') return n;
+  for (const [hex, entry] of want) {
+    const cur = have.get(hex);
+    if (!differs(cur, entry)) continue;
+    const parked = withPortIndexState(entry[1], PortIndexState.Hash);
+    if (!cur || !cur[1].equals(parked)) put(hex, entry[0], parked);
+    if (!parked.equals(entry[1])) put(hex, entry[0], entry[1]);
+  }
+  for (const [hex, [key, value]] of [...have]) {
+    if (want.has(hex)) continue;
+    // 'before' left it in NT_PI_HASH: zeroing changes nothing the programs read.
+    map.update(key, Buffer.alloc(value.length));
+    have.delete(hex);
+    n++;
   }
   return n;
 }

@@ -12,6 +12,12 @@ import {
   EGRESS_RULE_SIZE,
   IFACE_SIZE,
   INGRESS_RULE_SIZE,
+  NT_MAX_PORT_INDEX,
+  PORT_INDEX_SIZE,
+  PortIndexState,
+  decodePortIndex,
+  encodePortIndex,
+  portIndexEntries,
   IngressActionCode,
   IngressFlag,
   LAYOUT_VERSION,
@@ -90,6 +96,7 @@ test('struct sizes agree with the BTF of the built verifier object', () => {
   assert.equal(size('nt_clock'), CLOCK_SIZE);
   assert.equal(size('nt_port_key'), PORT_KEY_SIZE);
   assert.equal(size('nt_ingress_rule'), INGRESS_RULE_SIZE);
+  assert.equal(size('nt_port_index'), PORT_INDEX_SIZE);
   assert.equal(size('nt_src4_key'), SRC4_KEY_SIZE);
   assert.equal(size('nt_src6_key'), SRC6_KEY_SIZE);
   assert.equal(size('nt_replay_key'), REPLAY_KEY_SIZE);
@@ -105,6 +112,7 @@ test('the limits, the layout version and the counter array sizes are the ones ab
   assert.equal(LAYOUT_VERSION, define('NT_LAYOUT_VERSION'));
   assert.equal(NT_MAX_COUNTER_SLOTS, define('NT_MAX_COUNTER_SLOTS'));
   assert.equal(NT_COUNTER_CELLS, define('NT_COUNTER_CELLS'));
+  assert.equal(NT_MAX_PORT_INDEX, define('NT_MAX_PORT_INDEX'));
   assert.ok(COUNTERS.length <= NT_COUNTER_CELLS, 'every counter has a cell');
 });
 
@@ -178,6 +186,33 @@ test('ingress encodings put fields where the header says', () => {
   const clock = encodeClock(-37_000_000_000n, 1_700_000_000_123_456_789n);
   assert.equal(clock.length, CLOCK_SIZE);
   assert.deepEqual(decodeClock(clock), { taiOffsetNs: -37_000_000_000n, bootOffsetNs: 1_700_000_000_123_456_789n, valid: true });
+});
+
+test('the port index: the rule where one interface alone has rules for a port, nothing where several have', () => {
+  const rule = (policyId: number, slot: number): Buffer => encodeIngressRule(policyId, IngressActionCode.Enforce, { slot });
+  assert.equal(
+    encodePortIndex(PortIndexState.One, 7, rule(3, 5)).toString('hex'),
+    rule(3, 5).toString('hex') + '07000000' + '02000000',
+    'rule, ifindex, state',
+  );
+  const entries = portIndexEntries([
+    [encodePortKey(7, 443), rule(1, 2)],
+    [encodePortKey(8, 443), rule(1, 3)],
+    [encodePortKey(7, 22), rule(2, 4)],
+    [encodeEnforcingKey(9), rule(2, 6)],
+  ]);
+  const at = (port: number): ReturnType<typeof decodePortIndex> | undefined => {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(port);
+    const e = entries.get(k.toString('hex'));
+    return e && decodePortIndex(e[1]);
+  };
+  assert.equal(at(443), undefined, 'two interfaces protect 443: no entry (ask the hash)');
+  assert.deepEqual(at(22), { state: PortIndexState.One, ifindex: 7, rule: rule(2, 4) });
+  assert.equal(at(0)?.state, PortIndexState.None, 'no interface protects every port (the enforcing key is not a port)');
+  assert.equal(entries.size, 2);
+  const every = portIndexEntries([[encodePortKey(7, 0), rule(1, 2)]]);
+  assert.equal([...every.values()].map(([, v]) => decodePortIndex(v).state).join(), String(PortIndexState.One));
 });
 
 test('counter, interface and config encodings put fields where the header says', () => {

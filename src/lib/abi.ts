@@ -88,6 +88,8 @@ export const CONFIG_SIZE = 8;
 export const CLOCK_SIZE = 24;
 export const PORT_KEY_SIZE = 8;
 export const INGRESS_RULE_SIZE = 16;
+export const PORT_INDEX_SIZE = 24;
+export const NT_MAX_PORT_INDEX = 65536;
 export const SRC4_KEY_SIZE = 12;
 export const SRC6_KEY_SIZE = 24;
 export const REPLAY_KEY_SIZE = 48;
@@ -276,6 +278,74 @@ export function decodeIngressRule(v: Buffer): {
     slot: v.readUInt16LE(INGRESS_RULE_SLOT_OFF),
     flags: v.readUInt16LE(14),
   };
+}
+
+/** enum nt_port_index_state */
+export enum PortIndexState {
+  /** ask nt_ingress_ports (an entry never written is all zero) */
+  Hash = 0,
+  /** no interface has a rule for the port */
+  None = 1,
+  /** only one interface has: the rule in the entry */
+  One = 2,
+}
+
+const PORT_INDEX_IFINDEX_OFF = INGRESS_RULE_SIZE;
+const PORT_INDEX_STATE_OFF = INGRESS_RULE_SIZE + 4;
+
+/** struct nt_port_index: `rule` is an encodeIngressRule() value (with its counter slot). */
+export function encodePortIndex(state: PortIndexState, ifindex = 0, rule: Buffer = Buffer.alloc(INGRESS_RULE_SIZE)): Buffer {
+  const v = Buffer.alloc(PORT_INDEX_SIZE);
+  rule.copy(v, 0, 0, INGRESS_RULE_SIZE);
+  v.writeUInt32LE(ifindex, PORT_INDEX_IFINDEX_OFF);
+  v.writeUInt32LE(state, PORT_INDEX_STATE_OFF);
+  return v;
+}
+
+export function decodePortIndex(v: Buffer): { state: PortIndexState; ifindex: number; rule: Buffer } {
+  return {
+    state: v.readUInt32LE(PORT_INDEX_STATE_OFF) as PortIndexState,
+    ifindex: v.readUInt32LE(PORT_INDEX_IFINDEX_OFF),
+    rule: v.subarray(0, INGRESS_RULE_SIZE),
+  };
+}
+
+/** The same nt_port_index value in state `state` (a copy). */
+export function withPortIndexState(v: Buffer, state: PortIndexState): Buffer {
+  const out = Buffer.from(v);
+  out.writeUInt32LE(state, PORT_INDEX_STATE_OFF);
+  return out;
+}
+
+/**
+ * The nt_port_index entries (hex(key) -> [key, value]) that answer as the nt_ingress_ports
+ * entries `ports` do: a port whose rules one interface alone has gets that rule; port 0
+ * (every port) also says when no interface has such a rule (where there are rules at all:
+ * without any, the verifier is on no interface). Ports several interfaces
+ * protect get no entry: the verifier asks nt_ingress_ports for them. The rules for what has
+ * no visible port (encodeEnforcingKey) are not indexed.
+ */
+export function portIndexEntries(ports: Iterable<[Buffer, Buffer]>): Map<string, [Buffer, Buffer]> {
+  const byPort = new Map<number, { ifindex: number; rule: Buffer }[]>();
+  for (const [key, rule] of ports) {
+    const k = decodePortKey(key);
+    if (k.enforcing) continue;
+    const list = byPort.get(k.port) ?? [];
+    list.push({ ifindex: k.ifindex, rule });
+    byPort.set(k.port, list);
+  }
+  const out = new Map<string, [Buffer, Buffer]>();
+  const put = (port: number, value: Buffer): void => {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(port);
+    out.set(key.toString('hex'), [key, value]);
+  };
+  for (const [port, list] of byPort) {
+    const only = list.length === 1 ? list[0] : undefined;
+    if (only) put(port, encodePortIndex(PortIndexState.One, only.ifindex, only.rule));
+  }
+  if (byPort.size > 0 && !byPort.has(0)) put(0, encodePortIndex(PortIndexState.None));
+  return out;
 }
 
 /** struct nt_src4_key / nt_src6_key: the policy, then the source prefix. */

@@ -27,11 +27,14 @@ import {
   IngressActionCode,
   IngressFlag,
   NT_OPT_EXID_DEFAULT as EXID,
+  PortIndexState,
+  decodePortIndex,
+  portIndexEntries,
   NT_OPT_KIND_DEFAULT as KIND,
   TokenModeCode,
 } from '../../src/lib/abi.js';
 import { CounterSlots } from '../../src/agent/counters.js';
-import { raiseEgressGeneration } from '../../src/agent/map-sync.js';
+import { type Entries, raiseEgressGeneration, syncPortIndex } from '../../src/agent/map-sync.js';
 import { parseCidr } from '../../src/lib/cidr.js';
 import { BIND_ALL, epochAt, keyedToken } from '../../src/lib/siphash.js';
 import {
@@ -96,14 +99,20 @@ class Verifier {
   readonly obj: NativeObject;
   readonly progs: Record<Entry, NativeProgram>;
   private readonly probe: NativeProgram;
-  readonly maps: Record<'policies' | 'clock' | 'ports' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
+  readonly maps: Record<'policies' | 'clock' | 'ports' | 'portIndex' | 'exempt4' | 'exempt6' | 'replay', NativeMap>;
   private readonly marker: { obj: NativeObject; prog: NativeProgram };
   private readonly slots: CounterSlots;
   /** port rules written, by hex key, and the exempt-source families of each policy: a rule carries its policy's */
   private readonly rules = new Map<string, [Buffer, Buffer]>();
   private readonly exemptFlags = new Map<number, number>();
+  /** nt_ingress_ports and nt_port_index as written (the rules with their slots), for the index's upkeep */
+  private readonly written: { ports: Entries; index: Entries } = { ports: new Map(), index: new Map() };
+  /** whether nt_port_index is kept as the agent keeps it; without it the verifier asks nt_ingress_ports alone */
+  private readonly indexed: boolean;
 
-  constructor(opts: { clock?: boolean } = {}) {
+  /** `index: false`: leave nt_port_index empty, as on pins an agent without it left. */
+  constructor(opts: { clock?: boolean; index?: boolean } = {}) {
+    this.indexed = opts.index ?? true;
     const b = binding();
     if (!b.isBpffs('/sys/fs/bpf')) b.mountBpffs('/sys/fs/bpf');
     this.pinDir = `/sys/fs/bpf/netoken-test-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -118,6 +127,7 @@ class Verifier {
       policies: this.obj.map('nt_policies'),
       clock: this.obj.map('nt_clock'),
       ports: this.obj.map('nt_ingress_ports'),
+      portIndex: this.obj.map('nt_port_index'),
       exempt4: this.obj.map('nt_exempt4'),
       exempt6: this.obj.map('nt_exempt6'),
       replay: this.obj.map('nt_replay'),
@@ -172,8 +182,15 @@ class Verifier {
       slot,
       flags: r.flags | (this.exemptFlags.get(r.policyId) ?? 0),
     });
+    const hex = key.toString('hex');
+    const ports: Entries = new Map(this.written.ports).set(hex, [key, v]);
+    // Around the rule's write as the agent does it (datapath.ts).
+    const index = portIndexEntries(ports.values());
+    if (this.indexed) syncPortIndex(this.maps.portIndex, this.written.index, index, 'before');
     this.maps.ports.update(key, v);
-    this.rules.set(key.toString('hex'), [key, value]);
+    this.written.ports = ports;
+    if (this.indexed) syncPortIndex(this.maps.portIndex, this.written.index, index, 'after');
+    this.rules.set(hex, [key, value]);
     return this;
   }
 
@@ -350,6 +367,86 @@ test('a rule pointing at an empty policy slot verifies nothing', () => {
 test('rules are per interface: a port protected on ifindex 7 is not protected on loopback', () => {
   const v = new Verifier().policy(1).protect(443, 1, IngressActionCode.Enforce, 0, 7);
   expect(v, buildFrame(v4), 'pass', []);
+});
+
+test('the port index answers as the port rules alone do: one interface, several, every port, a rule changed', () => {
+  const OTHER = 7;
+  const scenarios: {
+    what: string;
+    setup: (v: Verifier) => void;
+    want: Record<number, Verdict>;
+    index: Record<number, PortIndexState>;
+  }[] = [
+    {
+      what: '443 on loopback only',
+      setup: (v) => v.protect(443, 1),
+      want: { 443: 'drop', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.None },
+    },
+    {
+      what: '443 on loopback and on another interface',
+      setup: (v) => v.protect(443, 1).protect(443, 2, IngressActionCode.Enforce, 0, OTHER),
+      want: { 443: 'drop', 80: 'pass' },
+      index: { 443: PortIndexState.Hash, 0: PortIndexState.None },
+    },
+    {
+      what: '443 on another interface, every port on loopback',
+      setup: (v) => v.protect(443, 2, IngressActionCode.Enforce, 0, OTHER).protect(0, 1, IngressActionCode.Monitor),
+      want: { 443: 'pass', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.One },
+    },
+    {
+      what: 'every port on loopback and on another interface, 443 Enforce on loopback',
+      setup: (v) => v.protect(0, 2, IngressActionCode.Monitor).protect(0, 2, IngressActionCode.Enforce, 0, OTHER).protect(443, 1),
+      want: { 443: 'drop', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.Hash },
+    },
+    {
+      what: '443 on another interface only',
+      setup: (v) => v.protect(443, 1, IngressActionCode.Enforce, 0, OTHER),
+      want: { 443: 'pass', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.None },
+    },
+    {
+      what: '443 on loopback, Monitor then Enforce',
+      setup: (v) => v.protect(443, 1, IngressActionCode.Monitor).protect(443, 1),
+      want: { 443: 'drop', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.None },
+    },
+    {
+      what: '443 on loopback, Enforce then Monitor',
+      setup: (v) => v.protect(443, 1).protect(443, 1, IngressActionCode.Monitor),
+      want: { 443: 'pass', 80: 'pass' },
+      index: { 443: PortIndexState.One, 0: PortIndexState.None },
+    },
+  ];
+  const key = (port: number): Buffer => {
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(port);
+    return k;
+  };
+  for (const sc of scenarios) {
+    const indexed = new Verifier().policy(1).policy(2);
+    const plain = new Verifier({ index: false }).policy(1).policy(2);
+    sc.setup(indexed);
+    sc.setup(plain);
+    for (const [port, state] of Object.entries(sc.index)) {
+      const got = decodePortIndex(indexed.maps.portIndex.lookup(key(Number(port)))!).state;
+      assert.equal(got, state, `${sc.what}: nt_port_index[${port}]`);
+    }
+    for (const [port, verdict] of Object.entries(sc.want)) {
+      for (const spec of [v4, v6]) {
+        const frame = buildFrame({ ...spec, tcp: { ...spec.tcp!, dport: Number(port) } });
+        for (const entry of ['xdp', 'tc'] as const) {
+          const a = indexed.run(entry, frame);
+          const b = plain.run(entry, frame);
+          const what = `${sc.what}, ${entry}, IPv${spec === v4 ? 4 : 6} SYN to ${port}`;
+          assert.equal(a.verdict, verdict, `${what}: verdict`);
+          assert.deepEqual(a, b, `${what}: the same verdict and counters without the index`);
+        }
+      }
+    }
+  }
 });
 
 // ---------------------------------------------------------------------------------------
