@@ -17,7 +17,7 @@ import {
   portIndexEntries,
 } from '../lib/abi.js';
 import { binding, type NativeMap } from '../native/binding.js';
-import { type Entries, syncPortIndex } from './map-sync.js';
+import { type Entries, readPortIndex, syncPortIndex } from './map-sync.js';
 import { wholePortIndex } from '../../test/lib/port-index.js';
 
 const BPF_MAP_TYPE_ARRAY = 2;
@@ -107,6 +107,45 @@ test('the port index follows the port rules, and no write changes a state togeth
     syncPortIndex(map, have, new Map(), 'before');
     syncPortIndex(map, have, new Map(), 'after');
     assert.equal(writes.length, 0);
+  } finally {
+    map.close();
+  }
+});
+
+test('a start clears index entries the rules no longer name (left by an older agent), in writes of one kind', () => {
+  const { map, writes } = recordingIndex();
+  try {
+    // What the index held before an agent that predates it ran over the pins: 443 and 8443 each on one interface.
+    const before: Entries = new Map();
+    const old = portIndexEntries([
+      [encodePortKey(7, 443), rule(1, IngressActionCode.Enforce, 2)],
+      [encodePortKey(7, 8443), rule(2, IngressActionCode.Monitor, 3)],
+    ]);
+    syncPortIndex(map, before, old, 'before');
+    syncPortIndex(map, before, old, 'after');
+    // That agent then removed 8443's rule (without the index): the rules name 443 alone.
+    const ports: Entries = new Map([
+      [encodePortKey(7, 443).toString('hex'), [encodePortKey(7, 443), rule(1, IngressActionCode.Enforce, 2)]],
+    ]);
+    writes.length = 0;
+    const held = readPortIndex(map, ports);
+    const portsOf = (e: Entries): number[] =>
+      [...e.keys()].map((hex) => Buffer.from(hex, 'hex').readUInt32LE(0)).sort((a, b) => a - b);
+    assert.ok(!portsOf(wholePortIndex(map)).includes(8443), "8443's stale entry is gone: a SYN to it asks the rules");
+    assert.ok(portsOf(held).includes(443), 'the entry of a port the rules name is kept and read back');
+    assert.deepEqual(portsOf(held), portsOf(wholePortIndex(map)), 'what is read back is what the index holds');
+    assert.deepEqual(
+      writes.map((w) => [w.port, decodePortIndex(w.after).state]),
+      [
+        [8443, PortIndexState.Hash],
+        [8443, PortIndexState.Hash],
+      ],
+      'the state first, then the rest',
+    );
+    assert.ok(
+      writes[0]!.before.subarray(0, STATE_OFF).equals(writes[0]!.after.subarray(0, STATE_OFF)),
+      'the first write changes the state alone',
+    );
   } finally {
     map.close();
   }

@@ -5,7 +5,15 @@
  * holds for a key: on an LPM trie a lookup is a longest-prefix match, which answers for a
  * nested prefix with the value of the prefix that covers it.
  */
-import { PortIndexState, decodeConfig, decodePortIndex, decodePortKey, encodeConfig, withPortIndexState } from '../lib/abi.js';
+import {
+  PORT_INDEX_SIZE,
+  PortIndexState,
+  decodeConfig,
+  decodePortIndex,
+  decodePortKey,
+  encodeConfig,
+  withPortIndexState,
+} from '../lib/abi.js';
 import type { NativeMap } from '../native/binding.js';
 
 /** hex(key) -> [key, value]: what one map holds (its desired-state form, see DesiredState). */
@@ -54,9 +62,11 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<
  * nt_ingress_ports entries) names and port 0: the only ones this agent writes other than zero,
  * and only after the port rules hold what they say (syncPortIndex), so that the index read
  * back is what the agent left. Not every port: the 65 536 lookups would cost the agent more
- * memory than it keeps idle. (An agent that predates the index, run in between over the same
- * pins, changes the port rules without it: move back to such a version only with
- * `netoken detach` first.)
+ * memory than it keeps idle. Every other entry that is not zero is set to zero ("ask the hash",
+ * which is never wrong), in two writes as syncPortIndex makes them: an agent that predates the
+ * index, run in between over the same pins (a rollback), changes the port rules without it and
+ * may have left one stale. The whole index is read once per start for that; what it allocates
+ * is garbage the memory settler collects once the start is over.
  */
 export function readPortIndex(map: NativeMap, ports: Entries): Entries {
   const out: Entries = new Map();
@@ -67,6 +77,17 @@ export function readPortIndex(map: NativeMap, ports: Entries): Entries {
     key.writeUInt32LE(port);
     const value = map.lookup(key);
     if (value && value.some((b) => b !== 0)) out.set(key.toString('hex'), [key, value]);
+  }
+  const key = Buffer.alloc(4);
+  const zero = Buffer.alloc(PORT_INDEX_SIZE);
+  for (let port = 0; port < 65536; port++) {
+    if (candidates.has(port)) continue;
+    key.writeUInt32LE(port);
+    const stale = map.lookup(key);
+    if (!stale || !stale.some((b) => b !== 0)) continue;
+    // As syncPortIndex does: the state alone first, so that no program reads half of a write.
+    map.update(key, withPortIndexState(stale, PortIndexState.Hash));
+    map.update(key, zero);
   }
   return out;
 }
