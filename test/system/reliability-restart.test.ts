@@ -130,10 +130,12 @@ describe('kill -9 mid-reconcile', () => {
       };
       /** Restart and wait until version `k` is whole in the kernel, then check that nothing doubled. */
       const restart = async (k: number, what: string): Promise<void> => {
+        // The status file may still be the killed agent's (written before the kill): only one the restarted agent wrote counts.
+        const startedAt = new Date().toISOString();
         await agent.start();
         restarts++;
         const s = await agent.waitStatus(
-          (x) => x.programId !== programId && x.hooks.length === 1 && x.ready,
+          (x) => x.updatedAt >= startedAt && x.programId !== programId && x.hooks.length === 1 && x.ready,
           60_000,
           `${what}: the restarted agent`,
         );
