@@ -61,32 +61,28 @@ export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<
  * The entries of nt_port_index that are not all zero, among the ports `ports` (the pinned
  * nt_ingress_ports entries) names and port 0: the only ones this agent writes other than zero,
  * and only after the port rules hold what they say (syncPortIndex), so that the index read
- * back is what the agent left. Not every port: the 65 536 lookups would cost the agent more
- * memory than it keeps idle. Every other entry that is not zero is set to zero ("ask the hash",
- * which is never wrong), in two writes as syncPortIndex makes them: an agent that predates the
- * index, run in between over the same pins (a rollback), changes the port rules without it and
- * may have left one stale. The whole index is read once per start for that; what it allocates
- * is garbage the memory settler collects once the start is over.
+ * back is what the agent left. Every other entry that is not zero is set to zero ("ask the
+ * hash", which is never wrong), in two writes as syncPortIndex makes them: an agent that
+ * predates the index, run in between over the same pins (a rollback), changes the port rules
+ * without it and may have left one stale. The whole index is read once per start for that;
+ * what it allocates is garbage the memory settler collects once the start is over.
  */
 export function readPortIndex(map: NativeMap, ports: Entries): Entries {
   const out: Entries = new Map();
-  const candidates = new Set<number>([0]);
-  for (const [key] of ports.values()) candidates.add(decodePortKey(key).port);
-  for (const port of candidates) {
-    const key = Buffer.alloc(4);
+  const named = new Set<number>([0]);
+  for (const [key] of ports.values()) named.add(decodePortKey(key).port);
+  const zero = Buffer.alloc(PORT_INDEX_SIZE);
+  const key = Buffer.alloc(4);
+  for (let port = 0; port < 65536; port++) {
     key.writeUInt32LE(port);
     const value = map.lookup(key);
-    if (value && value.some((b) => b !== 0)) out.set(key.toString('hex'), [key, value]);
-  }
-  const key = Buffer.alloc(4);
-  const zero = Buffer.alloc(PORT_INDEX_SIZE);
-  for (let port = 0; port < 65536; port++) {
-    if (candidates.has(port)) continue;
-    key.writeUInt32LE(port);
-    const stale = map.lookup(key);
-    if (!stale || !stale.some((b) => b !== 0)) continue;
+    if (!value || !value.some((b) => b !== 0)) continue;
+    if (named.has(port)) {
+      out.set(key.toString('hex'), [Buffer.from(key), value]);
+      continue;
+    }
     // As syncPortIndex does: the state alone first, so that no program reads half of a write.
-    map.update(key, withPortIndexState(stale, PortIndexState.Hash));
+    map.update(key, withPortIndexState(value, PortIndexState.Hash));
     map.update(key, zero);
   }
   return out;
