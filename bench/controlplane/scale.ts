@@ -251,6 +251,8 @@ export interface ScaleResult {
     agentReconciles: number;
     reportBytes: number;
     writes: WriteCounts;
+    /** CPU seconds each process used from the start of `kubectl create` until all were Ready */
+    cpuSeconds: Record<string, number>;
   };
   memory: { idleMiB: number[]; loadedMiB: number[] };
   deleteMs: number;
@@ -325,6 +327,7 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
     await a.start();
     const r0 = reconciles();
     let mark = audit.mark();
+    const oneCpu0 = cpuSeconds(s);
     const t0 = now();
     const wire = capture.events.waitFor(
       (e) => e.atMs >= t0 && e.token !== null && e.token.equals(token),
@@ -364,6 +367,7 @@ export async function runScale(opts: ScaleOptions, log: (line: string) => void, 
       agentReconciles: applied.reconciles - r0,
       reportBytes: JSON.stringify(report.status).length,
       writes: audit.counts(mark),
+      cpuSeconds: cpuSince(oneCpu0, cpuSeconds(s)),
     };
     log(
       `scale: ${n} policies on one node: applied ${Math.round(appliedMs)} ms, reported ${Math.round(reportedMs)} ms, on the wire ${Math.round(wireMs)} ms, all Ready ${Math.round(readyMs)} ms (${oneNode.agentReconciles} reconciles)`,
@@ -650,7 +654,10 @@ export function scaleFigures(r: ScaleResult): { figures: Figure[]; remarks: stri
   );
   const remarks = [
     `scale, ${pol} × 1 node: \`kubectl create\` returned after ${round(o.createdMs / 1000, 2)} s; applied by the agent after ${round(o.appliedMs / 1000, 2)} s in ${o.agentReconciles} reconciles, listed in its TokenNodeState (${round(o.reportBytes / 1024)} KiB of status) after ${round(o.reportedMs / 1000, 2)} s, ` +
-      `the last destination's SYN marked after ${round(o.wireMs / 1000, 2)} s, all Ready after ${round(o.readyMs / 1000, 2)} s; writes: ${fmtWrites(o.writes)}.`,
+      `the last destination's SYN marked after ${round(o.wireMs / 1000, 2)} s, all Ready after ${round(o.readyMs / 1000, 2)} s; writes: ${fmtWrites(o.writes)}; ` +
+      `CPU seconds used meanwhile: ${Object.entries(o.cpuSeconds)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}.`,
     `scale: agent resident memory ${round(median(r.memory.idleMiB))} MiB idle, ${round(median(r.memory.loadedMiB))} MiB with ${pol} applied.`,
     `scale: deleting the ${pol} took ${round(r.deleteMs / 1000, 1)} s until all were released; ${m - 1} simulated nodes joined in ${round(r.setupMs / 1000, 1)} s.`,
     `scale, ${pol} × ${nodes}: \`kubectl create\` returned after ${round(r.allNodes.createdMs / 1000, 1)} s, the simulated reports were written ${round(r.allNodes.reportsMs / 1000, 1)} s after \`kubectl create\` began; writes until all Ready: ${fmtWrites(w)}; ` +
