@@ -161,6 +161,19 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
     return out;
   }
 
+  /** The objects whose index `name` holds `value`, one by one (live view: do not keep it across awaits). */
+  *indexed(name: string, value: string): IterableIterator<S> {
+    for (const k of this.index(name).byValue.get(value) ?? []) {
+      const o = this.store.get(k);
+      if (o) yield o;
+    }
+  }
+
+  /** How many objects index `name` holds under `value` (without listing them). */
+  indexCount(name: string, value: string): number {
+    return this.index(name).byValue.get(value)?.size ?? 0;
+  }
+
   /** Every value index `name` holds. */
   indexValues(name: string): IterableIterator<string> {
     return this.index(name).byValue.keys();

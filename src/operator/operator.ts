@@ -38,6 +38,7 @@ import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorM
 import { KeyedQueue, type ReconcileResult } from '../lib/workqueue.js';
 import { type CachedSecret, type NodeInfo, cacheNode, cacheSecret } from '../lib/cached.js';
 import { type CachedPolicy, type NodeReport, type RawNodeState, cacheNodeState, cachePolicy } from './cache.js';
+import { SecretSelectors, secretNameOf, selectorKey } from './selectors.js';
 import { EventRecorder, type EventSink } from './events.js';
 import { secretError } from './errors.js';
 import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
@@ -118,12 +119,13 @@ function nameOf(o: Cacheable | undefined): string {
   return o?.metadata?.name ?? '';
 }
 
-function secretNameOf(p: CachedPolicy): string | undefined {
-  return p.spec?.token?.secretRef?.name;
-}
-
 function modeOf(p: CachedPolicy): string {
   return p.spec?.token?.mode ?? 'Static';
+}
+
+/** The value of the policy index 'secret-mode': a Secret and the token mode of a policy naming it. */
+function secretModeKey(secret: string, mode: string): string {
+  return `${mode}/${secret}`;
 }
 
 /** The conditions and node counts of a policy's status, as the metrics show them. */
@@ -158,6 +160,9 @@ export class Operator {
   private resyncTimer: NodeJS.Timeout | null = null;
   /** per policy: the status last written, and when */
   private readonly lastWrites = new Map<string, { json: string; at: number }>();
+  private readonly secretSelectors = new SecretSelectors();
+  /** per node and Secret, the policy whose reported keys answered last for the Secret (rotationNodes) */
+  private readonly keysHint = new Map<string, string>();
   /** node selector (as stable JSON) -> the nodes it matches; cleared when a node joins, leaves or is relabelled */
   private readonly selected = new Map<string, NodeInfo[]>();
 
@@ -179,6 +184,7 @@ export class Operator {
           e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined);
         for (const k of keys) this.queue.enqueue(k);
       };
+    const mapPolicy = mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup));
     this.policies = new Informer<KubernetesObject, CachedPolicy>({
       ...common,
       what: 'tokenpolicies',
@@ -186,11 +192,18 @@ export class Operator {
       list: listCustom('tokenpolicies'),
       transform: cachePolicy,
       onRestart: restarted('tokenpolicies'),
-      onEvent: mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup)),
+      onEvent: (e) => {
+        this.secretSelectors.track(nameOf(e.object), e.type === 'delete' ? undefined : e.object);
+        mapPolicy(e);
+      },
     });
     this.policies.addIndex('secret', (p) => {
       const s = secretNameOf(p);
       return s === undefined ? [] : [s];
+    });
+    this.policies.addIndex('secret-mode', (p) => {
+      const s = secretNameOf(p);
+      return s === undefined ? [] : [secretModeKey(s, modeOf(p))];
     });
     this.reports = new Informer<RawNodeState, NodeReport>({
       ...common,
@@ -416,7 +429,7 @@ export class Operator {
 
   /** The nodes a selector matches, from a memo that node changes clear. */
   private matchedNodes(selector: LabelSelector): NodeInfo[] {
-    const key = stableJson(selector);
+    const key = selectorKey(selector);
     let nodes = this.selected.get(key);
     if (!nodes) {
       nodes = [];
@@ -532,10 +545,17 @@ export class Operator {
     const secretName = policy.spec.token.secretRef.name;
     const where = `${this.o.namespace}/${secretName}`;
     const slog = log.child({ secret: where });
-    // One Secret holds keys of one length: policies of both modes cannot share it.
-    const other = this.policies
-      .byIndex('secret', secretName)
-      .find((p) => nameOf(p) !== policy.metadata.name && !p.metadata.deletionTimestamp && modeOf(p) !== policy.spec.token.mode);
+    // One Secret holds keys of one length: policies of both modes cannot share it. The counts
+    // of the two indexes tell whether any policy naming it has another mode, without a look
+    // at each of them (a thousand policies can share one Secret).
+    const mode = policy.spec.token.mode;
+    const mixed =
+      this.policies.indexCount('secret', secretName) !== this.policies.indexCount('secret-mode', secretModeKey(secretName, mode));
+    const other = mixed
+      ? this.policies
+          .byIndex('secret', secretName)
+          .find((p) => nameOf(p) !== policy.metadata.name && !p.metadata.deletionTimestamp && modeOf(p) !== mode)
+      : undefined;
     if (other) {
       return {
         problem: {
@@ -590,26 +610,40 @@ export class Operator {
    * using it where an agent runs, each with the key generations it reports for one of those
    * policies (the agent reads the Secret once for all of them), or undefined before it reports any.
    */
-  private rotationNodes(users: readonly CachedPolicy[]): Map<string, NodeKeys | undefined> {
-    const names = new Set(users.map(nameOf));
-    const selectors = new Map<string, LabelSelector>();
-    for (const u of users) selectors.set(stableJson(u.spec?.nodeSelector ?? {}), u.spec?.nodeSelector ?? {});
+  private rotationNodes(secretName: string): Map<string, NodeKeys | undefined> {
+    // Every policy naming the Secret shares the reconcile of each: look at them without copies.
+    const uses = (p: CachedPolicy | undefined): boolean =>
+      p !== undefined && !p.metadata.deletionTimestamp && secretNameOf(p) === secretName;
+    const { selectors, policies: users } = this.secretSelectors.of(secretName);
     const nodes = new Map<string, NodeKeys | undefined>();
-    for (const sel of selectors.values()) {
+    for (const sel of selectors) {
       for (const n of this.matchedNodes(sel)) {
         const node = n.metadata.name;
         if (nodes.has(node)) continue;
         const report = this.reports.get(node);
         if (!report?.agent) continue; // no agent runs there (yet): it holds no key
-        let keys: NodeKeys | undefined;
-        if (report.keys.size < names.size) {
+        // Any policy of the Secret that the node reports will do: the one that answered last
+        // time first, then whichever of the two lists is shorter.
+        const hintKey = `${node}\0${secretName}`;
+        const hint = this.keysHint.get(hintKey);
+        let keys = hint !== undefined && uses(this.policies.get(hint)) ? report.keys.get(hint) : undefined;
+        let from = hint;
+        if (!keys && report.keys.size < users) {
           for (const [p, k] of report.keys)
-            if (names.has(p)) {
-              keys = k;
+            if (uses(this.policies.get(p))) {
+              [keys, from] = [k, p];
               break;
             }
-        } else {
-          for (const p of names) if ((keys = report.keys.get(p))) break;
+        } else if (!keys) {
+          for (const u of this.policies.indexed('secret', secretName)) {
+            if (u.metadata.deletionTimestamp || !(keys = report.keys.get(nameOf(u)))) continue;
+            from = nameOf(u);
+            break;
+          }
+        }
+        if (keys && from !== undefined && from !== hint) {
+          if (this.keysHint.size > 100_000) this.keysHint.clear();
+          this.keysHint.set(hintKey, from);
         }
         nodes.set(node, keys);
       }
@@ -621,8 +655,7 @@ export class Operator {
   private async rotateKeys(policy: TokenPolicy, secret: SecretLike, raw: CachedPolicy, log: Logger): Promise<RotationPlan> {
     const secretName = policy.spec.token.secretRef.name;
     const keys = decodeKeys(secret, policy.spec.token.mode, `namespace ${this.o.namespace}`);
-    const users = this.policies.byIndex('secret', secretName).filter((p) => !p.metadata.deletionTimestamp);
-    const nodes = this.rotationNodes(users);
+    const nodes = this.rotationNodes(secretName);
     const plan = planRotation({
       policy,
       annotations: raw.metadata.annotations ?? {},
