@@ -105,6 +105,11 @@ const STUCK_RECONCILE_MS = 5 * 60_000;
 const RECENT_WRITE_MS = 5000;
 /** While nodes apply a generation one after the other, a policy's status is written at most this often. */
 const PROGRESS_INTERVAL_MS = 2000;
+/**
+ * How long the first status of a new policy is held back while its nodes apply it: a policy its
+ * nodes apply within this time gets one status write (Ready), not two (NodesPending, then Ready).
+ */
+const FIRST_STATUS_HOLD_MS = 2000;
 /** Longest delay asked of the queue; later due times are re-checked then. */
 const MAX_REQUEUE_MS = 60 * 60_000;
 /** Ready reasons that are a fault of the policy itself: each new one is a Warning Event. */
@@ -161,8 +166,12 @@ export class Operator {
   /** per policy: the status last written, and when */
   private readonly lastWrites = new Map<string, { json: string; at: number }>();
   private readonly secretSelectors = new SecretSelectors();
+  /** policies whose finalizer this process added, with the version of the object it patched */
+  private readonly finalizerAdded = new Map<string, { uid: string | undefined; resourceVersion: string | undefined }>();
   /** per node and Secret, the policy whose reported keys answered last for the Secret (rotationNodes) */
   private readonly keysHint = new Map<string, string>();
+  /** when this process first saw each policy that has no status yet (by name, with its uid) */
+  private readonly firstSeen = new Map<string, { uid: string | undefined; at: number }>();
   /** node selector (as stable JSON) -> the nodes it matches; cleared when a node joins, leaves or is relabelled */
   private readonly selected = new Map<string, NodeInfo[]>();
 
@@ -480,6 +489,8 @@ export class Operator {
     const raw = this.policies.get(name);
     if (!raw) {
       this.lastWrites.delete(name);
+      this.firstSeen.delete(name);
+      this.finalizerAdded.delete(name);
       return; // gone: nothing left to do
     }
     const log = this.o.log.child({ policy: name });
@@ -487,9 +498,17 @@ export class Operator {
     const generation = meta.generation ?? 0;
     if (meta.deletionTimestamp) return this.finalize(raw, log);
 
-    if (!hasFinalizer(meta)) {
-      await this.patchFinalizers(name, [...(meta.finalizers ?? []), FINALIZER], meta.resourceVersion);
-      log.info('finalizer added', { finalizer: FINALIZER });
+    if (hasFinalizer(meta)) {
+      this.finalizerAdded.delete(name);
+    } else {
+      // Added already, and the cache still shows the version the patch was made on: the patch
+      // again would only be refused (a conflict) until the cache catches up.
+      const added = this.finalizerAdded.get(name);
+      if (!added || added.uid !== meta.uid || added.resourceVersion !== meta.resourceVersion) {
+        await this.patchFinalizers(name, [...(meta.finalizers ?? []), FINALIZER], meta.resourceVersion);
+        this.finalizerAdded.set(name, { uid: meta.uid, resourceVersion: meta.resourceVersion });
+        log.debug('finalizer added', { finalizer: FINALIZER });
+      }
     }
 
     let policy: TokenPolicy | undefined;
@@ -751,7 +770,8 @@ export class Operator {
   /**
    * Writes the status when it differs from the current one. Returns when to look again if the
    * write was held back: progress of nodes applying a generation is written at most every
-   * PROGRESS_INTERVAL_MS.
+   * PROGRESS_INTERVAL_MS, and the first status of a new policy waits FIRST_STATUS_HOLD_MS for its
+   * nodes as long as they are only pending.
    */
   private async writeStatus(raw: CachedPolicy, status: PolicyStatus, log: Logger, now = false): Promise<number | undefined> {
     const name = nameOf(raw);
@@ -764,6 +784,14 @@ export class Operator {
     const t = Date.now();
     if (last && last.json === json && t - last.at < RECENT_WRITE_MS) return undefined;
     if (!now && last && t - last.at < PROGRESS_INTERVAL_MS && progressOnly(before, status)) return last.at + PROGRESS_INTERVAL_MS;
+    // Only a policy without any status: after an edit, the previous generation's status gives
+    // way at once (kubectl wait must not see it as the new one's). A problem is never held.
+    if (!now && !last && (before.conditions ?? []).length === 0 && readyOf(status)?.reason === 'NodesPending') {
+      const uid = raw.metadata.uid;
+      let seen = this.firstSeen.get(name);
+      if (!seen || seen.uid !== uid) this.firstSeen.set(name, (seen = { uid, at: t }));
+      if (t - seen.at < FIRST_STATUS_HOLD_MS) return seen.at + FIRST_STATUS_HOLD_MS;
+    }
     try {
       await this.write(
         (opts) =>
@@ -778,6 +806,7 @@ export class Operator {
       throw err;
     }
     this.lastWrites.set(name, { json, at: Date.now() });
+    this.firstSeen.delete(name);
     this.afterStatusChange(raw, before, status, log);
     return undefined;
   }

@@ -650,6 +650,31 @@ describe('netoken operator on a real API server', () => {
     assert.equal(writesAfter, writesBefore, 'the audit log shows no write of the operator to any policy');
   });
 
+  test('a new policy its nodes apply at once costs the operator two writes: the finalizer, then a first status that is Ready', async () => {
+    const webGen = (await getPolicy('web'))?.metadata.generation ?? 1;
+    const mark = cluster.auditEvents().length;
+    await cluster.apply(policyYaml('fast', '{secretRef: {name: web-key}}', '{matchLabels: {role: edge}}'));
+    // Both edge nodes apply it at once, as their agents would.
+    for (const n of ['n1', 'n2']) await writeNodeState(n, [applied('web', webGen), applied('fast', 1)]);
+    const ready = await policyWhere('fast Ready', 'fast', (got) => cond(got, 'Ready')?.status === 'True');
+    assert.deepEqual(ready.status?.nodes, { selected: 2, ready: 2, failed: 0, withoutAgent: 0 });
+    await sleep(1500);
+    const writes = cluster
+      .auditEvents()
+      .slice(mark)
+      .filter(
+        (e) =>
+          e.objectRef?.resource === 'tokenpolicies' &&
+          e.objectRef.name === 'fast' &&
+          e.user.username.endsWith(':netoken-operator'),
+      )
+      .map((e) => `${e.verb} ${e.objectRef?.subresource ?? ''} ${e.responseStatus?.code ?? ''}`.replace(/ +/g, ' '));
+    assert.deepEqual(writes, ['patch 200', 'patch status 200'], 'no NodesPending status first, and no refused write');
+
+    for (const n of ['n1', 'n2']) await writeNodeState(n, [applied('web', webGen)]);
+    await cluster.kubectlOk(['delete', 'tokenpolicy', 'fast', '--timeout=30s']);
+  });
+
   test('a deleted policy is held while a node lists it, and goes once no node does', async () => {
     // web is listed by n1 and n2 (previous test).
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'web', '--wait=false']);
