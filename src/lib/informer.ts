@@ -169,11 +169,6 @@ export class Informer<T extends KubernetesObject, S extends Cacheable> {
     }
   }
 
-  /** How many objects index `name` holds under `value` (without listing them). */
-  indexCount(name: string, value: string): number {
-    return this.index(name).byValue.get(value)?.size ?? 0;
-  }
-
   /** Every value index `name` holds. */
   indexValues(name: string): IterableIterator<string> {
     return this.index(name).byValue.keys();

@@ -70,20 +70,22 @@ function policyShape(p: CachedPolicy): string {
 /**
  * A TokenPolicy changed: the policy itself, and every policy that names its Secret (before or
  * after the change), since policies sharing a Secret check each other for a token-mode conflict
- * and take part in one key rotation. A change of status, labels or other annotations only (the
- * operator's own status write among them) affects nothing; netoken.io/rotate and
- * netoken.io/revoke do.
+ * and take part in one key rotation. `sharing`, when given, narrows the Secrets to those whose
+ * other policies see a change (SecretSelectors.track: a new selector or mode, or one gone). A
+ * change of status, labels or other annotations only (the operator's own status write among
+ * them) affects nothing; netoken.io/rotate and netoken.io/revoke do.
  */
 export function policiesForPolicy(
   old: CachedPolicy | undefined,
   cur: CachedPolicy | undefined,
   lookup: PolicyLookup,
+  sharing?: readonly string[],
 ): ReconcileKey[] {
   if (!changed(old, cur)) return [];
   if (old && cur && policyShape(old) === policyShape(cur)) return [];
   const name = nameOf(cur ?? old);
   const keys: ReconcileKey[] = cur ? [policyKey(name)] : [];
-  const secrets = new Set([secretOf(old), secretOf(cur)].filter((s): s is string => s !== undefined));
+  const secrets = new Set(sharing ?? [secretOf(old), secretOf(cur)].filter((s): s is string => s !== undefined));
   for (const s of secrets) for (const p of lookup.policiesUsingSecret(s)) keys.push(policyKey(p));
   return unique(keys);
 }

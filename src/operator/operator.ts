@@ -38,7 +38,7 @@ import { API_GROUP, API_VERSION, type LabelSelector, type TokenPolicy, selectorM
 import { KeyedQueue, type ReconcileResult } from '../lib/workqueue.js';
 import { type CachedSecret, type NodeInfo, cacheNode, cacheSecret } from '../lib/cached.js';
 import { type CachedPolicy, type NodeReport, type RawNodeState, cacheNodeState, cachePolicy } from './cache.js';
-import { SecretSelectors, secretNameOf, selectorKey } from './selectors.js';
+import { SecretSelectors, modeOf, secretNameOf, selectorKey } from './selectors.js';
 import { EventRecorder, type EventSink } from './events.js';
 import { secretError } from './errors.js';
 import { FINALIZER, hasFinalizer, releaseDecision } from './finalizer.js';
@@ -124,15 +124,6 @@ function nameOf(o: Cacheable | undefined): string {
   return o?.metadata?.name ?? '';
 }
 
-function modeOf(p: CachedPolicy): string {
-  return p.spec?.token?.mode ?? 'Static';
-}
-
-/** The value of the policy index 'secret-mode': a Secret and the token mode of a policy naming it. */
-function secretModeKey(secret: string, mode: string): string {
-  return `${mode}/${secret}`;
-}
-
 /** The conditions and node counts of a policy's status, as the metrics show them. */
 function policyStatusView(status: unknown): Omit<PolicyStatusView, 'name'> {
   const s = currentStatus(status);
@@ -193,7 +184,6 @@ export class Operator {
           e.type === 'add' ? map(undefined, e.object) : e.type === 'update' ? map(e.old, e.object) : map(e.object, undefined);
         for (const k of keys) this.queue.enqueue(k);
       };
-    const mapPolicy = mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup));
     this.policies = new Informer<KubernetesObject, CachedPolicy>({
       ...common,
       what: 'tokenpolicies',
@@ -202,17 +192,14 @@ export class Operator {
       transform: cachePolicy,
       onRestart: restarted('tokenpolicies'),
       onEvent: (e) => {
-        this.secretSelectors.track(nameOf(e.object), e.type === 'delete' ? undefined : e.object);
-        mapPolicy(e);
+        // Other policies naming the same Secret are reconciled only when what they read of it changed.
+        const sharing = this.secretSelectors.track(nameOf(e.object), e.type === 'delete' ? undefined : e.object);
+        mapped<CachedPolicy>((old, cur) => policiesForPolicy(old, cur, this.lookup, sharing))(e);
       },
     });
     this.policies.addIndex('secret', (p) => {
       const s = secretNameOf(p);
       return s === undefined ? [] : [s];
-    });
-    this.policies.addIndex('secret-mode', (p) => {
-      const s = secretNameOf(p);
-      return s === undefined ? [] : [secretModeKey(s, modeOf(p))];
     });
     this.reports = new Informer<RawNodeState, NodeReport>({
       ...common,
@@ -564,12 +551,11 @@ export class Operator {
     const secretName = policy.spec.token.secretRef.name;
     const where = `${this.o.namespace}/${secretName}`;
     const slog = log.child({ secret: where });
-    // One Secret holds keys of one length: policies of both modes cannot share it. The counts
-    // of the two indexes tell whether any policy naming it has another mode, without a look
-    // at each of them (a thousand policies can share one Secret).
+    // One Secret holds keys of one length: policies of both modes cannot share it. The modes
+    // of the policies naming it tell whether any has another mode, without a look at each of
+    // them (a thousand policies can share one Secret).
     const mode = policy.spec.token.mode;
-    const mixed =
-      this.policies.indexCount('secret', secretName) !== this.policies.indexCount('secret-mode', secretModeKey(secretName, mode));
+    const mixed = this.secretSelectors.modes(secretName).some((m) => m !== mode);
     const other = mixed
       ? this.policies
           .byIndex('secret', secretName)
