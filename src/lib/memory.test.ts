@@ -64,6 +64,35 @@ test('a burst that does not end settles when the live heap has grown by growthMi
   }
 });
 
+test('a settle for growth during a burst leaves the settle after the burst due', async () => {
+  const s = new MemorySettler({ quietMs: 1500, checkMs: 50, growthMiB: 8 });
+  try {
+    s.touch();
+    const kept = burst(24);
+    await waitUntil('a settle for the growth', 5000, () => (s.settles >= 1 ? true : undefined), { everyMs: 10 });
+    const n = s.settles;
+    await waitUntil('the settle after the burst', 5000, () => (s.settles > n ? true : undefined), { everyMs: 10 });
+    assert.ok(kept.length > 0);
+  } finally {
+    s.close();
+  }
+});
+
+test('the settle after a burst collects and releases once more a second later', async () => {
+  let released = 0;
+  const s = new MemorySettler({ quietMs: 20, checkMs: 60_000, release: () => released++ });
+  try {
+    s.touch();
+    await waitUntil('the first release', 2000, () => (released === 1 ? true : undefined), { everyMs: 5 });
+    await waitUntil('the second release', 3000, () => (released === 2 ? true : undefined), { everyMs: 10 });
+    await sleep(1500);
+    assert.equal(released, 2, 'two per burst, no more');
+    assert.equal(s.settles, 1);
+  } finally {
+    s.close();
+  }
+});
+
 test('a closed settler does nothing more', async () => {
   const s = new MemorySettler({ quietMs: 20, checkMs: 60_000 });
   s.touch();

@@ -75,7 +75,8 @@ export class MemorySettler {
   constructor(private readonly opts: SettlerOptions = {}) {
     const growth = (opts.growthMiB ?? 16) * 1048576;
     this.check = setInterval(() => {
-      if (liveHeap() > this.baseline + growth) this.settle('the heap grew');
+      // Mid-burst: the settle once the burst is over (touch()) stays due.
+      if (liveHeap() > this.baseline + growth) this.collect('the heap grew', false);
     }, opts.checkMs ?? 5000);
     this.check.unref();
   }
@@ -88,10 +89,15 @@ export class MemorySettler {
     this.timer.unref();
   }
 
-  /** One full collection and release, now. */
+  /** One full collection and release, now (and none pending). */
   settle(why = 'asked'): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.collect(why, true);
+  }
+
+  /** A full collection and release; `again`: a second one a second later (see there). */
+  private collect(why: string, again: boolean): void {
     const gc = fullGc();
     if (!gc || this.closed) return;
     const before = rssMiB();
@@ -100,18 +106,30 @@ export class MemorySettler {
     // does not run one synchronously when given an options object); it also starts V8's memory
     // reducer, which shrinks the young generation over the next seconds.
     gc();
+    this.release();
+    this.settles++;
+    this.baseline = liveHeap();
+    const ms = Math.round((performance.now() - t0) * 10) / 10;
+    // V8 hands emptied pages back from a background thread after the collection returns, so the
+    // resident size is read a second later. Once a burst is over, a second collection then
+    // frees what only the first one let go of (measured: an agent with 1000 policies settles at
+    // 91 MiB after two, at 96-100 MiB after one, for 20 ms more).
+    const later = setTimeout(() => {
+      if (again && !this.closed) {
+        gc();
+        this.release();
+      }
+      this.opts.log?.debug('memory settled', { why, rssMiB: { before, after: rssMiB() }, ms });
+    }, 1000);
+    later.unref();
+  }
+
+  private release(): void {
     try {
       this.opts.release?.();
     } catch (err) {
       this.opts.log?.debug('memory release failed', { error: (err as Error).message });
     }
-    this.settles++;
-    this.baseline = liveHeap();
-    this.opts.log?.debug('memory settled', {
-      why,
-      rssMiB: { before, after: rssMiB() },
-      ms: Math.round((performance.now() - t0) * 10) / 10,
-    });
   }
 
   close(): void {
