@@ -65,6 +65,13 @@ await build({
   // ws tries these optional native speed-ups and does without them.
   external: ['bufferutil', 'utf-8-validate'],
   legalComments: 'none',
+  // Every process holds its modules' source text in its heap, as two bytes per character where
+  // a file has one character past Latin-1 (a comment's dash will do). Whitespace and comments
+  // out, identifiers kept (stack traces name functions): 1.4 MB of source in one-byte strings
+  // instead of 2.1 MB, most of it in two-byte ones.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  charset: 'ascii',
   logLevel: 'warning',
   plugins: [clientNodePieces],
 });
