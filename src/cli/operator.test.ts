@@ -13,6 +13,7 @@ test('operator flags default as documented', () => {
   assert.equal(cfg.finalizerTimeoutMs, 120_000);
   assert.equal(cfg.keyRetireMarginMs, 60_000);
   assert.equal(cfg.agentGraceMs, 120_000);
+  assert.equal(cfg.workers, 4);
   assert.equal(cfg.kubeconfig, undefined);
   assert.equal(cfg.logLevel, 'info');
 });
@@ -40,6 +41,7 @@ test('flags are parsed', () => {
   assert.equal(cfg.finalizerTimeoutMs, 90_000);
   assert.equal(parseOperatorOptions({ keyRetireMargin: '5s' }, {}).keyRetireMarginMs, 5000);
   assert.equal(cfg.agentGraceMs, 5000);
+  assert.equal(parseOperatorOptions({ workers: '16' }, {}).workers, 16);
   assert.equal(cfg.metricsAddress, '127.0.0.1:0');
   assert.equal(cfg.kubeconfig, '/k');
   assert.equal(parseOperatorOptions({ metricsAddress: '' }, {}).metricsAddress, '', 'empty turns the endpoints off');
@@ -52,6 +54,9 @@ test('bad flags are refused with a message that says what is expected', () => {
     [{ finalizerTimeout: '2 minutes' }, /--finalizer-timeout must be a duration such as 2m or 90s/],
     [{ keyRetireMargin: 'soon' }, /--key-retire-margin must be a duration such as 1m or 30s, got "soon"/],
     [{ agentGrace: 'soon' }, /--agent-grace must be a duration such as 2m or 30s, got "soon"/],
+    [{ workers: '0' }, /--workers must be a whole number from 1 to 64, got "0"/],
+    [{ workers: '2.5' }, /--workers must be a whole number from 1 to 64, got "2.5"/],
+    [{ workers: '65' }, /--workers must be a whole number from 1 to 64/],
     [{ metricsAddress: 'localhost:http' }, /--metrics-address: "localhost:http" is not a listen address/],
     [{ metricsAddress: ':70000' }, /--metrics-address/],
     [{ namespace: 'Bad_NS' }, /--namespace must be a namespace name/],

@@ -31,6 +31,8 @@ export interface OperatorConfig {
   keyRetireMarginMs: number;
   /** how long a node that just joined has to start its agent before it counts as running none */
   agentGraceMs: number;
+  /** reconciles run at once */
+  workers: number;
   logLevel: string;
   logFormat: LogFormat | undefined;
 }
@@ -55,9 +57,13 @@ export function operatorFlags(cmd: Command): Command {
       '--agent-grace <duration>',
       'how long a node that just joined has to start its agent before policies report it as running none (default 2m)',
     )
+    .option('--workers <n>', 'how many policies and node reports are reconciled at once, 1 to 64 (default 4)')
     .option('--log-level <level>', 'error, warn, info or debug (default info)')
     .option('--log-format <format>', 'json or text (default: text on a terminal, json otherwise)');
 }
+
+/** Reconciles at once: the work queue's workers (controller-runtime's MaxConcurrentReconciles). */
+const DEFAULT_WORKERS = 4;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -82,6 +88,10 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
   const graceText = String(o.agentGrace ?? '2m');
   const grace = parseDuration(graceText);
   if (grace === null) throw new UsageError(`--agent-grace must be a duration such as 2m or 30s, got "${graceText}"`);
+  const workersText = String(o.workers ?? DEFAULT_WORKERS);
+  const workers = Number(workersText);
+  if (!/^[0-9]+$/.test(workersText) || workers < 1 || workers > 64)
+    throw new UsageError(`--workers must be a whole number from 1 to 64, got "${workersText}"`);
   const kubeconfig = typeof o.kubeconfig === 'string' && o.kubeconfig !== '' ? path.resolve(o.kubeconfig) : undefined;
   const metricsAddress = String(o.metricsAddress ?? ':9091');
   if (metricsAddress !== '') {
@@ -101,6 +111,7 @@ export function parseOperatorOptions(o: RawOptions, env: NodeJS.ProcessEnv = pro
     finalizerTimeoutMs: Math.round(timeout * 1000),
     keyRetireMarginMs: Math.round(margin * 1000),
     agentGraceMs: Math.round(grace * 1000),
+    workers,
     logLevel: common.logLevel,
     logFormat: common.logFormat,
   };
@@ -131,6 +142,7 @@ export async function runOperator(cfg: OperatorConfig): Promise<number> {
     finalizerTimeoutMs: cfg.finalizerTimeoutMs,
     retireMarginMs: cfg.keyRetireMarginMs,
     agentGraceMs: cfg.agentGraceMs,
+    concurrency: cfg.workers,
     onLostLeadership: (why) => {
       // Like controller-runtime: a process that lost the Lease may hold stale views; start afresh.
       log.error('leadership lost; exiting so that a fresh process starts as a standby', { identity: cfg.identity, why });
