@@ -32,28 +32,36 @@ export function readEntries(map: NativeMap): Entries {
   return out;
 }
 
+/** Writes `entry` unless `have` records its value already; true when it was written. */
+function writeEntry(map: NativeMap, have: Entries, hex: string, entry: [Buffer, Buffer]): boolean {
+  const cur = have.get(hex);
+  // Entries the agent built before are the same objects (EncodingMemo): identity first.
+  if (cur === entry || (cur && (cur[1] === entry[1] || cur[1].equals(entry[1])))) return false;
+  map.update(entry[0], entry[1]);
+  have.set(hex, entry);
+  return true;
+}
+
+/** Deletes what `have` records under `hex`; true when the map still had it. */
+function deleteEntry(map: NativeMap, have: Entries, hex: string): boolean {
+  const cur = have.get(hex);
+  if (!cur) return false;
+  have.delete(hex);
+  return map.delete(cur[0]);
+}
+
 /** Writes the entries of `want` whose value differs from what `have` records; returns how many. */
 export function writeChanged(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
-  for (const [hex, entry] of want) {
-    const cur = have.get(hex);
-    // Entries the agent built before are the same objects (EncodingMemo): identity first.
-    if (cur === entry || (cur && (cur[1] === entry[1] || cur[1].equals(entry[1])))) continue;
-    map.update(entry[0], entry[1]);
-    have.set(hex, entry);
-    n++;
-  }
+  for (const [hex, entry] of want) if (writeEntry(map, have, hex, entry)) n++;
   return n;
 }
 
 /** Deletes the entries `have` records and `want` does not; returns how many the map still had. */
 export function deleteUnwanted(map: NativeMap, have: Entries, want: ReadonlyMap<string, [Buffer, Buffer]>): number {
   let n = 0;
-  for (const [hex, [key]] of have) {
-    if (want.has(hex)) continue;
-    if (map.delete(key)) n++;
-    have.delete(hex);
-  }
+  // Deleting the entry being visited is safe while a Map is iterated.
+  for (const hex of have.keys()) if (!want.has(hex) && deleteEntry(map, have, hex)) n++;
   return n;
 }
 
@@ -137,27 +145,14 @@ export type Changes = Map<string, [Buffer, Buffer] | null>;
 /** writeChanged() for the entries `changes` sets: the others are as `have` records. */
 export function writeChanges(map: NativeMap, have: Entries, changes: Changes): number {
   let n = 0;
-  for (const [hex, entry] of changes) {
-    if (!entry) continue;
-    const cur = have.get(hex);
-    if (cur && (cur[1] === entry[1] || cur[1].equals(entry[1]))) continue;
-    map.update(entry[0], entry[1]);
-    have.set(hex, entry);
-    n++;
-  }
+  for (const [hex, entry] of changes) if (entry && writeEntry(map, have, hex, entry)) n++;
   return n;
 }
 
 /** deleteUnwanted() for the entries `changes` removes; returns how many the map still had. */
 export function deleteRemoved(map: NativeMap, have: Entries, changes: Changes): number {
   let n = 0;
-  for (const [hex, entry] of changes) {
-    if (entry) continue;
-    const cur = have.get(hex);
-    if (!cur) continue;
-    if (map.delete(cur[0])) n++;
-    have.delete(hex);
-  }
+  for (const [hex, entry] of changes) if (!entry && deleteEntry(map, have, hex)) n++;
   return n;
 }
 
