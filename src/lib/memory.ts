@@ -7,10 +7,11 @@
  *
  * So a long-running command (the agent, the operator) starts one settler for the process, and
  * work (a reconcile, a watch event) calls `noteWork()`. Once no work has come for `quietMs`, the
- * settler runs one full collection that shrinks the heap and hands freed pages back, then
- * `release` (the agent's malloc_trim): what Go's debug.FreeOSMemory does, once per burst, never
- * while idle. During a burst that does not end, a check every `checkMs` settles when the live heap
- * has grown by `growthMiB` since the last settle.
+ * settler runs a full collection that shrinks the heap and hands freed pages back, then
+ * `release` (the agent's malloc_trim), and both once more a second later: what Go's
+ * debug.FreeOSMemory does, once per burst, never while idle. During a burst that does not end, a
+ * check every `checkMs` collects (once) when the live heap has grown by `growthMiB` since the last
+ * settle.
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';

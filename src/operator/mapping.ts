@@ -14,6 +14,7 @@ import type { CachedSecret, NodeInfo } from '../lib/cached.js';
 import { type CachedPolicy, type NodeReport, changedEntries } from './cache.js';
 import { type ReconcileKey, nodeStateKey, policyKey } from './keys.js';
 import { REVOKE_ANNOTATION, ROTATE_ANNOTATION } from './rotation.js';
+import { secretNameOf } from './selectors.js';
 import { stableJson } from './status.js';
 
 /** What the mapping needs to look up in the caches. */
@@ -48,10 +49,6 @@ function unique(keys: ReconcileKey[]): ReconcileKey[] {
   });
 }
 
-function secretOf(p: CachedPolicy | undefined): string | undefined {
-  return p?.spec?.token?.secretRef?.name;
-}
-
 /** What of a policy its reconcile acts on: the spec (generation), its life cycle, its Secret, and a rotation or revocation asked for. */
 function policyShape(p: CachedPolicy): string {
   const m = p.metadata;
@@ -61,7 +58,7 @@ function policyShape(p: CachedPolicy): string {
     m.generation,
     m.deletionTimestamp ?? null,
     m.finalizers ?? [],
-    secretOf(p) ?? null,
+    secretNameOf(p) ?? null,
     p.spec?.token?.mode ?? null,
     asks,
   ]);
@@ -85,7 +82,7 @@ export function policiesForPolicy(
   if (old && cur && policyShape(old) === policyShape(cur)) return [];
   const name = nameOf(cur ?? old);
   const keys: ReconcileKey[] = cur ? [policyKey(name)] : [];
-  const secrets = new Set(sharing ?? [secretOf(old), secretOf(cur)].filter((s): s is string => s !== undefined));
+  const secrets = new Set(sharing ?? [secretNameOf(old), secretNameOf(cur)].filter((s): s is string => s !== undefined));
   for (const s of secrets) for (const p of lookup.policiesUsingSecret(s)) keys.push(policyKey(p));
   return unique(keys);
 }

@@ -292,10 +292,7 @@ export class Operator {
     },
     nodeLabels: (node) => this.nodes.get(node)?.metadata.labels ?? (this.nodes.get(node) ? {} : undefined),
     isTerminating: (policy) => this.policies.get(policy)?.metadata.deletionTimestamp !== undefined,
-    secretOf: (policy) => {
-      const p = this.policies.get(policy);
-      return p && secretNameOf(p);
-    },
+    secretOf: (policy) => secretNameOf(this.policies.get(policy)),
   };
 
   /** Starts the caches and the election (or, without election, reconciling at once). */

@@ -7,8 +7,8 @@ import type { CachedPolicy } from './cache.js';
 import { stableJson } from './status.js';
 
 /** The Secret a cached policy names (spec.token.secretRef.name), if any. */
-export function secretNameOf(p: CachedPolicy): string | undefined {
-  return p.spec?.token?.secretRef?.name;
+export function secretNameOf(p: CachedPolicy | undefined): string | undefined {
+  return p?.spec?.token?.secretRef?.name;
 }
 
 /** The selector of a policy that sets none: every node. */
