@@ -104,6 +104,8 @@ describe('TokenNodeState writer with the default counter interval', () => {
   test('a policy applied while a counters-only write waits for its interval is reported at once', async () => {
     writer.update(agentStatus([policy('a', 1)]));
     await waitUntil('the first report', 20_000, async () => ((await report())?.policies.length === 1 ? true : undefined));
+    // The report can be read back before the writer has taken the response of its write.
+    await waitUntil('the writer to count its first write', 5_000, () => writer.writes >= 1 || undefined);
     assert.equal(writer.writes, 1);
 
     // Counters alone: not written before the counter interval.
@@ -128,7 +130,9 @@ describe('TokenNodeState writer with the default counter interval', () => {
       ],
       'with the newest counters',
     );
-    assert.equal(writer.writes, 2);
+    await waitUntil('the writer to count its second write', 5_000, () => writer.writes >= 2 || undefined);
+    await sleep(500);
+    assert.equal(writer.writes, 2, 'one write for the new policy, none after it');
   });
   test('plain policies go on the wire as groups of names and read back as every policy', async () => {
     const node = 'grouped-node';
