@@ -63,4 +63,7 @@ COPY --from=build /src/package ./
 # V8's young generation capped at 1 MiB per semi-space: what keeps a busy agent's memory flat
 # (src/lib/memory.ts DAEMON_NODE_OPTIONS; the tests and benchmarks start it the same way).
 ENV NODE_OPTIONS=--max-semi-space-size=1
+# One malloc arena: the arenas of Node's worker threads otherwise keep 10-15 MiB of a burst's C
+# heap resident (src/lib/memory.ts DAEMON_MALLOC_ARENA_MAX).
+ENV MALLOC_ARENA_MAX=1
 ENTRYPOINT ["node", "/app/bin/netoken.js"]

@@ -14,7 +14,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, re
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { repoRoot } from './k8s/cluster.js';
-import { DAEMON_NODE_OPTIONS } from '../src/lib/memory.js';
+import { DAEMON_MALLOC_ARENA_MAX, DAEMON_NODE_OPTIONS } from '../src/lib/memory.js';
 
 interface Result {
   code: number;
@@ -138,6 +138,10 @@ describe('build from a clean checkout, as the image builds it', () => {
     assert.ok(
       runtime.includes(`ENV NODE_OPTIONS=${DAEMON_NODE_OPTIONS}`),
       `the image runs node with the options the tests and benchmarks use (${DAEMON_NODE_OPTIONS})`,
+    );
+    assert.ok(
+      runtime.includes(`ENV MALLOC_ARENA_MAX=${DAEMON_MALLOC_ARENA_MAX}`),
+      `the image runs node with the malloc arenas the tests and benchmarks use (${DAEMON_MALLOC_ARENA_MAX})`,
     );
     assert.ok(
       runtime.some((l) => /apt-get install .*\blibbpf1\b.*\blibelf1\b.*\bzlib1g\b.*\biproute2\b/.test(l)),

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import v8 from 'node:v8';
-import { DAEMON_NODE_OPTIONS, MemorySettler, daemonEnv } from './memory.js';
+import { DAEMON_MALLOC_ARENA_MAX, DAEMON_NODE_OPTIONS, MemorySettler, daemonEnv } from './memory.js';
 import { sleep, waitUntil } from './wait.js';
 
 const live = (): number => v8.getHeapStatistics().used_heap_size;
@@ -106,4 +106,9 @@ test('daemonEnv adds the daemon options to NODE_OPTIONS and keeps the rest', () 
   const env = daemonEnv({ PATH: '/bin', NODE_OPTIONS: '--enable-source-maps' });
   assert.equal(env.NODE_OPTIONS, `--enable-source-maps ${DAEMON_NODE_OPTIONS}`);
   assert.equal(env.PATH, '/bin');
+});
+
+test('daemonEnv sets one malloc arena unless the caller chose a number', () => {
+  assert.equal(daemonEnv({ PATH: '/bin' }).MALLOC_ARENA_MAX, DAEMON_MALLOC_ARENA_MAX);
+  assert.equal(daemonEnv({ MALLOC_ARENA_MAX: '4' }).MALLOC_ARENA_MAX, '4');
 });
