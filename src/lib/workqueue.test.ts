@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from './log.js';
-import { sleep } from './wait.js';
+import { sleep, waitUntil } from './wait.js';
 import { KeyedQueue, type ReconcileFn } from './workqueue.js';
 
 /** A reconcile that records start/end of each run and waits `ms` (or what `gate` says). */
@@ -170,6 +170,66 @@ test('batching delay: changes to a key within the delay cost one reconcile; keys
   assert.deepEqual(starts, ['a', 'b'], `one run each, in arrival order: got ${starts.join(',')}`);
   assert.ok(Date.now() - t0 >= 75, 'b waited its own delay too');
 });
+
+/** A reconcile of `ms` that records when each run started and ended. */
+function timedRuns(ms: number): { runs: { start: number; end: number }[]; fn: ReconcileFn } {
+  const runs: { start: number; end: number }[] = [];
+  const fn: ReconcileFn = async () => {
+    const run = { start: Date.now(), end: 0 };
+    runs.push(run);
+    await sleep(ms);
+    run.end = Date.now();
+  };
+  return { runs, fn };
+}
+
+test('burstDelayMs: a key changed while it runs, or just after, waits the burst delay after the run; a change after a quiet spell waits the batching delay', async () => {
+  const r = timedRuns(30);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 20, burstDelayMs: 200 });
+  q.resume();
+  q.enqueueNow('node');
+  await sleep(10);
+  q.enqueue('node'); // during the first run
+  await waitUntil('the first run to end', 5000, () => (r.runs[0]?.end ? true : undefined), { everyMs: 2 });
+  q.enqueue('node'); // in the delay after it
+  q.enqueue('node');
+  await q.idle();
+  assert.equal(r.runs.length, 2, 'the changes during and after the run cost one rerun');
+  const gap = r.runs[1]!.start - r.runs[0]!.end;
+  assert.ok(gap >= 190, `the rerun waited the burst delay after the run: ${gap} ms`);
+
+  // After a quiet spell longer than the burst delay: the batching delay only.
+  await sleep(250);
+  r.runs.length = 0;
+  const t0 = Date.now();
+  q.enqueue('node');
+  await q.idle();
+  assert.equal(r.runs.length, 1);
+  assert.ok(r.runs[0]!.start - t0 < 150, `a change after a quiet spell waits the batching delay (${r.runs[0]!.start - t0} ms)`);
+
+  // enqueueNow during a run still runs it again straight after.
+  const now = await rerunGap(q, r, () => q.enqueueNow('node'));
+  assert.ok(now < 150, `enqueueNow during a run: again at once, not after the delay (${now} ms)`);
+});
+
+test('without burstDelayMs a key changed while it runs runs again at once', async () => {
+  const r = timedRuns(30);
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 200 });
+  q.resume();
+  const gap = await rerunGap(q, r, () => q.enqueue('node'));
+  assert.ok(gap < 150, `again at once: ${gap} ms`);
+});
+
+/** Runs a key, calls `during` while it runs, and returns the ms between the end of that run and the start of the next. */
+async function rerunGap(q: KeyedQueue<string>, r: ReturnType<typeof timedRuns>, during: () => void): Promise<number> {
+  r.runs.length = 0;
+  q.enqueueNow('node');
+  await sleep(10);
+  during();
+  await q.idle();
+  assert.equal(r.runs.length, 2, 'one more run');
+  return r.runs[1]!.start - r.runs[0]!.end;
+}
 
 test('enqueueNow skips the batching delay', async () => {
   const r = recorder(1);

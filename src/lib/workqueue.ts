@@ -38,6 +38,14 @@ export interface QueueOptions<K = string> {
   concurrency?: number;
   /** How long a newly enqueued key waits for more changes before it may run; it defaults to 0. */
   batchDelayMs?: number;
+  /**
+   * For a key whose every reconcile costs what all its objects cost (the agent's one key): a key
+   * enqueued while it runs, or within this long after its last run ended, waits this long
+   * instead of `batchDelayMs` (enqueueNow and conflicts still run it at once). A burst of changes
+   * then costs one reconcile per `burstDelayMs`, while a change after a quiet spell waits only
+   * the batching delay. Unset, a key enqueued while it runs runs again at once.
+   */
+  burstDelayMs?: number;
   /** First retry delay after a failure; it defaults to 1000 ms and doubles per failure. */
   baseBackoffMs?: number;
   /** Longest retry delay; it defaults to 60000 ms. */
@@ -67,6 +75,10 @@ export class KeyedQueue<K = string> {
   private readonly running = new Map<string, number>();
   /** keys enqueued while running: they go back to `ready` when their run ends */
   private readonly again = new Map<string, K>();
+  /** keys in `again` that were asked to run again at once (enqueueNow, a conflict) */
+  private readonly againNow = new Set<string>();
+  /** when each key's last run ended (Date.now()), kept only with burstDelayMs */
+  private readonly lastEnd = new Map<string, number>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   private readonly conflicts = new Map<string, number>();
@@ -112,8 +124,11 @@ export class KeyedQueue<K = string> {
   private add(key: K, delay: number): void {
     if (this.closed) return;
     const id = this.id(key);
+    const burst = this.o.burstDelayMs;
+    if (burst !== undefined && delay > 0 && Date.now() - (this.lastEnd.get(id) ?? -Infinity) < burst) delay = burst;
     if (this.running.has(id)) {
       this.again.set(id, key);
+      if (delay === 0) this.againNow.add(id);
     } else if (this.ready.has(id)) {
       this.ready.set(id, key);
     } else if (this.batching.has(id) && delay > 0) {
@@ -177,6 +192,7 @@ export class KeyedQueue<K = string> {
     this.ready.clear();
     this.batching.clear();
     this.again.clear();
+    this.againNow.clear();
     while (this.running.size > 0) await new Promise<void>((res) => this.idleWaiters.push(res));
   }
 
@@ -244,6 +260,7 @@ export class KeyedQueue<K = string> {
       outcome = this.o.isConflict?.(err) ? 'conflict' : 'error';
     }
     this.running.delete(id);
+    if (this.o.burstDelayMs !== undefined) this.lastEnd.set(id, Date.now());
     const seconds = (Date.now() - started) / 1000;
     this.o.onDone?.(key, seconds, outcome, error);
     if (!this.closed) {
@@ -262,8 +279,10 @@ export class KeyedQueue<K = string> {
         this.conflicts.set(id, n);
         this.o.log.debug('conflict: the object changed since it was read; reconciling again', { key: id, conflicts: n });
         const pause = conflictPause(n);
-        if (pause === 0) this.again.set(id, key);
-        else this.enqueueAfter(key, pause);
+        if (pause === 0) {
+          this.again.set(id, key);
+          this.againNow.add(id);
+        } else this.enqueueAfter(key, pause);
       } else {
         this.failures.delete(id);
         this.conflicts.delete(id);
@@ -272,7 +291,8 @@ export class KeyedQueue<K = string> {
       const rerun = this.again.get(id);
       if (rerun !== undefined) {
         this.again.delete(id);
-        this.ready.set(id, rerun);
+        const atOnce = this.againNow.delete(id) || this.o.burstDelayMs === undefined;
+        this.add(rerun, atOnce ? 0 : this.o.burstDelayMs!);
       }
     }
     this.pump();
