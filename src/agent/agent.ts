@@ -91,6 +91,9 @@ interface Refusal {
   message: string;
 }
 
+/** How old the counters a reconcile puts in the status may be (see countersForStatus). */
+const COUNTERS_MAX_AGE_MS = 1000;
+
 /** The agent's one work-queue key: this node. */
 const NODE_KEY = 'node';
 
@@ -106,6 +109,8 @@ export class Agent {
   private interfaces: HostInterface[] | null = null;
   private reconciles = 0;
   private status: AgentStatus | null = null;
+  /** when the counters were last read (performance.now()) */
+  private countersReadAt = -Infinity;
   private stopped = false;
   private readonly list: () => Promise<HostInterface[]>;
   private lastOutcomes = new Map<string, PolicyOutcome>();
@@ -152,6 +157,7 @@ export class Agent {
     if (!this.status || this.stopped) return;
     try {
       const counters = this.opts.datapath.counters();
+      this.countersReadAt = performance.now();
       const byPolicy = rowsByPolicy(counters);
       this.status = {
         ...this.status,
@@ -316,15 +322,14 @@ export class Agent {
       this.lastOutcomes = now;
       this.reconciles++;
       const ms = performance.now() - t0;
-      const counters = datapath.counters();
-      const byPolicy = rowsByPolicy(counters);
+      const counters = this.countersForStatus(result.hooks);
       this.status = {
         updatedAt: new Date().toISOString(),
         programId: datapath.programId,
         ready: result.errors.length === 0 && outcomes.every((o) => o.errors.length === 0),
-        policies: outcomes.map((o) => ({ ...o, counters: countersFor(o.id, byPolicy) })),
+        policies: outcomes.map((o) => ({ ...o, counters: counters.policy(o.name, o.id) })),
         hooks: result.hooks,
-        interfaces: interfaceCounters(result.hooks, counters),
+        interfaces: counters.interfaces,
         hookErrors: result.errors,
         documentErrors: snap.documentErrors,
         reconciles: this.reconciles,
@@ -454,6 +459,35 @@ export class Agent {
       out.push(o);
     }
     return out;
+  }
+
+  /**
+   * The counters a reconcile puts in the status. Reading them visits every counter slot (one
+   * lookup per policy and interface), so a burst of reconciles reads them at most once per
+   * COUNTERS_MAX_AGE_MS: in between, each policy keeps the counters last read for it (same name,
+   * same id; a new policy has none yet) and each interface its own, and the refresh timer reads
+   * them all again as before.
+   */
+  private countersForStatus(hooks: readonly HookStatus[]): {
+    policy: (name: string, id: number) => Record<string, string>;
+    interfaces: InterfaceCounters[];
+  } {
+    const prev = this.status;
+    if (prev && performance.now() - this.countersReadAt < COUNTERS_MAX_AGE_MS) {
+      const kept = new Map(prev.policies.map((p) => [p.name, p]));
+      const hooked = new Set(hooks.map((h) => h.ifindex));
+      return {
+        policy: (name, id) => {
+          const p = kept.get(name);
+          return p && p.id === id ? p.counters : {};
+        },
+        interfaces: prev.interfaces.filter((i) => hooked.has(i.ifindex)),
+      };
+    }
+    const rows = this.opts.datapath.counters();
+    this.countersReadAt = performance.now();
+    const byPolicy = rowsByPolicy(rows);
+    return { policy: (_name, id) => countersFor(id, byPolicy), interfaces: interfaceCounters(hooks, rows) };
   }
 
   private writeStatus(): void {

@@ -44,7 +44,14 @@ export function readRunState(runDir: string): RunState {
   }
 }
 
+/** What this process last wrote to each state file: a reconcile that changed no hook writes nothing. */
+const written = new Map<string, string>();
+
 export function writeRunState(runDir: string, s: RunState): void {
+  const file = path.join(runDir, 'state.json');
+  const text = JSON.stringify(s, null, 2);
+  if (written.get(file) === text && existsSync(file)) return;
   mkdirSync(runDir, { recursive: true, mode: 0o700 });
-  writeFileAtomic(path.join(runDir, 'state.json'), JSON.stringify(s, null, 2), 0o600);
+  writeFileAtomic(file, text, 0o600);
+  written.set(file, text);
 }
