@@ -65,8 +65,11 @@ export interface AgentOptions {
   interfacePollMs: number;
   /** injectable for tests */
   listInterfaces?: () => Promise<HostInterface[]>;
-  /** called after every reconcile and counter refresh (cluster mode writes TokenNodeState) */
-  onStatus?: (s: AgentStatus) => void;
+  /**
+   * called after every reconcile and counter refresh (cluster mode writes TokenNodeState);
+   * `settled`: a reconcile after which no change waits to be applied
+   */
+  onStatus?: (s: AgentStatus, settled: boolean) => void;
   /** how often counters are re-read into the status without a reconcile (default 10 s) */
   counterRefreshMs?: number;
   /** reconcile durations and outcomes, for metrics */
@@ -165,7 +168,7 @@ export class Agent {
         interfaces: interfaceCounters(this.status.hooks, counters),
       };
       this.writeStatus();
-      this.opts.onStatus?.(this.status);
+      this.opts.onStatus?.(this.status, false);
     } catch (err) {
       this.opts.log.warn('reading counters failed', { error: (err as Error).message });
     }
@@ -337,7 +340,7 @@ export class Agent {
       };
       this.writeStatus();
       this.lastOk = true;
-      this.opts.onStatus?.(this.status);
+      this.opts.onStatus?.(this.status, this.queue.depth === 0);
       log.debug('reconciled', { why, ms: this.status.lastReconcileMs, writes: result.mapWrites, deletes: result.mapDeletes });
     } catch (err) {
       this.lastOk = false;

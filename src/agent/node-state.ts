@@ -14,7 +14,11 @@
  * Writes are rate-limited and never overlap: one write at a time, always of the newest status;
  * a change other than counters is written at once, but no sooner than `minWriteIntervalMs`
  * after the last write (a burst of changes costs one write per interval), and counters alone at
- * most once per `counterIntervalMs`. A write that fails is retried with a backoff.
+ * most once per `counterIntervalMs`. The end of a burst is the exception: when the agent has
+ * nothing more to apply (`update(s, settled)`), what it applied is written at once, sooner than
+ * the interval, at most once per `settledWriteEveryMs` (default 10 s); so the last policies of a
+ * `kubectl create` are reported without waiting out the interval, and a steady trickle of
+ * changes still costs one write per interval. A write that fails is retried with a backoff.
  */
 import { ApiException, CustomObjectsApi, type KubeConfig } from '../lib/kube-client.js';
 import { release } from 'node:os';
@@ -274,6 +278,8 @@ export interface NodeStateWriterOptions {
   counterIntervalMs: number;
   /** no two writes closer than this; it defaults to 2000 ms */
   minWriteIntervalMs?: number;
+  /** ... except a write when the agent has settled, at most once per this; it defaults to 10000 ms */
+  settledWriteEveryMs?: number;
   /** the Node object, for the owner reference, once known */
   node?: () => { metadata?: { uid?: string } } | undefined;
   /** called after each write with the bytes of its body (for metrics) */
@@ -289,6 +295,10 @@ export class NodeStateWriter {
   private conditions: Condition[] = [];
   private exists = false;
   private latest: AgentStatus | null = null;
+  /** the agent had nothing more to apply when it made `latest` */
+  private settled = false;
+  /** when the last write sooner than the minimum interval was made (ms since the epoch) */
+  private lastEarlyAt = -Infinity;
   private timer: NodeJS.Timeout | null = null;
   /** when the timer fires (ms since the epoch) */
   private timerAt = 0;
@@ -304,9 +314,13 @@ export class NodeStateWriter {
     this.api = new CustomObjectsApi(o.kc);
   }
 
-  /** Takes the newest agent status; the report is written when due. Never throws. */
-  update(s: AgentStatus): void {
+  /**
+   * Takes the newest agent status; the report is written when due. `settled`: the agent has no
+   * change waiting to be applied after this one. Never throws.
+   */
+  update(s: AgentStatus, settled = false): void {
     this.latest = s;
+    this.settled = settled;
     this.schedule();
   }
 
@@ -332,16 +346,26 @@ export class NodeStateWriter {
     const countersChanged = countersOf(status) !== this.lastCounters;
     const earliest =
       this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000) + (this.failures ? Math.min(1000 * 2 ** this.failures, 60_000) : 0);
-    if (shapeChanged) return Math.max(now, earliest);
+    if (shapeChanged) return this.mayWriteEarly(now) ? now : Math.max(now, earliest);
     if (countersChanged) return Math.max(now, earliest, this.lastCounterWriteAt + this.o.counterIntervalMs);
     return undefined;
+  }
+
+  /** A settled agent's change may be written before the minimum interval has passed (see the top). */
+  private mayWriteEarly(now: number): boolean {
+    return (
+      this.settled &&
+      this.failures === 0 &&
+      this.lastWriteAt > 0 &&
+      now - this.lastEarlyAt >= (this.o.settledWriteEveryMs ?? 10_000)
+    );
   }
 
   private schedule(): void {
     if (this.stopped || this.writing) return;
     const now = Date.now();
     // A write due within the minimum interval between writes: a change now would be written at most that much sooner.
-    if (this.timer && this.timerAt <= now + (this.o.minWriteIntervalMs ?? 2000)) return;
+    if (this.timer && this.timerAt <= now + (this.o.minWriteIntervalMs ?? 2000) && !this.mayWriteEarly(now)) return;
     const at = this.due(now);
     if (at === undefined) return;
     // A change pending behind a counters-only write (due a counter interval later) is written when it is due itself.
@@ -391,6 +415,7 @@ export class NodeStateWriter {
       }
       this.lastShape = shapeOf(status);
       this.lastCounters = countersOf(status);
+      if (now < this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000)) this.lastEarlyAt = now;
       this.lastWriteAt = now;
       this.lastCounterWriteAt = now;
       this.conditions = status.conditions;

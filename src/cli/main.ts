@@ -41,7 +41,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   const holder: { agent?: Agent } = {};
   const metrics = agentMetrics(datapath, () => holder.agent, { node: cfg.cluster?.nodeName ?? hostname() });
   let source: PolicySource;
-  let onStatus: ((s: AgentStatus) => void) | undefined;
+  let onStatus: ((s: AgentStatus, settled: boolean) => void) | undefined;
   if (cfg.cluster) {
     const c = cfg.cluster;
     // Loaded only in cluster mode: the Kubernetes client alone is some 80 MiB of heap.
@@ -68,7 +68,7 @@ async function runAgent(o: RawOptions): Promise<number> {
       onWrite: (bytes) => metrics.nodeStateWritten(bytes),
     });
     source = kube;
-    onStatus = (s) => writer.update(s);
+    onStatus = (s, settled) => writer.update(s, settled);
     log.info('agent starting', {
       mode: 'cluster',
       node: c.nodeName,

@@ -9,7 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { AgentStatus, NodePolicyStatus } from '../../src/agent/agent.js';
-import { NodeStateWriter, type AppliedGroup, type NodeStateStatus, reportedPolicies } from '../../src/agent/node-state.js';
+import {
+  NodeStateWriter,
+  type NodeStateWriterOptions,
+  type AppliedGroup,
+  type NodeStateStatus,
+  reportedPolicies,
+} from '../../src/agent/node-state.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/lib/log.js';
@@ -81,6 +87,16 @@ describe('TokenNodeState writer with the default counter interval', () => {
     kc.loadFromFile(cluster.kubeconfig);
     return kc;
   };
+  /** A writer of `node`'s report: counters every 5 minutes, 200 ms between writes unless `o` says otherwise. */
+  const nodeWriter = (node: string, o: Partial<NodeStateWriterOptions> = {}): NodeStateWriter =>
+    new NodeStateWriter({
+      kc: loadKc(),
+      nodeName: node,
+      log: silentLogger(),
+      counterIntervalMs: 300_000,
+      minWriteIntervalMs: 200,
+      ...o,
+    });
 
   before(async () => {
     cluster = await TestCluster.start();
@@ -134,15 +150,42 @@ describe('TokenNodeState writer with the default counter interval', () => {
     await sleep(500);
     assert.equal(writer.writes, 2, 'one write for the new policy, none after it');
   });
+  test('the end of a burst is written at once, sooner than the interval, at most once per settledWriteEveryMs', async () => {
+    const node = 'settled-node';
+    const w = nodeWriter(node, { minWriteIntervalMs: 60_000, settledWriteEveryMs: 120_000 });
+    const listed = async (name: string): Promise<true | undefined> => {
+      const st = await raw(node);
+      return (st && reportedPolicies(st).some((p) => p.name === name)) || undefined;
+    };
+    try {
+      w.update(agentStatus([policy('first', 0)]), true);
+      await waitUntil('the first report', 20_000, () => listed('first'));
+      await waitUntil('the writer to count it', 5_000, () => w.writes >= 1 || undefined);
+
+      // In the middle of a burst (more to apply): the interval holds.
+      w.update(agentStatus([policy('first', 0), policy('mid', 0)]), false);
+      await sleep(1000);
+      assert.equal(await listed('mid'), undefined, 'a change with more to come waits for the interval');
+
+      // The burst is over: written at once.
+      const t0 = Date.now();
+      w.update(agentStatus([policy('first', 0), policy('mid', 0), policy('last', 0)]), true);
+      await waitUntil('the settled report', 10_000, () => listed('last'));
+      assert.ok(Date.now() - t0 < 5000, `written ${Date.now() - t0} ms after the agent settled`);
+      await waitUntil('the writer to count it', 5_000, () => w.writes >= 2 || undefined);
+
+      // Another settled change soon after: the early write is spent; the interval holds again.
+      w.update(agentStatus([policy('first', 0), policy('mid', 0), policy('last', 0), policy('later', 0)]), true);
+      await sleep(1000);
+      assert.equal(await listed('later'), undefined, 'one early write per settledWriteEveryMs');
+      assert.equal(w.writes, 2);
+    } finally {
+      w.stop();
+    }
+  });
   test('plain policies go on the wire as groups of names and read back as every policy', async () => {
     const node = 'grouped-node';
-    const w = new NodeStateWriter({
-      kc: loadKc(),
-      nodeName: node,
-      log: silentLogger(),
-      counterIntervalMs: 300_000,
-      minWriteIntervalMs: 200,
-    });
+    const w = nodeWriter(node);
     try {
       w.update(agentStatus([...plain(300), policy('counted', 5)]));
       const st = await waitUntil('the grouped report', 20_000, async () =>
