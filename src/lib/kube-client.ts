@@ -86,7 +86,7 @@ function keepAliveAgent(opts: https.RequestOptions): https.RequestOptions['agent
     rejectUnauthorized: opts.rejectUnauthorized,
     servername: opts.servername,
   };
-  const id = createHash('sha256').update(JSON.stringify(tls)).digest('hex');
+  const id = credentialsId(tls);
   let agent = agents.get(id);
   if (!agent) {
     for (const [k, old] of agents) {
@@ -99,6 +99,25 @@ function keepAliveAgent(opts: https.RequestOptions): https.RequestOptions['agent
   }
   (made as https.Agent).destroy();
   return agent;
+}
+
+/**
+ * A digest of TLS credentials, over their bytes as they are: client-node hands out fresh Buffers
+ * on every call, and JSON would spell each byte of a certificate out as a number first.
+ */
+function credentialsId(tls: Record<string, unknown>): string {
+  const h = createHash('sha256');
+  for (const [k, v] of Object.entries(tls)) {
+    for (const part of Array.isArray(v) ? v : [v]) {
+      h.update(`${k}:${part === undefined ? 'u' : Buffer.isBuffer(part) || typeof part === 'string' ? 'b' : 'j'}:`);
+      if (Buffer.isBuffer(part) || typeof part === 'string')
+        h.update(String(Buffer.byteLength(part)))
+          .update(':')
+          .update(part);
+      else if (part !== undefined) h.update(JSON.stringify(part));
+    }
+  }
+  return h.digest('hex');
 }
 
 /** One API call: the response body parsed, or an ApiException carrying the status and the body. */
