@@ -3,8 +3,8 @@
  * Snapshot (policies, keys, labels) + host interfaces -> DesiredState -> Datapath.
  * Reconciles run from the same work queue as the operator's, with one key (this node): one at
  * a time, a change during one queues exactly one more, a burst of changes within the batching
- * delay costs one reconcile (and while changes keep coming, one per burst delay: each reconcile
- * computes the whole node), and a reconcile that fails is retried with a backoff. They are
+ * delay costs one reconcile (and while a burst goes on, one per 300 ms: each reconcile computes
+ * the whole node), and a reconcile that fails is retried with a backoff. They are
  * triggered by source changes and by interfaces appearing, disappearing or changing; the
  * interfaces are the ones the last poll listed (listing them forks `ip`, so it is not done on
  * every reconcile).
@@ -83,7 +83,7 @@ export interface AgentOptions {
   tcPriority?: number;
   /** how long a change waits for more before the reconcile (default 100 ms) */
   batchDelayMs?: number;
-  /** ... and while changes keep coming, within this long of the last reconcile (default 300 ms) */
+  /** ... and during a burst of changes (4 or more in one reconcile), this long (default 300 ms) */
   burstDelayMs?: number;
 }
 
@@ -130,7 +130,7 @@ export class Agent {
       log: opts.log,
       concurrency: 1,
       batchDelayMs: opts.batchDelayMs ?? 100,
-      // Every reconcile computes the whole node: during a burst of changes, one per burst delay.
+      // Every reconcile computes the whole node: during a burst of changes, one per 300 ms.
       burstDelayMs: opts.burstDelayMs ?? 300,
       baseBackoffMs: 1000,
       maxBackoffMs: 30_000,

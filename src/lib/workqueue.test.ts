@@ -183,33 +183,48 @@ function timedRuns(ms: number): { runs: { start: number; end: number }[]; fn: Re
   return { runs, fn };
 }
 
-test('burstDelayMs: a key changed while it runs, or just after, waits the burst delay after the run; a change after a quiet spell waits the batching delay', async () => {
+test('burstDelayMs: once a run covered a burst of changes, changes during it or just after wait the burst delay; a change on its own waits the batching delay', async () => {
   const r = timedRuns(30);
   const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 20, burstDelayMs: 200 });
   q.resume();
-  q.enqueueNow('node');
-  await sleep(10);
-  q.enqueue('node'); // during the first run
-  await waitUntil('the first run to end', 5000, () => (r.runs[0]?.end ? true : undefined), { everyMs: 2 });
-  q.enqueue('node'); // in the delay after it
+  const runEnded = (n: number): Promise<true> =>
+    waitUntil(`run ${n} to end`, 5000, () => (r.runs[n - 1]?.end ? true : undefined), { everyMs: 2 });
+
+  // One change, and one more right after its run: the batching delay each time.
+  q.enqueue('node');
+  await runEnded(1);
   q.enqueue('node');
   await q.idle();
-  assert.equal(r.runs.length, 2, 'the changes during and after the run cost one rerun');
-  const gap = r.runs[1]!.start - r.runs[0]!.end;
-  assert.ok(gap >= 190, `the rerun waited the burst delay after the run: ${gap} ms`);
+  assert.equal(r.runs.length, 2);
+  const single = r.runs[1]!.start - r.runs[0]!.end;
+  assert.ok(single < 150, `a change on its own waits the batching delay (${single} ms)`);
 
-  // After a quiet spell longer than the burst delay: the batching delay only.
-  await sleep(250);
+  // A burst: five changes in one batch, one more during the run and two after it: one more run, the burst delay after the first.
+  r.runs.length = 0;
+  for (let i = 0; i < 5; i++) q.enqueue('node');
+  await waitUntil('the burst to start running', 5000, () => (r.runs.length === 1 ? true : undefined), { everyMs: 2 });
+  q.enqueue('node');
+  await runEnded(1);
+  q.enqueue('node');
+  q.enqueue('node');
+  await q.idle();
+  assert.equal(r.runs.length, 2, 'the changes during and after the burst run cost one more run');
+  const gap = r.runs[1]!.start - r.runs[0]!.end;
+  assert.ok(gap >= 190, `in a burst the next run waits the burst delay: ${gap} ms`);
+
+  // That run covered three changes (under four): the burst is over.
   r.runs.length = 0;
   const t0 = Date.now();
   q.enqueue('node');
   await q.idle();
-  assert.equal(r.runs.length, 1);
-  assert.ok(r.runs[0]!.start - t0 < 150, `a change after a quiet spell waits the batching delay (${r.runs[0]!.start - t0} ms)`);
+  const after = r.runs[0]!.start - t0;
+  assert.ok(after < 150, `after the burst a change waits the batching delay again (${after} ms)`);
 
-  // enqueueNow during a run still runs it again straight after.
+  // enqueueNow during a burst run: again at once.
+  for (let i = 0; i < 5; i++) q.enqueue('node');
+  await q.idle();
   const now = await rerunGap(q, r, () => q.enqueueNow('node'));
-  assert.ok(now < 150, `enqueueNow during a run: again at once, not after the delay (${now} ms)`);
+  assert.ok(now < 150, `enqueueNow: at once, even in a burst (${now} ms)`);
 });
 
 test('without burstDelayMs a key changed while it runs runs again at once', async () => {

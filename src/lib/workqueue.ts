@@ -39,13 +39,15 @@ export interface QueueOptions<K = string> {
   /** How long a newly enqueued key waits for more changes before it may run; it defaults to 0. */
   batchDelayMs?: number;
   /**
-   * For a key whose every reconcile costs what all its objects cost (the agent's one key): a key
-   * enqueued while it runs, or within this long after its last run ended, waits this long
-   * instead of `batchDelayMs` (enqueueNow and conflicts still run it at once). A burst of changes
-   * then costs one reconcile per `burstDelayMs`, while a change after a quiet spell waits only
-   * the batching delay. Unset, a key enqueued while it runs runs again at once.
+   * For a key whose every reconcile costs what all its objects cost (the agent's one key): once a
+   * run covered `burstChanges` changes or more, the key is in a burst, and a change during that
+   * run or within `burstDelayMs` after it waits `burstDelayMs` (instead of the batching delay, or
+   * running again at once). A burst then costs one reconcile per `burstDelayMs`, while a change
+   * on its own still waits only the batching delay. enqueueNow and conflicts run it at once.
    */
   burstDelayMs?: number;
+  /** How many changes one run must cover to start a burst; it defaults to 4. */
+  burstChanges?: number;
   /** First retry delay after a failure; it defaults to 1000 ms and doubles per failure. */
   baseBackoffMs?: number;
   /** Longest retry delay; it defaults to 60000 ms. */
@@ -77,8 +79,11 @@ export class KeyedQueue<K = string> {
   private readonly again = new Map<string, K>();
   /** keys in `again` that were asked to run again at once (enqueueNow, a conflict) */
   private readonly againNow = new Set<string>();
-  /** when each key's last run ended (Date.now()), kept only with burstDelayMs */
-  private readonly lastEnd = new Map<string, number>();
+  /** with burstDelayMs: the changes to each key since its last run started ... */
+  private readonly changes = new Map<string, number>();
+  /** ... and when its last run ended and how many changes it covered */
+  private readonly lastRun = new Map<string, { end: number; covered: number }>();
+
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   private readonly conflicts = new Map<string, number>();
@@ -121,11 +126,13 @@ export class KeyedQueue<K = string> {
     this.add(key, 0);
   }
 
-  private add(key: K, delay: number): void {
+  private add(key: K, delay: number, change = true): void {
     if (this.closed) return;
     const id = this.id(key);
-    const burst = this.o.burstDelayMs;
-    if (burst !== undefined && delay > 0 && Date.now() - (this.lastEnd.get(id) ?? -Infinity) < burst) delay = burst;
+    if (this.o.burstDelayMs !== undefined) {
+      if (change) this.changes.set(id, (this.changes.get(id) ?? 0) + 1);
+      if (delay > 0 && this.inBurst(id)) delay = this.o.burstDelayMs;
+    }
     if (this.running.has(id)) {
       this.again.set(id, key);
       if (delay === 0) this.againNow.add(id);
@@ -193,6 +200,7 @@ export class KeyedQueue<K = string> {
     this.batching.clear();
     this.again.clear();
     this.againNow.clear();
+    this.changes.clear();
     while (this.running.size > 0) await new Promise<void>((res) => this.idleWaiters.push(res));
   }
 
@@ -247,9 +255,20 @@ export class KeyedQueue<K = string> {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / qps) * 1000);
   }
 
+  /** Whether `id`'s last run covered a burst of changes and ended less than burstDelayMs ago. */
+  private inBurst(id: string): boolean {
+    const last = this.lastRun.get(id);
+    const burst = this.o.burstDelayMs;
+    return (
+      burst !== undefined && last !== undefined && last.covered >= (this.o.burstChanges ?? 4) && Date.now() - last.end < burst
+    );
+  }
+
   private async runOne(id: string, key: K): Promise<void> {
     const started = Date.now();
     this.running.set(id, started);
+    const covered = this.changes.get(id) ?? 0;
+    this.changes.delete(id);
     let result: ReconcileResult | void = undefined;
     let error: unknown;
     let outcome: ReconcileOutcome = 'success';
@@ -260,7 +279,7 @@ export class KeyedQueue<K = string> {
       outcome = this.o.isConflict?.(err) ? 'conflict' : 'error';
     }
     this.running.delete(id);
-    if (this.o.burstDelayMs !== undefined) this.lastEnd.set(id, Date.now());
+    if (this.o.burstDelayMs !== undefined) this.lastRun.set(id, { end: Date.now(), covered });
     const seconds = (Date.now() - started) / 1000;
     this.o.onDone?.(key, seconds, outcome, error);
     if (!this.closed) {
@@ -291,8 +310,8 @@ export class KeyedQueue<K = string> {
       const rerun = this.again.get(id);
       if (rerun !== undefined) {
         this.again.delete(id);
-        const atOnce = this.againNow.delete(id) || this.o.burstDelayMs === undefined;
-        this.add(rerun, atOnce ? 0 : this.o.burstDelayMs!);
+        const atOnce = this.againNow.delete(id) || !this.inBurst(id);
+        this.add(rerun, atOnce ? 0 : this.o.burstDelayMs!, false);
       }
     }
     this.pump();
