@@ -185,7 +185,7 @@ function timedRuns(ms: number): { runs: { start: number; end: number }[]; fn: Re
 
 test('burstDelayMs: once a run covered a burst of changes, changes during it or just after wait the burst delay; a change on its own waits the batching delay', async () => {
   const r = timedRuns(30);
-  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 20, burstDelayMs: 200 });
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 20, burstDelayMs: 500 });
   q.resume();
   const runEnded = (n: number): Promise<true> =>
     waitUntil(`run ${n} to end`, 5000, () => (r.runs[n - 1]?.end ? true : undefined), { everyMs: 2 });
@@ -197,7 +197,7 @@ test('burstDelayMs: once a run covered a burst of changes, changes during it or 
   await q.idle();
   assert.equal(r.runs.length, 2);
   const single = r.runs[1]!.start - r.runs[0]!.end;
-  assert.ok(single < 150, `a change on its own waits the batching delay (${single} ms)`);
+  assert.ok(single < 400, `a change on its own waits the batching delay (${single} ms)`);
 
   // A burst: five changes in one batch, one more during the run and two after it: one more run, the burst delay after the first.
   r.runs.length = 0;
@@ -210,7 +210,7 @@ test('burstDelayMs: once a run covered a burst of changes, changes during it or 
   await q.idle();
   assert.equal(r.runs.length, 2, 'the changes during and after the burst run cost one more run');
   const gap = r.runs[1]!.start - r.runs[0]!.end;
-  assert.ok(gap >= 190, `in a burst the next run waits the burst delay: ${gap} ms`);
+  assert.ok(gap >= 490, `in a burst the next run waits the burst delay: ${gap} ms`);
 
   // That run covered three changes (under four): the burst is over.
   r.runs.length = 0;
@@ -218,21 +218,21 @@ test('burstDelayMs: once a run covered a burst of changes, changes during it or 
   q.enqueue('node');
   await q.idle();
   const after = r.runs[0]!.start - t0;
-  assert.ok(after < 150, `after the burst a change waits the batching delay again (${after} ms)`);
+  assert.ok(after < 400, `after the burst a change waits the batching delay again (${after} ms)`);
 
   // enqueueNow during a burst run: again at once.
   for (let i = 0; i < 5; i++) q.enqueue('node');
   await q.idle();
   const now = await rerunGap(q, r, () => q.enqueueNow('node'));
-  assert.ok(now < 150, `enqueueNow: at once, even in a burst (${now} ms)`);
+  assert.ok(now < 400, `enqueueNow: at once, even in a burst (${now} ms)`);
 });
 
 test('without burstDelayMs a key changed while it runs runs again at once', async () => {
   const r = timedRuns(30);
-  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 200 });
+  const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 500 });
   q.resume();
   const gap = await rerunGap(q, r, () => q.enqueue('node'));
-  assert.ok(gap < 150, `again at once: ${gap} ms`);
+  assert.ok(gap < 400, `again at once: ${gap} ms`);
 });
 
 /** Runs a key, calls `during` while it runs, and returns the ms between the end of that run and the start of the next. */
