@@ -94,6 +94,12 @@ interface Refusal {
   message: string;
 }
 
+/** The counters of a status: each policy's (by name and id) and each hooked interface's. */
+interface StatusCounters {
+  policy: (name: string, id: number) => Record<string, string>;
+  interfaces: InterfaceCounters[];
+}
+
 /** How old the counters a reconcile puts in the status may be (see countersForStatus). */
 const COUNTERS_MAX_AGE_MS = 1000;
 
@@ -159,13 +165,11 @@ export class Agent {
   refreshCounters(): void {
     if (!this.status || this.stopped) return;
     try {
-      const counters = this.opts.datapath.counters();
-      this.countersReadAt = performance.now();
-      const byPolicy = rowsByPolicy(counters);
+      const counters = this.readCounters(this.status.hooks);
       this.status = {
         ...this.status,
-        policies: this.status.policies.map((p) => ({ ...p, counters: countersFor(p.id, byPolicy) })),
-        interfaces: interfaceCounters(this.status.hooks, counters),
+        policies: this.status.policies.map((p) => ({ ...p, counters: counters.policy(p.name, p.id) })),
+        interfaces: counters.interfaces,
       };
       this.writeStatus();
       this.opts.onStatus?.(this.status, false);
@@ -471,10 +475,7 @@ export class Agent {
    * same id; a new policy has none yet) and each interface its own, and the refresh timer reads
    * them all again as before.
    */
-  private countersForStatus(hooks: readonly HookStatus[]): {
-    policy: (name: string, id: number) => Record<string, string>;
-    interfaces: InterfaceCounters[];
-  } {
+  private countersForStatus(hooks: readonly HookStatus[]): StatusCounters {
     const prev = this.status;
     if (prev && performance.now() - this.countersReadAt < COUNTERS_MAX_AGE_MS) {
       const kept = new Map(prev.policies.map((p) => [p.name, p]));
@@ -487,6 +488,11 @@ export class Agent {
         interfaces: prev.interfaces.filter((i) => hooked.has(i.ifindex)),
       };
     }
+    return this.readCounters(hooks);
+  }
+
+  /** The counters as the kernel has them now, for the status (and when they were read). */
+  private readCounters(hooks: readonly HookStatus[]): StatusCounters {
     const rows = this.opts.datapath.counters();
     this.countersReadAt = performance.now();
     const byPolicy = rowsByPolicy(rows);

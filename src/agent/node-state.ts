@@ -344,11 +344,14 @@ export class NodeStateWriter {
     const status = nodeStateStatus(this.latest, this.conditions, new Date(now));
     const shapeChanged = shapeOf(status) !== this.lastShape;
     const countersChanged = countersOf(status) !== this.lastCounters;
-    const earliest =
-      this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000) + (this.failures ? Math.min(1000 * 2 ** this.failures, 60_000) : 0);
+    const earliest = this.lastWriteAt + this.minIntervalMs + (this.failures ? Math.min(1000 * 2 ** this.failures, 60_000) : 0);
     if (shapeChanged) return this.mayWriteEarly(now) ? now : Math.max(now, earliest);
     if (countersChanged) return Math.max(now, earliest, this.lastCounterWriteAt + this.o.counterIntervalMs);
     return undefined;
+  }
+
+  private get minIntervalMs(): number {
+    return this.o.minWriteIntervalMs ?? 2000;
   }
 
   /** A settled agent's change may be written before the minimum interval has passed (see the top). */
@@ -365,7 +368,7 @@ export class NodeStateWriter {
     if (this.stopped || this.writing) return;
     const now = Date.now();
     // A write due within the minimum interval between writes: a change now would be written at most that much sooner.
-    if (this.timer && this.timerAt <= now + (this.o.minWriteIntervalMs ?? 2000) && !this.mayWriteEarly(now)) return;
+    if (this.timer && this.timerAt <= now + this.minIntervalMs && !this.mayWriteEarly(now)) return;
     const at = this.due(now);
     if (at === undefined) return;
     // A change pending behind a counters-only write (due a counter interval later) is written when it is due itself.
@@ -415,7 +418,7 @@ export class NodeStateWriter {
       }
       this.lastShape = shapeOf(status);
       this.lastCounters = countersOf(status);
-      if (now < this.lastWriteAt + (this.o.minWriteIntervalMs ?? 2000)) this.lastEarlyAt = now;
+      if (now < this.lastWriteAt + this.minIntervalMs) this.lastEarlyAt = now;
       this.lastWriteAt = now;
       this.lastCounterWriteAt = now;
       this.conditions = status.conditions;

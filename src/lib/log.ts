@@ -31,6 +31,8 @@ const MESSAGE = Symbol.for('message');
 /** Lines formatted but not yet written, shared by every logger of the process. */
 let pending: string[] = [];
 let flushScheduled = false;
+/** whether the 'exit' hook that writes what is pending is in place */
+let exitHooked = false;
 
 function flushLines(): void {
   flushScheduled = false;
@@ -73,7 +75,6 @@ class StderrLines extends TransportStream {
     next();
   }
 }
-let exitHooked = false;
 
 /** A logger that drops everything (tests, library use). */
 export function silentLogger(): Logger {

@@ -75,7 +75,7 @@ export class KeyedQueue<K = string> {
   private batchTimer: NodeJS.Timeout | null = null;
   /** running keys by id, with when they started */
   private readonly running = new Map<string, number>();
-  /** keys enqueued while running: they go back to `ready` when their run ends */
+  /** keys enqueued while running: they are enqueued again when their run ends */
   private readonly again = new Map<string, K>();
   /** keys in `again` that were asked to run again at once (enqueueNow, a conflict) */
   private readonly againNow = new Set<string>();
@@ -83,7 +83,6 @@ export class KeyedQueue<K = string> {
   private readonly changes = new Map<string, number>();
   /** ... and when its last run ended and how many changes it covered */
   private readonly lastRun = new Map<string, { end: number; covered: number }>();
-
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   private readonly conflicts = new Map<string, number>();

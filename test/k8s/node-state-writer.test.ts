@@ -103,13 +103,7 @@ describe('TokenNodeState writer with the default counter interval', () => {
     const kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     custom = kc.makeApiClient(CustomObjectsApi);
-    writer = new NodeStateWriter({
-      kc,
-      nodeName: NODE,
-      log: silentLogger(),
-      counterIntervalMs: 300_000,
-      minWriteIntervalMs: 200,
-    });
+    writer = nodeWriter(NODE);
   });
 
   after(async () => {
@@ -224,7 +218,7 @@ describe('TokenNodeState writer with the default counter interval', () => {
     await cluster.kubectlOk(['apply', '-f', '-'], { input: old });
     const node = 'old-crd-node';
     const { log, lines } = recordingLogger();
-    const w = new NodeStateWriter({ kc: loadKc(), nodeName: node, log, counterIntervalMs: 300_000, minWriteIntervalMs: 200 });
+    const w = nodeWriter(node, { log });
     try {
       // The API server may take a moment to serve the older schema: write until it prunes.
       const st = await waitUntil(
