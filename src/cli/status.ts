@@ -9,6 +9,7 @@ import type { AgentStatus } from '../agent/agent.js';
 import { readCounterRows } from '../agent/counters.js';
 import { layoutDir } from '../agent/layout.js';
 import type { CommonConfig } from './config.js';
+import { compareText } from '../lib/order.js';
 
 export interface LiveCounter {
   policy: string;
@@ -52,8 +53,7 @@ export function collectStatus(cfg: CommonConfig): StatusReport {
     }
   }
   report.counters.sort(
-    (a, b2) =>
-      a.policy.localeCompare(b2.policy) || a.interface.localeCompare(b2.interface) || a.counter.localeCompare(b2.counter),
+    (a, b2) => compareText(a.policy, b2.policy) || compareText(a.interface, b2.interface) || compareText(a.counter, b2.counter),
   );
   const linksDir = path.join(cfg.stateDir, 'links');
   if (existsSync(linksDir)) {

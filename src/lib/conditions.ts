@@ -2,6 +2,8 @@
  * Kubernetes conditions, set through one helper: a condition is found by type (never
  * by position) and lastTransitionTime moves only when status changes.
  */
+import { compareText } from './order.js';
+
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
 export interface Condition {
@@ -24,7 +26,7 @@ export function setCondition(
     ...next,
     lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z'),
   };
-  return [...list.filter((c) => c.type !== next.type), cond].sort((a, b) => a.type.localeCompare(b.type));
+  return [...list.filter((c) => c.type !== next.type), cond].sort((a, b) => compareText(a.type, b.type));
 }
 
 export function findCondition(list: readonly Condition[] | undefined, type: string): Condition | undefined {
