@@ -9,7 +9,6 @@ import type { PolicySource } from '../agent/source.js';
 import { serveEndpoints } from '../lib/http.js';
 import { Datapath } from '../agent/datapath.js';
 import { detachAll } from '../agent/hooks/detach.js';
-import { FileSource } from '../agent/file-source.js';
 import { createLogger } from '../lib/log.js';
 import { startMemorySettler } from '../lib/memory.js';
 import { binding } from '../native/binding.js';
@@ -77,6 +76,8 @@ async function runAgent(o: RawOptions): Promise<number> {
       programId: datapath.programId,
     });
   } else {
+    // Loaded only in standalone mode: the YAML parser is some 160 kB of source in every process.
+    const { FileSource } = await import('../agent/file-source.js');
     const labels = { 'kubernetes.io/hostname': hostname(), ...cfg.nodeLabels };
     source = new FileSource(cfg.policyFile as string, labels, log);
     log.info('agent starting', {
