@@ -13,6 +13,10 @@
 // whatwg-url package only where Node has none; Node has had one since 10. That fallback brought
 // tr46's Unicode mapping table (260 kB of source, 3 MB of heap in every process) along unused:
 // the package is given Node's own URL instead.
+//
+// winston traces its own workings through @dabh/diagnostics, printed only when DEBUG names
+// winston; loading it loads a colour library whose conversion tables every process then holds.
+// netoken never turns that tracing on: winston gets a tracer that prints nothing.
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +45,15 @@ const clientNodePieces = {
     );
     b.onLoad({ filter: /^whatwg-url$/, namespace: 'netoken' }, () => ({
       contents: 'export const URL = globalThis.URL; export default { URL };',
+      loader: 'js',
+    }));
+    b.onResolve({ filter: /^@dabh\/diagnostics$/ }, (args) =>
+      args.importer.includes(`${path.sep}node_modules${path.sep}winston${path.sep}`)
+        ? { path: 'winston-diagnostics', namespace: 'netoken' }
+        : undefined,
+    );
+    b.onLoad({ filter: /^winston-diagnostics$/, namespace: 'netoken' }, () => ({
+      contents: 'module.exports = () => () => false;',
       loader: 'js',
     }));
     b.onResolve({ filter: /.*/ }, async (args) => {

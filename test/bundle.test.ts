@@ -38,6 +38,13 @@ describe('the bundle', () => {
     }
   });
 
+  test('holds no colour library: winston traces itself through a tracer that prints nothing', () => {
+    for (const f of readdirSync(bundleDir).filter((f) => f.endsWith('.js'))) {
+      const t = readFileSync(path.join(bundleDir, f), 'utf8');
+      assert.ok(!/colorspace|color-convert|kuler/.test(t), `${f} holds @dabh/diagnostics or its colour library`);
+    }
+  });
+
   test('the YAML parser is loaded only by the commands that read YAML, not at start', () => {
     const start = loadedAtStart('netoken.js');
     assert.ok(start.size > 1, `the entry point imports its chunks (found ${[...start].join(', ')})`);
