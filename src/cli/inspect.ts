@@ -118,7 +118,7 @@ async function keyringFromCluster(name: string, namespace: string, kubeconfig: s
     import('../lib/kube-client.js'),
     import('../lib/types.js'),
   ]);
-  const kc = loadKubeConfig(kubeconfig);
+  const kc = loadKubeConfig(kubeconfig, 'netoken-inspect');
   const ask = async <T>(what: string, call: () => Promise<T>): Promise<T> => {
     try {
       return await call();

@@ -49,7 +49,7 @@ async function runAgent(o: RawOptions): Promise<number> {
       import('../agent/kube-source.js'),
       import('../agent/node-state.js'),
     ]);
-    const kc = loadKubeConfig(c.kubeconfig);
+    const kc = loadKubeConfig(c.kubeconfig, 'netoken-agent');
     metrics.watching(KubeSource.WATCHES);
     const kube = new KubeSource({
       kc,

@@ -126,7 +126,7 @@ export async function runOperator(cfg: OperatorConfig): Promise<number> {
     import('../operator/metrics.js'),
     import('../operator/operator.js'),
   ]);
-  const kc = loadKubeConfig(cfg.kubeconfig);
+  const kc = loadKubeConfig(cfg.kubeconfig, 'netoken-operator');
   const metrics = new OperatorMetrics();
   let finish: (code: number) => void = () => undefined;
   const finished = new Promise<number>((res) => (finish = res));

@@ -120,6 +120,18 @@ function credentialsId(tls: Record<string, unknown>): string {
   return h.digest('hex');
 }
 
+/** The User-Agent each KubeConfig's calls send (identify()). */
+const userAgents = new WeakMap<KubeConfig, string>();
+
+/**
+ * Names the program behind `kc`'s calls, as client-go does ("name/version (os/arch)"): the API
+ * server takes the part before the slash as the field manager of every write that names none
+ * (managedFields, conflicts), and audit logs show it. Without one, writes are filed as "unknown".
+ */
+export function identify(kc: KubeConfig, userAgent: string): void {
+  userAgents.set(kc, userAgent);
+}
+
 /** One API call: the response body parsed, or an ApiException carrying the status and the body. */
 async function call<T>(
   kc: KubeConfig,
@@ -137,6 +149,8 @@ async function call<T>(
   await kc.applyToHTTPSOptions(opts);
   opts.agent = keepAliveAgent(opts);
   const headers: Record<string, string> = { Accept: 'application/json', ...(opts.headers as Record<string, string> | undefined) };
+  const agent = userAgents.get(kc);
+  if (agent !== undefined) headers['User-Agent'] = agent;
   let payload: Buffer | undefined;
   if (o.body !== undefined) {
     payload = Buffer.from(JSON.stringify(o.body));

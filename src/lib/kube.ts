@@ -3,7 +3,8 @@
  * configuration, request options, and error descriptions that never carry a response body.
  * The list+watch caches are informer.ts.
  */
-import { ApiException, type CallOptions, KubeConfig, PatchStrategy } from './kube-client.js';
+import { ApiException, type CallOptions, KubeConfig, PatchStrategy, identify } from './kube-client.js';
+import { VERSION } from './package.js';
 
 /**
  * Options for one API call: the request's Content-Type (a PATCH is a JSON patch unless told
@@ -22,11 +23,17 @@ export function isConflict(err: unknown): boolean {
   return err instanceof ApiException && err.code === 409;
 }
 
-export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {
+/**
+ * The kubeconfig of a netoken component: the file given, else the pod's service account, else
+ * the user's default. Its calls name `component` (netoken-agent, netoken-operator, ...) as their
+ * User-Agent, and so as the field manager of what they write.
+ */
+export function loadKubeConfig(kubeconfig: string | undefined, component: string): KubeConfig {
   const kc = new KubeConfig();
   if (kubeconfig) kc.loadFromFile(kubeconfig);
   else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
   else kc.loadFromDefault();
+  identify(kc, `${component}/${VERSION} (${process.platform}/${process.arch})`);
   return kc;
 }
 

@@ -106,6 +106,14 @@ egress: {destinations: [{cidr: ${topo.server.ipv4}/32, ports: [${port}]}]}`,
     assert.equal(reportedPolicies(st.status)[0]?.generation, 1);
     const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.equal(st.status?.agent?.version, pkg.version, "the agent reports package.json's version");
+    const shown = JSON.parse(await cluster.kubectlOk(['get', 'tokennodestate', NODE, '-o', 'json', '--show-managed-fields'])) as {
+      metadata: { managedFields?: { manager: string }[] };
+    };
+    assert.deepEqual(
+      [...new Set((shown.metadata.managedFields ?? []).map((f) => f.manager))],
+      ['netoken-agent'],
+      'filed under the agent',
+    );
     assert.equal((await synToServer(server.port))?.toString('hex'), KEY.toString('hex'));
     await waitNodeState((s) => (reportedPolicies(s.status)[0]?.counters?.marked ?? 0) >= 1, 'counters reported');
     const p = await waitPolicy('web', (x) => conditionStatus(x, 'Ready') === 'True', 'web Ready');

@@ -670,6 +670,12 @@ describe('netoken operator on a real API server', () => {
       )
       .map((e) => `${e.verb} ${e.objectRef?.subresource ?? ''} ${e.responseStatus?.code ?? ''}`.replace(/ +/g, ' '));
     assert.deepEqual(writes, ['patch 200', 'patch status 200'], 'no NodesPending status first, and no refused write');
+    // The operator's writes are filed under its own name, not "unknown".
+    const shown = JSON.parse(await cluster.kubectlOk(['get', 'tokenpolicy', 'fast', '-o', 'json', '--show-managed-fields'])) as {
+      metadata: { managedFields?: { manager: string; subresource?: string }[] };
+    };
+    const managers = (shown.metadata.managedFields ?? []).map((f) => `${f.manager}${f.subresource ? ` ${f.subresource}` : ''}`);
+    assert.deepEqual(managers.filter((m) => !m.startsWith('kubectl')).sort(), ['netoken-operator', 'netoken-operator status']);
 
     for (const n of ['n1', 'n2']) await writeNodeState(n, [applied('web', webGen)]);
     await cluster.kubectlOk(['delete', 'tokenpolicy', 'fast', '--timeout=30s']);
