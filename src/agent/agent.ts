@@ -68,7 +68,8 @@ export interface AgentOptions {
   listInterfaces?: () => Promise<HostInterface[]>;
   /**
    * called after every reconcile and counter refresh (cluster mode writes TokenNodeState);
-   * `settled`: a reconcile after which no change waits to be applied
+   * `settled`: nothing more to apply: a reconcile after which no change waits, outside a burst,
+   * or (called again with the same status) a burst that has been quiet for a burst delay
    */
   onStatus?: (s: AgentStatus, settled: boolean) => void;
   /** how often counters are re-read into the status without a reconcile (default 10 s) */
@@ -144,6 +145,9 @@ export class Agent {
       onDone: (_k, seconds, outcome) => {
         opts.onReconcile?.(seconds, outcome === 'success');
         noteWork();
+      },
+      onBurstEnd: () => {
+        if (this.status && this.lastOk) this.opts.onStatus?.(this.status, true);
       },
     });
   }
@@ -345,7 +349,9 @@ export class Agent {
       };
       this.writeStatus();
       this.lastOk = true;
-      this.opts.onStatus?.(this.status, this.queue.depth === 0);
+      // Settled: nothing waits, and this was not one reconcile of a burst (the end of a burst is
+      // known only once it has been quiet for a burst delay: onBurstEnd below).
+      this.opts.onStatus?.(this.status, this.queue.depth === 0 && !this.queue.bursting(NODE_KEY));
       log.debug('reconciled', { why, ms: this.status.lastReconcileMs, writes: result.mapWrites, deletes: result.mapDeletes });
     } catch (err) {
       this.lastOk = false;

@@ -227,6 +227,48 @@ test('burstDelayMs: once a run covered a burst of changes, changes during it or 
   assert.ok(now < 400, `enqueueNow: at once, even in a burst (${now} ms)`);
 });
 
+test('onBurstEnd: once per burst, a burst delay after its last run; never for a change on its own', async () => {
+  const ends: number[] = [];
+  const inBurst: boolean[] = [];
+  const r = timedRuns(20);
+  const q: KeyedQueue = new KeyedQueue({
+    reconcile: async (k) => {
+      inBurst.push(q.bursting(k));
+      await r.fn(k);
+    },
+    log: silentLogger(),
+    concurrency: 1,
+    batchDelayMs: 20,
+    burstDelayMs: 300,
+    onBurstEnd: () => ends.push(Date.now()),
+  });
+  q.resume();
+
+  // A change on its own: not a burst, and no burst end.
+  q.enqueue('node');
+  await q.idle();
+  await sleep(600);
+  assert.deepEqual(inBurst, [false]);
+  assert.equal(ends.length, 0, 'a change on its own is no burst');
+
+  // A burst in three runs (five changes, more during each run): one end, after the last run.
+  for (let i = 0; i < 5; i++) q.enqueue('node');
+  for (let n = 1; n <= 2; n++) {
+    await waitUntil(`run ${n} of the burst`, 5000, () => (r.runs.length === 1 + n ? true : undefined), { everyMs: 2 });
+    for (let i = 0; i < 2; i++) q.enqueue('node');
+  }
+  await q.idle();
+  assert.equal(r.runs.length, 4, 'the burst cost three runs');
+  assert.deepEqual(inBurst.slice(1), [true, true, true], 'each run of the burst knows it is one');
+  assert.equal(ends.length, 0, 'no end before a burst delay has passed without a change');
+  await waitUntil('the burst end', 5000, () => (ends.length === 1 ? true : undefined), { everyMs: 5 });
+  const quiet = ends[0]! - r.runs[3]!.end;
+  assert.ok(quiet >= 290 && quiet < 700, `the end is reported a burst delay after the last run (${quiet} ms)`);
+  await sleep(600);
+  assert.equal(ends.length, 1, 'once');
+  await q.close();
+});
+
 test('without burstDelayMs a key changed while it runs runs again at once', async () => {
   const r = timedRuns(30);
   const q = new KeyedQueue({ reconcile: r.fn, log: silentLogger(), concurrency: 1, batchDelayMs: 500 });

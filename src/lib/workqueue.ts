@@ -48,6 +48,11 @@ export interface QueueOptions<K = string> {
   burstDelayMs?: number;
   /** How many changes one run must cover to start a burst; it defaults to 4. */
   burstChanges?: number;
+  /**
+   * With burstDelayMs: called when a burst is over, `burstDelayMs` after a run in a burst (one
+   * that covered a burst of changes, or waited the burst delay) when no change came since.
+   */
+  onBurstEnd?: (key: K) => void;
   /** First retry delay after a failure; it defaults to 1000 ms and doubles per failure. */
   baseBackoffMs?: number;
   /** Longest retry delay; it defaults to 60000 ms. */
@@ -82,7 +87,12 @@ export class KeyedQueue<K = string> {
   /** with burstDelayMs: the changes to each key since its last run started ... */
   private readonly changes = new Map<string, number>();
   /** ... and when its last run ended and how many changes it covered */
-  private readonly lastRun = new Map<string, { end: number; covered: number }>();
+  private readonly lastRun = new Map<string, { end: number; covered: number; bursting: boolean }>();
+  /** keys whose next run waits the burst delay, and keys running in a burst */
+  private readonly burstDelayed = new Set<string>();
+  private readonly runningInBurst = new Set<string>();
+  /** the check, a burst delay after a run in a burst, that the burst is over */
+  private readonly burstEnds = new Map<string, NodeJS.Timeout>();
   private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<string, number>();
   private readonly conflicts = new Map<string, number>();
@@ -130,7 +140,10 @@ export class KeyedQueue<K = string> {
     const id = this.id(key);
     if (this.o.burstDelayMs !== undefined) {
       if (change) this.changes.set(id, (this.changes.get(id) ?? 0) + 1);
-      if (delay > 0 && this.inBurst(id)) delay = this.o.burstDelayMs;
+      if (delay > 0 && this.inBurst(id)) {
+        delay = this.o.burstDelayMs;
+        this.burstDelayed.add(id);
+      }
     }
     if (this.running.has(id)) {
       this.again.set(id, key);
@@ -193,6 +206,8 @@ export class KeyedQueue<K = string> {
     this.active = false;
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
+    for (const t of this.burstEnds.values()) clearTimeout(t);
+    this.burstEnds.clear();
     if (this.batchTimer) clearTimeout(this.batchTimer);
     this.batchTimer = null;
     this.ready.clear();
@@ -254,6 +269,11 @@ export class KeyedQueue<K = string> {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / qps) * 1000);
   }
 
+  /** Whether `key` is running in a burst (see runOne). */
+  bursting(key: K): boolean {
+    return this.runningInBurst.has(this.id(key));
+  }
+
   /** Whether `id`'s last run covered a burst of changes and ended less than burstDelayMs ago. */
   private inBurst(id: string): boolean {
     const last = this.lastRun.get(id);
@@ -263,11 +283,44 @@ export class KeyedQueue<K = string> {
     );
   }
 
+  /** After a run in a burst: the burst is over if no change comes within `ms` (onBurstEnd). */
+  private watchBurstEnd(id: string, key: K, ms: number): void {
+    if (!this.o.onBurstEnd || this.closed) return;
+    this.cancelBurstEnd(id);
+    const timer = setTimeout(() => {
+      this.burstEnds.delete(id);
+      const pending = this.running.has(id) || this.ready.has(id) || this.batching.has(id) || this.again.has(id);
+      if (this.closed || pending || (this.changes.get(id) ?? 0) > 0) return;
+      try {
+        this.o.onBurstEnd?.(key);
+      } catch (err) {
+        this.o.log.warn('burst-end callback failed', { key: id, error: describeError(err) });
+      }
+    }, ms);
+    timer.unref();
+    this.burstEnds.set(id, timer);
+  }
+
+  private cancelBurstEnd(id: string): void {
+    const t = this.burstEnds.get(id);
+    if (t) clearTimeout(t);
+    this.burstEnds.delete(id);
+  }
+
   private async runOne(id: string, key: K): Promise<void> {
     const started = Date.now();
     this.running.set(id, started);
     const covered = this.changes.get(id) ?? 0;
     this.changes.delete(id);
+    // In a burst: it covered a burst of changes, waited the burst delay, or follows a run in a
+    // burst within the burst delay (a last few changes that run at once).
+    const prev = this.lastRun.get(id);
+    const bursting =
+      this.burstDelayed.delete(id) ||
+      covered >= (this.o.burstChanges ?? 4) ||
+      (prev !== undefined && prev.bursting && started - prev.end < (this.o.burstDelayMs ?? 0));
+    if (this.o.burstDelayMs !== undefined && bursting) this.runningInBurst.add(id);
+    this.cancelBurstEnd(id);
     let result: ReconcileResult | void = undefined;
     let error: unknown;
     let outcome: ReconcileOutcome = 'success';
@@ -278,7 +331,11 @@ export class KeyedQueue<K = string> {
       outcome = this.o.isConflict?.(err) ? 'conflict' : 'error';
     }
     this.running.delete(id);
-    if (this.o.burstDelayMs !== undefined) this.lastRun.set(id, { end: Date.now(), covered });
+    this.runningInBurst.delete(id);
+    if (this.o.burstDelayMs !== undefined) {
+      this.lastRun.set(id, { end: Date.now(), covered, bursting });
+      if (bursting) this.watchBurstEnd(id, key, this.o.burstDelayMs);
+    }
     const seconds = (Date.now() - started) / 1000;
     this.o.onDone?.(key, seconds, outcome, error);
     if (!this.closed) {
