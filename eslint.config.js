@@ -22,10 +22,22 @@ export default tseslint.config(
     files: ['src/**/*.ts'],
     ignores: ['src/**/*.test.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ regex: '^(\\.\\./)+(test|fuzz|bench)/', message: 'shipped code in src/ must not import test, fuzz or bench code' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^(\\.\\./)+(test|fuzz|bench)/', message: 'shipped code in src/ must not import test, fuzz or bench code' },
+          ],
+        },
+      ],
       // Host-locale collation: an order that differs between hosts, and its first use brings the
       // collation data of every locale into the process (src/lib/order.ts).
-      'no-restricted-properties': ['error', { property: 'localeCompare', message: 'sort with compareText (src/lib/order.ts)' }],
+      // toISOString: Node 20 looks up the host's time zone names for it (src/lib/time.ts).
+      'no-restricted-properties': [
+        'error',
+        { property: 'localeCompare', message: 'sort with compareText (src/lib/order.ts)' },
+        { property: 'toISOString', message: 'format with isoTime or isoSeconds (src/lib/time.ts)' },
+      ],
     },
   },
   {

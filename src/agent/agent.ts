@@ -28,6 +28,7 @@ import { type DesiredState, EncodingMemo, type PolicyOutcome, computeDesired } f
 import { type HostInterface, listInterfaces } from './interfaces.js';
 import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
 import { compareText } from '../lib/order.js';
+import { isoTime } from '../lib/time.js';
 
 /** What this node did with one policy: the outcome of applying it and its counters. */
 export interface NodePolicyStatus extends PolicyOutcome {
@@ -336,7 +337,7 @@ export class Agent {
       const ms = performance.now() - t0;
       const counters = this.countersForStatus(result.hooks);
       this.status = {
-        updatedAt: new Date().toISOString(),
+        updatedAt: isoTime(),
         programId: datapath.programId,
         ready: result.errors.length === 0 && outcomes.every((o) => o.errors.length === 0),
         policies: outcomes.map((o) => ({ ...o, counters: counters.policy(o.name, o.id) })),

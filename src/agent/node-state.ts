@@ -30,6 +30,7 @@ import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
 import type { AgentStatus } from './agent.js';
 import { compareText } from '../lib/order.js';
+import { isoSeconds } from '../lib/time.js';
 
 /** Interfaces listed in a report at most (status.interfaces); past it they are counted, not listed. */
 export const MAX_REPORTED_INTERFACES = 256;
@@ -397,7 +398,7 @@ export class NodeStateWriter {
   private async write(s: AgentStatus): Promise<void> {
     const now = Date.now();
     const status = nodeStateStatus(s, this.conditions, new Date(now));
-    status.countersUpdatedAt = new Date(now).toISOString().replace(/\.\d+Z$/, 'Z');
+    status.countersUpdatedAt = isoSeconds(now);
     const wire = this.grouped ? groupedReport(status) : null;
     const body = { status: wire ?? status };
     try {

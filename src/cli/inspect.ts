@@ -25,6 +25,7 @@ import { VERDICTS, type Judgement, type Keyring, type Verdict, judgeSyn, keyring
 import { binding, type NativeSynCapture } from '../native/binding.js';
 import { isNativeError } from '../native/errors.js';
 import { type InspectConfig, UsageError } from './config.js';
+import { isoTime } from '../lib/time.js';
 
 /** How often a live capture is read. */
 const POLL_MS = 20;
@@ -257,7 +258,7 @@ export function synRecord(c: Pick<Captured, 'atMs' | 'ifname' | 'direction' | 'e
   if (!f.tcp || (f.tcp.flags & (TCP_SYN | TCP_ACK)) !== TCP_SYN) return null;
   return {
     type: 'syn',
-    time: new Date(c.atMs).toISOString(),
+    time: isoTime(c.atMs),
     interface: c.ifname,
     direction: c.direction,
     family: f.family,

@@ -8,6 +8,7 @@
  */
 import type { KubernetesObject } from '../lib/kube-client.js';
 import type { Cacheable } from './informer.js';
+import { isoSeconds } from './time.js';
 
 export interface CachedMeta {
   name: string;
@@ -38,7 +39,7 @@ export interface CachedSecret extends Cacheable {
 export const KEY_FIELDS: readonly string[] = ['current', 'previous', 'next'];
 
 function time(v: unknown): string | undefined {
-  if (v instanceof Date) return v.toISOString().replace(/\.\d+Z$/, 'Z');
+  if (v instanceof Date) return isoSeconds(v);
   return typeof v === 'string' ? v : undefined;
 }
 

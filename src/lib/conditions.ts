@@ -3,6 +3,7 @@
  * by position) and lastTransitionTime moves only when status changes.
  */
 import { compareText } from './order.js';
+import { isoSeconds } from './time.js';
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
@@ -24,7 +25,7 @@ export function setCondition(
   const prev = list.find((c) => c.type === next.type);
   const cond: Condition = {
     ...next,
-    lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z'),
+    lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : isoSeconds(now),
   };
   return [...list.filter((c) => c.type !== next.type), cond].sort((a, b) => compareText(a.type, b.type));
 }

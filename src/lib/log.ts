@@ -5,6 +5,7 @@
 import { writeSync } from 'node:fs';
 import winston from 'winston';
 import TransportStream from 'winston-transport';
+import { isoTime } from './time.js';
 
 export type LogFormat = 'json' | 'text';
 export type Logger = winston.Logger;
@@ -21,7 +22,11 @@ export function createLogger(opts: { level?: string; format?: LogFormat } = {}):
   });
   return winston.createLogger({
     level: opts.level ?? 'info',
-    format: winston.format.combine(winston.format.timestamp(), format === 'json' ? winston.format.json() : text),
+    // The time in UTC, to the millisecond (isoTime: winston's default calls toISOString).
+    format: winston.format.combine(
+      winston.format.timestamp({ format: () => isoTime() }),
+      format === 'json' ? winston.format.json() : text,
+    ),
     // stderr keeps stdout free for command output (status tables, JSON).
     transports: [new StderrLines()],
   });

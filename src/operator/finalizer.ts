@@ -7,6 +7,7 @@
  * timeout), is not waited for.
  */
 import type { NodeReport } from './cache.js';
+import { isoTime } from '../lib/time.js';
 
 export const FINALIZER = 'netoken.io/cleanup';
 
@@ -57,7 +58,7 @@ export function releaseDecision(input: ReleaseInput): ReleaseDecision {
     const silentSince = Math.max(deletedAt, input.now - input.timeoutMs);
     if (timedOut && !input.nodeNames.has(node)) givenUp.push({ node, why: 'its Node no longer exists' });
     else if (timedOut && written < silentSince)
-      givenUp.push({ node, why: `its TokenNodeState has not been written since ${new Date(written).toISOString()}` });
+      givenUp.push({ node, why: `its TokenNodeState has not been written since ${isoTime(written)}` });
     else {
       waitingOn.push(node);
       if (timedOut) recheckAt = Math.min(recheckAt, written + input.timeoutMs);

@@ -62,6 +62,8 @@ function readRecord(lease: V1Lease): LeaseRecord {
   return {
     holder: s.holderIdentity ?? '',
     leaseDurationSeconds: s.leaseDurationSeconds ?? 15,
+    // A V1MicroTime writes itself to the microsecond, as the API server does.
+    // eslint-disable-next-line no-restricted-properties
     renewTime: s.renewTime === undefined ? '' : String(s.renewTime instanceof Date ? s.renewTime.toISOString() : s.renewTime),
     transitions: s.leaseTransitions ?? 0,
   };

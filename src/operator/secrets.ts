@@ -13,6 +13,7 @@ import { requestOptions } from '../lib/kube.js';
 import { secretError } from './errors.js';
 import { decodeKeys, parseDuration } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenPolicy, keyLength } from '../lib/types.js';
+import { isoSeconds } from '../lib/time.js';
 
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'netoken-operator';
@@ -52,7 +53,7 @@ export type SecretPlan =
 
 /** RFC 3339 in whole seconds, as Kubernetes writes times. */
 export function timestamp(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+  return isoSeconds(ms);
 }
 
 function toMs(v: Date | string | undefined): number | undefined {
