@@ -23,37 +23,44 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLIENT_NODE = `${path.sep}node_modules${path.sep}@kubernetes${path.sep}client-node${path.sep}`;
+const NODE_MODULES = `${path.sep}node_modules${path.sep}`;
+const CLIENT_NODE = `${NODE_MODULES}@kubernetes${path.sep}client-node${path.sep}`;
+
+/**
+ * Modules that stand in for others (see the top): for the import `path` made by a file whose path
+ * holds `from`, the module `name` with `contents`.
+ */
+const STAND_INS = [
+  {
+    name: 'selector-serializer',
+    path: './serializer.js',
+    from: `${CLIENT_NODE}dist${path.sep}cache.js`,
+    contents: 'export class ObjectSerializer { static serialize(data) { return data; } }',
+  },
+  {
+    name: 'whatwg-url',
+    path: 'whatwg-url',
+    from: `${NODE_MODULES}node-fetch${path.sep}`,
+    contents: 'export const URL = globalThis.URL; export default { URL };',
+  },
+  {
+    name: 'winston-diagnostics',
+    path: '@dabh/diagnostics',
+    from: `${NODE_MODULES}winston${path.sep}`,
+    contents: 'module.exports = () => () => false;',
+  },
+];
 
 /** @type {import('esbuild').Plugin} */
 const clientNodePieces = {
   name: 'client-node-pieces',
   setup(b) {
-    b.onResolve({ filter: /^\.\/serializer\.js$/ }, (args) =>
-      args.importer.endsWith(`${CLIENT_NODE}dist${path.sep}cache.js`)
-        ? { path: 'selector-serializer', namespace: 'netoken' }
-        : undefined,
-    );
-    b.onLoad({ filter: /^selector-serializer$/, namespace: 'netoken' }, () => ({
-      contents: 'export class ObjectSerializer { static serialize(data) { return data; } }',
-      loader: 'js',
-    }));
-    b.onResolve({ filter: /^whatwg-url$/ }, (args) =>
-      args.importer.includes(`${path.sep}node_modules${path.sep}node-fetch${path.sep}`)
-        ? { path: 'whatwg-url', namespace: 'netoken' }
-        : undefined,
-    );
-    b.onLoad({ filter: /^whatwg-url$/, namespace: 'netoken' }, () => ({
-      contents: 'export const URL = globalThis.URL; export default { URL };',
-      loader: 'js',
-    }));
-    b.onResolve({ filter: /^@dabh\/diagnostics$/ }, (args) =>
-      args.importer.includes(`${path.sep}node_modules${path.sep}winston${path.sep}`)
-        ? { path: 'winston-diagnostics', namespace: 'netoken' }
-        : undefined,
-    );
-    b.onLoad({ filter: /^winston-diagnostics$/, namespace: 'netoken' }, () => ({
-      contents: 'module.exports = () => () => false;',
+    for (const { name, path: spec, from } of STAND_INS)
+      b.onResolve({ filter: new RegExp(`^${spec.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }, (args) =>
+        args.importer.includes(from) ? { path: name, namespace: 'netoken' } : undefined,
+      );
+    b.onLoad({ filter: /.*/, namespace: 'netoken' }, (args) => ({
+      contents: STAND_INS.find((s) => s.name === args.path)?.contents,
       loader: 'js',
     }));
     b.onResolve({ filter: /.*/ }, async (args) => {
