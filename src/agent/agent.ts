@@ -27,7 +27,7 @@ import type { HookError, HookStatus } from './hooks/hook.js';
 import { type DesiredState, EncodingMemo, type PolicyOutcome, computeDesired } from './desired.js';
 import { type HostInterface, listInterfaces } from './interfaces.js';
 import { type DocumentError, type PolicySource, type Snapshot, keptKeysProblem } from './source.js';
-import { compareText } from '../lib/order.js';
+import { by } from '../lib/order.js';
 import { isoTime } from '../lib/time.js';
 
 /** What this node did with one policy: the outcome of applying it and its counters. */
@@ -391,7 +391,7 @@ export class Agent {
       throw new Error(`even the policies as they were last applied do not apply any more: ${(err as Error).message}`);
     }
     const refused = new Map<string, string>();
-    for (const p of [...wanted].sort((a, b) => compareText(a.metadata.name, b.metadata.name))) {
+    for (const p of [...wanted].sort(by((x) => x.metadata.name))) {
       const last = base.get(p.metadata.name);
       if (last && versionOf(last) === versionOf(p)) continue;
       const trial = new Map(base).set(p.metadata.name, p);
@@ -427,7 +427,7 @@ export class Agent {
     let all: Map<string, PolicyOutcome> | undefined;
     const out: PolicyOutcome[] = [];
     const appliedOutcomes = new Map(desired.outcomes.map((o) => [o.name, o]));
-    for (const p of [...snap.policies].sort((a, b) => compareText(a.metadata.name, b.metadata.name))) {
+    for (const p of [...snap.policies].sort(by((x) => x.metadata.name))) {
       const name = p.metadata.name;
       const applied = appliedOutcomes.get(name);
       let o: PolicyOutcome;

@@ -43,7 +43,7 @@ import {
 } from '../lib/types.js';
 import { type Entry, EntryTable } from './entry-table.js';
 import { type HostInterface, type LinkLayer, linkLayer, nativeXdpCandidate, selectInterfaces } from './interfaces.js';
-import { compareText } from '../lib/order.js';
+import { by } from '../lib/order.js';
 
 export type Direction = 'egress' | 'ingress';
 
@@ -423,7 +423,7 @@ export function computeDesired(input: DesiredInput): DesiredState {
 }
 
 function compute(input: DesiredInput, memo: EncodingMemo): DesiredState {
-  const sorted = [...input.policies].sort((a, b) => compareText(a.metadata.name, b.metadata.name));
+  const sorted = [...input.policies].sort(by((x) => x.metadata.name));
   const state = emptyDesiredState();
   const applicable = sorted.filter((p) => selectorMatches(p.spec.nodeSelector, input.nodeLabels));
   const ids = assignIds(

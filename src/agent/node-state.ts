@@ -29,7 +29,7 @@ import type { Logger } from '../lib/log.js';
 import { VERSION } from '../lib/package.js';
 import { API, API_GROUP, API_VERSION } from '../lib/types.js';
 import type { AgentStatus } from './agent.js';
-import { compareText } from '../lib/order.js';
+import { by } from '../lib/order.js';
 import { isoSeconds } from '../lib/time.js';
 
 /** Interfaces listed in a report at most (status.interfaces); past it they are counted, not listed. */
@@ -128,7 +128,7 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     }
     policies.push(entry);
   }
-  policies.sort((a, b) => compareText(a.name, b.name));
+  policies.sort(by((x) => x.name));
   // Never more than the report may hold: by construction at most MAX_POLICIES_PER_NODE have a slot.
   for (const p of policies.splice(MAX_POLICIES_PER_NODE)) overLimit.push(p.name);
   overLimit.sort();
@@ -158,8 +158,8 @@ export function nodeStateStatus(s: AgentStatus, prev: Condition[], now = new Dat
     const counters = numbers(c.counters);
     if (counters) iface(c.name, c.ifindex).counters = counters;
   }
-  const interfaces = [...byName.values()].sort((a, b) => compareText(a.name, b.name));
-  for (const i of interfaces) i.hooks?.sort((a, b) => compareText(a.direction, b.direction));
+  const interfaces = [...byName.values()].sort(by((x) => x.name));
+  for (const i of interfaces) i.hooks?.sort(by((x) => x.direction));
   const notListed = interfaces.splice(MAX_REPORTED_INTERFACES).length;
 
   const failing = policies.filter((p) => p.errors?.length);
@@ -255,7 +255,7 @@ export function reportedPolicies(s: { policies?: NodeStatePolicy[]; applied?: Ap
         ...(g.keys ? { keys: g.keys } : {}),
         ...(g.interfaces ? { interfaces: g.interfaces } : {}),
       });
-  return out.sort((a, b) => compareText(a.name, b.name));
+  return out.sort(by((x) => x.name));
 }
 
 /** The report without its counters: what decides whether it must be written now. */

@@ -2,7 +2,7 @@
  * Kubernetes conditions, set through one helper: a condition is found by type (never
  * by position) and lastTransitionTime moves only when status changes.
  */
-import { compareText } from './order.js';
+import { by } from './order.js';
 import { isoSeconds } from './time.js';
 
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
@@ -27,7 +27,7 @@ export function setCondition(
     ...next,
     lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : isoSeconds(now),
   };
-  return [...list.filter((c) => c.type !== next.type), cond].sort((a, b) => compareText(a.type, b.type));
+  return [...list.filter((c) => c.type !== next.type), cond].sort(by((x) => x.type));
 }
 
 export function findCondition(list: readonly Condition[] | undefined, type: string): Condition | undefined {

@@ -13,7 +13,7 @@
 import { type Condition, setCondition } from '../lib/conditions.js';
 import type { NodeInfo } from '../lib/cached.js';
 import type { NodeReport } from './cache.js';
-import { compareText } from '../lib/order.js';
+import { by } from '../lib/order.js';
 
 export const MAX_FAILED_NODES = 10;
 const MAX_MESSAGE = 1024;
@@ -132,8 +132,8 @@ export function aggregateStatus(input: AggregateInput): Aggregate {
     } else if (applied === generation) ready.push(node);
     else pending.push(node);
   }
-  failed.sort((a, b) => compareText(a.node, b.node));
-  withoutAgent.sort((a, b) => compareText(a.node, b.node));
+  failed.sort(by((x) => x.node));
+  withoutAgent.sort(by((x) => x.node));
   pending.sort();
   joining.sort();
 
