@@ -26,30 +26,33 @@ function text(files: Iterable<string>): string {
   return [...files].map((f) => readFileSync(path.join(bundleDir, f), 'utf8')).join('\n');
 }
 
+/** Every JavaScript file of the bundle. */
+function bundleFiles(): string[] {
+  return readdirSync(bundleDir).filter((f) => f.endsWith('.js'));
+}
+
+/** Fails naming the first file of the bundle that matches `pattern`. */
+function assertNoFileHolds(pattern: RegExp, what: string): void {
+  for (const f of bundleFiles()) assert.ok(!pattern.test(text([f])), `${f} holds ${what}`);
+}
+
 describe('the bundle', () => {
   test('exists: scripts/build.sh made it', () => {
     assert.ok(existsSync(path.join(bundleDir, 'netoken.js')), 'dist/bundle/netoken.js is missing: run `npm run build`');
   });
 
   test('holds no Unicode mapping table for URLs: the HTTP client uses Node’s own URL', () => {
-    for (const f of readdirSync(bundleDir).filter((f) => f.endsWith('.js'))) {
-      const t = readFileSync(path.join(bundleDir, f), 'utf8');
-      assert.ok(!/tr46|mappingTable|url-state-machine/.test(t), `${f} holds the whatwg-url package or tr46`);
-    }
+    assertNoFileHolds(/tr46|mappingTable|url-state-machine/, 'the whatwg-url package or tr46');
   });
 
   test('holds no colour library: winston traces itself through a tracer that prints nothing', () => {
-    for (const f of readdirSync(bundleDir).filter((f) => f.endsWith('.js'))) {
-      const t = readFileSync(path.join(bundleDir, f), 'utf8');
-      assert.ok(!/colorspace|color-convert|kuler/.test(t), `${f} holds @dabh/diagnostics or its colour library`);
-    }
+    assertNoFileHolds(/colorspace|color-convert|kuler/, '@dabh/diagnostics or its colour library');
   });
 
   test('the YAML parser is loaded only by the commands that read YAML, not at start', () => {
     const start = loadedAtStart('netoken.js');
     assert.ok(start.size > 1, `the entry point imports its chunks (found ${[...start].join(', ')})`);
     assert.ok(!/\bYAMLParseError\b/.test(text(start)), `a file loaded at start holds the YAML parser: ${[...start].join(', ')}`);
-    const all = readdirSync(bundleDir).filter((f) => f.endsWith('.js'));
-    assert.ok(/\bYAMLParseError\b/.test(text(all)), 'the bundle still holds the YAML parser, for the standalone agent');
+    assert.ok(/\bYAMLParseError\b/.test(text(bundleFiles())), 'the bundle still holds the YAML parser, for the standalone agent');
   });
 });
