@@ -112,16 +112,17 @@ egress: {destinations: [{cidr: ${destination(i)}/32, ports: [${server.port}]}]}`
       `the agent coalesced the burst: ${reconciles} reconciles for ${POLICIES} policies in ${windows} batching windows`,
     );
 
+    // The agent may have reported 1023 policies before kubectl created the last one (a pause in
+    // the burst ends it); the report that counts the one past the limit follows.
+    type Report = NodeState['status'] & { policiesOverLimit?: number };
     const report = await waitNodeState(
       cluster,
       NODE,
-      (s) => reportedPolicies(s.status).length === MAX_POLICIES_PER_NODE,
-      'the report lists 1023 policies',
+      (s) => reportedPolicies(s.status).length === MAX_POLICIES_PER_NODE && (s.status as Report)?.policiesOverLimit === 1,
+      'the report lists 1023 policies and counts 1 past the limit',
       60_000,
       () => agent.log(),
     );
-    const extra = report.status as NodeState['status'] & { policiesOverLimit?: number };
-    assert.equal(extra?.policiesOverLimit, 1);
     const bytes = JSON.stringify(report.status).length;
     assert.ok(bytes < 100 * MAX_POLICIES_PER_NODE, `a small report: ${bytes} bytes for ${MAX_POLICIES_PER_NODE} policies`);
     assert.match(
