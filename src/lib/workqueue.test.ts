@@ -131,6 +131,34 @@ test('requeueAfterMs runs the key again later; the earliest request wins', async
   await q.close();
 });
 
+test('the last successful run decides the requeue: a later run that asks for none drops an earlier request', async () => {
+  const runs: string[] = [];
+  const start = Date.now();
+  const q = new KeyedQueue({
+    reconcile: async (k) => {
+      runs.push(`${k}@${Date.now() - start}`);
+      const n = runs.filter((r) => r.startsWith(`${k}@`)).length;
+      // x: its first run asks for 80 ms, its second (an event 20 ms in) for nothing.
+      // y: its first run asks for 40 ms, its second (an event 20 ms in) for 150 ms.
+      if (k === 'x') return n === 1 ? { requeueAfterMs: 80 } : undefined;
+      return n === 1 ? { requeueAfterMs: 40 } : n === 2 ? { requeueAfterMs: 150 } : undefined;
+    },
+    log: silentLogger(),
+  });
+  q.resume();
+  q.enqueue('x');
+  q.enqueue('y');
+  await sleep(20);
+  q.enqueue('x');
+  q.enqueue('y');
+  await sleep(400);
+  const of = (k: string): number[] => runs.filter((r) => r.startsWith(`${k}@`)).map((r) => Number(r.split('@')[1]));
+  assert.equal(of('x').length, 2, `x ran for the two events only: ${runs.join(' ')}`);
+  assert.equal(of('y').length, 3, `y ran for the two events and the last requeue: ${runs.join(' ')}`);
+  assert.ok((of('y')[2] ?? 0) >= 160, `y's requeue is the later one its last run asked for: ${runs.join(' ')}`);
+  await q.close();
+});
+
 test('typed keys: equal keys (by keyId) coalesce, and reconcile gets the key as a value', async () => {
   const seen: { kind: string; name: string }[] = [];
   const q = new KeyedQueue<{ kind: string; name: string }>({

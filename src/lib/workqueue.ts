@@ -12,7 +12,8 @@
  *   retries of all keys together stay under a token bucket, so an API server that fails
  *   everything is not hammered. A conflict (HTTP 409: the cache was behind) is no failure: the
  *   key runs again at once, quietly, with a short growing pause if conflicts repeat.
- * - A reconcile can ask to run again after a delay (rotation, timeouts).
+ * - A reconcile can ask to run again after a delay (rotation, timeouts); the last successful run
+ *   of a key decides whether and when.
  * - Nothing runs while the queue is paused: a standby operator collects keys but acts on none.
  *
  * Keys are typed values; `keyId` turns one into the string that tells two keys apart.
@@ -21,7 +22,11 @@ import type { Logger } from './log.js';
 import { describeError } from './kube.js';
 
 export interface ReconcileResult {
-  /** Run this key again after so many milliseconds (the earliest request wins). */
+  /**
+   * Run this key again after so many milliseconds. The last successful run of a key decides:
+   * a requeue an earlier run asked for, or a retry still pending, is replaced by this one, or
+   * dropped when this run asks for none (it saw everything the earlier one did, and more).
+   */
   requeueAfterMs?: number;
 }
 
@@ -180,6 +185,13 @@ export class KeyedQueue<K = string> {
     );
     timer.unref();
     this.timers.set(id, { at, timer });
+  }
+
+  private cancelTimer(id: string): void {
+    const t = this.timers.get(id);
+    if (!t) return;
+    clearTimeout(t.timer);
+    this.timers.delete(id);
   }
 
   /** Keys waiting to run (in their batching delay or runnable; not counting delayed retries and requeues). */
@@ -361,6 +373,7 @@ export class KeyedQueue<K = string> {
       } else {
         this.failures.delete(id);
         this.conflicts.delete(id);
+        this.cancelTimer(id);
         if (result?.requeueAfterMs !== undefined) this.enqueueAfter(key, result.requeueAfterMs);
       }
       const rerun = this.again.get(id);
