@@ -71,7 +71,7 @@ test('policiesForPolicy: the policy and the policies sharing its Secret, before 
   );
 });
 
-test("policiesForPolicy: a status write (the operator's own) or a label change is filtered out; generation, deletion and finalizers are not", () => {
+test("policiesForPolicy: a status write or the finalizer added (the operator's own) or a label change is filtered out; generation, deletion, the finalizer lost and other finalizers are not", () => {
   const lookup = lookupOf([policy('a', 'k1')]);
   const before = policy('a', 'k1', { rv: '1' });
   assert.deepEqual(
@@ -89,9 +89,23 @@ test("policiesForPolicy: a status write (the operator's own) or a label change i
     ['policy/a'],
     'deletion began',
   );
-  const withFinalizer = policy('a', 'k1', { rv: '2' });
-  withFinalizer.metadata.finalizers = ['netoken.io/cleanup'];
-  assert.deepEqual(ids(policiesForPolicy(before, withFinalizer, lookup)), ['policy/a'], 'finalizers changed');
+  const withFinalizers = (rv: string, finalizers: string[]): CachedPolicy => {
+    const p = policy('a', 'k1', { rv });
+    p.metadata.finalizers = finalizers;
+    return p;
+  };
+  const ours = withFinalizers('2', ['netoken.io/cleanup']);
+  assert.deepEqual(policiesForPolicy(before, ours, lookup), [], "the operator's finalizer added");
+  assert.deepEqual(
+    ids(policiesForPolicy(ours, withFinalizers('3', []), lookup)),
+    ['policy/a'],
+    "the operator's finalizer removed",
+  );
+  assert.deepEqual(
+    ids(policiesForPolicy(ours, withFinalizers('3', ['netoken.io/cleanup', 'example.com/other']), lookup)),
+    ['policy/a'],
+    'another finalizer added',
+  );
 });
 
 test('policiesForSecret: the policies that name the Secret, when it comes, goes, or its keys change', () => {

@@ -12,6 +12,7 @@
 import type { Cacheable } from '../lib/informer.js';
 import type { CachedSecret, NodeInfo } from '../lib/cached.js';
 import { type CachedPolicy, type NodeReport, changedEntries } from './cache.js';
+import { FINALIZER, hasFinalizer } from './finalizer.js';
 import { type ReconcileKey, nodeStateKey, policyKey } from './keys.js';
 import { REVOKE_ANNOTATION, ROTATE_ANNOTATION } from './rotation.js';
 import { secretNameOf } from './selectors.js';
@@ -49,7 +50,11 @@ function unique(keys: ReconcileKey[]): ReconcileKey[] {
   });
 }
 
-/** What of a policy its reconcile acts on: the spec (generation), its life cycle, its Secret, and a rotation or revocation asked for. */
+/**
+ * What of a policy its reconcile acts on: the spec (generation), its life cycle, its Secret, and
+ * a rotation or revocation asked for. The operator's own finalizer is not in it: see
+ * policiesForPolicy().
+ */
 function policyShape(p: CachedPolicy): string {
   const m = p.metadata;
   const asks = [m.annotations?.[ROTATE_ANNOTATION] ?? null, m.annotations?.[REVOKE_ANNOTATION] ?? null];
@@ -57,7 +62,7 @@ function policyShape(p: CachedPolicy): string {
     m.uid,
     m.generation,
     m.deletionTimestamp ?? null,
-    m.finalizers ?? [],
+    (m.finalizers ?? []).filter((f) => f !== FINALIZER),
     secretNameOf(p) ?? null,
     p.spec?.token?.mode ?? null,
     asks,
@@ -70,7 +75,8 @@ function policyShape(p: CachedPolicy): string {
  * and take part in one key rotation. `sharing`, when given, narrows the Secrets to those whose
  * other policies see a change (SecretSelectors.track: a new selector or mode, or one gone). A
  * change of status, labels or other annotations only (the operator's own status write among
- * them) affects nothing; netoken.io/rotate and netoken.io/revoke do.
+ * them) affects nothing, and neither does the operator's finalizer being added; netoken.io/rotate
+ * and netoken.io/revoke do.
  */
 export function policiesForPolicy(
   old: CachedPolicy | undefined,
@@ -79,7 +85,10 @@ export function policiesForPolicy(
   sharing?: readonly string[],
 ): ReconcileKey[] {
   if (!changed(old, cur)) return [];
-  if (old && cur && policyShape(old) === policyShape(cur)) return [];
+  // The operator's finalizer appearing is its own patch landing, which needs no reconcile; its
+  // disappearing from a policy that is not being deleted needs one, to put it back.
+  const finalizerLost = hasFinalizer(old?.metadata) && !hasFinalizer(cur?.metadata);
+  if (old && cur && !finalizerLost && policyShape(old) === policyShape(cur)) return [];
   const name = nameOf(cur ?? old);
   const keys: ReconcileKey[] = cur ? [policyKey(name)] : [];
   const secrets = new Set(sharing ?? [secretNameOf(old), secretNameOf(cur)].filter((s): s is string => s !== undefined));
