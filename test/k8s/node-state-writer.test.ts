@@ -216,11 +216,35 @@ describe('TokenNodeState writer with the default counter interval', () => {
     const old = crd.replace(/\n {16}applied:\n[\s\S]*?(?=\n {16}policiesOverLimit:)/, '');
     assert.ok(!/\n {16}applied:/.test(old) && old.length < crd.length, 'the test CRD lacks status.applied');
     await cluster.kubectlOk(['apply', '-f', '-'], { input: old });
+    // The API server takes a moment to serve the older schema; a writer started before would
+    // see status.applied kept, and rightly keep writing groups. A probe object tells when it prunes.
+    await cluster.apply('apiVersion: netoken.io/v1alpha1\nkind: TokenNodeState\nmetadata: {name: schema-probe}\n');
+    await waitUntil(
+      'the API server prunes status.applied',
+      30_000,
+      async () => {
+        const r = await cluster.kubectl([
+          'patch',
+          'tokennodestate',
+          'schema-probe',
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ status: { applied: [{ generation: 1, names: ['probe'] }] } }),
+          '-o',
+          'json',
+        ]);
+        return r.code === 0 && (JSON.parse(r.stdout) as { status?: { applied?: unknown } }).status?.applied === undefined
+          ? true
+          : undefined;
+      },
+      { everyMs: 500 },
+    );
+    await cluster.kubectlOk(['delete', 'tokennodestate', 'schema-probe']);
     const node = 'old-crd-node';
     const { log, lines } = recordingLogger();
     const w = nodeWriter(node, { log });
     try {
-      // The API server may take a moment to serve the older schema: write until it prunes.
       const st = await waitUntil(
         'every policy listed as an entry',
         30_000,

@@ -42,9 +42,11 @@ test('with only BPF, NET_ADMIN and PERFMON, a restarted agent adopts its XDP ver
     // A graceful stop keeps the hook; the next agent must take it for its own.
     await agent.stop('SIGTERM');
     assert.equal(await xdpProgId(topo.client.ns, topo.client.dev), prog, 'the hook stays while the agent is away');
+    // The status file is still the stopped agent's until the new one writes it: only one written since counts.
+    const restartedAt = new Date().toISOString();
     await agent.start(['--ingress-attach', 'xdp-generic']);
     const again = await agent.waitStatus(
-      (s) => s.ready && s.hooks.length === 1 && s.reconciles >= 1,
+      (s) => s.updatedAt >= restartedAt && s.ready && s.hooks.length === 1 && s.reconciles >= 1,
       20_000,
       'the verifier adopted',
     );
