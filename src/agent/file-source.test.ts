@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../lib/log.js';
+import { sleep, waitUntil } from '../lib/wait.js';
 import { FileSource, parsePolicyFile } from './file-source.js';
 
 const token = Buffer.from('0011223344556677', 'hex').toString('base64');
@@ -87,6 +88,41 @@ test('a policy whose Secret is missing or wrong gets an error, never the key', (
     assert.ok(k instanceof Error);
     assert.match(k.message, /Secret "a-token" named by spec.token.secretRef is not in p.yaml/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a file rewritten in place is read once it stays the same: the empty moment of the rewrite removes nothing', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'netoken-fs-'));
+  const file = path.join(dir, 'p.yaml');
+  const seen: string[][] = [];
+  // Polled every 20 ms, so a poll lands in every gap of 60 ms between truncating and writing;
+  // read once unchanged for 600 ms, far above that gap even on a busy machine.
+  const src = new FileSource(file, {}, silentLogger(), 20, 600);
+  try {
+    writeFileSync(file, doc('web'));
+    await src.start(() => seen.push(names(src)));
+    for (let i = 0; i < 3; i++) {
+      writeFileSync(file, ''); // what `cat > file` and an in-place save do first
+      await sleep(60);
+      writeFileSync(file, doc('web', `10.${i}.0.0/16`));
+      await sleep(1000);
+    }
+    await waitUntil('the last version read', 5000, () =>
+      src.snapshot().policies[0]?.spec.egress?.destinations[0]?.cidr === '10.2.0.0/16' ? true : undefined,
+    );
+    assert.ok(seen.length >= 3, `each rewrite was read: ${seen.length} reads`);
+    assert.deepEqual(
+      seen.filter((n) => n.length === 0),
+      [],
+      'no read took the file while it was empty',
+    );
+
+    // A file emptied for good is read as such: its policies go.
+    writeFileSync(file, '');
+    await waitUntil('the emptied file read', 5000, () => (src.snapshot().policies.length === 0 ? true : undefined));
+  } finally {
+    src.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });

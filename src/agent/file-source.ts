@@ -156,12 +156,17 @@ export class FileSource implements PolicySource {
   private lastKeys = new Map<string, { secret: string; mode: string; keys: TokenKeys }>();
   private warnedMode = false;
   private onChange: (() => void) | undefined;
+  /** the read that waits for the file to stay unchanged (changed()) */
+  private settle: NodeJS.Timeout | undefined;
+  /** when the file began changing, while it has not yet settled */
+  private changingSince = 0;
 
   constructor(
     private readonly file: string,
     private readonly nodeLabels: Record<string, string>,
     private readonly log: Logger,
     private readonly pollMs = 500,
+    private readonly settleMs = 200,
   ) {
     this.current = { policies: [], keys: new Map(), nodeLabels, documentErrors: [] };
   }
@@ -169,7 +174,33 @@ export class FileSource implements PolicySource {
   async start(onChange: () => void): Promise<void> {
     this.onChange = onChange;
     this.reload();
-    watchFile(this.file, { interval: this.pollMs, persistent: false }, () => {
+    watchFile(this.file, { interval: this.pollMs, persistent: false }, () => this.changed());
+  }
+
+  stop(): void {
+    unwatchFile(this.file);
+    if (this.settle) clearTimeout(this.settle);
+    this.settle = undefined;
+    this.onChange = undefined;
+  }
+
+  /**
+   * The file changed: it is read once it has stayed the same for `settleMs` (or, should it never
+   * stop changing, after 10 times that). A file rewritten in place (`cat > file`, an editor's
+   * in-place save) is empty or half-written for a moment; a poll in that moment that took it as
+   * it was would remove every policy until the next poll: SYNs leave unmarked, and a port under
+   * Enforce is unprotected.
+   */
+  private changed(again = false): void {
+    if (this.settle) clearTimeout(this.settle);
+    else if (!again) this.changingSince = Date.now();
+    const seen = this.stamp();
+    this.settle = setTimeout(() => {
+      this.settle = undefined;
+      if (this.stamp() !== seen && Date.now() - this.changingSince < 10 * this.settleMs) {
+        this.changed(true);
+        return;
+      }
       // Whatever the file holds, the agent must not die of it: a reload that throws is reported.
       try {
         this.reload();
@@ -178,12 +209,18 @@ export class FileSource implements PolicySource {
         return;
       }
       this.onChange?.();
-    });
+    }, this.settleMs);
+    this.settle.unref();
   }
 
-  stop(): void {
-    unwatchFile(this.file);
-    this.onChange = undefined;
+  /** What tells one version of the file from the next without reading it. */
+  private stamp(): string {
+    try {
+      const st = statSync(this.file);
+      return `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    } catch (err) {
+      return `unreadable:${(err as NodeJS.ErrnoException).code ?? ''}`;
+    }
   }
 
   snapshot(): Snapshot {
