@@ -138,10 +138,10 @@ test('the last successful run decides the requeue: a later run that asks for non
     reconcile: async (k) => {
       runs.push(`${k}@${Date.now() - start}`);
       const n = runs.filter((r) => r.startsWith(`${k}@`)).length;
-      // x: its first run asks for 80 ms, its second (an event 20 ms in) for nothing.
-      // y: its first run asks for 40 ms, its second (an event 20 ms in) for 150 ms.
-      if (k === 'x') return n === 1 ? { requeueAfterMs: 80 } : undefined;
-      return n === 1 ? { requeueAfterMs: 40 } : n === 2 ? { requeueAfterMs: 150 } : undefined;
+      // x: its first run asks for 600 ms, its second (an event 20 ms in) for nothing.
+      // y: its first run asks for 300 ms, its second (an event 20 ms in) for 800 ms.
+      if (k === 'x') return n === 1 ? { requeueAfterMs: 600 } : undefined;
+      return n === 1 ? { requeueAfterMs: 300 } : n === 2 ? { requeueAfterMs: 800 } : undefined;
     },
     log: silentLogger(),
   });
@@ -151,11 +151,11 @@ test('the last successful run decides the requeue: a later run that asks for non
   await sleep(20);
   q.enqueue('x');
   q.enqueue('y');
-  await sleep(400);
+  await sleep(1300);
   const of = (k: string): number[] => runs.filter((r) => r.startsWith(`${k}@`)).map((r) => Number(r.split('@')[1]));
   assert.equal(of('x').length, 2, `x ran for the two events only: ${runs.join(' ')}`);
   assert.equal(of('y').length, 3, `y ran for the two events and the last requeue: ${runs.join(' ')}`);
-  assert.ok((of('y')[2] ?? 0) >= 160, `y's requeue is the later one its last run asked for: ${runs.join(' ')}`);
+  assert.ok((of('y')[2] ?? 0) >= 800, `y's requeue is the later one its last run asked for: ${runs.join(' ')}`);
   await q.close();
 });
 
