@@ -28,7 +28,8 @@
 import { randomBytes } from 'node:crypto';
 import { parseDuration } from '../lib/policy.js';
 import { KEY_GENERATION_ANNOTATION, type TokenKeys, type TokenPolicy, effectiveSkewSeconds, keyLength } from '../lib/types.js';
-import { ROTATED_AT_ANNOTATION, type SecretLike, rotationDueAt, rotationPeriodMs, timestamp } from './secrets.js';
+import { ROTATED_AT_ANNOTATION, type SecretLike, rotationDueAt, rotationPeriodMs } from './secrets.js';
+import { isoSeconds } from '../lib/time.js';
 
 /** On the TokenPolicy: a new value starts a rotation now. */
 export const ROTATE_ANNOTATION = 'netoken.io/rotate';
@@ -207,7 +208,7 @@ export function planRotation(input: RotationInput): RotationPlan {
     return {
       step,
       action: 'number',
-      patch: patch({ [KEY_GENERATION_ANNOTATION]: '1', [STEP_SINCE_ANNOTATION]: timestamp(now) }),
+      patch: patch({ [KEY_GENERATION_ANNOTATION]: '1', [STEP_SINCE_ANNOTATION]: isoSeconds(now) }),
       events: [],
       condition: { status: step === 'Idle' ? 'False' : 'True', reason: step, message: 'numbering the keys (generation 1)' },
       stalled: [],
@@ -234,10 +235,10 @@ export function planRotation(input: RotationInput): RotationPlan {
       patch: patch(
         {
           [KEY_GENERATION_ANNOTATION]: String(gen),
-          [ROTATED_AT_ANNOTATION]: timestamp(now),
-          [STEP_SINCE_ANNOTATION]: timestamp(now),
+          [ROTATED_AT_ANNOTATION]: isoSeconds(now),
+          [STEP_SINCE_ANNOTATION]: isoSeconds(now),
           [SWITCHED_AT_ANNOTATION]: null,
-          [REVOKED_AT_ANNOTATION]: timestamp(now),
+          [REVOKED_AT_ANNOTATION]: isoSeconds(now),
           [REVOKE_HANDLED_ANNOTATION]: withHandled(secret, REVOKE_HANDLED_ANNOTATION, name, revoke),
           // A rotation asked for alongside is done by the revocation.
           ...(rotate !== undefined
@@ -256,7 +257,7 @@ export function planRotation(input: RotationInput): RotationPlan {
       condition: {
         status: 'False',
         reason: 'Revoked',
-        message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at ${timestamp(now)}; markers sign with generation ${gen} as soon as they see it`,
+        message: `key generation${dropped.length > 1 ? 's' : ''} ${dropped.join(' and ')} revoked at ${isoSeconds(now)}; markers sign with generation ${gen} as soon as they see it`,
       },
       stalled: [],
     };
@@ -280,8 +281,8 @@ export function planRotation(input: RotationInput): RotationPlan {
         patch: patch(
           {
             [KEY_GENERATION_ANNOTATION]: String(g + 1),
-            [ROTATED_AT_ANNOTATION]: timestamp(now),
-            [STEP_SINCE_ANNOTATION]: timestamp(now),
+            [ROTATED_AT_ANNOTATION]: isoSeconds(now),
+            [STEP_SINCE_ANNOTATION]: isoSeconds(now),
             [SWITCHED_AT_ANNOTATION]: null,
           },
           { current: (keys.next as Buffer).toString('base64'), previous: keys.current.toString('base64'), next: null },
@@ -315,7 +316,7 @@ export function planRotation(input: RotationInput): RotationPlan {
     const retiresAt = (at: number): RotationCondition => ({
       status: 'True',
       reason: 'Retiring',
-      message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${timestamp(at)}`,
+      message: `${total - waiting.length} of ${total} nodes sign with key generation ${g}; generation ${g - 1} is retired at ${isoSeconds(at)}`,
     });
     if (waiting.length > 0 && !(drive && stalled.length > 0 && proceed)) {
       return {
@@ -347,7 +348,7 @@ export function planRotation(input: RotationInput): RotationPlan {
       return {
         step,
         action: 'mark-switched',
-        patch: patch({ [SWITCHED_AT_ANNOTATION]: timestamp(now) }),
+        patch: patch({ [SWITCHED_AT_ANNOTATION]: isoSeconds(now) }),
         events:
           stalled.length > 0
             ? [stallEvent(stalled, `sign with key generation ${g}`, `generation ${g - 1} is retired without them`)]
@@ -369,7 +370,7 @@ export function planRotation(input: RotationInput): RotationPlan {
     return {
       step: 'Idle',
       action: 'retire',
-      patch: patch({ [STEP_SINCE_ANNOTATION]: timestamp(now), [SWITCHED_AT_ANNOTATION]: null }, { previous: null }),
+      patch: patch({ [STEP_SINCE_ANNOTATION]: isoSeconds(now), [SWITCHED_AT_ANNOTATION]: null }, { previous: null }),
       events: [
         {
           type: 'Normal',
@@ -416,7 +417,7 @@ export function planRotation(input: RotationInput): RotationPlan {
       action: 'publish',
       patch: patch(
         {
-          [STEP_SINCE_ANNOTATION]: timestamp(now),
+          [STEP_SINCE_ANNOTATION]: isoSeconds(now),
           [SWITCHED_AT_ANNOTATION]: null,
           [REVOKED_AT_ANNOTATION]: null,
           ...(asked ? { [ROTATE_HANDLED_ANNOTATION]: withHandled(secret, ROTATE_HANDLED_ANNOTATION, name, ask) } : {}),

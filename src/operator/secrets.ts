@@ -51,11 +51,6 @@ export type SecretPlan =
   | { action: 'none' }
   | { action: 'invalid'; message: string };
 
-/** RFC 3339 in whole seconds, as Kubernetes writes times. */
-export function timestamp(ms: number): string {
-  return isoSeconds(ms);
-}
-
 function toMs(v: Date | string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const ms = v instanceof Date ? v.getTime() : Date.parse(v);
@@ -109,7 +104,7 @@ export function planSecret(input: PlanInput): SecretPlan {
           name,
           namespace,
           labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-          annotations: { [ROTATED_AT_ANNOTATION]: timestamp(now), [KEY_GENERATION_ANNOTATION]: '1' },
+          annotations: { [ROTATED_AT_ANNOTATION]: isoSeconds(now), [KEY_GENERATION_ANNOTATION]: '1' },
         },
         type: 'Opaque',
         data: { current: random(len).toString('base64') },
@@ -135,7 +130,7 @@ export function planSecret(input: PlanInput): SecretPlan {
       metadata: {
         resourceVersion: secret.metadata?.resourceVersion ?? '',
         annotations: {
-          [ROTATED_AT_ANNOTATION]: timestamp(now),
+          [ROTATED_AT_ANNOTATION]: isoSeconds(now),
           [KEY_GENERATION_ANNOTATION]: String(Number.isSafeInteger(g) && g >= 0 ? g + 1 : 1),
         },
       },
