@@ -13,7 +13,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, createWriteStream } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { ApiException, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { API, API_GROUP, API_VERSION } from '../../src/lib/types.js';
 import { installChartRbac, operatorKubeconfig } from './chart.js';
 import { TestCluster, freePorts, repoRoot } from './cluster.js';
 import { sleep, waitUntil } from '../../src/lib/wait.js';
@@ -228,18 +229,26 @@ describe('netoken operator on a real API server', () => {
     return r.code === 0 ? r.stdout.trim() : undefined;
   };
   /** Writes a hand-made TokenNodeState for `node` listing `policies` (as the agent would). */
+  /**
+   * A node's report, as its agent writes it: the object if missing, then its status. From this
+   * process, in milliseconds: two kubectl runs can take seconds on a busy machine, longer than
+   * the operator holds a new policy's first NodesPending status.
+   */
   const writeNodeState = async (node: string, policies: unknown[]): Promise<void> => {
-    await cluster.apply(`apiVersion: netoken.io/v1alpha1\nkind: TokenNodeState\nmetadata: {name: ${node}}\n`);
+    const where = { group: API_GROUP, version: API_VERSION, plural: 'tokennodestates' };
+    try {
+      await custom.createClusterCustomObject({
+        ...where,
+        body: { apiVersion: API, kind: 'TokenNodeState', metadata: { name: node } },
+      });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 409)) throw err;
+    }
     const status = { status: { agent: { version: '0.1.0', kernelRelease: '6.18.0', tcx: true }, policies } };
-    await cluster.kubectlOk([
-      'patch',
-      'tokennodestate',
-      node,
-      '--subresource=status',
-      '--type=merge',
-      '-p',
-      JSON.stringify(status),
-    ]);
+    await custom.patchClusterCustomObjectStatus(
+      { ...where, name: node, body: status },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
   };
   const applied = (name: string, generation: number, errors: { reason: string; message: string }[] = []): unknown => ({
     name,
@@ -660,23 +669,8 @@ describe('netoken operator on a real API server', () => {
     const webGen = (await getPolicy('web'))?.metadata.generation ?? 1;
     const mark = cluster.auditEvents().length;
     await cluster.apply(policyYaml('fast', '{secretRef: {name: web-key}}', '{matchLabels: {role: edge}}'));
-    // Both edge nodes apply it at once, as their agents would: their reports are written from
-    // here, together (two kubectl runs each would take seconds on a busy machine, and the
-    // operator holds a first NodesPending status only so long before it writes one).
-    await Promise.all(
-      ['n1', 'n2'].map((name) =>
-        custom.patchClusterCustomObjectStatus(
-          {
-            group: 'netoken.io',
-            version: 'v1alpha1',
-            plural: 'tokennodestates',
-            name,
-            body: { status: { policies: [applied('web', webGen), applied('fast', 1)] } },
-          },
-          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-        ),
-      ),
-    );
+    // Both edge nodes apply it at once, as their agents would.
+    await Promise.all(['n1', 'n2'].map((n) => writeNodeState(n, [applied('web', webGen), applied('fast', 1)])));
     const ready = await policyWhere('fast Ready', 'fast', (got) => cond(got, 'Ready')?.status === 'True');
     assert.deepEqual(ready.status?.nodes, { selected: 2, ready: 2, failed: 0, withoutAgent: 0 });
     await sleep(1500);
