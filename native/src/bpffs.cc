@@ -1,9 +1,13 @@
-// bpffs: detect and mount the BPF filesystem that pins live on.
+// bpffs: detect and mount the BPF filesystem that pins live on, and lock a directory of it.
 #include "netoken.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -43,11 +47,29 @@ void MountBpffs(const Napi::CallbackInfo &info) {
   if (mount("bpf", path.c_str(), "bpf", 0, "mode=0700") != 0) ThrowErrno(env, "mount", errno, path);
 }
 
+// An exclusive flock(2) on a directory: the fd that holds it (kept open for as long as the
+// lock is wanted; the kernel drops it when the process exits, however it exits), or -1 when
+// another open file holds it. O_CLOEXEC: programs the caller runs do not inherit the lock.
+Napi::Value LockDir(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(env, info[0], "path");
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, "open", errno, path);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowErrno(env, "flock", err, path);
+  }
+  return Napi::Number::New(env, fd);
+}
+
 }  // namespace
 
 void InitBpffsFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
+  exports.Set("lockDir", Napi::Function::New<LockDir>(env, "lockDir"));
 }
 
 }  // namespace netoken

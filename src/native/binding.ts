@@ -240,6 +240,11 @@ export interface NativeBinding {
   isBpffs(path: string): boolean;
   /** mount -t bpf bpf PATH with mode=0700 (creates PATH if missing); mounts again if one is there */
   mountBpffs(path: string): void;
+  /**
+   * An exclusive flock on the directory PATH: the fd holding it (close it to let go; the kernel
+   * lets go when the process exits), or -1 when another open file of any process holds it.
+   */
+  lockDir(path: string): number;
 
   /** capture SYNs on ifindex (0: every interface); needs CAP_NET_RAW; snaplen 64..65535, default 256 */
   openSynCapture(ifindex: number, opts?: { snaplen?: number }): NativeSynCapture;
