@@ -41,6 +41,8 @@ export interface AgentConfig extends CommonConfig {
   ingressAttach: IngressAttachPreference;
   tcPriority: number;
   interfacePollMs: number;
+  /** how long to wait for another agent on the same state directory to stop */
+  lockTimeoutMs: number;
   nodeLabels: Record<string, string>;
   objectPath: string | undefined;
 }
@@ -98,6 +100,9 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
   const poll = parseDuration(String(o.interfacePoll ?? '2s'));
   if (poll === null || poll < 0.1)
     throw new UsageError(`--interface-poll must be a duration of at least 100ms, like 2s, got "${String(o.interfacePoll)}"`);
+  const lockTimeout = parseDuration(String(o.lockTimeout ?? '30s'));
+  if (lockTimeout === null)
+    throw new UsageError(`--lock-timeout must be a duration, like 30s or 0s, got "${String(o.lockTimeout)}"`);
   const nodeLabels: Record<string, string> = {};
   for (const l of (o.nodeLabel as string[] | undefined) ?? []) {
     const i = l.indexOf('=');
@@ -113,6 +118,7 @@ export function agentConfig(o: RawOptions, env: NodeJS.ProcessEnv = process.env)
     ingressAttach: ingressAttach as IngressAttachPreference,
     tcPriority: prio,
     interfacePollMs: Math.round(poll * 1000),
+    lockTimeoutMs: Math.round(lockTimeout * 1000),
     nodeLabels,
     objectPath: typeof o.bpfObject === 'string' ? path.resolve(o.bpfObject) : undefined,
   };

@@ -15,6 +15,7 @@ import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js'
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 import { sleep, waitUntil } from '../lib/wait.js';
 import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../lib/abi.js';
+import { tryLockStateDir } from '../agent/lock.js';
 
 /** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
 const KEY = Buffer.from('netoken-demo-key', 'ascii');
@@ -107,6 +108,24 @@ s.once('timeout', () => { s.destroy(); console.log(JSON.stringify({ ok: false, e
 s.once('error', (e) => console.log(JSON.stringify({ ok: false, error: e.code })));
 `;
 
+/**
+ * Blocks until no agent holds the state directory (its process has ended: the kernel drops the
+ * lock then), at most `ms`; false if one still does. For the synchronous cleanup.
+ */
+function waitAgentGone(stateDir: string, ms: number): boolean {
+  const until = Date.now() + ms;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const r = tryLockStateDir(stateDir);
+    if (r === null || 'release' in r) {
+      r?.release();
+      return true;
+    }
+    if (Date.now() >= until) return false;
+    Atomics.wait(nap, 0, 0, 50);
+  }
+}
+
 /** Polls a check of the demo's own state every 100 ms until it holds. */
 const waitFor = async (what: string, ms: number, check: () => boolean): Promise<void> => {
   await waitUntil(what, ms, () => check() || undefined, { everyMs: 100 });
@@ -138,6 +157,12 @@ export async function runDemo(opts: { keep: boolean }): Promise<number> {
     if (cleaned) return;
     cleaned = true;
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+    // detach refuses while an agent still holds its state directory: wait for them to end.
+    const states = Object.values(agents).map((a) => a.stateDir);
+    if (!states.every((d) => waitAgentGone(d, 10_000))) {
+      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      for (const d of states) waitAgentGone(d, 5_000);
+    }
     if (opts.keep) {
       say(
         `\nleft in place (--keep): namespaces ${nsC} ${nsS} ${nsI}, pins ${Object.values(agents)

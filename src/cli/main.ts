@@ -9,6 +9,8 @@ import type { PolicySource } from '../agent/source.js';
 import { serveEndpoints } from '../lib/http.js';
 import { Datapath } from '../agent/datapath.js';
 import { detachAll } from '../agent/hooks/detach.js';
+import { ensureBpffs } from '../agent/bpffs.js';
+import { lockForDetach, lockStateDir } from '../agent/lock.js';
 import { createLogger } from '../lib/log.js';
 import { startMemorySettler } from '../lib/memory.js';
 import { binding } from '../native/binding.js';
@@ -28,6 +30,9 @@ function common(cmd: Command): Command {
 async function runAgent(o: RawOptions): Promise<number> {
   const cfg = agentConfig(o);
   const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
+  // One agent per state directory: a second one over the same pins would undo the first one's work.
+  ensureBpffs(cfg.stateDir, log);
+  const lock = await lockStateDir(cfg.stateDir, { log, timeoutMs: cfg.lockTimeoutMs });
   const datapath = Datapath.open({
     stateDir: cfg.stateDir,
     runDir: cfg.runDir,
@@ -127,6 +132,7 @@ async function runAgent(o: RawOptions): Promise<number> {
   settler.close();
   server?.close();
   datapath.close();
+  lock.release();
   return 0;
 }
 
@@ -151,6 +157,10 @@ export async function run(argv: string[]): Promise<number> {
     )
     .option('--tc-priority <n>', 'priority of our clsact filter (default 1)')
     .option('--interface-poll <duration>', 'how often to look for interface changes (default 2s)')
+    .option(
+      '--lock-timeout <duration>',
+      'how long to wait for another agent using the same --state-dir to stop before giving up (default 30s)',
+    )
     .option(
       '--node-label <key=value>',
       'label of this node for spec.nodeSelector (repeatable)',
@@ -200,7 +210,9 @@ export async function run(argv: string[]): Promise<number> {
     (o: RawOptions) => {
       const cfg = commonConfig(o);
       const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
+      const lock = lockForDetach(cfg.stateDir);
       const r = detachAll(cfg.stateDir, cfg.runDir, 1, log);
+      lock?.release();
       process.stdout.write(
         `detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s), ${r.xdp} XDP program(s); removed ${r.pins} pin(s)\n`,
       );
