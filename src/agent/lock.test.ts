@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { recordingLogger } from '../../test/lib/log.js';
-import { lockForDetach, lockHolder, lockStateDir, tryLockStateDir } from './lock.js';
+import { agentDirs, lockAgentDirs, lockForDetach, lockHolder, tryLockDir } from './lock.js';
 
 function tempDir(): string {
   return mkdtempSync(path.join(tmpdir(), 'nt-lock-'));
@@ -13,25 +13,32 @@ function tempDir(): string {
 test('a state directory locked once is refused to a second open file, and free again once let go', () => {
   const dir = tempDir();
   try {
-    const a = tryLockStateDir(dir);
+    const a = tryLockDir(dir);
     assert.ok(a && 'release' in a, 'the first lock is taken');
-    const b = tryLockStateDir(dir);
+    const b = tryLockDir(dir);
     assert.ok(b && !('release' in b), 'a second lock on the same directory is refused');
     assert.equal(b.holder, `another netoken agent (pid ${process.pid})`, 'the holder is named from /proc/locks');
     assert.equal(lockHolder(dir), process.pid);
-    assert.throws(() => lockForDetach(dir), {
+    const run = path.join(dir, 'run');
+    mkdirSync(run);
+    assert.throws(() => lockForDetach(agentDirs(dir, run)), {
       message: `another netoken agent (pid ${process.pid}) is running with the state directory ${dir}: stop it first (detach would remove the hooks it keeps)`,
     });
     a.release();
     a.release();
     assert.equal(lockHolder(dir), undefined, 'no holder once let go');
-    const c = lockForDetach(dir);
-    assert.ok(c, 'detach takes the free lock');
+    const c = lockForDetach(agentDirs(dir, run));
+    assert.equal(lockHolder(run), process.pid, 'detach holds the run directory too');
+    assert.throws(() => lockForDetach(agentDirs(path.join(dir, 'other'), run)), {
+      message: `another netoken agent (pid ${process.pid}) is running with the run directory ${run}: stop it first (detach would remove the hooks it keeps)`,
+    });
     c.release();
+    assert.equal(lockHolder(run), undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  assert.equal(lockForDetach(dir), null, 'detach of a directory that is gone needs no lock');
+  lockForDetach(agentDirs(dir, path.join(dir, 'run'))).release();
+  assert.equal(existsSync(dir), false, 'detach of directories that are gone makes none');
 });
 
 test('lockHolder reads the pid of the FLOCK on this directory from /proc/locks, and no other', () => {
@@ -66,18 +73,25 @@ test('lockStateDir waits for the holder, saying so, and takes the lock once it i
   const dir = tempDir();
   const { log, lines } = recordingLogger();
   try {
-    const holder = tryLockStateDir(dir);
+    const holder = tryLockDir(dir);
     assert.ok(holder && 'release' in holder);
     setTimeout(() => holder.release(), 400);
     const started = Date.now();
-    const lock = await lockStateDir(dir, { log, timeoutMs: 10_000, pollMs: 20, progressMs: 150 });
+    const lock = await lockAgentDirs(agentDirs(dir, path.join(dir, 'run')), {
+      log,
+      timeoutMs: 10_000,
+      pollMs: 20,
+      progressMs: 150,
+    });
     assert.ok(Date.now() - started >= 350, 'it waited for the holder');
     assert.equal(lockHolder(dir), process.pid, 'the lock is held now');
+    assert.equal(lockHolder(path.join(dir, 'run')), process.pid, 'on the run directory too (made)');
     lock.release();
     const text = lines.join('\n');
-    assert.match(text, /is using this state directory; waiting for it to stop/);
+    assert.ok(text.includes(`is using the state directory ${dir}; waiting for it to stop`), text);
     assert.match(text, /still waiting for another netoken agent/, 'progress while it waits');
-    assert.match(text, /the other agent stopped; this one takes over the state directory/);
+    assert.match(text, /the other agent stopped; this one takes over its directories/);
+    assert.equal(lockHolder(path.join(dir, 'run')), undefined, 'both let go');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -87,10 +101,10 @@ test('lockStateDir gives up after its timeout with an error that names the direc
   const dir = tempDir();
   const { log } = recordingLogger();
   try {
-    const holder = tryLockStateDir(dir);
+    const holder = tryLockDir(dir);
     assert.ok(holder && 'release' in holder);
     try {
-      await assert.rejects(lockStateDir(dir, { log, timeoutMs: 300, pollMs: 20 }), {
+      await assert.rejects(lockAgentDirs(agentDirs(dir, path.join(dir, 'run')), { log, timeoutMs: 300, pollMs: 20 }), {
         message: `another netoken agent (pid ${process.pid}) is using the state directory ${dir} and did not stop within 0.3 s: stop it first, or give this agent a --state-dir and --run-dir of its own`,
       });
       assert.equal(lockHolder(dir), process.pid, 'the holder keeps its lock');
@@ -98,9 +112,9 @@ test('lockStateDir gives up after its timeout with an error that names the direc
       holder.release();
     }
     // A timeout of 0 gives up at once.
-    const again = tryLockStateDir(dir);
+    const again = tryLockDir(dir);
     assert.ok(again && 'release' in again);
-    await assert.rejects(lockStateDir(dir, { log, timeoutMs: 0 }), /did not stop within 0 s/);
+    await assert.rejects(lockAgentDirs(agentDirs(dir, path.join(dir, 'run')), { log, timeoutMs: 0 }), /did not stop within 0 s/);
     again.release();
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -113,17 +127,40 @@ test('a state directory removed by the holder as it stops (an idle agent does) i
   const { log } = recordingLogger();
   try {
     mkdirSync(dir, { mode: 0o700 });
-    const holder = tryLockStateDir(dir);
+    const holder = tryLockDir(dir);
     assert.ok(holder && 'release' in holder);
     setTimeout(() => {
       rmSync(dir, { recursive: true });
       holder.release();
     }, 200);
-    const lock = await lockStateDir(dir, { log, timeoutMs: 10_000, pollMs: 20 });
+    const lock = await lockAgentDirs([{ dir, what: 'state directory' }], { log, timeoutMs: 10_000, pollMs: 20 });
     assert.equal(statSync(dir).mode & 0o777, 0o700, 'made again, mode 0700');
     assert.equal(lockHolder(dir), process.pid, 'the lock is on the directory that is there now');
-    assert.equal(tryLockStateDir(path.join(parent, 'never')), null, 'a directory that is not there: no lock');
+    assert.equal(tryLockDir(path.join(parent, 'never')), null, 'a directory that is not there: no lock');
     lock.release();
+  } finally {
+    rmSync(parent, { recursive: true, force: true });
+  }
+});
+
+test('a run directory another agent holds is waited for too, and the state directory is let go meanwhile', async () => {
+  const parent = tempDir();
+  const state = path.join(parent, 'state');
+  const run = path.join(parent, 'run');
+  const { log, lines } = recordingLogger();
+  try {
+    mkdirSync(run);
+    const holder = tryLockDir(run);
+    assert.ok(holder && 'release' in holder);
+    const waiting = lockAgentDirs(agentDirs(state, run), { log, timeoutMs: 10_000, pollMs: 20 });
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(lockHolder(state), undefined, 'the state directory is not held while the run directory is busy');
+    holder.release();
+    const lock = await waiting;
+    assert.equal(lockHolder(state), process.pid);
+    assert.equal(lockHolder(run), process.pid);
+    lock.release();
+    assert.ok(lines.join('\n').includes(`is using the run directory ${run}; waiting for it to stop`));
   } finally {
     rmSync(parent, { recursive: true, force: true });
   }

@@ -1,8 +1,9 @@
 /**
  * One agent per state directory. Two agents over the same pins would undo each other's map
  * writes and swap each other's programs on every reconcile, and the one that stops first would
- * leave the other's policies half applied. The agent holds an exclusive flock(2) on its state
- * directory (in bpffs) for as long as it runs: the kernel lets go when the process ends, however
+ * leave the other's policies half applied; two over one run directory would overwrite each
+ * other's policy slot ids and status. The agent holds an exclusive flock(2) on its state
+ * directory (in bpffs) and on its run directory for as long as it runs: the kernel lets go when the process ends, however
  * it ends, so a killed agent never blocks the next one, and the lock is seen across containers
  * that mount the same bpffs (a DaemonSet pod still terminating beside its replacement).
  *
@@ -18,6 +19,7 @@ import { binding } from '../native/binding.js';
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
 export interface StateLock {
+  /** the (first) directory locked */
   readonly dir: string;
   /** Let go of the lock (the process ending does it too). */
   release(): void;
@@ -71,7 +73,7 @@ function whoHolds(dir: string): string {
  * The lock on `dir` if it is free now; who holds it if not; null when `dir` is gone, or was
  * replaced while the lock was taken (an idle agent that stops removes its state directory).
  */
-export function tryLockStateDir(dir: string): StateLock | { holder: string } | null {
+export function tryLockDir(dir: string): StateLock | { holder: string } | null {
   let fd: number;
   try {
     fd = binding().lockDir(dir);
@@ -93,13 +95,43 @@ export function tryLockStateDir(dir: string): StateLock | { holder: string } | n
   return null;
 }
 
-/** tryLockStateDir, making the directory (mode 0700) when it is gone. */
+/** tryLockDir, making the directory (mode 0700) when it is gone. */
 function tryLockMaking(dir: string): StateLock | { holder: string } {
   for (;;) {
-    const r = tryLockStateDir(dir);
+    const r = tryLockDir(dir);
     if (r) return r;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
+}
+
+/** A directory an agent keeps to itself, and what it is called in messages ("state directory"). */
+export interface AgentDir {
+  dir: string;
+  what: string;
+}
+
+/** The agent's directories: its pins, and its status and run state. */
+export function agentDirs(stateDir: string, runDir: string): AgentDir[] {
+  return [
+    { dir: stateDir, what: 'state directory' },
+    { dir: runDir, what: 'run directory' },
+  ];
+}
+
+function lockAll(dirs: readonly AgentDir[]): StateLock | { holder: string; busy: AgentDir } {
+  const taken: StateLock[] = [];
+  const releaseAll = (): void => {
+    for (const l of taken) l.release();
+  };
+  for (const d of dirs) {
+    const r = tryLockMaking(d.dir);
+    if (!('release' in r)) {
+      releaseAll();
+      return { holder: r.holder, busy: d };
+    }
+    taken.push(r);
+  }
+  return { dir: dirs[0]?.dir ?? '', release: releaseAll };
 }
 
 export interface LockOptions {
@@ -112,14 +144,16 @@ export interface LockOptions {
   progressMs?: number;
 }
 
-/** Take the lock on the agent's state directory (made when missing), waiting for a holder to stop. */
-export async function lockStateDir(dir: string, o: LockOptions): Promise<StateLock> {
+/**
+ * Lock every one of the agent's directories (in the order given, made when missing), waiting
+ * for another agent that holds one to stop.
+ */
+export async function lockAgentDirs(dirs: readonly AgentDir[], o: LockOptions): Promise<StateLock> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
   const start = Date.now();
-  let first = tryLockMaking(dir);
+  let first = lockAll(dirs);
   if ('release' in first) return first;
-  o.log.warn(`${first.holder} is using this state directory; waiting for it to stop`, {
-    stateDir: dir,
+  o.log.warn(`${first.holder} is using the ${first.busy.what} ${first.busy.dir}; waiting for it to stop`, {
     timeoutSeconds: timeoutMs / 1000,
   });
   let said = start;
@@ -127,22 +161,18 @@ export async function lockStateDir(dir: string, o: LockOptions): Promise<StateLo
     const now = Date.now();
     if (now - start >= timeoutMs) {
       throw new Error(
-        `${first.holder} is using the state directory ${dir} and did not stop within ${timeoutMs / 1000} s: ` +
+        `${first.holder} is using the ${first.busy.what} ${first.busy.dir} and did not stop within ${timeoutMs / 1000} s: ` +
           'stop it first, or give this agent a --state-dir and --run-dir of its own',
       );
     }
     if (now - said >= (o.progressMs ?? 5000)) {
       said = now;
-      o.log.info(`still waiting for ${first.holder} to stop`, {
-        stateDir: dir,
-        waitedSeconds: Math.round((now - start) / 1000),
-      });
+      o.log.info(`still waiting for ${first.holder} to stop`, { waitedSeconds: Math.round((now - start) / 1000) });
     }
     await sleep(Math.min(o.pollMs ?? 200, Math.max(1, timeoutMs - (now - start))));
-    const next = tryLockMaking(dir);
+    const next = lockAll(dirs);
     if ('release' in next) {
-      o.log.info('the other agent stopped; this one takes over the state directory', {
-        stateDir: dir,
+      o.log.info('the other agent stopped; this one takes over its directories', {
         waitedSeconds: Math.round((Date.now() - start) / 1000),
       });
       return next;
@@ -151,11 +181,21 @@ export async function lockStateDir(dir: string, o: LockOptions): Promise<StateLo
   }
 }
 
-/** For `netoken detach`: the lock when the directory exists and no agent holds it. */
-export function lockForDetach(dir: string): StateLock | null {
-  const r = tryLockStateDir(dir);
-  if (r === null || 'release' in r) return r;
-  throw new Error(
-    `${r.holder} is running with the state directory ${dir}: stop it first (detach would remove the hooks it keeps)`,
-  );
+/** For `netoken detach`: the lock on those of the directories that exist, when no agent holds one. */
+export function lockForDetach(dirs: readonly AgentDir[]): StateLock {
+  const taken: StateLock[] = [];
+  const releaseAll = (): void => {
+    for (const l of taken) l.release();
+  };
+  for (const d of dirs) {
+    const r = tryLockDir(d.dir);
+    if (r === null) continue;
+    if ('release' in r) {
+      taken.push(r);
+      continue;
+    }
+    releaseAll();
+    throw new Error(`${r.holder} is running with the ${d.what} ${d.dir}: stop it first (detach would remove the hooks it keeps)`);
+  }
+  return { dir: dirs[0]?.dir ?? '', release: releaseAll };
 }

@@ -15,7 +15,7 @@ import { TCP_ACK, TCP_SYN, findTokenOption, parseFrame } from '../lib/packet.js'
 import { parsePcap, toEthernet } from '../lib/pcap.js';
 import { sleep, waitUntil } from '../lib/wait.js';
 import { NT_OPT_EXID_DEFAULT as EXID, NT_OPT_KIND_DEFAULT as KIND } from '../lib/abi.js';
-import { tryLockStateDir } from '../agent/lock.js';
+import { tryLockDir } from '../agent/lock.js';
 
 /** The demo's SipHash key (16 bytes; in a cluster the operator generates one per policy). */
 const KEY = Buffer.from('netoken-demo-key', 'ascii');
@@ -116,7 +116,7 @@ function waitAgentGone(stateDir: string, ms: number): boolean {
   const until = Date.now() + ms;
   const nap = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
-    const r = tryLockStateDir(stateDir);
+    const r = tryLockDir(stateDir);
     if (r === null || 'release' in r) {
       r?.release();
       return true;

@@ -10,7 +10,7 @@ import { serveEndpoints } from '../lib/http.js';
 import { Datapath } from '../agent/datapath.js';
 import { detachAll } from '../agent/hooks/detach.js';
 import { ensureBpffs } from '../agent/bpffs.js';
-import { lockForDetach, lockStateDir } from '../agent/lock.js';
+import { agentDirs, lockAgentDirs, lockForDetach } from '../agent/lock.js';
 import { createLogger } from '../lib/log.js';
 import { startMemorySettler } from '../lib/memory.js';
 import { binding } from '../native/binding.js';
@@ -30,9 +30,9 @@ function common(cmd: Command): Command {
 async function runAgent(o: RawOptions): Promise<number> {
   const cfg = agentConfig(o);
   const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
-  // One agent per state directory: a second one over the same pins would undo the first one's work.
+  // One agent per state and run directory: a second one over the same pins would undo the first one's work.
   ensureBpffs(cfg.stateDir, log);
-  const lock = await lockStateDir(cfg.stateDir, { log, timeoutMs: cfg.lockTimeoutMs });
+  const lock = await lockAgentDirs(agentDirs(cfg.stateDir, cfg.runDir), { log, timeoutMs: cfg.lockTimeoutMs });
   const datapath = Datapath.open({
     stateDir: cfg.stateDir,
     runDir: cfg.runDir,
@@ -210,9 +210,9 @@ export async function run(argv: string[]): Promise<number> {
     (o: RawOptions) => {
       const cfg = commonConfig(o);
       const log = createLogger({ level: cfg.logLevel, format: cfg.logFormat });
-      const lock = lockForDetach(cfg.stateDir);
+      const lock = lockForDetach(agentDirs(cfg.stateDir, cfg.runDir));
       const r = detachAll(cfg.stateDir, cfg.runDir, 1, log);
-      lock?.release();
+      lock.release();
       process.stdout.write(
         `detached: ${r.links} TCX link(s), ${r.tcFilters} tc filter(s), ${r.xdp} XDP program(s); removed ${r.pins} pin(s)\n`,
       );

@@ -1,8 +1,9 @@
 /**
  * One agent per state directory: a second agent over the same pins (a pod still terminating
- * beside its replacement, a second copy started by hand) waits for the first to stop, and gives
- * up with a clear error if it does not; it never touches the first one's hooks or maps meanwhile.
- * `netoken detach` refuses to remove hooks that a running agent keeps.
+ * beside its replacement, a second copy started by hand), or over the same run directory, waits
+ * for the first to stop, and gives up with a clear error if it does not; it never touches the
+ * first one's hooks or maps meanwhile. `netoken detach` refuses to remove hooks that a running
+ * agent keeps.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,7 @@ describe('one agent per state directory', () => {
     topologies.push(t);
     const first = agentIn(t.client.ns, 'first');
     const second = agentIn(t.client.ns, 'second');
+    const third = agentIn(t.client.ns, 'third');
     const policy = policyYaml([
       {
         name: 'web',
@@ -32,6 +34,7 @@ describe('one agent per state directory', () => {
     try {
       first.writePolicy(policy);
       second.writePolicy(policy);
+      third.writePolicy(policy);
       await first.start();
       const s1 = await first.waitStatus((s) => s.hooks.length === 1 && s.ready, 15_000, 'the first agent');
       assert.deepEqual((await kernelHooks(t.client.ns, t.client.dev)).tcx, [s1.programId]);
@@ -59,6 +62,20 @@ describe('one agent per state directory', () => {
       );
       assert.equal(existsSync(path.join(second.runDir, 'status.json')), false, 'the second agent wrote no status');
 
+      // 1b. So does one with a state directory of its own but the first agent's run directory.
+      await third.start(['--run-dir', first.runDir, '--lock-timeout', '1s']);
+      assert.ok(await waitForExit(third.child!, 20_000), `the third agent exits\n${third.log()}`);
+      assert.equal(third.child!.exitCode, 1, `exit code of the third agent\n${third.log()}`);
+      third.child = null;
+      assert.ok(
+        third
+          .log()
+          .includes(`another netoken agent (pid ${firstPid}) is using the run directory ${first.runDir} and did not stop`),
+        third.log(),
+      );
+      assert.deepEqual((await kernelHooks(t.client.ns, t.client.dev)).tcx, [s1.programId], 'still the first program alone');
+      assert.equal(first.status()?.programId, s1.programId, "the first agent's status is its own");
+
       // 2. detach refuses while the first agent runs, and removes nothing.
       const d = await first.cli(['detach']);
       assert.equal(d.code, 1, `detach exits 1\n${d.stdout}${d.stderr}`);
@@ -85,7 +102,7 @@ describe('one agent per state directory', () => {
         20_000,
         'the second agent, once the first stopped',
       );
-      assert.match(since(), /this one takes over the state directory/);
+      assert.match(since(), /this one takes over its directories/);
       assert.deepEqual((await kernelHooks(t.client.ns, t.client.dev)).tcx, [s2.programId], 'one program: the new one');
       assert.equal(s2.hooks[0]!.linkId, s1.hooks[0]!.linkId, 'the pinned link is reused');
       await second.stop();
@@ -93,6 +110,7 @@ describe('one agent per state directory', () => {
       await second.stop('SIGKILL');
       await first.cleanup();
       await second.cleanup();
+      await third.cleanup();
     }
   });
 });
