@@ -1,13 +1,15 @@
 /**
- * One agent per state directory. Two agents over the same pins would undo each other's map
- * writes and swap each other's programs on every reconcile, and the one that stops first would
- * leave the other's policies half applied; two over one run directory would overwrite each
- * other's policy slot ids and status. The agent holds an exclusive flock(2) on its state
- * directory (in bpffs) and on its run directory for as long as it runs: the kernel lets go when the process ends, however
- * it ends, so a killed agent never blocks the next one, and the lock is seen across containers
- * that mount the same bpffs (a DaemonSet pod still terminating beside its replacement).
+ * One agent per state and run directory. Two agents over the same pins would undo each
+ * other's map writes and swap each other's programs on every reconcile, and the one that stops
+ * first would leave the other's policies half applied; two over one run directory would
+ * overwrite each other's policy slot ids and status. The agent holds an exclusive flock(2) on
+ * its state directory (in bpffs) and on its run directory for as long as it runs: the kernel
+ * lets go when the process ends, however it ends, so a killed agent never blocks the next one,
+ * and the lock is seen across containers that mount the same directories (a DaemonSet pod still
+ * terminating beside its replacement), where a pid file would name a pid of another pid
+ * namespace.
  *
- * An agent that finds the directory locked waits for the holder to stop (a rolling update),
+ * An agent that finds a directory locked waits for the holder to stop (a rolling update),
  * saying so, and gives up with a clear error after the lock timeout. `netoken detach` does not
  * wait: it refuses to remove hooks that a running agent keeps.
  */
@@ -38,7 +40,7 @@ export function lockHolder(dir: string, locks = '/proc/locks'): number | undefin
   } catch {
     return undefined;
   }
-  // Linux's new_encode_dev: minor in bits 0-7 and 20-31, major in bits 8-19.
+  // st.dev as glibc's makedev() packs it: minor in bits 0-7 and 20-31, major in bits 8-19.
   const major = (st.dev >> 8) & 0xfff;
   const minor = (st.dev & 0xff) | ((st.dev >> 12) & 0xfff00);
   const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
