@@ -21,8 +21,6 @@ import { binding } from '../native/binding.js';
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
 
 export interface StateLock {
-  /** the (first) directory locked */
-  readonly dir: string;
   /** Let go of the lock (the process ending does it too). */
   release(): void;
 }
@@ -54,10 +52,9 @@ export function lockHolder(dir: string, locks = '/proc/locks'): number | undefin
   return undefined;
 }
 
-function held(dir: string, fd: number): StateLock {
+function held(fd: number): StateLock {
   let open = true;
   return {
-    dir,
     release() {
       if (!open) return;
       open = false;
@@ -92,7 +89,7 @@ export function tryLockDir(dir: string): StateLock | { holder: string } | null {
   } catch {
     // gone since it was opened
   }
-  if (same) return held(dir, fd);
+  if (same) return held(fd);
   closeSync(fd);
   return null;
 }
@@ -120,20 +117,26 @@ export function agentDirs(stateDir: string, runDir: string): AgentDir[] {
   ];
 }
 
+/** Locks held together: one release lets go of them all. */
+function together(taken: readonly StateLock[]): StateLock {
+  return {
+    release() {
+      for (const l of taken) l.release();
+    },
+  };
+}
+
 function lockAll(dirs: readonly AgentDir[]): StateLock | { holder: string; busy: AgentDir } {
   const taken: StateLock[] = [];
-  const releaseAll = (): void => {
-    for (const l of taken) l.release();
-  };
   for (const d of dirs) {
     const r = tryLockMaking(d.dir);
     if (!('release' in r)) {
-      releaseAll();
+      together(taken).release();
       return { holder: r.holder, busy: d };
     }
     taken.push(r);
   }
-  return { dir: dirs[0]?.dir ?? '', release: releaseAll };
+  return together(taken);
 }
 
 export interface LockOptions {
@@ -186,9 +189,6 @@ export async function lockAgentDirs(dirs: readonly AgentDir[], o: LockOptions): 
 /** For `netoken detach`: the lock on those of the directories that exist, when no agent holds one. */
 export function lockForDetach(dirs: readonly AgentDir[]): StateLock {
   const taken: StateLock[] = [];
-  const releaseAll = (): void => {
-    for (const l of taken) l.release();
-  };
   for (const d of dirs) {
     const r = tryLockDir(d.dir);
     if (r === null) continue;
@@ -196,8 +196,8 @@ export function lockForDetach(dirs: readonly AgentDir[]): StateLock {
       taken.push(r);
       continue;
     }
-    releaseAll();
+    together(taken).release();
     throw new Error(`${r.holder} is running with the ${d.what} ${d.dir}: stop it first (detach would remove the hooks it keeps)`);
   }
-  return { dir: dirs[0]?.dir ?? '', release: releaseAll };
+  return together(taken);
 }
